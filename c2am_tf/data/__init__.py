@@ -1,0 +1,69 @@
+"""tf.data pipelines: sources (CUB, tfds CUB, image folders, synthetic) and the authors' transforms.
+
+A *source* yields dicts ``{'image': uint8 (H, W, 3), 'boxes': (G, 4) float32
+x0, y0, x1, y1 in original pixels, 'path': str}``. ``train_pipeline`` turns a
+source into batches of augmented images; ``eval_pipeline`` into
+``(images, boxes)`` batches in the eval frame.
+"""
+
+import tensorflow as tf
+
+from c2am_tf.data.cub import cub_records, cub_source, tfds_cub_source
+from c2am_tf.data.folder import folder_source
+from c2am_tf.data.images import decode_rgb, find_unreadable, list_images, read_rgb
+from c2am_tf.data.synthetic import synthetic_arrays, synthetic_example, synthetic_source
+from c2am_tf.data.transforms import eval_transform, random_flip_crop, resize_square
+
+DATASETS = ("synthetic", "cub", "folder")
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+def train_pipeline(source, batch_size, resize=256, crop=224, cache=True, shuffle_buffer=2048, seed=None):
+    """Batches (B, crop, crop, 3) uint8 of resized, flipped, randomly cropped images.
+
+    Decoding and resizing happen once when ``cache`` (the random flip and crop
+    stay per epoch). The last incomplete batch is dropped: the contrastive loss
+    needs several images per batch, and fixed shapes avoid retracing.
+    """
+    ds = source.map(lambda ex: resize_square(ex["image"], resize), num_parallel_calls=AUTOTUNE)
+    if cache:
+        ds = ds.cache()
+    ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    ds = ds.map(lambda im: random_flip_crop(im, crop), num_parallel_calls=AUTOTUNE)
+    return ds.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)
+
+
+def eval_pipeline(source, batch_size, resize=480, crop=448, cache=True):
+    """Batches of (images (B, crop, crop, 3) uint8, boxes (B, G, 4)) in the eval frame."""
+    ds = source.map(lambda ex: eval_transform(ex["image"], ex["boxes"], resize, crop),
+                    num_parallel_calls=AUTOTUNE)
+    if cache:
+        ds = ds.cache()
+    return ds.batch(batch_size).prefetch(AUTOTUNE)
+
+
+def make_source(name, split="train", data_dir=None, synthetic_size=160, synthetic_count=None,
+                seed=0, tfds_download=False):
+    """A source by dataset name: ``synthetic``, ``cub`` (raw folder, else tfds) or ``folder``."""
+    if name == "synthetic":
+        count = synthetic_count or (512 if split == "train" else 128)
+        return synthetic_source(count, synthetic_size, seed, split)
+    if name == "cub":
+        if data_dir:
+            return cub_source(data_dir, split)
+        return tfds_cub_source(split, download=tfds_download)
+    if name == "folder":
+        if not data_dir:
+            raise ValueError("--dataset folder needs --data-dir (a folder of images)")
+        if split != "train":
+            raise ValueError("an image folder has no boxes: it cannot be evaluated")
+        return folder_source(data_dir)
+    raise ValueError(f"unknown dataset {name!r}; choose one of {DATASETS}")
+
+
+__all__ = [
+    "DATASETS", "train_pipeline", "eval_pipeline", "make_source", "cub_records", "cub_source",
+    "tfds_cub_source", "folder_source", "synthetic_source", "synthetic_arrays", "synthetic_example",
+    "decode_rgb", "read_rgb", "find_unreadable", "list_images", "eval_transform",
+    "random_flip_crop", "resize_square",
+]

@@ -1,0 +1,93 @@
+"""CUB-200-2011: the raw ``CUB_200_2011`` folder layout, or tfds ``caltech_birds2011``."""
+
+import os
+
+import tensorflow as tf
+
+from c2am_tf.data.images import drop_unreadable, read_rgb
+
+SPLITS = ("train", "test")
+
+
+def _read_table(path, columns):
+    if not os.path.exists(path):
+        raise FileNotFoundError(
+            f"{path} not found: --data-dir must be a CUB_200_2011 folder "
+            "(images/, images.txt, train_test_split.txt, bounding_boxes.txt)"
+        )
+    rows = {}
+    with open(path) as f:
+        for line_no, line in enumerate(f, 1):
+            parts = line.split()
+            if not parts:
+                continue
+            if len(parts) != columns:
+                raise ValueError(f"{path}:{line_no}: expected {columns} fields, got {line.strip()!r}")
+            rows[parts[0]] = parts[1:]
+    return rows
+
+
+def cub_records(data_dir, split):
+    """[(image path, [x0, y0, x1, y1])] for a split of a raw CUB folder."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    images = _read_table(os.path.join(data_dir, "images.txt"), 2)
+    is_train = _read_table(os.path.join(data_dir, "train_test_split.txt"), 2)
+    boxes = _read_table(os.path.join(data_dir, "bounding_boxes.txt"), 5)
+    want = "1" if split == "train" else "0"
+    records = []
+    for image_id, (rel,) in images.items():
+        if is_train.get(image_id, [None])[0] != want:
+            continue
+        if image_id not in boxes:
+            raise ValueError(f"{data_dir}/bounding_boxes.txt: no box for image id {image_id}")
+        x, y, w, h = (float(v) for v in boxes[image_id])
+        records.append((os.path.join(data_dir, "images", rel), [x, y, x + w, y + h]))
+    if not records:
+        raise ValueError(f"{data_dir}: no images in split {split!r}")
+    return records
+
+
+def cub_source(data_dir, split="train", num_parallel_calls=tf.data.AUTOTUNE):
+    """Dataset of {'image': uint8 (H, W, 3), 'boxes': (1, 4) float32, 'path'} from a raw folder.
+
+    Unreadable images are skipped with a warning (see ``drop_unreadable``).
+    """
+    records = cub_records(data_dir, split)
+    paths, boxes, _ = drop_unreadable([r[0] for r in records], [[r[1]] for r in records],
+                                      what=f"CUB {split} images")
+    ds = tf.data.Dataset.from_tensor_slices((paths, tf.constant(boxes, tf.float32)))
+    ds = ds.map(lambda p, b: {"image": read_rgb(p), "boxes": b, "path": p},
+                num_parallel_calls=num_parallel_calls)
+    return ds.ignore_errors(log_warning=True)
+
+
+def tfds_cub_source(split="train", data_dir=None, download=False):
+    """The same elements from tfds ``caltech_birds2011`` (already prepared, or ``download``).
+
+    Offline and not prepared: raises at once with a message pointing at
+    ``--data-dir`` (the raw folder), instead of retrying downloads for minutes.
+    """
+    import tensorflow_datasets as tfds
+
+    builder = tfds.builder("caltech_birds2011", data_dir=data_dir)
+    if download:
+        builder.download_and_prepare()
+    try:
+        ds = builder.as_dataset(split=split)
+    except (AssertionError, FileNotFoundError, tfds.core.registered.DatasetNotFoundError) as e:
+        raise FileNotFoundError(
+            "tfds 'caltech_birds2011' is not prepared"
+            f"{' in ' + str(data_dir) if data_dir else ''} ({e}). Either pass --data-dir "
+            "pointing at a raw CUB_200_2011 folder, or prepare it once online "
+            "(--tfds-download)."
+        ) from None
+
+    def convert(ex):
+        image = ex["image"]
+        shape = tf.cast(tf.shape(image), tf.float32)
+        ymin, xmin, ymax, xmax = tf.unstack(tf.reshape(ex["bbox"], [4]))
+        box = tf.stack([xmin * shape[1], ymin * shape[0], xmax * shape[1], ymax * shape[0]])
+        return {"image": image, "boxes": box[None, :], "path": ex["image/filename"]}
+
+    return ds.map(convert, num_parallel_calls=tf.data.AUTOTUNE)

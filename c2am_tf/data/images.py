@@ -1,0 +1,74 @@
+"""Reading images safely: decode any common format to RGB uint8, find unreadable files."""
+
+import logging
+import os
+
+import tensorflow as tf
+
+log = logging.getLogger("c2am_tf.data")
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
+
+
+def decode_rgb(data):
+    """Encoded bytes -> (H, W, 3) uint8. Grayscale is replicated, alpha is dropped."""
+    image = tf.io.decode_image(data, channels=3, expand_animations=False, dtype=tf.uint8)
+    image.set_shape([None, None, 3])
+    return image
+
+
+def read_rgb(path):
+    """Reads and decodes one image file (a scalar string tensor)."""
+    return decode_rgb(tf.io.read_file(path))
+
+
+def find_unreadable(paths, num_parallel_calls=tf.data.AUTOTUNE):
+    """Indices of the files in ``paths`` that cannot be read or decoded, or are empty.
+
+    Decodes every file once, in parallel, inside tf.data (no Python per image).
+    """
+    paths = [str(p) for p in paths]
+    if not paths:
+        return []
+
+    def check(i, path):
+        image = read_rgb(path)
+        tf.debugging.assert_positive(tf.size(image), message="empty image")
+        return i
+
+    ds = tf.data.Dataset.from_tensor_slices((tf.range(len(paths), dtype=tf.int64), paths))
+    ds = ds.map(check, num_parallel_calls=num_parallel_calls, deterministic=False)
+    ds = ds.ignore_errors()
+    good = set(int(i) for i in ds.as_numpy_iterator())
+    return [i for i in range(len(paths)) if i not in good]
+
+
+def drop_unreadable(paths, *columns, what="images"):
+    """Removes unreadable files (and the matching entries of other columns).
+
+    Logs one warning with the count and the first file names; returns the
+    filtered ``(paths, *columns)`` and the list of skipped paths.
+    """
+    bad = set(find_unreadable(paths))
+    if bad:
+        names = [str(paths[i]) for i in sorted(bad)]
+        shown = ", ".join(names[:5]) + (" ..." if len(names) > 5 else "")
+        log.warning("skipping %d unreadable %s of %d: %s", len(bad), what, len(paths), shown)
+    keep = [i for i in range(len(paths)) if i not in bad]
+    out = [[paths[i] for i in keep]] + [[c[i] for i in keep] for c in columns]
+    return (*out, [str(paths[i]) for i in sorted(bad)])
+
+
+def list_images(directory):
+    """All image files under ``directory`` (recursive, sorted)."""
+    directory = os.fspath(directory)
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"image folder not found: {directory}")
+    found = []
+    for root, _, files in os.walk(directory):
+        for name in files:
+            if name.lower().endswith(IMAGE_EXTENSIONS):
+                found.append(os.path.join(root, name))
+    if not found:
+        raise ValueError(f"{directory}: no image files ({', '.join(IMAGE_EXTENSIONS)})")
+    return sorted(found)

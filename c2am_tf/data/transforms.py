@@ -1,0 +1,42 @@
+"""The authors' transforms, with boxes following the image.
+
+Train: resize to ``resize`` x ``resize``, random horizontal flip, random crop
+``crop`` x ``crop``. Eval: resize to ``resize`` x ``resize``, center crop
+``crop`` x ``crop``; boxes (x0, y0, x1, y1 in original pixels) are scaled by
+resize / W and resize / H, shifted by -(resize - crop) / 2 and clipped to the crop.
+"""
+
+import tensorflow as tf
+
+
+def _resize(image, size):
+    image = tf.image.resize(image, (size, size), method="bilinear", antialias=True)
+    return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+
+
+def resize_square(image, size):
+    """Resizes an (H, W, 3) uint8 image to (size, size, 3) uint8 (bilinear, antialiased)."""
+    return _resize(image, size)
+
+
+def random_flip_crop(image, crop, seed=None):
+    """Random horizontal flip then a random crop x crop window (uint8 in, uint8 out)."""
+    image = tf.image.random_flip_left_right(image, seed=seed)
+    return tf.image.random_crop(image, (crop, crop, 3), seed=seed)
+
+
+def map_boxes_to_eval_frame(boxes, height, width, resize, crop):
+    """Boxes (G, 4) in original pixels -> the resize-then-center-crop frame."""
+    boxes = tf.cast(boxes, tf.float32)
+    sx = resize / tf.cast(width, tf.float32)
+    sy = resize / tf.cast(height, tf.float32)
+    shift = (resize - crop) / 2.0
+    scaled = boxes * tf.stack([sx, sy, sx, sy]) - shift
+    return tf.clip_by_value(scaled, 0.0, float(crop))
+
+
+def eval_transform(image, boxes, resize=480, crop=448):
+    """(image uint8 (H, W, 3), boxes (G, 4)) -> (crop x crop image, boxes in that frame)."""
+    shape = tf.shape(image)
+    out = tf.image.resize_with_crop_or_pad(_resize(image, resize), crop, crop)
+    return out, map_boxes_to_eval_frame(boxes, shape[0], shape[1], resize, crop)
