@@ -168,7 +168,8 @@ class C2AM(keras.Model):
             # The optimizer sums gradients over replicas: scale so the sum is the mean.
             scaled = (parts[0] + parts[1] + parts[2]) / replicas
         grads = tape.gradient(scaled, variables)
-        wd = self.weight_decay
+        # Decay is added per replica and then summed with the gradients: split it too.
+        wd = self.weight_decay / replicas
         grads = [
             None if g is None else (g + wd * v if decay and wd else g) * mult
             for g, (v, mult, decay) in zip(grads, groups)

@@ -1,0 +1,106 @@
+"""The CUB dev benchmark of ../shared/BENCHMARK.md: baselines, untrained model, training, GT-known Loc.
+
+    python benchmarks/cub_dev.py                       # the full protocol (20 epochs)
+    python benchmarks/cub_dev.py --epochs 5 --recipe paper --out runs/cub_paper
+
+Prints GT-known Loc per threshold and best for: the whole-crop box, the
+central-80% box, the untrained model (ImageNet backbone, random head; both
+orientations), and the trained model; plus training images/s (median of the
+steps after the first five), wall time and peak resident memory.
+"""
+
+import argparse
+import dataclasses
+import os
+import resource
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from c2am_tf import data  # noqa: E402
+from c2am_tf.backbones import build_backbone  # noqa: E402
+from c2am_tf.boxes import DEFAULT_THRESHOLDS, GTKnownLoc  # noqa: E402
+from c2am_tf.callbacks import evaluate_localization  # noqa: E402
+from c2am_tf.model import C2AM  # noqa: E402
+from c2am_tf.training import TrainConfig, run_training  # noqa: E402
+
+DEFAULT_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "CUB_200_2011_dev")
+
+
+def fmt(result):
+    per = " ".join(f"{v:5.1f}" for v in result["per_threshold"])
+    return f"best {result['best']:5.2f} @ {result['best_threshold']:.2f} | per threshold: {per}"
+
+
+def center_box_baselines(eval_ds, crop):
+    """GT-known Loc of fixed boxes: the whole crop and its central 80%."""
+    out = {}
+    for name, margin in (("whole crop", 0.0), ("central 80%", 0.1)):
+        acc = GTKnownLoc(thresholds=[0.5])
+        m = margin * crop
+        for _, gt in eval_ds:
+            box = np.tile([[[m, m, crop - m, crop - m]]], (gt.shape[0], 1, 1))
+            acc.update(box, gt.numpy())
+        out[name] = acc.result()["best"]
+    return out
+
+
+def peak_rss_gib():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-dir", default=DEFAULT_DIR)
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--recipe", default="head10")
+    p.add_argument("--loss-variant", default="reference")
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--alpha", type=float, default=0.05)
+    p.add_argument("--backbone-bn", default="frozen")
+    p.add_argument("--eval-every", type=int, default=1)
+    p.add_argument("--skip-baselines", action="store_true")
+    p.add_argument("--out", default="runs/cub_dev")
+    args = p.parse_args()
+    if not os.path.isdir(args.data_dir):
+        sys.exit(f"CUB dev data not found at {args.data_dir} (pass --data-dir)")
+
+    cfg = TrainConfig(dataset="cub", data_dir=args.data_dir, backbone="efficientnet_lite0",
+                      weights="imagenet", epochs=args.epochs, batch_size=16, lr=args.lr,
+                      momentum=args.momentum, alpha=args.alpha, loss_variant=args.loss_variant,
+                      recipe=args.recipe, backbone_bn=args.backbone_bn, out=args.out, seed=1,
+                      eval_every=args.eval_every, verbose=2)
+    print("config:", dataclasses.asdict(cfg), flush=True)
+    eval_src = data.make_source("cub", "test", args.data_dir)
+    eval_ds = data.eval_pipeline(eval_src, 16, cfg.eval_resize, cfg.eval_crop)
+
+    if not args.skip_baselines:
+        for name, value in center_box_baselines(eval_ds, cfg.eval_crop).items():
+            print(f"baseline box = {name:12s}: GT-known Loc {value:5.2f}", flush=True)
+        tf.keras.utils.set_random_seed(cfg.seed)
+        untrained = C2AM(build_backbone("efficientnet_lite0", weights="imagenet"))
+        result, _ = evaluate_localization(untrained, eval_ds, DEFAULT_THRESHOLDS)
+        print("untrained model (map as is):   ", fmt(result), flush=True)
+        untrained.polarity.assign(-1.0)
+        result, _ = evaluate_localization(untrained, eval_ds, DEFAULT_THRESHOLDS)
+        print("untrained model (map inverted):", fmt(result), flush=True)
+        del untrained
+
+    start = time.perf_counter()
+    model, history, summary = run_training(cfg)
+    wall = time.perf_counter() - start
+    result, _ = evaluate_localization(model, eval_ds, DEFAULT_THRESHOLDS)
+    print(f"trained ({cfg.epochs} epochs, recipe {cfg.recipe}, loss {cfg.loss_variant}, "
+          f"polarity {summary['polarity']:+.0f}):", fmt(result))
+    print(f"training images/s (median after 5 steps): {summary['images_per_s']:.1f}")
+    print(f"wall time (training + per-epoch eval): {wall:.0f} s")
+    print(f"peak resident memory: {peak_rss_gib():.2f} GiB")
+
+
+if __name__ == "__main__":
+    main()

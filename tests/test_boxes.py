@@ -1,0 +1,91 @@
+"""Map -> box and GT-known Loc: exact parity with the reference (C_boxes.npz, D_corloc.npz)."""
+
+import numpy as np
+import pytest
+from conftest import golden
+
+from c2am_tf.boxes import DEFAULT_THRESHOLDS, GTKnownLoc, best_box_per_threshold, box_iou, boxes_from_map
+
+
+@pytest.mark.parametrize("size", [14, 28, 224])
+def test_single_and_multi_contour_boxes_match_reference(size):
+    d = golden("C_boxes")
+    p = f"s{size}_"
+    thresholds, factor = d[p + "thresholds"], float(d[p + "factor"])
+    flat, counts = d[p + "ccam_multi_boxes_flat"], d[p + "ccam_multi_counts"]
+    offsets = np.concatenate([[0], np.cumsum(counts.ravel())])
+    for i, score_map in enumerate(d[p + "maps"]):
+        single = boxes_from_map(score_map, thresholds, False, factor)
+        multi = boxes_from_map(score_map, thresholds, True, factor)
+        for j in range(len(thresholds)):
+            np.testing.assert_array_equal(single[j], d[p + "ccam_single_boxes"][i, j])
+            k = i * len(thresholds) + j
+            want = flat[offsets[k]:offsets[k + 1]]
+            # contour order is OpenCV's business: compare as multisets
+            assert sorted(map(tuple, multi[j])) == sorted(map(tuple, want)), (size, i, j)
+        wsol = boxes_from_map(score_map.astype(np.float64), thresholds, False, 1.0)
+        np.testing.assert_array_equal(np.stack([b[0] for b in wsol]), d[p + "wsol_single_boxes_f64input"][i, :, 0])
+
+
+def test_integer_cutoff_is_computed_in_float64():
+    d = golden("C_boxes")
+    table = d["thresh_int_table"]
+    for j, t in enumerate(d["s14_thresholds"]):
+        for peak in range(256):
+            m = np.zeros((3, 3), np.float32)
+            m[1, 1] = peak / 255.0
+            peak_u8 = int((m * 255).astype(np.uint8).max())
+            assert int(float(t) * peak_u8) == table[j, peak_u8]
+
+
+@pytest.mark.parametrize("subset", ["main", "edge"])
+@pytest.mark.parametrize("flag", [0, 1])
+def test_corloc_matches_reference_loop(subset, flag):
+    d = golden("D_corloc")
+    maps = d[f"{subset}_ccam_28x28_f32"]
+    if flag:
+        maps = (1 - maps).astype(np.float32)
+    acc = GTKnownLoc(d["thresholds"])
+    for start in range(0, len(maps), 16):  # the reference's batches of 16
+        boxes = np.stack([best_box_per_threshold(m, d["thresholds"], 16.0) for m in maps[start:start + 16]])
+        acc.update(boxes, d[f"{subset}_gt_boxes_448"][start:start + 16])
+    result = acc.result()
+    key = f"{subset}_flag{flag}_"
+    np.testing.assert_array_equal(acc.correct, d[key + "corcorrect"].astype(np.int64))
+    np.testing.assert_allclose(result["per_threshold"], d[key + "corloc_percent"])
+    assert result["best"] == pytest.approx(float(d[key + "best_corloc"]))
+    assert result["best_threshold"] == pytest.approx(float(d[key + "best_threshold"]))
+    assert result["total"] == int(d[key + "total"])
+
+
+def test_inclusive_option_counts_iou_exactly_half():
+    pred = np.array([[[0, 0, 10, 10]]], np.float32)  # IoU with gt = 50 / 100
+    gt = np.array([[0, 0, 10, 5]], np.float32)
+    assert box_iou(pred[0, 0], gt[0]) == pytest.approx(0.5)
+    strict, inclusive = GTKnownLoc([0.5]), GTKnownLoc([0.5], inclusive=True)
+    strict.update(pred, gt)
+    inclusive.update(pred, gt)
+    assert strict.result()["best"] == 0.0
+    assert inclusive.result()["best"] == 100.0
+
+
+def test_multiple_gt_boxes_take_the_best_match():
+    acc = GTKnownLoc([0.5])
+    pred = np.array([[[0, 0, 10, 10]], [[50, 50, 60, 60]]], np.float32)
+    gt = np.array([[[20, 20, 30, 30], [0, 0, 10, 10]], [[0, 0, 5, 5], [0, 0, 6, 6]]], np.float32)
+    acc.update(pred, gt)
+    assert acc.correct.tolist() == [1]
+    assert acc.result()["best"] == 50.0
+
+
+def test_empty_map_gives_zero_box_and_bad_maps_raise():
+    assert boxes_from_map(np.zeros((5, 5), np.float32), [0.5])[0].tolist() == [[0, 0, 0, 0]]
+    with pytest.raises(ValueError, match="2-D"):
+        boxes_from_map(np.zeros((1, 5, 5)), [0.5])
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        boxes_from_map(np.full((5, 5), 2.0), [0.5])
+    with pytest.raises(ValueError, match="NaN"):
+        boxes_from_map(np.full((5, 5), np.nan), [0.5])
+    with pytest.raises(ValueError, match="pred_boxes"):
+        GTKnownLoc().update(np.zeros((2, 3, 4)), np.zeros((2, 4)))
+    assert len(DEFAULT_THRESHOLDS) == 19
