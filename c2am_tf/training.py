@@ -116,8 +116,11 @@ class StepTimer(keras.callbacks.Callback):
         self.times.append(time.perf_counter() - self._t)
 
 
-def run_training(cfg):
+def run_training(cfg, extra_callbacks=()):
     """Trains, evaluates and saves; returns (model, history, summary dict).
+
+    ``extra_callbacks`` run after the built-in ones (polarity, evaluation,
+    checkpoints, logs, backup).
 
     Writes under ``cfg.out``: ``last.keras``, ``best.keras`` (by GT-known Loc),
     ``final.keras``, ``log.csv``, ``per_threshold.csv``, ``tb/`` (TensorBoard),
@@ -145,9 +148,10 @@ def run_training(cfg):
         keras.callbacks.CSVLogger(os.path.join(cfg.out, "log.csv"), append=True),
         keras.callbacks.TensorBoard(os.path.join(cfg.out, "tb"), write_graph=False),
         keras.callbacks.BackupAndRestore(os.path.join(cfg.out, "backup"), double_checkpoint=True),
+        *extra_callbacks,
     ]
     start = time.perf_counter()
-    history = model.fit(train, epochs=cfg.epochs, steps_per_epoch=steps, callbacks=callbacks,
+    history = model.fit(train, epochs=cfg.epochs, steps_per_epoch=steps, callbacks=callbacks, shuffle=False,
                         verbose=cfg.verbose)
     wall = time.perf_counter() - start
     save_atomically(model, os.path.join(cfg.out, "final.keras"))

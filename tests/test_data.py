@@ -1,0 +1,119 @@
+"""tf.data sources and transforms: CUB layout, corrupt files, odd formats, folders, synthetic, tfds."""
+
+import logging
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from c2am_tf import data
+from c2am_tf.data.transforms import map_boxes_to_eval_frame
+
+
+def _write_cub(root):
+    """A 5-image CUB_200_2011 folder: RGB, RGBA PNG, grayscale, a corrupt JPEG; 1 test image."""
+    rng = np.random.RandomState(0)
+    folder = root / "images" / "001.Bird"
+    folder.mkdir(parents=True)
+    Image.fromarray(rng.randint(0, 255, (60, 80, 3), np.uint8)).save(folder / "a.jpg")
+    Image.fromarray(rng.randint(0, 255, (50, 40, 4), np.uint8), "RGBA").save(folder / "b.png")
+    Image.fromarray(rng.randint(0, 255, (30, 30), np.uint8), "L").save(folder / "c.jpg")
+    (folder / "d.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg")
+    Image.fromarray(rng.randint(0, 255, (100, 200, 3), np.uint8)).save(folder / "e.jpg")
+    names = ["a.jpg", "b.png", "c.jpg", "d.jpg", "e.jpg"]
+    (root / "images.txt").write_text("".join(f"{i + 1} 001.Bird/{n}\n" for i, n in enumerate(names)))
+    (root / "train_test_split.txt").write_text("1 1\n2 1\n3 1\n4 1\n5 0\n")
+    (root / "bounding_boxes.txt").write_text("1 1 2 10 10\n2 0 0 5 5\n3 1 1 3 3\n4 0 0 1 1\n5 20 10 100 50\n")
+    return root
+
+
+def test_cub_source_skips_corrupt_file_with_a_warning_and_reads_odd_formats(tmp_path, caplog):
+    root = _write_cub(tmp_path / "CUB_200_2011")
+    with caplog.at_level(logging.WARNING, logger="c2am_tf.data"):
+        examples = list(data.cub_source(str(root), "train"))
+    assert len(examples) == 3
+    assert "skipping 1 unreadable" in caplog.text and "d.jpg" in caplog.text
+    shapes = [tuple(ex["image"].shape) for ex in examples]
+    assert shapes == [(60, 80, 3), (50, 40, 3), (30, 30, 3)]  # RGBA and grayscale become RGB
+    assert all(ex["image"].dtype == tf.uint8 for ex in examples)
+    np.testing.assert_allclose(examples[0]["boxes"].numpy(), [[1, 2, 11, 12]])
+
+
+def test_corrupt_file_does_not_end_an_epoch_of_batches(tmp_path):
+    root = _write_cub(tmp_path / "CUB_200_2011")
+    batches = list(data.train_pipeline(data.cub_source(str(root), "train"), batch_size=2, resize=32, crop=24))
+    assert len(batches) == 1 and tuple(batches[0].shape) == (2, 24, 24, 3)  # 3 images, remainder dropped
+
+
+def test_eval_pipeline_maps_boxes_into_the_crop(tmp_path):
+    root = _write_cub(tmp_path / "CUB_200_2011")
+    images, boxes = next(iter(data.eval_pipeline(data.cub_source(str(root), "test"), 4)))
+    assert tuple(images.shape) == (1, 448, 448, 3)
+    # W=200, H=100, box x0=20, y0=10, x1=120, y1=60: scale 2.4 / 4.8, shift -16
+    np.testing.assert_allclose(boxes.numpy()[0], [[32, 32, 272, 272]], atol=1e-4)
+
+
+def test_box_mapping_clips_to_the_crop():
+    out = map_boxes_to_eval_frame(tf.constant([[0.0, 0.0, 200.0, 100.0]]), 100, 200, 480, 448)
+    np.testing.assert_allclose(out.numpy(), [[0, 0, 448, 448]])
+
+
+def test_missing_metadata_names_the_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="images.txt"):
+        data.cub_records(str(tmp_path), "train")
+    root = _write_cub(tmp_path / "c")
+    (root / "bounding_boxes.txt").write_text("1 1 2 10\n")
+    with pytest.raises(ValueError, match="bounding_boxes.txt:1"):
+        data.cub_records(str(root), "train")
+
+
+def test_folder_source_is_recursive_and_skips_bad_files(tmp_path, caplog):
+    root = _write_cub(tmp_path / "CUB")
+    with caplog.at_level(logging.WARNING, logger="c2am_tf.data"):
+        examples = list(data.folder_source(str(root / "images")))
+    assert len(examples) == 4 and "skipping 1" in caplog.text
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no image files"):
+        data.folder_source(str(tmp_path / "empty"))
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        data.folder_source(str(tmp_path / "nowhere"))
+
+
+def test_synthetic_is_deterministic_with_exact_boxes():
+    a_img, a_mask, a_box = data.synthetic_example(3, size=64, seed=5)
+    b_img, _, b_box = data.synthetic_example(3, size=64, seed=5)
+    np.testing.assert_array_equal(a_img, b_img)
+    assert a_box == b_box
+    ys, xs = np.nonzero(a_mask)
+    assert a_box == [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
+    assert 0.05 < a_mask.mean() < 0.7
+    train = next(iter(data.synthetic_source(2, 64, 0, "train")))
+    test = next(iter(data.synthetic_source(2, 64, 0, "test")))
+    assert not np.array_equal(train["image"].numpy(), test["image"].numpy())
+
+
+def test_tfds_source_converts_normalized_boxes_to_pixels():
+    tfds = pytest.importorskip("tensorflow_datasets")
+    with tfds.testing.mock_data(num_examples=3):
+        raw = list(tfds.builder("caltech_birds2011").as_dataset(split="train"))
+        ours = list(data.tfds_cub_source("train"))
+    assert len(ours) == 3
+    for r, o in zip(raw, ours):
+        h, w = r["image"].shape[:2]
+        ymin, xmin, ymax, xmax = r["bbox"].numpy()
+        np.testing.assert_allclose(o["boxes"].numpy(), [[xmin * w, ymin * h, xmax * w, ymax * h]], rtol=1e-6)
+
+
+def test_tfds_not_prepared_is_a_fast_clear_error(tmp_path):
+    pytest.importorskip("tensorflow_datasets")
+    with pytest.raises(FileNotFoundError, match="--data-dir"):
+        data.tfds_cub_source("train", data_dir=str(tmp_path))
+
+
+def test_make_source_errors():
+    with pytest.raises(ValueError, match="unknown dataset"):
+        data.make_source("imagenet")
+    with pytest.raises(ValueError, match="--data-dir"):
+        data.make_source("folder")

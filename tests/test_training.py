@@ -1,0 +1,73 @@
+"""train/fit.py and run_training: a smoke run, outputs, and resuming a killed run."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from c2am_tf.callbacks import AtomicCheckpoint
+from c2am_tf.training import TrainConfig, run_training
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+QUICK = dict(dataset="synthetic", backbone="tiny", weights=None, batch_size=8, synthetic_count=32,
+             synthetic_size=64, resize=64, crop=56, eval_resize=64, eval_crop=64, verbose=0)
+
+
+def test_fit_script_smoke_run(tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, os.path.join(ROOT, "train", "fit.py"), "--backbone", "tiny", "--weights", "none",
+           "--epochs", "2", "--steps-per-epoch", "3", "--batch-size", "8", "--synthetic-count", "32",
+           "--synthetic-size", "64", "--resize", "64", "--crop", "56", "--eval-resize", "64",
+           "--eval-crop", "64", "--out", str(out), "--verbose", "2"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "GT-known Loc" in proc.stdout
+    for name in ("final.keras", "best.keras", "last.keras", "log.csv", "per_threshold.csv", "summary.json"):
+        assert (out / name).exists(), name
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["epochs"] == 2 and summary["steps_per_epoch"] == 3
+    assert 0 <= summary["gt_known_loc"] <= 100 and len(summary["per_threshold"]) == 19
+    model = keras.saving.load_model(str(out / "final.keras"))
+    assert float(model.threshold.numpy()) == pytest.approx(summary["threshold"])
+    assert os.listdir(out / "tb")  # TensorBoard logs
+    assert not (out / "backup").exists()  # removed after a completed run
+
+
+class _Crash(keras.callbacks.Callback):
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == 1:
+            raise RuntimeError("simulated crash")
+
+
+def test_a_killed_run_resumes_where_it_stopped(tmp_path):
+    cfg = TrainConfig(out=str(tmp_path / "r"), epochs=3, steps_per_epoch=2, eval_every=1, **QUICK)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run_training(cfg, extra_callbacks=[_Crash()])
+    assert (tmp_path / "r" / "backup").exists() and (tmp_path / "r" / "last.keras").exists()
+    model, history, _ = run_training(cfg)
+    assert len(history.history["loss"]) == 2  # epochs 2 and 3 only
+    assert int(model.optimizer.iterations.numpy()) == 3 * 2
+    with open(tmp_path / "r" / "log.csv") as f:
+        epochs = [row["epoch"] for row in csv.DictReader(f)]
+    assert epochs == ["0", "1", "2"]
+
+
+def test_atomic_checkpoint_keeps_the_best(tmp_path):
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    cb = AtomicCheckpoint(str(tmp_path), monitor="score", mode="max")
+    cb.set_model(model)
+    cb.on_epoch_end(0, {"score": 5.0})
+    first = os.path.getmtime(tmp_path / "best.keras")
+    cb.on_epoch_end(1, {"score": 3.0})
+    assert os.path.getmtime(tmp_path / "best.keras") == first
+    assert json.loads((tmp_path / "best.json").read_text()) == {"value": 5.0, "epoch": 1}
+    cb.on_epoch_end(2, {"score": 7.0})
+    assert json.loads((tmp_path / "best.json").read_text())["epoch"] == 3
+    assert not [n for n in os.listdir(tmp_path) if n.endswith(".tmp.keras")]
+    np.testing.assert_array_equal(keras.saving.load_model(tmp_path / "last.keras").get_weights()[0],
+                                  model.get_weights()[0])
