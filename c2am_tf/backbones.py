@@ -227,34 +227,30 @@ def _app_weights(weights):
     return weights if weights in (None, "imagenet") else None
 
 
-def resnet50(weights="imagenet", input_shape=(None, None, 3)):
-    """ResNet50 at stride 16, features concat(conv4, conv5) (3072 channels)."""
-    base = keras.applications.ResNet50(include_top=False, weights=_app_weights(weights),
-                                       input_shape=input_shape)
+def _application_backbone(name, app, mode, changes, feature_layers, weights, input_shape):
+    """A keras.applications model restrided to 16, features = concat of two layers."""
+    base = app(include_top=False, weights=_app_weights(weights), input_shape=input_shape)
     if weights not in (None, "imagenet"):
         base.load_weights(weights)
-    base = _restride(base, {"conv5_block1_1_conv": {"strides": [1, 1]},
-                            "conv5_block1_0_conv": {"strides": [1, 1]}})
-    trunk = keras.Model(base.input, [base.get_layer("conv4_block6_out").output,
-                                     base.get_layer("conv5_block3_out").output], name="resnet50_trunk")
+    base = _restride(base, changes)
+    trunk = keras.Model(base.input, [base.get_layer(n).output for n in feature_layers], name=f"{name}_trunk")
     inputs = keras.Input(input_shape, name="images")
-    c4, c5 = trunk(ImagePreprocessing("caffe", name="preprocess")(inputs))
-    return keras.Model(inputs, layers.Concatenate(name="features")([c4, c5]), name="resnet50")
+    features = trunk(ImagePreprocessing(mode, name="preprocess")(inputs))
+    return keras.Model(inputs, layers.Concatenate(name="features")(features), name=name)
+
+
+def resnet50(weights="imagenet", input_shape=(None, None, 3)):
+    """ResNet50 at stride 16, features concat(conv4, conv5) (3072 channels)."""
+    changes = {"conv5_block1_1_conv": {"strides": [1, 1]}, "conv5_block1_0_conv": {"strides": [1, 1]}}
+    return _application_backbone("resnet50", keras.applications.ResNet50, "caffe", changes,
+                                 ("conv4_block6_out", "conv5_block3_out"), weights, input_shape)
 
 
 def mobilenet_v2(weights="imagenet", input_shape=(None, None, 3)):
     """MobileNetV2 at stride 16, features concat(block_12, out_relu) (1376 channels)."""
-    base = keras.applications.MobileNetV2(include_top=False, weights=_app_weights(weights),
-                                          input_shape=input_shape)
-    if weights not in (None, "imagenet"):
-        base.load_weights(weights)
-    base = _restride(base, {"block_13_pad": {"padding": [[1, 1], [1, 1]]},
-                            "block_13_depthwise": {"strides": [1, 1]}})
-    trunk = keras.Model(base.input, [base.get_layer("block_12_add").output,
-                                     base.get_layer("out_relu").output], name="mobilenet_v2_trunk")
-    inputs = keras.Input(input_shape, name="images")
-    a, b = trunk(ImagePreprocessing("tf", name="preprocess")(inputs))
-    return keras.Model(inputs, layers.Concatenate(name="features")([a, b]), name="mobilenet_v2")
+    changes = {"block_13_pad": {"padding": [[1, 1], [1, 1]]}, "block_13_depthwise": {"strides": [1, 1]}}
+    return _application_backbone("mobilenet_v2", keras.applications.MobileNetV2, "tf", changes,
+                                 ("block_12_add", "out_relu"), weights, input_shape)
 
 
 def tiny(weights=None, input_shape=(None, None, 3), channels=16):
