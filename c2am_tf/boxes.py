@@ -3,7 +3,8 @@
 Reference semantics (CVI-SZU/CCAM ``compute_bboxes_from_scoremaps`` and its
 ``test()`` loop, pinned down by ``C_boxes.npz`` and ``D_corloc.npz``):
 
-- the map is truncated to uint8 (``(map * 255).astype(uint8)`` in float32);
+- the map is truncated to uint8 (``(map * 255).astype(uint8)``, in float32, or in
+  float64 for float64 maps as wsolevaluation does);
 - the cut-off is ``int(t * max(uint8 map))`` computed in float64, and pixels
   strictly above it are foreground;
 - contours are found with ``RETR_TREE`` (multi-contour boxes include holes);
@@ -23,7 +24,10 @@ def _check_map(score_map):
     score_map = np.asarray(score_map)
     if score_map.ndim != 2:
         raise ValueError(f"score_map must be 2-D (H, W), got shape {score_map.shape}")
-    score_map = score_map.astype(np.float32)
+    # float64 stays float64: (map * 255) truncates differently in float32 and
+    # float64 (wsolevaluation works in float64, the CCAM code in float32).
+    if score_map.dtype != np.float64:
+        score_map = score_map.astype(np.float32)
     if np.isnan(score_map).any():
         raise ValueError("score_map contains NaN")
     if score_map.size and (score_map.min() < 0 or score_map.max() > 1):

@@ -1,0 +1,74 @@
+"""Metrics: parity with wsolevaluation (D_box_metric.npz, D_mask_pxap.npz) and hand-computed mIoU."""
+
+import numpy as np
+import pytest
+from conftest import golden
+
+from c2am_tf.metrics import ConfusionMatrix, MaxBoxAcc, PxAP, multiple_iou
+
+
+@pytest.mark.parametrize("run", ["interval_0.01", "ccam19"])
+@pytest.mark.parametrize("mode", ["single", "multi"])
+def test_max_box_acc_matches_wsolevaluation(run, mode):
+    d = golden("D_box_metric")
+    metric = MaxBoxAcc(list(d["thr_" + run]), multi_contour=mode == "multi")
+    for i, score_map in enumerate(d["scoremaps_f32"]):
+        metric.update(score_map.astype(np.float64), d["gt_boxes_resized224"][i][: d["gt_counts"][i]])
+    key = f"{run}_{mode}_"
+    np.testing.assert_array_equal(metric.num_correct, d[key + "num_correct"])
+    result = metric.result()
+    np.testing.assert_allclose(list(result["max_box_acc"].values()), d[key + "max_box_acc"])
+    assert result["max_box_acc_v2"] == pytest.approx(float(d[key + "mean_over_iou"]))
+    np.testing.assert_allclose(list(result["best_threshold"].values()), d[key + "best_thr"])
+    assert result["count"] == int(d[key + "cnt"])
+
+
+@pytest.mark.parametrize("kind", ["continuous", "quantized"])
+@pytest.mark.parametrize("step", ["0.01", "0.001"])
+def test_pxap_matches_wsolevaluation(kind, step):
+    d = golden("D_mask_pxap")
+    run = f"{kind}_interval_{step}_"
+    metric = PxAP(list(np.arange(0, 1, float(step))))
+    maps = d["scoremaps_f32"].astype(np.float64) if kind == "continuous" else d["quantized_scoremaps_k"] / 100.0
+    for i in range(0, len(maps), 7):  # batches of any size
+        metric.update(maps[i:i + 7], d["gt_mask"][i:i + 7])
+    np.testing.assert_array_equal(metric.true_hist, d[run + "gt_true_score_hist"])
+    np.testing.assert_array_equal(metric.false_hist, d[run + "gt_false_score_hist"])
+    assert metric.result()["pxap"] == pytest.approx(float(d[run + "pxap"]), rel=1e-12)
+
+
+def test_pxap_ignores_255_and_finds_the_best_mask_iou():
+    score = np.array([[0.9, 0.8, 0.3, 0.2]])
+    mask = np.array([[1, 255, 1, 0]])  # the 0.8 pixel is ignored
+    metric = PxAP()
+    metric.update(score, mask)
+    result = metric.result()
+    # thresholds: >= 0.9 gives tp 1 fp 0 fn 1 (IoU 1/2); >= 0.3 gives tp 2 fp 0 fn 0 (IoU 1)
+    assert result["best_iou"] == pytest.approx(100.0)
+    assert 0.2 < result["best_threshold"] <= 0.3
+    assert result["pxap"] == pytest.approx(100.0)
+    with pytest.raises(ValueError, match="shape"):
+        metric.update(score, mask[:, :2])
+    empty = PxAP()
+    empty.update(score, np.zeros_like(mask))
+    with pytest.raises(RuntimeError, match="no foreground"):
+        empty.result()
+
+
+def test_multiple_iou_uses_plus_one_areas():
+    assert multiple_iou([[0, 0, 9, 9]], [[0, 0, 4, 9]])[0, 0] == pytest.approx(50 / 100)
+
+
+def test_miou_hand_computed_with_ignore():
+    target = np.array([[0, 0, 1, 1], [2, 2, 255, 255]])
+    pred = np.array([[0, 1, 1, 1], [2, 0, 2, 1]])
+    cm = ConfusionMatrix(3)
+    cm.update(pred, target)
+    # class 0: tp 1, fp 1 (pixel 5), fn 1 -> 1/3; class 1: tp 2, fp 1, fn 0 -> 2/3; class 2: tp 1, fn 1 -> 1/2
+    np.testing.assert_allclose(cm.result()["iou"], [100 / 3, 200 / 3, 50])
+    assert cm.result()["miou"] == pytest.approx((100 / 3 + 200 / 3 + 50) / 3)
+    with pytest.raises(ValueError, match="target labels"):
+        cm.update(np.array([0]), np.array([7]))
+    absent = ConfusionMatrix(4)
+    absent.update(np.array([0, 1]), np.array([0, 1]))
+    assert np.isnan(absent.result()["iou"][3]) and absent.result()["miou"] == 100.0
