@@ -84,6 +84,7 @@ def main():
     p.add_argument("--alpha", type=float, default=0.05)
     p.add_argument("--backbone-bn", default="frozen")
     p.add_argument("--eval-every", type=int, default=1)
+    p.add_argument("--freeze-backbone", action="store_true")
     p.add_argument("--skip-baselines", action="store_true")
     p.add_argument("--out", default="runs/cub_dev")
     args = p.parse_args()
@@ -94,6 +95,7 @@ def main():
                       weights="imagenet", epochs=args.epochs, batch_size=16, lr=args.lr,
                       momentum=args.momentum, alpha=args.alpha, loss_variant=args.loss_variant,
                       recipe=args.recipe, backbone_bn=args.backbone_bn, out=args.out, seed=1,
+                      freeze_backbone=args.freeze_backbone,
                       eval_every=args.eval_every, verbose=2)
     print("config:", dataclasses.asdict(cfg), flush=True)
     eval_src = data.make_source("cub", "test", args.data_dir)

@@ -10,6 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 from c2am_tf.boxes import DEFAULT_THRESHOLDS, GTKnownLoc, best_box_per_threshold
+from c2am_tf.metrics import PxAP
 from c2am_tf.viz import grid, overlay
 
 log = logging.getLogger("c2am_tf")
@@ -41,23 +42,43 @@ def predict_maps(model, images):
     return np.asarray(model.predict_on_batch(images))[..., 0]
 
 
+def upsample_normalized(maps, size):
+    """Maps (B, h, w) -> (B, size, size) bilinear, each min-max normalized (constant -> 0)."""
+    up = tf.image.resize(np.asarray(maps, np.float32)[..., None], (size, size), method="bilinear")
+    up = up.numpy()[..., 0].astype(np.float64)
+    lo = up.min(axis=(1, 2), keepdims=True)
+    span = up.max(axis=(1, 2), keepdims=True) - lo
+    return np.where(span > 0, (up - lo) / np.where(span > 0, span, 1), 0.0)
+
+
 def evaluate_localization(model, dataset, thresholds=DEFAULT_THRESHOLDS, iou_threshold=0.5,
                           inclusive=False, keep=0):
-    """GT-known Loc of ``model`` over ``dataset`` of (images, boxes) batches in the eval frame.
+    """GT-known Loc (and PxAP / mask IoU when the batches carry masks) of ``model``.
 
-    Returns ``(result dict of GTKnownLoc, examples)`` where ``examples`` holds
-    up to ``keep`` (image, map, boxes per threshold, gt boxes) tuples for pictures.
+    ``dataset`` yields (images, boxes) or (images, boxes, masks) in the eval
+    frame. Returns ``(result, examples)``: the GTKnownLoc result dict (plus
+    'pxap', 'mask_iou', 'mask_threshold' with masks) and up to ``keep``
+    (image, map, boxes per threshold, gt boxes) tuples for pictures.
     """
     acc = GTKnownLoc(thresholds, iou_threshold, inclusive)
+    pxap = None
     examples = []
-    for images, gt in dataset:
+    for batch in dataset:
+        images, gt = batch[0], batch[1]
         maps = predict_maps(model, images)
         factor = images.shape[2] / maps.shape[2]
         boxes = np.stack([best_box_per_threshold(m, thresholds, factor) for m in maps])
         acc.update(boxes, gt.numpy())
+        if len(batch) > 2:
+            pxap = pxap or PxAP()
+            pxap.update(upsample_normalized(maps, images.shape[1]), batch[2].numpy())
         for i in range(min(keep - len(examples), len(maps))):
             examples.append((images[i].numpy(), maps[i], boxes[i], gt[i].numpy()))
-    return acc.result(), examples
+    result = acc.result()
+    if pxap is not None:
+        masks = pxap.result()
+        result.update(pxap=masks["pxap"], mask_iou=masks["best_iou"], mask_threshold=masks["best_threshold"])
+    return result, examples
 
 
 class LocalizationCallback(keras.callbacks.Callback):
@@ -89,8 +110,12 @@ class LocalizationCallback(keras.callbacks.Callback):
         self.model.threshold.assign(result["best_threshold"] or 0.5)
         logs["gt_known_loc"] = result["best"]
         logs["best_threshold"] = result["best_threshold"]
+        masks = ""
+        if "pxap" in result:
+            logs["pxap"], logs["mask_iou"] = result["pxap"], result["mask_iou"]
+            masks = f", PxAP {result['pxap']:.2f}, best mask IoU {result['mask_iou']:.2f}"
         print(f"\nepoch {epoch + 1}: GT-known Loc {result['best']:.2f} at threshold "
-              f"{result['best_threshold']:.2f} ({result['total']} images)", flush=True)
+              f"{result['best_threshold']:.2f}{masks} ({result['total']} images)", flush=True)
         if self.out_dir:
             self._write(epoch, result, examples)
 
@@ -109,6 +134,9 @@ class LocalizationCallback(keras.callbacks.Callback):
         with self._writer.as_default(step=epoch + 1):
             tf.summary.scalar("gt_known_loc", result["best"])
             tf.summary.scalar("best_threshold", result["best_threshold"])
+            for key in ("pxap", "mask_iou"):
+                if key in result:
+                    tf.summary.scalar(key, result[key])
             if examples:
                 pics = [overlay(im, m, [b[t_index]], g) for im, m, b, g in examples]
                 tf.summary.image("heatmaps", grid(pics)[None], max_outputs=1)

@@ -41,6 +41,7 @@ class TrainConfig:
     loss_variant: str = "reference"
     recipe: str = "head10"
     backbone_bn: str = "frozen"
+    freeze_backbone: bool = False
     out: str = "runs/c2am"
     seed: int = 1
     steps_per_epoch: int = None
@@ -95,7 +96,10 @@ def build_datasets(cfg):
 
 def build_model(cfg, total_steps):
     """A compiled C2AM (call inside the strategy scope)."""
-    model = C2AM(build_backbone(cfg.backbone, weights=cfg.weights), alpha=cfg.alpha,
+    backbone = build_backbone(cfg.backbone, weights=cfg.weights)
+    if cfg.freeze_backbone:
+        backbone.trainable = False  # only the head trains (parameter groups skip frozen layers)
+    model = C2AM(backbone, alpha=cfg.alpha,
                  loss_variant=cfg.loss_variant, recipe=cfg.recipe,
                  weight_decay=cfg.weight_decay, backbone_bn=cfg.backbone_bn)
     model.compile(optimizer=poly_sgd(cfg.lr, total_steps, cfg.momentum), jit_compile=_jit(cfg.jit_compile))
@@ -157,6 +161,7 @@ def run_training(cfg, extra_callbacks=()):
     save_atomically(model, os.path.join(cfg.out, "final.keras"))
     later = timer.times[5:] or timer.times
     summary = {
+        "dataset": cfg.dataset,
         "replicas": strategy.num_replicas_in_sync,
         "steps_per_epoch": steps,
         "epochs": cfg.epochs,
@@ -168,6 +173,9 @@ def run_training(cfg, extra_callbacks=()):
     if loc is not None and loc.last is not None:
         summary["gt_known_loc"] = loc.last["best"]
         summary["per_threshold"] = [float(v) for v in loc.last["per_threshold"]]
+        for key in ("pxap", "mask_iou"):
+            if key in loc.last:
+                summary[key] = loc.last[key]
     with open(os.path.join(cfg.out, "summary.json"), "w") as f:
         json.dump(summary, f, indent=1)
     return model, history, summary

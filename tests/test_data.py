@@ -117,3 +117,38 @@ def test_make_source_errors():
         data.make_source("imagenet")
     with pytest.raises(ValueError, match="--data-dir"):
         data.make_source("folder")
+
+
+def _write_masks(root, layout=("DUTS-TE-Image", "DUTS-TE-Mask")):
+    rng = np.random.RandomState(0)
+    (root / layout[0]).mkdir(parents=True)
+    (root / layout[1]).mkdir(parents=True)
+    for i in range(3):
+        Image.fromarray(rng.randint(0, 255, (40, 60, 3), np.uint8)).save(root / layout[0] / f"im{i}.jpg")
+        mask = np.zeros((40, 60), np.uint8)
+        mask[10:20, 5 + i:30] = 200  # soft foreground value, above 128
+        mask[10, 5 + i] = 100  # a soft edge pixel below 128 stays background
+        Image.fromarray(mask).save(root / layout[1] / f"im{i}.png")
+    Image.fromarray(rng.randint(0, 255, (40, 60, 3), np.uint8)).save(root / layout[0] / "no_mask.jpg")
+    return root
+
+
+@pytest.mark.parametrize("layout", [("DUTS-TE-Image", "DUTS-TE-Mask"), ("images", "ground_truth_mask")])
+def test_masks_source_pairs_binarizes_and_boxes(tmp_path, layout):
+    root = _write_masks(tmp_path / "sal", layout)
+    examples = list(data.masks_source(str(root)))
+    assert len(examples) == 3  # the image without a mask is not paired
+    ex = examples[1]
+    assert ex["mask"].dtype == tf.uint8 and set(np.unique(ex["mask"].numpy())) == {0, 1}
+    assert int(ex["mask"].numpy()[10, 6]) == 0
+    np.testing.assert_allclose(ex["boxes"].numpy(), [[6, 10, 30, 20]])
+    images, boxes, masks = next(iter(data.eval_pipeline(data.masks_source(str(root)), 3, 64, 56)))
+    assert tuple(masks.shape) == (3, 56, 56) and set(np.unique(masks.numpy())) <= {0, 1}
+
+
+def test_masks_layout_errors(tmp_path):
+    (tmp_path / "x").mkdir()
+    with pytest.raises(ValueError, match="no image/mask folder pair"):
+        data.mask_pairs(str(tmp_path / "x"))
+    with pytest.raises(FileNotFoundError):
+        data.mask_pairs(str(tmp_path / "nope"))

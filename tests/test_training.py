@@ -71,3 +71,14 @@ def test_atomic_checkpoint_keeps_the_best(tmp_path):
     assert not [n for n in os.listdir(tmp_path) if n.endswith(".tmp.keras")]
     np.testing.assert_array_equal(keras.saving.load_model(tmp_path / "last.keras").get_weights()[0],
                                   model.get_weights()[0])
+
+
+def test_masks_dataset_reports_pxap_and_mask_iou(tmp_path):
+    from test_data import _write_masks
+
+    root = _write_masks(tmp_path / "duts")
+    cfg = TrainConfig(out=str(tmp_path / "m"), epochs=1, steps_per_epoch=2,
+                      **{**QUICK, "dataset": "masks", "data_dir": str(root), "batch_size": 2})
+    _, history, summary = run_training(cfg)
+    assert 0 <= summary["pxap"] <= 100 and 0 <= summary["mask_iou"] <= 100
+    assert "pxap" in history.history and "mask_iou" in history.history

@@ -20,7 +20,8 @@ def parse_args(argv=None):
     """Flags -> TrainConfig (every field of TrainConfig is a flag)."""
     defaults = TrainConfig()
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--dataset", default=defaults.dataset, choices=["synthetic", "cub", "folder"])
+    p.add_argument("--dataset", default=defaults.dataset, choices=["synthetic", "cub", "folder", "masks"],
+                   help="masks: a DUTS/ECSSD-style folder; trains on its images, reports PxAP and mask IoU")
     p.add_argument("--data-dir", help="raw dataset folder (CUB_200_2011 layout, or any image folder)")
     p.add_argument("--backbone", default=defaults.backbone,
                    choices=["efficientnet_lite0", "resnet50", "mobilenet_v2", "tiny"])
@@ -36,6 +37,7 @@ def parse_args(argv=None):
     p.add_argument("--recipe", default=defaults.recipe, choices=["reference", "paper", "head10"],
                    help="parameter groups / learning-rate multipliers (see c2am_tf/optim.py)")
     p.add_argument("--backbone-bn", default=defaults.backbone_bn, choices=["frozen", "train"])
+    p.add_argument("--freeze-backbone", action="store_true", help="train the activation head only")
     p.add_argument("--out", default=defaults.out)
     p.add_argument("--seed", type=int, default=defaults.seed)
     p.add_argument("--steps-per-epoch", type=int, help="cap the steps of an epoch (quick runs)")

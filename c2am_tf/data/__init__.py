@@ -11,10 +11,11 @@ import tensorflow as tf
 from c2am_tf.data.cub import cub_records, cub_source, tfds_cub_source
 from c2am_tf.data.folder import folder_source
 from c2am_tf.data.images import decode_rgb, find_unreadable, list_images, read_rgb
+from c2am_tf.data.masks import mask_pairs, masks_source, tfds_cub_masks_source
 from c2am_tf.data.synthetic import synthetic_arrays, synthetic_example, synthetic_source
-from c2am_tf.data.transforms import eval_transform, random_flip_crop, resize_square
+from c2am_tf.data.transforms import eval_mask_transform, eval_transform, random_flip_crop, resize_square
 
-DATASETS = ("synthetic", "cub", "folder")
+DATASETS = ("synthetic", "cub", "folder", "masks")
 AUTOTUNE = tf.data.AUTOTUNE
 
 
@@ -34,9 +35,19 @@ def train_pipeline(source, batch_size, resize=256, crop=224, cache=True, shuffle
 
 
 def eval_pipeline(source, batch_size, resize=480, crop=448, cache=True):
-    """Batches of (images (B, crop, crop, 3) uint8, boxes (B, G, 4)) in the eval frame."""
-    ds = source.map(lambda ex: eval_transform(ex["image"], ex["boxes"], resize, crop),
-                    num_parallel_calls=AUTOTUNE)
+    """Batches of (images (B, crop, crop, 3) uint8, boxes (B, G, 4)) in the eval frame.
+
+    Sources with masks give (images, boxes, masks (B, crop, crop) uint8) instead.
+    """
+    with_masks = "mask" in source.element_spec
+
+    def transform(ex):
+        image, boxes = eval_transform(ex["image"], ex["boxes"], resize, crop)
+        if with_masks:
+            return image, boxes, eval_mask_transform(ex["mask"], resize, crop)
+        return image, boxes
+
+    ds = source.map(transform, num_parallel_calls=AUTOTUNE)
     if cache:
         ds = ds.cache()
     return ds.batch(batch_size).prefetch(AUTOTUNE)
@@ -44,7 +55,7 @@ def eval_pipeline(source, batch_size, resize=480, crop=448, cache=True):
 
 def make_source(name, split="train", data_dir=None, synthetic_size=160, synthetic_count=None,
                 seed=0, tfds_download=False):
-    """A source by dataset name: ``synthetic``, ``cub`` (raw folder, else tfds) or ``folder``."""
+    """A source by dataset name: ``synthetic``, ``cub`` (raw folder, else tfds), ``folder`` or ``masks``."""
     if name == "synthetic":
         count = synthetic_count or (512 if split == "train" else 128)
         return synthetic_source(count, synthetic_size, seed, split)
@@ -52,6 +63,10 @@ def make_source(name, split="train", data_dir=None, synthetic_size=160, syntheti
         if data_dir:
             return cub_source(data_dir, split)
         return tfds_cub_source(split, download=tfds_download)
+    if name == "masks":
+        if not data_dir:
+            raise ValueError("--dataset masks needs --data-dir (DUTS/ECSSD layout)")
+        return masks_source(data_dir)  # unsupervised: train and evaluate on the same images
     if name == "folder":
         if not data_dir:
             raise ValueError("--dataset folder needs --data-dir (a folder of images)")
@@ -63,7 +78,8 @@ def make_source(name, split="train", data_dir=None, synthetic_size=160, syntheti
 
 __all__ = [
     "DATASETS", "train_pipeline", "eval_pipeline", "make_source", "cub_records", "cub_source",
-    "tfds_cub_source", "folder_source", "synthetic_source", "synthetic_arrays", "synthetic_example",
+    "tfds_cub_source", "folder_source", "masks_source", "mask_pairs", "tfds_cub_masks_source",
+    "eval_mask_transform", "synthetic_source", "synthetic_arrays", "synthetic_example",
     "decode_rgb", "read_rgb", "find_unreadable", "list_images", "eval_transform",
     "random_flip_crop", "resize_square",
 ]

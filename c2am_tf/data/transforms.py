@@ -35,6 +35,12 @@ def map_boxes_to_eval_frame(boxes, height, width, resize, crop):
     return tf.clip_by_value(scaled, 0.0, float(crop))
 
 
+def eval_mask_transform(mask, resize=480, crop=448):
+    """(H, W) uint8 mask -> (crop, crop) by nearest-neighbour resize then center crop."""
+    mask = tf.image.resize(mask[..., None], (resize, resize), method="nearest")
+    return tf.image.resize_with_crop_or_pad(mask, crop, crop)[..., 0]
+
+
 def eval_transform(image, boxes, resize=480, crop=448):
     """(image uint8 (H, W, 3), boxes (G, 4)) -> (crop x crop image, boxes in that frame)."""
     shape = tf.shape(image)
