@@ -1,0 +1,45 @@
+"""Inference helpers shared by extract_boxes, predict and export: maps -> boxes in image pixels."""
+
+import os
+
+import numpy as np
+
+from c2am_tf.boxes import boxes_from_map
+
+
+def load_model(path):
+    """Loads a saved C2AM ``.keras`` model (custom objects registered by importing c2am_tf)."""
+    import keras
+
+    import c2am_tf  # noqa: F401  (registers the serializable classes)
+
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"model file not found: {path}")
+    model = keras.saving.load_model(path)
+    if not hasattr(model, "threshold"):
+        raise ValueError(f"{path}: not a C2AM model (no stored threshold)")
+    return model
+
+
+def map_to_box(score_map, threshold, width, height):
+    """(box [x0, y0, x1, y1] in a (width x height) image, foreground fraction) for one map.
+
+    The box is the largest contour's box at ``threshold`` (fraction of the map's
+    maximum), scaled from map pixels to image pixels on each axis; the
+    foreground fraction is the share of map pixels above the cut-off.
+    """
+    score_map = np.clip(np.asarray(score_map, np.float32), 0, 1)
+    h, w = score_map.shape
+    box = boxes_from_map(score_map, [threshold])[0][0]
+    scale = np.array([width / w, height / h, width / w, height / h])
+    peak = float(np.max((score_map * 255).astype(np.uint8)))
+    fraction = float(np.mean((score_map * 255).astype(np.uint8) > int(threshold * peak))) if peak else 0.0
+    return (box * scale).astype(np.float32), fraction
+
+
+def crop_box_to_original(box, width, height, resize=480, crop=448):
+    """Inverse of the eval transform for one box: crop frame -> original image pixels."""
+    shift = (resize - crop) / 2.0
+    box = np.asarray(box, np.float64) + shift
+    out = box * np.array([width / resize, height / resize, width / resize, height / resize])
+    return np.clip(out, 0, [width, height, width, height]).astype(np.float32)
