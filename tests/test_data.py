@@ -152,3 +152,13 @@ def test_masks_layout_errors(tmp_path):
         data.mask_pairs(str(tmp_path / "x"))
     with pytest.raises(FileNotFoundError):
         data.mask_pairs(str(tmp_path / "nope"))
+
+
+def test_tfds_cub_masks_are_binary():
+    tfds = pytest.importorskip("tensorflow_datasets")
+    with tfds.testing.mock_data(num_examples=2):
+        examples = list(data.make_source("masks", "train"))
+    assert len(examples) == 2
+    for ex in examples:
+        assert ex["mask"].dtype == tf.uint8 and ex["mask"].shape.rank == 2
+        assert set(np.unique(ex["mask"].numpy())) <= {0, 1}

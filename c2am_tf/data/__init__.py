@@ -64,8 +64,8 @@ def make_source(name, split="train", data_dir=None, synthetic_size=160, syntheti
             return cub_source(data_dir, split)
         return tfds_cub_source(split, download=tfds_download)
     if name == "masks":
-        if not data_dir:
-            raise ValueError("--dataset masks needs --data-dir (DUTS/ECSSD layout)")
+        if not data_dir:  # tfds CUB with its segmentation masks
+            return tfds_cub_masks_source(split, download=tfds_download)
         return masks_source(data_dir)  # unsupervised: train and evaluate on the same images
     if name == "folder":
         if not data_dir:

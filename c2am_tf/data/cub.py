@@ -62,8 +62,10 @@ def cub_source(data_dir, split="train", num_parallel_calls=tf.data.AUTOTUNE):
     return ds.ignore_errors(log_warning=True)
 
 
-def tfds_cub_source(split="train", data_dir=None, download=False):
+def tfds_cub_source(split="train", data_dir=None, download=False, with_masks=False):
     """The same elements from tfds ``caltech_birds2011`` (already prepared, or ``download``).
+
+    ``with_masks`` adds its ``segmentation_mask`` as 'mask' (H, W) uint8 in {0, 1}.
 
     Offline and not prepared: raises at once with a message pointing at
     ``--data-dir`` (the raw folder), instead of retrying downloads for minutes.
@@ -88,6 +90,11 @@ def tfds_cub_source(split="train", data_dir=None, download=False):
         shape = tf.cast(tf.shape(image), tf.float32)
         ymin, xmin, ymax, xmax = tf.unstack(tf.reshape(ex["bbox"], [4]))
         box = tf.stack([xmin * shape[1], ymin * shape[0], xmax * shape[1], ymax * shape[0]])
-        return {"image": image, "boxes": box[None, :], "path": ex["image/filename"]}
+        out = {"image": image, "boxes": box[None, :], "path": ex["image/filename"]}
+        if with_masks:
+            mask = ex["segmentation_mask"]
+            mask = mask[..., 0] if mask.shape.rank == 3 else mask
+            out["mask"] = tf.cast(mask > 0, tf.uint8)
+        return out
 
     return ds.map(convert, num_parallel_calls=tf.data.AUTOTUNE)

@@ -94,17 +94,8 @@ def masks_source(data_dir, num_parallel_calls=tf.data.AUTOTUNE):
     return ds.map(load, num_parallel_calls=num_parallel_calls)
 
 
-def tfds_cub_masks_source(split="test", data_dir=None):
-    """tfds ``caltech_birds2011`` with its ``segmentation_mask`` (must be prepared)."""
+def tfds_cub_masks_source(split="test", data_dir=None, download=False):
+    """tfds ``caltech_birds2011`` with its ``segmentation_mask`` (prepared, or ``download``)."""
     from c2am_tf.data.cub import tfds_cub_source
 
-    import tensorflow_datasets as tfds
-
-    base = tfds_cub_source(split, data_dir)  # raises the clear "not prepared" error
-    raw = tfds.builder("caltech_birds2011", data_dir=data_dir).as_dataset(split=split)
-
-    def add_mask(ex, raw_ex):
-        mask = binarize(tf.cast(raw_ex["segmentation_mask"], tf.uint8) * 255)
-        return {**ex, "mask": mask}
-
-    return tf.data.Dataset.zip((base, raw)).map(add_mask, num_parallel_calls=tf.data.AUTOTUNE)
+    return tfds_cub_source(split, data_dir, download, with_masks=True)
