@@ -85,6 +85,7 @@ def main():
     p.add_argument("--backbone-bn", default="frozen")
     p.add_argument("--eval-every", type=int, default=1)
     p.add_argument("--freeze-backbone", action="store_true")
+    p.add_argument("--backbone-features", default="concat", choices=["concat", "head", "stage"])
     p.add_argument("--resize", type=int, default=256, help="train resize (BENCHMARK.md: 256)")
     p.add_argument("--crop", type=int, default=224, help="train crop (BENCHMARK.md: 224)")
     p.add_argument("--skip-baselines", action="store_true")
@@ -98,6 +99,7 @@ def main():
                       momentum=args.momentum, alpha=args.alpha, loss_variant=args.loss_variant,
                       recipe=args.recipe, backbone_bn=args.backbone_bn, out=args.out, seed=1,
                       freeze_backbone=args.freeze_backbone, resize=args.resize, crop=args.crop,
+                      backbone_features=args.backbone_features,
                       eval_every=args.eval_every, verbose=2)
     print("config:", dataclasses.asdict(cfg), flush=True)
     eval_src = data.make_source("cub", "test", args.data_dir)

@@ -183,8 +183,11 @@ def _load_lite_weights(model, weights, name):
         model.load_weights(path)
 
 
+LITE_FEATURES = ("concat", "head", "stage")
+
+
 def efficientnet_lite(name="efficientnet_lite0", weights="imagenet", output_stride=16,
-                      include_top=False, input_shape=(None, None, 3)):
+                      include_top=False, input_shape=(None, None, 3), features="concat"):
     """EfficientNet-Lite as a functional Keras model.
 
     Args:
@@ -192,17 +195,23 @@ def efficientnet_lite(name="efficientnet_lite0", weights="imagenet", output_stri
             weights file, or None.
         output_stride: 16 (C2AM features) or 32 (the classifier's layout).
         include_top: return the 1000-class ImageNet classifier instead of features.
+        features: at stride 16, ``"concat"`` (the 112-channel stage output and the
+            1280-channel head, BENCHMARK.md), ``"head"`` (1280) or ``"stage"`` (112).
     """
     if name not in _LITE_PACKAGES:
         raise ValueError(f"unknown EfficientNet-Lite variant {name!r}")
+    if features not in LITE_FEATURES:
+        raise ValueError(f"features must be one of {LITE_FEATURES}, got {features!r}")
     inputs = keras.Input(input_shape, name="images")
     x = ImagePreprocessing("lite", name="preprocess")(inputs)
     stride16, head = _lite_trunk(x, 32 if include_top else output_stride)
     if include_top:
         x = layers.GlobalAveragePooling2D(name="avg_pool")(head)
         outputs = layers.Dense(1000, name="predictions")(x)
-    elif output_stride == 16:
+    elif output_stride == 16 and features == "concat":
         outputs = layers.Concatenate(name="features")([stride16, head])
+    elif output_stride == 16 and features == "stage":
+        outputs = stride16
     else:
         outputs = head
     model = keras.Model(inputs, outputs, name=name)
@@ -265,12 +274,13 @@ def tiny(weights=None, input_shape=(None, None, 3), channels=16):
     return model
 
 
-def build_backbone(name, weights="imagenet", input_shape=(None, None, 3)):
+def build_backbone(name, weights="imagenet", input_shape=(None, None, 3), features="concat"):
     """Returns a Keras model: images (B, H, W, 3) in 0..255 -> Z (B, H/16, W/16, C).
 
     Args:
         name: one of ``BACKBONES``.
         weights: ``"imagenet"``, a weights file, or None (random init).
+        features: EfficientNet-Lite feature choice (see ``efficientnet_lite``).
 
     Example:
     >>> z = build_backbone("tiny", weights=None)(np.zeros((1, 64, 64, 3)))
@@ -280,7 +290,9 @@ def build_backbone(name, weights="imagenet", input_shape=(None, None, 3)):
     if weights not in (None, "imagenet") and not os.path.exists(str(weights)):
         raise FileNotFoundError(f"weights file not found: {weights}")
     if name == "efficientnet_lite0":
-        return efficientnet_lite(name, weights=weights, input_shape=input_shape)
+        return efficientnet_lite(name, weights=weights, input_shape=input_shape, features=features)
+    if features != "concat":
+        raise ValueError(f"features={features!r} is only available for EfficientNet-Lite")
     if name == "resnet50":
         return resnet50(weights, input_shape)
     if name == "mobilenet_v2":

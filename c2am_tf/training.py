@@ -42,6 +42,7 @@ class TrainConfig:
     recipe: str = "head10"
     backbone_bn: str = "frozen"
     freeze_backbone: bool = False
+    backbone_features: str = "concat"
     out: str = "runs/c2am"
     seed: int = 1
     steps_per_epoch: int = None
@@ -96,7 +97,7 @@ def build_datasets(cfg):
 
 def build_model(cfg, total_steps):
     """A compiled C2AM (call inside the strategy scope)."""
-    backbone = build_backbone(cfg.backbone, weights=cfg.weights)
+    backbone = build_backbone(cfg.backbone, weights=cfg.weights, features=cfg.backbone_features)
     if cfg.freeze_backbone:
         backbone.trainable = False  # only the head trains (parameter groups skip frozen layers)
     model = C2AM(backbone, alpha=cfg.alpha,

@@ -61,3 +61,11 @@ def test_errors_name_the_problem(tmp_path):
         build_backbone("vgg99", weights=None)
     with pytest.raises(FileNotFoundError, match="missing.pth"):
         build_backbone("efficientnet_lite0", weights=str(tmp_path / "missing.pth"))
+
+
+@pytest.mark.parametrize("features,channels", [("head", 1280), ("stage", 112)])
+def test_lite0_feature_choice(features, channels):
+    model = build_backbone("efficientnet_lite0", weights=None, features=features)
+    assert tuple(model(np.zeros((1, 64, 64, 3))).shape) == (1, 4, 4, channels)
+    with pytest.raises(ValueError, match="only available for EfficientNet-Lite"):
+        build_backbone("tiny", weights=None, features=features)

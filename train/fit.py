@@ -38,6 +38,8 @@ def parse_args(argv=None):
                    help="parameter groups / learning-rate multipliers (see c2am_tf/optim.py)")
     p.add_argument("--backbone-bn", default=defaults.backbone_bn, choices=["frozen", "train"])
     p.add_argument("--freeze-backbone", action="store_true", help="train the activation head only")
+    p.add_argument("--backbone-features", default=defaults.backbone_features, choices=["concat", "head", "stage"],
+                   help="EfficientNet-Lite feature choice: stage-16 output + head (concat), head or stage only")
     p.add_argument("--out", default=defaults.out)
     p.add_argument("--seed", type=int, default=defaults.seed)
     p.add_argument("--steps-per-epoch", type=int, help="cap the steps of an epoch (quick runs)")
