@@ -76,7 +76,7 @@ def peak_rss_gib():
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", default=DEFAULT_DIR)
-    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--epochs", type=int, default=20, help="0: baselines only")
     p.add_argument("--recipe", default="head10")
     p.add_argument("--loss-variant", default="reference")
     p.add_argument("--lr", type=float, default=1e-4)
@@ -109,7 +109,7 @@ def main():
         for name, value in center_box_baselines(eval_ds, cfg.eval_crop).items():
             print(f"baseline box = {name:12s}: GT-known Loc {value:5.2f}", flush=True)
         tf.keras.utils.set_random_seed(cfg.seed)
-        untrained = C2AM(build_backbone("efficientnet_lite0", weights="imagenet"))
+        untrained = C2AM(build_backbone("efficientnet_lite0", weights="imagenet", features=cfg.backbone_features))
         result, _ = evaluate_localization(untrained, eval_ds, DEFAULT_THRESHOLDS)
         print("untrained model (map as is):   ", fmt(result), flush=True)
         untrained.polarity.assign(-1.0)
@@ -118,8 +118,12 @@ def main():
         train_eval_ds = data.eval_pipeline(data.make_source("cub", "train", args.data_dir), 16,
                                            cfg.eval_resize, cfg.eval_crop, cache=False)
         ddt = ddt_baseline(untrained.backbone, train_eval_ds, eval_ds, cfg.eval_crop)
-        print(f"DDT (untrained Lite0 stride-16 features, fit on train): GT-known Loc {ddt:5.2f}", flush=True)
+        print(f"DDT (untrained Lite0 stride-16 '{cfg.backbone_features}' features, fit on train): "
+              f"GT-known Loc {ddt:5.2f}", flush=True)
         del untrained
+    if args.epochs == 0:
+        print(f"peak resident memory: {peak_rss_gib():.2f} GiB")
+        return
 
     start = time.perf_counter()
     model, history, summary = run_training(cfg)
