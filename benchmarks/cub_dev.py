@@ -89,6 +89,7 @@ def main():
     p.add_argument("--resize", type=int, default=256, help="train resize (BENCHMARK.md: 256)")
     p.add_argument("--crop", type=int, default=224, help="train crop (BENCHMARK.md: 224)")
     p.add_argument("--skip-baselines", action="store_true")
+    p.add_argument("--seed", type=int, default=1)
     p.add_argument("--out", default="runs/cub_dev")
     args = p.parse_args()
     if not os.path.isdir(args.data_dir):
@@ -97,7 +98,7 @@ def main():
     cfg = TrainConfig(dataset="cub", data_dir=args.data_dir, backbone="efficientnet_lite0",
                       weights="imagenet", epochs=args.epochs, batch_size=16, lr=args.lr,
                       momentum=args.momentum, alpha=args.alpha, loss_variant=args.loss_variant,
-                      recipe=args.recipe, backbone_bn=args.backbone_bn, out=args.out, seed=1,
+                      recipe=args.recipe, backbone_bn=args.backbone_bn, out=args.out, seed=args.seed,
                       freeze_backbone=args.freeze_backbone, resize=args.resize, crop=args.crop,
                       backbone_features=args.backbone_features,
                       eval_every=args.eval_every, verbose=2)
