@@ -10,7 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 from c2am_tf.boxes import DEFAULT_THRESHOLDS, GTKnownLoc, best_box_per_threshold
-from c2am_tf.metrics import PxAP
+from c2am_tf.metrics import MaxBoxAcc, PxAP, wsol_thresholds
 from c2am_tf.viz import grid, overlay
 
 log = logging.getLogger("c2am_tf")
@@ -79,6 +79,20 @@ def evaluate_localization(model, dataset, thresholds=DEFAULT_THRESHOLDS, iou_thr
         masks = pxap.result()
         result.update(pxap=masks["pxap"], mask_iou=masks["best_iou"], mask_threshold=masks["best_threshold"])
     return result, examples
+
+
+def evaluate_max_box_acc(model, dataset, multi_contour=True, step=0.01):
+    """wsolevaluation's MaxBoxAcc (V2 when ``multi_contour``) of ``model`` over ``dataset``.
+
+    Maps are upsampled to the image size (bilinear) and min-max normalized, as
+    wsolevaluation does with CAMs; boxes are those of the eval frame.
+    """
+    metric = MaxBoxAcc(wsol_thresholds(step), multi_contour=multi_contour)
+    for batch in dataset:
+        images, gt = batch[0], batch[1].numpy()
+        maps = upsample_normalized(predict_maps(model, images), images.shape[1])
+        metric.update_batch(maps, gt)
+    return metric.result()
 
 
 class LocalizationCallback(keras.callbacks.Callback):

@@ -53,3 +53,13 @@ def test_polarity_callback(statistic, polarity):
     logs = {"border_minus_center": statistic}
     cb.on_epoch_end(0, logs)
     assert float(model.polarity.numpy()) == polarity and logs["polarity"] == polarity
+
+
+def test_max_box_acc_of_a_perfect_map():
+    from c2am_tf.callbacks import evaluate_max_box_acc
+
+    images, boxes, _ = _batch()
+    # +1-pixel areas: the exclusive GT corner becomes inclusive
+    ds = tf.data.Dataset.from_tensor_slices((images, boxes - np.array([0, 0, 1, 1], np.float32))).batch(2)
+    result = evaluate_max_box_acc(_oracle(), ds, multi_contour=True, step=0.05)
+    assert result["max_box_acc"][70] == 100.0 and result["max_box_acc_v2"] == 100.0

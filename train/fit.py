@@ -37,9 +37,13 @@ def parse_args(argv=None):
     p.add_argument("--recipe", default=defaults.recipe, choices=["reference", "paper", "head10"],
                    help="parameter groups / learning-rate multipliers (see c2am_tf/optim.py)")
     p.add_argument("--backbone-bn", default=defaults.backbone_bn, choices=["frozen", "train"])
-    p.add_argument("--freeze-backbone", action="store_true", help="train the activation head only")
+    p.add_argument("--freeze-backbone", dest="freeze_backbone", action="store_true", default=defaults.freeze_backbone,
+                   help="train the activation head only (default; use lr ~1e-3)")
+    p.add_argument("--train-backbone", dest="freeze_backbone", action="store_false", default=argparse.SUPPRESS,
+                   help="fine-tune the backbone too (use lr ~1e-4)")
     p.add_argument("--backbone-features", default=defaults.backbone_features, choices=["concat", "head", "stage"],
-                   help="EfficientNet-Lite feature choice: stage-16 output + head (concat), head or stage only")
+                   help="EfficientNet-Lite features: the stride-16 stage + head (concat, BENCHMARK.md's model), "
+                        "head only (default, measured best) or stage only")
     p.add_argument("--out", default=defaults.out)
     p.add_argument("--seed", type=int, default=defaults.seed)
     p.add_argument("--steps-per-epoch", type=int, help="cap the steps of an epoch (quick runs)")
