@@ -34,6 +34,7 @@ DEFAULT_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "dat
 
 
 def fmt(result):
+    """One line: best value and threshold, then every threshold's value."""
     per = " ".join(f"{v:5.1f}" for v in result["per_threshold"])
     return f"best {result['best']:5.2f} @ {result['best_threshold']:.2f} | per threshold: {per}"
 
@@ -71,10 +72,12 @@ def ddt_baseline(backbone, train_ds, eval_ds, crop):
 
 
 def peak_rss_gib():
+    """Peak resident memory of this process in GiB."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
 def main():
+    """Runs the protocol and prints its numbers."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", default=DEFAULT_DIR)
     p.add_argument("--epochs", type=int, default=5, help="0: baselines only (the authors run 20)")

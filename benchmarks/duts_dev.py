@@ -22,11 +22,13 @@ DEFAULT_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "dat
 
 
 def line(name, r):
+    """One result line: PxAP, mask IoU, GT-known Loc."""
     return (f"{name:34s} PxAP {r['pxap']:5.2f}  best mask IoU {r['mask_iou']:5.2f}  "
             f"GT-known Loc (mask boxes) {r['best']:5.2f} @ {r['best_threshold']:.2f}")
 
 
 def main():
+    """Before/after numbers on DUTS."""
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--data-dir", default=DEFAULT_DIR)
     p.add_argument("--epochs", type=int, default=5)

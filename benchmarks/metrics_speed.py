@@ -17,6 +17,7 @@ from c2am_tf.metrics import MaxBoxAcc, PxAP  # noqa: E402
 
 
 def timed(label, fn, repeats=3):
+    """Prints the best of ``repeats`` wall times of ``fn()``."""
     best = min(_once(fn) for _ in range(repeats))
     print(f"{label:55s} {best:7.3f} s")
 
@@ -28,6 +29,7 @@ def _once(fn):
 
 
 def main():
+    """Times every metric on the same maps."""
     rng = np.random.RandomState(0)
     maps = np.stack([cv2.GaussianBlur(m, (7, 7), 3) for m in rng.rand(1000, 28, 28).astype(np.float32)])
     maps /= maps.max(axis=(1, 2), keepdims=True)

@@ -126,6 +126,7 @@ class C2AM(keras.Model):
         return ops.where(self.polarity > 0, p, 1.0 - p)
 
     def call(self, images, training=False):
+        """Foreground-high maps (B, h, w, 1) for images (B, H, W, 3) in 0..255."""
         _, _, p, _ = self.features(images, training=training)
         return self.orient(p)
 
@@ -158,6 +159,7 @@ class C2AM(keras.Model):
         return {k: t.result() for k, t in self._trackers.items()}
 
     def train_step(self, data):
+        """One SGD step on the contrastive loss of a batch (gathered over replicas)."""
         images = _images(data)
         groups = self.parameter_groups()
         variables = [v for v, _, _ in groups]
@@ -178,10 +180,12 @@ class C2AM(keras.Model):
         return self._update_trackers(parts, p)
 
     def test_step(self, data):
+        """The loss parts and the border statistic of a batch, without updates."""
         parts, p = self._step_loss(_images(data), training=False)
         return self._update_trackers(parts, p)
 
     def predict_step(self, data):
+        """Foreground-high maps of a batch."""
         return self(_images(data), training=False)
 
     def set_polarity_from_statistic(self, border_minus_center_value):
