@@ -162,3 +162,92 @@ class GTKnownLoc:
             "best_threshold": best_t,
             "total": self.total,
         }
+
+
+def _component_labels(mask):
+    """8-connected component labels (B, H, W) int32 of a boolean mask; 0 = background.
+
+    Each foreground pixel starts with a unique label (larger for earlier pixels);
+    a 3x3 max filter restricted
+    to the mask spreads the largest label through each component until nothing
+    changes (at most H * W rounds; a handful for blob-like maps).
+    """
+    import tensorflow as tf
+
+    shape = tf.shape(mask)
+    n = shape[1] * shape[2]
+    # Label = n + 1 - (raster index of the component's first pixel): the label
+    # order is the reverse of OpenCV's discovery order, which decides its ties.
+    ids = tf.reshape(tf.range(n, 0, -1, dtype=tf.float32), [1, shape[1], shape[2]])
+    maskf = tf.cast(mask, tf.float32)
+    labels = ids * maskf
+
+    def step(previous, _):
+        spread = tf.nn.max_pool2d(previous[..., None], 3, 1, "SAME")[..., 0] * maskf
+        return spread, tf.reduce_any(tf.not_equal(spread, previous))
+
+    def cond(labels, changed):
+        return changed
+
+    def body(labels, changed):
+        return step(labels, None)
+
+    labels, _ = tf.while_loop(cond, body, (labels, tf.constant(True)),
+                              maximum_iterations=shape[1] * shape[2])
+    return tf.cast(labels, tf.int32)
+
+
+def boxes_from_maps_tf(maps, threshold, factor=1.0):
+    """Graph version of the single-contour ``boxes_from_map`` for a batch: (B, H, W) -> (B, 4).
+
+    Same truncation to uint8 and float64 cut-off as the reference. The largest
+    contour is found as the 8-connected component (holes filled) with the
+    largest polygon area, estimated by Pick's theorem as pixels - boundary / 2 - 1
+    (the area ``cv2.contourArea`` measures through pixel centres). Runs in a
+    SavedModel or TFLite graph; agreement with OpenCV is measured in the tests.
+    """
+    import tensorflow as tf
+
+    maps = tf.convert_to_tensor(maps, tf.float32)
+    height, width = tf.shape(maps)[1], tf.shape(maps)[2]
+    u8 = tf.cast(tf.cast(tf.clip_by_value(maps, 0.0, 1.0) * 255.0, tf.uint8), tf.float64)
+    peak = tf.reduce_max(u8, axis=[1, 2], keepdims=True)
+    cutoff = tf.floor(tf.cast(threshold, tf.float64) * peak)
+    mask = u8 > cutoff
+    labels = _component_labels(mask)
+    # Fill holes: background pixels not connected to the border belong to their surrounding component.
+    outside = _component_labels(tf.logical_not(mask))
+    border_ids = tf.concat([outside[:, 0, :], outside[:, -1, :], outside[:, :, 0], outside[:, :, -1]], axis=1)
+    is_outside = tf.reduce_any(tf.equal(outside[..., None], border_ids[:, None, None, :]), axis=-1)
+    holes = tf.logical_and(tf.logical_not(mask), tf.logical_not(is_outside))
+    filled_labels = tf.where(holes, tf.cast(tf.nn.max_pool2d(
+        tf.cast(labels, tf.float32)[..., None], 3, 1, "SAME")[..., 0], tf.int32), labels)
+    # For each component: pixel count and boundary pixels (4-neighbour outside the component).
+    n = height * width
+    flat = tf.reshape(filled_labels, [-1, n])
+    padded = tf.pad(filled_labels, [[0, 0], [1, 1], [1, 1]])
+    neighbours = tf.stack([padded[:, :-2, 1:-1], padded[:, 2:, 1:-1], padded[:, 1:-1, :-2], padded[:, 1:-1, 2:]], -1)
+    boundary = tf.reduce_any(tf.not_equal(neighbours, filled_labels[..., None]), axis=-1)
+    boundary = tf.reshape(tf.logical_and(boundary, filled_labels > 0), [-1, n])
+    one_hot = tf.one_hot(flat, n + 1, dtype=tf.float32)[:, :, 1:]  # (B, n, components)
+    count = tf.reduce_sum(one_hot, axis=1)
+    edge = tf.reduce_sum(one_hot * tf.cast(boundary, tf.float32)[..., None], axis=1)
+    # OpenCV's contourArea is 0 for single pixels and lines; among equal areas it
+    # keeps the contour discovered last, i.e. the smallest label here (argmax keeps the first).
+    area = tf.where(count > 0, tf.maximum(count - edge / 2.0 - 1.0, 0.0), -1.0)
+    best = tf.argmax(area, axis=1, output_type=tf.int32) + 1
+    chosen = tf.equal(filled_labels, best[:, None, None])
+    rows = tf.reduce_any(chosen, axis=2)
+    cols = tf.reduce_any(chosen, axis=1)
+
+    def extent(any_axis, size):
+        idx = tf.range(size)[None, :]
+        lo = tf.reduce_min(tf.where(any_axis, idx, size), axis=1)
+        hi = tf.reduce_max(tf.where(any_axis, idx, -1), axis=1)
+        return lo, tf.minimum(hi + 1, size - 1)
+
+    y0, y1 = extent(rows, height)
+    x0, x1 = extent(cols, width)
+    boxes = tf.cast(tf.stack([x0, y0, x1, y1], axis=1), tf.float32)
+    empty = tf.logical_not(tf.reduce_any(mask, axis=[1, 2]))
+    return tf.where(empty[:, None], tf.zeros_like(boxes), boxes) * factor

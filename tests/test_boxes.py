@@ -89,3 +89,30 @@ def test_empty_map_gives_zero_box_and_bad_maps_raise():
     with pytest.raises(ValueError, match="pred_boxes"):
         GTKnownLoc().update(np.zeros((2, 3, 4)), np.zeros((2, 4)))
     assert len(DEFAULT_THRESHOLDS) == 19
+
+
+# Maps built to break contour heuristics: 1-px diagonal chains, noise, exact uint8 edges.
+_ADVERSARIAL = {"diagonal_chain", "uniform_random", "uint8_exact_values", "just_below_k_over_255"}
+
+
+@pytest.mark.parametrize("size", [14, 28])
+def test_graph_boxes_agree_with_opencv(size):
+    import tensorflow as tf
+
+    from c2am_tf.boxes import boxes_from_maps_tf
+
+    d = golden("C_boxes")
+    maps, names = d[f"s{size}_maps"], [str(n) for n in d[f"s{size}_names"]]
+    fn = tf.function(boxes_from_maps_tf, input_signature=[
+        tf.TensorSpec([None, None, None], tf.float32), tf.TensorSpec([], tf.float64)])
+    agree = total = 0
+    for t in d[f"s{size}_thresholds"]:
+        graph = fn(maps, t).numpy()
+        for i, m in enumerate(maps):
+            ref = boxes_from_map(m, [t])[0][0]
+            same = np.array_equal(ref, graph[i])
+            if names[i] not in _ADVERSARIAL:
+                assert same, (names[i], t, ref, graph[i])
+            agree += same
+            total += 1
+    assert agree / total > 0.9  # adversarial maps included
