@@ -1,0 +1,101 @@
+"""SavedModel export for TensorFlow Serving: the weights stored once, loadable by the TF1
+session loader that TF Serving uses (checked with ``saved_model_cli run``).
+
+Why a hand-made ``tf.Module``: Keras 3 variables are saved through an object-based path
+that the MetaGraph's TF1 restore op does not initialize, so ``model.export()`` also saves
+the raw ``tf.Variable`` s, storing every weight twice; tracking the Keras model in a plain
+``tf.Module`` stores them once but fails in the session loader. Here the module tracks
+only the raw ``tf.Variable`` s and keeps the Keras model out of the object graph.
+
+Signatures (images: uint8 RGB (B, H, W, 3), any size):
+- ``serving_default``: ``cam`` (B, H, W) float32 foreground-high map upsampled to the
+  input, ``boxes`` (B, 4) x0, y0, x1, y1 in input pixels at the model's threshold,
+  ``scores`` (B,) mean map value inside the box.
+- ``cam``: ``cam`` (B, h, w) at feature resolution.
+- ``refine``: images + initial multi-class CAMs (B, h', w', K) -> ``labels`` (B, h', w')
+  int32: the background cue 1 - P (resized to the CAMs) is put in front of the CAMs
+  as channel 0 and the argmax taken (paper section 3.5); label k > 0 is CAM channel k - 1.
+"""
+
+import os
+
+import tensorflow as tf
+
+from c2am_tf.boxes import boxes_from_maps_tf
+
+# Unknown rank on purpose: the signature wrapper does not check ranks, and a rank-3
+# tensor declared rank 4 reaches the convolutions and aborts the process. With an
+# unknown static shape, ``tf.ensure_shape`` checks at run time and cannot be pruned.
+_IMAGES = tf.TensorSpec(None, tf.uint8, name="images")
+_CAMS = tf.TensorSpec(None, tf.float32, name="cams")
+
+
+def _validated(images):
+    """Images checked at run time: rank 4, 3 channels, non-zero height and width."""
+    images = tf.ensure_shape(images, [None, None, None, 3])
+    positive = tf.debugging.assert_positive(
+        tf.shape(images)[1:3], message="images must have non-zero height and width")
+    with tf.control_dependencies([positive]):
+        return tf.identity(images)
+
+
+def refine_with_background(background, cams):
+    """Labels (B, h, w) int32 = argmax over [background (B, h0, w0) resized, cams (B, h, w, K)]."""
+    cams = tf.convert_to_tensor(cams, tf.float32)
+    size = tf.shape(cams)[1:3]
+    bg = tf.image.resize(tf.convert_to_tensor(background, tf.float32)[..., None], size, method="bilinear")
+    return tf.argmax(tf.concat([bg, cams], axis=-1), axis=-1, output_type=tf.int32)
+
+
+class ServingModule(tf.Module):
+    """The signatures above around a C2AM model (see the module docstring)."""
+
+    def __init__(self, model):
+        super().__init__()
+        object.__setattr__(self, "_model", model)  # not tracked: see the module docstring
+        self.weights_list = [v.value for v in model.weights]  # tracked once, TF1-restorable
+        self.threshold = float(model.threshold.numpy())
+
+    def _maps(self, images):
+        return self._model(_validated(images), training=False)[..., 0]
+
+    @tf.function(input_signature=[_IMAGES])
+    def cam(self, images):
+        """Maps at feature resolution."""
+        return {"cam": self._maps(images)}
+
+    @tf.function(input_signature=[_IMAGES])
+    def serving_default(self, images):
+        """Upsampled maps, boxes in input pixels and box scores."""
+        images = _validated(images)
+        maps = self._maps(images)
+        height, width = tf.shape(images)[1], tf.shape(images)[2]
+        h, w = tf.shape(maps)[1], tf.shape(maps)[2]
+        grid_boxes = boxes_from_maps_tf(maps, tf.constant(self.threshold, tf.float64))
+        scale = tf.cast(tf.stack([width / w, height / h, width / w, height / h]), tf.float32)
+        rows = tf.range(h, dtype=tf.float32)[None, :, None]
+        cols = tf.range(w, dtype=tf.float32)[None, None, :]
+        inside = ((rows >= grid_boxes[:, 1, None, None]) & (rows <= grid_boxes[:, 3, None, None])
+                  & (cols >= grid_boxes[:, 0, None, None]) & (cols <= grid_boxes[:, 2, None, None]))
+        inside = tf.cast(inside, tf.float32)
+        scores = tf.reduce_sum(maps * inside, [1, 2]) / tf.maximum(tf.reduce_sum(inside, [1, 2]), 1.0)
+        up = tf.image.resize(maps[..., None], tf.stack([height, width]), method="bilinear")[..., 0]
+        return {"cam": up, "boxes": grid_boxes * scale, "scores": scores}
+
+    @tf.function(input_signature=[_IMAGES, _CAMS])
+    def refine(self, images, cams):
+        """Refined label map from initial CAMs and C2AM's background cue 1 - P."""
+        cams = tf.ensure_shape(cams, [None, None, None, None])
+        return {"labels": refine_with_background(1.0 - self._maps(images), cams)}
+
+
+def export_saved_model(model, out_dir, version=1):
+    """Writes ``out_dir/<version>/`` (the layout TF Serving watches); returns that path."""
+    path = os.path.join(out_dir, str(int(version)))
+    module = ServingModule(model)
+    tf.saved_model.save(module, path, signatures={
+        "serving_default": module.serving_default,
+        "cam": module.cam,
+        "refine": module.refine,
+    })
+    return path
