@@ -37,6 +37,17 @@ def _check_map(score_map):
     return score_map
 
 
+def _uint8_and_peak(score_map):
+    image = (score_map * 255).astype(np.uint8)
+    return image, (float(np.max(image)) if image.size else 0.0)
+
+
+def foreground_mask(score_map, threshold):
+    """Boolean (H, W): pixels strictly above the reference cut-off ``int(t * max(uint8 map))``."""
+    image, peak = _uint8_and_peak(_check_map(score_map))
+    return image > int(float(threshold) * peak)
+
+
 def boxes_from_map(score_map, thresholds=DEFAULT_THRESHOLDS, multi_contour=False, factor=1.0):
     """Boxes (x0, y0, x1, y1) from one map at each threshold.
 
@@ -57,11 +68,10 @@ def boxes_from_map(score_map, thresholds=DEFAULT_THRESHOLDS, multi_contour=False
     """
     score_map = _check_map(score_map)
     height, width = score_map.shape
-    image = (score_map * 255).astype(np.uint8)
-    peak = float(np.max(image)) if image.size else 0.0
+    image, peak = _uint8_and_peak(score_map)
     out = []
     for t in thresholds:
-        _, binary = cv2.threshold(image, int(float(t) * peak), 255, cv2.THRESH_BINARY)
+        binary = (image > int(float(t) * peak)).astype(np.uint8) * 255
         contours = cv2.findContours(binary, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)[
             _CONTOUR_INDEX
         ]
@@ -168,9 +178,8 @@ def _component_labels(mask):
     """8-connected component labels (B, H, W) int32 of a boolean mask; 0 = background.
 
     Each foreground pixel starts with a unique label (larger for earlier pixels);
-    a 3x3 max filter restricted
-    to the mask spreads the largest label through each component until nothing
-    changes (at most H * W rounds; a handful for blob-like maps).
+    a 3x3 max filter restricted to the mask spreads the largest label through each
+    component until nothing changes (at most H * W rounds; a handful for blob-like maps).
     """
     import tensorflow as tf
 
@@ -182,18 +191,12 @@ def _component_labels(mask):
     maskf = tf.cast(mask, tf.float32)
     labels = ids * maskf
 
-    def step(previous, _):
-        spread = tf.nn.max_pool2d(previous[..., None], 3, 1, "SAME")[..., 0] * maskf
-        return spread, tf.reduce_any(tf.not_equal(spread, previous))
+    def spread(previous, _):
+        labels = tf.nn.max_pool2d(previous[..., None], 3, 1, "SAME")[..., 0] * maskf
+        return labels, tf.reduce_any(tf.not_equal(labels, previous))
 
-    def cond(labels, changed):
-        return changed
-
-    def body(labels, changed):
-        return step(labels, None)
-
-    labels, _ = tf.while_loop(cond, body, (labels, tf.constant(True)),
-                              maximum_iterations=shape[1] * shape[2])
+    labels, _ = tf.while_loop(lambda _, changed: changed, spread, (labels, tf.constant(True)),
+                              maximum_iterations=n)
     return tf.cast(labels, tf.int32)
 
 

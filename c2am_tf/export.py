@@ -57,12 +57,13 @@ class ServingModule(tf.Module):
         self.threshold = float(model.threshold.numpy())
 
     def _maps(self, images):
-        return self._model(_validated(images), training=False)[..., 0]
+        """Maps of images already checked by ``_validated``."""
+        return self._model(images, training=False)[..., 0]
 
     @tf.function(input_signature=[_IMAGES])
     def cam(self, images):
         """Maps at feature resolution."""
-        return {"cam": self._maps(images)}
+        return {"cam": self._maps(_validated(images))}
 
     @tf.function(input_signature=[_IMAGES])
     def serving_default(self, images):
@@ -86,7 +87,7 @@ class ServingModule(tf.Module):
     def refine(self, images, cams):
         """Refined label map from initial CAMs and C2AM's background cue 1 - P."""
         cams = tf.ensure_shape(cams, [None, None, None, None])
-        return {"labels": refine_with_background(1.0 - self._maps(images), cams)}
+        return {"labels": refine_with_background(1.0 - self._maps(_validated(images)), cams)}
 
 
 def export_saved_model(model, out_dir, version=1):

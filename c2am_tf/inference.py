@@ -4,7 +4,7 @@ import os
 
 import numpy as np
 
-from c2am_tf.boxes import boxes_from_map
+from c2am_tf.boxes import boxes_from_map, foreground_mask
 
 
 def load_model(path):
@@ -32,8 +32,7 @@ def map_to_box(score_map, threshold, width, height):
     h, w = score_map.shape
     box = boxes_from_map(score_map, [threshold])[0][0]
     scale = np.array([width / w, height / h, width / w, height / h])
-    peak = float(np.max((score_map * 255).astype(np.uint8)))
-    fraction = float(np.mean((score_map * 255).astype(np.uint8) > int(threshold * peak))) if peak else 0.0
+    fraction = float(np.mean(foreground_mask(score_map, threshold)))
     return (box * scale).astype(np.float32), fraction
 
 

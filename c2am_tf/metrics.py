@@ -95,7 +95,7 @@ class PxAP:
     """Pixel average precision (wsolevaluation's MaskEvaluator) and the best mask IoU.
 
     Scores are histogrammed with right edges ``thresholds + [1, 2, 3]``; mask
-    value 1 is foreground, 0 background, 255 ignored.
+    value 1 is foreground, 0 background, any other value (255) ignored.
 
     Example:
     >>> m = PxAP()
@@ -104,10 +104,9 @@ class PxAP:
     100.0
     """
 
-    def __init__(self, thresholds=None, ignore_value=255):
+    def __init__(self, thresholds=None):
         self.thresholds = np.asarray(wsol_thresholds() if thresholds is None else thresholds, np.float64)
         self.edges = np.append(self.thresholds, [1.0, 2.0, 3.0])
-        self.ignore_value = ignore_value
         self.reset()
 
     def reset(self):

@@ -68,8 +68,7 @@ def main(argv=None):
 
     def prepare(ex):
         shape = tf.shape(ex["image"])
-        image = tf.image.resize_with_crop_or_pad(data.resize_square(ex["image"], args.resize), args.crop, args.crop)
-        return image, ex["path"], shape[1], shape[0]
+        return data.eval_image(ex["image"], args.resize, args.crop), ex["path"], shape[1], shape[0]
 
     ds = source.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).batch(args.batch_size).prefetch(2)
     if args.overlays:

@@ -41,8 +41,12 @@ def eval_mask_transform(mask, resize=480, crop=448):
     return tf.image.resize_with_crop_or_pad(mask, crop, crop)[..., 0]
 
 
+def eval_image(image, resize=480, crop=448):
+    """(H, W, 3) uint8 -> (crop, crop, 3) uint8: resize to resize x resize, center crop."""
+    return tf.image.resize_with_crop_or_pad(_resize(image, resize), crop, crop)
+
+
 def eval_transform(image, boxes, resize=480, crop=448):
     """(image uint8 (H, W, 3), boxes (G, 4)) -> (crop x crop image, boxes in that frame)."""
     shape = tf.shape(image)
-    out = tf.image.resize_with_crop_or_pad(_resize(image, resize), crop, crop)
-    return out, map_boxes_to_eval_frame(boxes, shape[0], shape[1], resize, crop)
+    return eval_image(image, resize, crop), map_boxes_to_eval_frame(boxes, shape[0], shape[1], resize, crop)
