@@ -1,11 +1,31 @@
-"""c2am_tf: Contrastive learning of Class-agnostic Activation Maps (C2AM) in Keras 3 / TensorFlow."""
+"""c2am_tf: Contrastive learning of Class-agnostic Activation Maps (C2AM) in Keras 3 / TensorFlow.
 
-from c2am_tf.backbones import build_backbone
-from c2am_tf.boxes import GTKnownLoc, boxes_from_map
-from c2am_tf.layers import ActivationHead, Disentangler
-from c2am_tf.losses import C2AMLoss
-from c2am_tf.model import C2AM
+The public names are imported on first use, so that the device-side module
+``c2am_tf.litert`` (numpy and the LiteRT interpreter only) imports without TensorFlow.
+"""
+
+import importlib
 
 __version__ = "0.1.0"
-__all__ = ["ActivationHead", "Disentangler", "C2AMLoss", "C2AM", "build_backbone",
-           "boxes_from_map", "GTKnownLoc"]
+_PUBLIC = {
+    "ActivationHead": "c2am_tf.layers",
+    "Disentangler": "c2am_tf.layers",
+    "C2AMLoss": "c2am_tf.losses",
+    "C2AM": "c2am_tf.model",
+    "build_backbone": "c2am_tf.backbones",
+    "boxes_from_map": "c2am_tf.boxes",
+    "GTKnownLoc": "c2am_tf.boxes",
+}
+__all__ = list(_PUBLIC)
+
+
+def __getattr__(name):
+    if name in _PUBLIC:
+        return getattr(importlib.import_module(_PUBLIC[name]), name)
+    raise AttributeError(f"module 'c2am_tf' has no attribute {name!r}")
+
+
+def register_serializables():
+    """Imports the modules whose Keras classes ``.keras`` files refer to (registers them)."""
+    for module in ("c2am_tf.backbones", "c2am_tf.layers", "c2am_tf.losses", "c2am_tf.model"):
+        importlib.import_module(module)

@@ -10,6 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 from c2am_tf.boxes import DEFAULT_THRESHOLDS, GTKnownLoc, best_box_per_threshold
+from c2am_tf.files import write_json_atomically
 from c2am_tf.metrics import MaxBoxAcc, PxAP, wsol_thresholds
 from c2am_tf.viz import grid, overlay
 
@@ -196,7 +197,4 @@ class AtomicCheckpoint(keras.callbacks.Callback):
         best = self._best()
         if best is None or self.sign * value > self.sign * best:
             save_atomically(self.model, os.path.join(self.out_dir, "best.keras"))
-            tmp = self._state_path + ".tmp"
-            with open(tmp, "w") as f:
-                json.dump({"value": float(value), "epoch": epoch + 1}, f)
-            os.replace(tmp, self._state_path)
+            write_json_atomically(self._state_path, {"value": float(value), "epoch": epoch + 1})

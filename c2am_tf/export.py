@@ -47,14 +47,22 @@ def refine_with_background(background, cams):
     return tf.argmax(tf.concat([bg, cams], axis=-1), axis=-1, output_type=tf.int32)
 
 
-class ServingModule(tf.Module):
-    """The signatures above around a C2AM model (see the module docstring)."""
+class WeightsOnlyModule(tf.Module):
+    """A ``tf.Module`` that tracks a Keras model's raw ``tf.Variable`` s but not the model.
+
+    Saved, it stores each weight once and restores in the TF1 session loader; converted
+    to TFLite, its variables are frozen into constants (see the module docstring).
+    """
 
     def __init__(self, model):
         super().__init__()
         object.__setattr__(self, "_model", model)  # not tracked: see the module docstring
         self.weights_list = [v.value for v in model.weights]  # tracked once, TF1-restorable
         self.threshold = float(model.threshold.numpy())
+
+
+class ServingModule(WeightsOnlyModule):
+    """The signatures above around a C2AM model (see the module docstring)."""
 
     def _maps(self, images):
         """Maps of images already checked by ``_validated``."""

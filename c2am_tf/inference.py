@@ -11,7 +11,9 @@ def load_model(path):
     """Loads a saved C2AM ``.keras`` model (custom objects registered by importing c2am_tf)."""
     import keras
 
-    import c2am_tf  # noqa: F401  (registers the serializable classes)
+    import c2am_tf
+
+    c2am_tf.register_serializables()
 
     if not os.path.exists(path):
         raise FileNotFoundError(f"model file not found: {path}")

@@ -28,6 +28,7 @@ from tqdm import tqdm  # noqa: E402
 
 from c2am_tf import data  # noqa: E402
 from c2am_tf.callbacks import predict_maps  # noqa: E402
+from c2am_tf.files import write_json_atomically  # noqa: E402
 from c2am_tf.inference import crop_box_to_original, load_model, map_to_box  # noqa: E402
 from c2am_tf.viz import overlay  # noqa: E402
 
@@ -92,21 +93,14 @@ def main(argv=None):
             bar.update(len(maps))
     result = {"format": "c2am_tf.boxes/v1", "model": os.path.abspath(args.model), "threshold": threshold,
               "images": list(done.values())}
-    _write_json(args.out, result)
+    write_json_atomically(args.out, result)
     if args.psol_out:
         psol = {e["path"]: [e["box"][0] / e["width"], e["box"][1] / e["height"],
                             (e["box"][2] - e["box"][0]) / e["width"], (e["box"][3] - e["box"][1]) / e["height"]]
                 for e in done.values()}
-        _write_json(args.psol_out, psol)
+        write_json_atomically(args.psol_out, psol)
     os.remove(partial)
     print(f"{len(done)} boxes at threshold {threshold:.2f} -> {args.out}")
-
-
-def _write_json(path, obj):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f)
-    os.replace(tmp, path)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,6 @@ on the built-in synthetic dataset. A run killed at any point resumes from
 """
 
 import argparse
-import dataclasses
 import logging
 import os
 import sys

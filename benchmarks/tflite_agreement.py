@@ -1,0 +1,78 @@
+"""Agreement of the TFLite exports with the Keras model on the CUB dev eval split.
+
+    python benchmarks/tflite_agreement.py --model runs/cub_dev/final.keras \\
+        [--data-dir ../shared/data/CUB_200_2011_dev] [--size 448]
+
+Converts the model to fp32, fp16 and int8 (calibrated on 100 CUB *train* images), runs
+every eval image (resize 480, center crop 448, the benchmark's eval frame) through
+Keras and through each model in the LiteRT interpreter, and prints: the largest map
+difference, the share of images whose device-side box (``c2am_tf.litert.box_from_map``)
+has IoU >= 0.5 with the Keras box (``c2am_tf.boxes``, OpenCV), the share of identical
+boxes, GT-known Loc of each, and the model sizes.
+"""
+
+import argparse
+import os
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from c2am_tf import data, tflite  # noqa: E402
+from c2am_tf.boxes import box_iou, boxes_from_map  # noqa: E402
+from c2am_tf.inference import load_model  # noqa: E402
+from c2am_tf.litert import ForegroundDetector, box_from_map  # noqa: E402
+
+SHARED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data")
+
+
+def main(argv=None):
+    """Entry point."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True)
+    p.add_argument("--data-dir", default=os.path.join(SHARED, "CUB_200_2011_dev"))
+    p.add_argument("--size", type=int, default=448)
+    p.add_argument("--calibration-steps", type=int, default=100)
+    args = p.parse_args(argv)
+
+    model = load_model(args.model)
+    threshold = float(model.threshold.numpy())
+    resize = round(args.size * 480 / 448)
+    evals = list(data.eval_pipeline(data.cub_source(args.data_dir, "test"), 32, resize, args.size, cache=False))
+    images = np.concatenate([b[0].numpy() for b in evals])
+    gt = np.concatenate([b[1].numpy() for b in evals])
+    keras_maps = model.predict(images, batch_size=16, verbose=0)[..., 0]
+    h, w = keras_maps.shape[1:]
+    scale = np.array([args.size / w, args.size / h] * 2)
+    keras_boxes = np.stack([boxes_from_map(m, [threshold])[0][0] for m in keras_maps]) * scale
+
+    def loc(boxes):
+        iou = box_iou(boxes[:, None, :], gt)
+        return 100.0 * np.mean(np.any((iou > 0.5) | np.isnan(iou), axis=1))
+
+    print(f"{len(images)} eval images at {args.size}, threshold {threshold:.2f}; "
+          f"Keras GT-known Loc {loc(keras_boxes):.2f}")
+    # The device-side numpy box rule against OpenCV on the same (Keras) maps.
+    numpy_boxes = np.stack([box_from_map(m, threshold) for m in keras_maps]) * scale
+    same = np.mean(np.all(numpy_boxes == keras_boxes, axis=1)) * 100
+    print(f"box_from_map (numpy) vs OpenCV on the Keras maps: identical boxes {same:.1f}%")
+    train = [path for path, _ in data.cub_records(args.data_dir, "train")]
+    step = max(len(train) // args.calibration_steps, 1)
+    print(f"{'model':8s} {'MiB':>6s} {'max |map diff|':>15s} {'IoU>=0.5 vs Keras':>18s} "
+          f"{'identical':>9s} {'GT-known Loc':>12s}")
+    for quantize in tflite.QUANTIZATIONS:
+        calibration = tflite.calibration_images(train[::step], args.size) if quantize == "int8" else None
+        content = tflite.convert(model, args.size, quantize, calibration, args.calibration_steps)
+        detector = ForegroundDetector(content, num_threads=2)
+        maps = np.stack([detector.map(image) for image in images])
+        boxes = np.stack([box_from_map(m, threshold) for m in maps]) * scale
+        iou = box_iou(boxes, keras_boxes)
+        agree = np.mean((iou >= 0.5) | np.isnan(iou)) * 100
+        identical = np.mean(np.all(boxes == keras_boxes, axis=1)) * 100
+        print(f"{quantize:8s} {len(content) / 2**20:6.2f} {np.abs(maps - keras_maps).max():15.2e} "
+              f"{agree:17.1f}% {identical:8.1f}% {loc(boxes):12.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,208 @@
+"""Device side of the TFLite export: numpy and the LiteRT interpreter, no TensorFlow.
+
+A device runs the ``.tflite`` model written by ``export/tflite.py`` (uint8 image of a
+fixed size in, foreground map out) and turns the map into a box with ``box_from_map``,
+a numpy port of the reference rule (largest contour of the thresholded map, see
+``c2am_tf.boxes``) that needs neither OpenCV nor TensorFlow.
+
+Example (with a model exported by ``python export/tflite.py``):
+
+    detector = ForegroundDetector("c2am.tflite", num_threads=2)
+    result = detector.detect(rgb_uint8_array)    # any size
+    result["box"], result["score"], result["map"]
+"""
+
+import numpy as np
+
+
+def _neighbourhood_max(labels, connectivity):
+    """Max over each pixel's 3x3 (8) or cross (4) neighbourhood, the pixel included."""
+    h, w = labels.shape
+    padded = np.pad(labels, 1)
+    shifts = [(0, 0), (-1, 0), (1, 0), (0, -1), (0, 1)]
+    if connectivity == 8:
+        shifts += [(-1, -1), (-1, 1), (1, -1), (1, 1)]
+    return np.max([padded[1 + dy:1 + dy + h, 1 + dx:1 + dx + w] for dy, dx in shifts], axis=0)
+
+
+def _components(mask):
+    """8-connected components of a boolean mask, as boolean masks in raster order of first pixel."""
+    h, w = mask.shape
+    # Each pixel starts with a label that is larger the earlier it comes in raster
+    # order; spreading the maximum labels every component with its first pixel.
+    labels = np.where(mask, np.arange(h * w, 0, -1).reshape(h, w), 0)
+    while True:
+        spread = np.where(mask, _neighbourhood_max(labels, 8), 0)
+        if np.array_equal(spread, labels):
+            break
+        labels = spread
+    return [labels == value for value in sorted(set(labels[mask].tolist()), reverse=True)]
+
+
+def _filled(component):
+    """The component with its holes: everything the 4-connected outside cannot reach."""
+    outside = np.zeros_like(component)
+    outside[[0, -1], :] = True
+    outside[:, [0, -1]] = True
+    outside &= ~component
+    while True:
+        grown = (_neighbourhood_max(outside.astype(np.uint8), 4) > 0) & ~component
+        if np.array_equal(grown, outside):
+            return ~outside
+        outside = grown
+
+
+def _contour_area(filled):
+    """Area of the polygon through the outer boundary pixels' centres (Pick's theorem)."""
+    inner = filled.copy()
+    padded = np.pad(filled, 1)
+    for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1)):
+        inner &= padded[1 + dy:1 + dy + filled.shape[0], 1 + dx:1 + dx + filled.shape[1]]
+    boundary = int(filled.sum() - inner.sum())
+    return max(float(filled.sum()) - boundary / 2.0 - 1.0, 0.0)
+
+
+def box_from_map(score_map, threshold):
+    """Box [x0, y0, x1, y1] in map pixels (float32) of the largest foreground region.
+
+    The rule of ``c2am_tf.boxes.boxes_from_map`` (the authors' OpenCV code): the map
+    in [0, 1] is truncated to uint8, pixels strictly above ``int(threshold * peak)``
+    are foreground, and the 8-connected region whose outer contour encloses the
+    largest area wins (ties: the region that starts last in raster order, as
+    OpenCV). The box is ``x, y, x + w, y + h`` clipped to ``W - 1, H - 1``; an empty
+    map gives zeros. Scale it by (image width / W, image height / H) for image pixels.
+
+    Example:
+    >>> m = np.zeros((14, 14), np.float32); m[3:8, 4:10] = 1.0
+    >>> box_from_map(m, 0.5).tolist()
+    [4.0, 3.0, 10.0, 8.0]
+    """
+    score_map = np.asarray(score_map, np.float32)
+    if score_map.ndim != 2:
+        raise ValueError(f"score_map must be 2-D (H, W), got shape {score_map.shape}")
+    h, w = score_map.shape
+    u8 = (np.clip(score_map, 0.0, 1.0) * 255).astype(np.uint8)
+    mask = u8 > int(float(threshold) * float(u8.max()))
+    if not mask.any():
+        return np.zeros(4, np.float32)
+    components = _components(mask)
+    best, best_area = None, -1.0
+    # Largest first: a region's contour area is below its pixel count, so once the
+    # count is no larger than the best area, no later region can win.
+    for index in sorted(range(len(components)), key=lambda i: -components[i].sum()):
+        if components[index].sum() <= best_area:
+            break
+        area = _contour_area(_filled(components[index]))
+        if area > best_area or (area == best_area and index > best):  # ties: the later region
+            best, best_area = index, area
+    rows, cols = np.nonzero(components[best])
+    return np.array([cols.min(), rows.min(), min(cols.max() + 1, w - 1), min(rows.max() + 1, h - 1)],
+                    np.float32)
+
+
+def _interpreter_class():
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError as err:  # pragma: no cover - depends on the install
+        raise ImportError("the LiteRT interpreter is missing: pip install ai-edge-litert") from err
+    return Interpreter
+
+
+class ForegroundDetector:
+    """Runs a C2AM ``.tflite`` model (fp32, fp16 or int8) and extracts boxes on the device side.
+
+    Args:
+        model: path to the ``.tflite`` file, or its bytes.
+        num_threads: interpreter threads.
+        threshold: box threshold (fraction of the map's peak); default the one stored
+            in the model's metadata by ``export/tflite.py``, else 0.5.
+    """
+
+    def __init__(self, model, num_threads=1, threshold=None):
+        Interpreter = _interpreter_class()
+        if isinstance(model, (bytes, bytearray)):
+            content = bytes(model)
+            self.interpreter = Interpreter(model_content=content, num_threads=num_threads)
+        else:
+            with open(model, "rb") as f:
+                content = f.read()
+            self.interpreter = Interpreter(model_path=str(model), num_threads=num_threads)
+        self.interpreter.allocate_tensors()
+        self._input = self.interpreter.get_input_details()[0]
+        self._output = self.interpreter.get_output_details()[0]
+        _, self.height, self.width, channels = (int(d) for d in self._input["shape"])
+        if channels != 3:
+            raise ValueError(f"{model if not isinstance(model, bytes) else 'model'}: expects RGB input, "
+                             f"got input shape {self._input['shape']}")
+        self.metadata = read_metadata(content)
+        self.threshold = float(threshold if threshold is not None else self.metadata.get("threshold", 0.5))
+
+    @property
+    def size(self):
+        """(height, width) of the model's input."""
+        return self.height, self.width
+
+    def map(self, image):
+        """Foreground map (h, w) float32 in [0, 1] of a uint8 RGB image already at ``size``."""
+        image = np.asarray(image)
+        if image.dtype != np.uint8 or image.shape != (self.height, self.width, 3):
+            raise ValueError(f"image must be uint8 ({self.height}, {self.width}, 3), "
+                             f"got {image.dtype} {image.shape}")
+        x = image[None]
+        scale, zero = self._input["quantization"]
+        if self._input["dtype"] != np.uint8:
+            x = x.astype(self._input["dtype"])
+        elif scale and (scale != 1.0 or zero != 0):  # int8 model whose input range is not 0..255
+            x = np.clip(np.round(x / scale + zero), 0, 255).astype(np.uint8)
+        self.interpreter.set_tensor(self._input["index"], x)
+        self.interpreter.invoke()
+        out = self.interpreter.get_tensor(self._output["index"])[0]
+        scale, zero = self._output["quantization"]
+        if np.issubdtype(out.dtype, np.integer):
+            out = (out.astype(np.float32) - zero) * scale
+        return np.clip(out.astype(np.float32), 0.0, 1.0)
+
+    def detect(self, image):
+        """{'map', 'box' (x0, y0, x1, y1 in image pixels), 'score'} for a uint8 RGB image of any size."""
+        image = np.asarray(image)
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8 or min(image.shape[:2]) == 0:
+            raise ValueError(f"image must be a non-empty uint8 (H, W, 3) array, got {image.dtype} {image.shape}")
+        height, width = image.shape[:2]
+        resized = resize_rgb(image, self.width, self.height)
+        score_map = self.map(resized)
+        h, w = score_map.shape
+        box = box_from_map(score_map, self.threshold)
+        x0, y0, x1, y1 = box.astype(int)
+        score = float(score_map[y0:y1 + 1, x0:x1 + 1].mean()) if box.any() else 0.0
+        box = box * np.array([width / w, height / h, width / w, height / h], np.float32)
+        return {"map": score_map, "box": box, "score": score}
+
+
+def resize_rgb(image, width, height):
+    """Bilinear resize of a uint8 RGB array with Pillow (what a device app would use)."""
+    from PIL import Image
+
+    if image.shape[:2] == (height, width):
+        return image
+    return np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR))
+
+
+METADATA_NAME = "c2am_tf"
+
+
+def read_metadata(content):
+    """The JSON dict that ``export/tflite.py`` stores in the model's ``c2am_tf`` metadata, or {}.
+
+    Read with the flatbuffer schema that ships with ai-edge-litert (no TensorFlow).
+    """
+    import json
+
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.Model.GetRootAsModel(bytearray(content), 0)
+    for i in range(model.MetadataLength()):
+        entry = model.Metadata(i)
+        if entry.Name() and entry.Name().decode() == METADATA_NAME:
+            data = model.Buffers(entry.Buffer()).DataAsNumpy()
+            return json.loads(bytes(data).decode())
+    return {}

@@ -1,0 +1,127 @@
+"""TFLite export: fp32 parity with Keras, fp16, int8 box agreement on real images, metadata, CLI."""
+
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from c2am_tf import tflite
+from c2am_tf.backbones import build_backbone
+from c2am_tf.boxes import box_iou, boxes_from_map
+from c2am_tf.inference import map_to_box
+from c2am_tf.model import C2AM
+from conftest import ROOT, data_dir
+
+pytest.importorskip("ai_edge_litert")
+from c2am_tf.litert import ForegroundDetector, box_from_map, read_metadata, resize_rgb  # noqa: E402
+
+SIZE = 64
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    keras.utils.set_random_seed(0)
+    model = C2AM(build_backbone("tiny", weights=None))
+    model.polarity.assign(-1.0)  # the export must keep the orientation
+    model.threshold.assign(0.4)
+    images = np.random.RandomState(0).randint(0, 256, (4, SIZE, SIZE, 3)).astype(np.uint8)
+    return model, images
+
+
+def _keras_maps(model, images):
+    return model.predict(images.astype(np.float32), verbose=0)[..., 0]
+
+
+def test_fp32_matches_keras_and_carries_its_metadata(tiny):
+    model, images = tiny
+    content = tflite.convert(model, SIZE, "none")
+    assert read_metadata(content) == {"format": "c2am_tf.tflite/v1", "threshold": pytest.approx(0.4),
+                                      "input_size": [SIZE, SIZE], "quantize": "none"}
+    detector = ForegroundDetector(content)
+    assert detector.size == (SIZE, SIZE) and detector.threshold == pytest.approx(0.4)
+    maps = np.stack([detector.map(im) for im in images])
+    want = _keras_maps(model, images)
+    assert maps.shape == want.shape == (4, SIZE // 16, SIZE // 16)
+    np.testing.assert_allclose(maps, want, atol=1e-4)
+
+
+def test_detect_returns_the_keras_box_in_image_pixels(tiny):
+    model, images = tiny
+    detector = ForegroundDetector(tflite.convert(model, SIZE, "none"))
+    wide = np.repeat(images[0], 2, axis=1)  # 64 x 128: resized to 64 x 64 on the device side
+    result = detector.detect(wide)
+    keras_map = _keras_maps(model, resize_rgb(wide, SIZE, SIZE)[None])[0]
+    box, _ = map_to_box(keras_map, 0.4, width=128, height=64)
+    np.testing.assert_allclose(result["box"], box, atol=1e-4)
+    assert 0.0 <= result["score"] <= 1.0
+
+
+def test_float16_is_close_and_half_the_size(tiny):
+    model, images = tiny
+    fp32, fp16 = tflite.convert(model, SIZE, "none"), tflite.convert(model, SIZE, "float16")
+    assert len(fp16) < 0.75 * len(fp32)
+    maps = np.stack([ForegroundDetector(fp16).map(im) for im in images])
+    np.testing.assert_allclose(maps, _keras_maps(model, images), atol=2e-2)
+
+
+def test_bad_arguments_and_inputs_are_refused(tiny):
+    model, images = tiny
+    with pytest.raises(ValueError, match="quantize"):
+        tflite.convert(model, SIZE, "int4")
+    with pytest.raises(ValueError, match="representative"):
+        tflite.convert(model, SIZE, "int8")
+    with pytest.raises(ValueError, match="empty"):
+        tflite.convert(model, SIZE, "int8", representative_images=[])
+    detector = ForegroundDetector(tflite.convert(model, SIZE, "none"))
+    with pytest.raises(ValueError, match="uint8"):
+        detector.map(images[0].astype(np.float32))
+    with pytest.raises(ValueError, match=r"\(64, 64, 3\)"):
+        detector.map(images[0, :32])
+    with pytest.raises(ValueError, match="non-empty"):
+        detector.detect(np.zeros((0, 10, 3), np.uint8))
+
+
+def test_int8_boxes_agree_with_keras_on_real_images():
+    """Lite0 (ImageNet) trained briefly on CUB dev images; int8 boxes vs Keras boxes on test images."""
+    from c2am_tf import data
+    from c2am_tf.callbacks import PolarityCallback
+
+    root = data_dir("CUB_200_2011_dev")
+    keras.utils.set_random_seed(0)
+    backbone = build_backbone("efficientnet_lite0", "imagenet", features="head")
+    backbone.trainable = False
+    model = C2AM(backbone, recipe="paper")
+    model.compile(optimizer=keras.optimizers.SGD(1e-3, momentum=0.9))
+    size = 224
+
+    def load(records):
+        return np.stack(list(tflite.calibration_images([r[0] for r in records], size)))
+
+    train = load(data.cub_records(root, "train")[::8][:96])
+    test = load(data.cub_records(root, "test")[::20][:32])
+    model.fit(train, epochs=4, batch_size=16, verbose=0, callbacks=[PolarityCallback()])
+    t = float(model.threshold.numpy())
+    keras_boxes = np.stack([boxes_from_map(m, [t])[0][0] for m in _keras_maps(model, test)])
+    content = tflite.convert(model, size, "int8", train[:16], calibration_steps=16)
+    detector = ForegroundDetector(content)
+    assert detector._input["dtype"] == np.uint8 and detector._output["dtype"] == np.uint8
+    boxes = np.stack([box_from_map(detector.map(im), t) for im in test])
+    iou = box_iou(boxes, keras_boxes)
+    assert np.mean(iou >= 0.5) >= 0.9, iou.round(2)
+
+
+def test_cli_writes_a_model_and_refuses_int8_without_images(tiny, tmp_path):
+    model, images = tiny
+    model.save(tmp_path / "m.keras")
+    script = os.path.join(ROOT, "export", "tflite.py")
+    out = tmp_path / "m.tflite"
+    proc = subprocess.run([sys.executable, script, "--model", str(tmp_path / "m.keras"), "--out", str(out),
+                           "--size", str(SIZE), "--quantize", "float16"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert read_metadata(out.read_bytes())["quantize"] == "float16"
+    proc = subprocess.run([sys.executable, script, "--model", str(tmp_path / "m.keras"), "--out", str(out),
+                           "--quantize", "int8"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "--calibration-dir" in proc.stderr
