@@ -1,10 +1,11 @@
-"""Atomic file writes: a temporary file in the same folder, then a rename.
-
-A run killed mid-write leaves the previous file (or none), never a truncated one.
-"""
+"""Files without TensorFlow: listing image files, and atomic writes (a temporary file in
+the same folder, then a rename: a run killed mid-write leaves the previous file, or
+none, never a truncated one)."""
 
 import json
 import os
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 
 
 def write_atomically(path, data):
@@ -20,3 +21,18 @@ def write_atomically(path, data):
 def write_json_atomically(path, obj, **kwargs):
     """``json.dumps(obj, **kwargs)`` written atomically to ``path``."""
     write_atomically(path, json.dumps(obj, **kwargs))
+
+
+def list_images(directory):
+    """All image files under ``directory`` (recursive, sorted)."""
+    directory = os.fspath(directory)
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"image folder not found: {directory}")
+    found = []
+    for root, _, files in os.walk(directory):
+        for name in files:
+            if name.lower().endswith(IMAGE_EXTENSIONS):
+                found.append(os.path.join(root, name))
+    if not found:
+        raise ValueError(f"{directory}: no image files ({', '.join(IMAGE_EXTENSIONS)})")
+    return sorted(found)

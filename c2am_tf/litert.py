@@ -12,6 +12,8 @@ Example (with a model exported by ``python export/tflite.py``):
     result["box"], result["score"], result["map"]
 """
 
+import time
+
 import numpy as np
 
 
@@ -62,6 +64,12 @@ def _contour_area(filled):
     return max(float(filled.sum()) - boundary / 2.0 - 1.0, 0.0)
 
 
+def foreground_mask(score_map, threshold):
+    """Boolean (H, W): map pixels strictly above the cut-off ``int(threshold * peak)`` of the uint8 map."""
+    u8 = (np.clip(np.asarray(score_map, np.float32), 0.0, 1.0) * 255).astype(np.uint8)
+    return u8 > int(float(threshold) * float(u8.max()))
+
+
 def box_from_map(score_map, threshold):
     """Box [x0, y0, x1, y1] in map pixels (float32) of the largest foreground region.
 
@@ -81,8 +89,7 @@ def box_from_map(score_map, threshold):
     if score_map.ndim != 2:
         raise ValueError(f"score_map must be 2-D (H, W), got shape {score_map.shape}")
     h, w = score_map.shape
-    u8 = (np.clip(score_map, 0.0, 1.0) * 255).astype(np.uint8)
-    mask = u8 > int(float(threshold) * float(u8.max()))
+    mask = foreground_mask(score_map, threshold)
     if not mask.any():
         return np.zeros(4, np.float32)
     components = _components(mask)
@@ -135,6 +142,7 @@ class ForegroundDetector:
             raise ValueError(f"{model if not isinstance(model, bytes) else 'model'}: expects RGB input, "
                              f"got input shape {self._input['shape']}")
         self.metadata = read_metadata(content)
+        self.last_invoke_ms = None  # duration of the latest interpreter call
         self.threshold = float(threshold if threshold is not None else self.metadata.get("threshold", 0.5))
 
     @property
@@ -155,7 +163,9 @@ class ForegroundDetector:
         elif scale and (scale != 1.0 or zero != 0):  # int8 model whose input range is not 0..255
             x = np.clip(np.round(x / scale + zero), 0, 255).astype(np.uint8)
         self.interpreter.set_tensor(self._input["index"], x)
+        start = time.perf_counter()
         self.interpreter.invoke()
+        self.last_invoke_ms = (time.perf_counter() - start) * 1e3
         out = self.interpreter.get_tensor(self._output["index"])[0]
         scale, zero = self._output["quantization"]
         if np.issubdtype(out.dtype, np.integer):
@@ -163,7 +173,8 @@ class ForegroundDetector:
         return np.clip(out.astype(np.float32), 0.0, 1.0)
 
     def detect(self, image):
-        """{'map', 'box' (x0, y0, x1, y1 in image pixels), 'score'} for a uint8 RGB image of any size."""
+        """{'map', 'box' (x0, y0, x1, y1 in image pixels), 'score' (mean map value in the box),
+        'foreground_fraction'} for a uint8 RGB image of any size."""
         image = np.asarray(image)
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8 or min(image.shape[:2]) == 0:
             raise ValueError(f"image must be a non-empty uint8 (H, W, 3) array, got {image.dtype} {image.shape}")
@@ -175,7 +186,8 @@ class ForegroundDetector:
         x0, y0, x1, y1 = box.astype(int)
         score = float(score_map[y0:y1 + 1, x0:x1 + 1].mean()) if box.any() else 0.0
         box = box * np.array([width / w, height / h, width / w, height / h], np.float32)
-        return {"map": score_map, "box": box, "score": score}
+        fraction = float(np.mean(foreground_mask(score_map, self.threshold)))
+        return {"map": score_map, "box": box, "score": score, "foreground_fraction": fraction}
 
 
 def resize_rgb(image, width, height):

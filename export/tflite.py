@@ -18,7 +18,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from c2am_tf import tflite  # noqa: E402
-from c2am_tf.data.images import list_images  # noqa: E402
+from c2am_tf.files import list_images  # noqa: E402
 from c2am_tf.inference import load_model  # noqa: E402
 from c2am_tf.files import write_atomically  # noqa: E402
 
@@ -39,9 +39,10 @@ def main(argv=None):
     if args.quantize == "int8":
         if not args.calibration_dir:
             p.error("--quantize int8 needs --calibration-dir (real images for calibration)")
-        paths = list_images(args.calibration_dir)
-        if not paths:
-            p.error(f"--calibration-dir {args.calibration_dir}: no images found")
+        try:
+            paths = list_images(args.calibration_dir)
+        except (FileNotFoundError, ValueError) as err:
+            p.error(f"--calibration-dir: {err}")
         # Spread the calibration images over the folder (class folders are often sorted).
         step = max(len(paths) // args.calibration_steps, 1)
         images = tflite.calibration_images(paths[::step], args.size)

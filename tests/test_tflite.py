@@ -125,3 +125,31 @@ def test_cli_writes_a_model_and_refuses_int8_without_images(tiny, tmp_path):
     proc = subprocess.run([sys.executable, script, "--model", str(tmp_path / "m.keras"), "--out", str(out),
                            "--quantize", "int8"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "--calibration-dir" in proc.stderr
+
+
+def test_detect_cli_writes_boxes_and_overlays_and_skips_bad_files(tiny, tmp_path):
+    import json
+
+    from PIL import Image
+
+    model, images = tiny
+    (tmp_path / "m.tflite").write_bytes(tflite.convert(model, SIZE, "none"))
+    folder = tmp_path / "images"
+    folder.mkdir()
+    Image.fromarray(np.repeat(images[0], 2, axis=1)).save(folder / "a.png")
+    Image.fromarray(images[1]).save(folder / "b.png")
+    (folder / "broken.jpg").write_bytes(b"not a jpeg")
+    out = tmp_path / "det"
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "export", "tflite_detect.py"), str(folder),
+                           "--model", str(tmp_path / "m.tflite"), "--out", str(out), "--threads", "1"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "skipped 1 unreadable images of 3" in proc.stderr and "ms/image" in proc.stdout
+    result = json.loads((out / "boxes.json").read_text())
+    assert result["threshold"] == pytest.approx(0.4) and len(result["images"]) == 2
+    first = result["images"][0]
+    assert (first["width"], first["height"]) == (128, 64)
+    keras_map = _keras_maps(model, resize_rgb(np.repeat(images[0], 2, axis=1), SIZE, SIZE)[None])[0]
+    box, _ = map_to_box(keras_map, 0.4, width=128, height=64)
+    np.testing.assert_allclose(first["box"], box, atol=0.01)
+    assert (out / "a.png").exists() and (out / "b.png").exists()

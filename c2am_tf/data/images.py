@@ -1,13 +1,12 @@
 """Reading images safely: decode any common format to RGB uint8, find unreadable files."""
 
 import logging
-import os
 
 import tensorflow as tf
 
 log = logging.getLogger("c2am_tf.data")
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
+from c2am_tf.files import IMAGE_EXTENSIONS, list_images  # noqa: F401  (re-exported)
 
 
 def decode_rgb(data):
@@ -57,18 +56,3 @@ def drop_unreadable(paths, *columns, what="images"):
     keep = [i for i in range(len(paths)) if i not in bad]
     out = [[paths[i] for i in keep]] + [[c[i] for i in keep] for c in columns]
     return (*out, [str(paths[i]) for i in sorted(bad)])
-
-
-def list_images(directory):
-    """All image files under ``directory`` (recursive, sorted)."""
-    directory = os.fspath(directory)
-    if not os.path.isdir(directory):
-        raise FileNotFoundError(f"image folder not found: {directory}")
-    found = []
-    for root, _, files in os.walk(directory):
-        for name in files:
-            if name.lower().endswith(IMAGE_EXTENSIONS):
-                found.append(os.path.join(root, name))
-    if not found:
-        raise ValueError(f"{directory}: no image files ({', '.join(IMAGE_EXTENSIONS)})")
-    return sorted(found)
