@@ -14,7 +14,8 @@ import cv2
 import tensorflow as tf
 
 from c2am_tf.callbacks import predict_maps
-from c2am_tf.data.images import IMAGE_EXTENSIONS, list_images, read_rgb
+from c2am_tf.data.images import read_rgb
+from c2am_tf.files import image_paths
 from c2am_tf.data.transforms import resize_square
 from c2am_tf.inference import load_model, map_to_box
 from c2am_tf.viz import overlay
@@ -60,14 +61,10 @@ def main(argv=None):
     pp.add_argument("--size", type=int, default=448, help="the image is resized to size x size")
     pp.add_argument("--threshold", type=float, help="override the model's stored threshold")
     args = p.parse_args(argv)
-    if os.path.isdir(args.inputs):
-        paths = list_images(args.inputs)
-    elif os.path.isfile(args.inputs):
-        paths = [args.inputs]
-    else:
-        p.error(f"no such file or folder: {args.inputs}")
-    if not paths:
-        p.error(f"{args.inputs}: no images ({', '.join(IMAGE_EXTENSIONS)})")
+    try:
+        paths = image_paths(args.inputs)
+    except (FileNotFoundError, ValueError) as err:
+        p.error(str(err))
     records = predict(paths, args.model, args.out, args.size, args.threshold)
     print(f"{len(records)} of {len(paths)} images -> {args.out}")
     return 0 if records else 1

@@ -1,4 +1,4 @@
-"""Files without TensorFlow: listing image files, and atomic writes (a temporary file in
+"""Files without TensorFlow: listing and reading image files, and atomic writes (a temporary file in
 the same folder, then a rename: a run killed mid-write leaves the previous file, or
 none, never a truncated one)."""
 
@@ -36,3 +36,32 @@ def list_images(directory):
     if not found:
         raise ValueError(f"{directory}: no image files ({', '.join(IMAGE_EXTENSIONS)})")
     return sorted(found)
+
+
+def read_image(path):
+    """uint8 RGB (H, W, 3) array of an image file (grayscale, palette and alpha converted),
+    or None when the file cannot be read or decoded."""
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))
+    except (OSError, UnidentifiedImageError, ValueError):
+        return None
+
+
+def image_paths(inputs):
+    """Image files named by ``inputs``: image files and folders (searched recursively).
+
+    Raises FileNotFoundError for a missing path and ValueError for a folder without images.
+    """
+    paths = []
+    for item in [inputs] if isinstance(inputs, (str, os.PathLike)) else inputs:
+        if os.path.isdir(item):
+            paths += list_images(item)
+        elif os.path.isfile(item):
+            paths.append(os.fspath(item))
+        else:
+            raise FileNotFoundError(f"no such file or folder: {item} (images: {', '.join(IMAGE_EXTENSIONS)})")
+    return paths

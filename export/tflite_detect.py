@@ -20,19 +20,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from c2am_tf.files import IMAGE_EXTENSIONS, list_images, write_json_atomically  # noqa: E402
+from c2am_tf.files import image_paths, read_image, write_json_atomically  # noqa: E402
 from c2am_tf.litert import ForegroundDetector  # noqa: E402
-
-
-def read_image(path):
-    """uint8 RGB array of an image file (grayscale and alpha converted), or None if unreadable."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
-    except (OSError, UnidentifiedImageError, ValueError):
-        return None
 
 
 def main(argv=None):
@@ -47,15 +36,10 @@ def main(argv=None):
     args = p.parse_args(argv)
     if not os.path.isfile(args.model):
         p.error(f"--model: no such file: {args.model}")
-    if os.path.isdir(args.inputs):
-        try:
-            paths = list_images(args.inputs)
-        except ValueError as err:
-            p.error(str(err))
-    elif os.path.isfile(args.inputs):
-        paths = [args.inputs]
-    else:
-        p.error(f"no such file or folder: {args.inputs} (images: {', '.join(IMAGE_EXTENSIONS)})")
+    try:
+        paths = image_paths(args.inputs)
+    except (FileNotFoundError, ValueError) as err:
+        p.error(str(err))
     detector = ForegroundDetector(args.model, num_threads=args.threads, threshold=args.threshold)
     if not args.no_overlays:
         from c2am_tf.viz import overlay  # OpenCV, only for the pictures
