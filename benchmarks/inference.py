@@ -123,7 +123,7 @@ def main(argv=None):
             results[threads] = json.loads(proc.stdout.strip().splitlines()[-1])
     names = list(results[args.threads[0]])
     print(f"\nms per image (batch 1, median of {args.repeats}); CPU: {os.cpu_count()} cores")
-    print(f"{"runtime":34s}" + "".join(f"{f'{t} thread' + ('s' if t > 1 else ''):>12s}" for t in args.threads))
+    print(f"{'runtime':34s}" + "".join(f"{f'{t} thread' + ('s' if t > 1 else ''):>12s}" for t in args.threads))
     for name in names:
         print(f"{name:34s}" + "".join(f"{results[t][name]:12.2f}" for t in args.threads))
 
