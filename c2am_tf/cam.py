@@ -1,0 +1,101 @@
+"""Class activation maps (Zhou et al. 2016) from a multi-label classifier, and CAM files.
+
+The classifier is a factory backbone, global average pooling and a dense layer
+(``build_classifier``). The CAM of class k is ``ReLU(sum_c w_ck F_c)`` over the
+backbone's feature maps F (no bias), divided by its maximum and upsampled.
+
+CAM files, one per image, read by ``read_cams``:
+- the common WSSS layout (PSA, SEAM, PuzzleCAM, AdvCAM): ``NAME.npy`` holding a dict
+  with ``keys`` (class indices, 0-based, background excluded) and ``hr_cam``
+  (len(keys), H, W) at image resolution (IRN's ``high_res`` is accepted too);
+- ours (``write_cams``): ``NAME.npz`` with ``keys`` (k,) int32 and ``cams`` (k, H, W)
+  float16 at image resolution, maps in [0, 1].
+"""
+
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+
+def build_classifier(backbone, num_classes, name="classifier"):
+    """images (B, H, W, 3) in 0..255 -> multi-label logits (B, num_classes).
+
+    Example:
+    >>> from c2am_tf.backbones import build_backbone
+    >>> clf = build_classifier(build_backbone("tiny", weights=None), 3)
+    >>> clf(np.zeros((1, 64, 64, 3))).shape
+    TensorShape([1, 3])
+    """
+    images = keras.Input((None, None, 3), name="images")
+    features = backbone(images)
+    pooled = keras.layers.GlobalAveragePooling2D(name="gap")(features)
+    logits = keras.layers.Dense(num_classes, name="logits")(pooled)
+    return keras.Model(images, logits, name=name)
+
+
+def _parts(classifier):
+    backbone = next(layer for layer in classifier.layers if isinstance(layer, keras.Model))
+    return backbone, classifier.get_layer("logits")
+
+
+def class_activation_maps(classifier, images, size=None):
+    """CAMs (B, K, h, w) float32 in [0, 1]: ReLU(features @ dense kernel), max-normalized per class.
+
+    ``size`` (H, W) upsamples them bilinearly (after the normalization, as is usual).
+    """
+    backbone, dense = _parts(classifier)
+    features = backbone(tf.cast(images, tf.float32), training=False)
+    cams = tf.nn.relu(tf.einsum("bhwc,ck->bhwk", features, dense.kernel))
+    cams = cams / (tf.reduce_max(cams, axis=[1, 2], keepdims=True) + 1e-5)
+    if size is not None:
+        cams = tf.image.resize(cams, size, method="bilinear")
+    return tf.transpose(cams, [0, 3, 1, 2]).numpy()
+
+
+def write_cams(path, keys, cams):
+    """Writes our CAM file (see the module docstring): keys (k,), cams (k, H, W) in [0, 1]."""
+    keys = np.asarray(keys, np.int32).reshape(-1)
+    cams = np.asarray(cams, np.float32)
+    if cams.ndim != 3 or cams.shape[0] != keys.size:
+        raise ValueError(f"cams must be (len(keys)={keys.size}, H, W), got {cams.shape}")
+    tmp = path + ".tmp.npz"
+    np.savez_compressed(tmp, keys=keys, cams=cams.astype(np.float16))
+    os.replace(tmp, path)
+
+
+def read_cams(path):
+    """(keys (k,) int, cams (k, H, W) float32) from our ``.npz`` or the common ``.npy`` dict layout."""
+    try:
+        if path.endswith(".npz"):
+            with np.load(path) as f:
+                keys, cams = f["keys"], f["cams"]
+        else:
+            d = np.load(path, allow_pickle=True).item()
+            if not isinstance(d, dict) or "keys" not in d:
+                raise ValueError("not a dict with 'keys'")
+            key = next((k for k in ("hr_cam", "high_res", "cam") if k in d), None)
+            if key is None:
+                raise ValueError(f"no 'hr_cam' or 'high_res' maps (keys: {sorted(d)})")
+            keys, cams = d["keys"], d[key]
+    except (OSError, ValueError, KeyError, AttributeError) as err:
+        raise ValueError(f"{path}: not a CAM file ({err})") from err
+    keys = np.asarray(keys, np.int64).reshape(-1)
+    cams = np.asarray(cams, np.float32)
+    if cams.ndim == 2:
+        cams = cams[None]
+    if cams.shape[0] != keys.size:
+        raise ValueError(f"{path}: {keys.size} keys but {cams.shape[0]} maps")
+    return keys, cams
+
+
+def cam_files(directory):
+    """{image name without extension: CAM file path} for the ``.npy``/``.npz`` files of a folder."""
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"CAM folder not found: {directory}")
+    found = {os.path.splitext(n)[0]: os.path.join(directory, n) for n in sorted(os.listdir(directory))
+             if n.endswith((".npy", ".npz"))}
+    if not found:
+        raise ValueError(f"{directory}: no .npy or .npz CAM files")
+    return found
