@@ -22,6 +22,7 @@ import os
 import tensorflow as tf
 
 from c2am_tf.boxes import boxes_from_maps_tf
+from c2am_tf.refine import refine_with_background
 
 # Unknown rank on purpose: the signature wrapper does not check ranks, and a rank-3
 # tensor declared rank 4 reaches the convolutions and aborts the process. With an
@@ -37,14 +38,6 @@ def _validated(images):
         tf.shape(images)[1:3], message="images must have non-zero height and width")
     with tf.control_dependencies([positive]):
         return tf.identity(images)
-
-
-def refine_with_background(background, cams):
-    """Labels (B, h, w) int32 = argmax over [background (B, h0, w0) resized, cams (B, h, w, K)]."""
-    cams = tf.convert_to_tensor(cams, tf.float32)
-    size = tf.shape(cams)[1:3]
-    bg = tf.image.resize(tf.convert_to_tensor(background, tf.float32)[..., None], size, method="bilinear")
-    return tf.argmax(tf.concat([bg, cams], axis=-1), axis=-1, output_type=tf.int32)
 
 
 class WeightsOnlyModule(tf.Module):

@@ -7,18 +7,17 @@ import numpy as np
 from c2am_tf.boxes import boxes_from_map, foreground_mask
 
 
-def load_model(path):
-    """Loads a saved C2AM ``.keras`` model (custom objects registered by importing c2am_tf)."""
+def load_model(path, require_c2am=True):
+    """Loads a saved ``.keras`` model with c2am_tf's classes registered; by default it must be C2AM."""
     import keras
 
     import c2am_tf
 
     c2am_tf.register_serializables()
-
     if not os.path.exists(path):
         raise FileNotFoundError(f"model file not found: {path}")
     model = keras.saving.load_model(path)
-    if not hasattr(model, "threshold"):
+    if require_c2am and not hasattr(model, "threshold"):
         raise ValueError(f"{path}: not a C2AM model (no stored threshold)")
     return model
 

@@ -1,0 +1,68 @@
+"""CAMs from a GAP classifier against a hand-computed case; CAM files in both layouts."""
+
+import keras
+import numpy as np
+import pytest
+
+from c2am_tf.backbones import build_backbone
+from c2am_tf.cam import build_classifier, cam_files, class_activation_maps, read_cams, write_cams
+
+
+def _identity_backbone():
+    images = keras.Input((None, None, 3))
+    return keras.Model(images, keras.layers.Identity()(images), name="identity")
+
+
+def test_cams_hand_computed():
+    classifier = build_classifier(_identity_backbone(), 2)
+    kernel = np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]], np.float32)  # class 0: r - b, class 1: g
+    classifier.get_layer("logits").set_weights([kernel, np.array([5.0, -5.0], np.float32)])  # bias unused
+    image = np.array([[[4, 1, 0], [1, 2, 3]], [[2, 0, 1], [0, 0, 0]]], np.float32)[None]
+    cams = class_activation_maps(classifier, image)
+    raw0 = np.array([[4, 0], [1, 0]], np.float32)  # ReLU(r - b)
+    raw1 = np.array([[1, 2], [0, 0]], np.float32)  # ReLU(g)
+    np.testing.assert_allclose(cams[0, 0], raw0 / (4 + 1e-5), rtol=1e-6)
+    np.testing.assert_allclose(cams[0, 1], raw1 / (2 + 1e-5), rtol=1e-6)
+    up = class_activation_maps(classifier, image, size=(4, 6))
+    assert up.shape == (1, 2, 4, 6) and up.max() <= 1.0 and up.min() >= 0.0
+
+
+def test_classifier_with_a_factory_backbone_saves_and_reloads(tmp_path):
+    keras.utils.set_random_seed(0)
+    classifier = build_classifier(build_backbone("tiny", weights=None), 3)
+    images = np.random.RandomState(0).randint(0, 256, (2, 64, 64, 3)).astype(np.uint8)
+    before = class_activation_maps(classifier, images)
+    classifier.save(tmp_path / "c.keras")
+    again = keras.saving.load_model(tmp_path / "c.keras")
+    np.testing.assert_allclose(class_activation_maps(again, images), before, atol=1e-6)
+    assert before.shape == (2, 3, 4, 4)
+
+
+def test_cam_files_in_our_format_and_the_common_npy_layout(tmp_path):
+    cams = np.random.RandomState(0).rand(2, 5, 7).astype(np.float32)
+    write_cams(str(tmp_path / "a.npz"), [3, 11], cams)
+    keys, got = read_cams(str(tmp_path / "a.npz"))
+    assert keys.tolist() == [3, 11]
+    np.testing.assert_allclose(got, cams, atol=1e-3)  # stored as float16
+    np.save(tmp_path / "b.npy", {"keys": np.array([14]), "cam": np.zeros((1, 2, 2)), "hr_cam": cams[:1]})
+    keys, got = read_cams(str(tmp_path / "b.npy"))
+    assert keys.tolist() == [14] and np.array_equal(got, cams[:1])
+    np.save(tmp_path / "c.npy", {"keys": np.array([1, 2]), "high_res": cams})  # IRN's name
+    assert read_cams(str(tmp_path / "c.npy"))[1].shape == (2, 5, 7)
+    assert sorted(cam_files(str(tmp_path))) == ["a", "b", "c"]
+
+
+def test_bad_cam_files_name_the_file(tmp_path):
+    np.save(tmp_path / "x.npy", {"keys": np.array([1, 2]), "hr_cam": np.zeros((3, 4, 4))})
+    with pytest.raises(ValueError, match=r"x\.npy: 2 keys but 3 maps"):
+        read_cams(str(tmp_path / "x.npy"))
+    np.save(tmp_path / "y.npy", {"keys": np.array([1])})
+    with pytest.raises(ValueError, match=r"y\.npy: not a CAM file.*hr_cam"):
+        read_cams(str(tmp_path / "y.npy"))
+    (tmp_path / "z.npz").write_bytes(b"garbage")
+    with pytest.raises(ValueError, match=r"z\.npz: not a CAM file"):
+        read_cams(str(tmp_path / "z.npz"))
+    with pytest.raises(ValueError, match="len\\(keys\\)"):
+        write_cams(str(tmp_path / "w.npz"), [1, 2], np.zeros((1, 3, 3)))
+    with pytest.raises(FileNotFoundError):
+        cam_files(str(tmp_path / "none"))

@@ -1,0 +1,83 @@
+"""Refinement arithmetic on hand-made cases, and train/refine.py end to end on a tiny folder."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from c2am_tf.cam import write_cams
+from c2am_tf.refine import dense_cams, refine_with_background, refined_labels, threshold_labels
+from conftest import ROOT
+
+
+def test_background_channel_in_front_then_argmax():
+    bg = np.array([[0.9, 0.1], [0.2, 0.2]], np.float32)
+    cams = np.zeros((2, 2, 3), np.float32)
+    cams[0, 0] = [0.5, 0.0, 0.0]  # background 0.9 wins
+    cams[0, 1] = [0.3, 0.0, 0.6]  # class 2 -> label 3
+    cams[1, 0] = [0.2, 0.0, 0.0]  # tie with the background: the background (channel 0) wins
+    cams[1, 1] = [0.0, 0.7, 0.7]  # tie between classes: the first
+    assert refine_with_background(bg[None], cams[None]).numpy()[0].tolist() == [[0, 3], [0, 2]]
+
+
+def test_low_resolution_background_is_resized_to_the_cams():
+    bg = np.array([[1.0, 0.0]], np.float32)  # (1, 2): left background, right foreground
+    cams = np.full((4, 8, 1), 0.5, np.float32)
+    labels = refine_with_background(bg[None], cams[None]).numpy()[0]
+    assert labels.shape == (4, 8)
+    assert (labels[:, :3] == 0).all() and (labels[:, -3:] == 1).all()
+
+
+def test_dense_cams_and_constant_background():
+    cams = np.array([[[0.2, 0.8]], [[0.6, 0.1]]], np.float32)  # keys 2 and 0, (2, 1, 2)
+    dense = dense_cams([2, 0], cams, 4)
+    assert dense.shape == (1, 2, 4)
+    assert dense[0, 0].tolist() == pytest.approx([0.6, 0, 0.2, 0])
+    assert threshold_labels(0.5, [2, 0], cams, 4).tolist() == [[1, 3]]
+    assert threshold_labels(0.9, [2, 0], cams, 4).tolist() == [[0, 0]]
+    assert refined_labels(np.array([[0.7, 0.0]]), [2, 0], cams, 4).tolist() == [[0, 3]]
+    with pytest.raises(ValueError, match="outside"):
+        dense_cams([4], cams[:1], 4)
+
+
+def test_refine_cli_writes_palette_pngs_and_reports_miou(tmp_path):
+    images, cams, cues, masks = (tmp_path / d for d in ("images", "cams", "cues", "masks"))
+    for d in (images, cams, cues, masks):
+        d.mkdir()
+    # One 4x4 image; class 1 (key 1 -> label 2) on the left half in the ground truth.
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(images / "a.png")
+    gt = np.zeros((4, 4), np.uint8)
+    gt[:, :2] = 2
+    gt[0, 0] = 255  # ignored
+    Image.fromarray(gt).save(masks / "a.png")
+    cam = np.zeros((1, 4, 4), np.float32)
+    cam[0, :, :3] = 0.4  # spills one column into the background
+    write_cams(str(cams / "a.npz"), [1], cam)
+    bg = np.zeros((4, 4), np.float32)
+    bg[:, 2:] = 1.0  # the cue removes the spill
+    np.save(cues / "a.npy", bg)
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "train", "refine.py"), "--cams", str(cams),
+                           "--bg-cues", str(cues), "--images", str(images), "--masks", str(masks),
+                           "--out", str(tmp_path / "out"), "--num-classes", "3"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = Image.open(tmp_path / "out" / "a.png")
+    assert out.mode == "P" and out.getpalette()[6:9] == [0, 128, 0]  # VOC colour of label 2
+    labels = np.asarray(out)
+    assert (labels[:, :2] == 2).all() and (labels[:, 2:] == 0).all()
+    lines = proc.stdout.splitlines()
+    # Constant background: best below 0.4 gives 3 columns of class (IoU 7/11), background 4/4 -> mIoU over 2 classes.
+    initial = next(line for line in lines if line.startswith("initial CAMs"))
+    assert float(initial.split("mIoU")[1]) == pytest.approx((100 * 7 / 11 + 100 * 4 / 8) / 2, abs=0.01)
+    refined = next(line for line in lines if line.startswith("refined with"))
+    assert float(refined.split("mIoU")[1]) == pytest.approx(100.0, abs=0.01)
+
+
+def test_refine_cli_needs_images_or_a_dataset(tmp_path):
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "train", "refine.py"), "--cams", str(tmp_path),
+                           "--bg-cues", str(tmp_path), "--out", str(tmp_path / "o")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "--images" in proc.stderr

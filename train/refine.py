@@ -1,0 +1,172 @@
+"""Refine multi-class CAMs with background cues (paper section 3.5) and measure mIoU.
+
+    python train/refine.py --cams DIR --bg-cues MODEL_OR_DIR --images DIR --out DIR \\
+        [--masks DIR] [--c2am C2AM.keras] [--num-classes 20]
+    python train/refine.py --cams DIR --bg-cues MODEL_OR_DIR --dataset pets --data-dir ROOT --out DIR
+
+``--cams``: one CAM file per image (c2am_tf.cam: PSA/SEAM/PuzzleCAM/AdvCAM ``.npy`` dicts
+with ``keys`` and ``hr_cam``, or our ``.npz``). ``--bg-cues``: a background-cue model
+(train/fit_bgcues.py), a C2AM model (its raw 1 - P is the cue), or a folder of ``NAME.npy``
+background maps in [0, 1]. Writes ``OUT/NAME.png``: palette PNGs with VOC colours
+(0 background, k = class k - 1). With ground truth (``--masks`` index PNGs with 255 =
+ignore, or ``--dataset``), prints per-class IoU and mIoU of the initial CAMs with the
+best constant background threshold (swept), of the refinement with C2AM's raw 1 - P
+(``--c2am``, or when ``--bg-cues`` is a C2AM model) and of the refinement with ``--bg-cues``.
+"""
+
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from c2am_tf.bgcues import background_map, is_c2am  # noqa: E402
+from c2am_tf.cam import cam_files, read_cams  # noqa: E402
+from c2am_tf.data.images import read_rgb  # noqa: E402
+from c2am_tf.data.segmentation import (SEGMENTATION_DATASETS, VOC_CLASSES, read_label_png,  # noqa: E402
+                                       segmentation_dataset, voc_palette)
+from c2am_tf.files import list_images  # noqa: E402
+from c2am_tf.inference import load_model  # noqa: E402
+from c2am_tf.metrics import ConfusionMatrix  # noqa: E402
+from c2am_tf.refine import DEFAULT_BG_THRESHOLDS, refined_labels, threshold_labels  # noqa: E402
+
+
+def parse_args(argv=None):
+    """Command-line flags."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--cams", required=True, help="folder of CAM files")
+    p.add_argument("--bg-cues", required=True, help="background-cue .keras, C2AM .keras, or folder of NAME.npy")
+    p.add_argument("--out", required=True, help="folder for the refined label PNGs")
+    p.add_argument("--images", help="folder of images (searched recursively)")
+    p.add_argument("--masks", help="ground-truth index PNGs NAME.png (255 = ignore) for --images")
+    p.add_argument("--dataset", choices=SEGMENTATION_DATASETS, help="images and ground truth from a dataset")
+    p.add_argument("--data-dir", help="the dataset's root folder")
+    p.add_argument("--split", help="dataset split (default: train for voc, trainval for pets)")
+    p.add_argument("--c2am", help="a C2AM model: also report the refinement with its raw 1 - P")
+    p.add_argument("--num-classes", type=int, help="foreground classes (default: from the dataset, else 20)")
+    p.add_argument("--size", type=int, default=448, help="input size of the cue models")
+    args = p.parse_args(argv)
+    if bool(args.images) == bool(args.dataset):
+        p.error("give either --images DIR or --dataset with --data-dir")
+    if args.dataset and not args.data_dir:
+        p.error("--dataset needs --data-dir")
+    return args
+
+
+def examples(args):
+    """(class names or None, iterator of (name, image uint8, ground truth or None))."""
+    if args.dataset:
+        source, classes = segmentation_dataset(args.dataset, args.data_dir, args.split)
+        items = ((os.path.splitext(os.path.basename(ex["path"].numpy().decode()))[0], ex["image"].numpy(),
+                  ex["mask"].numpy()) for ex in source)
+        return classes, items
+
+    def from_folder():
+        for path in list_images(args.images):
+            name = os.path.splitext(os.path.basename(path))[0]
+            mask_path = os.path.join(args.masks, name + ".png") if args.masks else None
+            gt = read_label_png(mask_path) if mask_path and os.path.exists(mask_path) else None
+            try:
+                image = read_rgb(path).numpy()
+            except tf.errors.OpError:
+                print(f"skipping {path}: cannot decode it", file=sys.stderr)
+                continue
+            yield name, image, gt
+    return None, from_folder()
+
+
+class CueSource:
+    """Background maps from a model (.keras: cue model or C2AM) or a folder of NAME.npy maps."""
+
+    def __init__(self, where, size):
+        self.size = size
+        if os.path.isdir(where):
+            self.model, self.folder = None, where
+        else:
+            self.model, self.folder = load_model(where, require_c2am=False), None
+
+    @property
+    def is_c2am(self):
+        """True when the cue is C2AM's raw 1 - P."""
+        return self.model is not None and is_c2am(self.model)
+
+    def __call__(self, name, image):
+        if self.model is not None:
+            return background_map(self.model, image, self.size)
+        path = os.path.join(self.folder, name + ".npy")
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"no background map {path}")
+        return np.load(path).astype(np.float32)
+
+
+def _resized(cams, shape):
+    if cams.shape[1:] == tuple(shape):
+        return cams
+    return np.moveaxis(tf.image.resize(np.moveaxis(cams, 0, -1), shape, method="bilinear").numpy(), -1, 0)
+
+
+def report(title, matrix, names):
+    """Prints the mIoU and per-class IoU of a confusion matrix; returns the mIoU."""
+    result = matrix.result()
+    print(f"{title}: mIoU {result['miou']:.2f}")
+    print("    " + ", ".join(f"{n} {v:.1f}" for n, v in zip(names, result["iou"])))
+    return result["miou"]
+
+
+def main(argv=None):
+    """Entry point."""
+    args = parse_args(argv)
+    classes, items = examples(args)
+    num_classes = len(classes) if classes else (args.num_classes or len(VOC_CLASSES))
+    names = ["background"] + (list(classes) if classes else
+                              list(VOC_CLASSES) if num_classes == len(VOC_CLASSES) else
+                              [f"class{k}" for k in range(num_classes)])
+    cams_by_name = cam_files(args.cams)
+    cues = CueSource(args.bg_cues, args.size)
+    raw = CueSource(args.c2am, args.size) if args.c2am else (cues if cues.is_c2am else None)
+    matrices = {t: ConfusionMatrix(num_classes + 1) for t in DEFAULT_BG_THRESHOLDS}
+    refined_cm, raw_cm = ConfusionMatrix(num_classes + 1), ConfusionMatrix(num_classes + 1)
+    os.makedirs(args.out, exist_ok=True)
+    palette = voc_palette().ravel().tolist()
+    from PIL import Image
+
+    done = with_gt = missing = 0
+    for name, image, gt in tqdm(items, desc="refine", unit="img"):
+        if name not in cams_by_name:
+            missing += 1
+            continue
+        keys, cams = read_cams(cams_by_name[name])
+        cams = _resized(cams, image.shape[:2])
+        labels = refined_labels(cues(name, image), keys, cams, num_classes)
+        picture = Image.fromarray(labels, mode="P")
+        picture.putpalette(palette)
+        picture.save(os.path.join(args.out, name + ".png"))
+        done += 1
+        if gt is None:
+            continue
+        with_gt += 1
+        refined_cm.update(labels, gt)
+        if raw is not None:
+            raw_cm.update(labels if raw is cues else refined_labels(raw(name, image), keys, cams, num_classes), gt)
+        for t, matrix in matrices.items():
+            matrix.update(threshold_labels(t, keys, cams, num_classes), gt)
+    if missing:
+        print(f"warning: {missing} images have no CAM file in {args.cams}", file=sys.stderr)
+    print(f"{done} label maps -> {args.out}")
+    if not with_gt:
+        return
+    best_t = max(matrices, key=lambda t: matrices[t].result()["miou"])
+    print(f"{with_gt} images with ground truth; {num_classes} classes + background")
+    report(f"initial CAMs, best constant background {best_t:.2f}", matrices[best_t], names)
+    if raw is not None:
+        report("refined with C2AM's raw 1 - P", raw_cm, names)
+    if raw is not cues:
+        report(f"refined with {args.bg_cues}", refined_cm, names)
+
+
+if __name__ == "__main__":
+    main()
