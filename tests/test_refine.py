@@ -72,7 +72,7 @@ def test_refine_cli_writes_palette_pngs_and_reports_miou(tmp_path):
     # Constant background: best below 0.4 gives 3 columns of class (IoU 7/11), background 4/4 -> mIoU over 2 classes.
     initial = next(line for line in lines if line.startswith("initial CAMs"))
     assert float(initial.split("mIoU")[1]) == pytest.approx((100 * 7 / 11 + 100 * 4 / 8) / 2, abs=0.01)
-    refined = next(line for line in lines if line.startswith("refined with"))
+    refined = next(line for line in lines if line.startswith("refined with") and "(power 1)" in line)
     assert float(refined.split("mIoU")[1]) == pytest.approx(100.0, abs=0.01)
 
 
