@@ -12,11 +12,14 @@ CAM files, one per image, read by ``read_cams``:
   float16 at image resolution, maps in [0, 1].
 """
 
+import io
 import os
 
 import keras
 import numpy as np
 import tensorflow as tf
+
+from c2am_tf.files import write_atomically
 
 
 def build_classifier(backbone, num_classes, name="classifier"):
@@ -60,9 +63,9 @@ def write_cams(path, keys, cams):
     cams = np.asarray(cams, np.float32)
     if cams.ndim != 3 or cams.shape[0] != keys.size:
         raise ValueError(f"cams must be (len(keys)={keys.size}, H, W), got {cams.shape}")
-    tmp = path + ".tmp.npz"
-    np.savez_compressed(tmp, keys=keys, cams=cams.astype(np.float16))
-    os.replace(tmp, path)
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, keys=keys, cams=cams.astype(np.float16))
+    write_atomically(path, buffer.getvalue())
 
 
 def read_cams(path):

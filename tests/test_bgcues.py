@@ -58,3 +58,31 @@ def test_background_map_of_c2am_is_one_minus_p(c2am):
     image = _images(1)[0]
     p = np.asarray(c2am(image[None].astype(np.float32)))[0, ..., 0]
     np.testing.assert_allclose(background_map(c2am, image, 64), 1.0 - p, atol=1e-6)
+
+
+def test_fit_bgcues_cli_writes_the_model_and_the_cues(c2am, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    from conftest import ROOT
+
+    c2am.save(tmp_path / "c2am.keras")
+    (tmp_path / "images").mkdir()
+    for i, image in enumerate(_images(5, 48)):
+        Image.fromarray(image).save(tmp_path / "images" / f"im{i}.png")
+    (tmp_path / "images" / "broken.jpg").write_bytes(b"not an image")
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "train", "fit_bgcues.py"), "--c2am",
+                           str(tmp_path / "c2am.keras"), "--images", str(tmp_path / "images"), "--backbone", "tiny",
+                           "--size", "64", "--epochs", "1", "--batch-size", "2", "--pseudo", "hard",
+                           "--out", str(tmp_path / "run"), "--cues-out", str(tmp_path / "cues")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "5 images; hard pseudo labels" in proc.stdout and "skipping 1 unreadable" in proc.stderr
+    assert (tmp_path / "run" / "bgcues.keras").exists()
+    cues = sorted(os.listdir(tmp_path / "cues"))
+    assert cues == [f"im{i}.npy" for i in range(5)]
+    cue = np.load(tmp_path / "cues" / "im0.npy")
+    assert cue.shape == (8, 8) and 0.0 <= cue.min() and cue.max() <= 1.0

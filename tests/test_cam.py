@@ -66,3 +66,33 @@ def test_bad_cam_files_name_the_file(tmp_path):
         write_cams(str(tmp_path / "w.npz"), [1, 2], np.zeros((1, 3, 3)))
     with pytest.raises(FileNotFoundError):
         cam_files(str(tmp_path / "none"))
+
+
+def test_fit_classifier_cli_writes_cams_of_the_labelled_class_at_image_size(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    from conftest import ROOT
+
+    root = tmp_path / "pets"
+    (root / "images").mkdir(parents=True)
+    (root / "annotations" / "trimaps").mkdir(parents=True)
+    names = ["Abyssinian_1", "Abyssinian_2", "Bengal_1", "Bengal_2"]
+    (root / "annotations" / "trainval.txt").write_text("".join(
+        f"{n} {1 if n.startswith('A') else 6} 1 1\n" for n in names))
+    rng = np.random.RandomState(0)
+    for n in names:
+        Image.fromarray(rng.randint(0, 256, (40, 56, 3)).astype(np.uint8)).save(root / "images" / f"{n}.jpg")
+        Image.fromarray(np.full((40, 56), 2, np.uint8)).save(root / "annotations" / "trimaps" / f"{n}.png")
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "train", "fit_classifier.py"), "--dataset", "pets",
+                           "--data-dir", str(root), "--backbone", "tiny", "--size", "64", "--epochs", "1",
+                           "--batch-size", "2", "--out", str(tmp_path / "run"), "--cams-out", str(tmp_path / "cams")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (tmp_path / "run" / "classifier.keras").exists()
+    keys, cams = read_cams(str(tmp_path / "cams" / "Bengal_2.npz"))
+    assert keys.tolist() == [1] and cams.shape == (1, 40, 56)
+    assert sorted(cam_files(str(tmp_path / "cams"))) == sorted(names)

@@ -8,7 +8,8 @@ Pseudo labels: ``soft`` is 1 - P itself, ``hard`` the pixels at or below
 network on such thresholded cues). The model (c2am_tf.bgcues) is a frozen factory
 backbone with a stride-8 decoder, trained with binary cross-entropy and random flips.
 Writes OUT/bgcues.keras (atomically) and OUT/log.csv; ``train/refine.py --bg-cues``
-takes that file.
+takes that file. ``--cues-out DIR`` also writes the trained model's background cue of
+every training image (``NAME.npy``, stride 8, in [0, 1]), which ``--bg-cues DIR`` reads.
 """
 
 import argparse
@@ -45,6 +46,7 @@ def parse_args(argv=None):
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=0.01)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--cues-out", help="write the predicted background cues (NAME.npy) here")
     return p.parse_args(argv)
 
 
@@ -84,6 +86,12 @@ def main(argv=None):
               callbacks=[keras.callbacks.CSVLogger(os.path.join(args.out, "log.csv"))])
     save_atomically(model, os.path.join(args.out, "bgcues.keras"))
     print(f"background-cue model -> {os.path.join(args.out, 'bgcues.keras')}")
+    if args.cues_out:
+        os.makedirs(args.cues_out, exist_ok=True)
+        cues = model.predict(images, batch_size=args.batch_size, verbose=0)[..., 0]
+        for path, cue in zip(paths, cues):
+            np.save(os.path.join(args.cues_out, os.path.splitext(os.path.basename(path))[0] + ".npy"), cue)
+        print(f"{len(cues)} background cues -> {args.cues_out}")
 
 
 if __name__ == "__main__":
