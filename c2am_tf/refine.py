@@ -42,8 +42,14 @@ def dense_cams(keys, cams, num_classes):
 
 def refined_labels(background, keys, cams, num_classes):
     """(H, W) uint8 labels of one image from a background map (any size) and its CAMs."""
-    labels = refine_with_background(np.asarray(background, np.float32)[None], dense_cams(keys, cams, num_classes)[None])
-    return labels[0].numpy().astype(np.uint8)
+    return refined_labels_batch(np.asarray(background)[None], keys, cams, num_classes)[0]
+
+
+def refined_labels_batch(backgrounds, keys, cams, num_classes):
+    """(N, H, W) uint8: the labels of one image for N background maps (N, h0, w0) in one call."""
+    backgrounds = np.asarray(backgrounds, np.float32)
+    dense = np.broadcast_to(dense_cams(keys, cams, num_classes), (len(backgrounds),) + cams.shape[1:] + (num_classes,))
+    return refine_with_background(backgrounds, dense).numpy().astype(np.uint8)
 
 
 def threshold_labels(threshold, keys, cams, num_classes):

@@ -38,7 +38,7 @@ from c2am_tf.data.segmentation import (SEGMENTATION_DATASETS, VOC_CLASSES, read_
 from c2am_tf.files import list_images  # noqa: E402
 from c2am_tf.inference import load_model  # noqa: E402
 from c2am_tf.metrics import ConfusionMatrix  # noqa: E402
-from c2am_tf.refine import DEFAULT_BG_THRESHOLDS, refined_labels, threshold_labels  # noqa: E402
+from c2am_tf.refine import DEFAULT_BG_THRESHOLDS, refined_labels, refined_labels_batch  # noqa: E402
 
 BG_POWERS = (1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0)
 
@@ -161,13 +161,16 @@ def main(argv=None):
         if gt is None:
             continue
         with_gt += 1
-        raw_cue = None if raw is None else cue if raw is cues else np.clip(raw(name, image), 0.0, 1.0)
-        for g in powers:
-            refined_cm[g].update(refined_labels(cue ** g, keys, cams, num_classes), gt)
-            if raw_cue is not None:
-                raw_cm[g].update(refined_labels(raw_cue ** g, keys, cams, num_classes), gt)
-        for t, matrix in matrices.items():
-            matrix.update(threshold_labels(t, keys, cams, num_classes), gt)
+        # Every variant of one image in one batched call: powers of each cue, constant backgrounds.
+        for by_power, source in ((refined_cm, cue), (raw_cm, None if raw is None else (
+                cue if raw is cues else np.clip(raw(name, image), 0.0, 1.0)))):
+            if source is not None:
+                for g, variant in zip(powers, refined_labels_batch([source ** g for g in powers], keys, cams,
+                                                                   num_classes)):
+                    by_power[g].update(variant, gt)
+        constants = [np.full((1, 1), t, np.float32) for t in matrices]
+        for matrix, variant in zip(matrices.values(), refined_labels_batch(constants, keys, cams, num_classes)):
+            matrix.update(variant, gt)
     if missing:
         print(f"warning: {missing} images have no CAM file in {args.cams}", file=sys.stderr)
     print(f"{done} label maps -> {args.out}")
