@@ -4,8 +4,8 @@
         [--sizes 224 448] [--threads 1 2] [--repeats 30] \\
         [--calibration-dir ../shared/data/CUB_200_2011_dev/images]
 
-Exports the model once per size (SavedModel; TFLite fp32, fp16 and int8, int8
-calibrated on 100 real images), then times each runtime in a fresh process per
+Exports the model once (SavedModel, any input size) and per size (TFLite fp32, fp16 and
+int8, int8 calibrated on 100 real images), then times each runtime in a fresh process per
 thread count (TensorFlow fixes its thread pools at start-up):
 - Keras: ``model(x)`` inside a ``tf.function`` (the fastest Keras path);
 - SavedModel ``cam`` (maps only) and ``serving_default`` (maps upsampled to the
@@ -50,13 +50,14 @@ def time_all(work, sizes, threads, repeats):
     from c2am_tf.litert import ForegroundDetector, box_from_map
 
     model = load_model(os.path.join(work, "model.keras"))
+    loaded = tf.saved_model.load(os.path.join(work, "saved_model", "1"))
     keras_call = tf.function(lambda x: model(x, training=False))
     rng = np.random.RandomState(0)
     out = {}
     for size in sizes:
         images = [rng.randint(0, 256, (1, size, size, 3)).astype(np.uint8) for _ in range(8)]
         out[f"keras@{size}"] = _median_ms(lambda x: keras_call(tf.constant(x, tf.float32)).numpy(), images, repeats)
-        loaded = tf.saved_model.load(os.path.join(work, f"saved_model_{size}", "1"))
+
         for signature in ("cam", "serving_default"):
             fn = loaded.signatures[signature]
             out[f"saved_model:{signature}@{size}"] = _median_ms(
@@ -82,12 +83,12 @@ def export_all(model_path, work, sizes, calibration_dir):
     shutil.copy(model_path, os.path.join(work, "model.keras"))
     paths = list_images(calibration_dir)
     sizes_mib = {".keras file": os.path.getsize(model_path) / 2**20}
+    path = export_saved_model(model, os.path.join(work, "saved_model"))  # any input size
+    sizes_mib["SavedModel"] = sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(path)
+                                  for f in fs) / 2**20
     for size in sizes:
-        path = export_saved_model(model, os.path.join(work, f"saved_model_{size}"))
-        total = sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(path) for f in fs)
-        sizes_mib["SavedModel"] = total / 2**20
         for quantize in tflite.QUANTIZATIONS:
-            images = tflite.calibration_images(paths[::max(len(paths) // 100, 1)], size) if quantize == "int8" else None
+            images = tflite.calibration_images(paths, size, 100) if quantize == "int8" else None
             content = tflite.convert(model, size, quantize, images)
             with open(os.path.join(work, f"{quantize}_{size}.tflite"), "wb") as f:
                 f.write(content)

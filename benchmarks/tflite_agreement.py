@@ -58,11 +58,11 @@ def main(argv=None):
     same = np.mean(np.all(numpy_boxes == keras_boxes, axis=1)) * 100
     print(f"box_from_map (numpy) vs OpenCV on the Keras maps: identical boxes {same:.1f}%")
     train = [path for path, _ in data.cub_records(args.data_dir, "train")]
-    step = max(len(train) // args.calibration_steps, 1)
     print(f"{'model':8s} {'MiB':>6s} {'max |map diff|':>15s} {'IoU>=0.5 vs Keras':>18s} "
           f"{'identical':>9s} {'GT-known Loc':>12s}")
     for quantize in tflite.QUANTIZATIONS:
-        calibration = tflite.calibration_images(train[::step], args.size) if quantize == "int8" else None
+        calibration = (tflite.calibration_images(train, args.size, args.calibration_steps)
+                       if quantize == "int8" else None)
         content = tflite.convert(model, args.size, quantize, calibration, args.calibration_steps)
         detector = ForegroundDetector(content, num_threads=2)
         maps = np.stack([detector.map(image) for image in images])

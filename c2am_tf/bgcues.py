@@ -11,6 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from c2am_tf.backbones import build_backbone
+from c2am_tf.boxes import foreground_mask
 from c2am_tf.data.transforms import resize_square
 
 PSEUDO_LABELS = ("soft", "hard")
@@ -67,9 +68,7 @@ def pseudo_labels(c2am_model, images, kind="soft", threshold=0.3):
     maps = np.asarray(c2am_model.predict(images, verbose=0))[..., 0]
     if kind == "soft":
         return 1.0 - maps
-    u8 = (np.clip(maps, 0, 1) * 255).astype(np.uint8)
-    cut = np.floor(float(threshold) * u8.max(axis=(1, 2), keepdims=True))
-    return (u8 <= cut).astype(np.float32)
+    return np.stack([~foreground_mask(m, threshold) for m in maps]).astype(np.float32)
 
 
 def is_c2am(model):

@@ -96,8 +96,9 @@ def box_from_map(score_map, threshold):
     best, best_area = None, -1.0
     # Largest first: a region's contour area is below its pixel count, so once the
     # count is no larger than the best area, no later region can win.
-    for index in sorted(range(len(components)), key=lambda i: -components[i].sum()):
-        if components[index].sum() <= best_area:
+    counts = [int(c.sum()) for c in components]
+    for index in sorted(range(len(components)), key=lambda i: -counts[i]):
+        if counts[index] <= best_area:
             break
         area = _contour_area(_filled(components[index]))
         if area > best_area or (area == best_area and index > best):  # ties: the later region
@@ -129,11 +130,10 @@ class ForegroundDetector:
         Interpreter = _interpreter_class()
         if isinstance(model, (bytes, bytearray)):
             content = bytes(model)
-            self.interpreter = Interpreter(model_content=content, num_threads=num_threads)
         else:
             with open(model, "rb") as f:
                 content = f.read()
-            self.interpreter = Interpreter(model_path=str(model), num_threads=num_threads)
+        self.interpreter = Interpreter(model_content=content, num_threads=num_threads)
         self.interpreter.allocate_tensors()
         self._input = self.interpreter.get_input_details()[0]
         self._output = self.interpreter.get_output_details()[0]

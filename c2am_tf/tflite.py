@@ -102,13 +102,19 @@ def add_metadata(content, metadata):
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
-def calibration_images(paths, size):
-    """Yields uint8 (size, size, 3) arrays of the readable images among ``paths`` (resized whole)."""
+def calibration_images(paths, size, count=None):
+    """Yields uint8 (size, size, 3) arrays (resized whole) of the readable images among ``paths``;
+    with ``count``, of about that many paths spread evenly over the list (folders of
+    images are often sorted by class)."""
     from c2am_tf.data.images import read_rgb
+    from c2am_tf.data.transforms import resize_square
 
+    paths = list(paths)
+    if count:
+        paths = paths[::max(len(paths) // int(count), 1)]
     for path in paths:
         try:
             image = read_rgb(str(path))
         except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError):
             continue  # an unreadable calibration image is not worth stopping for
-        yield tf.cast(tf.image.resize(image, [size, size], antialias=True), tf.uint8).numpy()
+        yield resize_square(image, size).numpy()

@@ -43,9 +43,7 @@ def main(argv=None):
             paths = list_images(args.calibration_dir)
         except (FileNotFoundError, ValueError) as err:
             p.error(f"--calibration-dir: {err}")
-        # Spread the calibration images over the folder (class folders are often sorted).
-        step = max(len(paths) // args.calibration_steps, 1)
-        images = tflite.calibration_images(paths[::step], args.size)
+        images = tflite.calibration_images(paths, args.size, args.calibration_steps)
     start = time.time()
     content = tflite.convert(load_model(args.model), args.size, args.quantize, images, args.calibration_steps)
     write_atomically(args.out, content)

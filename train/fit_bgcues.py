@@ -29,6 +29,7 @@ from c2am_tf.data.images import drop_unreadable, read_rgb  # noqa: E402
 from c2am_tf.data.transforms import resize_square  # noqa: E402
 from c2am_tf.files import list_images  # noqa: E402
 from c2am_tf.inference import load_model  # noqa: E402
+from c2am_tf.optim import poly_sgd  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -78,8 +79,7 @@ def main(argv=None):
     train = (tf.data.Dataset.from_tensor_slices((images, targets)).shuffle(len(images), seed=args.seed)
              .map(flip, num_parallel_calls=tf.data.AUTOTUNE).batch(args.batch_size).prefetch(tf.data.AUTOTUNE))
     steps = -(-len(images) // args.batch_size)
-    schedule = keras.optimizers.schedules.PolynomialDecay(args.lr, steps * args.epochs, 0.0, power=0.9)
-    model.compile(optimizer=keras.optimizers.SGD(schedule, momentum=0.9), loss=keras.losses.BinaryCrossentropy(),
+    model.compile(optimizer=poly_sgd(args.lr, steps * args.epochs), loss=keras.losses.BinaryCrossentropy(),
                   metrics=[keras.metrics.MeanAbsoluteError(name="mae")])
     os.makedirs(args.out, exist_ok=True)
     model.fit(train, epochs=args.epochs, verbose=2,

@@ -26,6 +26,7 @@ from c2am_tf.callbacks import save_atomically  # noqa: E402
 from c2am_tf.cam import build_classifier, class_activation_maps, write_cams  # noqa: E402
 from c2am_tf.data.segmentation import SEGMENTATION_DATASETS, segmentation_dataset  # noqa: E402
 from c2am_tf.data.transforms import resize_square  # noqa: E402
+from c2am_tf.optim import poly_sgd  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -76,9 +77,8 @@ def main(argv=None):
              .shuffle(1024, seed=args.seed)
              .map(lambda im, y: (tf.image.random_flip_left_right(im), y), num_parallel_calls=tf.data.AUTOTUNE)
              .batch(args.batch_size).prefetch(tf.data.AUTOTUNE))
-    steps = max(sum(1 for _ in train), 1)
-    schedule = keras.optimizers.schedules.PolynomialDecay(args.lr, steps * args.epochs, 0.0, power=0.9)
-    classifier.compile(optimizer=keras.optimizers.SGD(schedule, momentum=0.9),
+    steps = -(-int(source.cardinality()) // args.batch_size)  # unreadable images were dropped already
+    classifier.compile(optimizer=poly_sgd(args.lr, steps * args.epochs),
                        loss=keras.losses.BinaryCrossentropy(from_logits=True),
                        metrics=[keras.metrics.BinaryAccuracy(threshold=0.0, name="acc")])
     os.makedirs(args.out, exist_ok=True)

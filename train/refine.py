@@ -38,7 +38,7 @@ from c2am_tf.data.segmentation import (SEGMENTATION_DATASETS, VOC_CLASSES, read_
 from c2am_tf.files import list_images  # noqa: E402
 from c2am_tf.inference import load_model  # noqa: E402
 from c2am_tf.metrics import ConfusionMatrix  # noqa: E402
-from c2am_tf.refine import DEFAULT_BG_THRESHOLDS, refined_labels, refined_labels_batch  # noqa: E402
+from c2am_tf.refine import DEFAULT_BG_THRESHOLDS, refined_labels_batch  # noqa: E402
 
 BG_POWERS = (1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0)
 
@@ -140,7 +140,9 @@ def main(argv=None):
     matrices = {t: ConfusionMatrix(num_classes + 1) for t in DEFAULT_BG_THRESHOLDS}
     powers = sorted(set(BG_POWERS) | {args.bg_power})
     refined_cm = {g: ConfusionMatrix(num_classes + 1) for g in powers}
-    raw_cm = {g: ConfusionMatrix(num_classes + 1) for g in powers}
+    # When --bg-cues is the C2AM model itself, its refinement is the raw one: score it once.
+    raw_cm = None if raw is None else refined_cm if raw is cues else {g: ConfusionMatrix(num_classes + 1)
+                                                                    for g in powers}
     os.makedirs(args.out, exist_ok=True)
     palette = voc_palette().ravel().tolist()
     from PIL import Image
@@ -152,25 +154,27 @@ def main(argv=None):
             continue
         keys, cams = read_cams(cams_by_name[name])
         cams = _resized(cams, image.shape[:2])
+        # With ground truth, every power of the cue in one batched call; the written map is one of them.
+        wanted = powers if gt is not None else [args.bg_power]
         cue = np.clip(cues(name, image), 0.0, 1.0)
-        labels = refined_labels(cue ** args.bg_power, keys, cams, num_classes)
-        picture = Image.fromarray(labels, mode="P")
+        by_power = dict(zip(wanted, refined_labels_batch([cue ** g for g in wanted], keys, cams, num_classes)))
+        picture = Image.fromarray(by_power[args.bg_power], mode="P")
         picture.putpalette(palette)
         picture.save(os.path.join(args.out, name + ".png"))
         done += 1
         if gt is None:
             continue
         with_gt += 1
-        # Every variant of one image in one batched call: powers of each cue, constant backgrounds.
-        for by_power, source in ((refined_cm, cue), (raw_cm, None if raw is None else (
-                cue if raw is cues else np.clip(raw(name, image), 0.0, 1.0)))):
-            if source is not None:
-                for g, variant in zip(powers, refined_labels_batch([source ** g for g in powers], keys, cams,
-                                                                   num_classes)):
-                    by_power[g].update(variant, gt)
+        for g, labels in by_power.items():
+            refined_cm[g].update(labels, gt)
+        if raw_cm is not None and raw is not cues:
+            raw_cue = np.clip(raw(name, image), 0.0, 1.0)
+            for g, labels in zip(powers, refined_labels_batch([raw_cue ** g for g in powers], keys, cams,
+                                                              num_classes)):
+                raw_cm[g].update(labels, gt)
         constants = [np.full((1, 1), t, np.float32) for t in matrices]
-        for matrix, variant in zip(matrices.values(), refined_labels_batch(constants, keys, cams, num_classes)):
-            matrix.update(variant, gt)
+        for matrix, labels in zip(matrices.values(), refined_labels_batch(constants, keys, cams, num_classes)):
+            matrix.update(labels, gt)
     if missing:
         print(f"warning: {missing} images have no CAM file in {args.cams}", file=sys.stderr)
     print(f"{done} label maps -> {args.out}")
@@ -179,7 +183,7 @@ def main(argv=None):
     best_t = max(matrices, key=lambda t: matrices[t].result()["miou"])
     print(f"{with_gt} images with ground truth; {num_classes} classes + background")
     report(f"initial CAMs, best constant background {best_t:.2f}", matrices[best_t], names)
-    sources = ([("C2AM's raw 1 - P", raw_cm)] if raw is not None else []) + (
+    sources = ([("C2AM's raw 1 - P", raw_cm)] if raw_cm is not None else []) + (
         [(args.bg_cues, refined_cm)] if raw is not cues else [])
     for title, by_power in sources:
         report(f"refined with {title} (power {args.bg_power:g})", by_power[args.bg_power], names)
