@@ -5,7 +5,8 @@ The classifier is a factory backbone, global average pooling and a dense layer
 backbone's feature maps F (no bias), divided by its maximum and upsampled.
 
 CAM files, one per image, read by ``read_cams``:
-- the common WSSS layout (PSA, SEAM, PuzzleCAM, AdvCAM): ``NAME.npy`` holding a dict
+- the common WSSS layout (PSA, SEAM, PuzzleCAM, AdvCAM): ``NAME.npy`` holding a pickled dict
+  (read through ``c2am_tf.safe_pickle``: arrays, lists and numbers only, never code)
   with ``keys`` (class indices, 0-based, background excluded) and ``hr_cam``
   (len(keys), H, W) at image resolution (IRN's ``high_res`` is accepted too);
 - ours (``write_cams``): ``NAME.npz`` with ``keys`` (k,) int32 and ``cams`` (k, H, W)
@@ -20,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from c2am_tf.files import write_atomically
+from c2am_tf.safe_pickle import UnsafePickleError, load_npy
 
 
 def build_classifier(backbone, num_classes, name="classifier"):
@@ -75,13 +77,17 @@ def read_cams(path):
             with np.load(path) as f:
                 keys, cams = f["keys"], f["cams"]
         else:
-            d = np.load(path, allow_pickle=True).item()
+            d = load_npy(path).item()
             if not isinstance(d, dict) or "keys" not in d:
                 raise ValueError("not a dict with 'keys'")
             key = next((k for k in ("hr_cam", "high_res", "cam") if k in d), None)
             if key is None:
                 raise ValueError(f"no 'hr_cam' or 'high_res' maps (keys: {sorted(d)})")
             keys, cams = d["keys"], d[key]
+    except UnsafePickleError as err:
+        raise UnsafePickleError(
+            f"{err} - a CAM .npy dict may hold only numpy arrays, lists and numbers; if this file comes "
+            "from a tool you trust, convert it with write_cams (see c2am_tf/cam.py)") from None
     except (OSError, ValueError, KeyError, AttributeError) as err:
         raise ValueError(f"{path}: not a CAM file ({err})") from err
     keys = np.asarray(keys, np.int64).reshape(-1)

@@ -1,5 +1,7 @@
 """CAMs from a GAP classifier against a hand-computed case; CAM files in both layouts."""
 
+import os
+
 import keras
 import numpy as np
 import pytest
@@ -66,6 +68,36 @@ def test_bad_cam_files_name_the_file(tmp_path):
         write_cams(str(tmp_path / "w.npz"), [1, 2], np.zeros((1, 3, 3)))
     with pytest.raises(FileNotFoundError):
         cam_files(str(tmp_path / "none"))
+
+
+class _Evil:
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.mkdir, (self.marker,))
+
+
+@pytest.mark.parametrize("where", ["top", "value", "key"])
+def test_a_cam_npy_that_would_run_code_is_refused_with_how_to_convert(tmp_path, where):
+    from c2am_tf.safe_pickle import UnsafePickleError
+
+    marker = tmp_path / "pwned"
+    payload = {"top": _Evil(marker), "value": {"keys": np.array([1]), "hr_cam": _Evil(marker)},
+               "key": {_Evil(marker): 1, "keys": np.array([1])}}[where]
+    np.save(tmp_path / "evil.npy", np.array(payload, dtype=object) if where != "top" else
+            np.array([payload], dtype=object), allow_pickle=True)
+    with pytest.raises(UnsafePickleError, match=r"evil\.npy: refusing to load 'posix.mkdir'.*write_cams"):
+        read_cams(str(tmp_path / "evil.npy"))
+    assert not marker.exists()
+
+
+def test_a_cam_npy_of_a_numpy_subclass_is_refused(tmp_path):
+    from c2am_tf.safe_pickle import UnsafePickleError
+
+    np.save(tmp_path / "m.npy", {"keys": np.array([1]), "hr_cam": np.ma.masked_array(np.zeros((1, 2, 2)))})
+    with pytest.raises(UnsafePickleError, match=r"m\.npy: refusing to load 'numpy\.ma\.core"):
+        read_cams(str(tmp_path / "m.npy"))
 
 
 def test_fit_classifier_cli_writes_cams_of_the_labelled_class_at_image_size(tmp_path):
