@@ -1,28 +1,29 @@
 """Command line: ``python -m c2am_tf predict IMAGE_OR_DIR --model M.keras --out DIR``.
 
 For each image (any size; grayscale and RGBA are converted to RGB) writes
-``NAME.png``, the heatmap overlay with the box, and ``NAME.json`` with the box
-(original pixels), the threshold and the map's foreground fraction.
+``OUT/<path below the input folder>.png`` (``photos/sub/x.jpg`` -> ``OUT/sub/x.jpg.png``),
+the heatmap overlay with the box, and the same name with ``.json``: the box
+(original pixels), the threshold and the map's foreground fraction. Outputs never
+overwrite an input image, and an output folder inside the input folder is not read.
 """
 
 import argparse
-import json
 import os
 import sys
 
-import cv2
 import tensorflow as tf
 
 from c2am_tf.callbacks import predict_maps
 from c2am_tf.data.images import read_rgb
-from c2am_tf.files import image_paths
+from c2am_tf.files import OutputNames, image_paths, write_json_atomically
 from c2am_tf.data.transforms import resize_square
 from c2am_tf.inference import load_model, map_to_box
-from c2am_tf.viz import overlay
+from c2am_tf.viz import overlay, write_png
 
 
 def predict(paths, model_path, out_dir, size=448, threshold=None):
     """Writes an overlay PNG and a JSON per image; returns the list of JSON records."""
+    pictures, jsons = OutputNames(paths, out_dir, ".png"), OutputNames(paths, out_dir, ".json")
     model = load_model(model_path)
     t = float(model.threshold.numpy()) if threshold is None else float(threshold)
     os.makedirs(out_dir, exist_ok=True)
@@ -39,12 +40,10 @@ def predict(paths, model_path, out_dir, size=448, threshold=None):
         h, w = image.shape[:2]
         score_map = predict_maps(model, resize_square(image, size)[None])[0]
         box, fraction = map_to_box(score_map, t, w, h)
-        name = os.path.splitext(os.path.basename(path))[0]
         record = {"image": path, "width": w, "height": h, "box": [round(float(v), 2) for v in box],
                   "threshold": t, "foreground_fraction": round(fraction, 4)}
-        with open(os.path.join(out_dir, name + ".json"), "w") as f:
-            json.dump(record, f, indent=1)
-        cv2.imwrite(os.path.join(out_dir, name + ".png"), overlay(image, score_map, [box])[..., ::-1])
+        write_json_atomically(jsons(path), record, indent=1)
+        write_png(pictures(path), overlay(image, score_map, [box]))
         records.append(record)
     return records
 
@@ -62,10 +61,13 @@ def main(argv=None):
     pp.add_argument("--threshold", type=float, help="override the model's stored threshold")
     args = p.parse_args(argv)
     try:
-        paths = image_paths(args.inputs)
+        paths = image_paths(args.inputs, exclude=args.out)
     except (FileNotFoundError, ValueError) as err:
         p.error(str(err))
-    records = predict(paths, args.model, args.out, args.size, args.threshold)
+    try:
+        records = predict(paths, args.model, args.out, args.size, args.threshold)
+    except ValueError as err:
+        p.error(str(err))
     print(f"{len(records)} of {len(paths)} images -> {args.out}")
     return 0 if records else 1
 

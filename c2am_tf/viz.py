@@ -39,3 +39,13 @@ def grid(pictures, columns=4, pad=2):
         y, x = pad + r * (h + pad), pad + c * (w + pad)
         out[y:y + h, x:x + w] = cv2.resize(p, (w, h)) if p.shape[:2] != (h, w) else p
     return out
+
+
+def write_png(path, rgb):
+    """Writes an RGB uint8 picture as PNG, atomically (creates the folder)."""
+    from c2am_tf.files import write_atomically
+
+    ok, encoded = cv2.imencode(".png", np.ascontiguousarray(np.asarray(rgb, np.uint8)[..., ::-1]))
+    if not ok:
+        raise ValueError(f"{path}: cannot encode the picture as PNG")
+    write_atomically(path, encoded.tobytes())

@@ -6,8 +6,8 @@
 Runs the LiteRT interpreter (ai-edge-litert) on each image resized whole to the
 model's input size, computes the box on the device side (``c2am_tf.litert``) and
 writes ``OUT/boxes.json`` (boxes in original image pixels, the same
-``c2am_tf.boxes/v1`` format as ``train/extract_boxes.py``) and ``OUT/NAME.png``
-heatmap overlays. Prints the time per image: the whole detection (resize, model,
+``c2am_tf.boxes/v1`` format as ``train/extract_boxes.py``) and heatmap overlays
+named like ``predict``'s (``photos/sub/x.jpg`` -> ``OUT/sub/x.jpg.png``; never an input). Prints the time per image: the whole detection (resize, model,
 box) and the interpreter call alone. Unreadable images are skipped and counted.
 """
 
@@ -20,7 +20,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from c2am_tf.files import image_paths, read_image, write_json_atomically  # noqa: E402
+from c2am_tf.files import OutputNames, image_paths, read_image, write_json_atomically  # noqa: E402
 from c2am_tf.litert import ForegroundDetector  # noqa: E402
 
 
@@ -37,13 +37,13 @@ def main(argv=None):
     if not os.path.isfile(args.model):
         p.error(f"--model: no such file: {args.model}")
     try:
-        paths = image_paths(args.inputs)
+        paths = image_paths(args.inputs, exclude=args.out)
+        pictures = OutputNames(paths, args.out, ".png")
     except (FileNotFoundError, ValueError) as err:
         p.error(str(err))
     detector = ForegroundDetector(args.model, num_threads=args.threads, threshold=args.threshold)
     if not args.no_overlays:
-        from c2am_tf.viz import overlay  # OpenCV, only for the pictures
-        import cv2
+        from c2am_tf.viz import overlay, write_png  # OpenCV, only for the pictures
     os.makedirs(args.out, exist_ok=True)
     records, skipped, total_ms, model_ms = [], [], [], []
     for path in paths:
@@ -61,9 +61,7 @@ def main(argv=None):
                         "score": round(result["score"], 4),
                         "foreground_fraction": round(result["foreground_fraction"], 4)})
         if not args.no_overlays:
-            name = os.path.splitext(os.path.basename(path))[0] + ".png"
-            picture = overlay(image, result["map"], [result["box"]])
-            cv2.imwrite(os.path.join(args.out, name), picture[..., ::-1])
+            write_png(pictures(path), overlay(image, result["map"], [result["box"]]))
     if skipped:
         shown = ", ".join(skipped[:5]) + (" ..." if len(skipped) > 5 else "")
         print(f"warning: skipped {len(skipped)} unreadable images of {len(paths)}: {shown}", file=sys.stderr)

@@ -152,4 +152,4 @@ def test_detect_cli_writes_boxes_and_overlays_and_skips_bad_files(tiny, tmp_path
     keras_map = _keras_maps(model, resize_rgb(np.repeat(images[0], 2, axis=1), SIZE, SIZE)[None])[0]
     box, _ = map_to_box(keras_map, 0.4, width=128, height=64)
     np.testing.assert_allclose(first["box"], box, atol=0.01)
-    assert (out / "a.png").exists() and (out / "b.png").exists()
+    assert (out / "a.png.png").exists() and (out / "b.png.png").exists()

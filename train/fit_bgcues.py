@@ -13,6 +13,7 @@ every training image (``NAME.npy``, stride 8, in [0, 1]), which ``--bg-cues DIR`
 """
 
 import argparse
+import io
 import os
 import sys
 
@@ -27,7 +28,7 @@ from c2am_tf.bgcues import PSEUDO_LABELS, build_cue_model, pseudo_labels  # noqa
 from c2am_tf.callbacks import save_atomically  # noqa: E402
 from c2am_tf.data.images import drop_unreadable, read_rgb  # noqa: E402
 from c2am_tf.data.transforms import resize_square  # noqa: E402
-from c2am_tf.files import list_images  # noqa: E402
+from c2am_tf.files import OutputNames, list_images, write_atomically  # noqa: E402
 from c2am_tf.inference import load_model  # noqa: E402
 from c2am_tf.optim import poly_sgd  # noqa: E402
 
@@ -64,6 +65,8 @@ def main(argv=None):
     args = parse_args(argv)
     keras.utils.set_random_seed(args.seed)
     images, paths = load_images(list_images(args.images), args.size)
+    # Cue files are keyed by image name: clashing names are refused before training, not after.
+    outputs = OutputNames(paths, args.cues_out, ".npy", layout="stem") if args.cues_out else None
     c2am = load_model(args.c2am)
     targets = pseudo_labels(c2am, images, args.pseudo, args.cue_threshold)[..., None]
     grid = args.size // 8
@@ -87,10 +90,11 @@ def main(argv=None):
     save_atomically(model, os.path.join(args.out, "bgcues.keras"))
     print(f"background-cue model -> {os.path.join(args.out, 'bgcues.keras')}")
     if args.cues_out:
-        os.makedirs(args.cues_out, exist_ok=True)
         cues = model.predict(images, batch_size=args.batch_size, verbose=0)[..., 0]
         for path, cue in zip(paths, cues):
-            np.save(os.path.join(args.cues_out, os.path.splitext(os.path.basename(path))[0] + ".npy"), cue)
+            buffer = io.BytesIO()
+            np.save(buffer, cue)
+            write_atomically(outputs(path), buffer.getvalue())
         print(f"{len(cues)} background cues -> {args.cues_out}")
 
 

@@ -26,6 +26,7 @@ from c2am_tf.callbacks import save_atomically  # noqa: E402
 from c2am_tf.cam import build_classifier, class_activation_maps, write_cams  # noqa: E402
 from c2am_tf.data.segmentation import SEGMENTATION_DATASETS, segmentation_dataset  # noqa: E402
 from c2am_tf.data.transforms import resize_square  # noqa: E402
+from c2am_tf.files import OutputNames  # noqa: E402
 from c2am_tf.optim import poly_sgd  # noqa: E402
 
 
@@ -49,16 +50,18 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def write_split_cams(classifier, source, out_dir, size):
-    """One CAM file per image of ``source``, for its labelled classes, at image resolution."""
-    os.makedirs(out_dir, exist_ok=True)
+def write_split_cams(classifier, source, outputs, size):
+    """One CAM file per image of ``source``, for its labelled classes, at image resolution.
+
+    ``outputs`` is an ``OutputNames`` of layout "stem": ``OUT/<image stem>.npz``, the name
+    CAM readers look up.
+    """
     count = 0
     for ex in tqdm(source.prefetch(4), desc="CAMs", unit="img"):
         image = ex["image"]
         keys = np.flatnonzero(ex["labels"].numpy())
         cams = class_activation_maps(classifier, resize_square(image, size)[None], size=tf.shape(image)[:2])[0]
-        name = os.path.splitext(os.path.basename(ex["path"].numpy().decode()))[0]
-        write_cams(os.path.join(out_dir, name + ".npz"), keys, cams[keys])
+        write_cams(outputs(ex["path"].numpy().decode()), keys, cams[keys])
         count += 1
     return count
 
@@ -66,6 +69,11 @@ def write_split_cams(classifier, source, out_dir, size):
 def main(argv=None):
     """Entry point."""
     args = parse_args(argv)
+    try:  # checked before training, not after
+        cam_names = OutputNames(None, args.cams_out, ".npz", layout="stem", root=args.data_dir) \
+            if args.cams_out else None
+    except ValueError as err:
+        sys.exit(f"error: --cams-out: {err}")
     keras.utils.set_random_seed(args.seed)
     source, classes = segmentation_dataset(args.dataset, args.data_dir, args.split)
     features = args.backbone_features if args.backbone.startswith("efficientnet_lite") else "concat"
@@ -87,7 +95,7 @@ def main(argv=None):
     save_atomically(classifier, os.path.join(args.out, "classifier.keras"))
     print(f"classes: {classes}; model -> {os.path.join(args.out, 'classifier.keras')}")
     if args.cams_out:
-        count = write_split_cams(classifier, source, args.cams_out, args.size)
+        count = write_split_cams(classifier, source, cam_names, args.size)
         print(f"{count} CAM files -> {args.cams_out}")
 
 

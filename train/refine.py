@@ -21,6 +21,7 @@ background of the initial CAMs, and reports the best of both.
 """
 
 import argparse
+import io
 import os
 import sys
 
@@ -35,7 +36,7 @@ from c2am_tf.cam import cam_files, read_cams  # noqa: E402
 from c2am_tf.data.images import read_rgb  # noqa: E402
 from c2am_tf.data.segmentation import (SEGMENTATION_DATASETS, VOC_CLASSES, read_label_png,  # noqa: E402
                                        segmentation_dataset, voc_palette)
-from c2am_tf.files import list_images  # noqa: E402
+from c2am_tf.files import OutputNames, list_images, write_atomically  # noqa: E402
 from c2am_tf.inference import load_model  # noqa: E402
 from c2am_tf.metrics import ConfusionMatrix  # noqa: E402
 from c2am_tf.refine import DEFAULT_BG_THRESHOLDS, refined_labels_batch  # noqa: E402
@@ -67,11 +68,10 @@ def parse_args(argv=None):
 
 
 def examples(args):
-    """(class names or None, iterator of (name, image uint8, ground truth or None))."""
+    """(class names or None, iterator of (image path, image uint8, ground truth or None))."""
     if args.dataset:
         source, classes = segmentation_dataset(args.dataset, args.data_dir, args.split)
-        items = ((os.path.splitext(os.path.basename(ex["path"].numpy().decode()))[0], ex["image"].numpy(),
-                  ex["mask"].numpy()) for ex in source)
+        items = ((ex["path"].numpy().decode(), ex["image"].numpy(), ex["mask"].numpy()) for ex in source)
         return classes, items
 
     def from_folder():
@@ -84,7 +84,7 @@ def examples(args):
             except tf.errors.OpError:
                 print(f"skipping {path}: cannot decode it", file=sys.stderr)
                 continue
-            yield name, image, gt
+            yield path, image, gt
     return None, from_folder()
 
 
@@ -143,12 +143,18 @@ def main(argv=None):
     # When --bg-cues is the C2AM model itself, its refinement is the raw one: score it once.
     raw_cm = None if raw is None else refined_cm if raw is cues else {g: ConfusionMatrix(num_classes + 1)
                                                                     for g in powers}
+    try:  # label PNGs are keyed by image name; the dataset, its masks and the CAMs stay untouched
+        outputs = OutputNames(None, args.out, ".png", layout="stem",
+                              root=[args.data_dir, args.images, args.masks, args.cams])
+    except ValueError as err:
+        sys.exit(f"error: --out: {err}")
     os.makedirs(args.out, exist_ok=True)
     palette = voc_palette().ravel().tolist()
     from PIL import Image
 
     done = with_gt = missing = 0
-    for name, image, gt in tqdm(items, desc="refine", unit="img"):
+    for path, image, gt in tqdm(items, desc="refine", unit="img"):
+        name = os.path.splitext(os.path.basename(path))[0]
         if name not in cams_by_name:
             missing += 1
             continue
@@ -160,7 +166,9 @@ def main(argv=None):
         by_power = dict(zip(wanted, refined_labels_batch([cue ** g for g in wanted], keys, cams, num_classes)))
         picture = Image.fromarray(by_power[args.bg_power], mode="P")
         picture.putpalette(palette)
-        picture.save(os.path.join(args.out, name + ".png"))
+        buffer = io.BytesIO()
+        picture.save(buffer, format="PNG")
+        write_atomically(outputs(path), buffer.getvalue())
         done += 1
         if gt is None:
             continue
