@@ -1,5 +1,6 @@
 """Inference: map -> box in image pixels, train/extract_boxes.py and python -m c2am_tf predict."""
 
+import hashlib
 import json
 import os
 import subprocess
@@ -49,27 +50,69 @@ def test_predict_cli_on_odd_images(tmp_path, saved_model):
     (images / "broken.jpg").write_bytes(b"not an image")
     out = tmp_path / "out"
     assert cli(["predict", str(images), "--model", saved_model, "--out", str(out)]) == 0
-    for name, (w, h) in {"rgb": (91, 37), "gray": (20, 50), "rgba": (64, 64)}.items():
+    for name, (w, h) in {"rgb.jpg": (91, 37), "gray.png": (20, 50), "rgba.png": (64, 64)}.items():
         record = json.loads((out / f"{name}.json").read_text())
         assert (record["width"], record["height"]) == (w, h)
         x0, y0, x1, y1 = record["box"]
         assert 0 <= x0 <= x1 <= w and 0 <= y0 <= y1 <= h
         assert 0 <= record["foreground_fraction"] <= 1
         assert Image.open(out / f"{name}.png").size == (w, h)
-    assert not (out / "broken.json").exists()
+    assert not (out / "broken.jpg.json").exists()
+
+
+def test_predict_never_overwrites_an_input_and_keeps_names_apart(tmp_path, saved_model):
+    photos = tmp_path / "photos"
+    (photos / "sub").mkdir(parents=True)
+    rng = np.random.RandomState(1)
+    for rel in ("x.jpg", "x.png", "sub/x.jpg", "keepme.png"):
+        Image.fromarray(rng.randint(0, 255, (40, 30, 3), np.uint8)).save(photos / rel)
+    # an output folder inside the input folder: a second run does not read the first one's pictures
+    out = photos / "results"
+    assert cli(["predict", str(photos), "--model", saved_model, "--out", str(out)]) == 0
+    assert cli(["predict", str(photos), "--model", saved_model, "--out", str(out)]) == 0
+    assert sorted(os.path.relpath(p, out) for p in out.rglob("*.json")) == [
+        "keepme.png.json", os.path.join("sub", "x.jpg.json"), "x.jpg.json", "x.png.json"]
+    kept = (photos / "keepme.png").read_bytes()
+    assert cli(["predict", str(photos), "--model", saved_model, "--out", str(photos)]) == 0
+    assert (photos / "keepme.png").read_bytes() == kept
+    boxes = {rel: json.loads((photos / f"{rel}.json").read_text())["image"]
+             for rel in ("x.jpg", "x.png", "sub/x.jpg", "keepme.png")}
+    assert sorted(boxes.values()) == sorted(str(photos / rel) for rel in boxes)  # one result each
+
+
+def test_predict_refuses_a_name_that_is_an_input(tmp_path, saved_model):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("x.jpg", "x.jpg.png"):
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(photos / name)
+    before = {p.name: p.read_bytes() for p in photos.iterdir()}
+    with pytest.raises(SystemExit):
+        cli(["predict", str(photos), "--model", saved_model, "--out", str(photos)])
+    assert {p.name: p.read_bytes() for p in photos.iterdir()} == before
 
 
 def test_extract_boxes_writes_both_formats_and_resumes(tmp_path, saved_model):
-    out = tmp_path / "boxes.json"
+    out = tmp_path / "new_folder" / "boxes.json"  # a folder that does not exist yet is created
     cmd = [sys.executable, os.path.join(ROOT, "train", "extract_boxes.py"), "--model", saved_model,
            "--dataset", "synthetic", "--split", "test", "--out", str(out), "--psol-out", str(tmp_path / "psol.json"),
            "--resize", "64", "--crop", "64", "--overlays", str(tmp_path / "pics")]
-    # a partial log from an earlier, killed run: that image must be kept, not redone
+    # a partial log from an earlier run, killed mid-write: its complete line is kept, the torn one redone
+    header = {"model_sha256": hashlib.sha256(open(saved_model, "rb").read()).hexdigest(),
+              "threshold": float(load_model(saved_model).threshold.numpy()), "resize": 64, "crop": 64,
+              "dataset": "synthetic", "split": "test"}
     done = {"path": "synthetic/test/00000", "width": 160, "height": 160, "box": [1, 2, 3, 4],
             "foreground_fraction": 0.5}
-    (tmp_path / "boxes.json.partial.jsonl").write_text(json.dumps(done) + "\n")
+    partial = tmp_path / "new_folder" / "boxes.json.partial.jsonl"
+    partial.parent.mkdir()
+    partial.write_text(json.dumps({"header": header}) + "\n" + json.dumps(done) + "\n"
+                       + '{"path": "synthetic/test/00001", "wid')
+    # another threshold would mix two runs' boxes: refused, and the partial file is left as it was
+    proc = subprocess.run(cmd + ["--threshold", "0.9"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and "written by another extraction (threshold" in proc.stderr
+    assert partial.read_text().endswith('"wid')
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "dropping a torn last line" in proc.stderr
     result = json.loads(out.read_text())
     assert result["format"] == "c2am_tf.boxes/v1" and len(result["images"]) == 128
     entries = {e["path"]: e for e in result["images"]}
@@ -79,8 +122,8 @@ def test_extract_boxes_writes_both_formats_and_resumes(tmp_path, saved_model):
     x, y, w, h = psol["synthetic/test/00001"]
     e = entries["synthetic/test/00001"]
     assert x == pytest.approx(e["box"][0] / 160) and w == pytest.approx((e["box"][2] - e["box"][0]) / 160)
-    assert len(os.listdir(tmp_path / "pics")) == 127
-    assert not (tmp_path / "boxes.json.partial.jsonl").exists()
+    assert len(list((tmp_path / "pics").rglob("*.png"))) == 127
+    assert not partial.exists()
 
 
 def test_load_model_errors(tmp_path):

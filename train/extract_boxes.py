@@ -16,21 +16,21 @@ killed run started again skips the images already done.
 """
 
 import argparse
+import hashlib
 import json
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import cv2  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from c2am_tf import data  # noqa: E402
 from c2am_tf.callbacks import predict_maps  # noqa: E402
-from c2am_tf.files import write_json_atomically  # noqa: E402
+from c2am_tf.files import OutputNames, write_atomically, write_json_atomically  # noqa: E402
 from c2am_tf.inference import crop_box_to_original, load_model, map_to_box  # noqa: E402
-from c2am_tf.viz import overlay  # noqa: E402
+from c2am_tf.viz import overlay, write_png  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -50,20 +50,70 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+def read_partial(path, header):
+    """Boxes already written by a killed run: {path: entry}.
+
+    The first line is the run's ``header`` (model file digest, threshold, transform); a
+    different one is refused, so two runs' boxes are never mixed. A torn last line (a
+    kill mid-write) is dropped with a warning.
+    """
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        lines = f.read().split("\n")
+    done, kept = {}, []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            if number >= len(lines) - 1:  # the last line, torn by a kill: its image is redone
+                print(f"warning: {path}:{number}: dropping a torn last line", file=sys.stderr)
+                write_atomically(path, "".join(k + "\n" for k in kept))  # appends must not follow the fragment
+                break
+            raise ValueError(f"{path}:{number}: not a JSON line; delete the file to start over") from None
+        kept.append(line)
+        if number == 1:
+            if entry.get("header") != header:
+                theirs = entry.get("header") or {}
+                differing = ", ".join(f"{k} {theirs.get(k)!r} -> {v!r}" for k, v in header.items()
+                                      if theirs.get(k) != v)
+                raise ValueError(f"{path} was written by another extraction ({differing}); delete it to start "
+                                 "over, or rerun with that run's model and threshold")
+            continue
+        done[entry["path"]] = entry
+    return done
+
+
+def _digest(path):
+    sha = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            sha.update(chunk)
+    return sha.hexdigest()
+
+
 def main(argv=None):
     """Entry point."""
     args = parse_args(argv)
+    out_dir = os.path.dirname(os.path.abspath(args.out))
+    os.makedirs(out_dir, exist_ok=True)  # before loading anything: a bad --out fails at once
+    if not os.access(out_dir, os.W_OK):
+        sys.exit(f"error: --out: cannot write to {out_dir}")
     model = load_model(args.model)
     threshold = args.threshold if args.threshold is not None else float(model.threshold.numpy())
     source = data.make_source(args.dataset, args.split, args.data_dir)
     partial = args.out + ".partial.jsonl"
-    done = {}
-    if os.path.exists(partial):
-        with open(partial) as f:
-            for line in f:
-                if line.strip():
-                    entry = json.loads(line)
-                    done[entry["path"]] = entry
+    header = {"model_sha256": _digest(args.model), "threshold": threshold, "resize": args.resize,
+              "crop": args.crop, "dataset": args.dataset, "split": args.split}
+    try:
+        done = read_partial(partial, header)
+    except ValueError as err:
+        sys.exit(f"error: {err}")
+    if not done:
+        with open(partial, "w") as f:
+            f.write(json.dumps({"header": header}) + "\n")
     paths = tf.constant(list(done) or [""])
     source = source.filter(lambda ex: tf.logical_not(tf.reduce_any(tf.equal(ex["path"], paths))))
 
@@ -72,8 +122,9 @@ def main(argv=None):
         return data.eval_image(ex["image"], args.resize, args.crop), ex["path"], shape[1], shape[0]
 
     ds = source.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).batch(args.batch_size).prefetch(2)
+    pictures = None
     if args.overlays:
-        os.makedirs(args.overlays, exist_ok=True)
+        pictures = OutputNames(None, args.overlays, ".png", root=args.data_dir or os.getcwd())
     with open(partial, "a") as log, tqdm(desc="boxes", unit="img", initial=len(done)) as bar:
         for images, batch_paths, widths, heights in ds:
             maps = predict_maps(model, images)
@@ -85,10 +136,8 @@ def main(argv=None):
                          "foreground_fraction": round(fraction, 4)}
                 log.write(json.dumps(entry) + "\n")
                 done[entry["path"]] = entry
-                if args.overlays:
-                    name = os.path.splitext(os.path.basename(entry["path"]))[0] + ".png"
-                    pic = overlay(images[i].numpy(), score_map, [box])
-                    cv2.imwrite(os.path.join(args.overlays, name), pic[..., ::-1])
+                if pictures is not None:
+                    write_png(pictures(entry["path"]), overlay(images[i].numpy(), score_map, [box]))
             log.flush()
             bar.update(len(maps))
     result = {"format": "c2am_tf.boxes/v1", "model": os.path.abspath(args.model), "threshold": threshold,
