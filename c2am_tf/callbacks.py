@@ -38,6 +38,22 @@ class PolarityCallback(keras.callbacks.Callback):
             log.info("epoch %d: polarity %+d (border - center = %.4f)", epoch + 1, after, value)
 
 
+class NonFiniteLossGuard(keras.callbacks.Callback):
+    """Stops training at the first NaN or infinite batch loss and remembers where
+    (``failed_at`` = (epoch, step, value)); ``AtomicCheckpoint`` then writes nothing more."""
+
+    failed_at = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        value = (logs or {}).get("loss")
+        if value is not None and not np.isfinite(float(value)) and self.failed_at is None:
+            self.failed_at = (getattr(self, "_epoch", 0), batch, float(value))
+            self.model.stop_training = True
+
+
 def predict_maps(model, images):
     """Foreground-high maps (B, h, w) as numpy for a batch of images."""
     return np.asarray(model.predict_on_batch(images))[..., 0]
@@ -117,7 +133,7 @@ class LocalizationCallback(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
         last_epoch = epoch + 1 == self.params.get("epochs")
-        if (epoch + 1) % self.every and not last_epoch:
+        if (epoch + 1) % self.every and not last_epoch or not np.isfinite(float(logs.get("loss", 0.0))):
             return
         result, examples = evaluate_localization(self.model, self.dataset, self.thresholds,
                                                  keep=self.num_pictures)
@@ -190,6 +206,9 @@ class AtomicCheckpoint(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
+        if not np.isfinite(float(logs.get("loss", 0.0))):
+            log.warning("epoch %d: non-finite loss, %s/last.keras keeps the previous epoch", epoch + 1, self.out_dir)
+            return
         save_atomically(self.model, os.path.join(self.out_dir, "last.keras"))
         value = logs.get(self.monitor)
         if value is None:

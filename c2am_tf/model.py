@@ -9,6 +9,9 @@ from c2am_tf.losses import C2AMLoss
 from c2am_tf.optim import parameter_groups
 
 
+BACKBONE_BN_MODES = ("frozen", "train")
+
+
 def _replica_context():
     ctx = tf.distribute.get_replica_context()
     return ctx if ctx is not None and ctx.num_replicas_in_sync > 1 else None
@@ -76,8 +79,8 @@ class C2AM(keras.Model):
     def __init__(self, backbone, disentangler=None, alpha=0.05, loss_variant="reference",
                  recipe="reference", weight_decay=1e-4, backbone_bn="frozen", **kwargs):
         super().__init__(**kwargs)
-        if backbone_bn not in ("frozen", "train"):
-            raise ValueError(f"backbone_bn must be 'frozen' or 'train', got {backbone_bn!r}")
+        if backbone_bn not in BACKBONE_BN_MODES:
+            raise ValueError(f"backbone_bn must be one of {BACKBONE_BN_MODES}, got {backbone_bn!r}")
         self.backbone = backbone
         self.disentangler = disentangler if disentangler is not None else Disentangler(name="disentangler")
         self.alpha = float(alpha)

@@ -8,7 +8,9 @@ GPUs, or the CPU).
 import dataclasses
 import json
 import logging
+import math
 import os
+import shutil
 import time
 
 import keras
@@ -16,10 +18,13 @@ import numpy as np
 import tensorflow as tf
 
 from c2am_tf import data
-from c2am_tf.backbones import build_backbone
-from c2am_tf.callbacks import AtomicCheckpoint, LocalizationCallback, PolarityCallback, save_atomically
-from c2am_tf.model import C2AM
-from c2am_tf.optim import poly_sgd
+from c2am_tf.backbones import BACKBONES, LITE_FEATURES, build_backbone
+from c2am_tf.callbacks import (AtomicCheckpoint, LocalizationCallback, NonFiniteLossGuard, PolarityCallback,
+                               save_atomically)
+from c2am_tf.files import write_json_atomically
+from c2am_tf.losses import VARIANTS
+from c2am_tf.model import BACKBONE_BN_MODES, C2AM
+from c2am_tf.optim import RECIPES, poly_sgd
 
 log = logging.getLogger("c2am_tf")
 
@@ -67,12 +72,126 @@ class TrainConfig:
     verbose: int = 1
     num_pictures: int = 8
 
+    def validate(self):
+        """Raises ``ConfigError`` (naming the field) for a value no run can use."""
+        _choice(self, "dataset", data.DATASETS)
+        _choice(self, "backbone", BACKBONES)
+        _choice(self, "loss_variant", VARIANTS)
+        _choice(self, "recipe", RECIPES)
+        _choice(self, "backbone_bn", BACKBONE_BN_MODES)
+        _choice(self, "jit_compile", JIT_CHOICES)
+        if self.backbone_features is not None:
+            _choice(self, "backbone_features", LITE_FEATURES)
+        for name in ("epochs", "eval_batch_size", "num_pictures"):
+            _integer(self, name, 1)
+        _integer(self, "batch_size", 2, "the contrastive loss needs at least 2 images a batch")
+        _integer(self, "eval_every", 0, "0 means never")
+        for name in ("steps_per_epoch", "synthetic_count"):
+            if getattr(self, name) is not None:
+                _integer(self, name, 1, "leave it unset for the default")
+        for name in ("resize", "crop", "eval_resize", "eval_crop", "synthetic_size"):
+            _integer(self, name, MIN_IMAGE_SIZE, f"the backbone has stride {STRIDE}")
+        for crop, resize in (("crop", "resize"), ("eval_crop", "eval_resize")):
+            if getattr(self, crop) > getattr(self, resize):
+                raise ConfigError(crop, f"{getattr(self, crop)} is larger than {resize} {getattr(self, resize)}: "
+                                        "the crop is cut from the resized image")
+        _number(self, "lr", low=0.0, low_open=True)
+        _number(self, "alpha", low=0.0, low_open=True)
+        _number(self, "weight_decay", low=0.0)
+        _number(self, "momentum", low=0.0, high=1.0)
+        if self.dataset == "folder" and not self.data_dir:
+            raise ConfigError("data_dir", "dataset 'folder' needs a folder of images")
+        return self
+
+
+STRIDE = 16
+MIN_IMAGE_SIZE = 2 * STRIDE  # a 2 x 2 map at least: the polarity compares border and interior
+JIT_CHOICES = ("auto", "true", "false")
+# Fields that do not change what a run computes: a resumed run may differ in these.
+NOT_FINGERPRINTED = ("out", "verbose", "num_pictures")
+# What a run writes under ``out`` (--overwrite removes these, and nothing else).
+RUN_FILES = ("backup", "config.json", "summary.json", "best.keras", "best.json", "last.keras", "final.keras",
+             "log.csv", "per_threshold.csv", "tb")
+
+
+class ConfigError(ValueError):
+    """A config value no run can use; ``field`` names it (CLIs turn it into a flag)."""
+
+    def __init__(self, field, message):
+        super().__init__(f"{field}: {message}")
+        self.field, self.message = field, message
+
+
+def _choice(cfg, name, choices):
+    if getattr(cfg, name) not in choices:
+        raise ConfigError(name, f"must be one of {', '.join(map(str, choices))}; got {getattr(cfg, name)!r}")
+
+
+def _integer(cfg, name, low, hint=""):
+    value = getattr(cfg, name)
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ConfigError(name, f"must be an integer >= {low}; got {value!r}" + (f" ({hint})" if hint else ""))
+
+
+def _number(cfg, name, low=None, high=None, low_open=False):
+    value = getattr(cfg, name)
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (low is None or (value > low if low_open else value >= low)) and (high is None or value < high)
+    if not ok:
+        bounds = " and ".join(b for b in ((f"{'>' if low_open else '>='} {low:g}" if low is not None else ""),
+                                          (f"< {high:g}" if high is not None else "")) if b)
+        raise ConfigError(name, f"must be a finite number {bounds}; got {value!r}")
+
+
+class DataError(ValueError):
+    """The run's data cannot be read: a missing or empty folder, a malformed annotation file."""
+
+
+class RunConflictError(ValueError):
+    """``out`` holds another run: resuming it with these flags would mix two runs."""
+
+
+def fingerprint(cfg):
+    """The config fields that define a run (what must match to resume it)."""
+    return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NOT_FINGERPRINTED}
+
+
+def claim_out_dir(cfg, overwrite=False):
+    """Makes ``cfg.out`` this run's: same fingerprint resumes, another raises ``RunConflictError``.
+
+    ``overwrite`` removes the other run's files (``RUN_FILES`` only; the folder's other files stay).
+    """
+    path = os.path.join(cfg.out, "config.json")
+    theirs = None
+    if os.path.exists(path):
+        try:
+            with open(path) as f:
+                theirs = {k: v for k, v in json.load(f).items() if k not in NOT_FINGERPRINTED}
+        except (OSError, ValueError):
+            theirs = {"config.json": "unreadable"}
+    elif any(os.path.exists(os.path.join(cfg.out, name)) for name in ("backup", "final.keras", "last.keras")):
+        theirs = {"config.json": "missing"}
+    ours = fingerprint(cfg)
+    if theirs is None or theirs == ours:
+        return
+    if not overwrite:
+        differing = sorted(set(ours) | set(theirs), key=lambda k: (k not in ours, k))
+        shown = ", ".join(f"{k} {theirs.get(k, '(unset)')!r} -> {ours.get(k, '(unset)')!r}"
+                          for k in differing if theirs.get(k, "(unset)") != ours.get(k, "(unset)"))
+        raise RunConflictError(f"{cfg.out} holds a run with other settings ({shown})")
+    for name in RUN_FILES:
+        target = os.path.join(cfg.out, name)
+        if os.path.isdir(target):
+            shutil.rmtree(target)
+        elif os.path.exists(target):
+            os.remove(target)
+
 
 def _jit(flag):
     if flag == "auto":
         # XLA wins on GPUs; on CPUs it runs EfficientNet's depthwise convs ~14x slower.
         return bool(tf.config.list_physical_devices("GPU"))
-    return flag in (True, "true", "1", "yes", "on")
+    return flag == "true"
 
 
 def count_examples(source):
@@ -88,6 +207,9 @@ def build_datasets(cfg):
     train_src = data.make_source(cfg.dataset, "train", cfg.data_dir, cfg.synthetic_size,
                                  cfg.synthetic_count, cfg.seed, cfg.tfds_download)
     n = count_examples(train_src)
+    if n < cfg.batch_size:
+        raise ConfigError("batch_size", f"{cfg.batch_size} is more than the {n} readable training images "
+                                        "(incomplete batches are dropped)")
     if n < 2 * cfg.batch_size and cfg.steps_per_epoch is None:
         log.warning("only %d training images for batch size %d", n, cfg.batch_size)
     steps = cfg.steps_per_epoch or max(n // cfg.batch_size, 1)
@@ -129,27 +251,39 @@ class StepTimer(keras.callbacks.Callback):
         self.times.append(time.perf_counter() - self._t)
 
 
-def run_training(cfg, extra_callbacks=()):
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; the checkpoints hold the last good epoch."""
+
+
+def run_training(cfg, extra_callbacks=(), overwrite=False):
     """Trains, evaluates and saves; returns (model, history, summary dict).
 
     ``extra_callbacks`` run after the built-in ones (polarity, evaluation,
-    checkpoints, logs, backup).
+    checkpoints, logs, backup). The config is validated and the data read before
+    anything is written; ``cfg.out`` holding a run with other settings raises
+    ``RunConflictError`` unless ``overwrite``. A loss that turns non-finite stops
+    the run with ``NonFiniteLossError``, keeping the last good checkpoints.
 
     Writes under ``cfg.out``: ``last.keras``, ``best.keras`` (by GT-known Loc),
     ``final.keras``, ``log.csv``, ``per_threshold.csv``, ``tb/`` (TensorBoard),
     ``config.json``, ``summary.json``, and ``backup/`` while a run is under
     way, from which a killed run resumes.
     """
+    cfg.validate()
+    claim_out_dir(cfg, overwrite)
     keras.utils.set_random_seed(cfg.seed)
-    os.makedirs(cfg.out, exist_ok=True)
-    with open(os.path.join(cfg.out, "config.json"), "w") as f:
-        json.dump(dataclasses.asdict(cfg), f, indent=1)
     strategy = tf.distribute.MirroredStrategy()
-    train, steps, evaluation = build_datasets(cfg)
+    try:
+        train, steps, evaluation = build_datasets(cfg)
+    except ConfigError:
+        raise
+    except (FileNotFoundError, ValueError) as err:
+        raise DataError(str(err)) from err
+    write_json_atomically(os.path.join(cfg.out, "config.json"), dataclasses.asdict(cfg), indent=1)
     with strategy.scope():
         model = build_model(cfg, steps * cfg.epochs)
-    timer = StepTimer()
-    callbacks = [PolarityCallback(), timer]
+    timer, guard = StepTimer(), NonFiniteLossGuard()
+    callbacks = [guard, PolarityCallback(), timer]
     loc = None
     if evaluation is not None:
         loc = LocalizationCallback(evaluation, every=cfg.eval_every, out_dir=cfg.out,
@@ -167,6 +301,13 @@ def run_training(cfg, extra_callbacks=()):
     history = model.fit(train, epochs=cfg.epochs, steps_per_epoch=steps, callbacks=callbacks, shuffle=False,
                         verbose=cfg.verbose)
     wall = time.perf_counter() - start
+    if guard.failed_at is not None:
+        # The backup holds the diverged weights: resuming from it would only repeat them.
+        shutil.rmtree(os.path.join(cfg.out, "backup"), ignore_errors=True)
+        epoch, step, value = guard.failed_at
+        raise NonFiniteLossError(f"the loss became {value} at epoch {epoch + 1}, step {step + 1}; training stopped. "
+                                 f"{cfg.out}/last.keras and best.keras hold the last good epoch, if any; "
+                                 "try a lower learning rate")
     save_atomically(model, os.path.join(cfg.out, "final.keras"))
     later = timer.times[5:] or timer.times
     summary = {
@@ -185,6 +326,5 @@ def run_training(cfg, extra_callbacks=()):
         for key in ("pxap", "mask_iou"):
             if key in loc.last:
                 summary[key] = loc.last[key]
-    with open(os.path.join(cfg.out, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=1)
+    write_json_atomically(os.path.join(cfg.out, "summary.json"), summary, indent=1)
     return model, history, summary

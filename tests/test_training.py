@@ -82,3 +82,61 @@ def test_masks_dataset_reports_pxap_and_mask_iou(tmp_path):
     _, history, summary = run_training(cfg)
     assert 0 <= summary["pxap"] <= 100 and 0 <= summary["mask_iou"] <= 100
     assert "pxap" in history.history and "mask_iou" in history.history
+
+
+def test_reusing_out_with_other_settings_is_refused_and_overwrite_replaces_only_run_files(tmp_path):
+    from c2am_tf.training import RunConflictError
+
+    out = tmp_path / "r"
+    cfg = TrainConfig(out=str(out), epochs=1, steps_per_epoch=1, eval_every=0, **QUICK)
+    run_training(cfg)
+    (out / "notes.txt").write_text("mine")
+    final = (out / "final.keras").read_bytes()
+    other = TrainConfig(**{**cfg.__dict__, "lr": 0.01, "crop": 48})
+    with pytest.raises(RunConflictError, match=r"crop 56 -> 48, lr 0.001 -> 0.01"):
+        run_training(other)
+    assert (out / "final.keras").read_bytes() == final  # nothing of the old run was touched
+    # a setting that does not change the run (verbosity) resumes as before
+    run_training(TrainConfig(**{**cfg.__dict__, "verbose": 2}))
+    _, _, summary = run_training(other, overwrite=True)
+    assert json.loads((out / "config.json").read_text())["lr"] == 0.01
+    assert (out / "notes.txt").read_text() == "mine" and summary["epochs"] == 1
+
+
+def _fit_cli(tmp_path, *flags):
+    cmd = [sys.executable, os.path.join(ROOT, "train", "fit.py"), "--backbone", "tiny", "--weights", "none",
+           "--synthetic-count", "16", "--synthetic-size", "64", "--resize", "64", "--crop", "56",
+           "--eval-resize", "64", "--eval-crop", "64", "--verbose", "0", "--out", str(tmp_path / "cli"), *flags]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (("--lr", "nan"), "--lr: must be a finite number > 0; got nan"),
+    (("--batch-size", "0"), "--batch-size: must be an integer >= 2"),
+    (("--steps-per-epoch", "0"), "--steps-per-epoch: must be an integer >= 1"),
+    (("--crop", "72"), "--crop: 72 is larger than resize 64"),
+    (("--batch-size", "20"), "--batch-size: 20 is more than the 16 readable training images"),
+    (("--dataset", "folder", "--data-dir", "/no/such/folder"), "image folder not found: /no/such/folder"),
+    (("--momentum", "1"), "--momentum: must be a finite number >= 0 and < 1"),
+])
+def test_bad_flags_are_one_line_errors_and_write_nothing(tmp_path, flags, message):
+    proc = _fit_cli(tmp_path, *flags)
+    assert proc.returncode != 0
+    assert message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert not (tmp_path / "cli").exists()
+
+
+def test_a_loss_that_turns_nan_stops_the_run_and_keeps_the_last_good_model(tmp_path):
+    from c2am_tf.training import NonFiniteLossError
+
+    class _Poison(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 1:  # weights become NaN: every later loss is NaN
+                self.model.head.kernel.assign(self.model.head.kernel * np.nan)
+
+    cfg = TrainConfig(out=str(tmp_path / "n"), epochs=3, steps_per_epoch=2, eval_every=1, **QUICK)
+    with pytest.raises(NonFiniteLossError, match="epoch 2, step 1"):
+        run_training(cfg, extra_callbacks=[_Poison()])
+    last = keras.saving.load_model(str(tmp_path / "n" / "last.keras"))
+    assert all(np.isfinite(w).all() for w in last.get_weights())
+    assert not (tmp_path / "n" / "final.keras").exists() and not (tmp_path / "n" / "backup").exists()

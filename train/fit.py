@@ -12,11 +12,12 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from c2am_tf.training import TrainConfig, run_training  # noqa: E402
+from c2am_tf.training import (ConfigError, DataError, NonFiniteLossError, RunConflictError, TrainConfig,  # noqa: E402
+                               run_training)
 
 
 def parse_args(argv=None):
-    """Flags -> TrainConfig (every field of TrainConfig is a flag)."""
+    """Flags -> (validated TrainConfig, overwrite, parser); every field of TrainConfig is a flag."""
     defaults = TrainConfig()
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--dataset", default=defaults.dataset, choices=["synthetic", "cub", "folder", "masks"],
@@ -60,18 +61,33 @@ def parse_args(argv=None):
     p.add_argument("--tfds-download", action="store_true",
                    help="let tfds download and prepare caltech_birds2011 (needs internet)")
     p.add_argument("--verbose", type=int, default=defaults.verbose, choices=[0, 1, 2])
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a run with other settings in --out (its files only) instead of refusing")
     args = p.parse_args(argv)
     values = vars(args)
+    overwrite = values.pop("overwrite")
     if values["weights"] in ("none", "None", ""):
         values["weights"] = None
-    return TrainConfig(**values)
+    cfg = TrainConfig(**values)
+    try:
+        cfg.validate()
+    except ConfigError as err:
+        p.error(f"--{err.field.replace('_', '-')}: {err.message}")
+    return cfg, overwrite, p
 
 
 def main(argv=None):
     """Entry point."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    cfg = parse_args(argv)
-    _, _, summary = run_training(cfg)
+    cfg, overwrite, parser = parse_args(argv)
+    try:
+        _, _, summary = run_training(cfg, overwrite=overwrite)
+    except ConfigError as err:
+        parser.error(f"--{err.field.replace('_', '-')}: {err.message}")
+    except RunConflictError as err:
+        parser.error(f"--out: {err}; pass --overwrite to replace it, or choose another --out")
+    except (DataError, NonFiniteLossError) as err:
+        parser.exit(1, f"{parser.prog}: error: {err}\n")
     print("summary:", {k: v for k, v in summary.items() if k != "per_threshold"})
     print(f"saved: {os.path.join(cfg.out, 'final.keras')} (best: {os.path.join(cfg.out, 'best.keras')})")
     return summary
