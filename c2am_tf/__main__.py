@@ -13,6 +13,7 @@ import sys
 
 import tensorflow as tf
 
+from c2am_tf.boxes_json import BoxesWriter, box_record
 from c2am_tf.callbacks import predict_maps
 from c2am_tf.data.images import read_rgb
 from c2am_tf.files import OutputNames, image_paths, write_json_atomically
@@ -22,30 +23,39 @@ from c2am_tf.viz import overlay, write_png
 
 
 def predict(paths, model_path, out_dir, size=448, threshold=None):
-    """Writes an overlay PNG and a JSON per image; returns the list of JSON records."""
+    """Writes an overlay PNG and a JSON per image, and ``OUT/boxes.json`` (``c2am_tf.boxes/v1``,
+    streamed as results come); returns the list of records."""
     pictures, jsons = OutputNames(paths, out_dir, ".png"), OutputNames(paths, out_dir, ".json")
     model = load_model(model_path)
     t = float(model.threshold.numpy()) if threshold is None else float(threshold)
-    os.makedirs(out_dir, exist_ok=True)
-    records = []
-    for path in paths:
-        try:
-            image = read_rgb(path).numpy()
-        except tf.errors.OpError as e:
-            print(f"skipping {path}: cannot decode ({e.message.splitlines()[0]})", file=sys.stderr)
-            continue
-        if image.size == 0:
-            print(f"skipping {path}: empty image", file=sys.stderr)
-            continue
-        h, w = image.shape[:2]
-        score_map = predict_maps(model, resize_square(image, size)[None])[0]
-        box, fraction = map_to_box(score_map, t, w, h)
-        record = {"image": path, "width": w, "height": h, "box": [round(float(v), 2) for v in box],
-                  "threshold": t, "foreground_fraction": round(fraction, 4)}
-        write_json_atomically(jsons(path), record, indent=1)
-        write_png(pictures(path), overlay(image, score_map, [box]))
-        records.append(record)
-    return records
+    writer = BoxesWriter(os.path.join(out_dir, "boxes.json"),
+                         {"model": os.path.abspath(model_path), "threshold": t, "size": size})
+    with writer:
+        for path in paths:
+            if path not in writer.done:
+                record = _predict_one(model, path, size, t, pictures, jsons)
+                if record is not None:
+                    writer.add(record)
+    return list(writer.done.values())
+
+
+def _predict_one(model, path, size, t, pictures, jsons):
+    """One image: its record, or None (with a message) when it cannot be read."""
+    try:
+        image = read_rgb(path).numpy()
+    except tf.errors.OpError as e:
+        print(f"skipping {path}: cannot decode ({e.message.splitlines()[0]})", file=sys.stderr)
+        return None
+    if image.size == 0:
+        print(f"skipping {path}: empty image", file=sys.stderr)
+        return None
+    h, w = image.shape[:2]
+    score_map = predict_maps(model, resize_square(image, size)[None])[0]
+    box, fraction = map_to_box(score_map, t, w, h)
+    record = box_record(path, w, h, box, fraction)
+    write_json_atomically(jsons(path), {**record, "threshold": t}, indent=1)
+    write_png(pictures(path), overlay(image, score_map, [box]))
+    return record
 
 
 def main(argv=None):

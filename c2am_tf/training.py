@@ -71,6 +71,7 @@ class TrainConfig:
     tfds_download: bool = False
     verbose: int = 1
     num_pictures: int = 8
+    strict: bool = False  # an unusable box annotation is an error, not a skipped image
 
     def validate(self):
         """Raises ``ConfigError`` (naming the field) for a value no run can use."""
@@ -108,7 +109,7 @@ STRIDE = 16
 MIN_IMAGE_SIZE = 2 * STRIDE  # a 2 x 2 map at least: the polarity compares border and interior
 JIT_CHOICES = ("auto", "true", "false")
 # Fields that do not change what a run computes: a resumed run may differ in these.
-NOT_FINGERPRINTED = ("out", "verbose", "num_pictures")
+NOT_FINGERPRINTED = ("out", "verbose", "num_pictures", "strict")
 # What a run writes under ``out`` (--overwrite removes these, and nothing else).
 RUN_FILES = ("backup", "config.json", "summary.json", "best.keras", "best.json", "last.keras", "final.keras",
              "log.csv", "per_threshold.csv", "tb")
@@ -205,7 +206,7 @@ def count_examples(source):
 def build_datasets(cfg):
     """(train batches (repeated), steps per epoch, eval batches or None)."""
     train_src = data.make_source(cfg.dataset, "train", cfg.data_dir, cfg.synthetic_size,
-                                 cfg.synthetic_count, cfg.seed, cfg.tfds_download)
+                                 cfg.synthetic_count, cfg.seed, cfg.tfds_download, cfg.strict)
     n = count_examples(train_src)
     if n < cfg.batch_size:
         raise ConfigError("batch_size", f"{cfg.batch_size} is more than the {n} readable training images "
@@ -218,7 +219,7 @@ def build_datasets(cfg):
     evaluation = None
     if cfg.dataset != "folder" and cfg.eval_every > 0:
         eval_src = data.make_source(cfg.dataset, "test", cfg.data_dir, cfg.synthetic_size,
-                                    cfg.synthetic_count, cfg.seed, cfg.tfds_download)
+                                    cfg.synthetic_count, cfg.seed, cfg.tfds_download, cfg.strict)
         evaluation = data.eval_pipeline(eval_src, cfg.eval_batch_size, cfg.eval_resize,
                                         cfg.eval_crop, cfg.cache)
     return train, steps, evaluation

@@ -20,6 +20,8 @@ def overlay(image, score_map, boxes=(), gt_boxes=(), alpha=0.5):
     thickness = max(1, round(min(h, w) / 160))
     for colour, group in (((255, 0, 0), gt_boxes), ((0, 255, 0), boxes)):
         for box in np.asarray(group, np.float32).reshape(-1, 4):
+            if not np.isfinite(box).all():  # a picture must never end a run: draw what can be drawn
+                continue
             x0, y0, x1, y1 = (int(round(v)) for v in box)
             cv2.rectangle(out, (x0, y0), (x1, y1), colour, thickness)
     return out

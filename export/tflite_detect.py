@@ -20,7 +20,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from c2am_tf.files import OutputNames, image_paths, read_image, write_json_atomically  # noqa: E402
+from c2am_tf.boxes_json import BoxesWriter, box_record  # noqa: E402
+from c2am_tf.files import OutputNames, image_paths, read_image  # noqa: E402
 from c2am_tf.litert import ForegroundDetector  # noqa: E402
 
 
@@ -44,33 +45,37 @@ def main(argv=None):
     detector = ForegroundDetector(args.model, num_threads=args.threads, threshold=args.threshold)
     if not args.no_overlays:
         from c2am_tf.viz import overlay, write_png  # OpenCV, only for the pictures
-    os.makedirs(args.out, exist_ok=True)
-    records, skipped, total_ms, model_ms = [], [], [], []
-    for path in paths:
-        image = read_image(path)
-        if image is None or image.size == 0:
-            skipped.append(path)
-            continue
-        start = time.perf_counter()
-        result = detector.detect(image)
-        total_ms.append((time.perf_counter() - start) * 1e3)
-        model_ms.append(detector.last_invoke_ms)
-        height, width = image.shape[:2]
-        records.append({"path": path, "width": width, "height": height,
-                        "box": [round(float(v), 2) for v in result["box"]],
-                        "score": round(result["score"], 4),
-                        "foreground_fraction": round(result["foreground_fraction"], 4)})
-        if not args.no_overlays:
-            write_png(pictures(path), overlay(image, result["map"], [result["box"]]))
+    header = {"model": os.path.abspath(args.model), "threshold": detector.threshold,
+              "quantize": detector.metadata.get("quantize")}
+    try:
+        writer = BoxesWriter(os.path.join(args.out, "boxes.json"), header)
+    except ValueError as err:
+        p.error(f"--out: {err}")
+    skipped, total_ms, model_ms = [], [], []
+    with writer:  # each result reaches the disk as it comes: a crash keeps what was done
+        for path in paths:
+            if path in writer.done:
+                continue
+            image = read_image(path)
+            if image is None or image.size == 0:
+                skipped.append(path)
+                continue
+            start = time.perf_counter()
+            result = detector.detect(image)
+            total_ms.append((time.perf_counter() - start) * 1e3)
+            model_ms.append(detector.last_invoke_ms)
+            height, width = image.shape[:2]
+            writer.add(box_record(path, width, height, result["box"], result["foreground_fraction"],
+                                  result["score"]))
+            if not args.no_overlays:
+                write_png(pictures(path), overlay(image, result["map"], [result["box"]]))
+    records = list(writer.done.values())
     if skipped:
         shown = ", ".join(skipped[:5]) + (" ..." if len(skipped) > 5 else "")
         print(f"warning: skipped {len(skipped)} unreadable images of {len(paths)}: {shown}", file=sys.stderr)
-    write_json_atomically(os.path.join(args.out, "boxes.json"), {
-        "format": "c2am_tf.boxes/v1", "model": os.path.abspath(args.model), "threshold": detector.threshold,
-        "quantize": detector.metadata.get("quantize"), "images": records}, indent=1)
-    if records:
+    if total_ms:
         # The first call includes the interpreter's one-off setup: leave it out of the median.
-        steady = slice(1, None) if len(records) > 1 else slice(None)
+        steady = slice(1, None) if len(total_ms) > 1 else slice(None)
         print(f"{len(records)} images -> {args.out}/boxes.json; ms/image (median after the first): "
               f"detection {np.median(total_ms[steady]):.1f}, model alone {np.median(model_ms[steady]):.1f} "
               f"({args.threads} threads, input {detector.height}x{detector.width})")

@@ -107,14 +107,14 @@ def test_tfds_source_converts_normalized_boxes_to_pixels():
 
 def test_tfds_not_prepared_is_a_fast_clear_error(tmp_path):
     pytest.importorskip("tensorflow_datasets")
-    with pytest.raises(FileNotFoundError, match="--data-dir"):
+    with pytest.raises(FileNotFoundError, match="raw CUB_200_2011 folder"):
         data.tfds_cub_source("train", data_dir=str(tmp_path))
 
 
 def test_make_source_errors():
     with pytest.raises(ValueError, match="unknown dataset"):
         data.make_source("imagenet")
-    with pytest.raises(ValueError, match="--data-dir"):
+    with pytest.raises(ValueError, match="needs data_dir"):
         data.make_source("folder")
 
 
@@ -161,3 +161,46 @@ def test_tfds_cub_masks_are_binary():
     for ex in examples:
         assert ex["mask"].dtype == tf.uint8 and ex["mask"].shape.rank == 2
         assert set(np.unique(ex["mask"].numpy())) <= {0, 1}
+
+
+def _bad_boxes(root):
+    """The 5-image CUB folder with a NaN, a non-numeric, an empty and a partly-outside box."""
+    _write_cub(root)
+    (root / "bounding_boxes.txt").write_text(
+        "1 1 2 10 nan\n2 0 0 x 5\n3 1 1 0 3\n4 0 0 1 1\n5 20 10 300 50\n")
+    (root / "train_test_split.txt").write_text("1 0\n2 0\n3 0\n4 1\n5 0\n")
+    return root
+
+
+def test_unusable_boxes_are_skipped_with_their_line_and_partly_outside_ones_clamped(tmp_path, caplog):
+    root = _bad_boxes(tmp_path / "c")
+    with caplog.at_level(logging.WARNING, logger="c2am_tf.data"):
+        records = data.cub_records(str(root), "test")
+    assert [(r[0].rsplit("/", 1)[1], r[1]) for r in records] == [("e.jpg", [20.0, 10.0, 200.0, 60.0])]
+    text = caplog.text
+    assert "skipped 3 images with unusable boxes, clamped 1 boxes" in text
+    assert "bounding_boxes.txt:1: non-finite box" in text and "bounding_boxes.txt:2: non-numeric" in text
+
+
+def test_strict_makes_a_bad_box_an_error_naming_file_and_line(tmp_path):
+    from c2am_tf.data.annotations import AnnotationError
+
+    root = _bad_boxes(tmp_path / "c")
+    with pytest.raises(AnnotationError, match=r"bounding_boxes.txt:1: non-finite box"):
+        data.cub_records(str(root), "test", strict=True)
+    (root / "bounding_boxes.txt").write_text("1 1 2 10 10\n2 0 0 5 5\n3 1 1 3 3\n4 0 0 1 1\n5 20 10 300 50\n")
+    with pytest.raises(AnnotationError, match=r"bounding_boxes.txt:5: box .* extends outside the 200x100 image"):
+        data.cub_records(str(root), "test", strict=True)
+
+
+def test_a_nan_box_no_longer_costs_the_run(tmp_path):
+    """A NaN box crashed the epoch-end pictures and no model was saved; now it is skipped."""
+    from c2am_tf.training import TrainConfig, run_training
+
+    root = _write_cub(tmp_path / "c")
+    (root / "bounding_boxes.txt").write_text("1 1 2 10 10\n2 0 0 5 5\n3 1 1 3 3\n4 0 0 1 1\n5 nan 10 100 50\n")
+    (root / "train_test_split.txt").write_text("1 1\n2 1\n3 0\n4 0\n5 0\n")
+    cfg = TrainConfig(dataset="cub", data_dir=str(root), backbone="tiny", weights=None, epochs=1, batch_size=2,
+                      resize=64, crop=48, eval_resize=64, eval_crop=64, out=str(tmp_path / "run"), verbose=0)
+    run_training(cfg)
+    assert (tmp_path / "run" / "final.keras").exists()

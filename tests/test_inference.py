@@ -71,11 +71,13 @@ def test_predict_never_overwrites_an_input_and_keeps_names_apart(tmp_path, saved
     assert cli(["predict", str(photos), "--model", saved_model, "--out", str(out)]) == 0
     assert cli(["predict", str(photos), "--model", saved_model, "--out", str(out)]) == 0
     assert sorted(os.path.relpath(p, out) for p in out.rglob("*.json")) == [
-        "keepme.png.json", os.path.join("sub", "x.jpg.json"), "x.jpg.json", "x.png.json"]
+        "boxes.json", "keepme.png.json", os.path.join("sub", "x.jpg.json"), "x.jpg.json", "x.png.json"]
+    boxes = json.loads((out / "boxes.json").read_text())
+    assert boxes["format"] == "c2am_tf.boxes/v1" and len(boxes["images"]) == 4
     kept = (photos / "keepme.png").read_bytes()
     assert cli(["predict", str(photos), "--model", saved_model, "--out", str(photos)]) == 0
     assert (photos / "keepme.png").read_bytes() == kept
-    boxes = {rel: json.loads((photos / f"{rel}.json").read_text())["image"]
+    boxes = {rel: json.loads((photos / f"{rel}.json").read_text())["path"]
              for rel in ("x.jpg", "x.png", "sub/x.jpg", "keepme.png")}
     assert sorted(boxes.values()) == sorted(str(photos / rel) for rel in boxes)  # one result each
 
@@ -97,7 +99,7 @@ def test_extract_boxes_writes_both_formats_and_resumes(tmp_path, saved_model):
            "--dataset", "synthetic", "--split", "test", "--out", str(out), "--psol-out", str(tmp_path / "psol.json"),
            "--resize", "64", "--crop", "64", "--overlays", str(tmp_path / "pics")]
     # a partial log from an earlier run, killed mid-write: its complete line is kept, the torn one redone
-    header = {"model_sha256": hashlib.sha256(open(saved_model, "rb").read()).hexdigest(),
+    header = {"model": os.path.abspath(saved_model), "model_sha256": hashlib.sha256(open(saved_model, "rb").read()).hexdigest(),
               "threshold": float(load_model(saved_model).threshold.numpy()), "resize": 64, "crop": 64,
               "dataset": "synthetic", "split": "test"}
     done = {"path": "synthetic/test/00000", "width": 160, "height": 160, "box": [1, 2, 3, 4],
@@ -108,7 +110,7 @@ def test_extract_boxes_writes_both_formats_and_resumes(tmp_path, saved_model):
                        + '{"path": "synthetic/test/00001", "wid')
     # another threshold would mix two runs' boxes: refused, and the partial file is left as it was
     proc = subprocess.run(cmd + ["--threshold", "0.9"], capture_output=True, text=True, timeout=300)
-    assert proc.returncode != 0 and "written by another extraction (threshold" in proc.stderr
+    assert proc.returncode != 0 and "written by another run (threshold" in proc.stderr
     assert partial.read_text().endswith('"wid')
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -17,7 +17,6 @@ killed run started again skips the images already done.
 
 import argparse
 import hashlib
-import json
 import os
 import sys
 
@@ -28,7 +27,8 @@ from tqdm import tqdm  # noqa: E402
 
 from c2am_tf import data  # noqa: E402
 from c2am_tf.callbacks import predict_maps  # noqa: E402
-from c2am_tf.files import OutputNames, write_atomically, write_json_atomically  # noqa: E402
+from c2am_tf.boxes_json import BoxesWriter, box_record  # noqa: E402
+from c2am_tf.files import OutputNames, write_json_atomically  # noqa: E402
 from c2am_tf.inference import crop_box_to_original, load_model, map_to_box  # noqa: E402
 from c2am_tf.viz import overlay, write_png  # noqa: E402
 
@@ -50,42 +50,6 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def read_partial(path, header):
-    """Boxes already written by a killed run: {path: entry}.
-
-    The first line is the run's ``header`` (model file digest, threshold, transform); a
-    different one is refused, so two runs' boxes are never mixed. A torn last line (a
-    kill mid-write) is dropped with a warning.
-    """
-    if not os.path.exists(path):
-        return {}
-    with open(path) as f:
-        lines = f.read().split("\n")
-    done, kept = {}, []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            if number >= len(lines) - 1:  # the last line, torn by a kill: its image is redone
-                print(f"warning: {path}:{number}: dropping a torn last line", file=sys.stderr)
-                write_atomically(path, "".join(k + "\n" for k in kept))  # appends must not follow the fragment
-                break
-            raise ValueError(f"{path}:{number}: not a JSON line; delete the file to start over") from None
-        kept.append(line)
-        if number == 1:
-            if entry.get("header") != header:
-                theirs = entry.get("header") or {}
-                differing = ", ".join(f"{k} {theirs.get(k)!r} -> {v!r}" for k, v in header.items()
-                                      if theirs.get(k) != v)
-                raise ValueError(f"{path} was written by another extraction ({differing}); delete it to start "
-                                 "over, or rerun with that run's model and threshold")
-            continue
-        done[entry["path"]] = entry
-    return done
-
-
 def _digest(path):
     sha = hashlib.sha256()
     with open(path, "rb") as f:
@@ -104,16 +68,13 @@ def main(argv=None):
     model = load_model(args.model)
     threshold = args.threshold if args.threshold is not None else float(model.threshold.numpy())
     source = data.make_source(args.dataset, args.split, args.data_dir)
-    partial = args.out + ".partial.jsonl"
-    header = {"model_sha256": _digest(args.model), "threshold": threshold, "resize": args.resize,
-              "crop": args.crop, "dataset": args.dataset, "split": args.split}
+    header = {"model": os.path.abspath(args.model), "model_sha256": _digest(args.model), "threshold": threshold,
+              "resize": args.resize, "crop": args.crop, "dataset": args.dataset, "split": args.split}
     try:
-        done = read_partial(partial, header)
+        writer = BoxesWriter(args.out, header)
     except ValueError as err:
         sys.exit(f"error: {err}")
-    if not done:
-        with open(partial, "w") as f:
-            f.write(json.dumps({"header": header}) + "\n")
+    done = writer.done
     paths = tf.constant(list(done) or [""])
     source = source.filter(lambda ex: tf.logical_not(tf.reduce_any(tf.equal(ex["path"], paths))))
 
@@ -125,31 +86,24 @@ def main(argv=None):
     pictures = None
     if args.overlays:
         pictures = OutputNames(None, args.overlays, ".png", root=args.data_dir or os.getcwd())
-    with open(partial, "a") as log, tqdm(desc="boxes", unit="img", initial=len(done)) as bar:
+    with writer, tqdm(desc="boxes", unit="img", initial=len(done)) as bar:
         for images, batch_paths, widths, heights in ds:
             maps = predict_maps(model, images)
             for i, score_map in enumerate(maps):
                 box, fraction = map_to_box(score_map, threshold, args.crop, args.crop)
                 w, h = int(widths[i]), int(heights[i])
-                entry = {"path": batch_paths[i].numpy().decode(), "width": w, "height": h,
-                         "box": [round(float(v), 2) for v in crop_box_to_original(box, w, h, args.resize, args.crop)],
-                         "foreground_fraction": round(fraction, 4)}
-                log.write(json.dumps(entry) + "\n")
-                done[entry["path"]] = entry
+                path = batch_paths[i].numpy().decode()
+                writer.add(box_record(path, w, h, crop_box_to_original(box, w, h, args.resize, args.crop), fraction))
                 if pictures is not None:
-                    write_png(pictures(entry["path"]), overlay(images[i].numpy(), score_map, [box]))
-            log.flush()
+                    write_png(pictures(path), overlay(images[i].numpy(), score_map, [box]))
             bar.update(len(maps))
-    result = {"format": "c2am_tf.boxes/v1", "model": os.path.abspath(args.model), "threshold": threshold,
-              "images": list(done.values())}
-    write_json_atomically(args.out, result)
+    records = list(done.values())
     if args.psol_out:
         psol = {e["path"]: [e["box"][0] / e["width"], e["box"][1] / e["height"],
                             (e["box"][2] - e["box"][0]) / e["width"], (e["box"][3] - e["box"][1]) / e["height"]]
-                for e in done.values()}
+                for e in records}
         write_json_atomically(args.psol_out, psol)
-    os.remove(partial)
-    print(f"{len(done)} boxes at threshold {threshold:.2f} -> {args.out}")
+    print(f"{len(records)} boxes at threshold {threshold:.2f} -> {args.out}")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from c2am_tf.data.cub import TfdsNotPreparedError  # noqa: E402
 from c2am_tf.training import (ConfigError, DataError, NonFiniteLossError, RunConflictError, TrainConfig,  # noqa: E402
                                run_training)
 
@@ -61,6 +62,9 @@ def parse_args(argv=None):
     p.add_argument("--tfds-download", action="store_true",
                    help="let tfds download and prepare caltech_birds2011 (needs internet)")
     p.add_argument("--verbose", type=int, default=defaults.verbose, choices=[0, 1, 2])
+    p.add_argument("--strict", action="store_true",
+                   help="an unusable box annotation (non-numeric, NaN, empty, outside its image) is an error; "
+                        "by default its image is skipped (boxes partly outside are clamped) with a warning")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a run with other settings in --out (its files only) instead of refusing")
     args = p.parse_args(argv)
@@ -87,7 +91,10 @@ def main(argv=None):
     except RunConflictError as err:
         parser.error(f"--out: {err}; pass --overwrite to replace it, or choose another --out")
     except (DataError, NonFiniteLossError) as err:
-        parser.exit(1, f"{parser.prog}: error: {err}\n")
+        hint = ""
+        if isinstance(err.__cause__, TfdsNotPreparedError):
+            hint = " Use --data-dir for a raw folder, or --tfds-download (online)."
+        parser.exit(1, f"{parser.prog}: error: {err}{hint}\n")
     print("summary:", {k: v for k, v in summary.items() if k != "per_threshold"})
     print(f"saved: {os.path.join(cfg.out, 'final.keras')} (best: {os.path.join(cfg.out, 'best.keras')})")
     return summary

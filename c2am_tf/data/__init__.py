@@ -55,14 +55,17 @@ def eval_pipeline(source, batch_size, resize=480, crop=448, cache=True):
 
 
 def make_source(name, split="train", data_dir=None, synthetic_size=160, synthetic_count=None,
-                seed=0, tfds_download=False):
-    """A source by dataset name: ``synthetic``, ``cub`` (raw folder, else tfds), ``folder`` or ``masks``."""
+                seed=0, tfds_download=False, strict=False):
+    """A source by dataset name: ``synthetic``, ``cub`` (raw folder, else tfds), ``folder`` or ``masks``.
+
+    ``strict`` makes an unusable box annotation an error instead of a skipped image.
+    """
     if name == "synthetic":
         count = synthetic_count or (512 if split == "train" else 128)
         return synthetic_source(count, synthetic_size, seed, split)
     if name == "cub":
         if data_dir:
-            return cub_source(data_dir, split)
+            return cub_source(data_dir, split, strict=strict)
         return tfds_cub_source(split, download=tfds_download)
     if name == "masks":
         if not data_dir:  # tfds CUB with its segmentation masks
@@ -70,7 +73,7 @@ def make_source(name, split="train", data_dir=None, synthetic_size=160, syntheti
         return masks_source(data_dir)  # unsupervised: train and evaluate on the same images
     if name == "folder":
         if not data_dir:
-            raise ValueError("--dataset folder needs --data-dir (a folder of images)")
+            raise ValueError("dataset 'folder' needs data_dir, a folder of images")
         if split != "train":
             raise ValueError("an image folder has no boxes: it cannot be evaluated")
         return folder_source(data_dir)

@@ -1,0 +1,127 @@
+"""The boxes file, ``c2am_tf.boxes/v1``: one schema, written as results come, read back safely.
+
+Every command that writes boxes for many images (``extract_boxes``, ``predict``,
+``tflite_detect``) writes this file through ``BoxesWriter``::
+
+    {"format": "c2am_tf.boxes/v1", "model": ..., "threshold": 0.35, ...,
+     "images": [{"path": ..., "width": W, "height": H, "box": [x0, y0, x1, y1],
+                 "foreground_fraction": 0.31, "score": 0.9 (optional)}, ...]}
+
+Boxes are in original image pixels. While a run is under way each record is
+appended to ``OUT.partial.jsonl`` (first line: the run's header) and flushed, so
+a crash or a kill keeps every result so far; a run started again with the same
+header resumes, another header is refused. The final JSON is written atomically.
+
+Example:
+>>> import tempfile, os
+>>> out = os.path.join(tempfile.mkdtemp(), "boxes.json")
+>>> with BoxesWriter(out, {"model": "m.keras", "threshold": 0.5}) as writer:
+...     writer.add(box_record("a.jpg", 40, 30, [1, 2, 30.004, 20], 0.25))
+>>> read_boxes(out)["images"][0]["box"]
+[1.0, 2.0, 30.0, 20.0]
+"""
+
+import json
+import os
+import sys
+
+from c2am_tf.files import write_atomically, write_json_atomically
+
+FORMAT = "c2am_tf.boxes/v1"
+
+
+def box_record(path, width, height, box, foreground_fraction, score=None):
+    """One image's record (coordinates rounded to 0.01 px, fractions to 1e-4)."""
+    record = {"path": os.fspath(path), "width": int(width), "height": int(height),
+              "box": [round(float(v), 2) for v in box], "foreground_fraction": round(float(foreground_fraction), 4)}
+    if score is not None:
+        record["score"] = round(float(score), 4)
+    return record
+
+
+def read_partial(path, header):
+    """Records already written by a killed run: {path: record}.
+
+    The first line must be ``{"header": header}``; another header raises ValueError naming
+    the differing values, so two runs' results are never mixed. A torn last line (a kill
+    mid-write) is dropped with a warning and cut from the file.
+    """
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        lines = f.read().split("\n")
+    done, kept = {}, []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            if number >= len(lines) - 1:  # the last line, torn by a kill: its image is redone
+                print(f"warning: {path}:{number}: dropping a torn last line", file=sys.stderr)
+                write_atomically(path, "".join(k + "\n" for k in kept))  # appends must not follow the fragment
+                break
+            raise ValueError(f"{path}:{number}: not a JSON line; delete the file to start over") from None
+        kept.append(line)
+        if number == 1:
+            if not isinstance(entry, dict) or entry.get("header") != header:
+                theirs = (entry.get("header") if isinstance(entry, dict) else None) or {}
+                differing = ", ".join(f"{k} {theirs.get(k)!r} -> {v!r}" for k, v in header.items()
+                                      if theirs.get(k) != v)
+                raise ValueError(f"{path} was written by another run ({differing}); delete it to start over, "
+                                 "or rerun with that run's settings")
+            continue
+        done[entry["path"]] = entry
+    return done
+
+
+class BoxesWriter:
+    """Streams box records to ``OUT.partial.jsonl``; ``close`` writes ``OUT`` (the boxes JSON).
+
+    ``header`` (JSON-able dict: model, threshold, transform, ...) identifies the run and is
+    copied into the final file. ``done`` holds the records of a resumed run.
+    """
+
+    def __init__(self, out, header):
+        self.out, self.header = os.fspath(out), dict(header)
+        self.partial = self.out + ".partial.jsonl"
+        os.makedirs(os.path.dirname(os.path.abspath(self.out)), exist_ok=True)
+        self.done = read_partial(self.partial, self.header)
+        if not self.done:
+            write_atomically(self.partial, json.dumps({"header": self.header}) + "\n")
+        self._log = open(self.partial, "a")
+
+    def add(self, record):
+        """Appends one record (see ``box_record``) and flushes it to disk."""
+        self._log.write(json.dumps(record) + "\n")
+        self._log.flush()
+        self.done[record["path"]] = record
+
+    def close(self):
+        """Writes the final JSON atomically and removes the partial log; returns the records."""
+        self._log.close()
+        records = list(self.done.values())
+        write_json_atomically(self.out, {"format": FORMAT, **self.header, "images": records}, indent=1)
+        os.remove(self.partial)
+        return records
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, value, tb):
+        if kind is None:
+            self.close()
+        else:  # keep the partial log: a run started again resumes from it
+            self._log.close()
+
+
+def read_boxes(path):
+    """A boxes file as a dict; ValueError naming the file if it is not ``c2am_tf.boxes/v1``."""
+    with open(path) as f:
+        try:
+            content = json.load(f)
+        except ValueError as err:
+            raise ValueError(f"{path}: not JSON ({err})") from None
+    if not isinstance(content, dict) or content.get("format") != FORMAT or not isinstance(content.get("images"), list):
+        raise ValueError(f"{path}: not a {FORMAT} boxes file")
+    return content

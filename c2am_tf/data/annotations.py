@@ -1,0 +1,108 @@
+"""Checking box annotations when they are read, so one bad record never costs a run.
+
+Each box is checked against its image's size (read from the file header, not
+decoded): non-numeric or non-finite fields, an empty or inverted box, and a box
+wholly outside the image are *skipped* (the image is dropped from the split);
+a box partly outside the image is *clamped* to it. Each problem names the
+annotation file and line. Without ``strict`` one warning gives the counts and
+the first few problems; with ``strict`` the first problem is an
+``AnnotationError``.
+"""
+
+import logging
+import math
+
+log = logging.getLogger("c2am_tf.data")
+
+
+class AnnotationError(ValueError):
+    """A box annotation that cannot be used (raised in strict mode)."""
+
+
+def parse_box(fields, where):
+    """Floats of ``fields`` or AnnotationError naming ``where`` (file:line) and the bad field."""
+    try:
+        values = [float(v) for v in fields]
+    except ValueError:
+        raise AnnotationError(f"{where}: non-numeric box field in {' '.join(fields)!r}") from None
+    if not all(math.isfinite(v) for v in values):
+        raise AnnotationError(f"{where}: non-finite box {' '.join(fields)!r}")
+    return values
+
+
+def check_box(box, width, height, where):
+    """(box clamped to the image, problem or None); raises AnnotationError if it cannot be used.
+
+    ``box`` is x0, y0, x1, y1 in pixels of a ``width`` x ``height`` image (``inf``: size unknown).
+
+    >>> check_box([10, 5, 50, 40], 100, 80, "b.txt:1")
+    ([10, 5, 50, 40], None)
+    >>> check_box([-4, 5, 120, 40], 100, 80, "b.txt:2")
+    ([0, 5, 100, 40], 'b.txt:2: box [-4, 5, 120, 40] extends outside the 100x80 image, clamped')
+    >>> check_box([10, 5, 10, 40], 100, 80, "b.txt:3")
+    Traceback (most recent call last):
+    ...
+    c2am_tf.data.annotations.AnnotationError: b.txt:3: empty box [10, 5, 10, 40] (zero or negative area)
+    """
+    x0, y0, x1, y1 = box
+    if not all(math.isfinite(v) for v in box):
+        raise AnnotationError(f"{where}: non-finite box {list(box)}")
+    if x1 <= x0 or y1 <= y0:
+        raise AnnotationError(f"{where}: empty box {list(box)} (zero or negative area)")
+    if x1 <= 0 or y1 <= 0 or x0 >= width or y0 >= height:
+        raise AnnotationError(f"{where}: box {list(box)} lies outside the {width}x{height} image")
+    clamped = [max(x0, 0), max(y0, 0), min(x1, width), min(y1, height)]
+    if clamped != list(box):
+        return clamped, f"{where}: box {list(box)} extends outside the {width}x{height} image, clamped"
+    return list(box), None
+
+
+class BoxAudit:
+    """Collects skipped and clamped boxes of one annotation file and reports them once.
+
+    Usage: ``audit.check(fields_or_box, size, where)`` per record (None = skip the image),
+    then ``audit.report()``.
+    """
+
+    def __init__(self, what, strict=False):
+        self.what, self.strict = what, strict
+        self.skipped, self.clamped = [], []
+
+    def check(self, box, size, where):
+        """The usable box (clamped) or None to skip the image; strict mode raises instead."""
+        try:
+            if box and isinstance(box[0], str):
+                box = parse_box(box, where)
+            # an unreadable image keeps its box: the image reader skips and counts it
+            box, problem = check_box(box, *(size or (math.inf, math.inf)), where)
+        except AnnotationError as err:
+            if self.strict:
+                raise
+            self.skipped.append(str(err))
+            return None
+        if problem:
+            if self.strict:
+                raise AnnotationError(problem)
+            self.clamped.append(problem)
+        return box
+
+    def report(self):
+        """Logs one warning with the counts and the first problems; returns (skipped, clamped) counts."""
+        if self.skipped or self.clamped:
+            shown = "; ".join((self.skipped + self.clamped)[:3])
+            more = " ..." if len(self.skipped) + len(self.clamped) > 3 else ""
+            log.warning("%s: skipped %d images with unusable boxes, clamped %d boxes to their image "
+                        "(strict mode makes these errors): %s%s",
+                        self.what, len(self.skipped), len(self.clamped), shown, more)
+        return len(self.skipped), len(self.clamped)
+
+
+def image_size(path):
+    """(width, height) from the file's header (PIL, no decoding), or None when it cannot be read."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except (OSError, UnidentifiedImageError, ValueError):
+        return None
