@@ -1,4 +1,4 @@
-"""Files without TensorFlow: listing and reading image files, and atomic writes (a temporary file in
+"""Files without TensorFlow: listing image files (``c2am_tf.image_io`` reads them), and atomic writes (a temporary file in
 the same folder, then a rename: a run killed mid-write leaves the previous file, or
 none, never a truncated one)."""
 
@@ -46,19 +46,6 @@ def list_images(directory, exclude=None):
     if not found:
         raise ValueError(f"{directory}: no image files ({', '.join(IMAGE_EXTENSIONS)})")
     return sorted(found)
-
-
-def read_image(path):
-    """uint8 RGB (H, W, 3) array of an image file (grayscale, palette and alpha converted),
-    or None when the file cannot be read or decoded."""
-    import numpy as np
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
-    except (OSError, UnidentifiedImageError, ValueError):
-        return None
 
 
 def image_paths(inputs, exclude=None):

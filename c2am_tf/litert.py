@@ -16,6 +16,8 @@ import time
 
 import numpy as np
 
+from c2am_tf.geometry import check_threshold, scale_box
+
 
 def _neighbourhood_max(labels, connectivity):
     """Max over each pixel's 3x3 (8) or cross (4) neighbourhood, the pixel included."""
@@ -143,7 +145,7 @@ class ForegroundDetector:
                              f"got input shape {self._input['shape']}")
         self.metadata = read_metadata(content)
         self.last_invoke_ms = None  # duration of the latest interpreter call
-        self.threshold = float(threshold if threshold is not None else self.metadata.get("threshold", 0.5))
+        self.threshold = check_threshold(threshold if threshold is not None else self.metadata.get("threshold", 0.5))
 
     @property
     def size(self):
@@ -185,7 +187,7 @@ class ForegroundDetector:
         box = box_from_map(score_map, self.threshold)
         x0, y0, x1, y1 = box.astype(int)
         score = float(score_map[y0:y1 + 1, x0:x1 + 1].mean()) if box.any() else 0.0
-        box = box * np.array([width / w, height / h, width / w, height / h], np.float32)
+        box = scale_box(box, (w, h), (width, height))
         fraction = float(np.mean(foreground_mask(score_map, self.threshold)))
         return {"map": score_map, "box": box, "score": score, "foreground_fraction": fraction}
 

@@ -106,15 +106,14 @@ def calibration_images(paths, size, count=None):
     """Yields uint8 (size, size, 3) arrays (resized whole) of the readable images among ``paths``;
     with ``count``, of about that many paths spread evenly over the list (folders of
     images are often sorted by class)."""
-    from c2am_tf.data.images import read_rgb
     from c2am_tf.data.transforms import resize_square
+    from c2am_tf.image_io import read_image
 
     paths = list(paths)
     if count:
         paths = paths[::max(len(paths) // int(count), 1)]
     for path in paths:
-        try:
-            image = read_rgb(str(path))
-        except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError):
+        image = read_image(path)
+        if image is None:
             continue  # an unreadable calibration image is not worth stopping for
         yield resize_square(image, size).numpy()

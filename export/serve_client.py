@@ -28,7 +28,9 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from c2am_tf import serving_client as client  # noqa: E402
-from c2am_tf.files import image_paths, read_image  # noqa: E402
+from c2am_tf.files import image_paths  # noqa: E402
+from c2am_tf.geometry import scale_box  # noqa: E402
+from c2am_tf.image_io import UnreadableImageError, load_image  # noqa: E402
 from c2am_tf.litert import resize_rgb  # noqa: E402
 
 
@@ -64,12 +66,12 @@ def main(argv=None):
     target = f"{args.host}:{args.port}"
     failures = 0
     for path in args.paths:
-        image = read_image(path)
-        if image is None or image.size == 0:
-            print(f"skipping {path}: cannot read or decode it", file=sys.stderr)
+        try:
+            image, (width, height) = load_image(path, return_size=True)
+        except UnreadableImageError as err:
+            print(f"skipping {err}", file=sys.stderr)
             failures += 1
             continue
-        height, width = image.shape[:2]
         sent = resize_rgb(image, args.resize, args.resize) if args.resize else image
         if args.protocol == "rest":
             body = client.rest_body(sent[None], args.signature, args.rest_format)
@@ -93,8 +95,7 @@ def main(argv=None):
         if "boxes" not in outputs:
             print(f"{path}: outputs {sorted(outputs)}")
             continue
-        scale = np.array([width / sent.shape[1], height / sent.shape[0]] * 2)
-        box = np.asarray(outputs["boxes"][0], np.float64) * scale
+        box = scale_box(outputs["boxes"][0], (sent.shape[1], sent.shape[0]), (width, height))
         score = float(np.asarray(outputs["scores"])[0])
         print(f"{path}\t{' '.join(f'{v:.1f}' for v in box)}\t{score:.4f}")
     return 1 if failures == len(args.paths) else 0

@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from c2am_tf.data.cub import cub_records, cub_source, tfds_cub_source
 from c2am_tf.data.folder import folder_source
-from c2am_tf.data.images import decode_rgb, find_unreadable, list_images, read_rgb
+from c2am_tf.data.images import find_unreadable, list_images, read_rgb
 from c2am_tf.data.masks import mask_pairs, masks_source, tfds_cub_masks_source
 from c2am_tf.data.synthetic import synthetic_arrays, synthetic_example, synthetic_source
 from c2am_tf.data.transforms import (eval_image, eval_mask_transform, eval_transform, random_flip_crop,
@@ -84,6 +84,6 @@ __all__ = [
     "DATASETS", "train_pipeline", "eval_pipeline", "make_source", "cub_records", "cub_source",
     "tfds_cub_source", "folder_source", "masks_source", "mask_pairs", "tfds_cub_masks_source",
     "eval_mask_transform", "eval_image", "synthetic_source", "synthetic_arrays", "synthetic_example",
-    "decode_rgb", "read_rgb", "find_unreadable", "list_images", "eval_transform",
+    "read_rgb", "find_unreadable", "list_images", "eval_transform",
     "random_flip_crop", "resize_square",
 ]

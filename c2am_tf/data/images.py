@@ -1,4 +1,4 @@
-"""Reading images safely: decode any common format to RGB uint8, find unreadable files."""
+"""Images in tf.data: ``c2am_tf.image_io``'s one reader inside the pipeline, and finding unreadable files."""
 
 import logging
 
@@ -7,21 +7,25 @@ import tensorflow as tf
 log = logging.getLogger("c2am_tf.data")
 
 from c2am_tf.files import IMAGE_EXTENSIONS, list_images  # noqa: F401  (re-exported)
+from c2am_tf.image_io import load_image  # noqa: E402
 
 
-def decode_rgb(data):
-    """Encoded bytes -> (H, W, 3) uint8. Grayscale is replicated, alpha is dropped."""
-    image = tf.io.decode_image(data, channels=3, expand_animations=False, dtype=tf.uint8)
+def read_rgb(path, exif=False, downscale=False):
+    """Reads one image file (a scalar string tensor) -> (H, W, 3) uint8, by ``image_io.load_image``.
+
+    The defaults suit annotated datasets (stored pixels, never resized: boxes and masks
+    stay aligned); unannotated folders pass ``exif=True, downscale=True``. An unreadable
+    file raises a tf error, which the sources' ``ignore_errors`` skip.
+    """
+    def load(p):
+        return load_image(p.numpy().decode(), exif=bool(exif), downscale=bool(downscale))
+
+    image = tf.py_function(load, [path], tf.uint8)
     image.set_shape([None, None, 3])
     return image
 
 
-def read_rgb(path):
-    """Reads and decodes one image file (a scalar string tensor)."""
-    return decode_rgb(tf.io.read_file(path))
-
-
-def find_unreadable(paths, num_parallel_calls=tf.data.AUTOTUNE):
+def find_unreadable(paths, num_parallel_calls=tf.data.AUTOTUNE, exif=False, downscale=False):
     """Indices of the files in ``paths`` that cannot be read or decoded, or are empty.
 
     Decodes every file once, in parallel, inside tf.data (no Python per image).
@@ -31,7 +35,7 @@ def find_unreadable(paths, num_parallel_calls=tf.data.AUTOTUNE):
         return []
 
     def check(i, path):
-        image = read_rgb(path)
+        image = read_rgb(path, exif, downscale)
         tf.debugging.assert_positive(tf.size(image), message="empty image")
         return i
 
@@ -42,13 +46,13 @@ def find_unreadable(paths, num_parallel_calls=tf.data.AUTOTUNE):
     return [i for i in range(len(paths)) if i not in good]
 
 
-def drop_unreadable(paths, *columns, what="images"):
+def drop_unreadable(paths, *columns, what="images", exif=False, downscale=False):
     """Removes unreadable files (and the matching entries of other columns).
 
     Logs one warning with the count and the first file names; returns the
     filtered ``(paths, *columns)`` and the list of skipped paths.
     """
-    bad = set(find_unreadable(paths))
+    bad = set(find_unreadable(paths, exif=exif, downscale=downscale))
     if bad:
         names = [str(paths[i]) for i in sorted(bad)]
         shown = ", ".join(names[:5]) + (" ..." if len(names) > 5 else "")

@@ -67,7 +67,7 @@ def _mask_box(mask):
 
 def binarize(mask, threshold=128):
     """(H, W[, C]) uint8 mask -> (H, W) uint8 in {0, 1}."""
-    if mask.shape.rank == 3:
+    if len(mask.shape) == 3:
         mask = mask[..., 0]
     return tf.cast(mask >= threshold, tf.uint8)
 
@@ -84,7 +84,7 @@ def masks_source(data_dir, num_parallel_calls=tf.data.AUTOTUNE):
 
     def load(image_path, mask_path):
         image = read_rgb(image_path)
-        mask = binarize(tf.io.decode_image(tf.io.read_file(mask_path), channels=1, expand_animations=False))
+        mask = binarize(read_rgb(mask_path)[..., 0])
         tf.debugging.assert_equal(
             tf.shape(image)[:2], tf.shape(mask)[:2],
             message=tf.strings.join(["mask size differs from image: ", mask_path]))
