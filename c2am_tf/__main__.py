@@ -11,13 +11,14 @@ import argparse
 import os
 import sys
 
-import tensorflow as tf
 
 from c2am_tf.boxes_json import BoxesWriter, box_record
 from c2am_tf.callbacks import predict_maps
-from c2am_tf.data.images import read_rgb
+from c2am_tf.errors import ConfigError
 from c2am_tf.files import OutputNames, image_paths, write_json_atomically
 from c2am_tf.data.transforms import resize_square
+from c2am_tf.geometry import check_image_size, check_threshold, scale_box
+from c2am_tf.image_io import UnreadableImageError, load_image
 from c2am_tf.inference import load_model, map_to_box
 from c2am_tf.viz import overlay, write_png
 
@@ -25,9 +26,12 @@ from c2am_tf.viz import overlay, write_png
 def predict(paths, model_path, out_dir, size=448, threshold=None):
     """Writes an overlay PNG and a JSON per image, and ``OUT/boxes.json`` (``c2am_tf.boxes/v1``,
     streamed as results come); returns the list of records."""
+    size = check_image_size(size)
+    if threshold is not None:
+        threshold = check_threshold(threshold)
     pictures, jsons = OutputNames(paths, out_dir, ".png"), OutputNames(paths, out_dir, ".json")
     model = load_model(model_path)
-    t = float(model.threshold.numpy()) if threshold is None else float(threshold)
+    t = float(model.threshold.numpy()) if threshold is None else threshold
     writer = BoxesWriter(os.path.join(out_dir, "boxes.json"),
                          {"model": os.path.abspath(model_path), "threshold": t, "size": size})
     with writer:
@@ -42,19 +46,16 @@ def predict(paths, model_path, out_dir, size=448, threshold=None):
 def _predict_one(model, path, size, t, pictures, jsons):
     """One image: its record, or None (with a message) when it cannot be read."""
     try:
-        image = read_rgb(path).numpy()
-    except tf.errors.OpError as e:
-        print(f"skipping {path}: cannot decode ({e.message.splitlines()[0]})", file=sys.stderr)
+        image, (width, height) = load_image(path, return_size=True)
+    except UnreadableImageError as err:
+        print(f"skipping {err}", file=sys.stderr)
         return None
-    if image.size == 0:
-        print(f"skipping {path}: empty image", file=sys.stderr)
-        return None
-    h, w = image.shape[:2]
     score_map = predict_maps(model, resize_square(image, size)[None])[0]
-    box, fraction = map_to_box(score_map, t, w, h)
-    record = box_record(path, w, h, box, fraction)
+    box, fraction = map_to_box(score_map, t, width, height)  # the file's pixels, even if decoded smaller
+    record = box_record(path, width, height, box, fraction)
     write_json_atomically(jsons(path), {**record, "threshold": t}, indent=1)
-    write_png(pictures(path), overlay(image, score_map, [box]))
+    shown = scale_box(box, (width, height), image.shape[1::-1])
+    write_png(pictures(path), overlay(image, score_map, [shown]))
     return record
 
 
@@ -76,7 +77,9 @@ def main(argv=None):
         p.error(str(err))
     try:
         records = predict(paths, args.model, args.out, args.size, args.threshold)
-    except ValueError as err:
+    except ConfigError as err:
+        p.error(err.as_flag())
+    except (ValueError, FileNotFoundError) as err:
         p.error(str(err))
     print(f"{len(records)} of {len(paths)} images -> {args.out}")
     return 0 if records else 1

@@ -5,6 +5,7 @@ import os
 import numpy as np
 
 from c2am_tf.boxes import boxes_from_map, foreground_mask
+from c2am_tf.geometry import scale_box
 
 
 def load_model(path, require_c2am=True):
@@ -32,14 +33,5 @@ def map_to_box(score_map, threshold, width, height):
     score_map = np.clip(np.asarray(score_map, np.float32), 0, 1)
     h, w = score_map.shape
     box = boxes_from_map(score_map, [threshold])[0][0]
-    scale = np.array([width / w, height / h, width / w, height / h])
     fraction = float(np.mean(foreground_mask(score_map, threshold)))
-    return (box * scale).astype(np.float32), fraction
-
-
-def crop_box_to_original(box, width, height, resize=480, crop=448):
-    """Inverse of the eval transform for one box: crop frame -> original image pixels."""
-    shift = (resize - crop) / 2.0
-    box = np.asarray(box, np.float64) + shift
-    out = box * np.array([width / resize, height / resize, width / resize, height / resize])
-    return np.clip(out, 0, [width, height, width, height]).astype(np.float32)
+    return scale_box(box, (w, h), (width, height)), fraction

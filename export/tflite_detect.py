@@ -21,7 +21,10 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from c2am_tf.boxes_json import BoxesWriter, box_record  # noqa: E402
-from c2am_tf.files import OutputNames, image_paths, read_image  # noqa: E402
+from c2am_tf.errors import ConfigError  # noqa: E402
+from c2am_tf.files import OutputNames, image_paths  # noqa: E402
+from c2am_tf.geometry import scale_box  # noqa: E402
+from c2am_tf.image_io import UnreadableImageError, load_image  # noqa: E402
 from c2am_tf.litert import ForegroundDetector  # noqa: E402
 
 
@@ -42,7 +45,10 @@ def main(argv=None):
         pictures = OutputNames(paths, args.out, ".png")
     except (FileNotFoundError, ValueError) as err:
         p.error(str(err))
-    detector = ForegroundDetector(args.model, num_threads=args.threads, threshold=args.threshold)
+    try:
+        detector = ForegroundDetector(args.model, num_threads=args.threads, threshold=args.threshold)
+    except ConfigError as err:
+        p.error(err.as_flag())
     if not args.no_overlays:
         from c2am_tf.viz import overlay, write_png  # OpenCV, only for the pictures
     header = {"model": os.path.abspath(args.model), "threshold": detector.threshold,
@@ -56,17 +62,17 @@ def main(argv=None):
         for path in paths:
             if path in writer.done:
                 continue
-            image = read_image(path)
-            if image is None or image.size == 0:
-                skipped.append(path)
+            try:
+                image, (width, height) = load_image(path, return_size=True)
+            except UnreadableImageError as err:
+                skipped.append(str(err))
                 continue
             start = time.perf_counter()
             result = detector.detect(image)
             total_ms.append((time.perf_counter() - start) * 1e3)
             model_ms.append(detector.last_invoke_ms)
-            height, width = image.shape[:2]
-            writer.add(box_record(path, width, height, result["box"], result["foreground_fraction"],
-                                  result["score"]))
+            box = scale_box(result["box"], image.shape[1::-1], (width, height))  # original pixels
+            writer.add(box_record(path, width, height, box, result["foreground_fraction"], result["score"]))
             if not args.no_overlays:
                 write_png(pictures(path), overlay(image, result["map"], [result["box"]]))
     records = list(writer.done.values())

@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 from c2am_tf.__main__ import main as cli
-from c2am_tf.inference import crop_box_to_original, load_model, map_to_box
+from c2am_tf.geometry import eval_box_to_original
+from c2am_tf.inference import load_model, map_to_box
 from c2am_tf.training import TrainConfig, run_training
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -35,9 +36,9 @@ def test_map_to_box_scales_each_axis():
     assert fraction == pytest.approx(4 / 16)
 
 
-def test_crop_box_to_original_inverts_the_eval_transform():
+def test_eval_box_to_original_inverts_the_eval_transform():
     # W=200, H=100: the crop frame box [32, 32, 272, 272] came from [20, 10, 120, 60]
-    np.testing.assert_allclose(crop_box_to_original([32, 32, 272, 272], 200, 100), [20, 10, 120, 60], atol=1e-4)
+    np.testing.assert_allclose(eval_box_to_original([32, 32, 272, 272], 200, 100), [20, 10, 120, 60], atol=1e-4)
 
 
 def test_predict_cli_on_odd_images(tmp_path, saved_model):
@@ -131,3 +132,24 @@ def test_extract_boxes_writes_both_formats_and_resumes(tmp_path, saved_model):
 def test_load_model_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="nothing.keras"):
         load_model(str(tmp_path / "nothing.keras"))
+
+
+def test_predict_skips_a_decompression_bomb_and_reports_16_bit_images_in_their_pixels(tmp_path, saved_model,
+                                                                                     capsys):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.new("L", (20000, 20000)).save(photos / "bomb.png", optimize=True)
+    Image.fromarray((np.arange(40 * 30).reshape(30, 40) * 50).astype(np.uint16)).save(photos / "deep.png")
+    assert cli(["predict", str(photos), "--model", saved_model, "--out", str(tmp_path / "out")]) == 0
+    assert "bomb.png: 400 megapixels, over the limit" in capsys.readouterr().err
+    records = json.loads((tmp_path / "out" / "boxes.json").read_text())["images"]
+    assert [(os.path.basename(r["path"]), r["width"], r["height"]) for r in records] == [("deep.png", 40, 30)]
+
+
+@pytest.mark.parametrize("flags, message", [(("--size", "7"), "--size must be an integer >= 32"),
+                                            (("--threshold", "5"), "--threshold must be a fraction")])
+def test_predict_refuses_settings_that_give_nonsense(tmp_path, saved_model, capsys, flags, message):
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(tmp_path / "a.png")
+    with pytest.raises(SystemExit):
+        cli(["predict", str(tmp_path / "a.png"), "--model", saved_model, "--out", str(tmp_path / "o"), *flags])
+    assert message in capsys.readouterr().err and not (tmp_path / "o").exists()

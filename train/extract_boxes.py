@@ -29,7 +29,8 @@ from c2am_tf import data  # noqa: E402
 from c2am_tf.callbacks import predict_maps  # noqa: E402
 from c2am_tf.boxes_json import BoxesWriter, box_record  # noqa: E402
 from c2am_tf.files import OutputNames, write_json_atomically  # noqa: E402
-from c2am_tf.inference import crop_box_to_original, load_model, map_to_box  # noqa: E402
+from c2am_tf.geometry import eval_box_to_original  # noqa: E402
+from c2am_tf.inference import load_model, map_to_box  # noqa: E402
 from c2am_tf.viz import overlay, write_png  # noqa: E402
 
 
@@ -93,7 +94,7 @@ def main(argv=None):
                 box, fraction = map_to_box(score_map, threshold, args.crop, args.crop)
                 w, h = int(widths[i]), int(heights[i])
                 path = batch_paths[i].numpy().decode()
-                writer.add(box_record(path, w, h, crop_box_to_original(box, w, h, args.resize, args.crop), fraction))
+                writer.add(box_record(path, w, h, eval_box_to_original(box, w, h, args.resize, args.crop), fraction))
                 if pictures is not None:
                     write_png(pictures(path), overlay(images[i].numpy(), score_map, [box]))
             bar.update(len(maps))

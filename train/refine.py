@@ -33,9 +33,9 @@ from tqdm import tqdm  # noqa: E402
 
 from c2am_tf.bgcues import background_map, is_c2am  # noqa: E402
 from c2am_tf.cam import cam_files, read_cams  # noqa: E402
-from c2am_tf.data.images import read_rgb  # noqa: E402
 from c2am_tf.data.segmentation import (SEGMENTATION_DATASETS, VOC_CLASSES, read_label_png,  # noqa: E402
                                        segmentation_dataset, voc_palette)
+from c2am_tf.image_io import UnreadableImageError, load_image  # noqa: E402
 from c2am_tf.files import OutputNames, list_images, write_atomically  # noqa: E402
 from c2am_tf.inference import load_model  # noqa: E402
 from c2am_tf.metrics import ConfusionMatrix  # noqa: E402
@@ -80,9 +80,9 @@ def examples(args):
             mask_path = os.path.join(args.masks, name + ".png") if args.masks else None
             gt = read_label_png(mask_path) if mask_path and os.path.exists(mask_path) else None
             try:
-                image = read_rgb(path).numpy()
-            except tf.errors.OpError:
-                print(f"skipping {path}: cannot decode it", file=sys.stderr)
+                image = load_image(path, exif=False, downscale=False)  # aligned with its mask
+            except UnreadableImageError as err:
+                print(f"skipping {err}", file=sys.stderr)
                 continue
             yield path, image, gt
     return None, from_folder()

@@ -1,0 +1,64 @@
+"""Box geometry shared by every path (numpy only): scaling between frames, the eval frame and its inverse.
+
+The eval frame is the authors' test transform: resize the image to
+``EVAL_RESIZE`` x ``EVAL_RESIZE``, then center-crop ``EVAL_CROP`` x ``EVAL_CROP``.
+``c2am_tf.data.transforms`` applies it in TensorFlow; ``eval_box_to_original``
+is its inverse for boxes.
+"""
+
+import numpy as np
+
+from c2am_tf.errors import ConfigError
+
+EVAL_RESIZE = 480
+EVAL_CROP = 448
+
+
+def scale_box(box, from_size, to_size):
+    """A box (x0, y0, x1, y1) in a ``from_size`` = (width, height) frame -> the ``to_size`` frame.
+
+    >>> scale_box([1, 2, 3, 4], (10, 10), (20, 5)).tolist()
+    [2.0, 1.0, 6.0, 2.0]
+    """
+    (fw, fh), (tw, th) = from_size, to_size
+    return (np.asarray(box, np.float64) * np.array([tw / fw, th / fh, tw / fw, th / fh])).astype(np.float32)
+
+
+def eval_box_to_original(box, width, height, resize=EVAL_RESIZE, crop=EVAL_CROP):
+    """Inverse of the eval transform for one box: crop frame -> a (width x height) image's pixels.
+
+    >>> eval_box_to_original([32, 32, 272, 272], 200, 100).tolist()
+    [20.0, 10.0, 120.0, 60.0]
+    """
+    shift = (resize - crop) / 2.0
+    out = scale_box(np.asarray(box, np.float64) + shift, (resize, resize), (width, height))
+    return np.clip(out, 0, [width, height, width, height]).astype(np.float32)
+
+
+STRIDE = 16  # every backbone's output stride
+MIN_IMAGE_SIZE = 2 * STRIDE  # a 2 x 2 map at least: a box and the polarity need a border and an interior
+
+
+def check_image_size(size, name="size"):
+    """``size`` as an int, or ConfigError: a square input side of at least MIN_IMAGE_SIZE pixels.
+
+    >>> check_image_size(7)
+    Traceback (most recent call last):
+    ...
+    c2am_tf.errors.ConfigError: size must be an integer >= 32 (the backbone has stride 16); got 7
+    """
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < MIN_IMAGE_SIZE:
+        raise ConfigError(name, f"must be an integer >= {MIN_IMAGE_SIZE} (the backbone has stride {STRIDE}); "
+                                f"got {size!r}")
+    return int(size)
+
+
+def check_threshold(threshold, name="threshold"):
+    """``threshold`` as a float, or ConfigError: the box rule's cut-off, a fraction of the map's maximum in [0, 1]."""
+    try:
+        value = float(threshold)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not 0.0 <= value <= 1.0:
+        raise ConfigError(name, f"must be a fraction of the map's maximum in [0, 1]; got {threshold!r}")
+    return value
