@@ -299,12 +299,27 @@ def tiny(weights=None, input_shape=(None, None, 3), channels=16):
     return model
 
 
+def weights_choice(weights):
+    """``"imagenet"``, None (random init: also ``"none"`` or ``""``) or an existing weights file.
+
+    >>> weights_choice("none") is None
+    True
+    """
+    if weights is None or str(weights).lower() in ("none", ""):
+        return None
+    if weights == "imagenet":
+        return weights
+    if not os.path.isfile(str(weights)):
+        raise FileNotFoundError(f"weights file not found: {weights} (or use 'imagenet' or 'none')")
+    return str(weights)
+
+
 def build_backbone(name, weights="imagenet", input_shape=(None, None, 3), features="concat"):
     """Returns a Keras model: images (B, H, W, 3) in 0..255 -> Z (B, H/16, W/16, C).
 
     Args:
         name: one of ``BACKBONES``.
-        weights: ``"imagenet"``, a weights file, or None (random init).
+        weights: ``"imagenet"``, a weights file, or None / ``"none"`` (random init).
         features: EfficientNet-Lite feature choice (see ``efficientnet_lite``).
 
     Example:
@@ -312,8 +327,7 @@ def build_backbone(name, weights="imagenet", input_shape=(None, None, 3), featur
     >>> z.shape
     TensorShape([1, 4, 4, 16])
     """
-    if weights not in (None, "imagenet") and not os.path.exists(str(weights)):
-        raise FileNotFoundError(f"weights file not found: {weights}")
+    weights = weights_choice(weights)
     if name in _LITE_SCALING:
         return efficientnet_lite(name, weights=weights, input_shape=input_shape, features=features)
     if features != "concat":

@@ -18,10 +18,12 @@ import numpy as np
 import tensorflow as tf
 
 from c2am_tf import data
-from c2am_tf.backbones import BACKBONES, LITE_FEATURES, build_backbone
+from c2am_tf.backbones import BACKBONES, LITE_FEATURES, build_backbone, weights_choice
 from c2am_tf.callbacks import (AtomicCheckpoint, LocalizationCallback, NonFiniteLossGuard, PolarityCallback,
                                save_atomically)
+from c2am_tf.errors import ConfigError
 from c2am_tf.files import write_json_atomically
+from c2am_tf.geometry import MIN_IMAGE_SIZE, STRIDE
 from c2am_tf.losses import VARIANTS
 from c2am_tf.model import BACKBONE_BN_MODES, C2AM
 from c2am_tf.optim import RECIPES, poly_sgd
@@ -92,6 +94,10 @@ class TrainConfig:
                 _integer(self, name, 1, "leave it unset for the default")
         for name in ("resize", "crop", "eval_resize", "eval_crop", "synthetic_size"):
             _integer(self, name, MIN_IMAGE_SIZE, f"the backbone has stride {STRIDE}")
+        try:
+            self.weights = weights_choice(self.weights)
+        except FileNotFoundError as err:
+            raise ConfigError("weights", f"file not found: {self.weights} (or use 'imagenet' or 'none')") from None
         for crop, resize in (("crop", "resize"), ("eval_crop", "eval_resize")):
             if getattr(self, crop) > getattr(self, resize):
                 raise ConfigError(crop, f"{getattr(self, crop)} is larger than {resize} {getattr(self, resize)}: "
@@ -101,26 +107,16 @@ class TrainConfig:
         _number(self, "weight_decay", low=0.0)
         _number(self, "momentum", low=0.0, high=1.0)
         if self.dataset == "folder" and not self.data_dir:
-            raise ConfigError("data_dir", "dataset 'folder' needs a folder of images")
+            raise ConfigError("data_dir", "is needed for dataset 'folder' (a folder of images)")
         return self
 
 
-STRIDE = 16
-MIN_IMAGE_SIZE = 2 * STRIDE  # a 2 x 2 map at least: the polarity compares border and interior
 JIT_CHOICES = ("auto", "true", "false")
 # Fields that do not change what a run computes: a resumed run may differ in these.
 NOT_FINGERPRINTED = ("out", "verbose", "num_pictures", "strict")
 # What a run writes under ``out`` (--overwrite removes these, and nothing else).
 RUN_FILES = ("backup", "config.json", "summary.json", "best.keras", "best.json", "last.keras", "final.keras",
              "log.csv", "per_threshold.csv", "tb")
-
-
-class ConfigError(ValueError):
-    """A config value no run can use; ``field`` names it (CLIs turn it into a flag)."""
-
-    def __init__(self, field, message):
-        super().__init__(f"{field}: {message}")
-        self.field, self.message = field, message
 
 
 def _choice(cfg, name, choices):

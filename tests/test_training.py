@@ -111,13 +111,14 @@ def _fit_cli(tmp_path, *flags):
 
 
 @pytest.mark.parametrize("flags, message", [
-    (("--lr", "nan"), "--lr: must be a finite number > 0; got nan"),
-    (("--batch-size", "0"), "--batch-size: must be an integer >= 2"),
-    (("--steps-per-epoch", "0"), "--steps-per-epoch: must be an integer >= 1"),
-    (("--crop", "72"), "--crop: 72 is larger than resize 64"),
-    (("--batch-size", "20"), "--batch-size: 20 is more than the 16 readable training images"),
+    (("--lr", "nan"), "--lr must be a finite number > 0; got nan"),
+    (("--batch-size", "0"), "--batch-size must be an integer >= 2"),
+    (("--steps-per-epoch", "0"), "--steps-per-epoch must be an integer >= 1"),
+    (("--crop", "72"), "--crop 72 is larger than resize 64"),
+    (("--batch-size", "20"), "--batch-size 20 is more than the 16 readable training images"),
     (("--dataset", "folder", "--data-dir", "/no/such/folder"), "image folder not found: /no/such/folder"),
-    (("--momentum", "1"), "--momentum: must be a finite number >= 0 and < 1"),
+    (("--momentum", "1"), "--momentum must be a finite number >= 0 and < 1"),
+    (("--weights", "no/such.pth"), "--weights file not found: no/such.pth"),
 ])
 def test_bad_flags_are_one_line_errors_and_write_nothing(tmp_path, flags, message):
     proc = _fit_cli(tmp_path, *flags)

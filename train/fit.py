@@ -70,13 +70,11 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     values = vars(args)
     overwrite = values.pop("overwrite")
-    if values["weights"] in ("none", "None", ""):
-        values["weights"] = None
     cfg = TrainConfig(**values)
     try:
         cfg.validate()
     except ConfigError as err:
-        p.error(f"--{err.field.replace('_', '-')}: {err.message}")
+        p.error(err.as_flag())
     return cfg, overwrite, p
 
 
@@ -87,7 +85,7 @@ def main(argv=None):
     try:
         _, _, summary = run_training(cfg, overwrite=overwrite)
     except ConfigError as err:
-        parser.error(f"--{err.field.replace('_', '-')}: {err.message}")
+        parser.error(err.as_flag())
     except RunConflictError as err:
         parser.error(f"--out: {err}; pass --overwrite to replace it, or choose another --out")
     except (DataError, NonFiniteLossError) as err:

@@ -1,0 +1,19 @@
+"""Errors the library raises for bad settings, worded by the command line as flags (no TensorFlow)."""
+
+
+class ConfigError(ValueError):
+    """A setting no run can use; ``field`` names it (``lr``), and CLIs show it as the flag (``--lr``).
+
+    >>> str(ConfigError("batch_size", "must be an integer >= 2; got 0"))
+    'batch_size must be an integer >= 2; got 0'
+    >>> ConfigError("batch_size", "must be an integer >= 2; got 0").as_flag()
+    '--batch-size must be an integer >= 2; got 0'
+    """
+
+    def __init__(self, field, message):
+        super().__init__(f"{field} {message}")
+        self.field, self.message = field, message
+
+    def as_flag(self):
+        """The message with the field written as its command-line flag."""
+        return f"--{self.field.replace('_', '-')} {self.message}"
