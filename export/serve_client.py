@@ -1,105 +1,11 @@
-"""Ask a C2AM model served by TensorFlow Serving for boxes, over REST or gRPC.
+"""Send images to a TensorFlow Serving model: ``python export/serve_client.py`` is ``c2am-tf serve-client`` (``--help`` lists the flags).
 
-    python export/serve_client.py IMAGE_OR_DIR [...] [--host localhost] [--model c2am] \\
-        [--protocol rest|grpc] [--rest-format instances|inputs] [--version V] \\
-        [--resize N] [--signature serving_default] [--dry-run]
-
-Serve the export (``python export/saved_model.py --out models/c2am``) with the official
-container (REST on 8501, gRPC on 8500):
-
-    docker run --rm -p 8501:8501 -p 8500:8500 \\
-        --mount type=bind,source="$PWD/models/c2am",target=/models/c2am \\
-        -e MODEL_NAME=c2am tensorflow/serving
-
-Each image is one request (uint8 RGB, its own size; ``--resize N`` sends N x N instead
-and maps the box back). Prints one line per image: path, box x0 y0 x1 y1 in original
-pixels, score. ``--dry-run`` prints the request instead of sending it: the REST URL
-and JSON body (save it and ``curl -d @body.json URL`` sends the same), or the gRPC
-request with its tensor summarized.
+The command lives in ``c2am_tf.cli``; this script only runs it.
 """
 
-import argparse
-import json
-import os
 import sys
 
-import numpy as np
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from c2am_tf import serving_client as client  # noqa: E402
-from c2am_tf.files import image_paths  # noqa: E402
-from c2am_tf.geometry import scale_box  # noqa: E402
-from c2am_tf.image_io import UnreadableImageError, load_image  # noqa: E402
-from c2am_tf.litert import resize_rgb  # noqa: E402
-
-
-def parse_args(argv=None):
-    """Command-line flags."""
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("inputs", nargs="+", help="image files or folders")
-    p.add_argument("--host", default="localhost")
-    p.add_argument("--port", type=int, help="default 8501 for REST, 8500 for gRPC")
-    p.add_argument("--model", default="c2am", help="the model name TF Serving serves (MODEL_NAME)")
-    p.add_argument("--version", type=int, help="a model version (default: the latest)")
-    p.add_argument("--protocol", choices=["rest", "grpc"], default="rest")
-    p.add_argument("--rest-format", choices=client.REST_FORMATS, default="instances",
-                   help="row (instances) or columnar (inputs) JSON")
-    p.add_argument("--signature", default="serving_default")
-    p.add_argument("--resize", type=int, help="send images resized to N x N (smaller requests)")
-    p.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
-    p.add_argument("--dry-run", action="store_true", help="print the requests, send nothing")
-    args = p.parse_args(argv)
-    if args.port is None:
-        args.port = 8501 if args.protocol == "rest" else 8500
-    try:
-        args.paths = image_paths(args.inputs)
-    except (FileNotFoundError, ValueError) as err:
-        p.error(str(err))
-    return args
-
-
-def main(argv=None):
-    """Entry point; returns the exit status."""
-    args = parse_args(argv)
-    url = client.rest_url(args.host, args.model, args.version, args.port)
-    target = f"{args.host}:{args.port}"
-    failures = 0
-    for path in args.paths:
-        try:
-            image, (width, height) = load_image(path, return_size=True)
-        except UnreadableImageError as err:
-            print(f"skipping {err}", file=sys.stderr)
-            failures += 1
-            continue
-        sent = resize_rgb(image, args.resize, args.resize) if args.resize else image
-        if args.protocol == "rest":
-            body = client.rest_body(sent[None], args.signature, args.rest_format)
-            if args.dry_run:
-                print(f"POST {url}\n{json.dumps(body)}")
-                continue
-            send = lambda: client.post_rest(url, body, args.timeout)  # noqa: E731
-        else:
-            # The upsampled map is as large as the image: ask only for what is printed.
-            wanted = ["boxes", "scores"] if args.signature == "serving_default" else []
-            request = client.grpc_request(sent[None], args.model, args.signature, args.version, wanted)
-            if args.dry_run:
-                print(f"gRPC {target} PredictionService.Predict\n{client.describe_grpc_request(request)}")
-                continue
-            send = lambda: client.call_grpc(target, request, args.timeout)  # noqa: E731
-        try:
-            outputs = send()
-        except (RuntimeError, ConnectionError) as err:
-            print(f"{path}: {err}", file=sys.stderr)
-            return 1  # the server is the problem, not this image: stop
-        if "boxes" not in outputs:
-            print(f"{path}: outputs {sorted(outputs)}")
-            continue
-        box = scale_box(outputs["boxes"][0], (sent.shape[1], sent.shape[0]), (width, height))
-        score = float(np.asarray(outputs["scores"])[0])
-        print(f"{path}\t{' '.join(f'{v:.1f}' for v in box)}\t{score:.4f}")
-    return 1 if failures == len(args.paths) else 0
-
+from c2am_tf.cli import run_command
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command("serve-client", prog="serve_client.py"))

@@ -1,55 +1,11 @@
-"""Export a trained C2AM model to TFLite for on-device foreground detection.
+"""TFLite export for on-device foreground detection: ``python export/tflite.py`` is ``c2am-tf export-tflite`` (``--help`` lists the flags).
 
-    python export/tflite.py --model runs/cub/final.keras --out c2am.tflite \\
-        [--quantize none|float16|int8] [--calibration-dir DIR] [--size 448]
-
-The model takes one uint8 RGB image (1, SIZE, SIZE, 3) and returns the
-foreground map (1, SIZE/16, SIZE/16); ``c2am_tf.litert.ForegroundDetector`` (numpy +
-ai-edge-litert, no TensorFlow) runs it and computes the box on the device side.
-``int8`` is full-integer quantization calibrated on the images of
-``--calibration-dir`` (searched recursively; use real images like those the device sees).
+The command lives in ``c2am_tf.cli``; this script only runs it.
 """
 
-import argparse
-import os
 import sys
-import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from c2am_tf import tflite  # noqa: E402
-from c2am_tf.files import list_images  # noqa: E402
-from c2am_tf.inference import load_model  # noqa: E402
-from c2am_tf.files import write_atomically  # noqa: E402
-
-
-def main(argv=None):
-    """Entry point."""
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="a saved .keras C2AM model")
-    p.add_argument("--out", required=True, help="output .tflite file")
-    p.add_argument("--quantize", choices=tflite.QUANTIZATIONS, default="none")
-    p.add_argument("--calibration-dir", help="folder of real images for int8 calibration")
-    p.add_argument("--calibration-steps", type=int, default=100, help="images used for calibration")
-    p.add_argument("--size", type=int, default=448, help="input height and width (multiple of 16)")
-    args = p.parse_args(argv)
-    if args.size <= 0 or args.size % 16:
-        p.error(f"--size must be a positive multiple of 16, got {args.size}")
-    images = None
-    if args.quantize == "int8":
-        if not args.calibration_dir:
-            p.error("--quantize int8 needs --calibration-dir (real images for calibration)")
-        try:
-            paths = list_images(args.calibration_dir)
-        except (FileNotFoundError, ValueError) as err:
-            p.error(f"--calibration-dir: {err}")
-        images = tflite.calibration_images(paths, args.size, args.calibration_steps)
-    start = time.time()
-    content = tflite.convert(load_model(args.model), args.size, args.quantize, images, args.calibration_steps)
-    write_atomically(args.out, content)
-    print(f"{args.out}: {args.quantize}, input (1, {args.size}, {args.size}, 3) uint8, "
-          f"{len(content) / 2**20:.2f} MiB, converted in {time.time() - start:.1f} s")
-
+from c2am_tf.cli import run_command
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command("export-tflite", prog="tflite.py"))

@@ -1,92 +1,11 @@
-"""On-device style foreground detection with a C2AM ``.tflite`` model (no TensorFlow needed).
+"""Foreground boxes with a .tflite model (no TensorFlow needed): ``python export/tflite_detect.py`` is ``c2am-tf detect`` (``--help`` lists the flags).
 
-    python export/tflite_detect.py IMAGE_OR_DIR --model c2am.tflite [--out detections] \\
-        [--threads 2] [--threshold T] [--no-overlays]
-
-Runs the LiteRT interpreter (ai-edge-litert) on each image resized whole to the
-model's input size, computes the box on the device side (``c2am_tf.litert``) and
-writes ``OUT/boxes.json`` (boxes in original image pixels, the same
-``c2am_tf.boxes/v1`` format as ``train/extract_boxes.py``) and heatmap overlays
-named like ``predict``'s (``photos/sub/x.jpg`` -> ``OUT/sub/x.jpg.png``; never an input). Prints the time per image: the whole detection (resize, model,
-box) and the interpreter call alone. Unreadable images are skipped and counted.
+The command lives in ``c2am_tf.cli``; this script only runs it.
 """
 
-import argparse
-import os
 import sys
-import time
 
-import numpy as np
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from c2am_tf.boxes_json import BoxesWriter, box_record  # noqa: E402
-from c2am_tf.errors import ConfigError  # noqa: E402
-from c2am_tf.files import OutputNames, image_paths  # noqa: E402
-from c2am_tf.geometry import scale_box  # noqa: E402
-from c2am_tf.image_io import UnreadableImageError, load_image  # noqa: E402
-from c2am_tf.litert import ForegroundDetector  # noqa: E402
-
-
-def main(argv=None):
-    """Entry point; returns the exit status."""
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("inputs", help="an image file or a folder of images (searched recursively)")
-    p.add_argument("--model", required=True, help="a .tflite model written by export/tflite.py")
-    p.add_argument("--out", default="detections", help="output folder")
-    p.add_argument("--threads", type=int, default=2, help="interpreter threads")
-    p.add_argument("--threshold", type=float, help="override the threshold stored in the model")
-    p.add_argument("--no-overlays", action="store_true", help="write boxes.json only")
-    args = p.parse_args(argv)
-    if not os.path.isfile(args.model):
-        p.error(f"--model: no such file: {args.model}")
-    try:
-        paths = image_paths(args.inputs, exclude=args.out)
-        pictures = OutputNames(paths, args.out, ".png")
-    except (FileNotFoundError, ValueError) as err:
-        p.error(str(err))
-    try:
-        detector = ForegroundDetector(args.model, num_threads=args.threads, threshold=args.threshold)
-    except ConfigError as err:
-        p.error(err.as_flag())
-    if not args.no_overlays:
-        from c2am_tf.viz import overlay, write_png  # OpenCV, only for the pictures
-    header = {"model": os.path.abspath(args.model), "threshold": detector.threshold,
-              "quantize": detector.metadata.get("quantize")}
-    try:
-        writer = BoxesWriter(os.path.join(args.out, "boxes.json"), header)
-    except ValueError as err:
-        p.error(f"--out: {err}")
-    skipped, total_ms, model_ms = [], [], []
-    with writer:  # each result reaches the disk as it comes: a crash keeps what was done
-        for path in paths:
-            if path in writer.done:
-                continue
-            try:
-                image, (width, height) = load_image(path, return_size=True)
-            except UnreadableImageError as err:
-                skipped.append(str(err))
-                continue
-            start = time.perf_counter()
-            result = detector.detect(image)
-            total_ms.append((time.perf_counter() - start) * 1e3)
-            model_ms.append(detector.last_invoke_ms)
-            box = scale_box(result["box"], image.shape[1::-1], (width, height))  # original pixels
-            writer.add(box_record(path, width, height, box, result["foreground_fraction"], result["score"]))
-            if not args.no_overlays:
-                write_png(pictures(path), overlay(image, result["map"], [result["box"]]))
-    records = list(writer.done.values())
-    if skipped:
-        shown = ", ".join(skipped[:5]) + (" ..." if len(skipped) > 5 else "")
-        print(f"warning: skipped {len(skipped)} unreadable images of {len(paths)}: {shown}", file=sys.stderr)
-    if total_ms:
-        # The first call includes the interpreter's one-off setup: leave it out of the median.
-        steady = slice(1, None) if len(total_ms) > 1 else slice(None)
-        print(f"{len(records)} images -> {args.out}/boxes.json; ms/image (median after the first): "
-              f"detection {np.median(total_ms[steady]):.1f}, model alone {np.median(model_ms[steady]):.1f} "
-              f"({args.threads} threads, input {detector.height}x{detector.width})")
-    return 0 if records else 1
-
+from c2am_tf.cli import run_command
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command("detect", prog="tflite_detect.py"))

@@ -1,9 +1,7 @@
 """TF Serving client: REST and gRPC requests answered by stand-in servers that run the real
 SavedModel signatures, the printed boxes against Keras, request formats and errors."""
 
-import importlib.util
 import json
-import os
 import threading
 from concurrent import futures
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -19,14 +17,12 @@ from c2am_tf.backbones import build_backbone
 from c2am_tf.export import export_saved_model
 from c2am_tf.inference import map_to_box
 from c2am_tf.model import C2AM
-from conftest import ROOT
 
 
 def _cli():
-    spec = importlib.util.spec_from_file_location("serve_client", os.path.join(ROOT, "export", "serve_client.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from c2am_tf.cli import serve_client
+
+    return serve_client
 
 
 @pytest.fixture(scope="module")

@@ -1,102 +1,11 @@
-"""Train a background-cue model on a C2AM model's background maps (paper section 3.5).
+"""Background-cue model on C2AM's maps (WSSS step 3): ``python train/fit_bgcues.py`` is ``c2am-tf fit-bgcues`` (``--help`` lists the flags).
 
-    python train/fit_bgcues.py --c2am runs/c2am/final.keras --images DIR --out runs/bgcues \\
-        [--pseudo soft|hard] [--epochs 10] [--size 448]
-
-Pseudo labels: ``soft`` is 1 - P itself, ``hard`` the pixels at or below
---cue-threshold x the map's peak (0.3, the authors' value; they train a saliency
-network on such thresholded cues). The model (c2am_tf.bgcues) is a frozen factory
-backbone with a stride-8 decoder, trained with binary cross-entropy and random flips.
-Writes OUT/bgcues.keras (atomically) and OUT/log.csv; ``train/refine.py --bg-cues``
-takes that file. ``--cues-out DIR`` also writes the trained model's background cue of
-every training image (``NAME.npy``, stride 8, in [0, 1]), which ``--bg-cues DIR`` reads.
+The command lives in ``c2am_tf.cli``; this script only runs it.
 """
 
-import argparse
-import io
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-from c2am_tf.backbones import BACKBONES  # noqa: E402
-from c2am_tf.bgcues import PSEUDO_LABELS, build_cue_model, pseudo_labels  # noqa: E402
-from c2am_tf.callbacks import save_atomically  # noqa: E402
-from c2am_tf.data.images import drop_unreadable, read_rgb  # noqa: E402
-from c2am_tf.data.transforms import resize_square  # noqa: E402
-from c2am_tf.files import OutputNames, list_images, write_atomically  # noqa: E402
-from c2am_tf.inference import load_model  # noqa: E402
-from c2am_tf.optim import poly_sgd  # noqa: E402
-
-
-def parse_args(argv=None):
-    """Command-line flags."""
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--c2am", required=True, help="a trained C2AM .keras model")
-    p.add_argument("--images", required=True, help="folder of training images (searched recursively)")
-    p.add_argument("--out", default="runs/bgcues")
-    p.add_argument("--pseudo", choices=PSEUDO_LABELS, default="soft")
-    p.add_argument("--cue-threshold", type=float, default=0.3, help="hard labels: fraction of the map's peak")
-    p.add_argument("--backbone", choices=BACKBONES, default="efficientnet_lite0")
-    p.add_argument("--weights", default="imagenet")
-    p.add_argument("--size", type=int, default=448)
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--lr", type=float, default=0.01)
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--cues-out", help="write the predicted background cues (NAME.npy) here")
-    return p.parse_args(argv)
-
-
-def load_images(paths, size):
-    """(N, size, size, 3) uint8 of the readable images (unreadable ones skipped with a warning)."""
-    paths, _ = drop_unreadable(paths)
-    ds = tf.data.Dataset.from_tensor_slices(paths).map(lambda p: resize_square(read_rgb(p), size),
-                                                       num_parallel_calls=tf.data.AUTOTUNE)
-    return np.stack(list(ds.as_numpy_iterator())), paths
-
-
-def main(argv=None):
-    """Entry point."""
-    args = parse_args(argv)
-    keras.utils.set_random_seed(args.seed)
-    images, paths = load_images(list_images(args.images), args.size)
-    # Cue files are keyed by image name: clashing names are refused before training, not after.
-    outputs = OutputNames(paths, args.cues_out, ".npy", layout="stem") if args.cues_out else None
-    c2am = load_model(args.c2am)
-    targets = pseudo_labels(c2am, images, args.pseudo, args.cue_threshold)[..., None]
-    grid = args.size // 8
-    targets = tf.image.resize(targets, (grid, grid), method="bilinear").numpy()
-    print(f"{len(images)} images; {args.pseudo} pseudo labels, mean background {targets.mean():.3f}")
-    features = "head" if args.backbone.startswith("efficientnet_lite") else "concat"
-    model = build_cue_model(args.backbone, args.weights, features)
-
-    def flip(image, target):
-        flip_it = tf.random.uniform(()) < 0.5
-        return (tf.where(flip_it, tf.reverse(image, [1]), image), tf.where(flip_it, tf.reverse(target, [1]), target))
-
-    train = (tf.data.Dataset.from_tensor_slices((images, targets)).shuffle(len(images), seed=args.seed)
-             .map(flip, num_parallel_calls=tf.data.AUTOTUNE).batch(args.batch_size).prefetch(tf.data.AUTOTUNE))
-    steps = -(-len(images) // args.batch_size)
-    model.compile(optimizer=poly_sgd(args.lr, steps * args.epochs), loss=keras.losses.BinaryCrossentropy(),
-                  metrics=[keras.metrics.MeanAbsoluteError(name="mae")])
-    os.makedirs(args.out, exist_ok=True)
-    model.fit(train, epochs=args.epochs, verbose=2,
-              callbacks=[keras.callbacks.CSVLogger(os.path.join(args.out, "log.csv"))])
-    save_atomically(model, os.path.join(args.out, "bgcues.keras"))
-    print(f"background-cue model -> {os.path.join(args.out, 'bgcues.keras')}")
-    if args.cues_out:
-        cues = model.predict(images, batch_size=args.batch_size, verbose=0)[..., 0]
-        for path, cue in zip(paths, cues):
-            buffer = io.BytesIO()
-            np.save(buffer, cue)
-            write_atomically(outputs(path), buffer.getvalue())
-        print(f"{len(cues)} background cues -> {args.cues_out}")
-
+from c2am_tf.cli import run_command
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command("fit-bgcues", prog="fit_bgcues.py"))

@@ -1,103 +1,11 @@
-"""Train a multi-label classifier on image-level labels and write its CAMs (initial CAMs for WSSS).
+"""Multi-label classifier and its CAMs (WSSS step 1): ``python train/fit_classifier.py`` is ``c2am-tf fit-classifier`` (``--help`` lists the flags).
 
-    python train/fit_classifier.py --dataset pets --data-dir ../shared/data/oxford_pets_dev \\
-        --out runs/classifier [--cams-out runs/classifier/cams] [--train-backbone]
-
-The classifier is a factory backbone + global average pooling + dense (c2am_tf.cam);
-binary cross-entropy per class. Images are resized to --size square with a random
-flip. After training, ``--cams-out`` receives one CAM file per image of the split
-(``NAME.npz``, c2am_tf.cam format: maps of the image's labelled classes at image
-resolution). Writes OUT/classifier.keras (atomically) and OUT/log.csv.
+The command lives in ``c2am_tf.cli``; this script only runs it.
 """
 
-import argparse
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
-from c2am_tf.backbones import BACKBONES, build_backbone  # noqa: E402
-from c2am_tf.callbacks import save_atomically  # noqa: E402
-from c2am_tf.cam import build_classifier, class_activation_maps, write_cams  # noqa: E402
-from c2am_tf.data.segmentation import SEGMENTATION_DATASETS, segmentation_dataset  # noqa: E402
-from c2am_tf.data.transforms import resize_square  # noqa: E402
-from c2am_tf.files import OutputNames  # noqa: E402
-from c2am_tf.optim import poly_sgd  # noqa: E402
-
-
-def parse_args(argv=None):
-    """Command-line flags."""
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", choices=SEGMENTATION_DATASETS, required=True)
-    p.add_argument("--data-dir", required=True)
-    p.add_argument("--split", help="default: train (voc), trainval (pets)")
-    p.add_argument("--backbone", choices=BACKBONES, default="efficientnet_lite0")
-    p.add_argument("--backbone-features", default="head", help="EfficientNet-Lite features: head|stage|concat")
-    p.add_argument("--weights", default="imagenet")
-    p.add_argument("--train-backbone", action="store_true", help="fine-tune the backbone (default: frozen)")
-    p.add_argument("--size", type=int, default=448)
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--lr", type=float, default=0.1)
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--out", default="runs/classifier")
-    p.add_argument("--cams-out", help="write the CAMs of the split here")
-    return p.parse_args(argv)
-
-
-def write_split_cams(classifier, source, outputs, size):
-    """One CAM file per image of ``source``, for its labelled classes, at image resolution.
-
-    ``outputs`` is an ``OutputNames`` of layout "stem": ``OUT/<image stem>.npz``, the name
-    CAM readers look up.
-    """
-    count = 0
-    for ex in tqdm(source.prefetch(4), desc="CAMs", unit="img"):
-        image = ex["image"]
-        keys = np.flatnonzero(ex["labels"].numpy())
-        cams = class_activation_maps(classifier, resize_square(image, size)[None], size=tf.shape(image)[:2])[0]
-        write_cams(outputs(ex["path"].numpy().decode()), keys, cams[keys])
-        count += 1
-    return count
-
-
-def main(argv=None):
-    """Entry point."""
-    args = parse_args(argv)
-    try:  # checked before training, not after
-        cam_names = OutputNames(None, args.cams_out, ".npz", layout="stem", root=args.data_dir) \
-            if args.cams_out else None
-    except ValueError as err:
-        sys.exit(f"error: --cams-out: {err}")
-    keras.utils.set_random_seed(args.seed)
-    source, classes = segmentation_dataset(args.dataset, args.data_dir, args.split)
-    features = args.backbone_features if args.backbone.startswith("efficientnet_lite") else "concat"
-    backbone = build_backbone(args.backbone, args.weights, features=features)
-    backbone.trainable = args.train_backbone
-    classifier = build_classifier(backbone, len(classes))
-    train = (source.map(lambda ex: (resize_square(ex["image"], args.size), ex["labels"]),
-                        num_parallel_calls=tf.data.AUTOTUNE).cache()
-             .shuffle(1024, seed=args.seed)
-             .map(lambda im, y: (tf.image.random_flip_left_right(im), y), num_parallel_calls=tf.data.AUTOTUNE)
-             .batch(args.batch_size).prefetch(tf.data.AUTOTUNE))
-    steps = -(-int(source.cardinality()) // args.batch_size)  # unreadable images were dropped already
-    classifier.compile(optimizer=poly_sgd(args.lr, steps * args.epochs),
-                       loss=keras.losses.BinaryCrossentropy(from_logits=True),
-                       metrics=[keras.metrics.BinaryAccuracy(threshold=0.0, name="acc")])
-    os.makedirs(args.out, exist_ok=True)
-    classifier.fit(train, epochs=args.epochs, verbose=2,
-                   callbacks=[keras.callbacks.CSVLogger(os.path.join(args.out, "log.csv"))])
-    save_atomically(classifier, os.path.join(args.out, "classifier.keras"))
-    print(f"classes: {classes}; model -> {os.path.join(args.out, 'classifier.keras')}")
-    if args.cams_out:
-        count = write_split_cams(classifier, source, cam_names, args.size)
-        print(f"{count} CAM files -> {args.cams_out}")
-
+from c2am_tf.cli import run_command
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command("fit-classifier", prog="fit_classifier.py"))

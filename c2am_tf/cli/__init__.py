@@ -1,0 +1,56 @@
+"""``c2am-tf <command>`` (also ``python -m c2am_tf <command>``): one entry point for every command.
+
+Each command is a module of this package with ``main(argv, prog)``; it is imported
+only when run, so ``c2am-tf detect`` (LiteRT) does not load TensorFlow. The scripts
+under ``train/`` and ``export/`` call the same modules.
+"""
+
+import importlib
+import sys
+
+# command -> (module, one-line summary)
+COMMANDS = {
+    "fit": ("fit", "train C2AM on unlabeled images"),
+    "predict": ("predict", "heatmap overlays, box JSON and a boxes file for images"),
+    "extract-boxes": ("extract_boxes", "pseudo boxes for a whole dataset (JSON, PSOL format), resumable"),
+    "export-saved-model": ("export_saved_model", "SavedModel for TensorFlow Serving"),
+    "export-tflite": ("export_tflite", "TFLite model (fp32, fp16, int8) for on-device foreground detection"),
+    "detect": ("detect", "foreground boxes with a .tflite model (no TensorFlow needed)"),
+    "serve-client": ("serve_client", "send images to a TensorFlow Serving model (REST or gRPC)"),
+    "fit-classifier": ("fit_classifier", "multi-label classifier and its CAMs (WSSS step 1)"),
+    "fit-bgcues": ("fit_bgcues", "background-cue model on C2AM's maps (WSSS step 3)"),
+    "refine": ("refine", "refine CAMs with C2AM's background cues, mIoU with ground truth (WSSS step 4)"),
+}
+
+
+def usage():
+    """The top-level help text."""
+    width = max(map(len, COMMANDS))
+    lines = [f"  {name:<{width}}  {summary}" for name, (_, summary) in COMMANDS.items()]
+    return ("usage: c2am-tf <command> [flags]   (c2am-tf <command> --help for its flags)\n\ncommands:\n"
+            + "\n".join(lines) + "\n")
+
+
+def run_command(name, argv=None, prog=None):
+    """Runs one command by name; returns its exit status (0 where it returns nothing)."""
+    module = importlib.import_module(f"c2am_tf.cli.{COMMANDS[name][0]}")
+    status = module.main(argv, prog or f"c2am-tf {name}")
+    return status if isinstance(status, int) else 0
+
+
+def main(argv=None):
+    """Entry point of ``c2am-tf`` and ``python -m c2am_tf``; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        sys.stdout.write(usage())
+        return 0 if argv else 2
+    if argv[0] in ("-V", "--version"):
+        from c2am_tf import __version__
+
+        print(f"c2am-tf {__version__}")
+        return 0
+    name = argv[0].replace("_", "-")
+    if name not in COMMANDS:
+        sys.stderr.write(usage() + f"\nc2am-tf: error: unknown command {argv[0]!r}\n")
+        return 2
+    return run_command(name, argv[1:])

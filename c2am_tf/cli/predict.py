@@ -1,0 +1,90 @@
+"""Heatmap overlays and boxes for images: ``c2am-tf predict IMAGE_OR_DIR --model M.keras --out DIR``.
+
+For each image (any size; grayscale and RGBA are converted to RGB) writes
+``OUT/<path below the input folder>.png`` (``photos/sub/x.jpg`` -> ``OUT/sub/x.jpg.png``),
+the heatmap overlay with the box, and the same name with ``.json``: the box
+(original pixels), the threshold and the map's foreground fraction. Outputs never
+overwrite an input image, and an output folder inside the input folder is not read.
+"""
+
+import os
+import sys
+
+
+from c2am_tf.boxes_json import BoxesWriter, box_record
+from c2am_tf.callbacks import predict_maps
+from c2am_tf.errors import ConfigError
+from c2am_tf.files import OutputNames, image_paths, write_json_atomically
+from c2am_tf.data.transforms import resize_square
+from c2am_tf.geometry import EVAL_CROP, check_image_size, check_threshold, scale_box
+from c2am_tf.image_io import UnreadableImageError, load_image
+from c2am_tf.inference import load_model, map_to_box
+from c2am_tf.viz import overlay, write_png
+from c2am_tf.cli.common import command_parser
+
+
+def predict(paths, model_path, out_dir, size=EVAL_CROP, threshold=None):
+    """Writes an overlay PNG and a JSON per image, and ``OUT/boxes.json`` (``c2am_tf.boxes/v1``,
+    streamed as results come); returns the list of records."""
+    size = check_image_size(size)
+    if threshold is not None:
+        threshold = check_threshold(threshold)
+    pictures, jsons = OutputNames(paths, out_dir, ".png"), OutputNames(paths, out_dir, ".json")
+    model = load_model(model_path)
+    t = float(model.threshold.numpy()) if threshold is None else threshold
+    writer = BoxesWriter(os.path.join(out_dir, "boxes.json"),
+                         {"model": os.path.abspath(model_path), "threshold": t, "size": size})
+    with writer:
+        for path in paths:
+            if path not in writer.done:
+                record = _predict_one(model, path, size, t, pictures, jsons)
+                if record is not None:
+                    writer.add(record)
+    return list(writer.done.values())
+
+
+def _predict_one(model, path, size, t, pictures, jsons):
+    """One image: its record, or None (with a message) when it cannot be read."""
+    try:
+        image, (width, height) = load_image(path, return_size=True)
+    except UnreadableImageError as err:
+        print(f"skipping {err}", file=sys.stderr)
+        return None
+    score_map = predict_maps(model, resize_square(image, size)[None])[0]
+    box, fraction = map_to_box(score_map, t, width, height)  # the file's pixels, even if decoded smaller
+    record = box_record(path, width, height, box, fraction)
+    write_json_atomically(jsons(path), {**record, "threshold": t}, indent=1)
+    shown = scale_box(box, (width, height), image.shape[1::-1])
+    write_png(pictures(path), overlay(image, score_map, [shown]))
+    return record
+
+
+
+def build_parser(prog=None):
+    """This command's flags (the README's commands are checked against it)."""
+    p = command_parser(__doc__, prog)
+    p.add_argument("inputs", help="an image file or a folder of images (searched recursively)")
+    p.add_argument("--model", required=True, help="a C2AM .keras model")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--size", type=int, default=EVAL_CROP, help="the image is resized whole to size x size")
+    p.add_argument("--threshold", type=float, help="override the model's stored threshold, in [0, 1]")
+    return p
+
+
+def main(argv=None, prog=None):
+    """``c2am-tf predict``; returns the exit status."""
+    p = build_parser(prog)
+    args = p.parse_args(argv)
+    try:
+        paths = image_paths(args.inputs, exclude=args.out)
+    except (FileNotFoundError, ValueError) as err:
+        p.error(str(err))
+    try:
+        records = predict(paths, args.model, args.out, args.size, args.threshold)
+    except ConfigError as err:
+        p.error(err.as_flag())
+    except (ValueError, FileNotFoundError) as err:
+        p.error(str(err))
+    print(f"{len(records)} of {len(paths)} images -> {args.out}")
+    return 0 if records else 1
+
