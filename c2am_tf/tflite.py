@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from c2am_tf.export import WeightsOnlyModule
+from c2am_tf.geometry import EVAL_CROP
 from c2am_tf.litert import METADATA_NAME
 
 QUANTIZATIONS = ("none", "float16", "int8")
@@ -34,7 +35,7 @@ class _FixedSizeModule(WeightsOnlyModule):
         return {"cam": self._model(tf.cast(images, tf.float32), training=False)[..., 0]}
 
 
-def convert(model, size=448, quantize="none", representative_images=None, calibration_steps=100):
+def convert(model, size=EVAL_CROP, quantize="none", representative_images=None, calibration_steps=100):
     """Bytes of a ``.tflite`` model for ``model`` at input ``size`` x ``size``.
 
     Args:

@@ -23,7 +23,7 @@ from c2am_tf.callbacks import (AtomicCheckpoint, LocalizationCallback, NonFinite
                                save_atomically)
 from c2am_tf.errors import ConfigError
 from c2am_tf.files import write_json_atomically
-from c2am_tf.geometry import MIN_IMAGE_SIZE, STRIDE
+from c2am_tf.geometry import EVAL_CROP, EVAL_RESIZE, MIN_IMAGE_SIZE, STRIDE
 from c2am_tf.losses import VARIANTS
 from c2am_tf.model import BACKBONE_BN_MODES, C2AM
 from c2am_tf.optim import RECIPES, poly_sgd
@@ -63,8 +63,8 @@ class TrainConfig:
     eval_every: int = 1
     resize: int = 256
     crop: int = 224
-    eval_resize: int = 480
-    eval_crop: int = 448
+    eval_resize: int = EVAL_RESIZE
+    eval_crop: int = EVAL_CROP
     eval_batch_size: int = 16
     jit_compile: str = "auto"
     cache: bool = True
@@ -96,7 +96,7 @@ class TrainConfig:
             _integer(self, name, MIN_IMAGE_SIZE, f"the backbone has stride {STRIDE}")
         try:
             self.weights = weights_choice(self.weights)
-        except FileNotFoundError as err:
+        except FileNotFoundError:
             raise ConfigError("weights", f"file not found: {self.weights} (or use 'imagenet' or 'none')") from None
         for crop, resize in (("crop", "resize"), ("eval_crop", "eval_resize")):
             if getattr(self, crop) > getattr(self, resize):

@@ -15,6 +15,7 @@ from c2am_tf.data.masks import mask_pairs, masks_source, tfds_cub_masks_source
 from c2am_tf.data.synthetic import synthetic_arrays, synthetic_example, synthetic_source
 from c2am_tf.data.transforms import (eval_image, eval_mask_transform, eval_transform, random_flip_crop,
                                       resize_square)
+from c2am_tf.geometry import EVAL_CROP, EVAL_RESIZE
 
 DATASETS = ("synthetic", "cub", "folder", "masks")
 AUTOTUNE = tf.data.AUTOTUNE
@@ -35,7 +36,7 @@ def train_pipeline(source, batch_size, resize=256, crop=224, cache=True, shuffle
     return ds.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)
 
 
-def eval_pipeline(source, batch_size, resize=480, crop=448, cache=True):
+def eval_pipeline(source, batch_size, resize=EVAL_RESIZE, crop=EVAL_CROP, cache=True):
     """Batches of (images (B, crop, crop, 3) uint8, boxes (B, G, 4)) in the eval frame.
 
     Sources with masks give (images, boxes, masks (B, crop, crop) uint8) instead.

@@ -8,6 +8,8 @@ resize / W and resize / H, shifted by -(resize - crop) / 2 and clipped to the cr
 
 import tensorflow as tf
 
+from c2am_tf.geometry import EVAL_CROP, EVAL_RESIZE
+
 
 def _resize(image, size):
     image = tf.image.resize(image, (size, size), method="bilinear", antialias=True)
@@ -35,18 +37,18 @@ def map_boxes_to_eval_frame(boxes, height, width, resize, crop):
     return tf.clip_by_value(scaled, 0.0, float(crop))
 
 
-def eval_mask_transform(mask, resize=480, crop=448):
+def eval_mask_transform(mask, resize=EVAL_RESIZE, crop=EVAL_CROP):
     """(H, W) uint8 mask -> (crop, crop) by nearest-neighbour resize then center crop."""
     mask = tf.image.resize(mask[..., None], (resize, resize), method="nearest")
     return tf.image.resize_with_crop_or_pad(mask, crop, crop)[..., 0]
 
 
-def eval_image(image, resize=480, crop=448):
+def eval_image(image, resize=EVAL_RESIZE, crop=EVAL_CROP):
     """(H, W, 3) uint8 -> (crop, crop, 3) uint8: resize to resize x resize, center crop."""
     return tf.image.resize_with_crop_or_pad(_resize(image, resize), crop, crop)
 
 
-def eval_transform(image, boxes, resize=480, crop=448):
+def eval_transform(image, boxes, resize=EVAL_RESIZE, crop=EVAL_CROP):
     """(image uint8 (H, W, 3), boxes (G, 4)) -> (crop x crop image, boxes in that frame)."""
     shape = tf.shape(image)
     return eval_image(image, resize, crop), map_boxes_to_eval_frame(boxes, shape[0], shape[1], resize, crop)
