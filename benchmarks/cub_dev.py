@@ -1,8 +1,8 @@
-"""The CUB dev benchmark of ../shared/BENCHMARK.md: baselines, untrained model, training, GT-known Loc.
+"""The CUB dev benchmark (protocol: ../shared/BENCHMARK.md beside the repository, summarized in the README): baselines, untrained model, training, GT-known Loc.
 
     python benchmarks/cub_dev.py          # the recommended recipe (head features, frozen backbone, 5 epochs)
     python benchmarks/cub_dev.py --backbone-features concat --train-backbone --lr 1e-4 \
-        --recipe reference --epochs 20    # BENCHMARK.md's model with the authors' recipe
+        --recipe reference --epochs 20    # the protocol's model with the authors' recipe
 
 Prints GT-known Loc per threshold and best for: the whole-crop box, the
 central-80% box, the untrained model (ImageNet backbone, random head; both
@@ -17,18 +17,17 @@ import resource
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import numpy as np
+import tensorflow as tf
 
-from c2am_tf import data  # noqa: E402
-from c2am_tf.backbones import build_backbone  # noqa: E402
-from c2am_tf.boxes import DEFAULT_THRESHOLDS, GTKnownLoc  # noqa: E402
-from c2am_tf.callbacks import evaluate_localization, evaluate_max_box_acc  # noqa: E402
-from c2am_tf.ddt import DDT  # noqa: E402
-from c2am_tf.model import C2AM  # noqa: E402
-from c2am_tf.training import TrainConfig, run_training  # noqa: E402
+from c2am_tf import data
+from c2am_tf.backbones import build_backbone
+from c2am_tf.boxes import DEFAULT_THRESHOLDS, GTKnownLoc
+from c2am_tf.callbacks import evaluate_localization, evaluate_max_box_acc
+from c2am_tf.ddt import DDT
+from c2am_tf.model import C2AM
+from c2am_tf.training import TrainConfig, run_training
 
 DEFAULT_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "CUB_200_2011_dev")
 
@@ -76,6 +75,9 @@ def peak_rss_gib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
+from machine import forward_gflops, fraction_of_peak, header
+
+
 def main():
     """Runs the protocol and prints its numbers."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -91,9 +93,9 @@ def main():
     p.add_argument("--freeze-backbone", dest="freeze_backbone", action="store_true", default=True)
     p.add_argument("--train-backbone", dest="freeze_backbone", action="store_false", default=argparse.SUPPRESS)
     p.add_argument("--backbone-features", default="head", choices=["concat", "head", "stage"],
-                   help="BENCHMARK.md's model is 'concat'; 'head' measured best")
-    p.add_argument("--resize", type=int, default=256, help="train resize (BENCHMARK.md: 256)")
-    p.add_argument("--crop", type=int, default=224, help="train crop (BENCHMARK.md: 224)")
+                   help="the protocol's model is 'concat'; 'head' measured best")
+    p.add_argument("--resize", type=int, default=256, help="train resize (the protocol's: 256)")
+    p.add_argument("--crop", type=int, default=224, help="train crop (the protocol's: 224)")
     p.add_argument("--skip-baselines", action="store_true")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--out", default="runs/cub_dev")
@@ -108,6 +110,8 @@ def main():
                       freeze_backbone=args.freeze_backbone, resize=args.resize, crop=args.crop,
                       backbone_features=args.backbone_features,
                       eval_every=args.eval_every, verbose=2)
+    machine, peak = header()
+    print(machine, flush=True)
     print("config:", dataclasses.asdict(cfg), flush=True)
     eval_src = data.make_source("cub", "test", args.data_dir)
     eval_ds = data.eval_pipeline(eval_src, 16, cfg.eval_resize, cfg.eval_crop)
@@ -144,7 +148,10 @@ def main():
     acc = ", ".join(f"IoU {k}: {v:.2f}" for k, v in v2["max_box_acc"].items())
     print(f"MaxBoxAccV2 (multi contour, thresholds 0:1:0.01, maps upsampled to 448): "
           f"{v2['max_box_acc_v2']:.2f} ({acc})")
-    print(f"training images/s (median after 5 steps): {summary['images_per_s']:.1f}")
+    gflop = forward_gflops(model.backbone, cfg.crop) * (1 if cfg.freeze_backbone else 3)
+    print(f"training images/s (median after 5 steps): {summary['images_per_s']:.1f} "
+          f"({100 * fraction_of_peak(summary['images_per_s'], gflop, peak):.1f}% of the float32 matmul rate, "
+          f"{gflop:.2f} GFLOP/image)")
     print(f"wall time (training + per-epoch eval): {wall:.0f} s")
     print(f"peak resident memory: {peak_rss_gib():.2f} GiB")
 

@@ -8,15 +8,14 @@ import argparse
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import keras  # noqa: E402
+import keras
 
-from c2am_tf import data  # noqa: E402
-from c2am_tf.backbones import build_backbone  # noqa: E402
-from c2am_tf.callbacks import evaluate_localization  # noqa: E402
-from c2am_tf.model import C2AM  # noqa: E402
-from c2am_tf.training import TrainConfig, run_training  # noqa: E402
+from c2am_tf import data
+from c2am_tf.backbones import build_backbone
+from c2am_tf.callbacks import evaluate_localization
+from c2am_tf.model import C2AM
+from c2am_tf.training import TrainConfig, run_training
 
 DEFAULT_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "DUTS-TE_dev500")
 
@@ -25,6 +24,9 @@ def line(name, r):
     """One result line: PxAP, mask IoU, GT-known Loc."""
     return (f"{name:34s} PxAP {r['pxap']:5.2f}  best mask IoU {r['mask_iou']:5.2f}  "
             f"GT-known Loc (mask boxes) {r['best']:5.2f} @ {r['best_threshold']:.2f}")
+
+
+from machine import header
 
 
 def main():
@@ -36,6 +38,7 @@ def main():
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--out", default="runs/duts_dev")
     args = p.parse_args()
+    print(header()[0], flush=True)
     if not os.path.isdir(args.data_dir):
         sys.exit(f"DUTS dev data not found at {args.data_dir}")
     eval_ds = data.eval_pipeline(data.make_source("masks", "test", args.data_dir), 16)

@@ -26,7 +26,6 @@ import time
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
 
 def _median_ms(fn, inputs, repeats):
@@ -96,6 +95,9 @@ def export_all(model_path, work, sizes, calibration_dir):
     return sizes_mib
 
 
+from machine import header
+
+
 def main(argv=None):
     """Entry point."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -109,6 +111,7 @@ def main(argv=None):
     if args.work:  # a timing child: one thread count, results as JSON on the last line
         print(json.dumps(time_all(args.work, args.sizes, args.threads[0], args.repeats)))
         return
+    print(header()[0], flush=True)
     with tempfile.TemporaryDirectory() as work:
         start = time.time()
         sizes_mib = export_all(args.model, work, args.sizes, args.calibration_dir)

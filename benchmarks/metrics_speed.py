@@ -3,17 +3,14 @@
     python benchmarks/metrics_speed.py
 """
 
-import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
+import cv2
+import numpy as np
 
-from c2am_tf.boxes import DEFAULT_THRESHOLDS, GTKnownLoc, best_box_per_threshold  # noqa: E402
-from c2am_tf.metrics import MaxBoxAcc, PxAP  # noqa: E402
+from c2am_tf.boxes import DEFAULT_THRESHOLDS, GTKnownLoc, best_box_per_threshold
+from c2am_tf.metrics import MaxBoxAcc, PxAP
 
 
 def timed(label, fn, repeats=3):
@@ -26,6 +23,9 @@ def _once(fn):
     t = time.perf_counter()
     fn()
     return time.perf_counter() - t
+
+
+from machine import header
 
 
 def main():
@@ -56,6 +56,7 @@ def main():
         acc.update(maps, masks)
         acc.result()
 
+    print(header(measure=False)[0])
     print("1,000 maps of 28x28, 19 thresholds (best of 3):")
     timed("GT-known Loc (single contour)", gt_known)
     timed("MaxBoxAcc (single contour, IoU 30/50/70)", max_box(False))

@@ -32,6 +32,9 @@ def step(title, done_file, command):
     print(f"[done] {title} in {time.time() - start:.0f} s", flush=True)
 
 
+from machine import header
+
+
 def main(argv=None):
     """Entry point."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -39,6 +42,7 @@ def main(argv=None):
     p.add_argument("--out", default="runs/pets_wsss")
     p.add_argument("--pseudo", choices=["soft", "hard"], default="hard")
     args = p.parse_args(argv)
+    print(header()[0], flush=True)
     out = os.path.abspath(args.out)
     images = os.path.join(args.data_dir, "images")
     step("classifier + CAMs", os.path.join(out, "classifier", "cams"),

@@ -13,18 +13,20 @@ boxes, GT-known Loc of each, and the model sizes.
 
 import argparse
 import os
-import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from c2am_tf import data, tflite  # noqa: E402
-from c2am_tf.boxes import box_iou, boxes_from_map  # noqa: E402
-from c2am_tf.inference import load_model  # noqa: E402
-from c2am_tf.litert import ForegroundDetector, box_from_map  # noqa: E402
+from c2am_tf import data, tflite
+from c2am_tf.boxes import box_iou, boxes_from_map
+from c2am_tf.inference import load_model
+from c2am_tf.geometry import EVAL_CROP, EVAL_RESIZE
+from c2am_tf.litert import ForegroundDetector, box_from_map
 
 SHARED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data")
+
+
+from machine import header
 
 
 def main(argv=None):
@@ -32,13 +34,14 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True)
     p.add_argument("--data-dir", default=os.path.join(SHARED, "CUB_200_2011_dev"))
-    p.add_argument("--size", type=int, default=448)
+    p.add_argument("--size", type=int, default=EVAL_CROP)
     p.add_argument("--calibration-steps", type=int, default=100)
     args = p.parse_args(argv)
+    print(header()[0], flush=True)
 
     model = load_model(args.model)
     threshold = float(model.threshold.numpy())
-    resize = round(args.size * 480 / 448)
+    resize = round(args.size * EVAL_RESIZE / EVAL_CROP)
     evals = list(data.eval_pipeline(data.cub_source(args.data_dir, "test"), 32, resize, args.size, cache=False))
     images = np.concatenate([b[0].numpy() for b in evals])
     gt = np.concatenate([b[1].numpy() for b in evals])

@@ -15,6 +15,7 @@ _PUBLIC = {
     "build_backbone": "c2am_tf.backbones",
     "boxes_from_map": "c2am_tf.boxes",
     "GTKnownLoc": "c2am_tf.boxes",
+    "load_model": "c2am_tf.inference",
 }
 __all__ = list(_PUBLIC)
 

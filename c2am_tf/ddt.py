@@ -17,7 +17,8 @@ class DDT:
 
     Example:
     >>> ddt = DDT()
-    >>> ddt.update(np.random.rand(2, 4, 4, 8)); ddt.fit()
+    >>> ddt.update(np.random.rand(2, 4, 4, 8))
+    >>> ddt = ddt.fit()
     >>> ddt.project(np.random.rand(1, 4, 4, 8)).shape
     (1, 4, 4)
     """

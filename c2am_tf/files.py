@@ -1,5 +1,5 @@
-"""Files without TensorFlow: listing image files (``c2am_tf.image_io`` reads them), and atomic writes (a temporary file in
-the same folder, then a rename: a run killed mid-write leaves the previous file, or
+"""Files without TensorFlow: listing image files (``c2am_tf.image_io`` reads them), output names, and
+atomic writes (a temporary file in the same folder, then a rename: a run killed mid-write leaves the previous file, or
 none, never a truncated one)."""
 
 import json

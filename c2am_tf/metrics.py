@@ -42,12 +42,16 @@ class MaxBoxAcc:
         iou_thresholds: in percent.
         multi_contour: one box per contour, the best one counts (V2 setting).
 
-    Example:
+    Example (boxes in wsolevaluation's convention: the map's box of pixels 2..5 is
+    [2, 2, 6, 6], and areas count +1 pixel):
     >>> m = MaxBoxAcc(multi_contour=True)
     >>> score = np.zeros((8, 8)); score[2:6, 2:6] = 1
-    >>> m.update(score, [[2, 2, 5, 5]])
+    >>> m.update(score, [[2, 2, 6, 6]])
     >>> m.result()["max_box_acc_v2"]
     100.0
+    >>> m.update(score, [[2, 2, 5, 5]])  # IoU 16/25 = 0.64: right at 30 and 50, wrong at 70
+    >>> round(m.result()["max_box_acc_v2"], 2)  # (100 + 100 + 50) / 3
+    83.33
     """
 
     def __init__(self, thresholds=None, iou_thresholds=(30, 50, 70), multi_contour=False):

@@ -69,6 +69,7 @@ class C2AM(keras.Model):
             ``"train"`` (batch statistics per replica, as the authors' code).
 
     Example:
+    >>> import numpy as np
     >>> from c2am_tf.backbones import build_backbone
     >>> model = C2AM(build_backbone("tiny", weights=None))
     >>> model.compile(optimizer=keras.optimizers.SGD(1e-3))

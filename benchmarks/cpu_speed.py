@@ -1,0 +1,121 @@
+"""Does TensorFlow's CPU path leave speed on the table? Training and inference under each setting.
+
+    python benchmarks/cpu_speed.py [--steps 6] [--batch 16]
+
+Each setting runs in a fresh process (oneDNN and thread pools are fixed when
+TensorFlow starts): oneDNN on/off x intra-op threads 1/2/auto. For each it times
+the EfficientNet-Lite0 C2AM training step (frozen backbone, the default recipe; and
+fine-tuned) at 224 and the eval forward pass at 448, and gives images/s and the
+share of the float32 matmul rate measured in the same process (benchmarks/machine.py).
+A depthwise-only model shows what EfficientNet's depthwise convolutions cost.
+TensorFlow on CPU is channels-last (NHWC) already, which is what our models use.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+SETTINGS = [  # (name, environment)
+    ("oneDNN on, threads auto", {"TF_ENABLE_ONEDNN_OPTS": "1"}),
+    ("oneDNN off, threads auto", {"TF_ENABLE_ONEDNN_OPTS": "0"}),
+    ("oneDNN on, 1 intra-op thread", {"TF_ENABLE_ONEDNN_OPTS": "1", "C2AM_INTRA_THREADS": "1"}),
+    ("oneDNN on, 2 intra + 1 inter-op", {"TF_ENABLE_ONEDNN_OPTS": "1", "C2AM_INTRA_THREADS": "2",
+                                         "C2AM_INTER_THREADS": "1"}),
+]
+
+
+def _rate(step, images, steps):
+    step()  # trace
+    step()
+    times = []
+    for _ in range(steps):
+        t = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t)
+    times.sort()
+    return images / times[len(times) // 2]
+
+
+def measure(steps, batch):
+    """One setting, in this process: {workload: (images/s, GFLOP per image)} and the matmul rate."""
+    import tensorflow as tf
+
+    if os.environ.get("C2AM_INTRA_THREADS"):
+        tf.config.threading.set_intra_op_parallelism_threads(int(os.environ["C2AM_INTRA_THREADS"]))
+    if os.environ.get("C2AM_INTER_THREADS"):
+        tf.config.threading.set_inter_op_parallelism_threads(int(os.environ["C2AM_INTER_THREADS"]))
+    import keras
+    import numpy as np
+
+    from c2am_tf.backbones import build_backbone
+    from c2am_tf.model import C2AM
+    from c2am_tf.optim import poly_sgd
+    from machine import forward_gflops, matmul_gflops
+
+    peak = matmul_gflops()
+    rng = np.random.RandomState(0)
+    train_x = tf.constant(rng.randint(0, 255, (batch, 224, 224, 3)), tf.uint8)
+    eval_x = tf.constant(rng.randint(0, 255, (batch, 448, 448, 3)), tf.uint8)
+    out = {}
+    for frozen in (True, False):
+        keras.utils.set_random_seed(0)
+        backbone = build_backbone("efficientnet_lite0", "imagenet", features="head")
+        backbone.trainable = not frozen
+        model = C2AM(backbone, recipe="paper")
+        model.compile(optimizer=poly_sgd(1e-4, 1000), jit_compile=False)
+        forward = forward_gflops(backbone, 224)
+        # frozen: a forward pass; fine-tuned: forward + backward, about 3 forward passes
+        out[f"train 224, {'frozen' if frozen else 'fine-tuned'} backbone"] = (
+            _rate(lambda: model.train_on_batch(train_x), batch, steps), forward * (1 if frozen else 3))
+        if frozen:
+            predict = tf.function(lambda x: model(x, training=False))
+            out["eval forward 448"] = (_rate(lambda: predict(eval_x).numpy(), batch, steps),
+                                       forward_gflops(backbone, 448))
+    inputs = keras.Input((224, 224, 32))
+    x = inputs
+    for _ in range(8):
+        x = keras.layers.DepthwiseConv2D(3, padding="same", use_bias=False)(x)
+    depthwise = keras.Model(inputs, x)
+    dw_x = tf.constant(rng.rand(batch, 224, 224, 32), tf.float32)
+    run = tf.function(lambda v: depthwise(v))
+    out["8 depthwise 3x3, 32 ch at 224"] = (_rate(lambda: run(dw_x).numpy(), batch, steps),
+                                           8 * 2 * 9 * 224 * 224 * 32 / 1e9)
+    return {"peak": peak, "results": out}
+
+
+def main(argv=None):
+    """Runs every setting in a child process and prints one table."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--steps", type=int, default=6, help="timed steps per workload (median)")
+    p.add_argument("--batch", type=int, default=16, help="images per step")
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    if args.child:
+        print("RESULT " + json.dumps(measure(args.steps, args.batch)))
+        return
+    from machine import header
+
+    print(header(measure=False)[0])
+    rows = []
+    for name, env in SETTINGS:
+        proc = subprocess.run([sys.executable, __file__, "--child", "--steps", str(args.steps), "--batch",
+                               str(args.batch)], env={**os.environ, **env, "TF_CPP_MIN_LOG_LEVEL": "2"},
+                              capture_output=True, text=True)
+        line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
+        if line is None:
+            print(f"{name}: failed\n{proc.stderr[-1500:]}")
+            continue
+        result = json.loads(line[7:])
+        rows.append((name, result))
+        print(f"\n{name}: float32 matmul {result['peak']:.1f} GFLOP/s")
+        for workload, (rate, gflop) in result["results"].items():
+            print(f"  {workload:<36} {rate:7.1f} images/s   {gflop:6.3f} GFLOP/image   "
+                  f"{100 * rate * gflop / result['peak']:5.1f}% of matmul")
+
+
+if __name__ == "__main__":
+    main()
