@@ -117,3 +117,33 @@ def call_grpc(target, request, timeout=60.0):
         except grpc.RpcError as err:
             raise RuntimeError(f"{target}: gRPC {err.code().name}: {err.details()}") from err
     return {name: tf.make_ndarray(proto) for name, proto in reply.outputs.items()}
+
+
+# gRPC's default message limit (TF Serving keeps it unless started with a larger one); REST
+# bodies of this size already take seconds to encode and parse.
+LARGE_REQUEST_BYTES = 4 * 2 ** 20
+
+
+def request_bytes(images, protocol):
+    """About how many bytes a request carrying uint8 ``images`` takes: JSON digits and separators
+    for REST, the raw tensor for gRPC (whose header is negligible).
+
+    >>> request_bytes(np.array([[7, 42, 255]], np.uint8), "rest")  # len('[[7, 42, 255]]')
+    14
+    """
+    images = np.asarray(images)
+    if protocol == "grpc":
+        return int(images.size)
+    digits = images.size + int((images >= 10).sum()) + int((images >= 100).sum())
+    # ", " after each value and "[]" around each pixel's channels
+    return int(digits + 2 * images.size + 2 * (images.size // images.shape[-1]))
+
+
+def large_request_warning(path, images, protocol, limit=LARGE_REQUEST_BYTES):
+    """A warning line for a request over ``limit`` bytes that suggests ``--resize``, or None."""
+    size = request_bytes(images, protocol)
+    if size <= limit:
+        return None
+    side = max(np.asarray(images).shape[1:3])
+    return (f"warning: {path}: the {protocol} request is about {size / 2 ** 20:.1f} MB "
+            f"(image side {side}); pass --resize 448 to send a smaller one")

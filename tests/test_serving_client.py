@@ -171,3 +171,24 @@ def test_errors_are_clear(served, tmp_path, capsys):
     # Nothing listens on this port: the client names the URL and stops.
     assert _cli().main([paths[0], "--host", "127.0.0.1", "--port", "9"]) == 1
     assert "cannot connect" in capsys.readouterr().err
+
+
+def test_a_large_request_is_warned_about_with_the_resize_hint(tmp_path, capsys):
+    from PIL import Image
+
+    from c2am_tf.serving_client import LARGE_REQUEST_BYTES, request_bytes
+
+    rng = np.random.RandomState(0)
+    big = rng.randint(0, 255, (1100, 1100, 3), np.uint8)  # ~14 MB of JSON, 3.6 MB raw
+    Image.fromarray(big).save(tmp_path / "big.png")
+    small = big[:40, :50]
+    exact = len(json.dumps(small[None].tolist()))
+    assert abs(request_bytes(small[None], "rest") - exact) < 0.01 * exact
+    assert request_bytes(big[None], "grpc") < LARGE_REQUEST_BYTES < request_bytes(big[None], "rest")
+    assert _cli().main([str(tmp_path / "big.png"), "--dry-run", "--protocol", "grpc"]) == 0
+    assert "warning" not in capsys.readouterr().err
+    assert _cli().main([str(tmp_path / "big.png"), "--dry-run"]) == 0
+    err = capsys.readouterr().err
+    assert "big.png: the rest request is about 1" in err and "pass --resize 448" in err
+    assert _cli().main([str(tmp_path / "big.png"), "--dry-run", "--resize", "448"]) == 0
+    assert "warning" not in capsys.readouterr().err

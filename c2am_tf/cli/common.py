@@ -17,3 +17,30 @@ def command_parser(doc, prog=None):
     """An ``ArgumentParser`` for one command: ``doc`` is its description, ``prog`` its name
     (``c2am-tf fit`` from the entry point; the script's name when run as a script)."""
     return argparse.ArgumentParser(prog=prog, description=doc, formatter_class=HelpFormatter)
+
+
+def add_training_flags(parser, epochs, batch_size, lr, seed=1):
+    """The flags every trainer shares: backbone, weights, epochs, batch size, learning rate, seed."""
+    from c2am_tf.backbones import BACKBONES
+
+    parser.add_argument("--backbone", choices=BACKBONES, default="efficientnet_lite0", help="feature extractor")
+    parser.add_argument("--weights", default="imagenet", help="'imagenet', 'none' or a weights file")
+    parser.add_argument("--epochs", type=int, default=epochs, help="passes over the images")
+    parser.add_argument("--batch-size", type=int, default=batch_size, help="images per batch")
+    parser.add_argument("--lr", type=float, default=lr, help="base learning rate (poly decay)")
+    parser.add_argument("--seed", type=int, default=seed, help="random seed")
+
+
+def fit_and_save(model, data, epochs, out_dir, filename):
+    """``model.fit`` with a CSV log in ``out_dir``, then the model saved atomically there; returns its path."""
+    import os
+
+    import keras
+
+    from c2am_tf.callbacks import save_atomically
+
+    os.makedirs(out_dir, exist_ok=True)
+    model.fit(data, epochs=epochs, verbose=2, callbacks=[keras.callbacks.CSVLogger(os.path.join(out_dir, "log.csv"))])
+    path = os.path.join(out_dir, filename)
+    save_atomically(model, path)
+    return path

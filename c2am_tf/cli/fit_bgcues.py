@@ -13,22 +13,19 @@ every training image (``NAME.npy``, stride 8, in [0, 1]), which ``--bg-cues DIR`
 """
 
 import io
-import os
 
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from c2am_tf.backbones import BACKBONES
 from c2am_tf.bgcues import PSEUDO_LABELS, build_cue_model, pseudo_labels
-from c2am_tf.callbacks import save_atomically
 from c2am_tf.data.images import drop_unreadable, read_rgb
 from c2am_tf.data.transforms import resize_square
 from c2am_tf.files import OutputNames, list_images, write_atomically
 from c2am_tf.inference import load_model
 from c2am_tf.optim import poly_sgd
-from c2am_tf.cli.common import command_parser
+from c2am_tf.cli.common import add_training_flags, command_parser, fit_and_save
 from c2am_tf.geometry import EVAL_CROP
 
 
@@ -42,13 +39,8 @@ def build_parser(prog=None):
     p.add_argument("--pseudo", choices=PSEUDO_LABELS, default="soft",
                    help="targets: C2AM's 1 - P (soft) or it thresholded (hard)")
     p.add_argument("--cue-threshold", type=float, default=0.3, help="hard labels: fraction of the map's peak")
-    p.add_argument("--backbone", choices=BACKBONES, default="efficientnet_lite0", help="feature extractor")
-    p.add_argument("--weights", default="imagenet", help="'imagenet', 'none' or a weights file")
     p.add_argument("--size", type=int, default=EVAL_CROP, help="images are resized whole to this square")
-    p.add_argument("--epochs", type=int, default=10, help="passes over the images")
-    p.add_argument("--batch-size", type=int, default=16, help="images per batch")
-    p.add_argument("--lr", type=float, default=0.01, help="base learning rate (poly decay)")
-    p.add_argument("--seed", type=int, default=1, help="random seed")
+    add_training_flags(p, epochs=10, batch_size=16, lr=0.01)
     p.add_argument("--cues-out", help="write the predicted background cues (NAME.npy) here")
     return p
 
@@ -91,11 +83,7 @@ def main(argv=None, prog=None):
     steps = -(-len(images) // args.batch_size)
     model.compile(optimizer=poly_sgd(args.lr, steps * args.epochs), loss=keras.losses.BinaryCrossentropy(),
                   metrics=[keras.metrics.MeanAbsoluteError(name="mae")])
-    os.makedirs(args.out, exist_ok=True)
-    model.fit(train, epochs=args.epochs, verbose=2,
-              callbacks=[keras.callbacks.CSVLogger(os.path.join(args.out, "log.csv"))])
-    save_atomically(model, os.path.join(args.out, "bgcues.keras"))
-    print(f"background-cue model -> {os.path.join(args.out, 'bgcues.keras')}")
+    print(f"background-cue model -> {fit_and_save(model, train, args.epochs, args.out, 'bgcues.keras')}")
     if args.cues_out:
         cues = model.predict(images, batch_size=args.batch_size, verbose=0)[..., 0]
         for path, cue in zip(paths, cues):

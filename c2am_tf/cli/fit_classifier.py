@@ -10,7 +10,6 @@ flip. After training, ``--cams-out`` receives one CAM file per image of the spli
 resolution). Writes OUT/classifier.keras (atomically) and OUT/log.csv.
 """
 
-import os
 import sys
 
 
@@ -19,14 +18,13 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from c2am_tf.backbones import BACKBONES, build_backbone
-from c2am_tf.callbacks import save_atomically
+from c2am_tf.backbones import LITE_FEATURES, build_backbone
 from c2am_tf.cam import build_classifier, class_activation_maps, write_cams
 from c2am_tf.data.segmentation import SEGMENTATION_DATASETS, segmentation_dataset
 from c2am_tf.data.transforms import resize_square
 from c2am_tf.files import OutputNames
 from c2am_tf.optim import poly_sgd
-from c2am_tf.cli.common import command_parser
+from c2am_tf.cli.common import add_training_flags, command_parser, fit_and_save
 from c2am_tf.geometry import EVAL_CROP
 
 
@@ -37,15 +35,10 @@ def build_parser(prog=None):
     p.add_argument("--dataset", choices=SEGMENTATION_DATASETS, required=True, help="dataset with image-level labels")
     p.add_argument("--data-dir", required=True, help="its root folder")
     p.add_argument("--split", help="default: train (voc), trainval (pets)")
-    p.add_argument("--backbone", choices=BACKBONES, default="efficientnet_lite0", help="feature extractor")
-    p.add_argument("--backbone-features", default="head", help="EfficientNet-Lite features: head|stage|concat")
-    p.add_argument("--weights", default="imagenet", help="'imagenet', 'none' or a weights file")
+    add_training_flags(p, epochs=10, batch_size=16, lr=0.1)
+    p.add_argument("--backbone-features", default="head", choices=LITE_FEATURES, help="EfficientNet-Lite features")
     p.add_argument("--train-backbone", action="store_true", help="fine-tune the backbone (default: frozen)")
     p.add_argument("--size", type=int, default=EVAL_CROP, help="images are resized whole to this square")
-    p.add_argument("--epochs", type=int, default=10, help="passes over the images")
-    p.add_argument("--batch-size", type=int, default=16, help="images per batch")
-    p.add_argument("--lr", type=float, default=0.1, help="base learning rate (poly decay)")
-    p.add_argument("--seed", type=int, default=1, help="random seed")
     p.add_argument("--out", default="runs/classifier", help="output folder (classifier.keras, log.csv)")
     p.add_argument("--cams-out", help="write the CAMs of the split here")
     return p
@@ -96,11 +89,7 @@ def main(argv=None, prog=None):
     classifier.compile(optimizer=poly_sgd(args.lr, steps * args.epochs),
                        loss=keras.losses.BinaryCrossentropy(from_logits=True),
                        metrics=[keras.metrics.BinaryAccuracy(threshold=0.0, name="acc")])
-    os.makedirs(args.out, exist_ok=True)
-    classifier.fit(train, epochs=args.epochs, verbose=2,
-                   callbacks=[keras.callbacks.CSVLogger(os.path.join(args.out, "log.csv"))])
-    save_atomically(classifier, os.path.join(args.out, "classifier.keras"))
-    print(f"classes: {classes}; model -> {os.path.join(args.out, 'classifier.keras')}")
+    print(f"classes: {classes}; model -> {fit_and_save(classifier, train, args.epochs, args.out, 'classifier.keras')}")
     if args.cams_out:
         count = write_split_cams(classifier, source, cam_names, args.size)
         print(f"{count} CAM files -> {args.cams_out}")

@@ -78,6 +78,9 @@ def main(argv=None, prog=None):
             failures += 1
             continue
         sent = resize_rgb(image, args.resize, args.resize) if args.resize else image
+        warning = client.large_request_warning(path, sent[None], args.protocol)
+        if warning:
+            print(warning, file=sys.stderr)
         if args.protocol == "rest":
             body = client.rest_body(sent[None], args.signature, args.rest_format)
             if args.dry_run:
