@@ -8,7 +8,6 @@ import argparse
 import os
 import sys
 
-
 import keras
 
 from c2am_tf import data

@@ -16,7 +16,6 @@ import os
 
 import numpy as np
 
-
 from c2am_tf import data, tflite
 from c2am_tf.boxes import box_iou, boxes_from_map
 from c2am_tf.inference import load_model

@@ -113,18 +113,21 @@ class OutputNames:
             root = roots[0] if roots else os.getcwd()
         folders = [os.path.dirname(os.path.abspath(p)) for p in paths]
         self._root = os.path.abspath(root) if self._streaming else os.path.commonpath(folders) if folders else ""
-        self._inputs = {os.path.realpath(p) for p in paths}
+        inputs = {os.path.realpath(p) for p in paths}
         self._names, self._owner = {}, {}
-        owner = self._owner
         for path in paths:
-            out = self._name(path)
-            first = owner.setdefault(out, path)
-            if first != path:
-                raise ValueError(f"two images would write {out}: {first} and {path} "
-                                 "(their names differ only in folder or extension)")
-            if os.path.realpath(out) in self._inputs:
+            out = self._claim(path, self._name(path))
+            if os.path.realpath(out) in inputs:
                 raise ValueError(f"{out} would overwrite an input image; write to another output folder")
-            self._names[path] = out
+
+    def _claim(self, path, out):
+        """Records ``out`` as ``path``'s output; another image already owning it is an error."""
+        first = self._owner.setdefault(out, path)
+        if first != path:
+            raise ValueError(f"two images would write {out}: {first} and {path} "
+                             "(their names differ only in folder or extension)")
+        self._names[path] = out
+        return out
 
     def _name(self, path):
         if self.layout == "stem":
@@ -148,9 +151,4 @@ class OutputNames:
             if rel.startswith(".."):
                 raise ValueError(f"image name {path!r} leaves the output folder")
             out = os.path.join(self.out_dir, rel + self.suffix)
-        first = self._owner.setdefault(out, path)
-        if first != path:
-            raise ValueError(f"two images would write {out}: {first} and {path} "
-                             "(their names differ only in folder or extension)")
-        self._names[path] = out
-        return out
+        return self._claim(path, out)

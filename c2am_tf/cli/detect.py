@@ -18,7 +18,6 @@ import time
 
 import numpy as np
 
-
 from c2am_tf.boxes_json import BoxesWriter, box_record
 from c2am_tf.errors import ConfigError
 from c2am_tf.files import OutputNames, image_paths

@@ -12,7 +12,6 @@ ai-edge-litert, no TensorFlow) runs it and computes the box on the device side.
 
 import time
 
-
 from c2am_tf import tflite
 from c2am_tf.files import list_images
 from c2am_tf.inference import load_model

@@ -19,7 +19,6 @@ import hashlib
 import os
 import sys
 
-
 import tensorflow as tf
 from tqdm import tqdm
 

@@ -14,7 +14,6 @@ every training image (``NAME.npy``, stride 8, in [0, 1]), which ``--bg-cues DIR`
 
 import io
 
-
 import keras
 import numpy as np
 import tensorflow as tf

@@ -12,7 +12,6 @@ resolution). Writes OUT/classifier.keras (atomically) and OUT/log.csv.
 
 import sys
 
-
 import keras
 import numpy as np
 import tensorflow as tf

@@ -10,7 +10,6 @@ overwrite an input image, and an output folder inside the input folder is not re
 import os
 import sys
 
-
 from c2am_tf.boxes_json import BoxesWriter, box_record
 from c2am_tf.callbacks import predict_maps
 from c2am_tf.errors import ConfigError

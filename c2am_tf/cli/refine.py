@@ -24,7 +24,6 @@ import io
 import os
 import sys
 
-
 import numpy as np
 import tensorflow as tf
 from tqdm import tqdm

@@ -23,7 +23,6 @@ import sys
 
 import numpy as np
 
-
 from c2am_tf import serving_client as client
 from c2am_tf.files import image_paths
 from c2am_tf.geometry import scale_box
