@@ -23,7 +23,7 @@ import tensorflow as tf
 from c2am_tf import data
 from c2am_tf.backbones import build_backbone
 from c2am_tf.boxes import DEFAULT_THRESHOLDS, GTKnownLoc
-from c2am_tf.callbacks import evaluate_localization, evaluate_max_box_acc
+from c2am_tf.evaluate import evaluate
 from c2am_tf.ddt import DDT
 from c2am_tf.model import C2AM
 from c2am_tf.training import TrainConfig, run_training
@@ -43,9 +43,10 @@ def center_box_baselines(eval_ds, crop):
     for name, margin in (("whole crop", 0.0), ("central 80%", 0.1)):
         acc = GTKnownLoc(thresholds=[0.5])
         m = margin * crop
-        for _, gt in eval_ds:
+        for batch in eval_ds:
+            gt = batch["boxes"].numpy()
             box = np.tile([[[m, m, crop - m, crop - m]]], (gt.shape[0], 1, 1))
-            acc.update(box, gt.numpy())
+            acc.update(box, gt)
         out[name] = acc.result()["best"]
     return out
 
@@ -53,13 +54,13 @@ def center_box_baselines(eval_ds, crop):
 def ddt_baseline(backbone, train_ds, eval_ds, crop):
     """GT-known Loc of DDT fit on the train images' features (eval transform)."""
     ddt = DDT()
-    for images, _ in train_ds:
-        ddt.update(backbone.predict_on_batch(images))
+    for batch in train_ds:
+        ddt.update(backbone.predict_on_batch(batch["image"]))
     ddt.fit()
     feats, gts = [], []
-    for images, gt in eval_ds:
-        feats.append(backbone.predict_on_batch(images))
-        gts.append(gt.numpy())
+    for batch in eval_ds:
+        feats.append(backbone.predict_on_batch(batch["image"]))
+        gts.append(batch["boxes"].numpy())
     maps = np.concatenate([ddt.project(f) for f in feats])
     ddt.orient(maps)
     maps = np.concatenate([ddt.project(f) for f in feats])
@@ -120,10 +121,10 @@ def main():
             print(f"baseline box = {name:12s}: GT-known Loc {value:5.2f}", flush=True)
         tf.keras.utils.set_random_seed(cfg.seed)
         untrained = C2AM(build_backbone("efficientnet_lite0", weights="imagenet", features=cfg.backbone_features))
-        result, _ = evaluate_localization(untrained, eval_ds, DEFAULT_THRESHOLDS)
+        result, _ = evaluate(untrained, eval_ds, DEFAULT_THRESHOLDS, max_box_acc=False, stored_threshold=None)
         print("untrained model (map as is):   ", fmt(result), flush=True)
         untrained.polarity.assign(-1.0)
-        result, _ = evaluate_localization(untrained, eval_ds, DEFAULT_THRESHOLDS)
+        result, _ = evaluate(untrained, eval_ds, DEFAULT_THRESHOLDS, max_box_acc=False, stored_threshold=None)
         print("untrained model (map inverted):", fmt(result), flush=True)
         train_eval_ds = data.eval_pipeline(data.make_source("cub", "train", args.data_dir), 16,
                                            cfg.eval_resize, cfg.eval_crop, cache=False)
@@ -143,9 +144,9 @@ def main():
               "per_threshold": summary["per_threshold"]}
     print(f"trained ({cfg.epochs} epochs, recipe {cfg.recipe}, loss {cfg.loss_variant}, "
           f"polarity {summary['polarity']:+.0f}):", fmt(result))
-    v2 = evaluate_max_box_acc(model, eval_ds, multi_contour=True)
+    v2, _ = evaluate(model, eval_ds)
     acc = ", ".join(f"IoU {k}: {v:.2f}" for k, v in v2["max_box_acc"].items())
-    print(f"MaxBoxAccV2 (multi contour, thresholds 0:1:0.01, maps upsampled to 448): "
+    print(f"MaxBoxAccV2 (multi contour, thresholds 0:1:0.01, maps upsampled to 224): "
           f"{v2['max_box_acc_v2']:.2f} ({acc})")
     gflop = forward_gflops(model.backbone, cfg.crop) * (1 if cfg.freeze_backbone else 3)
     print(f"training images/s (median after 5 steps): {summary['images_per_s']:.1f} "

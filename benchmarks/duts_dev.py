@@ -12,7 +12,7 @@ import keras
 
 from c2am_tf import data
 from c2am_tf.backbones import build_backbone
-from c2am_tf.callbacks import evaluate_localization
+from c2am_tf.evaluate import evaluate
 from c2am_tf.model import C2AM
 from c2am_tf.training import TrainConfig, run_training
 
@@ -45,7 +45,7 @@ def main():
     untrained = C2AM(build_backbone("efficientnet_lite0", weights="imagenet"))
     for polarity, name in ((1.0, "untrained (map as is)"), (-1.0, "untrained (map inverted)")):
         untrained.polarity.assign(polarity)
-        print(line(name, evaluate_localization(untrained, eval_ds)[0]), flush=True)
+        print(line(name, evaluate(untrained, eval_ds, max_box_acc=False, stored_threshold=None)[0]), flush=True)
     cfg = TrainConfig(dataset="masks", data_dir=args.data_dir, epochs=args.epochs, recipe=args.recipe,
                       lr=args.lr, eval_every=max(args.epochs // 2, 1), out=args.out, verbose=2)
     _, _, summary = run_training(cfg)

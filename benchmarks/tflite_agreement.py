@@ -42,8 +42,8 @@ def main(argv=None):
     threshold = float(model.threshold.numpy())
     resize = round(args.size * EVAL_RESIZE / EVAL_CROP)
     evals = list(data.eval_pipeline(data.cub_source(args.data_dir, "test"), 32, resize, args.size, cache=False))
-    images = np.concatenate([b[0].numpy() for b in evals])
-    gt = np.concatenate([b[1].numpy() for b in evals])
+    images = np.concatenate([b["image"].numpy() for b in evals])
+    gt = np.concatenate([b["boxes"].numpy() for b in evals])
     keras_maps = model.predict(images, batch_size=16, verbose=0)[..., 0]
     h, w = keras_maps.shape[1:]
     scale = np.array([args.size / w, args.size / h] * 2)
@@ -59,7 +59,7 @@ def main(argv=None):
     numpy_boxes = np.stack([box_from_map(m, threshold) for m in keras_maps]) * scale
     same = np.mean(np.all(numpy_boxes == keras_boxes, axis=1)) * 100
     print(f"box_from_map (numpy) vs OpenCV on the Keras maps: identical boxes {same:.1f}%")
-    train = [path for path, _ in data.cub_records(args.data_dir, "train")]
+    train = [record[0] for record in data.cub_records(args.data_dir, "train")]
     print(f"{'model':8s} {'MiB':>6s} {'max |map diff|':>15s} {'IoU>=0.5 vs Keras':>18s} "
           f"{'identical':>9s} {'GT-known Loc':>12s}")
     for quantize in tflite.QUANTIZATIONS:

@@ -43,19 +43,26 @@ def boxes_from_map(score_map, thresholds=DEFAULT_THRESHOLDS, multi_contour=False
     height, width = score_map.shape
     image, peak = uint8_and_peak(score_map)
     out = []
+    row_peak, col_peak = image.max(axis=1), image.max(axis=0)
     for t in thresholds:
-        binary = (image > int(float(t) * peak)).astype(np.uint8) * 255
-        contours = cv2.findContours(binary, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)[
-            _CONTOUR_INDEX
-        ]
-        if len(contours) == 0:
+        cutoff = int(float(t) * peak)
+        rows, cols = np.flatnonzero(row_peak > cutoff), np.flatnonzero(col_peak > cutoff)
+        if len(rows) == 0:
             out.append(np.zeros((1, 4), np.float64))
             continue
+        # contours only on the foreground's bounding window (the same contours, offset: OpenCV treats
+        # everything outside the image as background); high thresholds cost a fraction of the map
+        y0, x0 = rows[0], cols[0]
+        # cv2.threshold keeps pixels strictly above the cut-off, as the reference's comparison does
+        window = cv2.threshold(np.ascontiguousarray(image[y0:rows[-1] + 1, x0:cols[-1] + 1]), cutoff, 255,
+                               cv2.THRESH_BINARY)[1]
+        contours = cv2.findContours(window, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)[_CONTOUR_INDEX]
         if not multi_contour:
             contours = [max(contours, key=cv2.contourArea)]
         boxes = []
         for contour in contours:
             x, y, w, h = cv2.boundingRect(contour)
+            x, y = x + x0, y + y0
             boxes.append([x, y, min(x + w, width - 1), min(y + h, height - 1)])
         out.append(np.asarray(boxes, np.float64) * factor)
     return out

@@ -1,4 +1,4 @@
-"""Training callbacks: polarity, per-epoch localization accuracy, atomic checkpoints."""
+"""Training callbacks: polarity, per-epoch localization accuracy (by ``c2am_tf.evaluate``), atomic checkpoints."""
 
 import csv
 import json
@@ -9,9 +9,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from c2am_tf.boxes import DEFAULT_THRESHOLDS, GTKnownLoc, best_box_per_threshold
+from c2am_tf.evaluate import evaluate
 from c2am_tf.files import write_json_atomically
-from c2am_tf.metrics import MaxBoxAcc, PxAP, wsol_thresholds
+from c2am_tf.foreground import DEFAULT_THRESHOLDS
 from c2am_tf.viz import grid, overlay
 
 log = logging.getLogger("c2am_tf")
@@ -54,64 +54,6 @@ class NonFiniteLossGuard(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-def predict_maps(model, images):
-    """Foreground-high maps (B, h, w) as numpy for a batch of images."""
-    return np.asarray(model.predict_on_batch(images))[..., 0]
-
-
-def upsample_normalized(maps, size):
-    """Maps (B, h, w) -> (B, size, size) bilinear, each min-max normalized (constant -> 0)."""
-    up = tf.image.resize(np.asarray(maps, np.float32)[..., None], (size, size), method="bilinear")
-    up = up.numpy()[..., 0].astype(np.float64)
-    lo = up.min(axis=(1, 2), keepdims=True)
-    span = up.max(axis=(1, 2), keepdims=True) - lo
-    return np.where(span > 0, (up - lo) / np.where(span > 0, span, 1), 0.0)
-
-
-def evaluate_localization(model, dataset, thresholds=DEFAULT_THRESHOLDS, iou_threshold=0.5,
-                          inclusive=False, keep=0):
-    """GT-known Loc (and PxAP / mask IoU when the batches carry masks) of ``model``.
-
-    ``dataset`` yields (images, boxes) or (images, boxes, masks) in the eval
-    frame. Returns ``(result, examples)``: the GTKnownLoc result dict (plus
-    'pxap', 'mask_iou', 'mask_threshold' with masks) and up to ``keep``
-    (image, map, boxes per threshold, gt boxes) tuples for pictures.
-    """
-    acc = GTKnownLoc(thresholds, iou_threshold, inclusive)
-    pxap = None
-    examples = []
-    for batch in dataset:
-        images, gt = batch[0], batch[1]
-        maps = predict_maps(model, images)
-        factor = images.shape[2] / maps.shape[2]
-        boxes = np.stack([best_box_per_threshold(m, thresholds, factor) for m in maps])
-        acc.update(boxes, gt.numpy())
-        if len(batch) > 2:
-            pxap = pxap or PxAP()
-            pxap.update(upsample_normalized(maps, images.shape[1]), batch[2].numpy())
-        for i in range(min(keep - len(examples), len(maps))):
-            examples.append((images[i].numpy(), maps[i], boxes[i], gt[i].numpy()))
-    result = acc.result()
-    if pxap is not None:
-        masks = pxap.result()
-        result.update(pxap=masks["pxap"], mask_iou=masks["best_iou"], mask_threshold=masks["best_threshold"])
-    return result, examples
-
-
-def evaluate_max_box_acc(model, dataset, multi_contour=True, step=0.01):
-    """wsolevaluation's MaxBoxAcc (V2 when ``multi_contour``) of ``model`` over ``dataset``.
-
-    Maps are upsampled to the image size (bilinear) and min-max normalized, as
-    wsolevaluation does with CAMs; boxes are those of the eval frame.
-    """
-    metric = MaxBoxAcc(wsol_thresholds(step), multi_contour=multi_contour)
-    for batch in dataset:
-        images, gt = batch[0], batch[1].numpy()
-        maps = upsample_normalized(predict_maps(model, images), images.shape[1])
-        metric.update_batch(maps, gt)
-    return metric.result()
-
-
 class LocalizationCallback(keras.callbacks.Callback):
     """GT-known Loc on an eval split after each ``every`` epochs.
 
@@ -135,8 +77,8 @@ class LocalizationCallback(keras.callbacks.Callback):
         last_epoch = epoch + 1 == self.params.get("epochs")
         if (epoch + 1) % self.every and not last_epoch or not np.isfinite(float(logs.get("loss", 0.0))):
             return
-        result, examples = evaluate_localization(self.model, self.dataset, self.thresholds,
-                                                 keep=self.num_pictures)
+        result, examples = evaluate(self.model, self.dataset, self.thresholds, max_box_acc=False,
+                                    keep=self.num_pictures, stored_threshold=None)
         self.last = result
         self.model.threshold.assign(result["best_threshold"] or 0.5)
         logs["gt_known_loc"] = result["best"]

@@ -12,6 +12,19 @@ from c2am_tf.errors import ConfigError
 
 EVAL_RESIZE = 480
 EVAL_CROP = 448
+# name -> (resize, crop). "crop448" is the authors' CUB test transform; "whole224" resizes the whole
+# image to 224 as wsolevaluation scores ImageNet (no crop: nothing outside a crop is lost), and at the
+# scale the heads train at (224 crops): on ImageNet dev it scored 4.6 points above "whole448".
+EVAL_FRAMES = {"crop448": (EVAL_RESIZE, EVAL_CROP), "whole224": (224, 224), "whole448": (EVAL_CROP, EVAL_CROP)}
+
+
+def default_frame(dataset):
+    """The eval frame a dataset is scored in: "whole224" for ImageNet (wsolevaluation), "crop448" otherwise.
+
+    >>> default_frame("imagenet"), default_frame("cub")
+    ('whole224', 'crop448')
+    """
+    return "whole224" if dataset == "imagenet" else "crop448"
 
 
 def scale_box(box, from_size, to_size):

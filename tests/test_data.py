@@ -48,7 +48,8 @@ def test_corrupt_file_does_not_end_an_epoch_of_batches(tmp_path):
 
 def test_eval_pipeline_maps_boxes_into_the_crop(tmp_path):
     root = _write_cub(tmp_path / "CUB_200_2011")
-    images, boxes = next(iter(data.eval_pipeline(data.cub_source(str(root), "test"), 4)))
+    batch = next(iter(data.eval_pipeline(data.cub_source(str(root), "test"), 4)))
+    images, boxes = batch["image"], batch["boxes"]
     assert tuple(images.shape) == (1, 448, 448, 3)
     # W=200, H=100, box x0=20, y0=10, x1=120, y1=60: scale 2.4 / 4.8, shift -16
     np.testing.assert_allclose(boxes.numpy()[0], [[32, 32, 272, 272]], atol=1e-4)
@@ -113,7 +114,9 @@ def test_tfds_not_prepared_is_a_fast_clear_error(tmp_path):
 
 def test_make_source_errors():
     with pytest.raises(ValueError, match="unknown dataset"):
-        data.make_source("imagenet")
+        data.make_source("coco")
+    with pytest.raises(ValueError, match="tfds imagenet2012 has no boxes"):
+        data.make_source("imagenet", "test")
     with pytest.raises(ValueError, match="needs data_dir"):
         data.make_source("folder")
 
@@ -141,7 +144,7 @@ def test_masks_source_pairs_binarizes_and_boxes(tmp_path, layout):
     assert ex["mask"].dtype == tf.uint8 and set(np.unique(ex["mask"].numpy())) == {0, 1}
     assert int(ex["mask"].numpy()[10, 6]) == 0
     np.testing.assert_allclose(ex["boxes"].numpy(), [[6, 10, 30, 20]])
-    images, boxes, masks = next(iter(data.eval_pipeline(data.masks_source(str(root)), 3, 64, 56)))
+    masks = next(iter(data.eval_pipeline(data.masks_source(str(root)), 3, 64, 56)))["mask"]
     assert tuple(masks.shape) == (3, 56, 56) and set(np.unique(masks.numpy())) <= {0, 1}
 
 
@@ -176,7 +179,7 @@ def test_unusable_boxes_are_skipped_with_their_line_and_partly_outside_ones_clam
     root = _bad_boxes(tmp_path / "c")
     with caplog.at_level(logging.WARNING, logger="c2am_tf.data"):
         records = data.cub_records(str(root), "test")
-    assert [(r[0].rsplit("/", 1)[1], r[1]) for r in records] == [("e.jpg", [20.0, 10.0, 200.0, 60.0])]
+    assert [(r[0].rsplit("/", 1)[1], r[1]) for r in records] == [("e.jpg", [[20.0, 10.0, 200.0, 60.0]])]
     text = caplog.text
     assert "skipped 3 images with unusable boxes, clamped 1 boxes" in text
     assert "bounding_boxes.txt:1: non-finite box" in text and "bounding_boxes.txt:2: non-numeric" in text

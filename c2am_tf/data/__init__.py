@@ -12,12 +12,13 @@ from c2am_tf.data.cub import cub_records, cub_source, tfds_cub_source
 from c2am_tf.data.folder import folder_source
 from c2am_tf.data.images import find_unreadable, list_images, read_rgb
 from c2am_tf.data.masks import mask_pairs, masks_source, tfds_cub_masks_source
+from c2am_tf.data.wsol import imagenet_source, tfds_imagenet_source, wsol_records
 from c2am_tf.data.synthetic import synthetic_arrays, synthetic_example, synthetic_source
 from c2am_tf.data.transforms import (eval_image, eval_mask_transform, eval_transform, random_flip_crop,
                                       resize_square)
 from c2am_tf.geometry import EVAL_CROP, EVAL_RESIZE
 
-DATASETS = ("synthetic", "cub", "folder", "masks")
+DATASETS = ("synthetic", "cub", "imagenet", "folder", "masks")
 AUTOTUNE = tf.data.AUTOTUNE
 
 
@@ -37,17 +38,20 @@ def train_pipeline(source, batch_size, resize=256, crop=224, cache=True, shuffle
 
 
 def eval_pipeline(source, batch_size, resize=EVAL_RESIZE, crop=EVAL_CROP, cache=True):
-    """Batches of (images (B, crop, crop, 3) uint8, boxes (B, G, 4)) in the eval frame.
+    """Batches of dicts in the eval frame: 'image' (B, crop, crop, 3) uint8, 'boxes' (B, G, 4), 'path',
+    plus 'mask' (B, crop, crop) uint8 and 'label' (B,) when the source has them.
 
-    Sources with masks give (images, boxes, masks (B, crop, crop) uint8) instead.
+    ``resize == crop`` is the whole image resized (wsolevaluation's frame); ``resize > crop`` the
+    authors' resize-then-center-crop.
     """
-    with_masks = "mask" in source.element_spec
-
     def transform(ex):
         image, boxes = eval_transform(ex["image"], ex["boxes"], resize, crop)
-        if with_masks:
-            return image, boxes, eval_mask_transform(ex["mask"], resize, crop)
-        return image, boxes
+        out = {"image": image, "boxes": boxes, "path": ex["path"]}
+        if "mask" in ex:
+            out["mask"] = eval_mask_transform(ex["mask"], resize, crop)
+        if "label" in ex:
+            out["label"] = ex["label"]
+        return out
 
     ds = source.map(transform, num_parallel_calls=AUTOTUNE)
     if cache:
@@ -68,6 +72,13 @@ def make_source(name, split="train", data_dir=None, synthetic_size=160, syntheti
         if data_dir:
             return cub_source(data_dir, split, strict=strict)
         return tfds_cub_source(split, download=tfds_download)
+    if name == "imagenet":
+        if data_dir:
+            return imagenet_source(data_dir, split, strict=strict)
+        if split != "train":
+            raise ValueError("tfds imagenet2012 has no boxes: pass --data-dir with a raw ILSVRC folder or "
+                             "wsolevaluation metadata to evaluate")
+        return tfds_imagenet_source(split, download=tfds_download)
     if name == "masks":
         if not data_dir:  # tfds CUB with its segmentation masks
             return tfds_cub_masks_source(split, download=tfds_download)
@@ -85,6 +96,6 @@ __all__ = [
     "DATASETS", "train_pipeline", "eval_pipeline", "make_source", "cub_records", "cub_source",
     "tfds_cub_source", "folder_source", "masks_source", "mask_pairs", "tfds_cub_masks_source",
     "eval_mask_transform", "eval_image", "synthetic_source", "synthetic_arrays", "synthetic_example",
-    "read_rgb", "find_unreadable", "list_images", "eval_transform",
+    "imagenet_source", "tfds_imagenet_source", "wsol_records", "read_rgb", "find_unreadable", "list_images", "eval_transform",
     "random_flip_crop", "resize_square",
 ]

@@ -68,11 +68,16 @@ class BoxAudit:
         self.what, self.strict = what, strict
         self.skipped, self.clamped = [], []
 
-    def check(self, box, size, where):
-        """The usable box (clamped) or None to skip the image; strict mode raises instead."""
+    def check(self, box, size, where, scale=None):
+        """The usable box (clamped) or None to skip the image; strict mode raises instead.
+
+        ``box`` is four numbers or four strings (parsed here); ``scale`` = (sx, sy) multiplies it
+        first (annotations recorded for another size of the same image)."""
         try:
             if box and isinstance(box[0], str):
                 box = parse_box(box, where)
+            if scale is not None:
+                box = [box[0] * scale[0], box[1] * scale[1], box[2] * scale[0], box[3] * scale[1]]
             # an unreadable image keeps its box: the image reader skips and counts it
             box, problem = check_box(box, *(size or (math.inf, math.inf)), where)
         except AnnotationError as err:

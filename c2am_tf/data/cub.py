@@ -5,7 +5,6 @@ import os
 import tensorflow as tf
 
 from c2am_tf.data.annotations import AnnotationError, BoxAudit, image_size, parse_box
-from c2am_tf.data.images import drop_unreadable, read_rgb
 
 SPLITS = ("train", "test")
 
@@ -34,7 +33,8 @@ def _read_table(path, columns):
 
 
 def cub_records(data_dir, split, strict=False):
-    """[(image path, [x0, y0, x1, y1])] for a split of a raw CUB folder.
+    """[(image path, [[x0, y0, x1, y1]], class index or -1)] for a split of a raw CUB folder (the record
+    format of ``c2am_tf.data.wsol``); the class index is the position of the image's class in ``classes.txt``.
 
     Boxes are checked against their image (``c2am_tf.data.annotations``): unusable ones
     skip their image and boxes partly outside are clamped, with one warning; ``strict``
@@ -46,6 +46,7 @@ def cub_records(data_dir, split, strict=False):
     is_train = _read_table(os.path.join(data_dir, "train_test_split.txt"), 2)
     box_file = os.path.join(data_dir, "bounding_boxes.txt")
     boxes = _read_table(box_file, 5)
+    labels = _class_indices(data_dir)
     want = "1" if split == "train" else "0"
     audit = BoxAudit(f"{box_file} ({split})", strict)
     records = []
@@ -66,28 +67,56 @@ def cub_records(data_dir, split, strict=False):
             continue
         box = audit.check([x, y, x + w, y + h], image_size(path), where)
         if box is not None:
-            records.append((path, box))
+            records.append((path, [box], labels.get(image_id, -1)))
     audit.report()
     if not records:
         raise ValueError(f"{data_dir}: no usable images in split {split!r}")
     return records
 
 
+def _class_indices(data_dir):
+    """{image id: index of its class in classes.txt}; empty when the label files are absent."""
+    classes_file = os.path.join(data_dir, "classes.txt")
+    labels_file = os.path.join(data_dir, "image_class_labels.txt")
+    if not (os.path.exists(classes_file) and os.path.exists(labels_file)):
+        return {}
+    order = {class_id: i for i, class_id in enumerate(_read_table(classes_file, 2))}
+    return {image_id: order.get(fields[0], -1) for image_id, (fields, _) in _read_table(labels_file, 2).items()}
+
+
+def cub_classes(data_dir):
+    """Class names of a raw CUB folder, in ``classes.txt`` order (the classifier's output order)."""
+    return [fields[0] for fields, _ in _read_table(os.path.join(data_dir, "classes.txt"), 2).values()]
+
+
 def cub_source(data_dir, split="train", num_parallel_calls=tf.data.AUTOTUNE, strict=False):
-    """Dataset of {'image': uint8 (H, W, 3), 'boxes': (1, 4) float32, 'path'} from a raw folder.
+    """Dataset of {'image': uint8 (H, W, 3), 'boxes': (1, 4) float32, 'label', 'path'} from a raw folder.
 
     Unreadable images are skipped with a warning (see ``drop_unreadable``); so are images
     whose box cannot be used, unless ``strict`` (see ``cub_records``).
     """
+    from c2am_tf.data.wsol import records_source
+
     records = cub_records(data_dir, split, strict)
-    paths, boxes, _ = drop_unreadable([r[0] for r in records], [[r[1]] for r in records],
-                                      what=f"CUB {split} images")
-    if not paths:
-        raise ValueError(f"{data_dir}: no readable images in split {split!r}")
-    ds = tf.data.Dataset.from_tensor_slices((paths, tf.constant(boxes, tf.float32)))
-    ds = ds.map(lambda p, b: {"image": read_rgb(p), "boxes": b, "path": p},
-                num_parallel_calls=num_parallel_calls)
-    return ds.ignore_errors(log_warning=True)
+    try:
+        return records_source(records, f"CUB {split} images of {data_dir}", num_parallel_calls)
+    except ValueError:
+        raise ValueError(f"{data_dir}: no readable images in split {split!r}") from None
+
+
+def prepared_tfds_split(name, split, data_dir=None, download=False, hint=""):
+    """tfds dataset ``name``'s ``split`` when it is prepared (or ``download``, online); otherwise
+    ``TfdsNotPreparedError`` at once, with ``hint``, instead of retrying downloads for minutes."""
+    import tensorflow_datasets as tfds
+
+    builder = tfds.builder(name, data_dir=data_dir)
+    if download:
+        builder.download_and_prepare()
+    try:
+        return builder.as_dataset(split=split)
+    except (AssertionError, FileNotFoundError, tfds.core.registered.DatasetNotFoundError) as e:
+        raise TfdsNotPreparedError(f"tfds {name!r} is not prepared{' in ' + str(data_dir) if data_dir else ''} "
+                                   f"({e}). {hint}") from None
 
 
 def tfds_cub_source(split="train", data_dir=None, download=False, with_masks=False):
@@ -98,26 +127,17 @@ def tfds_cub_source(split="train", data_dir=None, download=False, with_masks=Fal
     Offline and not prepared: raises at once with a message pointing at
     ``--data-dir`` (the raw folder), instead of retrying downloads for minutes.
     """
-    import tensorflow_datasets as tfds
-
-    builder = tfds.builder("caltech_birds2011", data_dir=data_dir)
-    if download:
-        builder.download_and_prepare()
-    try:
-        ds = builder.as_dataset(split=split)
-    except (AssertionError, FileNotFoundError, tfds.core.registered.DatasetNotFoundError) as e:
-        raise TfdsNotPreparedError(
-            "tfds 'caltech_birds2011' is not prepared"
-            f"{' in ' + str(data_dir) if data_dir else ''} ({e}). Either read a raw CUB_200_2011 "
-            "folder instead, or let tfds download and prepare it once, online."
-        ) from None
+    ds = prepared_tfds_split("caltech_birds2011", split, data_dir, download,
+                             "Either read a raw CUB_200_2011 folder instead, or let tfds download and prepare "
+                             "it once, online.")
 
     def convert(ex):
         image = ex["image"]
         shape = tf.cast(tf.shape(image), tf.float32)
         ymin, xmin, ymax, xmax = tf.unstack(tf.reshape(ex["bbox"], [4]))
         box = tf.stack([xmin * shape[1], ymin * shape[0], xmax * shape[1], ymax * shape[0]])
-        out = {"image": image, "boxes": box[None, :], "path": ex["image/filename"]}
+        out = {"image": image, "boxes": box[None, :], "label": tf.cast(ex["label"], tf.int32),
+               "path": ex["image/filename"]}
         if with_masks:
             mask = ex["segmentation_mask"]
             mask = mask[..., 0] if mask.shape.rank == 3 else mask

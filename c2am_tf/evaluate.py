@@ -1,0 +1,283 @@
+"""The one evaluation driver: a model (or a boxes file) and an annotated dataset -> every reported number.
+
+Callbacks, benchmarks and ``c2am-tf evaluate`` all call ``evaluate`` (or ``evaluate_boxes`` for a boxes
+JSON made elsewhere). One pass over the data gives:
+
+- GT-known Loc at every map threshold, at the model's stored threshold, and the best (IoU > 0.5 with
+  ANY GT box of the image: the paper's definition);
+- Top-1 / Top-5 Loc when a classifier is given (class right AND box right), beside the classifier's
+  own top-1 / top-5 accuracy;
+- MaxBoxAccV2 (wsolevaluation: IoU 30/50/70, 101 thresholds, every contour's box);
+- PxAP and the best mask IoU when the batches carry masks.
+
+Batches are dicts from ``c2am_tf.data.eval_pipeline``: 'image' (B, S, S, 3), 'boxes' (B, G, 4) in that
+frame, and optionally 'mask' (B, S, S) and 'label' (B,). The metric work of one batch runs in a
+helper thread while the model predicts the next one (OpenCV and numpy release the GIL), so the
+model's forward pass stays the bottleneck.
+"""
+
+import concurrent.futures
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from c2am_tf.boxes import GTKnownLoc, best_box_per_threshold
+from c2am_tf.foreground import DEFAULT_THRESHOLDS
+from c2am_tf.metrics import MaxBoxAcc, PxAP, wsol_thresholds
+
+TOP_K = 5
+# wsolevaluation scores CAMs at 224 x 224; MaxBoxAcc's 101 thresholds x contours cost 4x more at 448.
+MAX_BOX_ACC_SIZE = 224
+
+
+def predict_maps(model, images, flip=False):
+    """Foreground-high maps (B, h, w) as numpy for a batch of images.
+
+    ``flip`` averages the map with the mirrored map of the mirrored images (test-time augmentation).
+    """
+    maps = np.asarray(model.predict_on_batch(images))[..., 0]
+    if flip:
+        mirrored = np.asarray(model.predict_on_batch(tf.reverse(images, axis=[2])))[..., 0]
+        maps = (maps + mirrored[:, :, ::-1]) / 2.0
+    return maps
+
+
+def upsample_normalized(maps, size):
+    """Maps (B, h, w) -> (B, size, size) bilinear, each min-max normalized (constant -> 0)."""
+    up = tf.image.resize(np.asarray(maps, np.float32)[..., None], (size, size), method="bilinear")
+    up = up.numpy()[..., 0].astype(np.float64)
+    lo = up.min(axis=(1, 2), keepdims=True)
+    span = up.max(axis=(1, 2), keepdims=True) - lo
+    return np.where(span > 0, (up - lo) / np.where(span > 0, span, 1), 0.0)
+
+
+def top_k_classes(classifier, images, size=None, k=TOP_K):
+    """(B, k) class indices, best first, of ``classifier`` (images 0..255 -> logits) on ``images``,
+    resized to ``size`` x ``size`` first when given (the classifier's own input size)."""
+    x = tf.cast(images, tf.float32)
+    if size and int(x.shape[1]) != size:
+        x = tf.image.resize(x, (size, size), method="bilinear", antialias=True)
+    logits = np.asarray(classifier.predict_on_batch(x))
+    return np.argsort(-logits, axis=1)[:, :k]
+
+
+class Evaluation:
+    """Streaming accumulators for every number ``evaluate`` reports.
+
+    Args:
+        thresholds: map thresholds of GT-known / Top-k Loc (fractions of the map's maximum).
+        stored_threshold: the model's own threshold, reported separately (added to ``thresholds``).
+        max_box_acc: also compute MaxBoxAccV2 (101 thresholds, multi contour).
+        iou_threshold: GT-known's IoU bar (correct when IoU > it).
+
+    Example (one image whose map is exactly its box):
+    >>> ev = Evaluation(thresholds=[0.5], max_box_acc=False)
+    >>> m = np.zeros((1, 4, 4)); m[0, 1:3, 1:3] = 1
+    >>> ev.update(m, {"boxes": np.array([[[16., 16., 48., 48.]]]), "image": np.zeros((1, 64, 64, 3))},
+    ...           top_k=np.array([[3, 1, 2, 0, 4]]), labels=np.array([1]))
+    >>> r = ev.result(); (r["best"], r["top1_loc"], r["top5_loc"], r["top5"])
+    (100.0, 0.0, 100.0, 100.0)
+    """
+
+    def __init__(self, thresholds=DEFAULT_THRESHOLDS, stored_threshold=None, max_box_acc=True, iou_threshold=0.5):
+        thresholds = [float(t) for t in thresholds]
+        if stored_threshold is not None and not any(abs(t - stored_threshold) < 1e-9 for t in thresholds):
+            thresholds = sorted(thresholds + [float(stored_threshold)])
+        self.stored_threshold = stored_threshold
+        self.gt_known = GTKnownLoc(thresholds, iou_threshold)
+        self.thresholds = self.gt_known.thresholds
+        self.max_box_acc = MaxBoxAcc(wsol_thresholds(), multi_contour=True) if max_box_acc else None
+        self.pxap = None
+        self.top1_loc = np.zeros(len(self.thresholds), np.int64)
+        self.top5_loc = np.zeros(len(self.thresholds), np.int64)
+        self.top1 = self.top5 = self.classified = 0
+
+    def update(self, maps, batch, top_k=None, labels=None):
+        """Adds a batch: maps (B, h, w) foreground-high, the batch dict, and optionally the classifier's
+        (B, k) top classes with the true ``labels`` (B,)."""
+        size = int(np.shape(batch["image"])[1])
+        boxes = np.stack([best_box_per_threshold(m, self.thresholds, size / m.shape[0]) for m in maps])
+        self.update_boxes(boxes, batch, top_k, labels)
+        gt = np.asarray(batch["boxes"], np.float32)
+        if self.max_box_acc is not None:
+            side = min(size, MAX_BOX_ACC_SIZE)
+            self.max_box_acc.update_batch(upsample_normalized(maps, side), gt * (side / size))
+        if "mask" in batch:
+            self.pxap = self.pxap or PxAP()
+            self.pxap.update(upsample_normalized(maps, size), np.asarray(batch["mask"]))
+        return boxes
+
+    def update_boxes(self, boxes, batch, top_k=None, labels=None):
+        """Adds a batch of predicted boxes (B, T, 4), one per threshold, in the batch's frame."""
+        ok = self.gt_known.per_image_correct(boxes, np.asarray(batch["boxes"], np.float32))
+        self.gt_known.correct += ok.sum(axis=0)
+        self.gt_known.total += ok.shape[0]
+        if top_k is not None and labels is not None:
+            labels = np.asarray(labels)
+            known = labels >= 0
+            hit1 = (top_k[:, 0] == labels) & known
+            hit5 = np.any(top_k == labels[:, None], axis=1) & known
+            self.top1_loc += (ok & hit1[:, None]).sum(axis=0)
+            self.top5_loc += (ok & hit5[:, None]).sum(axis=0)
+            self.top1 += int(hit1.sum())
+            self.top5 += int(hit5.sum())
+            self.classified += int(known.sum())
+
+    def result(self):
+        """A flat dict: 'per_threshold', 'best', 'best_threshold', 'total', 'at_stored' (when a threshold
+        is stored), 'top1_loc'/'top5_loc' at the best threshold (plus '_at_stored'), 'top1'/'top5',
+        'max_box_acc_v2' with 'max_box_acc' per IoU, 'pxap', 'mask_iou', 'mask_threshold'."""
+        out = self.gt_known.result()
+        out["thresholds"] = list(self.thresholds)
+        total = max(out["total"], 1)
+        index = {t: i for i, t in enumerate(self.thresholds)}
+        best_i = index.get(out["best_threshold"], 0)
+        if self.stored_threshold is not None:
+            stored_i = min(range(len(self.thresholds)), key=lambda i: abs(self.thresholds[i] - self.stored_threshold))
+            out["stored_threshold"] = float(self.stored_threshold)
+            out["at_stored"] = float(out["per_threshold"][stored_i])
+        if self.classified:
+            out["top1_loc"] = float(self.top1_loc[best_i] / total * 100)
+            out["top5_loc"] = float(self.top5_loc[best_i] / total * 100)
+            out["top1"] = self.top1 / self.classified * 100
+            out["top5"] = self.top5 / self.classified * 100
+            if self.stored_threshold is not None:
+                out["top1_loc_at_stored"] = float(self.top1_loc[stored_i] / total * 100)
+                out["top5_loc_at_stored"] = float(self.top5_loc[stored_i] / total * 100)
+        if self.max_box_acc is not None and self.max_box_acc.count:
+            r = self.max_box_acc.result()
+            out["max_box_acc_v2"] = r["max_box_acc_v2"]
+            out["max_box_acc"] = {int(k): float(v) for k, v in r["max_box_acc"].items()}
+        if self.pxap is not None:
+            masks = self.pxap.result()
+            out.update(pxap=masks["pxap"], mask_iou=masks["best_iou"], mask_threshold=masks["best_threshold"])
+        return out
+
+
+def evaluate(model, dataset, thresholds=DEFAULT_THRESHOLDS, classifier=None, classifier_size=None,
+             max_box_acc=True, flip=False, keep=0, stored_threshold="model", progress=False):
+    """Every metric of ``model`` on ``dataset`` (dict batches, see the module docstring) in one pass.
+
+    Returns ``(result, examples)``: ``Evaluation.result()`` and up to ``keep`` (image, map, boxes per
+    threshold, gt boxes) tuples for pictures. ``stored_threshold``: "model" (the model's own, when it
+    stores one), a number, or None (report the ``thresholds`` only).
+    """
+    if isinstance(stored_threshold, str):
+        stored_threshold = float(np.asarray(model.threshold)) if hasattr(model, "threshold") else None
+    ev = Evaluation(thresholds, stored_threshold, max_box_acc)
+    examples = []
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(desc="evaluate", unit="img")
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pending = None
+        for batch in dataset:
+            images = batch["image"]
+            maps = predict_maps(model, images, flip)
+            top_k = None
+            if classifier is not None:
+                top_k = top_k_classes(classifier, images, classifier_size)
+            host = {k: v.numpy() for k, v in batch.items() if k in ("image", "boxes", "mask")}
+            if pending is not None:
+                pending.result()
+            pending = pool.submit(ev.update, maps, host, top_k, batch["label"].numpy() if "label" in batch else None)
+            if len(examples) < keep:
+                for i in range(min(keep - len(examples), len(maps))):
+                    examples.append((host["image"][i], maps[i], None, host["boxes"][i]))
+            if bar is not None:
+                bar.update(len(maps))
+        if pending is not None:
+            pending.result()
+    if bar is not None:
+        bar.close()
+    if examples:
+        size = examples[0][0].shape[0]
+        examples = [(im, m, best_box_per_threshold(m, ev.thresholds, size / m.shape[0]), g)
+                    for im, m, _, g in examples]
+    return ev.result(), examples
+
+
+def choose_threshold(model, dataset, thresholds=DEFAULT_THRESHOLDS, flip=False):
+    """The map threshold with the best GT-known Loc on ``dataset``: a held-out annotated set (never the
+    images the numbers are reported on), as wsolevaluation tunes on its separate full-supervision split."""
+    result, _ = evaluate(model, dataset, thresholds, max_box_acc=False, flip=flip, stored_threshold=None)
+    return result["best_threshold"]
+
+
+def evaluate_regressor(regressor, dataset, classifier=None, classifier_size=None):
+    """GT-known and Top-1/Top-5 Loc of a box regressor (``c2am_tf.regressor``): one box per image."""
+    from c2am_tf.regressor import predict_boxes
+
+    ev = Evaluation(thresholds=[0.5], max_box_acc=False)
+    for batch in dataset:
+        images = batch["image"]
+        boxes = predict_boxes(regressor, images, int(images.shape[1]))[:, None, :]
+        top_k = top_k_classes(classifier, images, classifier_size) if classifier is not None else None
+        ev.update_boxes(boxes, {"boxes": batch["boxes"].numpy()}, top_k,
+                        batch["label"].numpy() if "label" in batch else None)
+    return ev.result()
+
+
+def _key(path):
+    return os.path.normcase(os.path.normpath(os.path.abspath(path)))
+
+
+def evaluate_boxes(boxes, records, iou_threshold=0.5):
+    """GT-known Loc (and Top-1/Top-5 Loc where records carry 'top5' class lists) of a boxes file's boxes.
+
+    Args:
+        boxes: a ``c2am_tf.boxes/v1`` dict (``boxes_json.read_boxes``) with boxes in original pixels.
+        records: ``[(path, gt boxes in the same pixels, class)]`` (``c2am_tf.data.wsol_records`` and friends).
+
+    Images are matched by path (absolute), then by unique file name. Returns the result dict with
+    'total' (matched), 'missing' (records without a box).
+    """
+    by_path = {_key(r["path"]): r for r in boxes["images"]}
+    by_name = {}
+    for r in boxes["images"]:
+        by_name.setdefault(os.path.basename(r["path"]), []).append(r)
+    ev = Evaluation(thresholds=[float(boxes.get("threshold") or 0.5)], max_box_acc=False, iou_threshold=iou_threshold)
+    missing = 0
+    for path, gt, label in records:
+        record = by_path.get(_key(path))
+        if record is None:
+            same = by_name.get(os.path.basename(path), [])
+            record = same[0] if len(same) == 1 else None
+        if record is None:
+            missing += 1
+            continue
+        top_k = np.asarray([record["top5"]]) if "top5" in record else None
+        ev.update_boxes(np.asarray([[record["box"]]], np.float32), {"boxes": np.asarray([gt], np.float32)},
+                        top_k, np.asarray([label]) if top_k is not None else None)
+    out = ev.result()
+    out["missing"] = missing
+    return out
+
+
+def format_result(result):
+    """The result as a few readable lines (what ``c2am-tf evaluate`` prints)."""
+    lines = []
+    per = " ".join(f"{t:.2f}:{v:.1f}" for t, v in zip(result.get("thresholds", []), result["per_threshold"]))
+    lines.append(f"images: {result['total']}")
+    lines.append(f"GT-known Loc: best {result['best']:.2f} at threshold {result['best_threshold']:.2f}"
+                 + (f"; at the stored threshold {result['stored_threshold']:.2f}: {result['at_stored']:.2f}"
+                    if "at_stored" in result else ""))
+    if per:
+        lines.append(f"  per threshold: {per}")
+    if "top1_loc" in result:
+        lines.append(f"Top-1 Loc {result['top1_loc']:.2f}, Top-5 Loc {result['top5_loc']:.2f} (best threshold)"
+                     + (f"; at the stored threshold {result['top1_loc_at_stored']:.2f} / "
+                        f"{result['top5_loc_at_stored']:.2f}" if "top1_loc_at_stored" in result else ""))
+        lines.append(f"classifier: top-1 {result['top1']:.2f}, top-5 {result['top5']:.2f}")
+    if "max_box_acc_v2" in result:
+        per_iou = ", ".join(f"IoU {k}: {v:.2f}" for k, v in result["max_box_acc"].items())
+        lines.append(f"MaxBoxAccV2 {result['max_box_acc_v2']:.2f} ({per_iou})")
+    if "pxap" in result:
+        lines.append(f"PxAP {result['pxap']:.2f}, best mask IoU {result['mask_iou']:.2f} "
+                     f"at {result['mask_threshold']:.2f}")
+    if result.get("missing"):
+        lines.append(f"images without a box in the file: {result['missing']}")
+    return "\n".join(lines)

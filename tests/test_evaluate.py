@@ -1,0 +1,187 @@
+"""The evaluation driver: every metric from one pass, on a model whose map is the object."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from c2am_tf.boxes_json import read_boxes
+from c2am_tf.evaluate import Evaluation, evaluate, evaluate_boxes, format_result, predict_maps, upsample_normalized
+
+
+def _oracle():
+    """images -> their red channel / 255, average-pooled by 4: a perfect foreground map."""
+    inputs = keras.Input((32, 32, 3))
+    red = keras.layers.Rescaling(1 / 255.0)(inputs[..., :1])
+    return keras.Model(inputs, keras.layers.AveragePooling2D(4)(red))
+
+
+def _batch():
+    images = np.zeros((2, 32, 32, 3), np.uint8)
+    images[0, 8:24, 4:20, 0] = 255
+    images[1, 0:12, 16:32, 0] = 255
+    boxes = np.array([[[4, 8, 20, 24]], [[16, 0, 32, 12]]], np.float32)
+    masks = (images[..., 0] > 0).astype(np.uint8)
+    return images, boxes, masks
+
+
+def _dataset(**columns):
+    return tf.data.Dataset.from_tensor_slices(columns).batch(2)
+
+
+def test_a_perfect_map_scores_100_on_boxes_and_masks():
+    images, boxes, masks = _batch()
+    result, examples = evaluate(_oracle(), _dataset(image=images, boxes=boxes, mask=masks), thresholds=[0.5],
+                                keep=1, max_box_acc=False)
+    assert result["best"] == 100.0 and result["best_threshold"] == 0.5
+    assert result["pxap"] == pytest.approx(100.0) and result["mask_iou"] == pytest.approx(100.0)
+    assert len(examples) == 1 and examples[0][1].shape == (8, 8) and examples[0][2].shape == (1, 4)
+    swapped = evaluate(_oracle(), _dataset(image=images, boxes=boxes[::-1].copy()), thresholds=[0.5],
+                       max_box_acc=False)[0]
+    assert swapped["best"] == 0.0
+
+
+def test_any_of_several_gt_boxes_counts_and_padding_by_repetition_changes_nothing():
+    images, boxes, _ = _batch()
+    decoy = np.array([[0, 0, 2, 2]], np.float32)
+    # image 0: the right box second; image 1: its box repeated (the padding rule)
+    several = np.stack([np.concatenate([decoy, boxes[0]]), np.concatenate([boxes[1], boxes[1]])])
+    result = evaluate(_oracle(), _dataset(image=images, boxes=several), thresholds=[0.5], max_box_acc=False)[0]
+    assert result["best"] == 100.0
+    only_decoys = np.stack([np.concatenate([decoy, decoy])] * 2)
+    assert evaluate(_oracle(), _dataset(image=images, boxes=only_decoys), thresholds=[0.5],
+                    max_box_acc=False)[0]["best"] == 0.0
+
+
+def test_top_k_loc_needs_the_class_and_the_box():
+    images, boxes, _ = _batch()
+    logits = np.zeros((2, 10), np.float32)
+    logits[0, 3], logits[1, 7], logits[1, 2] = 5, 5, 4  # image 0: top-1 is 3; image 1: top-1 7, top-2 2
+    inputs = keras.Input((32, 32, 3))
+    classifier = keras.Model(inputs, keras.layers.Lambda(
+        lambda x: tf.gather(tf.constant(logits), tf.cast(x[:, 0, 0, 1], tf.int32)))(inputs))
+    images = images.copy()
+    images[1, 0, 0, 1] = 1  # the classifier reads the image's index from one green pixel
+    labels = np.array([3, 2], np.int32)
+    bad_box = boxes.copy()
+    bad_box[1] = [[0, 20, 8, 31]]
+    result = evaluate(_oracle(), _dataset(image=images, boxes=bad_box, label=labels), thresholds=[0.5],
+                      classifier=classifier, max_box_acc=False)[0]
+    # image 0: class and box right; image 1: class in top-5 only and box wrong
+    assert (result["top1"], result["top5"]) == (50.0, 100.0)
+    assert (result["top1_loc"], result["top5_loc"], result["best"]) == (50.0, 50.0, 50.0)
+
+
+def test_max_box_acc_of_a_perfect_map_and_the_stored_threshold():
+    images, boxes, _ = _batch()
+    model = _oracle()
+    # +1-pixel areas: the exclusive GT corner becomes inclusive
+    result = evaluate(model, _dataset(image=images, boxes=boxes - np.array([0, 0, 1, 1], np.float32)),
+                      thresholds=[0.3, 0.7], stored_threshold=0.5)[0]
+    assert result["max_box_acc"][70] == 100.0 and result["max_box_acc_v2"] == 100.0
+    assert result["thresholds"] == [0.3, 0.5, 0.7] and result["stored_threshold"] == 0.5
+    assert result["at_stored"] == result["per_threshold"][1]
+    assert "MaxBoxAccV2 100.00" in format_result(result)
+
+
+def test_flip_averaging_of_a_symmetric_model_is_the_map():
+    images, _, _ = _batch()
+    model = _oracle()
+    np.testing.assert_allclose(predict_maps(model, images, flip=True),
+                               (predict_maps(model, images) + predict_maps(model, images[:, :, ::-1])[:, :, ::-1]) / 2,
+                               atol=1e-6)
+
+
+def test_upsample_normalized():
+    maps = np.array([[[0.2, 0.6], [0.2, 0.2]], [[0.5, 0.5], [0.5, 0.5]]], np.float32)
+    up = upsample_normalized(maps, 4)
+    assert up.shape == (2, 4, 4)
+    assert up[0].min() == 0.0 and up[0].max() == pytest.approx(1.0)
+    assert np.all(up[1] == 0)  # a constant map carries no information
+
+
+def test_evaluation_matches_the_hand_count():
+    ev = Evaluation(thresholds=[0.5], max_box_acc=False)
+    m = np.zeros((2, 4, 4))
+    m[:, 1:3, 1:3] = 1
+    gt = np.array([[[16, 16, 48, 48]], [[0, 0, 20, 20]]], np.float32)  # IoU 1, IoU 16/(1024+400-16)
+    ev.update(m, {"image": np.zeros((2, 64, 64, 3)), "boxes": gt})
+    assert ev.result()["per_threshold"][0] == 50.0
+
+
+def test_evaluate_boxes_scores_a_file_by_path_and_by_name(tmp_path):
+    boxes = {"format": "c2am_tf.boxes/v1", "threshold": 0.4, "images": [
+        {"path": str(tmp_path / "a.jpg"), "width": 100, "height": 100, "box": [10, 10, 50, 50],
+         "top5": [1, 2, 3, 4, 5]},
+        {"path": "elsewhere/b.jpg", "width": 100, "height": 100, "box": [0, 0, 10, 10], "top5": [9, 1, 2, 3, 4]},
+    ]}
+    path = tmp_path / "boxes.json"
+    path.write_text(json.dumps(boxes))
+    records = [(str(tmp_path / "a.jpg"), [[12, 10, 50, 52]], 2),
+               (str(tmp_path / "b.jpg"), [[0, 0, 10, 10], [50, 50, 60, 60]], 9),
+               (str(tmp_path / "c.jpg"), [[0, 0, 1, 1]], 0)]
+    result = evaluate_boxes(read_boxes(str(path)), records)
+    assert result["total"] == 2 and result["missing"] == 1 and result["best"] == 100.0
+    assert (result["top1_loc"], result["top5_loc"]) == (50.0, 100.0)
+
+
+def _cub_folder(root, n=8):
+    """A CUB_200_2011 folder of ``n`` images (2 classes), each a bright square on noise, with its box."""
+    from PIL import Image
+
+    rng = np.random.RandomState(0)
+    lines = {"images.txt": [], "train_test_split.txt": [], "bounding_boxes.txt": [], "image_class_labels.txt": []}
+    for i in range(n):
+        folder = root / "images" / f"00{i % 2 + 1}.Bird"
+        folder.mkdir(parents=True, exist_ok=True)
+        image = rng.randint(0, 60, (64, 80, 3)).astype(np.uint8)
+        x, y = 8 + 4 * i, 10
+        image[y:y + 30, x:x + 30] = 230
+        Image.fromarray(image).save(folder / f"{i}.jpg")
+        lines["images.txt"].append(f"{i + 1} 00{i % 2 + 1}.Bird/{i}.jpg")
+        lines["train_test_split.txt"].append(f"{i + 1} {i % 4 != 0:d}")
+        lines["bounding_boxes.txt"].append(f"{i + 1} {x} {y} 30 30")
+        lines["image_class_labels.txt"].append(f"{i + 1} {i % 2 + 1}")
+    for name, rows in lines.items():
+        (root / name).write_text("\n".join(rows) + "\n")
+    (root / "classes.txt").write_text("1 001.Bird\n2 002.Bird\n")
+    return root
+
+
+def test_evaluate_cli_scores_a_model_with_a_classifier_and_a_boxes_file(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from c2am_tf.cli import run_command
+    from conftest import ROOT
+    from c2am_tf.training import TrainConfig, run_training
+
+    cub = _cub_folder(tmp_path / "CUB")
+    run_training(TrainConfig(dataset="cub", data_dir=str(cub), backbone="tiny", weights=None, epochs=1, batch_size=2,
+                             resize=64, crop=48, eval_resize=64, eval_crop=64, out=str(tmp_path / "run"), verbose=0))
+    assert run_command("fit-classifier", ["--dataset", "cub", "--data-dir", str(cub), "--backbone", "tiny",
+                                          "--weights", "none", "--size", "64", "--epochs", "1", "--batch-size", "2",
+                                          "--out", str(tmp_path / "clf")]) == 0
+    scores = tmp_path / "scores.json"
+    proc = subprocess.run([sys.executable, "-m", "c2am_tf", "evaluate", "--model", str(tmp_path / "run" / "final.keras"),
+                           "--dataset", "cub", "--data-dir", str(cub), "--frame", "whole448", "--classifier",
+                           str(tmp_path / "clf" / "classifier.keras"), "--json", str(scores)],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(scores.read_text())
+    assert result["total"] == 2 and result["frame"] == "whole448" and "max_box_acc_v2" in result
+    assert 0 <= result["top1_loc"] <= min(result["top1"], result["best"]) and result["top5"] == 100.0  # 2 classes
+    assert "Top-1 Loc" in proc.stdout and "MaxBoxAccV2" in proc.stdout
+    boxes = tmp_path / "boxes.json"
+    boxes.write_text(json.dumps({"format": "c2am_tf.boxes/v1", "threshold": 0.5, "images": [
+        {"path": str(cub / "images" / "001.Bird" / "0.jpg"), "width": 80, "height": 64, "box": [8, 10, 38, 40]}]}))
+    proc = subprocess.run([sys.executable, "-m", "c2am_tf", "evaluate", "--boxes", str(boxes), "--dataset", "cub",
+                           "--data-dir", str(cub)], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0 and "best 100.00" in proc.stdout and "without a box in the file: 1" in proc.stdout
+    proc = subprocess.run([sys.executable, "-m", "c2am_tf", "evaluate", "--dataset", "cub", "--data-dir", str(cub)],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 2 and "one of --model, --preset or --boxes" in proc.stderr
+    assert os.path.exists(tmp_path / "clf" / "classifier.keras")
