@@ -28,5 +28,5 @@ def __getattr__(name):
 
 def register_serializables():
     """Imports the modules whose Keras classes ``.keras`` files refer to (registers them)."""
-    for module in ("c2am_tf.backbones", "c2am_tf.layers", "c2am_tf.losses", "c2am_tf.model"):
+    for module in ("c2am_tf.backbones", "c2am_tf.layers", "c2am_tf.losses", "c2am_tf.model", "c2am_tf.regressor"):
         importlib.import_module(module)

@@ -74,8 +74,10 @@ class Evaluation:
     Example (one image whose map is exactly its box):
     >>> ev = Evaluation(thresholds=[0.5], max_box_acc=False)
     >>> m = np.zeros((1, 4, 4)); m[0, 1:3, 1:3] = 1
-    >>> ev.update(m, {"boxes": np.array([[[16., 16., 48., 48.]]]), "image": np.zeros((1, 64, 64, 3))},
-    ...           top_k=np.array([[3, 1, 2, 0, 4]]), labels=np.array([1]))
+    >>> boxes = ev.update(m, {"boxes": np.array([[[16., 16., 48., 48.]]]), "image": np.zeros((1, 64, 64, 3))},
+    ...                   top_k=np.array([[3, 1, 2, 0, 4]]), labels=np.array([1]))
+    >>> boxes.tolist()  # (B, T, 4): the box at each threshold, in the image frame
+    [[[16.0, 16.0, 48.0, 48.0]]]
     >>> r = ev.result(); (r["best"], r["top1_loc"], r["top5_loc"], r["top5"])
     (100.0, 0.0, 100.0, 100.0)
     """
@@ -95,7 +97,7 @@ class Evaluation:
 
     def update(self, maps, batch, top_k=None, labels=None):
         """Adds a batch: maps (B, h, w) foreground-high, the batch dict, and optionally the classifier's
-        (B, k) top classes with the true ``labels`` (B,)."""
+        (B, k) top classes with the true ``labels`` (B,). Returns the boxes (B, T, 4) in the batch's frame."""
         size = int(np.shape(batch["image"])[1])
         boxes = np.stack([best_box_per_threshold(m, self.thresholds, size / m.shape[0]) for m in maps])
         self.update_boxes(boxes, batch, top_k, labels)

@@ -192,6 +192,13 @@ class C2AM(keras.Model):
         """Foreground-high maps of a batch."""
         return self(_images(data), training=False)
 
+    @classmethod
+    def from_preset(cls, name, weights="imagenet"):
+        """A trained model shipped with the package (``c2am_tf.presets``): offline, no training."""
+        from c2am_tf.presets import from_preset
+
+        return from_preset(name, weights)
+
     def set_polarity_from_statistic(self, border_minus_center_value):
         """Stores polarity -1 when the head's map is higher on the border than inside."""
         self.polarity.assign(-1.0 if float(border_minus_center_value) > 0 else 1.0)

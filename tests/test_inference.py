@@ -98,10 +98,10 @@ def test_extract_boxes_writes_both_formats_and_resumes(tmp_path, saved_model):
     out = tmp_path / "new_folder" / "boxes.json"  # a folder that does not exist yet is created
     cmd = [sys.executable, os.path.join(ROOT, "train", "extract_boxes.py"), "--model", saved_model,
            "--dataset", "synthetic", "--split", "test", "--out", str(out), "--psol-out", str(tmp_path / "psol.json"),
-           "--resize", "64", "--crop", "64", "--overlays", str(tmp_path / "pics")]
+           "--size", "64", "--overlays", str(tmp_path / "pics")]
     # a partial log from an earlier run, killed mid-write: its complete line is kept, the torn one redone
     header = {"model": os.path.abspath(saved_model), "model_sha256": hashlib.sha256(open(saved_model, "rb").read()).hexdigest(),
-              "threshold": float(load_model(saved_model).threshold.numpy()), "resize": 64, "crop": 64,
+              "threshold": float(load_model(saved_model).threshold.numpy()), "size": 64,
               "dataset": "synthetic", "split": "test"}
     done = {"path": "synthetic/test/00000", "width": 160, "height": 160, "box": [1, 2, 3, 4],
             "foreground_fraction": 0.5}

@@ -1,4 +1,4 @@
-"""Multi-label classifier and its CAMs (WSSS step 1): ``python train/fit_classifier.py`` is ``c2am-tf fit-classifier`` (``--help`` lists the flags).
+"""Classifier for Top-k Loc, or its CAMs (WSSS step 1): ``python train/fit_classifier.py`` is ``c2am-tf fit-classifier`` (``--help`` lists the flags).
 
 The command lives in ``c2am_tf.cli``; this script only runs it.
 """

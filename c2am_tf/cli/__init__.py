@@ -12,12 +12,14 @@ import sys
 COMMANDS = {
     "fit": ("fit", "train C2AM on unlabeled images"),
     "predict": ("predict", "heatmap overlays, box JSON and a boxes file for images"),
+    "evaluate": ("evaluate", "GT-known / Top-1 / Top-5 Loc, MaxBoxAccV2, PxAP of a model, preset or boxes file"),
     "extract-boxes": ("extract_boxes", "pseudo boxes for a whole dataset (JSON, PSOL format), resumable"),
     "export-saved-model": ("export_saved_model", "SavedModel for TensorFlow Serving"),
     "export-tflite": ("export_tflite", "TFLite model (fp32, fp16, int8) for on-device foreground detection"),
     "detect": ("detect", "foreground boxes with a .tflite model (no TensorFlow needed)"),
     "serve-client": ("serve_client", "send images to a TensorFlow Serving model (REST or gRPC)"),
-    "fit-classifier": ("fit_classifier", "multi-label classifier and its CAMs (WSSS step 1)"),
+    "fit-classifier": ("fit_classifier", "classifier for Top-k Loc (CUB), or its CAMs (WSSS step 1)"),
+    "fit-regressor": ("fit_regressor", "PSOL box regressor trained on pseudo boxes"),
     "fit-bgcues": ("fit_bgcues", "background-cue model on C2AM's maps (WSSS step 3)"),
     "refine": ("refine", "refine CAMs with C2AM's background cues, mIoU with ground truth (WSSS step 4)"),
 }

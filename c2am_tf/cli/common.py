@@ -44,3 +44,27 @@ def fit_and_save(model, data, epochs, out_dir, filename):
     path = os.path.join(out_dir, filename)
     save_atomically(model, path)
     return path
+
+
+def add_model_flags(parser, required=True):
+    """``--model M.keras`` or ``--preset NAME`` (a trained head shipped with the package), one of them."""
+    from c2am_tf.presets import list_presets
+
+    group = parser.add_mutually_exclusive_group(required=required)
+    group.add_argument("--model", help="a C2AM .keras model")
+    group.add_argument("--preset", choices=sorted(list_presets()),
+                       help="a trained model shipped with c2am_tf (offline, no training)")
+
+
+def load_chosen_model(args):
+    """The model named by ``--model`` or ``--preset``."""
+    from c2am_tf.presets import load
+
+    return load(args.model, args.preset)
+
+
+def model_label(args):
+    """What a header records as the model: the file's absolute path, or ``preset:NAME``."""
+    import os
+
+    return f"preset:{args.preset}" if args.preset else os.path.abspath(args.model)

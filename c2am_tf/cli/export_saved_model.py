@@ -12,15 +12,14 @@ c2am_tf/export.py). Check it with the loader TF Serving uses:
 
 
 from c2am_tf.export import export_saved_model
-from c2am_tf.inference import load_model
-from c2am_tf.cli.common import command_parser
+from c2am_tf.cli.common import add_model_flags, command_parser, load_chosen_model
 
 
 
 def build_parser(prog=None):
     """This command's flags (the README's commands are checked against it)."""
     p = command_parser(__doc__, prog)
-    p.add_argument("--model", required=True, help="a saved .keras C2AM model")
+    add_model_flags(p)
     p.add_argument("--out", required=True, help="model base folder; the export goes to OUT/VERSION")
     p.add_argument("--version", type=int, default=1, help="the version folder TF Serving loads")
     return p
@@ -30,6 +29,6 @@ def main(argv=None, prog=None):
     """Entry point."""
     p = build_parser(prog)
     args = p.parse_args(argv)
-    path = export_saved_model(load_model(args.model), args.out, args.version)
+    path = export_saved_model(load_chosen_model(args), args.out, args.version)
     print(f"SavedModel written to {path}")
 

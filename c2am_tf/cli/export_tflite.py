@@ -14,9 +14,8 @@ import time
 
 from c2am_tf import tflite
 from c2am_tf.files import list_images
-from c2am_tf.inference import load_model
 from c2am_tf.files import write_atomically
-from c2am_tf.cli.common import command_parser
+from c2am_tf.cli.common import add_model_flags, command_parser, load_chosen_model
 from c2am_tf.geometry import EVAL_CROP
 
 
@@ -24,7 +23,7 @@ from c2am_tf.geometry import EVAL_CROP
 def build_parser(prog=None):
     """This command's flags (the README's commands are checked against it)."""
     p = command_parser(__doc__, prog)
-    p.add_argument("--model", required=True, help="a saved .keras C2AM model")
+    add_model_flags(p)
     p.add_argument("--out", required=True, help="output .tflite file")
     p.add_argument("--quantize", choices=tflite.QUANTIZATIONS, default="none",
                    help="weights and activations: float32, float16, or full int8")
@@ -50,7 +49,7 @@ def main(argv=None, prog=None):
             p.error(f"--calibration-dir: {err}")
         images = tflite.calibration_images(paths, args.size, args.calibration_steps)
     start = time.time()
-    content = tflite.convert(load_model(args.model), args.size, args.quantize, images, args.calibration_steps)
+    content = tflite.convert(load_chosen_model(args), args.size, args.quantize, images, args.calibration_steps)
     write_atomically(args.out, content)
     print(f"{args.out}: {args.quantize}, input (1, {args.size}, {args.size}, 3) uint8, "
           f"{len(content) / 2**20:.2f} MiB, converted in {time.time() - start:.1f} s")

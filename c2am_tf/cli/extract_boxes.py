@@ -2,6 +2,7 @@
 
     python train/extract_boxes.py --model runs/cub/final.keras --dataset cub \
         --data-dir path/to/CUB_200_2011 --split train --out boxes.json [--psol-out psol.json]
+    python train/extract_boxes.py --preset general_lite0 --dataset folder --data-dir photos/ --out boxes.json
 
 Output (``--out``), one entry per image, boxes in original image pixels:
 
@@ -10,8 +11,8 @@ Output (``--out``), one entry per image, boxes in original image pixels:
                  "box": [x0, y0, x1, y1], "foreground_fraction": 0.31}, ...]}
 
 ``--psol-out`` also writes the PSOL format: {image path: [x, y, w, h]} normalized
-by the image size. Images go through the eval transform (resize, center crop)
-as in the authors' extraction. Progress is saved to ``OUT.partial.jsonl``: a
+by the image size. Each image is resized whole to --size square, so a box can reach
+every part of the image (the authors' extraction center-cropped 448 of 480 and could not). Progress is saved to ``OUT.partial.jsonl``: a
 killed run started again skips the images already done.
 """
 
@@ -23,29 +24,31 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from c2am_tf import data
-from c2am_tf.callbacks import predict_maps
+from c2am_tf.evaluate import predict_maps
 from c2am_tf.boxes_json import BoxesWriter, box_record
 from c2am_tf.files import OutputNames, write_json_atomically
-from c2am_tf.geometry import EVAL_CROP, EVAL_RESIZE, eval_box_to_original
-from c2am_tf.inference import load_model, map_to_box
+from c2am_tf.errors import ConfigError
+from c2am_tf.geometry import EVAL_CROP, check_image_size, scale_box
+from c2am_tf.inference import map_to_box
+from c2am_tf.presets import preset_sha256
 from c2am_tf.viz import overlay, write_png
-from c2am_tf.cli.common import command_parser
+from c2am_tf.cli.common import add_model_flags, command_parser, load_chosen_model, model_label
 
 
 
 def build_parser(prog=None):
     """This command's flags (the README's commands are checked against it)."""
     p = command_parser(__doc__, prog)
-    p.add_argument("--model", required=True, help="a C2AM .keras model")
+    add_model_flags(p)
     p.add_argument("--dataset", default="cub", choices=list(data.DATASETS), help="dataset to read")
     p.add_argument("--data-dir", help="its folder")
-    p.add_argument("--split", default="train", choices=["train", "test"], help="which split")
+    p.add_argument("--split", default="train", choices=["train", "test", "half1", "half2"],
+                   help="which split (half1/half2: the halves of an annotated ImageNet-style set)")
     p.add_argument("--out", required=True, help="boxes JSON")
     p.add_argument("--psol-out", help="also write PSOL-format JSON here")
     p.add_argument("--overlays", help="folder for heatmap overlay PNGs")
     p.add_argument("--batch-size", type=int, default=16, help="images per batch")
-    p.add_argument("--resize", type=int, default=EVAL_RESIZE, help="the eval frame: resize to this square")
-    p.add_argument("--crop", type=int, default=EVAL_CROP, help="the eval frame: then center-crop this square")
+    p.add_argument("--size", type=int, default=EVAL_CROP, help="each image is resized whole to this square")
     p.add_argument("--threshold", type=float, help="override the model's stored threshold")
     return p
 
@@ -71,11 +74,15 @@ def main(argv=None, prog=None):
     os.makedirs(out_dir, exist_ok=True)  # before loading anything: a bad --out fails at once
     if not os.access(out_dir, os.W_OK):
         sys.exit(f"error: --out: cannot write to {out_dir}")
-    model = load_model(args.model)
+    try:
+        size = check_image_size(args.size, "--size")
+        model = load_chosen_model(args)
+    except (ConfigError, OSError, ValueError) as err:
+        sys.exit(f"error: {err}")
     threshold = args.threshold if args.threshold is not None else float(model.threshold.numpy())
     source = data.make_source(args.dataset, args.split, args.data_dir)
-    header = {"model": os.path.abspath(args.model), "model_sha256": _digest(args.model), "threshold": threshold,
-              "resize": args.resize, "crop": args.crop, "dataset": args.dataset, "split": args.split}
+    header = {"model": model_label(args), "model_sha256": _digest(args.model) if args.model else preset_sha256(args.preset),
+              "threshold": threshold, "size": size, "dataset": args.dataset, "split": args.split}
     try:
         writer = BoxesWriter(args.out, header)
     except ValueError as err:
@@ -86,7 +93,7 @@ def main(argv=None, prog=None):
 
     def prepare(ex):
         shape = tf.shape(ex["image"])
-        return data.eval_image(ex["image"], args.resize, args.crop), ex["path"], shape[1], shape[0]
+        return data.eval_image(ex["image"], size, size), ex["path"], shape[1], shape[0]
 
     ds = source.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).batch(args.batch_size).prefetch(2)
     pictures = None
@@ -96,10 +103,10 @@ def main(argv=None, prog=None):
         for images, batch_paths, widths, heights in ds:
             maps = predict_maps(model, images)
             for i, score_map in enumerate(maps):
-                box, fraction = map_to_box(score_map, threshold, args.crop, args.crop)
+                box, fraction = map_to_box(score_map, threshold, size, size)
                 w, h = int(widths[i]), int(heights[i])
                 path = batch_paths[i].numpy().decode()
-                writer.add(box_record(path, w, h, eval_box_to_original(box, w, h, args.resize, args.crop), fraction))
+                writer.add(box_record(path, w, h, scale_box(box, (size, size), (w, h)), fraction))
                 if pictures is not None:
                     write_png(pictures(path), overlay(images[i].numpy(), score_map, [box]))
             bar.update(len(maps))

@@ -1,10 +1,12 @@
-"""Train a multi-label classifier on image-level labels and write its CAMs (initial CAMs for WSSS).
+"""Train a classifier on image-level labels: for Top-1/Top-5 Loc (CUB), or its CAMs for WSSS.
 
     python train/fit_classifier.py --dataset pets --data-dir ../shared/data/oxford_pets_dev \\
         --out runs/classifier [--cams-out runs/classifier/cams] [--train-backbone]
+    python train/fit_classifier.py --dataset cub --data-dir ../shared/data/CUB_200_2011_dev --out runs/cub_classifier
 
-The classifier is a factory backbone + global average pooling + dense (c2am_tf.cam);
-binary cross-entropy per class. Images are resized to --size square with a random
+The classifier is a factory backbone + global average pooling + dense (c2am_tf.cam):
+softmax cross-entropy for single-label CUB, binary cross-entropy per class for the
+multi-label segmentation datasets. Images are resized to --size square with a random
 flip. After training, ``--cams-out`` receives one CAM file per image of the split
 (``NAME.npz``, c2am_tf.cam format: maps of the image's labelled classes at image
 resolution). Writes OUT/classifier.keras (atomically) and OUT/log.csv.
@@ -19,7 +21,9 @@ from tqdm import tqdm
 
 from c2am_tf.backbones import LITE_FEATURES, build_backbone
 from c2am_tf.cam import build_classifier, class_activation_maps, write_cams
+from c2am_tf.data.cub import cub_classes, cub_source
 from c2am_tf.data.segmentation import SEGMENTATION_DATASETS, segmentation_dataset
+from c2am_tf.training import count_examples
 from c2am_tf.data.transforms import resize_square
 from c2am_tf.files import OutputNames
 from c2am_tf.optim import poly_sgd
@@ -31,9 +35,10 @@ from c2am_tf.geometry import EVAL_CROP
 def build_parser(prog=None):
     """This command's flags (the README's commands are checked against it)."""
     p = command_parser(__doc__, prog)
-    p.add_argument("--dataset", choices=SEGMENTATION_DATASETS, required=True, help="dataset with image-level labels")
+    p.add_argument("--dataset", choices=SEGMENTATION_DATASETS + ("cub",), required=True,
+                   help="dataset with image-level labels")
     p.add_argument("--data-dir", required=True, help="its root folder")
-    p.add_argument("--split", help="default: train (voc), trainval (pets)")
+    p.add_argument("--split", help="default: train (voc, cub), trainval (pets)")
     add_training_flags(p, epochs=10, batch_size=16, lr=0.1)
     p.add_argument("--backbone-features", default="head", choices=LITE_FEATURES, help="EfficientNet-Lite features")
     p.add_argument("--train-backbone", action="store_true", help="fine-tune the backbone (default: frozen)")
@@ -74,7 +79,13 @@ def main(argv=None, prog=None):
     except ValueError as err:
         sys.exit(f"error: --cams-out: {err}")
     keras.utils.set_random_seed(args.seed)
-    source, classes = segmentation_dataset(args.dataset, args.data_dir, args.split)
+    single_label = args.dataset == "cub"
+    if single_label:
+        classes = cub_classes(args.data_dir)
+        source = cub_source(args.data_dir, args.split or "train").map(
+            lambda ex: {"image": ex["image"], "labels": tf.one_hot(ex["label"], len(classes)), "path": ex["path"]})
+    else:
+        source, classes = segmentation_dataset(args.dataset, args.data_dir, args.split)
     features = args.backbone_features if args.backbone.startswith("efficientnet_lite") else "concat"
     backbone = build_backbone(args.backbone, args.weights, features=features)
     backbone.trainable = args.train_backbone
@@ -84,10 +95,13 @@ def main(argv=None, prog=None):
              .shuffle(1024, seed=args.seed)
              .map(lambda im, y: (tf.image.random_flip_left_right(im), y), num_parallel_calls=tf.data.AUTOTUNE)
              .batch(args.batch_size).prefetch(tf.data.AUTOTUNE))
-    steps = -(-int(source.cardinality()) // args.batch_size)  # unreadable images were dropped already
-    classifier.compile(optimizer=poly_sgd(args.lr, steps * args.epochs),
-                       loss=keras.losses.BinaryCrossentropy(from_logits=True),
-                       metrics=[keras.metrics.BinaryAccuracy(threshold=0.0, name="acc")])
+    steps = -(-count_examples(source) // args.batch_size)  # unreadable images were dropped already
+    if single_label:
+        loss, metric = (keras.losses.CategoricalCrossentropy(from_logits=True),
+                        keras.metrics.CategoricalAccuracy(name="acc"))
+    else:
+        loss, metric = keras.losses.BinaryCrossentropy(from_logits=True), keras.metrics.BinaryAccuracy(threshold=0.0, name="acc")
+    classifier.compile(optimizer=poly_sgd(args.lr, steps * args.epochs), loss=loss, metrics=[metric])
     print(f"classes: {classes}; model -> {fit_and_save(classifier, train, args.epochs, args.out, 'classifier.keras')}")
     if args.cams_out:
         count = write_split_cams(classifier, source, cam_names, args.size)

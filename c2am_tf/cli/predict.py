@@ -1,4 +1,4 @@
-"""Heatmap overlays and boxes for images: ``c2am-tf predict IMAGE_OR_DIR --model M.keras --out DIR``.
+"""Heatmap overlays and boxes for images: ``c2am-tf predict IMAGE_OR_DIR --model M.keras|--preset NAME --out DIR``.
 
 For each image (any size; grayscale and RGBA are converted to RGB) writes
 ``OUT/<path below the input folder>.png`` (``photos/sub/x.jpg`` -> ``OUT/sub/x.jpg.png``),
@@ -11,28 +11,31 @@ import os
 import sys
 
 from c2am_tf.boxes_json import BoxesWriter, box_record
-from c2am_tf.callbacks import predict_maps
+from c2am_tf.evaluate import predict_maps
 from c2am_tf.errors import ConfigError
 from c2am_tf.files import OutputNames, image_paths, write_json_atomically
 from c2am_tf.data.transforms import resize_square
 from c2am_tf.geometry import EVAL_CROP, check_image_size, check_threshold, scale_box
 from c2am_tf.image_io import UnreadableImageError, load_image
-from c2am_tf.inference import load_model, map_to_box
+from c2am_tf.inference import map_to_box
+from c2am_tf.presets import load
 from c2am_tf.viz import overlay, write_png
-from c2am_tf.cli.common import command_parser
+from c2am_tf.cli.common import add_model_flags, command_parser
 
 
-def predict(paths, model_path, out_dir, size=EVAL_CROP, threshold=None):
+def predict(paths, model_path, out_dir, size=EVAL_CROP, threshold=None, preset=None):
     """Writes an overlay PNG and a JSON per image, and ``OUT/boxes.json`` (``c2am_tf.boxes/v1``,
-    streamed as results come); returns the list of records."""
+    streamed as results come); returns the list of records. The model is a ``.keras`` file
+    (``model_path``) or a shipped ``preset`` name."""
     size = check_image_size(size)
     if threshold is not None:
         threshold = check_threshold(threshold)
     pictures, jsons = OutputNames(paths, out_dir, ".png"), OutputNames(paths, out_dir, ".json")
-    model = load_model(model_path)
+    model = load(model_path, preset)
     t = float(model.threshold.numpy()) if threshold is None else threshold
     writer = BoxesWriter(os.path.join(out_dir, "boxes.json"),
-                         {"model": os.path.abspath(model_path), "threshold": t, "size": size})
+                         {"model": f"preset:{preset}" if preset else os.path.abspath(model_path),
+                          "threshold": t, "size": size})
     with writer:
         for path in paths:
             if path not in writer.done:
@@ -63,7 +66,7 @@ def build_parser(prog=None):
     """This command's flags (the README's commands are checked against it)."""
     p = command_parser(__doc__, prog)
     p.add_argument("inputs", help="an image file or a folder of images (searched recursively)")
-    p.add_argument("--model", required=True, help="a C2AM .keras model")
+    add_model_flags(p)
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--size", type=int, default=EVAL_CROP, help="the image is resized whole to size x size")
     p.add_argument("--threshold", type=float, help="override the model's stored threshold, in [0, 1]")
@@ -79,7 +82,7 @@ def main(argv=None, prog=None):
     except (FileNotFoundError, ValueError) as err:
         p.error(str(err))
     try:
-        records = predict(paths, args.model, args.out, args.size, args.threshold)
+        records = predict(paths, args.model, args.out, args.size, args.threshold, args.preset)
     except ConfigError as err:
         p.error(err.as_flag())
     except (ValueError, FileNotFoundError) as err:

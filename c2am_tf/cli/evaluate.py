@@ -1,0 +1,119 @@
+"""Score a model, a shipped preset or a boxes file on an annotated dataset: every WSOL number in one pass.
+
+    c2am-tf evaluate --preset general_lite0 --dataset imagenet --data-dir ../shared/data/ILSVRC_val_dev \\
+        --classifier efficientnet_lite0 --json scores.json
+    c2am-tf evaluate --model runs/cub/final.keras --dataset cub --data-dir path/to/CUB_200_2011 \\
+        --classifier runs/cub_classifier/classifier.keras
+    c2am-tf evaluate --boxes boxes.json --dataset imagenet --data-dir path/to/ILSVRC
+
+Prints GT-known Loc per threshold, at the model's stored threshold and the best; Top-1/Top-5 Loc with
+a classifier (a ``.keras`` classifier from ``fit-classifier``, or ``efficientnet_lite0/1/2``: the
+ImageNet classifiers, offline); MaxBoxAccV2 (IoU 30/50/70); PxAP and the best mask IoU when the dataset
+has masks. Frames: ``crop448`` is the authors' CUB test transform (resize 480, center crop 448);
+``whole224`` resizes the whole image to 224 (wsolevaluation; the default for imagenet); ``whole448``.
+"""
+
+import os
+import sys
+import time
+
+from c2am_tf.cli.common import add_model_flags, command_parser, load_chosen_model
+from c2am_tf.foreground import DEFAULT_THRESHOLDS
+from c2am_tf.geometry import EVAL_FRAMES, default_frame
+
+DATASETS = ("cub", "imagenet", "masks", "synthetic")
+LITE_CLASSIFIERS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+LITE_CLASSIFIER_SIZE = 224  # the ImageNet classifiers' training resolution
+
+
+def build_parser(prog=None):
+    """This command's flags (the README's commands are checked against it)."""
+    p = command_parser(__doc__, prog)
+    add_model_flags(p, required=False)
+    p.add_argument("--boxes", help="score this boxes JSON (c2am_tf.boxes/v1, original pixels) instead of a model")
+    p.add_argument("--dataset", required=True, choices=DATASETS, help="annotated dataset")
+    p.add_argument("--data-dir", help="its folder (CUB_200_2011, wsolevaluation metadata or raw ILSVRC, masks)")
+    p.add_argument("--split", default="test", help="cub: train|test; imagenet: test|half1|half2")
+    p.add_argument("--frame", choices=sorted(EVAL_FRAMES), help="default: whole224 for imagenet, crop448 otherwise")
+    p.add_argument("--classifier", help="a .keras classifier, or efficientnet_lite0/1/2 (ImageNet) for Top-k Loc")
+    p.add_argument("--classifier-size", type=int, help="resize images to this square for the classifier "
+                   f"(default: {LITE_CLASSIFIER_SIZE} for the ImageNet classifiers, else the frame)")
+    p.add_argument("--thresholds", type=float, nargs="+", default=list(DEFAULT_THRESHOLDS),
+                   help="map thresholds for GT-known / Top-k Loc")
+    p.add_argument("--flip", action="store_true", help="average each map with its mirrored image's map")
+    p.add_argument("--no-max-box-acc", dest="max_box_acc", action="store_false", help="skip MaxBoxAccV2")
+    p.add_argument("--batch-size", type=int, default=16, help="images per batch")
+    p.add_argument("--json", help="also write the numbers here")
+    return p
+
+
+def load_classifier(name):
+    """(classifier, input size or None): an ImageNet EfficientNet-Lite by name, or a ``.keras`` file."""
+    if name in LITE_CLASSIFIERS:
+        from c2am_tf.backbones import efficientnet_lite
+
+        return efficientnet_lite(name, include_top=True), LITE_CLASSIFIER_SIZE
+    from c2am_tf.inference import load_model
+
+    return load_model(name, require_c2am=False), None
+
+
+def _records(dataset, data_dir, split):
+    from c2am_tf import data
+
+    if dataset == "cub":
+        return data.cub_records(data_dir, split)
+    if dataset == "imagenet":
+        return data.wsol_records(data_dir, split)
+    raise ValueError(f"--boxes needs box annotations in original pixels: dataset cub or imagenet, not {dataset}")
+
+
+def main(argv=None, prog=None):
+    """Entry point."""
+    p = build_parser(prog)
+    args = p.parse_args(argv)
+    if (args.boxes is None) == (args.model is None and args.preset is None):
+        p.error("give one of --model, --preset or --boxes")
+    if args.dataset != "synthetic" and not args.data_dir and not (args.dataset == "cub" and not args.boxes):
+        p.error(f"--data-dir is needed for dataset {args.dataset}")
+    from c2am_tf.evaluate import evaluate, evaluate_boxes, format_result
+
+    start = time.perf_counter()
+    if args.boxes:
+        from c2am_tf.boxes_json import read_boxes
+
+        try:
+            result = evaluate_boxes(read_boxes(args.boxes), _records(args.dataset, args.data_dir, args.split))
+        except (OSError, ValueError) as err:
+            sys.exit(f"error: {err}")
+    else:
+        from c2am_tf import data
+
+        frame = args.frame or default_frame(args.dataset)
+        resize, crop = EVAL_FRAMES[frame]
+        try:
+            model = load_chosen_model(args)
+            source = data.make_source(args.dataset, args.split, args.data_dir)
+        except (OSError, ValueError) as err:
+            sys.exit(f"error: {err}")
+        classifier, size = (None, None)
+        if args.classifier:
+            classifier, size = load_classifier(args.classifier)
+        result, _ = evaluate(model, data.eval_pipeline(source, args.batch_size, resize, crop, cache=False),
+                             args.thresholds, classifier, args.classifier_size or size, args.max_box_acc,
+                             flip=args.flip, progress=True)
+        result["frame"] = frame
+    result["seconds"] = time.perf_counter() - start
+    print(format_result(result))
+    print(f"{result['total']} images in {result['seconds']:.1f} s ({result['total'] / result['seconds']:.1f} img/s)")
+    if args.json:
+        from c2am_tf.files import write_json_atomically
+
+        clean = {k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in result.items()}
+        write_json_atomically(args.json, clean, indent=1)
+        print(f"-> {os.path.abspath(args.json)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""Train a PSOL box regressor on C2AM's pseudo boxes, and score its boxes beside the ones it learned from.
+
+    python train/extract_boxes.py --preset general_lite0 --dataset imagenet --data-dir ILSVRC --split train \\
+        --out runs/psol/pseudo.json
+    python train/fit_regressor.py --boxes runs/psol/pseudo.json --out runs/psol \\
+        [--eval-dataset imagenet --eval-data-dir ../shared/data/ILSVRC_val_dev --classifier efficientnet_lite0]
+
+Writes OUT/regressor.keras (atomically) and OUT/log.csv. With --eval-dataset it prints GT-known and
+Top-1/Top-5 Loc of the regressor's boxes on that split (in the dataset's eval frame).
+"""
+
+import sys
+
+import keras
+
+from c2am_tf.cli.common import add_training_flags, command_parser, fit_and_save
+from c2am_tf.cli.evaluate import load_classifier
+from c2am_tf.geometry import EVAL_FRAMES, default_frame
+from c2am_tf.regressor import REGRESSOR_SIZE
+
+
+def build_parser(prog=None):
+    """This command's flags (the README's commands are checked against it)."""
+    p = command_parser(__doc__, prog)
+    p.add_argument("--boxes", required=True, help="pseudo boxes (c2am_tf.boxes/v1) from extract-boxes")
+    add_training_flags(p, epochs=10, batch_size=32, lr=1e-3)
+    p.add_argument("--size", type=int, default=REGRESSOR_SIZE, help="images are resized whole to this square")
+    p.add_argument("--out", default="runs/regressor", help="output folder (regressor.keras, log.csv)")
+    p.add_argument("--eval-dataset", choices=["cub", "imagenet"], help="score the regressor on this dataset")
+    p.add_argument("--eval-data-dir", help="its folder")
+    p.add_argument("--eval-split", default="test", help="its split")
+    p.add_argument("--classifier", help="for Top-k Loc: a .keras classifier or efficientnet_lite0/1/2")
+    return p
+
+
+def main(argv=None, prog=None):
+    """Entry point."""
+    p = build_parser(prog)
+    args = p.parse_args(argv)
+    from c2am_tf.backbones import build_backbone
+    from c2am_tf.boxes_json import read_boxes
+    from c2am_tf.regressor import build_regressor, pseudo_box_dataset
+
+    try:
+        records = read_boxes(args.boxes)["images"]
+        train = pseudo_box_dataset(records, args.batch_size, args.size, args.seed)
+    except (OSError, ValueError) as err:
+        sys.exit(f"error: --boxes: {err}")
+    keras.utils.set_random_seed(args.seed)
+    features = "head" if args.backbone.startswith("efficientnet_lite") else "concat"
+    backbone = build_backbone(args.backbone, args.weights, features=features)
+    backbone.trainable = False
+    regressor = build_regressor(backbone, args.size)
+    regressor.compile(optimizer=keras.optimizers.Adam(args.lr), loss="mse")
+    path = fit_and_save(regressor, train, args.epochs, args.out, "regressor.keras")
+    print(f"{len(records)} pseudo boxes; regressor -> {path}")
+    if args.eval_dataset:
+        from c2am_tf import data
+        from c2am_tf.evaluate import evaluate_regressor, format_result
+
+        resize, crop = EVAL_FRAMES[default_frame(args.eval_dataset)]
+        source = data.make_source(args.eval_dataset, args.eval_split, args.eval_data_dir)
+        classifier, size = load_classifier(args.classifier) if args.classifier else (None, None)
+        result = evaluate_regressor(regressor, data.eval_pipeline(source, 16, resize, crop, cache=False),
+                                    classifier, size)
+        print(format_result(result))
+    return 0

