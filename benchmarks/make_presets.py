@@ -1,0 +1,57 @@
+"""Writes the shipped presets (c2am_tf/presets/) from trained runs, each threshold chosen on held-out boxes.
+
+    python benchmarks/imagenet_dev.py --lists-only    # the general head's training list
+    python train/fit.py --dataset folder --data-dir runs/lists/general_half1.txt --out runs/general_half1 --eval-every 0
+    python train/fit.py --dataset cub --data-dir ../shared/data/CUB_200_2011_dev --out runs/cub_lite0
+    python benchmarks/make_presets.py
+
+- ``general_lite0``: EfficientNet-Lite0 head features, frozen; trained on every unlabeled image of
+  ../shared/data except CUB test and ImageNet dev half2 (CUB train, DUTS-TE_dev500, Oxford pets, ImageNet dev
+  half1: 1,875 images); threshold chosen on ImageNet dev half1's boxes.
+- ``cub_lite0``: the CUB dev recipe (CUB train, 750 images); threshold chosen on CUB train's boxes.
+"""
+
+import os
+
+from c2am_tf import data
+from c2am_tf.evaluate import choose_threshold
+from c2am_tf.geometry import EVAL_FRAMES, default_frame
+from c2am_tf.inference import load_model
+from c2am_tf.presets import save_preset
+
+SHARED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data")
+CUB = os.path.join(SHARED, "CUB_200_2011_dev")
+REAL = "CUB_200_2011_dev/images/001.Black_footed_Albatross/Black_Footed_Albatross_0001_796111.jpg"
+
+
+def held_out(dataset, data_dir, split):
+    """Eval batches of a held-out annotated split in the dataset's frame."""
+    resize, crop = EVAL_FRAMES[default_frame(dataset)]
+    return data.eval_pipeline(data.make_source(dataset, split, data_dir), 16, resize, crop)
+
+
+def main():
+    """Writes both presets and prints their thresholds."""
+    plans = [
+        ("general_lite0", "runs/general_half1/final.keras", ("imagenet", os.path.join(SHARED, "ILSVRC_val_dev"), "half1"),
+         "every unlabeled image of ../shared/data except CUB_200_2011_dev test and ILSVRC_val_dev half2 "
+         "(CUB train 750, DUTS-TE_dev500 500, oxford_pets_dev 300, ILSVRC_val_dev half1 325)",
+         "python train/fit.py --dataset folder --data-dir runs/lists/general_half1.txt --out runs/general_half1 "
+         "--eval-every 0 (list: python benchmarks/imagenet_dev.py --lists-only); python benchmarks/make_presets.py"),
+        ("cub_lite0", "runs/cub_lite0/final.keras", ("cub", CUB, "train"),
+         "CUB_200_2011_dev train (750 images, classes 001-025)",
+         "python train/fit.py --dataset cub --data-dir ../shared/data/CUB_200_2011_dev --out runs/cub_lite0; "
+         "python benchmarks/make_presets.py"),
+    ]
+    for name, path, (dataset, data_dir, split), trained_on, command in plans:
+        model = load_model(path)
+        model.threshold.assign(choose_threshold(model, held_out(dataset, data_dir, split)))
+        real = (REAL, os.path.join(SHARED, REAL)) if os.path.exists(os.path.join(SHARED, REAL)) else None
+        out = save_preset(model, name, "efficientnet_lite0", "head", real_image=real, trained_on=trained_on,
+                          command=command, threshold_from=f"{dataset} {split} boxes (held out from scoring)")
+        print(f"{name}: threshold {float(model.threshold.numpy()):.2f}, polarity {float(model.polarity.numpy()):+.0f} "
+              f"-> {out} ({os.path.getsize(out)} bytes)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+"""Shipped presets: small, intact, loaded offline, and their maps match the stored references."""
+
+import os
+
+import numpy as np
+import pytest
+
+from c2am_tf import presets
+from c2am_tf.backbones import build_backbone
+from c2am_tf.model import C2AM
+
+from conftest import DATA
+
+# float32 convolutions differ between CPUs (AVX2 / AVX-512, oneDNN paths) in the last bits; a map in
+# [0, 1] averaged over 16 pixels moves by far less than this.
+MAP_TOLERANCE = 2e-3
+
+
+def test_every_preset_is_small_and_intact():
+    shipped = presets.list_presets()
+    assert {"cub_lite0", "general_lite0"} <= set(shipped)
+    for name, entry in shipped.items():
+        path = os.path.join(presets.HERE, entry["file"])
+        assert os.path.getsize(path) < 100_000, name
+        assert presets._sha256(path) == entry["sha256"]
+        assert entry["command"] and entry["trained_on"] and 0 < entry["threshold"] < 1
+
+
+@pytest.fixture(scope="module")
+def general():
+    return C2AM.from_preset("general_lite0")
+
+
+def test_a_preset_loads_offline_and_reproduces_its_reference_map(general):
+    entry = presets.list_presets()["general_lite0"]
+    assert float(general.threshold.numpy()) == pytest.approx(entry["threshold"])
+    assert float(general.polarity.numpy()) == entry["polarity"]
+    np.testing.assert_allclose(presets.reference_map(general), entry["reference_maps"]["synthetic:0"],
+                               atol=MAP_TOLERANCE)
+
+
+def test_the_reference_map_of_a_real_image(general):
+    from c2am_tf.image_io import load_image
+
+    for key, expected in presets.list_presets()["general_lite0"]["reference_maps"].items():
+        if key.startswith("synthetic:"):
+            continue
+        path = os.path.join(DATA, key)
+        if not os.path.exists(path):
+            pytest.skip(f"{path} not available")
+        np.testing.assert_allclose(presets.reference_map(general, load_image(path)), expected, atol=MAP_TOLERANCE)
+        return
+    pytest.fail("general_lite0 stores no reference map of a real image")
+
+
+def test_a_changed_file_or_unknown_name_is_refused(tmp_path, monkeypatch):
+    with pytest.raises(presets.PresetError, match="unknown preset 'nope'"):
+        presets.from_preset("nope")
+    model = C2AM(build_backbone("tiny", weights=None))
+    model.threshold.assign(0.3)
+    presets.save_preset(model, "t", "tiny", "concat", directory=str(tmp_path), trained_on="nothing", command="-")
+    monkeypatch.setattr(presets, "HERE", str(tmp_path))
+    monkeypatch.setattr(presets, "INDEX", str(tmp_path / "presets.json"))
+    loaded = presets.from_preset("t", weights=None)
+    assert float(loaded.threshold.numpy()) == pytest.approx(0.3)
+    for a, b in zip(model.head.weights, loaded.head.weights):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    with open(tmp_path / "t.npz", "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(presets.PresetError, match="sha256"):
+        presets.from_preset("t", weights=None)
