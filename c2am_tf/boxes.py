@@ -43,19 +43,18 @@ def boxes_from_map(score_map, thresholds=DEFAULT_THRESHOLDS, multi_contour=False
     height, width = score_map.shape
     image, peak = uint8_and_peak(score_map)
     out = []
-    row_peak, col_peak = image.max(axis=1), image.max(axis=0)
-    for t in thresholds:
-        cutoff = int(float(t) * peak)
-        rows, cols = np.flatnonzero(row_peak > cutoff), np.flatnonzero(col_peak > cutoff)
-        if len(rows) == 0:
+    cutoffs = [int(float(t) * peak) for t in thresholds]
+    # The foreground's bounding window at every cut-off at once: contours are found only inside it (the
+    # same contours, offset: OpenCV treats everything outside the image as background), and high
+    # thresholds cost a fraction of the map.
+    y0s, y1s = _extents(image.max(axis=1), cutoffs)
+    x0s, x1s = _extents(image.max(axis=0), cutoffs)
+    for cutoff, y0, y1, x0, x1 in zip(cutoffs, y0s, y1s, x0s, x1s):
+        if y1 < y0:
             out.append(np.zeros((1, 4), np.float64))
             continue
-        # contours only on the foreground's bounding window (the same contours, offset: OpenCV treats
-        # everything outside the image as background); high thresholds cost a fraction of the map
-        y0, x0 = rows[0], cols[0]
         # cv2.threshold keeps pixels strictly above the cut-off, as the reference's comparison does
-        window = cv2.threshold(np.ascontiguousarray(image[y0:rows[-1] + 1, x0:cols[-1] + 1]), cutoff, 255,
-                               cv2.THRESH_BINARY)[1]
+        window = cv2.threshold(np.ascontiguousarray(image[y0:y1 + 1, x0:x1 + 1]), cutoff, 255, cv2.THRESH_BINARY)[1]
         contours = cv2.findContours(window, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)[_CONTOUR_INDEX]
         if not multi_contour:
             contours = [max(contours, key=cv2.contourArea)]
@@ -66,6 +65,16 @@ def boxes_from_map(score_map, thresholds=DEFAULT_THRESHOLDS, multi_contour=False
             boxes.append([x, y, min(x + w, width - 1), min(y + h, height - 1)])
         out.append(np.asarray(boxes, np.float64) * factor)
     return out
+
+
+def _extents(line_peak, cutoffs):
+    """(first, last) index where ``line_peak`` (a row's or column's maximum) exceeds each cut-off; last <
+    first where none does."""
+    above = line_peak[None, :] > np.asarray(cutoffs)[:, None]
+    first = above.argmax(axis=1)
+    last = len(line_peak) - 1 - above[:, ::-1].argmax(axis=1)
+    none = ~above.any(axis=1)
+    return np.where(none, 1, first).tolist(), np.where(none, 0, last).tolist()
 
 
 def best_box_per_threshold(score_map, thresholds=DEFAULT_THRESHOLDS, factor=1.0):

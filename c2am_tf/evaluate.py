@@ -84,8 +84,11 @@ class Evaluation:
 
     def __init__(self, thresholds=DEFAULT_THRESHOLDS, stored_threshold=None, max_box_acc=True, iou_threshold=0.5):
         thresholds = [float(t) for t in thresholds]
-        if stored_threshold is not None and not any(abs(t - stored_threshold) < 1e-9 for t in thresholds):
-            thresholds = sorted(thresholds + [float(stored_threshold)])
+        if stored_threshold is not None:
+            # a threshold stored as float32 (0.3499999940) is the listed 0.35
+            stored_threshold = round(float(stored_threshold), 6)
+            if not any(abs(t - stored_threshold) < 1e-6 for t in thresholds):
+                thresholds = sorted(thresholds + [stored_threshold])
         self.stored_threshold = stored_threshold
         self.gt_known = GTKnownLoc(thresholds, iou_threshold)
         self.thresholds = self.gt_known.thresholds

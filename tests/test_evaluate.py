@@ -109,6 +109,8 @@ def test_evaluation_matches_the_hand_count():
     gt = np.array([[[16, 16, 48, 48]], [[0, 0, 20, 20]]], np.float32)  # IoU 1, IoU 16/(1024+400-16)
     ev.update(m, {"image": np.zeros((2, 64, 64, 3)), "boxes": gt})
     assert ev.result()["per_threshold"][0] == 50.0
+    # a threshold stored in float32 is the listed one, not a second column
+    assert Evaluation([0.3, 0.35], stored_threshold=np.float32(0.35), max_box_acc=False).thresholds == (0.3, 0.35)
 
 
 def test_evaluate_boxes_scores_a_file_by_path_and_by_name(tmp_path):

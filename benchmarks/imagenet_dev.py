@@ -1,0 +1,234 @@
+"""The ImageNet dev benchmark: ILSVRC_val_dev (650 real ImageNet validation images, wsolevaluation layout),
+each whole image resized to 448 x 448; correct = IoU > 0.5 with ANY GT box.
+
+    python benchmarks/imagenet_dev.py               # trains what runs/ lacks, then prints every number
+    python benchmarks/imagenet_dev.py --lists-only  # writes the general heads' training lists and stops
+
+Rows: fixed boxes (whole image, central 80%), DDT on the Lite0 head features, the untrained model, the
+CUB-trained model as is, then the general heads (2-fold: each is trained on the unlabeled images of
+../shared/data except CUB test and one ImageNet half, and scored on the other half; its threshold is chosen
+on the boxes of the half it trained on, never on the scored half), Top-1/Top-5 Loc with the Lite0 ImageNet
+classifier, MaxBoxAccV2, and the PSOL route (a regressor trained on the general head's pseudo boxes).
+Also: evaluate's images/s against the bare forward pass.
+"""
+
+import argparse
+import glob
+import os
+import sys
+import time
+
+import numpy as np
+
+from c2am_tf import data
+from c2am_tf.backbones import build_backbone, efficientnet_lite
+from c2am_tf.ddt import DDT
+from c2am_tf.evaluate import Evaluation, choose_threshold, evaluate, evaluate_regressor, predict_maps, top_k_classes
+from c2am_tf.geometry import EVAL_FRAMES
+from c2am_tf.inference import load_model
+from c2am_tf.model import C2AM
+from c2am_tf.training import TrainConfig, run_training
+
+from machine import header
+
+SHARED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data")
+HALVES = ("half1", "half2")
+OTHER = {"half1": "half2", "half2": "half1"}
+
+
+def training_list(half, out_dir):
+    """Writes the general head's training list for ImageNet ``half``: CUB train, DUTS-TE_dev500, pets, that half."""
+    cub = [r[0] for r in data.cub_records(os.path.join(SHARED, "CUB_200_2011_dev"), "train")]
+    duts = sorted(glob.glob(os.path.join(SHARED, "DUTS-TE_dev500", "**", "*.jpg"), recursive=True))
+    pets = sorted(glob.glob(os.path.join(SHARED, "oxford_pets_dev", "images", "*.jpg")))
+    inet = [r[0] for r in data.wsol_records(os.path.join(SHARED, "ILSVRC_val_dev"), half)]
+    path = os.path.join(out_dir, "lists", f"general_{half}.txt")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write("\n".join(os.path.abspath(p) for p in cub + duts + pets + inet) + "\n")
+    return path, len(cub + duts + pets + inet)
+
+
+def general_head(half, runs):
+    """The general head trained with ImageNet ``half`` (trained here when runs/ lacks it)."""
+    path = os.path.join(runs, f"general_{half}", "final.keras")
+    if not os.path.exists(path):
+        images, count = training_list(half, runs)
+        print(f"training general_{half} on {count} images ({images})", flush=True)
+        run_training(TrainConfig(dataset="folder", data_dir=images, out=os.path.dirname(path), eval_every=0,
+                                 verbose=2))
+    return load_model(path)
+
+
+def eval_batches(split, batch_size=16, frame="whole224", cache=True):
+    resize, crop = EVAL_FRAMES[frame]
+    return data.eval_pipeline(data.make_source("imagenet", split, os.path.join(SHARED, "ILSVRC_val_dev")),
+                              batch_size, resize, crop, cache)
+
+
+def fixed_and_ddt(batches, classifier, backbone):
+    """Rows for the fixed boxes and DDT (fit on these images, as a transductive baseline)."""
+    crop = EVAL_FRAMES["whole224"][1]
+    fixed = {"whole image": Evaluation([0.5], max_box_acc=False), "central 80%": Evaluation([0.5], max_box_acc=False)}
+    ddt, feats, cached = DDT(), [], []
+    for batch in batches:
+        images = batch["image"]
+        host = {"boxes": batch["boxes"].numpy()}
+        top = top_k_classes(classifier, images, 224)
+        labels = batch["label"].numpy()
+        n = len(labels)
+        for name, m in (("whole image", 0.0), ("central 80%", 0.1 * crop)):
+            fixed[name].update_boxes(np.tile([[[m, m, crop - m, crop - m]]], (n, 1, 1)), host, top, labels)
+        f = backbone.predict_on_batch(images)
+        ddt.update(f)
+        feats.append(f)
+        cached.append((host, top, labels))
+    ddt.fit()
+    maps = [ddt.project(f) for f in feats]
+    ddt.orient(np.concatenate(maps))
+    ev = Evaluation([0.5], max_box_acc=False)
+    for f, (host, top, labels) in zip(feats, cached):
+        boxes = np.stack([DDT.box(m, crop) for m in ddt.project(f)])[:, None, :]
+        ev.update_boxes(boxes, host, top, labels)
+    return {**{k: v.result() for k, v in fixed.items()}, "DDT (Lite0 head features, fit on these images)": ev.result()}
+
+
+def row(name, r, key="best"):
+    """One table row: GT-known (at ``key``), Top-1 / Top-5 Loc, MaxBoxAccV2."""
+    gt = r[key]
+    top1 = r.get("top1_loc_at_stored" if key == "at_stored" else "top1_loc", float("nan"))
+    top5 = r.get("top5_loc_at_stored" if key == "at_stored" else "top5_loc", float("nan"))
+    v2 = r.get("max_box_acc_v2", float("nan"))
+    return f"| {name} | {gt:.1f} | {top1:.1f} | {top5:.1f} | {v2:.1f} |"
+
+
+def mean_rows(results):
+    """Averages the two folds' results (equal halves)."""
+    keys = set.intersection(*(set(k for k, v in r.items() if isinstance(v, float)) for r in results))
+    return {k: float(np.mean([r[k] for r in results])) for k in keys}
+
+
+def main():
+    """Prints the benchmark's table."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--runs", default="runs", help="where the trained heads are (or will be) kept")
+    p.add_argument("--cub-model", default="runs/cub_lite0/final.keras", help="the CUB-trained model (as is)")
+    p.add_argument("--lists-only", action="store_true")
+    p.add_argument("--speed-only", action="store_true", help="only evaluate's speed against the forward pass")
+    p.add_argument("--skip-psol", action="store_true")
+    p.add_argument("--psol-epochs", type=int, default=6)
+    p.add_argument("--levers", nargs="*", default=[],
+                   help="other heads trained with half1 (e.g. another backbone), scored on half2 beside general_half1")
+    args = p.parse_args()
+    if not os.path.isdir(os.path.join(SHARED, "ILSVRC_val_dev")):
+        sys.exit(f"ILSVRC_val_dev not found under {SHARED}")
+    if args.lists_only:
+        for half in HALVES:
+            print(*training_list(half, args.runs))
+        return
+    print(header()[0], flush=True)
+    if args.speed_only:
+        speed(general_head("half1", args.runs))
+        return
+    classifier = efficientnet_lite("efficientnet_lite0", include_top=True)
+    print("| method | GT-known Loc | Top-1 Loc | Top-5 Loc | MaxBoxAccV2 |\n|---|---|---|---|---|")
+    backbone = build_backbone("efficientnet_lite0", features="head")
+    for name, r in fixed_and_ddt(eval_batches("test"), classifier, backbone).items():
+        print(row(name, r), flush=True)
+    classified = r
+    r = None
+    for polarity, name in ((1.0, "as is"), (-1.0, "inverted")):
+        untrained = C2AM(backbone)
+        untrained.polarity.assign(polarity)
+        r, _ = evaluate(untrained, eval_batches("test"), classifier=classifier, classifier_size=224,
+                        stored_threshold=None)
+        print(row(f"untrained model (random head, map {name}), best threshold", r), flush=True)
+    if os.path.exists(args.cub_model):
+        cub = load_model(args.cub_model)
+        r, _ = evaluate(cub, eval_batches("test"), classifier=classifier, classifier_size=224)
+        print(row(f"CUB dev model as is, stored threshold {r['stored_threshold']:.2f}", r, "at_stored"))
+        print(row("CUB dev model as is, best threshold", r), flush=True)
+    folds, oracle, heads = [], [], {}
+    for half in HALVES:
+        model = general_head(half, args.runs)
+        # the boxes of the half the head trained on: never the scored half's
+        model.threshold.assign(choose_threshold(model, eval_batches(half)))
+        r, _ = evaluate(model, eval_batches(OTHER[half]), classifier=classifier, classifier_size=224)
+        print(row(f"general head trained with {half}, scored on {OTHER[half]}, threshold "
+                  f"{r['stored_threshold']:.2f} from {half}", r, "at_stored"), flush=True)
+        folds.append({**r, "best": r["at_stored"], "top1_loc": r["top1_loc_at_stored"],
+                      "top5_loc": r["top5_loc_at_stored"]})
+        oracle.append(r)
+        heads[half] = model
+    print(row("general heads, 2-fold mean (held-out thresholds)", mean_rows(folds)))
+    print(row("general heads, 2-fold mean (best threshold on the scored half)", mean_rows(oracle)))
+    at448 = [evaluate(heads[h], eval_batches(OTHER[h], frame="whole448"), classifier=classifier,
+                      classifier_size=224, max_box_acc=False)[0] for h in HALVES]
+    print(row("general heads scored at 448 (frame whole448), 2-fold mean (best threshold)", mean_rows(at448)))
+    flip = [evaluate(heads[h], eval_batches(OTHER[h]), classifier=classifier, classifier_size=224, flip=True,
+                     max_box_acc=False)[0] for h in HALVES]
+    print(row("general heads + flip-averaged maps, 2-fold mean (held-out thresholds)",
+              mean_rows([{**r, "best": r["at_stored"], "top1_loc": r["top1_loc_at_stored"],
+                          "top5_loc": r["top5_loc_at_stored"]} for r in flip])), flush=True)
+    print(f"classifier alone (Lite0 ImageNet, 224, all {classified['total']} images): top-1 "
+          f"{classified['top1']:.1f}, top-5 {classified['top5']:.1f}")
+    for path in args.levers:
+        model = load_model(path)
+        model.threshold.assign(choose_threshold(model, eval_batches("half1")))
+        r, _ = evaluate(model, eval_batches("half2"), classifier=classifier, classifier_size=224)
+        print(row(f"{path}, scored on half2, threshold {r['stored_threshold']:.2f} from half1", r, "at_stored"))
+        print(row(f"{path}, scored on half2, best threshold", r), flush=True)
+    speed(heads["half1"])
+    if not args.skip_psol:
+        psol(heads["half1"], args, classifier)
+
+
+def speed(model):
+    """evaluate's images/s (decode, metrics, MaxBoxAccV2 included) against the bare forward pass."""
+    batches = [b["image"] for b in eval_batches("half2")]
+    n = sum(int(b.shape[0]) for b in batches)
+    predict_maps(model, batches[0])
+    start = time.perf_counter()
+    for images in batches:
+        predict_maps(model, images)
+    forward = n / (time.perf_counter() - start)
+    for with_v2, what in ((True, "GT-known (19 thresholds) + MaxBoxAccV2 (101 thresholds)"),
+                          (False, "GT-known (19 thresholds) only")):
+        start = time.perf_counter()
+        evaluate(model, eval_batches("half2", cache=False), max_box_acc=with_v2)  # decoding included
+        full = n / (time.perf_counter() - start)
+        print(f"speed: bare forward {forward:.1f} img/s; evaluate with {what}, JPEG decoding included: "
+              f"{full:.1f} img/s = {100 * full / forward:.0f}% of the forward pass", flush=True)
+
+
+def psol(model, args, classifier):
+    """Pseudo boxes of general_half1's training images -> regressor -> scored on half2 beside the head's own boxes."""
+    import keras
+
+    from c2am_tf.boxes_json import read_boxes
+    from c2am_tf.cli import run_command
+    from c2am_tf.regressor import build_regressor, pseudo_box_dataset
+
+    out = os.path.join(args.runs, "psol_half1")
+    boxes = os.path.join(out, "pseudo.json")
+    if not os.path.exists(boxes):
+        os.makedirs(out, exist_ok=True)
+        model.save(os.path.join(out, "head.keras"))
+        run_command("extract-boxes", ["--model", os.path.join(out, "head.keras"), "--dataset", "folder",
+                                      "--data-dir", os.path.join(args.runs, "lists", "general_half1.txt"),
+                                      "--size", "224", "--out", boxes])
+    keras.utils.set_random_seed(1)
+    backbone = build_backbone("efficientnet_lite0", features="head")
+    backbone.trainable = False
+    regressor = build_regressor(backbone)
+    regressor.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
+    start = time.perf_counter()
+    regressor.fit(pseudo_box_dataset(read_boxes(boxes)["images"], 32), epochs=args.psol_epochs, verbose=2)
+    r = evaluate_regressor(regressor, eval_batches("half2"), classifier, 224)
+    print(f"PSOL regressor ({args.psol_epochs} epochs, {time.perf_counter() - start:.0f} s) on general_half1's "
+          f"pseudo boxes, scored on half2:")
+    print(row("PSOL regressor (one box per image)", r))
+
+
+if __name__ == "__main__":
+    main()
