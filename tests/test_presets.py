@@ -1,5 +1,6 @@
 """Shipped presets: small, intact, loaded offline, and their maps match the stored references."""
 
+import json
 import os
 
 import numpy as np
@@ -69,3 +70,18 @@ def test_a_changed_file_or_unknown_name_is_refused(tmp_path, monkeypatch):
         f.write(b"\0")
     with pytest.raises(presets.PresetError, match="sha256"):
         presets.from_preset("t", weights=None)
+
+
+def test_predict_with_a_preset_works_offline(tmp_path):
+    from PIL import Image
+
+    from c2am_tf.cli import run_command
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(presets.reference_image()).save(photos / "x.png")
+    assert run_command("predict", [str(photos), "--preset", "general_lite0", "--out", str(tmp_path / "out")]) == 0
+    written = json.loads((tmp_path / "out" / "boxes.json").read_text())
+    assert written["model"] == "preset:general_lite0"
+    assert written["threshold"] == pytest.approx(presets.list_presets()["general_lite0"]["threshold"])
+    assert (tmp_path / "out" / "x.png.png").exists()

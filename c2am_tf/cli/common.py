@@ -64,7 +64,7 @@ def load_chosen_model(args):
 
 
 def model_label(args):
-    """What a header records as the model: the file's absolute path, or ``preset:NAME``."""
-    import os
+    """What a header records as the model named by ``--model`` or ``--preset``."""
+    from c2am_tf import presets
 
-    return f"preset:{args.preset}" if args.preset else os.path.abspath(args.model)
+    return presets.model_label(args.model, args.preset)

@@ -18,7 +18,7 @@ from c2am_tf.data.transforms import resize_square
 from c2am_tf.geometry import EVAL_CROP, check_image_size, check_threshold, scale_box
 from c2am_tf.image_io import UnreadableImageError, load_image
 from c2am_tf.inference import map_to_box
-from c2am_tf.presets import load
+from c2am_tf.presets import load, model_label
 from c2am_tf.viz import overlay, write_png
 from c2am_tf.cli.common import add_model_flags, command_parser
 
@@ -34,8 +34,7 @@ def predict(paths, model_path, out_dir, size=EVAL_CROP, threshold=None, preset=N
     model = load(model_path, preset)
     t = float(model.threshold.numpy()) if threshold is None else threshold
     writer = BoxesWriter(os.path.join(out_dir, "boxes.json"),
-                         {"model": f"preset:{preset}" if preset else os.path.abspath(model_path),
-                          "threshold": t, "size": size})
+                         {"model": model_label(model_path, preset), "threshold": t, "size": size})
     with writer:
         for path in paths:
             if path not in writer.done:

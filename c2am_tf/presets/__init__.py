@@ -139,6 +139,11 @@ def save_preset(model, name, backbone, backbone_features, directory=HERE, real_i
     return path
 
 
+def model_label(model=None, preset=None):
+    """What a run's header records as the model: ``preset:NAME``, or the model file's absolute path."""
+    return f"preset:{preset}" if preset is not None else os.path.abspath(model)
+
+
 def load(model=None, preset=None):
     """The model a command asked for: a ``.keras`` file (``model``) or a shipped ``preset`` (exactly one)."""
     if (model is None) == (preset is None):
