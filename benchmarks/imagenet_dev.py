@@ -61,9 +61,7 @@ def general_head(half, runs):
 
 
 def eval_batches(split, batch_size=16, frame="whole224", cache=True):
-    resize, crop = EVAL_FRAMES[frame]
-    return data.eval_pipeline(data.make_source("imagenet", split, os.path.join(SHARED, "ILSVRC_val_dev")),
-                              batch_size, resize, crop, cache)
+    return data.eval_dataset("imagenet", split, os.path.join(SHARED, "ILSVRC_val_dev"), batch_size, frame, cache)
 
 
 def fixed_and_ddt(batches, classifier, backbone):

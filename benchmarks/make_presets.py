@@ -15,7 +15,6 @@ import os
 
 from c2am_tf import data
 from c2am_tf.evaluate import choose_threshold
-from c2am_tf.geometry import EVAL_FRAMES, default_frame
 from c2am_tf.inference import load_model
 from c2am_tf.presets import save_preset
 
@@ -26,8 +25,7 @@ REAL = "CUB_200_2011_dev/images/001.Black_footed_Albatross/Black_Footed_Albatros
 
 def held_out(dataset, data_dir, split):
     """Eval batches of a held-out annotated split in the dataset's frame."""
-    resize, crop = EVAL_FRAMES[default_frame(dataset)]
-    return data.eval_pipeline(data.make_source(dataset, split, data_dir), 16, resize, crop)
+    return data.eval_dataset(dataset, split, data_dir)
 
 
 def main():

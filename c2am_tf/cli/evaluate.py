@@ -90,17 +90,15 @@ def main(argv=None, prog=None):
         from c2am_tf import data
 
         frame = args.frame or default_frame(args.dataset)
-        resize, crop = EVAL_FRAMES[frame]
         try:
             model = load_chosen_model(args)
-            source = data.make_source(args.dataset, args.split, args.data_dir)
+            batches = data.eval_dataset(args.dataset, args.split, args.data_dir, args.batch_size, frame, cache=False)
         except (OSError, ValueError) as err:
             sys.exit(f"error: {err}")
         classifier, size = (None, None)
         if args.classifier:
             classifier, size = load_classifier(args.classifier)
-        result, _ = evaluate(model, data.eval_pipeline(source, args.batch_size, resize, crop, cache=False),
-                             args.thresholds, classifier, args.classifier_size or size, args.max_box_acc,
+        result, _ = evaluate(model, batches, args.thresholds, classifier, args.classifier_size or size, args.max_box_acc,
                              flip=args.flip, progress=True)
         result["frame"] = frame
     result["seconds"] = time.perf_counter() - start

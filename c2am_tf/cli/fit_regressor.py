@@ -15,7 +15,6 @@ import keras
 
 from c2am_tf.cli.common import add_training_flags, command_parser, fit_and_save
 from c2am_tf.cli.evaluate import load_classifier
-from c2am_tf.geometry import EVAL_FRAMES, default_frame
 from c2am_tf.regressor import REGRESSOR_SIZE
 
 
@@ -58,10 +57,8 @@ def main(argv=None, prog=None):
         from c2am_tf import data
         from c2am_tf.evaluate import evaluate_regressor, format_result
 
-        resize, crop = EVAL_FRAMES[default_frame(args.eval_dataset)]
-        source = data.make_source(args.eval_dataset, args.eval_split, args.eval_data_dir)
+        batches = data.eval_dataset(args.eval_dataset, args.eval_split, args.eval_data_dir, cache=False)
         classifier, size = load_classifier(args.classifier) if args.classifier else (None, None)
-        result = evaluate_regressor(regressor, data.eval_pipeline(source, 16, resize, crop, cache=False),
-                                    classifier, size)
+        result = evaluate_regressor(regressor, batches, classifier, size)
         print(format_result(result))
     return 0

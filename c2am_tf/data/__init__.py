@@ -16,7 +16,7 @@ from c2am_tf.data.wsol import imagenet_source, tfds_imagenet_source, wsol_record
 from c2am_tf.data.synthetic import synthetic_arrays, synthetic_example, synthetic_source
 from c2am_tf.data.transforms import (eval_image, eval_mask_transform, eval_transform, random_flip_crop,
                                       resize_square)
-from c2am_tf.geometry import EVAL_CROP, EVAL_RESIZE
+from c2am_tf.geometry import EVAL_CROP, EVAL_FRAMES, EVAL_RESIZE, default_frame
 
 DATASETS = ("synthetic", "cub", "imagenet", "folder", "masks")
 AUTOTUNE = tf.data.AUTOTUNE
@@ -59,6 +59,13 @@ def eval_pipeline(source, batch_size, resize=EVAL_RESIZE, crop=EVAL_CROP, cache=
     return ds.batch(batch_size).prefetch(AUTOTUNE)
 
 
+def eval_dataset(name, split, data_dir=None, batch_size=16, frame=None, cache=True):
+    """Eval batches (see ``eval_pipeline``) of a dataset's split in an eval frame of
+    ``c2am_tf.geometry.EVAL_FRAMES`` (default: the dataset's own, ``default_frame``)."""
+    resize, crop = EVAL_FRAMES[frame or default_frame(name)]
+    return eval_pipeline(make_source(name, split, data_dir), batch_size, resize, crop, cache)
+
+
 def make_source(name, split="train", data_dir=None, synthetic_size=160, synthetic_count=None,
                 seed=0, tfds_download=False, strict=False):
     """A source by dataset name: ``synthetic``, ``cub`` (raw folder, else tfds), ``folder`` or ``masks``.
@@ -93,7 +100,7 @@ def make_source(name, split="train", data_dir=None, synthetic_size=160, syntheti
 
 
 __all__ = [
-    "DATASETS", "train_pipeline", "eval_pipeline", "make_source", "cub_records", "cub_source",
+    "DATASETS", "train_pipeline", "eval_pipeline", "eval_dataset", "make_source", "cub_records", "cub_source",
     "tfds_cub_source", "folder_source", "masks_source", "mask_pairs", "tfds_cub_masks_source",
     "eval_mask_transform", "eval_image", "synthetic_source", "synthetic_arrays", "synthetic_example",
     "imagenet_source", "tfds_imagenet_source", "wsol_records", "read_rgb", "find_unreadable", "list_images", "eval_transform",
