@@ -68,15 +68,20 @@ def pseudo_box_dataset(records, batch_size, size=REGRESSOR_SIZE, seed=0):
     def load(path, box):
         return resize_square(read_rgb(path), size), box
 
-    def flip(image, box):
-        mirrored = tf.random.uniform(()) < 0.5
+    def flip(example, draw):
+        image, box = example
+        mirrored = draw % 2 == 0
         image = tf.where(mirrored, tf.reverse(image, axis=[1]), image)
         box = tf.where(mirrored, tf.stack([1 - box[2], box[1], 1 - box[0], box[3]]), box)
         return image, box
 
     ds = tf.data.Dataset.from_tensor_slices((paths, boxes)).map(load, num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.ignore_errors(log_warning=True).cache().shuffle(len(kept), seed=seed)
-    return ds.map(flip, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    # Fresh draws every epoch: a random op inside map() repeats its draws each epoch under a global seed,
+    # so with few images some would never be mirrored.
+    draws = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+    ds = tf.data.Dataset.zip((ds, draws)).map(flip, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
 def predict_boxes(regressor, images, frame_size):
