@@ -14,6 +14,7 @@ COMMANDS = {
     "predict": ("predict", "heatmap overlays, box JSON and a boxes file for images"),
     "evaluate": ("evaluate", "GT-known / Top-1 / Top-5 Loc, MaxBoxAccV2, PxAP of a model, preset or boxes file"),
     "extract-boxes": ("extract_boxes", "pseudo boxes for a whole dataset (JSON, PSOL format), resumable"),
+    "write-tfrecords": ("write_tfrecords", "TFRecord shards of a dataset split (for clusters)"),
     "export-saved-model": ("export_saved_model", "SavedModel for TensorFlow Serving"),
     "export-tflite": ("export_tflite", "TFLite model (fp32, fp16, int8) for on-device foreground detection"),
     "detect": ("detect", "foreground boxes with a .tflite model (no TensorFlow needed)"),

@@ -6,6 +6,8 @@ source into batches of augmented images; ``eval_pipeline`` into
 ``(images, boxes)`` batches in the eval frame.
 """
 
+import os
+
 import tensorflow as tf
 
 from c2am_tf.data.cub import cub_records, cub_source, tfds_cub_source
@@ -13,28 +15,48 @@ from c2am_tf.data.folder import folder_source
 from c2am_tf.data.images import find_unreadable, list_images, read_rgb
 from c2am_tf.data.masks import mask_pairs, masks_source, tfds_cub_masks_source
 from c2am_tf.data.wsol import imagenet_source, tfds_imagenet_source, wsol_records
+from c2am_tf.data.sharding import Shard, shard_of, take_shard
+from c2am_tf.data.tfrecord import tfrecord_source, write_shards
 from c2am_tf.data.synthetic import synthetic_arrays, synthetic_example, synthetic_source
 from c2am_tf.data.transforms import (eval_image, eval_mask_transform, eval_transform, random_flip_crop,
                                       resize_square)
 from c2am_tf.geometry import EVAL_CROP, EVAL_FRAMES, EVAL_RESIZE, default_frame
 
-DATASETS = ("synthetic", "cub", "imagenet", "folder", "masks")
+DATASETS = ("synthetic", "cub", "imagenet", "folder", "masks", "tfrecord")
 AUTOTUNE = tf.data.AUTOTUNE
 
 
-def train_pipeline(source, batch_size, resize=256, crop=224, cache=True, shuffle_buffer=2048, seed=None):
+def train_pipeline(source, batch_size, resize=256, crop=224, cache=True, shuffle_buffer=2048, seed=0, epochs=1):
     """Batches (B, crop, crop, 3) uint8 of resized, flipped, randomly cropped images.
 
-    Decoding and resizing happen once when ``cache`` (the random flip and crop
-    stay per epoch). The last incomplete batch is dropped: the contrastive loss
-    needs several images per batch, and fixed shapes avoid retracing.
+    ``epochs`` passes over the source (None: forever), each in its own order. Decoding
+    and resizing happen once when ``cache``; without it every pass streams the files
+    again (parallel reads, nothing kept in memory). Given ``seed``, everything is
+    deterministic: the order of pass e is shuffled with (seed, e), and an image's flip
+    and crop in pass e depend only on (seed, e, its path), so they are the same
+    whichever worker of a cluster reads it and differ from pass to pass. Incomplete
+    batches are dropped: the contrastive loss needs several images per batch, and
+    fixed shapes avoid retracing.
     """
-    ds = source.map(lambda ex: resize_square(ex["image"], resize), num_parallel_calls=AUTOTUNE)
+    ds = source.map(lambda ex: {"image": resize_square(ex["image"], resize), "path": ex["path"]},
+                    num_parallel_calls=AUTOTUNE)
     if cache:
         ds = ds.cache()
-    ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    ds = ds.map(lambda im: random_flip_crop(im, crop), num_parallel_calls=AUTOTUNE)
-    return ds.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)
+    seed = int(seed or 0)
+
+    def one_pass(epoch):
+        order_seed = tf.cast(epoch, tf.int64) * 1_000_003 + seed
+        shuffled = ds.shuffle(shuffle_buffer, seed=order_seed, reshuffle_each_iteration=False)
+
+        def augment(ex):
+            # stateless draws keyed by (image, pass): no stream position matters
+            image_key = tf.strings.to_hash_bucket_fast(ex["path"], 2**62)
+            return random_flip_crop(ex["image"], crop, seed=tf.stack([image_key, order_seed]))
+
+        return shuffled.map(augment, num_parallel_calls=AUTOTUNE)
+
+    passes = tf.data.Dataset.range(epochs) if epochs is not None else tf.data.Dataset.range(2**62)
+    return passes.flat_map(one_pass).batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)
 
 
 def eval_pipeline(source, batch_size, resize=EVAL_RESIZE, crop=EVAL_CROP, cache=True):
@@ -67,35 +89,41 @@ def eval_dataset(name, split, data_dir=None, batch_size=16, frame=None, cache=Tr
 
 
 def make_source(name, split="train", data_dir=None, synthetic_size=160, synthetic_count=None,
-                seed=0, tfds_download=False, strict=False):
-    """A source by dataset name: ``synthetic``, ``cub`` (raw folder, else tfds), ``folder`` or ``masks``.
+                seed=0, tfds_download=False, strict=False, shard=None):
+    """A source by dataset name: ``synthetic``, ``cub`` (raw folder, else tfds), ``imagenet``,
+    ``folder``, ``masks`` or ``tfrecord`` (shards written by ``write_shards``, in ``data_dir/split``).
 
-    ``strict`` makes an unusable box annotation an error instead of a skipped image.
+    ``strict`` makes an unusable box annotation an error instead of a skipped image. ``shard``
+    (``c2am_tf.data.sharding.Shard``) reads only one input pipeline's files.
     """
     if name == "synthetic":
         count = synthetic_count or (512 if split == "train" else 128)
-        return synthetic_source(count, synthetic_size, seed, split)
+        return synthetic_source(count, synthetic_size, seed, split, shard=shard)
     if name == "cub":
         if data_dir:
-            return cub_source(data_dir, split, strict=strict)
-        return tfds_cub_source(split, download=tfds_download)
+            return cub_source(data_dir, split, strict=strict, shard=shard)
+        return tfds_cub_source(split, download=tfds_download, shard=shard)
     if name == "imagenet":
         if data_dir:
-            return imagenet_source(data_dir, split, strict=strict)
+            return imagenet_source(data_dir, split, strict=strict, shard=shard)
         if split != "train":
             raise ValueError("tfds imagenet2012 has no boxes: pass --data-dir with a raw ILSVRC folder or "
                              "wsolevaluation metadata to evaluate")
-        return tfds_imagenet_source(split, download=tfds_download)
+        return tfds_imagenet_source(split, download=tfds_download, shard=shard)
     if name == "masks":
         if not data_dir:  # tfds CUB with its segmentation masks
-            return tfds_cub_masks_source(split, download=tfds_download)
-        return masks_source(data_dir)  # unsupervised: train and evaluate on the same images
+            return tfds_cub_masks_source(split, download=tfds_download, shard=shard)
+        return masks_source(data_dir, shard=shard)  # unsupervised: train and evaluate on the same images
     if name == "folder":
         if not data_dir:
             raise ValueError("dataset 'folder' needs data_dir, a folder of images")
         if split != "train":
             raise ValueError("an image folder has no boxes: it cannot be evaluated")
-        return folder_source(data_dir)
+        return folder_source(data_dir, shard=shard)
+    if name == "tfrecord":
+        if not data_dir:
+            raise ValueError("dataset 'tfrecord' needs data_dir, the folder given to write-tfrecords --out")
+        return tfrecord_source(os.path.join(data_dir, split), shard=shard)
     raise ValueError(f"unknown dataset {name!r}; choose one of {DATASETS}")
 
 
@@ -104,5 +132,5 @@ __all__ = [
     "tfds_cub_source", "folder_source", "masks_source", "mask_pairs", "tfds_cub_masks_source",
     "eval_mask_transform", "eval_image", "synthetic_source", "synthetic_arrays", "synthetic_example",
     "imagenet_source", "tfds_imagenet_source", "wsol_records", "read_rgb", "find_unreadable", "list_images", "eval_transform",
-    "random_flip_crop", "resize_square",
+    "random_flip_crop", "resize_square", "Shard", "shard_of", "take_shard", "tfrecord_source", "write_shards",
 ]

@@ -5,6 +5,7 @@ import os
 import tensorflow as tf
 
 from c2am_tf.data.annotations import AnnotationError, BoxAudit, image_size, parse_box
+from c2am_tf.data.sharding import shard_dataset
 
 SPLITS = ("train", "test")
 
@@ -89,7 +90,7 @@ def cub_classes(data_dir):
     return [fields[0] for fields, _ in _read_table(os.path.join(data_dir, "classes.txt"), 2).values()]
 
 
-def cub_source(data_dir, split="train", num_parallel_calls=tf.data.AUTOTUNE, strict=False):
+def cub_source(data_dir, split="train", num_parallel_calls=tf.data.AUTOTUNE, strict=False, shard=None):
     """Dataset of {'image': uint8 (H, W, 3), 'boxes': (1, 4) float32, 'label', 'path'} from a raw folder.
 
     Unreadable images are skipped with a warning (see ``drop_unreadable``); so are images
@@ -99,27 +100,37 @@ def cub_source(data_dir, split="train", num_parallel_calls=tf.data.AUTOTUNE, str
 
     records = cub_records(data_dir, split, strict)
     try:
-        return records_source(records, f"CUB {split} images of {data_dir}", num_parallel_calls)
+        return records_source(records, f"CUB {split} images of {data_dir}", num_parallel_calls, shard)
     except ValueError:
         raise ValueError(f"{data_dir}: no readable images in split {split!r}") from None
 
 
-def prepared_tfds_split(name, split, data_dir=None, download=False, hint=""):
+def prepared_tfds_split(name, split, data_dir=None, download=False, hint="", shard=None):
     """tfds dataset ``name``'s ``split`` when it is prepared (or ``download``, online); otherwise
-    ``TfdsNotPreparedError`` at once, with ``hint``, instead of retrying downloads for minutes."""
+    ``TfdsNotPreparedError`` at once, with ``hint``, instead of retrying downloads for minutes.
+
+    ``shard``: this input pipeline reads its own tfds files; with fewer files than pipelines,
+    every pipeline reads all files and keeps its share of the examples.
+    """
     import tensorflow_datasets as tfds
 
     builder = tfds.builder(name, data_dir=data_dir)
     if download:
         builder.download_and_prepare()
     try:
-        return builder.as_dataset(split=split)
+        if shard is None:
+            return builder.as_dataset(split=split)
+        context = tf.distribute.InputContext(num_input_pipelines=shard.count, input_pipeline_id=shard.index)
+        try:
+            return builder.as_dataset(split=split, read_config=tfds.ReadConfig(input_context=context))
+        except ValueError:  # fewer files than pipelines
+            return shard_dataset(builder.as_dataset(split=split), shard)
     except (AssertionError, FileNotFoundError, tfds.core.registered.DatasetNotFoundError) as e:
         raise TfdsNotPreparedError(f"tfds {name!r} is not prepared{' in ' + str(data_dir) if data_dir else ''} "
                                    f"({e}). {hint}") from None
 
 
-def tfds_cub_source(split="train", data_dir=None, download=False, with_masks=False):
+def tfds_cub_source(split="train", data_dir=None, download=False, with_masks=False, shard=None):
     """The same elements from tfds ``caltech_birds2011`` (already prepared, or ``download``).
 
     ``with_masks`` adds its ``segmentation_mask`` as 'mask' (H, W) uint8 in {0, 1}.
@@ -129,7 +140,7 @@ def tfds_cub_source(split="train", data_dir=None, download=False, with_masks=Fal
     """
     ds = prepared_tfds_split("caltech_birds2011", split, data_dir, download,
                              "Either read a raw CUB_200_2011 folder instead, or let tfds download and prepare "
-                             "it once, online.")
+                             "it once, online.", shard)
 
     def convert(ex):
         image = ex["image"]

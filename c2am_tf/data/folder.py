@@ -5,6 +5,7 @@ import os
 import tensorflow as tf
 
 from c2am_tf.data.images import drop_unreadable, list_images, read_rgb
+from c2am_tf.data.sharding import take_shard
 
 
 def read_image_list(path):
@@ -21,11 +22,13 @@ def read_image_list(path):
     return paths
 
 
-def folder_source(directory, num_parallel_calls=tf.data.AUTOTUNE):
+def folder_source(directory, num_parallel_calls=tf.data.AUTOTUNE, shard=None):
     """Dataset of {'image', 'boxes' (0, 4), 'path'} from a folder (recursive) or a ``.txt`` list of images;
-    unreadable files are skipped with a warning."""
+    unreadable files are skipped with a warning. ``shard`` (``c2am_tf.data.sharding.Shard``): only
+    this pipeline's files are checked and read."""
     listed = os.path.isfile(directory) and directory.endswith(".txt")
     paths = read_image_list(directory) if listed else list_images(directory)
+    paths = take_shard(paths, shard, f"images in {directory}")
     paths, _ = drop_unreadable(paths, what=f"images in {directory}", exif=True, downscale=True)
     if not paths:
         raise ValueError(f"{directory}: no readable images")

@@ -11,6 +11,7 @@ import os
 import tensorflow as tf
 
 from c2am_tf.data.images import IMAGE_EXTENSIONS, drop_unreadable, read_rgb
+from c2am_tf.data.sharding import take_shard
 
 # (image folder, mask folder) names of the common layouts, tried in order.
 LAYOUTS = (
@@ -72,13 +73,13 @@ def binarize(mask, threshold=128):
     return tf.cast(mask >= threshold, tf.uint8)
 
 
-def masks_source(data_dir, num_parallel_calls=tf.data.AUTOTUNE):
+def masks_source(data_dir, num_parallel_calls=tf.data.AUTOTUNE, shard=None):
     """Dataset of {'image', 'mask' (H, W) {0, 1}, 'boxes' (1, 4), 'path'} from a masks folder.
 
     Unreadable images or masks are skipped with a warning; a mask whose size
     differs from its image is an error naming both files.
     """
-    pairs = mask_pairs(data_dir)
+    pairs = take_shard(mask_pairs(data_dir), shard, f"images in {data_dir}")
     images, masks, _ = drop_unreadable([p[0] for p in pairs], [p[1] for p in pairs], what="images")
     masks, images, _ = drop_unreadable(masks, images, what="masks")
 
@@ -94,8 +95,8 @@ def masks_source(data_dir, num_parallel_calls=tf.data.AUTOTUNE):
     return ds.map(load, num_parallel_calls=num_parallel_calls)
 
 
-def tfds_cub_masks_source(split="test", data_dir=None, download=False):
+def tfds_cub_masks_source(split="test", data_dir=None, download=False, shard=None):
     """tfds ``caltech_birds2011`` with its ``segmentation_mask`` (prepared, or ``download``)."""
     from c2am_tf.data.cub import tfds_cub_source
 
-    return tfds_cub_source(split, data_dir, download, with_masks=True)
+    return tfds_cub_source(split, data_dir, download, with_masks=True, shard=shard)

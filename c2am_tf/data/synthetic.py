@@ -10,6 +10,8 @@ images, which is exactly what C2AM's cross-image contrast can learn.
 import numpy as np
 import tensorflow as tf
 
+from c2am_tf.data.sharding import take_shard
+
 
 def _smooth_noise(rng, size, cells):
     grid = rng.random((cells, cells, 3)).astype(np.float32)
@@ -58,20 +60,23 @@ def synthetic_example(index, size=160, seed=0):
     return (image * 255).astype(np.uint8), mask.astype(np.uint8), box
 
 
-def synthetic_arrays(num_images, size=160, seed=0):
-    """Stacked (images (N, S, S, 3), masks (N, S, S), boxes (N, 1, 4)) arrays."""
-    ex = [synthetic_example(i, size, seed) for i in range(num_images)]
+def synthetic_arrays(num_images, size=160, seed=0, indices=None):
+    """Stacked (images (N, S, S, 3), masks (N, S, S), boxes (N, 1, 4)) arrays of images 0..N-1
+    (or of ``indices``)."""
+    ex = [synthetic_example(i, size, seed) for i in (range(num_images) if indices is None else indices)]
     images = np.stack([e[0] for e in ex])
     masks = np.stack([e[1] for e in ex])
     boxes = np.asarray([[e[2]] for e in ex], np.float32)
     return images, masks, boxes
 
 
-def synthetic_source(num_images=512, size=160, seed=0, split="train"):
-    """Dataset of {'image', 'boxes' (1, 4), 'mask', 'path'}; train and test use disjoint seeds."""
+def synthetic_source(num_images=512, size=160, seed=0, split="train", shard=None):
+    """Dataset of {'image', 'boxes' (1, 4), 'mask', 'path'}; train and test use disjoint seeds.
+    ``shard``: only this input pipeline's images (see ``c2am_tf.data.sharding``)."""
     split_seed = seed * 2 + (0 if split == "train" else 1)
-    images, masks, boxes = synthetic_arrays(num_images, size, split_seed)
-    paths = [f"synthetic/{split}/{i:05d}" for i in range(num_images)]
+    indices = take_shard(range(num_images), shard, "synthetic images")
+    images, masks, boxes = synthetic_arrays(num_images, size, split_seed, indices)
+    paths = [f"synthetic/{split}/{i:05d}" for i in indices]
     return tf.data.Dataset.from_tensor_slices(
         {"image": images, "boxes": boxes, "mask": masks, "path": paths}
     )

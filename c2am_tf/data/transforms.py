@@ -22,9 +22,17 @@ def resize_square(image, size):
 
 
 def random_flip_crop(image, crop, seed=None):
-    """Random horizontal flip then a random crop x crop window (uint8 in, uint8 out)."""
-    image = tf.image.random_flip_left_right(image, seed=seed)
-    return tf.image.random_crop(image, (crop, crop, 3), seed=seed)
+    """Random horizontal flip then a random crop x crop window (uint8 in, uint8 out).
+
+    ``seed``: None draws from TensorFlow's random state; a (2,) int tensor makes both draws
+    stateless, a function of the seed alone.
+    """
+    if seed is None:
+        image = tf.image.random_flip_left_right(image)
+        return tf.image.random_crop(image, (crop, crop, 3))
+    flip_seed, crop_seed = tf.unstack(tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 2))
+    image = tf.image.stateless_random_flip_left_right(image, flip_seed)
+    return tf.image.stateless_random_crop(image, (crop, crop, 3), crop_seed)
 
 
 def map_boxes_to_eval_frame(boxes, height, width, resize, crop):

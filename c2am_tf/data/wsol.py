@@ -28,6 +28,7 @@ import tensorflow as tf
 
 from c2am_tf.data.annotations import AnnotationError, BoxAudit, image_size, parse_box
 from c2am_tf.data.images import drop_unreadable, read_rgb
+from c2am_tf.data.sharding import take_shard
 
 SPLITS = ("train", "test", "half1", "half2")
 METADATA_FILES = ("image_ids.txt", "class_labels.txt", "image_sizes.txt", "localization.txt")
@@ -207,8 +208,10 @@ def pad_boxes(box_lists):
     return np.stack([np.asarray(list(b) + [b[0]] * (g - len(b)), np.float32) for b in box_lists])
 
 
-def records_source(records, what, num_parallel_calls=tf.data.AUTOTUNE):
-    """Dataset of {'image', 'boxes' (G, 4), 'label' int32, 'path'} from records; unreadable images are skipped."""
+def records_source(records, what, num_parallel_calls=tf.data.AUTOTUNE, shard=None):
+    """Dataset of {'image', 'boxes' (G, 4), 'label' int32, 'path'} from records; unreadable images are skipped.
+    ``shard``: only this input pipeline's records (see ``c2am_tf.data.sharding``)."""
+    records = take_shard(records, shard, what)
     paths, boxes, labels, _ = drop_unreadable([r[0] for r in records], [r[1] for r in records],
                                               [r[2] for r in records], what=what)
     if not paths:
@@ -219,23 +222,23 @@ def records_source(records, what, num_parallel_calls=tf.data.AUTOTUNE):
     return ds.ignore_errors(log_warning=True)
 
 
-def imagenet_source(data_dir, split="test", strict=False):
+def imagenet_source(data_dir, split="test", strict=False, shard=None):
     """ImageNet-style WSOL data: ``train`` of a raw ILSVRC folder is its unlabeled ``train/`` images;
     otherwise the annotated images of ``split`` (see ``wsol_records``)."""
     from c2am_tf.data.folder import folder_source
 
     train = _first_dir(data_dir, ("train", os.path.join("Data", "CLS-LOC", "train")))
     if split == "train" and train and not metadata_dir(data_dir):
-        return folder_source(train)
-    return records_source(wsol_records(data_dir, split, strict), f"{data_dir} ({split})")
+        return folder_source(train, shard=shard)
+    return records_source(wsol_records(data_dir, split, strict), f"{data_dir} ({split})", shard=shard)
 
 
-def tfds_imagenet_source(split="train", data_dir=None, download=False):
+def tfds_imagenet_source(split="train", data_dir=None, download=False, shard=None):
     """Training images of tfds ``imagenet2012`` (prepared beforehand: it needs the manual ILSVRC tars);
     its labels are never used. Raises ``TfdsNotPreparedError`` when it is not prepared."""
     from c2am_tf.data.cub import prepared_tfds_split
 
     ds = prepared_tfds_split("imagenet2012", split, data_dir, download,
-                             "Pass --data-dir with a raw ILSVRC folder or wsolevaluation metadata instead.")
+                             "Pass --data-dir with a raw ILSVRC folder or wsolevaluation metadata instead.", shard)
     return ds.map(lambda ex: {"image": ex["image"], "boxes": tf.zeros((0, 4)), "path": ex["file_name"]},
                   num_parallel_calls=tf.data.AUTOTUNE)
