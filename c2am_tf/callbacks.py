@@ -9,6 +9,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from c2am_tf.distribute import broadcast_from_chief
 from c2am_tf.evaluate import evaluate
 from c2am_tf.files import write_json_atomically
 from c2am_tf.foreground import DEFAULT_THRESHOLDS
@@ -31,7 +32,7 @@ class PolarityCallback(keras.callbacks.Callback):
         if value is None:
             return
         before = float(self.model.polarity.numpy())
-        self.model.set_polarity_from_statistic(value)
+        self.model.set_polarity_from_statistic(broadcast_from_chief(self.model.distribute_strategy, value))
         after = float(self.model.polarity.numpy())
         logs["polarity"] = after
         if after != before:
@@ -80,7 +81,9 @@ class LocalizationCallback(keras.callbacks.Callback):
         result, examples = evaluate(self.model, self.dataset, self.thresholds, max_box_acc=False,
                                     keep=self.num_pictures, stored_threshold=None)
         self.last = result
-        self.model.threshold.assign(result["best_threshold"] or 0.5)
+        # every worker evaluates the same images; the chief's choice makes the workers' models identical
+        self.model.threshold.assign(broadcast_from_chief(self.model.distribute_strategy,
+                                                         result["best_threshold"] or 0.5))
         logs["gt_known_loc"] = result["best"]
         logs["best_threshold"] = result["best_threshold"]
         masks = ""
@@ -159,3 +162,24 @@ class AtomicCheckpoint(keras.callbacks.Callback):
         if best is None or self.sign * value > self.sign * best:
             save_atomically(self.model, os.path.join(self.out_dir, "best.keras"))
             write_json_atomically(self._state_path, {"value": float(value), "epoch": epoch + 1})
+
+
+class ClusterBackupAndRestore(keras.callbacks.BackupAndRestore):
+    """``BackupAndRestore`` for one host or a cluster: every worker restores from ``backup_dir``
+    (on a cluster, a folder every worker sees), and only the worker given ``write=True``
+    (the chief) writes and finally deletes it. Resumes at the start of the epoch after the
+    last completed one; ``double_checkpoint`` keeps the previous backup should the last be corrupt.
+    """
+
+    def __init__(self, backup_dir, write=True, **kwargs):
+        kwargs.setdefault("double_checkpoint", True)
+        super().__init__(backup_dir, **kwargs)
+        self.write = bool(write)
+
+    def _save_model(self):
+        if self.write:
+            super()._save_model()
+
+    def on_train_end(self, logs=None):
+        if self.write:
+            super().on_train_end(logs)

@@ -23,6 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from c2am_tf.boxes import GTKnownLoc, best_box_per_threshold
+from c2am_tf.distribute import num_workers
 from c2am_tf.foreground import DEFAULT_THRESHOLDS
 from c2am_tf.metrics import MaxBoxAcc, PxAP, wsol_thresholds
 
@@ -36,11 +37,19 @@ def predict_maps(model, images, flip=False):
 
     ``flip`` averages the map with the mirrored map of the mirrored images (test-time augmentation).
     """
-    maps = np.asarray(model.predict_on_batch(images))[..., 0]
+    maps = _forward(model, images)
     if flip:
-        mirrored = np.asarray(model.predict_on_batch(tf.reverse(images, axis=[2])))[..., 0]
+        mirrored = _forward(model, tf.reverse(images, axis=[2]))
         maps = (maps + mirrored[:, :, ::-1]) / 2.0
     return maps
+
+
+def _forward(model, images):
+    # Under MultiWorkerMirroredStrategy Keras's predict concatenates every worker's outputs;
+    # each worker evaluates the whole batch itself instead.
+    if num_workers(getattr(model, "distribute_strategy", None)) > 1:
+        return np.asarray(model(images, training=False))[..., 0]
+    return np.asarray(model.predict_on_batch(images))[..., 0]
 
 
 def upsample_normalized(maps, size):

@@ -4,6 +4,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from c2am_tf.distribute import num_workers
 from c2am_tf.layers import Disentangler
 from c2am_tf.losses import C2AMLoss
 from c2am_tf.optim import parameter_groups
@@ -160,7 +161,11 @@ class C2AM(keras.Model):
         for key, value in zip(("loss", "sim_max_bg", "sim_min", "sim_max_fg"), (total,) + tuple(parts)):
             self._trackers[key].update_state(value)
         self._trackers["border_minus_center"].update_state(border_minus_center(p))
-        return {k: t.result() for k, t in self._trackers.items()}
+        results = {k: t.result() for k, t in self._trackers.items()}
+        if num_workers(tf.distribute.get_strategy()) > 1:
+            # Keras reduces multi-worker logs with reduce("MEAN", axis=0), which needs a rank-1 value
+            results = {k: ops.reshape(v, (1,)) for k, v in results.items()}
+        return results
 
     def train_step(self, data):
         """One SGD step on the contrastive loss of a batch (gathered over replicas)."""

@@ -1,8 +1,10 @@
 """One training run, from a plain config: datasets, model, callbacks, ``model.fit``.
 
 ``train/fit.py`` turns command-line flags into a ``TrainConfig``; benchmarks
-build one directly. Always under ``tf.distribute.MirroredStrategy`` (all local
-GPUs, or the CPU).
+build one directly. Always under a ``tf.distribute`` strategy (``c2am_tf.distribute``):
+``MirroredStrategy`` on one host (all local GPUs, or the CPU), or
+``MultiWorkerMirroredStrategy`` when ``TF_CONFIG`` names several workers; then every
+worker reads its own files, and only the chief writes the run's files.
 """
 
 import dataclasses
@@ -19,8 +21,10 @@ import tensorflow as tf
 
 from c2am_tf import data
 from c2am_tf.backbones import BACKBONES, LITE_FEATURES, build_backbone, weights_choice
-from c2am_tf.callbacks import (AtomicCheckpoint, LocalizationCallback, NonFiniteLossGuard, PolarityCallback,
-                               save_atomically)
+from c2am_tf.callbacks import (AtomicCheckpoint, ClusterBackupAndRestore, LocalizationCallback,
+                               NonFiniteLossGuard, PolarityCallback, save_atomically)
+from c2am_tf.distribute import (STRATEGIES, is_chief, make_strategy, num_workers, remove_worker_dir,
+                                sum_over_workers, worker_dir, worker_index)
 from c2am_tf.errors import ConfigError
 from c2am_tf.files import write_json_atomically
 from c2am_tf.geometry import EVAL_CROP, EVAL_RESIZE, MIN_IMAGE_SIZE, STRIDE
@@ -67,6 +71,7 @@ class TrainConfig:
     eval_crop: int = EVAL_CROP
     eval_batch_size: int = 16
     jit_compile: str = "auto"
+    strategy: str = "auto"
     cache: bool = True
     synthetic_size: int = 160
     synthetic_count: int = None
@@ -83,6 +88,7 @@ class TrainConfig:
         _choice(self, "recipe", RECIPES)
         _choice(self, "backbone_bn", BACKBONE_BN_MODES)
         _choice(self, "jit_compile", JIT_CHOICES)
+        _choice(self, "strategy", STRATEGIES)
         if self.backbone_features is not None:
             _choice(self, "backbone_features", LITE_FEATURES)
         for name in ("epochs", "eval_batch_size", "num_pictures"):
@@ -113,7 +119,7 @@ class TrainConfig:
 
 JIT_CHOICES = ("auto", "true", "false")
 # Fields that do not change what a run computes: a resumed run may differ in these.
-NOT_FINGERPRINTED = ("out", "verbose", "num_pictures", "strict")
+NOT_FINGERPRINTED = ("out", "verbose", "num_pictures", "strict", "strategy")
 # What a run writes under ``out`` (--overwrite removes these, and nothing else).
 RUN_FILES = ("backup", "config.json", "summary.json", "best.keras", "best.json", "last.keras", "final.keras",
              "log.csv", "per_threshold.csv", "tb")
@@ -199,19 +205,37 @@ def count_examples(source):
     return int(source.map(lambda ex: 0).reduce(0, lambda a, _: a + 1))
 
 
-def build_datasets(cfg):
-    """(train batches (repeated), steps per epoch, eval batches or None)."""
-    train_src = data.make_source(cfg.dataset, "train", cfg.data_dir, cfg.synthetic_size,
-                                 cfg.synthetic_count, cfg.seed, cfg.tfds_download, cfg.strict)
-    n = count_examples(train_src)
+def build_datasets(cfg, strategy):
+    """(distributed train batches (endless), steps per epoch, eval batches or None).
+
+    Each worker reads its own part of the training files (``c2am_tf.data.sharding``),
+    batched per replica; the global batch is ``cfg.batch_size`` images.
+    """
+    replicas = strategy.num_replicas_in_sync
+    if cfg.batch_size % replicas:
+        raise ConfigError("batch_size", f"{cfg.batch_size} does not split evenly over {replicas} replicas")
+    if cfg.batch_size // replicas < 2 and replicas > 1:
+        log.warning("%d images per replica: the batch statistics of the head's BatchNorm are synchronized, "
+                    "the loss sees the whole global batch", cfg.batch_size // replicas)
+    shard = data.Shard(num_workers(strategy), worker_index(strategy)) if num_workers(strategy) > 1 else None
+    train_src = data.make_source(cfg.dataset, "train", cfg.data_dir, cfg.synthetic_size, cfg.synthetic_count,
+                                 cfg.seed, cfg.tfds_download, cfg.strict, shard=shard)
+    n = sum_over_workers(strategy, count_examples(train_src))
     if n < cfg.batch_size:
         raise ConfigError("batch_size", f"{cfg.batch_size} is more than the {n} readable training images "
                                         "(incomplete batches are dropped)")
     if n < 2 * cfg.batch_size and cfg.steps_per_epoch is None:
         log.warning("only %d training images for batch size %d", n, cfg.batch_size)
     steps = cfg.steps_per_epoch or max(n // cfg.batch_size, 1)
-    train = data.train_pipeline(train_src, cfg.batch_size, cfg.resize, cfg.crop, cfg.cache,
-                                seed=cfg.seed).repeat()
+
+    def train_fn(context):
+        batches = data.train_pipeline(train_src, context.get_per_replica_batch_size(cfg.batch_size), cfg.resize,
+                                      cfg.crop, cfg.cache, seed=cfg.seed, epochs=None)
+        # float32 (exact for 0..255): Keras all-reduces a first batch to build the model, and
+        # collective ops of MultiWorkerMirroredStrategy take no uint8
+        return batches.map(lambda images: tf.cast(images, tf.float32))
+
+    train = strategy.distribute_datasets_from_function(train_fn)
     evaluation = None
     if cfg.dataset != "folder" and cfg.eval_every > 0:
         eval_src = data.make_source(cfg.dataset, "test", cfg.data_dir, cfg.synthetic_size,
@@ -267,31 +291,43 @@ def run_training(cfg, extra_callbacks=(), overwrite=False):
     way, from which a killed run resumes.
     """
     cfg.validate()
-    claim_out_dir(cfg, overwrite)
+    # First: MultiWorkerMirroredStrategy must exist before any other TensorFlow work.
+    strategy = make_strategy(cfg.strategy)
+    chief = is_chief(strategy)
+    if chief:
+        claim_out_dir(cfg, overwrite)
+    out = worker_dir(cfg.out, strategy)  # cfg.out on the chief, a temporary folder on the others
+    if not chief:
+        shutil.rmtree(out, ignore_errors=True)
     keras.utils.set_random_seed(cfg.seed)
-    strategy = tf.distribute.MirroredStrategy()
     try:
-        train, steps, evaluation = build_datasets(cfg)
+        train, steps, evaluation = build_datasets(cfg, strategy)
     except ConfigError:
         raise
     except (FileNotFoundError, ValueError) as err:
         raise DataError(str(err)) from err
-    write_json_atomically(os.path.join(cfg.out, "config.json"), dataclasses.asdict(cfg), indent=1)
+    try:
+        return _fit(cfg, strategy, out, train, steps, evaluation, extra_callbacks)
+    finally:
+        remove_worker_dir(cfg.out, strategy)
+
+
+def _fit(cfg, strategy, out, train, steps, evaluation, extra_callbacks):
+    write_json_atomically(os.path.join(out, "config.json"), dataclasses.asdict(cfg), indent=1)
     with strategy.scope():
         model = build_model(cfg, steps * cfg.epochs)
     timer, guard = StepTimer(), NonFiniteLossGuard()
     callbacks = [guard, PolarityCallback(), timer]
     loc = None
     if evaluation is not None:
-        loc = LocalizationCallback(evaluation, every=cfg.eval_every, out_dir=cfg.out,
-                                   num_pictures=cfg.num_pictures)
+        loc = LocalizationCallback(evaluation, every=cfg.eval_every, out_dir=out, num_pictures=cfg.num_pictures)
         callbacks.append(loc)
     callbacks += [
-        AtomicCheckpoint(cfg.out, monitor="gt_known_loc" if loc else "loss",
-                         mode="max" if loc else "min"),
-        keras.callbacks.CSVLogger(os.path.join(cfg.out, "log.csv"), append=True),
-        keras.callbacks.TensorBoard(os.path.join(cfg.out, "tb"), write_graph=False),
-        keras.callbacks.BackupAndRestore(os.path.join(cfg.out, "backup"), double_checkpoint=True),
+        AtomicCheckpoint(out, monitor="gt_known_loc" if loc else "loss", mode="max" if loc else "min"),
+        keras.callbacks.CSVLogger(os.path.join(out, "log.csv"), append=True),
+        keras.callbacks.TensorBoard(os.path.join(out, "tb"), write_graph=False),
+        # every worker resumes from the chief's backup (``out`` must be a folder all workers see)
+        ClusterBackupAndRestore(os.path.join(cfg.out, "backup"), write=out == cfg.out),
         *extra_callbacks,
     ]
     start = time.perf_counter()
@@ -300,16 +336,18 @@ def run_training(cfg, extra_callbacks=(), overwrite=False):
     wall = time.perf_counter() - start
     if guard.failed_at is not None:
         # The backup holds the diverged weights: resuming from it would only repeat them.
-        shutil.rmtree(os.path.join(cfg.out, "backup"), ignore_errors=True)
+        if out == cfg.out:
+            shutil.rmtree(os.path.join(cfg.out, "backup"), ignore_errors=True)
         epoch, step, value = guard.failed_at
         raise NonFiniteLossError(f"the loss became {value} at epoch {epoch + 1}, step {step + 1}; training stopped. "
                                  f"{cfg.out}/last.keras and best.keras hold the last good epoch, if any; "
                                  "try a lower learning rate")
-    save_atomically(model, os.path.join(cfg.out, "final.keras"))
+    save_atomically(model, os.path.join(out, "final.keras"))
     later = timer.times[5:] or timer.times
     summary = {
         "dataset": cfg.dataset,
         "replicas": strategy.num_replicas_in_sync,
+        "workers": num_workers(strategy),
         "steps_per_epoch": steps,
         "epochs": cfg.epochs,
         "wall_s": wall,
@@ -323,5 +361,5 @@ def run_training(cfg, extra_callbacks=(), overwrite=False):
         for key in ("pxap", "mask_iou"):
             if key in loc.last:
                 summary[key] = loc.last[key]
-    write_json_atomically(os.path.join(cfg.out, "summary.json"), summary, indent=1)
+    write_json_atomically(os.path.join(out, "summary.json"), summary, indent=1)
     return model, history, summary

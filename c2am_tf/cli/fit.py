@@ -13,6 +13,7 @@ from c2am_tf.backbones import BACKBONES, LITE_FEATURES
 from c2am_tf.cli.common import command_parser
 from c2am_tf.data.cub import TfdsNotPreparedError
 from c2am_tf.data import DATASETS
+from c2am_tf.distribute import STRATEGIES
 from c2am_tf.losses import VARIANTS
 from c2am_tf.model import BACKBONE_BN_MODES
 from c2am_tf.optim import RECIPES
@@ -27,7 +28,7 @@ def build_parser(prog=None):
     p = command_parser(__doc__, prog)
     p.add_argument("--dataset", default=defaults.dataset, choices=DATASETS,
                    help="masks: a DUTS/ECSSD-style folder; trains on its images, reports PxAP and mask IoU")
-    p.add_argument("--data-dir", help="raw dataset folder (CUB_200_2011 layout, or any image folder)")
+    p.add_argument("--data-dir", help="raw dataset folder (CUB_200_2011 layout, any image folder, or write-tfrecords --out)")
     p.add_argument("--backbone", default=defaults.backbone, choices=BACKBONES, help="feature extractor (stride 16)")
     p.add_argument("--weights", default=defaults.weights,
                    help="'imagenet', 'none', or a weights file (.pth for EfficientNet-Lite, Keras otherwise)")
@@ -61,7 +62,11 @@ def build_parser(prog=None):
     p.add_argument("--eval-batch-size", type=int, default=defaults.eval_batch_size, help="images per eval batch")
     p.add_argument("--jit-compile", default=defaults.jit_compile, choices=JIT_CHOICES,
                    help="XLA ('auto': on with a GPU only)")
-    p.add_argument("--no-cache", dest="cache", action="store_false", help="do not cache decoded images in memory")
+    p.add_argument("--strategy", default=defaults.strategy, choices=STRATEGIES,
+                   help="auto: mirrored (all local GPUs or the CPU), or multiworker when TF_CONFIG names several "
+                        "workers; tpu is untested")
+    p.add_argument("--no-cache", dest="cache", action="store_false",
+                   help="stream the images every epoch (parallel reads) instead of caching them decoded in memory")
     p.add_argument("--synthetic-size", type=int, default=defaults.synthetic_size, help="side of the synthetic images")
     p.add_argument("--synthetic-count", type=int, help="synthetic training images (default 512, 128 eval)")
     p.add_argument("--tfds-download", action="store_true",
