@@ -115,8 +115,48 @@ class BoxesWriter:
             self._log.close()
 
 
+def read_sharded_boxes(prefix):
+    """The JSON-lines parts ``PREFIX-00000-of-0000N.jsonl`` written by ``c2am_tf.beam_boxes``, as one
+    boxes dict; ValueError names a missing part or parts written by different runs."""
+    import glob
+    import re
+
+    files = sorted(glob.glob(glob.escape(prefix) + "-[0-9][0-9][0-9][0-9][0-9]-of-[0-9][0-9][0-9][0-9][0-9].jsonl"))
+    if not files:
+        raise FileNotFoundError(f"no boxes file {prefix} and no parts {prefix}-NNNNN-of-NNNNN.jsonl")
+    counts = {int(re.search(r"-of-(\d+)\.jsonl$", f).group(1)) for f in files}
+    if len(counts) > 1:
+        raise ValueError(f"{prefix}: parts of runs with {sorted(counts)} shards are mixed")
+    total = counts.pop()
+    if len(files) < total:
+        have = {int(re.search(r"-(\d+)-of-", f).group(1)) for f in files}
+        missing = [k for k in range(total) if k not in have]
+        raise ValueError(f"{prefix}: {len(missing)} of {total} parts are missing (e.g. part {missing[0]}); "
+                         "run the job again to write them")
+    header, images = None, []
+    for path in files:
+        with open(path) as f:
+            lines = [json.loads(line) for line in f if line.strip()]
+        if not lines or "header" not in lines[0]:
+            raise ValueError(f"{path}: no header line")
+        theirs = {k: v for k, v in lines[0]["header"].items() if k not in ("shard", "of")}
+        if header is None:
+            header = theirs
+        elif theirs != header:
+            raise ValueError(f"{path}: written by another run than {files[0]}")
+        images += lines[1:]
+    if header.get("format") != FORMAT:
+        raise ValueError(f"{files[0]}: not a {FORMAT} boxes file")
+    return {**header, "images": images}
+
+
 def read_boxes(path):
-    """A boxes file as a dict; ValueError naming the file if it is not ``c2am_tf.boxes/v1``."""
+    """A boxes file as a dict; ValueError naming the file if it is not ``c2am_tf.boxes/v1``.
+
+    ``path`` may also be the prefix of JSON-lines parts (``read_sharded_boxes``).
+    """
+    if not os.path.exists(path):
+        return read_sharded_boxes(path)
     with open(path) as f:
         try:
             content = json.load(f)

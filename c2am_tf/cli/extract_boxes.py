@@ -11,7 +11,18 @@ Output (``--out``), one entry per image, boxes in original image pixels:
                  "box": [x0, y0, x1, y1], "foreground_fraction": 0.31}, ...]}
 
 ``--psol-out`` also writes the PSOL format: {image path: [x, y, w, h]} normalized
-by the image size. Each image is resized whole to --size square, so a box can reach
+by the image size.
+
+On a cluster (Apache Beam, ``pip install -r requirements-beam.txt``), ``--runner`` runs the
+same extraction as a Beam pipeline; ``--out`` is then a prefix of JSON-lines parts
+``OUT-00000-of-00016.jsonl`` (same records; ``evaluate --boxes OUT`` reads them), and any
+flag this command does not know goes to Beam (see ``c2am_tf.beam_boxes``)::
+
+    c2am-tf extract-boxes --preset general_lite0 --dataset folder --data-dir photos/ \
+        --runner DirectRunner --direct_num_workers 2 --num-shards 8 --out boxes/photos
+    c2am-tf extract-boxes --saved-model export/c2am/1 --threshold 0.35 --dataset imagenet \
+        --data-dir gs://bucket/ILSVRC --runner DataflowRunner --project P --region R \
+        --temp_location gs://bucket/tmp --num-shards 1024 --out gs://bucket/boxes/train Each image is resized whole to --size square, so a box can reach
 every part of the image (the authors' extraction center-cropped 448 of 480 and could not). Progress is saved to ``OUT.partial.jsonl``: a
 killed run started again skips the images already done.
 """
@@ -32,6 +43,8 @@ from c2am_tf.geometry import EVAL_CROP, check_image_size, scale_box
 from c2am_tf.inference import map_to_box
 from c2am_tf.presets import preset_sha256
 from c2am_tf.viz import overlay, write_png
+from c2am_tf.beam_boxes import RUNNERS
+from c2am_tf.boxes_json import FORMAT
 from c2am_tf.cli.common import add_model_flags, command_parser, load_chosen_model, model_label
 
 
@@ -39,7 +52,9 @@ from c2am_tf.cli.common import add_model_flags, command_parser, load_chosen_mode
 def build_parser(prog=None):
     """This command's flags (the README's commands are checked against it)."""
     p = command_parser(__doc__, prog)
-    add_model_flags(p)
+    add_model_flags(p, required=False)
+    p.add_argument("--saved-model", help="with --runner: an exported SavedModel folder (its 'cam' signature); "
+                                         "needs --threshold")
     p.add_argument("--dataset", default="cub", choices=list(data.DATASETS), help="dataset to read")
     p.add_argument("--data-dir", help="its folder")
     p.add_argument("--split", default="train", choices=["train", "test", "half1", "half2"],
@@ -50,13 +65,28 @@ def build_parser(prog=None):
     p.add_argument("--batch-size", type=int, default=16, help="images per batch")
     p.add_argument("--size", type=int, default=EVAL_CROP, help="each image is resized whole to this square")
     p.add_argument("--threshold", type=float, help="override the model's stored threshold")
+    p.add_argument("--runner", choices=RUNNERS,
+                   help="run as an Apache Beam pipeline on this runner (default: one local process)")
+    p.add_argument("--num-shards", type=int, default=16, help="with --runner: output parts (the unit of resuming)")
     return p
 
 
 def parse_args(argv=None, prog=None):
-    """Command-line flags."""
+    """Command-line flags: (ours, Beam's pipeline options). Unknown flags are an error without --runner."""
     p = build_parser(prog)
-    return p.parse_args(argv)
+    args, beam_args = p.parse_known_args(argv)
+    if beam_args and not args.runner:
+        p.error(f"unrecognized arguments: {' '.join(beam_args)} (Beam options need --runner)")
+    chosen = [x for x in (args.model, args.preset, args.saved_model) if x]
+    if len(chosen) != 1:
+        p.error("give one of --model, --preset" + (", --saved-model" if args.runner else ""))
+    if args.saved_model and not args.runner:
+        p.error("--saved-model: only with --runner (the local extractor reads --model or --preset)")
+    if args.saved_model and args.threshold is None:
+        p.error("--saved-model needs --threshold (a SavedModel does not carry the .keras model's threshold)")
+    if args.num_shards < 1:
+        p.error("--num-shards: must be >= 1")
+    return args, beam_args, p
 
 
 def _digest(path):
@@ -69,7 +99,9 @@ def _digest(path):
 
 def main(argv=None, prog=None):
     """Entry point."""
-    args = parse_args(argv, prog)
+    args, beam_args, parser = parse_args(argv, prog)
+    if args.runner:
+        return _main_beam(args, beam_args, parser)
     out_dir = os.path.dirname(os.path.abspath(args.out))
     os.makedirs(out_dir, exist_ok=True)  # before loading anything: a bad --out fails at once
     if not os.access(out_dir, os.W_OK):
@@ -118,3 +150,35 @@ def main(argv=None, prog=None):
         write_json_atomically(args.psol_out, psol)
     print(f"{len(records)} boxes at threshold {threshold:.2f} -> {args.out}")
 
+
+
+def _main_beam(args, beam_args, parser):
+    from c2am_tf.beam_boxes import extract_boxes_beam, require_beam
+
+    try:
+        require_beam()
+        size = check_image_size(args.size, "--size")
+        paths, unannotated = data.source_files(args.dataset, args.split, args.data_dir)
+    except (ImportError, ConfigError, OSError, ValueError) as err:
+        sys.exit(f"error: {err}")
+    if args.saved_model:
+        threshold, label, digest = args.threshold, args.saved_model, None
+    else:
+        try:
+            model = load_chosen_model(args)  # here only for its threshold and a clear error before the job
+        except (ConfigError, OSError, ValueError) as err:
+            sys.exit(f"error: {err}")
+        threshold = args.threshold if args.threshold is not None else float(model.threshold.numpy())
+        label = model_label(args)
+        digest = _digest(args.model) if args.model else preset_sha256(args.preset)
+    header = {"format": FORMAT, "model": label, "model_sha256": digest, "threshold": threshold, "size": size,
+              "dataset": args.dataset, "split": args.split}
+    try:
+        summary = extract_boxes_beam(paths, args.out, header, threshold, size, unannotated, args.num_shards,
+                                     args.model, args.preset, args.saved_model, args.batch_size,
+                                     ["--runner", args.runner, *beam_args])
+    except ValueError as err:
+        sys.exit(f"error: {err}")
+    print(f"{summary['boxes']} boxes in {summary['shards_written']} new parts ({summary['shards_skipped']} already "
+          f"written), {summary['unreadable']} unreadable images skipped -> {args.out}-*-of-{args.num_shards:05d}.jsonl")
+    return 0

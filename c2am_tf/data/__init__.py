@@ -11,7 +11,7 @@ import os
 import tensorflow as tf
 
 from c2am_tf.data.cub import cub_records, cub_source, tfds_cub_source
-from c2am_tf.data.folder import folder_source
+from c2am_tf.data.folder import folder_source, read_image_list
 from c2am_tf.data.images import find_unreadable, list_images, read_rgb
 from c2am_tf.data.masks import mask_pairs, masks_source, tfds_cub_masks_source
 from c2am_tf.data.wsol import imagenet_source, tfds_imagenet_source, wsol_records
@@ -127,10 +127,33 @@ def make_source(name, split="train", data_dir=None, synthetic_size=160, syntheti
     raise ValueError(f"unknown dataset {name!r}; choose one of {DATASETS}")
 
 
+def source_files(name, split="train", data_dir=None):
+    """(image paths, unannotated) of a dataset split, listed without decoding anything: what a
+    distributed job (``c2am_tf.beam_boxes``) hands out. ``unannotated`` images are read with their
+    EXIF orientation and large JPEGs downscaled, exactly as ``make_source`` reads them."""
+    from c2am_tf.data.wsol import _first_dir, metadata_dir
+
+    if name == "folder" and data_dir:
+        listed = os.path.isfile(data_dir) and data_dir.endswith(".txt")
+        return (read_image_list(data_dir) if listed else list_images(data_dir)), True
+    if name == "cub" and data_dir:
+        return [r[0] for r in cub_records(data_dir, split)], False
+    if name == "imagenet" and data_dir:
+        train = _first_dir(data_dir, ("train", os.path.join("Data", "CLS-LOC", "train")))
+        if split == "train" and train and not metadata_dir(data_dir):
+            return list_images(train), True
+        return [r[0] for r in wsol_records(data_dir, split)], False
+    if name == "masks" and data_dir:
+        return [p[0] for p in mask_pairs(data_dir)], False
+    raise ValueError(f"dataset {name!r}{'' if data_dir else ' without data_dir'} has no image files to hand out; "
+                     "use folder, cub, imagenet or masks with a folder")
+
+
 __all__ = [
     "DATASETS", "train_pipeline", "eval_pipeline", "eval_dataset", "make_source", "cub_records", "cub_source",
     "tfds_cub_source", "folder_source", "masks_source", "mask_pairs", "tfds_cub_masks_source",
     "eval_mask_transform", "eval_image", "synthetic_source", "synthetic_arrays", "synthetic_example",
     "imagenet_source", "tfds_imagenet_source", "wsol_records", "read_rgb", "find_unreadable", "list_images", "eval_transform",
     "random_flip_crop", "resize_square", "Shard", "shard_of", "take_shard", "tfrecord_source", "write_shards",
+    "source_files",
 ]
