@@ -89,7 +89,8 @@ def model_handler(model=None, preset=None, saved_model=None, batch_size=16):
             return lambda images, **_: loaded(images, training=False)
 
     uri = model or saved_model or f"preset:{preset}"
-    return C2AMHandler(uri, min_batch_size=1, max_batch_size=batch_size)
+    # fixed batches: Beam's adaptive batching starts at 1 image and stays small on short bundles
+    return C2AMHandler(uri, min_batch_size=batch_size, max_batch_size=batch_size)
 
 
 def _read(item, size, unannotated):
