@@ -176,7 +176,7 @@ def extraction_rates(data_dir, count, warm=8):
         for n in (warm, count):
             folder = tempfile.mkdtemp(prefix="c2am_extract_")
             for path in images[:n]:
-                os.symlink(path, os.path.join(folder, os.path.basename(path)))
+                os.symlink(os.path.abspath(path), os.path.join(folder, os.path.basename(path)))
             out_path = os.path.join(folder, "out", "boxes" if extra else "boxes.json")
             t = time.perf_counter()
             extract_boxes.main(["--preset", "cub_lite0", "--dataset", "folder", "--data-dir", folder,
@@ -243,7 +243,7 @@ def main():
     p.add_argument("--json", help="write every figure here")
     p.add_argument("--quick", action="store_true", help="tiny backbone only, fewer sizes (a check that it runs)")
     p.add_argument("--network-gbit", type=float, default=10.0, help="assumed network bandwidth per worker")
-    p.add_argument("--extract-images", type=int, default=64, help="images for the extraction rates")
+    p.add_argument("--extract-images", type=int, default=128, help="images for the extraction rates")
     args = p.parse_args()
     import logging
 

@@ -129,3 +129,15 @@ def test_two_workers_on_localhost_compute_the_one_process_run(tmp_path):
         assert (two / name).exists(), name
     assert not (two / ".workers").exists() and not (two / "backup").exists()
     assert json.loads((two / "summary.json").read_text())["workers"] == 2
+
+
+def test_one_device_and_mirrored_runs_agree(tmp_path):
+    from c2am_tf.training import TrainConfig, run_training
+
+    quick = dict(dataset="synthetic", synthetic_count=16, synthetic_size=64, backbone="tiny", weights=None,
+                 batch_size=8, epochs=1, steps_per_epoch=2, resize=64, crop=48, eval_every=0, seed=2, verbose=0)
+    one, _, s1 = run_training(TrainConfig(strategy="one_device", out=str(tmp_path / "a"), **quick))
+    mirrored, _, s2 = run_training(TrainConfig(strategy="mirrored", out=str(tmp_path / "b"), **quick))
+    assert s1["workers"] == s2["workers"] == 1
+    for a, b in zip(one.weights, mirrored.weights):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-5, err_msg=a.path)
