@@ -8,7 +8,8 @@ Measured here (each printed as it is measured):
 1. the training step per image at global batch 16 / 32 / 64, for the tiny backbone and
    EfficientNet-Lite0, frozen and fine-tuned (224 px crops, one replica);
 2. the contrastive loss (forward + backward) as the global batch n grows, n = 16 ... 4096:
-   every replica computes the n x n similarities of the gathered batch, so it is O(n^2);
+   the whole n x n similarities (O(n^2), what each replica computes for the ``paper`` variant)
+   and one replica's own 32 rows against all n columns (O(n), the ``reference`` variant);
 3. the all-gather of the fg/bg vectors (2 x n x C float32) between 2 replicas of this host;
 4. the input pipeline alone (no model): JPEG files streamed (--no-cache) and TFRecord shards,
    against what a training step consumes;
@@ -16,6 +17,8 @@ Measured here (each printed as it is measured):
 
 The projection: a worker is this machine's CPU (2 cores) running batch 32; N workers run
 global batch 32 N. Step time = the measured step at 32 - the loss at 32 + the loss at 32 N
+(a replica's own 32 rows against the 32 N columns, the default ``reference`` variant; the
+``paper`` variant computes all n x n on every replica and is shown apart)
 + the measured all-gather at 32 N + the bytes that cross the network (all-gathered vectors,
 and the gradient all-reduce of the trained weights) at --network-gbit. An epoch is
 1,281,167 images; when the measured pipeline is slower than a worker's demand, it bounds
@@ -89,8 +92,10 @@ def step_times(batches, repeats, backbones):
     return out
 
 
-def loss_times(sizes, channels, repeats):
-    """{n: seconds} of the contrastive loss's forward + backward on n gathered fg/bg vectors."""
+def loss_times(sizes, channels, repeats, rows=None):
+    """{n: seconds} of the contrastive loss's forward + backward on n gathered fg/bg vectors: the
+    whole n x n loss (what the ``paper`` variant computes on every replica), or with ``rows`` only
+    that many rows against all n columns (a replica's own share, the ``reference`` variant)."""
     from c2am_tf.losses import C2AMLoss
 
     loss = C2AMLoss(0.05)
@@ -99,7 +104,8 @@ def loss_times(sizes, channels, repeats):
     def step(fg, bg):
         with tf.GradientTape() as tape:
             tape.watch([fg, bg])
-            value = loss(fg, bg)
+            own = None if rows is None else (fg[:rows], bg[:rows])
+            value = tf.add_n(loss.components(fg, bg, rows=own))
         return tape.gradient(value, [fg, bg])
 
     out = {}
@@ -107,7 +113,8 @@ def loss_times(sizes, channels, repeats):
         fg = tf.random.normal((n, channels))
         bg = tf.random.normal((n, channels))
         out[n] = _median_time(lambda: [g.numpy() for g in step(fg, bg)], repeats if n <= 1024 else 2, warmup=1)
-        print(f"  loss n = {n:>5}: {1000 * out[n]:9.1f} ms", flush=True)
+        what = "n x n" if rows is None else f"{min(rows, n)} x n"
+        print(f"  loss {what:>7}, n = {n:>5}: {1000 * out[n]:9.1f} ms", flush=True)
     return out
 
 
@@ -256,7 +263,8 @@ def main():
     steps = step_times((16,) if args.quick else (16, 32, 64), 2 if args.quick else 3,
                        ("tiny",) if args.quick else ("tiny", "efficientnet_lite0"))
     print(f"contrastive loss, forward + backward, C = {channels}:")
-    losses = loss_times(sizes, channels, 3)
+    whole = loss_times(sizes, channels, 3)
+    losses = loss_times(sizes, channels, 3, rows=PER_WORKER_BATCH)
     print("all-gather of fg and bg between 2 replicas of this host:")
     gathers = allgather_times(sizes, channels, 5)
     print("input pipeline alone (no model):")
@@ -264,6 +272,7 @@ def main():
     print("box extraction:")
     extraction = extraction_rates(args.data_dir, 24 if args.quick else args.extract_images)
     rows, boxes = project(steps, losses, gathers, pipeline, extraction, args.network_gbit, channels)
+    paper_rows, _ = project(steps, whole, gathers, pipeline, extraction, args.network_gbit, channels)
     if rows:
         print(f"\nprojection, ImageNet-1K ({IMAGENET_TRAIN:,} images), {PER_WORKER_BATCH} images per worker, "
               f"this CPU per worker, {args.network_gbit:g} Gbit/s network:")
@@ -273,13 +282,22 @@ def main():
             print(f"| {'frozen' if r['frozen'] else 'fine-tuned'} | {r['workers']} | {r['global_batch']} | "
                   f"{r['loss_s']:.3f} s | {r['allgather_s']:.3f} s | {r['network_s']:.3f} s | {r['step_s']:.2f} s | "
                   f"{r['epoch_h']:.1f} h | {r['bound']} |")
+    if paper_rows:
+        print("the same with the 'paper' loss variant, whose global pair ranking makes every replica "
+              "compute the whole n x n loss:")
+        for r in paper_rows:
+            if r["workers"] > 1:
+                print(f"| {'frozen' if r['frozen'] else 'fine-tuned'} | {r['workers']} | {r['global_batch']} | "
+                      f"{r['loss_s']:.3f} s | {r['allgather_s']:.3f} s | {r['network_s']:.3f} s | "
+                      f"{r['step_s']:.2f} s | {r['epoch_h']:.1f} h | {r['bound']} |")
     for b in boxes:
         print(f"pseudo boxes for ImageNet-1K train on {b['workers']} workers: {b['hours']:.1f} h")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"machine": text, "gflops": gflops,
                        "steps": {"/".join(map(str, k)): v for k, v in steps.items()},
-                       "loss_s": losses, "allgather_s": gathers, "pipeline_images_per_s": pipeline,
+                       "loss_own_rows_s": losses, "loss_whole_s": whole, "allgather_s": gathers,
+                       "pipeline_images_per_s": pipeline, "paper_variant_projection": paper_rows,
                        "extraction_images_per_s": extraction, "projection": rows, "extraction_projection": boxes},
                       f, indent=1)
 

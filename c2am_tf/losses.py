@@ -54,11 +54,16 @@ def pair_rank(sim):
     return tf.scatter_nd(tf.where(off), ranks, tf.shape(sim, out_type=tf.int64))
 
 
-def _sim_max_reference(x, alpha):
-    sim = cosine_similarity(x, x)
+def _sim_max_reference(x, alpha, rows=None):
+    # rows: a part of x's rows (one replica's); each row is ranked on its own, so the rows'
+    # sum over n^2 is their exact share of the full mean
+    sim = cosine_similarity(x if rows is None else rows, x)
     loss = tf.maximum(-tf.math.log(sim), 0.0)
     rank = tf.stop_gradient(tf.cast(row_rank(sim) - 1, tf.float32))
-    return tf.reduce_mean(loss * tf.exp(-rank * alpha))
+    weighted = loss * tf.exp(-rank * alpha)
+    if rows is None:
+        return tf.reduce_mean(weighted)
+    return tf.reduce_sum(weighted) / tf.cast(tf.shape(x)[0] ** 2, tf.float32)
 
 
 def _sim_max_paper(x, alpha):
@@ -71,8 +76,11 @@ def _sim_max_paper(x, alpha):
     return tf.math.divide_no_nan(tf.reduce_sum(weighted), pairs)
 
 
-def _sim_min(bg, fg):
-    return tf.reduce_mean(-tf.math.log(1.0 - cosine_similarity(bg, fg)))
+def _sim_min(bg, fg, bg_rows=None):
+    if bg_rows is None:
+        return tf.reduce_mean(-tf.math.log(1.0 - cosine_similarity(bg, fg)))
+    pairs = tf.cast(tf.shape(bg)[0] * tf.shape(fg)[0], tf.float32)
+    return tf.reduce_sum(-tf.math.log(1.0 - cosine_similarity(bg_rows, fg))) / pairs
 
 
 @keras.saving.register_keras_serializable(package="c2am_tf")
@@ -101,12 +109,29 @@ class C2AMLoss:
         self.alpha = float(alpha)
         self.variant = variant
 
-    def components(self, fg, bg):
-        """(SimMax(bg), SimMin(bg, fg), SimMax(fg)) as float32 scalars."""
+    def components(self, fg, bg, rows=None):
+        """(SimMax(bg), SimMin(bg, fg), SimMax(fg)) as float32 scalars.
+
+        ``rows`` = (fg rows, bg rows), a part of ``fg`` and ``bg`` (one replica's own vectors;
+        ``reference`` variant only, whose ranks are per row): the parts' share of each term,
+        computed on len(rows) x n similarities instead of n x n. Summed over the parts that
+        cover the batch, they give the full terms exactly.
+        """
         fg = tf.cast(fg, tf.float32)
         bg = tf.cast(bg, tf.float32)
+        if rows is not None:
+            if self.variant != "reference":
+                raise ValueError("rows: only the 'reference' variant ranks each row on its own")
+            fg_rows, bg_rows = (tf.cast(r, tf.float32) for r in rows)
+            return (_sim_max_reference(bg, self.alpha, bg_rows), _sim_min(bg, fg, bg_rows),
+                    _sim_max_reference(fg, self.alpha, fg_rows))
         sim_max = _sim_max_reference if self.variant == "reference" else _sim_max_paper
         return sim_max(bg, self.alpha), _sim_min(bg, fg), sim_max(fg, self.alpha)
+
+    @property
+    def splits_by_row(self):
+        """Whether ``components`` can take ``rows`` (each replica computing its own rows only)."""
+        return self.variant == "reference"
 
     def __call__(self, fg, bg):
         a, b, c = self.components(fg, bg)

@@ -21,10 +21,12 @@ def _replica_context():
 def gather_replicas(x):
     """All-gathers a (n, C) tensor over replicas so that negatives are global.
 
-    The gradient of all_gather sums the replicas' upstream gradients, so every
-    replica's local rows get the full-batch gradient times the number of
-    replicas; dividing the loss by that number (done in train_step) and
-    summing gradients across replicas (done by the optimizer) then gives
+    The gradient of all_gather sums the replicas' upstream gradients. Where every
+    replica computes the whole loss (the ``paper`` variant), each replica's rows get
+    the full-batch gradient times the number of replicas, so train_step divides that
+    loss by it; where each replica computes only its own rows of the similarity
+    matrices against all columns (``reference``), the replicas' parts sum to the
+    loss and nothing is divided. Either way the optimizer's sum over replicas is
     exactly the single-device gradient.
     """
     ctx = _replica_context()
@@ -152,9 +154,17 @@ class C2AM(keras.Model):
         return self._groups
 
     def _step_loss(self, images, training):
+        """(loss parts for the gradient, the same parts for the logs, P, whether the parts are this
+        replica's share); see ``gather_replicas``."""
         v_f, v_b, p, _ = self.features(images, training=training)
-        parts = self.contrastive_loss.components(gather_replicas(v_f), gather_replicas(v_b))
-        return parts, p
+        ctx = _replica_context()
+        if ctx is None or not self.contrastive_loss.splits_by_row:
+            parts = self.contrastive_loss.components(gather_replicas(v_f), gather_replicas(v_b))
+            return parts, parts, p, False
+        # O(n^2 / replicas) per replica instead of O(n^2): own rows against every column
+        parts = self.contrastive_loss.components(gather_replicas(v_f), gather_replicas(v_b), rows=(v_f, v_b))
+        logged = ctx.all_reduce(tf.distribute.ReduceOp.SUM, [tf.stop_gradient(x) for x in parts])
+        return parts, tuple(logged), p, True
 
     def _update_trackers(self, parts, p):
         total = parts[0] + parts[1] + parts[2]
@@ -175,9 +185,9 @@ class C2AM(keras.Model):
         ctx = _replica_context()
         replicas = 1 if ctx is None else ctx.num_replicas_in_sync
         with tf.GradientTape() as tape:
-            parts, p = self._step_loss(images, training=True)
-            # The optimizer sums gradients over replicas: scale so the sum is the mean.
-            scaled = (parts[0] + parts[1] + parts[2]) / replicas
+            parts, logged, p, shared = self._step_loss(images, training=True)
+            # The optimizer sums gradients over replicas: a loss every replica computes whole is divided.
+            scaled = (parts[0] + parts[1] + parts[2]) / (1 if shared else replicas)
         grads = tape.gradient(scaled, variables)
         # Decay is added per replica and then summed with the gradients: split it too.
         wd = self.weight_decay / replicas
@@ -186,12 +196,12 @@ class C2AM(keras.Model):
             for g, (v, mult, decay) in zip(grads, groups)
         ]
         self.optimizer.apply(grads, variables)
-        return self._update_trackers(parts, p)
+        return self._update_trackers(logged, p)
 
     def test_step(self, data):
         """The loss parts and the border statistic of a batch, without updates."""
-        parts, p = self._step_loss(_images(data), training=False)
-        return self._update_trackers(parts, p)
+        _, logged, p, _ = self._step_loss(_images(data), training=False)
+        return self._update_trackers(logged, p)
 
     def predict_step(self, data):
         """Foreground-high maps of a batch."""

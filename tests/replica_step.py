@@ -1,6 +1,6 @@
 """Helper run in a subprocess by test_model.py: one C2AM step on N logical CPU replicas.
 
-Usage: python tests/replica_step.py N OUT.npz
+Usage: python tests/replica_step.py N OUT.npz [LOSS_VARIANT]
 """
 
 import os
@@ -12,6 +12,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 replicas, out = int(sys.argv[1]), sys.argv[2]
+variant = sys.argv[3] if len(sys.argv) > 3 else "reference"
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
@@ -25,7 +26,7 @@ strategy = tf.distribute.MirroredStrategy(devices)
 assert strategy.num_replicas_in_sync == replicas
 keras.utils.set_random_seed(0)
 with strategy.scope():
-    model = C2AM(build_backbone("tiny", weights=None), recipe="paper", weight_decay=1e-2)
+    model = C2AM(build_backbone("tiny", weights=None), recipe="paper", weight_decay=1e-2, loss_variant=variant)
     model.compile(optimizer=keras.optimizers.SGD(0.5, momentum=0.9))
 images = np.random.RandomState(1).randint(0, 256, (8, 64, 64, 3)).astype(np.uint8)
 before = [v.numpy() for v in model.trainable_variables]

@@ -206,3 +206,20 @@ def test_bad_arguments_raise():
     with pytest.raises(ValueError, match="alpha"):
         C2AMLoss(alpha=-1)
     assert C2AMLoss(0.3, "paper").get_config() == {"alpha": 0.3, "variant": "paper"}
+
+
+@pytest.mark.parametrize("parts", [2, 3])
+def test_row_parts_of_the_reference_loss_sum_to_the_whole(parts):
+    """Each replica's own rows against every column: the parts add up to the full terms exactly."""
+    rng = np.random.default_rng(7)
+    fg = tf.constant(rng.normal(size=(10, 16)), tf.float32)
+    bg = tf.constant(rng.normal(size=(10, 16)) + 0.5, tf.float32)
+    loss = C2AMLoss(0.05, "reference")
+    whole = [float(x) for x in loss.components(fg, bg)]
+    bounds = np.linspace(0, 10, parts + 1).astype(int)  # uneven parts too
+    summed = np.sum([[float(x) for x in loss.components(fg, bg, rows=(fg[a:b], bg[a:b]))]
+                     for a, b in zip(bounds, bounds[1:])], axis=0)
+    np.testing.assert_allclose(summed, whole, rtol=1e-5)
+    assert loss.splits_by_row and not C2AMLoss(0.05, "paper").splits_by_row
+    with pytest.raises(ValueError, match="only the 'reference' variant"):
+        C2AMLoss(0.05, "paper").components(fg, bg, rows=(fg[:5], bg[:5]))

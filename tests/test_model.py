@@ -72,11 +72,12 @@ def test_paper_recipe_multiplies_the_head_learning_rate():
     np.testing.assert_allclose(b0 - beta.numpy(), 1e-3 * 20 * g_beta.numpy(), rtol=1e-3)
 
 
-def test_two_replicas_equal_one_device(tmp_path):
+@pytest.mark.parametrize("variant", ["reference", "paper"])  # own rows per replica / the whole loss on each
+def test_two_replicas_equal_one_device(tmp_path, variant):
     results = []
     for n in (1, 2):
         out = tmp_path / f"r{n}.npz"
-        subprocess.run([sys.executable, os.path.join(HERE, "replica_step.py"), str(n), str(out)],
+        subprocess.run([sys.executable, os.path.join(HERE, "replica_step.py"), str(n), str(out), variant],
                        check=True, capture_output=True, timeout=300)
         results.append(np.load(out))
     one, two = results
