@@ -31,12 +31,13 @@ COUNTER_NAMESPACE = "c2am_tf"
 
 
 def require_beam():
-    """Imports apache_beam, or raises ImportError saying how to install it."""
+    """Apache Beam's version, or ImportError saying how to install it."""
     try:
-        import apache_beam  # noqa: F401  (only whether it imports)
+        import apache_beam
     except ImportError:
         raise ImportError("--runner needs Apache Beam: pip install -r requirements-beam.txt "
                           "(or pip install 'c2am-tf[beam]')") from None
+    return apache_beam.__version__
 
 
 def shard_file(prefix, shard, num_shards):

@@ -197,16 +197,8 @@ def _jit(flag):
     return flag == "true"
 
 
-def count_examples(source):
-    """Number of elements of a finite source (cheap: counts without decoding where possible)."""
-    n = int(source.cardinality())
-    if n >= 0:
-        return n
-    return int(source.map(lambda ex: 0).reduce(0, lambda a, _: a + 1))
-
-
 def build_datasets(cfg, strategy):
-    """(distributed train batches (endless), steps per epoch, eval batches or None).
+    """(distributed train batches (as many as the run takes), steps per epoch, eval batches or None).
 
     Each worker reads its own part of the training files (``c2am_tf.data.sharding``),
     batched per replica; the global batch is ``cfg.batch_size`` images.
@@ -220,7 +212,8 @@ def build_datasets(cfg, strategy):
     shard = data.Shard(num_workers(strategy), worker_index(strategy)) if num_workers(strategy) > 1 else None
     train_src = data.make_source(cfg.dataset, "train", cfg.data_dir, cfg.synthetic_size, cfg.synthetic_count,
                                  cfg.seed, cfg.tfds_download, cfg.strict, shard=shard)
-    n = sum_over_workers(strategy, count_examples(train_src))
+    local = data.count_examples(train_src)
+    n = sum_over_workers(strategy, local)
     if n < cfg.batch_size:
         raise ConfigError("batch_size", f"{cfg.batch_size} is more than the {n} readable training images "
                                         "(incomplete batches are dropped)")
@@ -228,9 +221,13 @@ def build_datasets(cfg, strategy):
         log.warning("only %d training images for batch size %d", n, cfg.batch_size)
     steps = cfg.steps_per_epoch or max(n // cfg.batch_size, 1)
 
+    # passes over this worker's files that the run consumes (+1: incomplete batches are dropped per pass)
+    per_worker = cfg.batch_size // num_workers(strategy)
+    passes = -(-steps * cfg.epochs * per_worker // local) + 1
+
     def train_fn(context):
         batches = data.train_pipeline(train_src, context.get_per_replica_batch_size(cfg.batch_size), cfg.resize,
-                                      cfg.crop, cfg.cache, seed=cfg.seed, epochs=None)
+                                      cfg.crop, cfg.cache, seed=cfg.seed, epochs=passes)
         # float32 (exact for 0..255): Keras all-reduces a first batch to build the model, and
         # collective ops of MultiWorkerMirroredStrategy take no uint8
         return batches.map(lambda images: tf.cast(images, tf.float32))

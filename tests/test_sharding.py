@@ -50,3 +50,14 @@ def test_each_pass_has_its_own_order():
     # crop == resize: only the flip changes an image, so the order of each pass is visible
     orders = [[im.mean(axis=2).sum() for im in b] for b in batches]
     assert orders[0] != orders[1] and orders[1] != orders[2]
+
+
+def test_two_live_iterators_see_the_same_batches():
+    """Keras may open a second iterator while the first still prefetches: their orders must not race."""
+    source = data.make_source("synthetic", synthetic_count=16, synthetic_size=32)
+    ds = data.train_pipeline(source, 8, 32, 24, seed=3, epochs=4)
+    reference = [b.tobytes() for b in ds.as_numpy_iterator()]
+    for _ in range(4):
+        first = iter(ds)
+        next(first)  # alive and prefetching
+        assert [b.numpy().tobytes() for b in iter(ds)] == reference

@@ -104,3 +104,36 @@ def test_the_shared_imagenet_dev_split_reads_whole():
     assert len(records) == 650 and sum(len(r[1]) for r in records) == 1018
     assert all(0 <= r[2] < 1000 for r in records)
     assert all(b[2] <= 227 and b[3] <= 227 for r in records for b in r[1])  # prescaled copies, scaled boxes
+
+
+
+def test_tfds_workers_read_their_own_files_or_their_share_of_examples(monkeypatch):
+    """tfds splits by file through ReadConfig(input_context); with fewer files than workers it
+    refuses, and each worker keeps its share of the examples. (tfds.testing.mock_data ignores
+    read configs, so a stand-in builder records what tfds is asked.)"""
+    tfds = pytest.importorskip("tensorflow_datasets")
+    import tensorflow as tf
+
+    from c2am_tf.data.cub import prepared_tfds_split
+    from c2am_tf.data.sharding import Shard
+
+    asked = []
+
+    class Builder:
+        files = 4
+
+        def as_dataset(self, split, read_config=None):
+            asked.append(read_config)
+            context = read_config.input_context if read_config else None
+            if context is not None and context.num_input_pipelines > self.files:
+                raise ValueError("fewer files than input pipelines")
+            return tf.data.Dataset.range(10)
+
+    monkeypatch.setattr(tfds, "builder", lambda name, data_dir=None: Builder())
+    prepared_tfds_split("imagenet2012", "train", shard=Shard(3, 2))
+    context = asked[-1].input_context
+    assert (context.num_input_pipelines, context.input_pipeline_id) == (3, 2)
+    Builder.files = 2
+    parts = [list(prepared_tfds_split("imagenet2012", "train", shard=Shard(3, i)).as_numpy_iterator())
+             for i in range(3)]
+    assert sorted(sum(parts, [])) == list(range(10)) and all(parts)

@@ -30,7 +30,8 @@ def build_parser(prog=None):
     """This command's flags (the README's commands are checked against it)."""
     p = command_parser(__doc__, prog)
     add_model_flags(p, required=False)
-    p.add_argument("--boxes", help="score this boxes JSON (c2am_tf.boxes/v1, original pixels) instead of a model")
+    p.add_argument("--boxes", help="score this boxes JSON (c2am_tf.boxes/v1, original pixels), or the --out prefix of "
+                                   "extract-boxes --runner parts, instead of a model")
     p.add_argument("--dataset", required=True, choices=DATASETS, help="annotated dataset")
     p.add_argument("--data-dir", help="its folder (CUB_200_2011, wsolevaluation metadata or raw ILSVRC, masks)")
     p.add_argument("--split", default="test", help="cub: train|test; imagenet: test|half1|half2")

@@ -23,7 +23,7 @@ from c2am_tf.backbones import LITE_FEATURES, build_backbone
 from c2am_tf.cam import build_classifier, class_activation_maps, write_cams
 from c2am_tf.data.cub import cub_classes, cub_source
 from c2am_tf.data.segmentation import SEGMENTATION_DATASETS, segmentation_dataset
-from c2am_tf.training import count_examples
+from c2am_tf.data import count_examples
 from c2am_tf.data.transforms import resize_square
 from c2am_tf.files import OutputNames
 from c2am_tf.optim import poly_sgd

@@ -29,15 +29,18 @@ AUTOTUNE = tf.data.AUTOTUNE
 def train_pipeline(source, batch_size, resize=256, crop=224, cache=True, shuffle_buffer=2048, seed=0, epochs=1):
     """Batches (B, crop, crop, 3) uint8 of resized, flipped, randomly cropped images.
 
-    ``epochs`` passes over the source (None: forever), each in its own order. Decoding
-    and resizing happen once when ``cache``; without it every pass streams the files
-    again (parallel reads, nothing kept in memory). Given ``seed``, everything is
-    deterministic: the order of pass e is shuffled with (seed, e), and an image's flip
-    and crop in pass e depend only on (seed, e, its path), so they are the same
-    whichever worker of a cluster reads it and differ from pass to pass. Incomplete
-    batches are dropped: the contrastive loss needs several images per batch, and
-    fixed shapes avoid retracing.
+    ``epochs`` passes over the source, one after the other, each in its own order.
+    Decoding and resizing happen once when ``cache``; without it every pass streams the
+    files again (parallel reads, nothing kept in memory). Everything is a function of
+    ``seed``: pass e is shuffled with seed (seed, e), and an image's flip and crop in pass e
+    depend only on (seed, e, its path), so they are the same whichever worker of a cluster
+    reads it, and however many iterators Keras opens on the dataset (a reshuffling
+    ``shuffle().repeat()`` shares one seed generator among them, so their orders race).
+    Incomplete batches are dropped: the contrastive loss needs several images per batch,
+    and fixed shapes avoid retracing.
     """
+    if int(epochs) < 1:
+        raise ValueError(f"epochs must be >= 1; got {epochs}")
     ds = source.map(lambda ex: {"image": resize_square(ex["image"], resize), "path": ex["path"]},
                     num_parallel_calls=AUTOTUNE)
     if cache:
@@ -45,18 +48,27 @@ def train_pipeline(source, batch_size, resize=256, crop=224, cache=True, shuffle
     seed = int(seed or 0)
 
     def one_pass(epoch):
-        order_seed = tf.cast(epoch, tf.int64) * 1_000_003 + seed
-        shuffled = ds.shuffle(shuffle_buffer, seed=order_seed, reshuffle_each_iteration=False)
+        pass_seed = (seed * 1_000_003 + epoch) % (2**31 - 1)  # a Python int: no shared seed generator
 
         def augment(ex):
-            # stateless draws keyed by (image, pass): no stream position matters
             image_key = tf.strings.to_hash_bucket_fast(ex["path"], 2**62)
-            return random_flip_crop(ex["image"], crop, seed=tf.stack([image_key, order_seed]))
+            return random_flip_crop(ex["image"], crop, seed=tf.stack([image_key, tf.constant(pass_seed, tf.int64)]))
 
+        shuffled = ds.shuffle(shuffle_buffer, seed=pass_seed, reshuffle_each_iteration=False)
         return shuffled.map(augment, num_parallel_calls=AUTOTUNE)
 
-    passes = tf.data.Dataset.range(epochs) if epochs is not None else tf.data.Dataset.range(2**62)
-    return passes.flat_map(one_pass).batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)
+    passes = one_pass(0)
+    for epoch in range(1, int(epochs)):
+        passes = passes.concatenate(one_pass(epoch))
+    return passes.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)
+
+
+def count_examples(source):
+    """Number of elements of a finite source (cheap where its length is known; else one pass)."""
+    n = int(source.cardinality())
+    if n >= 0:
+        return n
+    return int(source.map(lambda ex: 0).reduce(0, lambda a, _: a + 1))
 
 
 def eval_pipeline(source, batch_size, resize=EVAL_RESIZE, crop=EVAL_CROP, cache=True):
@@ -155,5 +167,5 @@ __all__ = [
     "eval_mask_transform", "eval_image", "synthetic_source", "synthetic_arrays", "synthetic_example",
     "imagenet_source", "tfds_imagenet_source", "wsol_records", "read_rgb", "find_unreadable", "list_images", "eval_transform",
     "random_flip_crop", "resize_square", "Shard", "shard_of", "take_shard", "tfrecord_source", "write_shards",
-    "source_files",
+    "source_files", "count_examples",
 ]
