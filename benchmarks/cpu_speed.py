@@ -16,7 +16,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 SETTINGS = [  # (name, environment)
     ("oneDNN on, threads auto", {"TF_ENABLE_ONEDNN_OPTS": "1"}),
@@ -28,15 +27,9 @@ SETTINGS = [  # (name, environment)
 
 
 def _rate(step, images, steps):
-    step()  # trace
-    step()
-    times = []
-    for _ in range(steps):
-        t = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t)
-    times.sort()
-    return images / times[len(times) // 2]
+    from machine import median_seconds
+
+    return images / median_seconds(step, steps)
 
 
 def measure(steps, batch):

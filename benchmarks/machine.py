@@ -48,6 +48,19 @@ def matmul_gflops(size=1024, seconds=1.5):
     return 2 * size ** 3 / times[len(times) // 2] / 1e9
 
 
+def median_seconds(fn, repeats, warmup=2):
+    """Median wall time of ``fn()`` over ``repeats`` calls, after ``warmup`` untimed calls (tracing)."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    times.sort()
+    return times[len(times) // 2]
+
+
 def onednn_enabled():
     """Whether TensorFlow's oneDNN CPU kernels are on (TF_ENABLE_ONEDNN_OPTS, default on for x86)."""
     return os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1") not in ("0", "false", "False")

@@ -47,23 +47,12 @@ tf.config.set_logical_device_configuration(_CPU, [tf.config.LogicalDeviceConfigu
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from machine import header  # noqa: E402
+from machine import header, median_seconds  # noqa: E402
 
 IMAGENET_TRAIN = 1_281_167
 PER_WORKER_BATCH = 32
 WORKERS = (1, 8, 64)
 FEATURES = {"tiny": None, "efficientnet_lite0": 1280}
-
-
-def _median_time(fn, repeats, warmup=2):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return float(np.median(times))
 
 
 def step_times(batches, repeats, backbones):
@@ -82,7 +71,7 @@ def step_times(batches, repeats, backbones):
             model.compile(optimizer=poly_sgd(1e-3, 1000))
             for batch in batches:
                 images = tf.constant(np.random.default_rng(0).integers(0, 256, (batch, 224, 224, 3)), tf.float32)
-                seconds = _median_time(lambda: model.train_on_batch(images), repeats)
+                seconds = median_seconds(lambda: model.train_on_batch(images), repeats)
                 out[(name, frozen, batch)] = seconds
                 print(f"  step {name:<18} {'frozen' if frozen else 'fine-tuned':<10} batch {batch:>3}: "
                       f"{seconds:7.3f} s, {1000 * seconds / batch:7.1f} ms/image", flush=True)
@@ -112,7 +101,7 @@ def loss_times(sizes, channels, repeats, rows=None):
     for n in sizes:
         fg = tf.random.normal((n, channels))
         bg = tf.random.normal((n, channels))
-        out[n] = _median_time(lambda: [g.numpy() for g in step(fg, bg)], repeats if n <= 1024 else 2, warmup=1)
+        out[n] = median_seconds(lambda: [g.numpy() for g in step(fg, bg)], repeats if n <= 1024 else 2, warmup=1)
         what = "n x n" if rows is None else f"{min(rows, n)} x n"
         print(f"  loss {what:>7}, n = {n:>5}: {1000 * out[n]:9.1f} ms", flush=True)
     return out
@@ -133,7 +122,7 @@ def allgather_times(sizes, channels, repeats):
                 return tf.reduce_sum(ctx.all_gather(fg, 0)) + tf.reduce_sum(ctx.all_gather(bg, 0))
             return strategy.run(fn, args=values)
 
-        out[n] = _median_time(lambda: strategy.experimental_local_results(gather(local))[0].numpy(), repeats)
+        out[n] = median_seconds(lambda: strategy.experimental_local_results(gather(local))[0].numpy(), repeats)
         print(f"  all-gather n = {n:>5} ({2 * n * channels * 4 / 1e6:7.1f} MB gathered): "
               f"{1000 * out[n]:8.2f} ms", flush=True)
     return out
@@ -197,8 +186,6 @@ def extraction_rates(data_dir, count, warm=8):
 
 def project(steps, losses, gathers, pipeline, extraction, network_gbit, channels):
     """Rows of the projection table (see the module docstring)."""
-    sizes = sorted(losses)
-
     def at(table, n):  # log-log interpolation between measured sizes
         keys = sorted(table)
         if n <= keys[0]:
