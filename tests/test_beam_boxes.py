@@ -64,3 +64,43 @@ def test_beam_flags_need_a_runner_and_a_saved_model_needs_a_threshold(capsys):
     with pytest.raises(SystemExit):
         extract_boxes.main(["--saved-model", "export/1", "--runner", "DirectRunner", "--out", "x"])
     assert "--saved-model needs --threshold" in capsys.readouterr().err
+
+
+def test_keras_model_and_saved_model_handlers_match_the_local_extractor(tmp_path):
+    """Runs everywhere (no ../shared): a tiny C2AM, its .keras file and its SavedModel."""
+    import cv2
+    import keras
+    import numpy as np
+
+    from c2am_tf.backbones import build_backbone
+    from c2am_tf.export import export_saved_model
+    from c2am_tf.model import C2AM
+
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(6):
+        y, x = np.mgrid[0:60 + 10 * i, 0:80]
+        blob = ((x - 20 - 5 * i) ** 2 + (y - 30) ** 2 < 300).astype(float)
+        image = np.stack([blob * 200 + x, y * 2 + 20 * rng.random(), blob * 90 + 30], -1)
+        cv2.imwrite(str(folder / f"{i}.png"), image.clip(0, 255).astype(np.uint8))
+    (folder / "broken.png").write_bytes(b"nope")
+    keras.utils.set_random_seed(4)
+    model = C2AM(build_backbone("tiny", weights=None))
+    kernel = model.head.weights[0]
+    kernel.assign(keras.random.normal(kernel.shape, stddev=2.0))  # maps that vary across each image
+    model.threshold.assign(0.5)
+    model.save(str(tmp_path / "m.keras"))
+    saved = export_saved_model(model, str(tmp_path / "export"))
+    common = ["--dataset", "folder", "--data-dir", str(folder), "--size", "128"]
+    extract_boxes.main(["--model", str(tmp_path / "m.keras"), "--out", str(tmp_path / "local.json")] + common)
+    beam = ["--runner", "DirectRunner", "--num-shards", "2"] + common
+    extract_boxes.main(["--model", str(tmp_path / "m.keras"), "--out", str(tmp_path / "k" / "b")] + beam)
+    extract_boxes.main(["--saved-model", saved, "--threshold", "0.5", "--out", str(tmp_path / "s" / "b")] + beam)
+    local = {r["path"]: r for r in read_boxes(str(tmp_path / "local.json"))["images"]}
+    assert len(local) == 6
+    fractions = [r["foreground_fraction"] for r in local.values()]
+    assert 0.05 < min(fractions) and max(fractions) < 0.95  # real boxes, not the whole image
+    for prefix in ("k", "s"):
+        ours = {r["path"]: r for r in read_boxes(str(tmp_path / prefix / "b"))["images"]}
+        assert ours == local, prefix
