@@ -221,13 +221,16 @@ def build_datasets(cfg, strategy):
         log.warning("only %d training images for batch size %d", n, cfg.batch_size)
     steps = cfg.steps_per_epoch or max(n // cfg.batch_size, 1)
 
-    # passes over this worker's files that the run consumes (+1: incomplete batches are dropped per pass)
+    # passes over this worker's files that the run consumes (+1: the batch Keras takes to build the model)
     per_worker = cfg.batch_size // num_workers(strategy)
-    passes = -(-steps * cfg.epochs * per_worker // local) + 1
+    passes = -(-(steps * cfg.epochs + 1) * per_worker // local) + 1
+    # a resumed run goes on with the images the killed one would have seen next
+    done = resumed_epochs(cfg.out) * steps * per_worker
 
     def train_fn(context):
         batches = data.train_pipeline(train_src, context.get_per_replica_batch_size(cfg.batch_size), cfg.resize,
-                                      cfg.crop, cfg.cache, seed=cfg.seed, epochs=passes)
+                                      cfg.crop, cfg.cache, seed=cfg.seed, epochs=passes - done // local,
+                                      start=done)
         # float32 (exact for 0..255): Keras all-reduces a first batch to build the model, and
         # collective ops of MultiWorkerMirroredStrategy take no uint8
         return batches.map(lambda images: tf.cast(images, tf.float32))
@@ -240,6 +243,16 @@ def build_datasets(cfg, strategy):
         evaluation = data.eval_pipeline(eval_src, cfg.eval_batch_size, cfg.eval_resize,
                                         cfg.eval_crop, cfg.cache)
     return train, steps, evaluation
+
+
+def resumed_epochs(out):
+    """Epochs completed by the run whose backup is in ``out/backup`` (0 when there is none)."""
+    path = os.path.join(out, "backup", "training_metadata.json")
+    try:
+        with open(path) as f:
+            return int(json.load(f)["epoch"])
+    except (OSError, ValueError, KeyError):
+        return 0
 
 
 def build_model(cfg, total_steps):

@@ -79,7 +79,7 @@ def _free_ports(n):
             s.close()
 
 
-def test_two_workers_on_localhost_compute_the_one_process_run(tmp_path):
+def test_two_workers_on_localhost_compute_the_one_process_run_also_when_killed_and_resumed(tmp_path):
     """3 steps of the tiny backbone: 2 MultiWorkerMirroredStrategy workers (4 images each) against one
     process (8 images), same seed and global batch: same loss, weights, polarity and threshold."""
     try:
@@ -90,24 +90,27 @@ def test_two_workers_on_localhost_compute_the_one_process_run(tmp_path):
     env.pop("TF_CONFIG", None)
     script = os.path.join(HERE, "multiworker_run.py")
 
-    def start(index, count, out, result):
-        return subprocess.Popen([sys.executable, script, str(index), str(count), ports, str(out), str(result)],
-                                env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    def start(index, count, out, result, *extra):
+        return subprocess.Popen([sys.executable, script, str(index), str(count), ports, str(out), str(result),
+                                 *extra], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
-    procs = [start(i, 2, tmp_path / "two", tmp_path / f"w{i}.npz") for i in range(2)]
-    outputs = []
-    for p in procs:
-        try:
-            outputs.append(p.communicate(timeout=300)[0])
-        except subprocess.TimeoutExpired:
-            for q in procs:
-                q.kill()
-            pytest.fail("the two workers did not finish in 300 s")
-    if any(p.returncode for p in procs):
-        log = "\n".join(o[-3000:] for o in outputs)
-        if "Address already in use" in log or "Failed to connect" in log or "UNAVAILABLE" in log:
-            pytest.skip(f"the two worker processes could not connect on localhost: {log[-500:]}")
-        pytest.fail(f"a worker failed:\n{log}")
+    def cluster(out, prefix, *extra, expect=0):
+        procs = [start(i, 2, out, tmp_path / f"{prefix}{i}.npz", *extra) for i in range(2)]
+        outputs = []
+        for p in procs:
+            try:
+                outputs.append(p.communicate(timeout=300)[0])
+            except subprocess.TimeoutExpired:
+                for q in procs:
+                    q.kill()
+                pytest.fail("the two workers did not finish in 300 s")
+        if any(p.returncode != expect for p in procs):
+            log = "\n".join(o[-3000:] for o in outputs)
+            if "Address already in use" in log or "Failed to connect" in log or "UNAVAILABLE" in log:
+                pytest.skip(f"the two worker processes could not connect on localhost: {log[-500:]}")
+            pytest.fail(f"a worker failed:\n{log}")
+
+    cluster(tmp_path / "two", "w")
     one = start(0, 1, tmp_path / "one", tmp_path / "one.npz")
     log = one.communicate(timeout=300)[0]
     assert one.returncode == 0, log[-3000:]
@@ -129,6 +132,16 @@ def test_two_workers_on_localhost_compute_the_one_process_run(tmp_path):
         assert (two / name).exists(), name
     assert not (two / ".workers").exists() and not (two / "backup").exists()
     assert json.loads((two / "summary.json").read_text())["workers"] == 2
+
+    # the cluster killed at the start of epoch 2 and started again resumes from the chief's backup,
+    # with the images it would have seen next: the same model as the run never killed
+    cluster(tmp_path / "killed", "k", "1", expect=3)
+    assert json.loads((tmp_path / "killed" / "backup" / "training_metadata.json").read_text())["epoch"] == 1
+    cluster(tmp_path / "killed", "k")
+    resumed = np.load(tmp_path / "k0.npz")
+    np.testing.assert_allclose(resumed["loss"], ref["loss"][1:], atol=1e-4)  # epochs 2 and 3 only
+    for k in weights:
+        np.testing.assert_allclose(resumed[k], ref[k], atol=1e-4, err_msg=k)
 
 
 def test_one_device_and_mirrored_runs_agree(tmp_path):

@@ -61,3 +61,13 @@ def test_two_live_iterators_see_the_same_batches():
         first = iter(ds)
         next(first)  # alive and prefetching
         assert [b.numpy().tobytes() for b in iter(ds)] == reference
+
+
+def test_a_resumed_stream_goes_on_where_the_killed_one_stopped():
+    source = data.make_source("synthetic", synthetic_count=12, synthetic_size=32)
+    whole = np.concatenate(list(data.train_pipeline(source, 4, 32, 24, seed=9, epochs=3).as_numpy_iterator()))
+    for done in (8, 12, 20):  # inside the first pass, at a pass boundary, inside the second
+        rest = np.concatenate(list(data.train_pipeline(source, 4, 32, 24, seed=9, epochs=3 - done // 12,
+                                                       start=done).as_numpy_iterator()))
+        np.testing.assert_array_equal(rest, whole[done:done + len(rest)])
+        assert len(rest) == 36 - done

@@ -55,6 +55,10 @@ def test_a_killed_run_resumes_where_it_stopped(tmp_path):
     with open(tmp_path / "r" / "log.csv") as f:
         epochs = [row["epoch"] for row in csv.DictReader(f)]
     assert epochs == ["0", "1", "2"]
+    # it went on with the images the killed run would have seen next: the same model as a run never killed
+    whole, _, _ = run_training(TrainConfig(**{**vars(cfg), "out": str(tmp_path / "whole")}))
+    for a, b in zip(model.weights, whole.weights):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-5, err_msg=a.path)
 
 
 def test_atomic_checkpoint_keeps_the_best(tmp_path):

@@ -26,7 +26,8 @@ DATASETS = ("synthetic", "cub", "imagenet", "folder", "masks", "tfrecord")
 AUTOTUNE = tf.data.AUTOTUNE
 
 
-def train_pipeline(source, batch_size, resize=256, crop=224, cache=True, shuffle_buffer=2048, seed=0, epochs=1):
+def train_pipeline(source, batch_size, resize=256, crop=224, cache=True, shuffle_buffer=2048, seed=0, epochs=1,
+                   start=0):
     """Batches (B, crop, crop, 3) uint8 of resized, flipped, randomly cropped images.
 
     ``epochs`` passes over the source, one after the other, each in its own order.
@@ -38,9 +39,18 @@ def train_pipeline(source, batch_size, resize=256, crop=224, cache=True, shuffle
     ``shuffle().repeat()`` shares one seed generator among them, so their orders race).
     Incomplete batches are dropped: the contrastive loss needs several images per batch,
     and fixed shapes avoid retracing.
+
+    ``start``: images of the stream already consumed (a resumed run continues where the
+    killed one stopped, in the same pass and order). The passes are counted from there.
     """
     if int(epochs) < 1:
         raise ValueError(f"epochs must be >= 1; got {epochs}")
+    count = None
+    if start:
+        count = count_examples(source)
+        first_pass, start = divmod(int(start), max(count, 1))
+    else:
+        first_pass = 0
     ds = source.map(lambda ex: {"image": resize_square(ex["image"], resize), "path": ex["path"]},
                     num_parallel_calls=AUTOTUNE)
     if cache:
@@ -57,9 +67,11 @@ def train_pipeline(source, batch_size, resize=256, crop=224, cache=True, shuffle
         shuffled = ds.shuffle(shuffle_buffer, seed=pass_seed, reshuffle_each_iteration=False)
         return shuffled.map(augment, num_parallel_calls=AUTOTUNE)
 
-    passes = one_pass(0)
-    for epoch in range(1, int(epochs)):
+    passes = one_pass(first_pass)
+    for epoch in range(first_pass + 1, first_pass + int(epochs)):
         passes = passes.concatenate(one_pass(epoch))
+    if start:
+        passes = passes.skip(start)
     return passes.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)
 
 
