@@ -8,7 +8,8 @@ JSON made elsewhere). One pass over the data gives:
 - Top-1 / Top-5 Loc when a classifier is given (class right AND box right), beside the classifier's
   own top-1 / top-5 accuracy;
 - MaxBoxAccV2 (wsolevaluation: IoU 30/50/70, 101 thresholds, every contour's box);
-- PxAP and the best mask IoU when the batches carry masks.
+- PxAP and the best mask IoU when the batches carry masks, and the salient-object metrics
+  (max F-beta, MAE, per-image IoU; ``c2am_tf.metrics.SaliencyMetrics``).
 
 Batches are dicts from ``c2am_tf.data.eval_pipeline``: 'image' (B, S, S, 3), 'boxes' (B, G, 4) in that
 frame, and optionally 'mask' (B, S, S) and 'label' (B,). The metric work of one batch runs in a
@@ -25,7 +26,7 @@ import tensorflow as tf
 from c2am_tf.boxes import GTKnownLoc, best_box_per_threshold
 from c2am_tf.distribute import num_workers
 from c2am_tf.foreground import DEFAULT_THRESHOLDS
-from c2am_tf.metrics import MaxBoxAcc, PxAP, wsol_thresholds
+from c2am_tf.metrics import MaxBoxAcc, PxAP, SaliencyMetrics, wsol_thresholds
 
 TOP_K = 5
 # wsolevaluation scores CAMs at 224 x 224; MaxBoxAcc's 101 thresholds x contours cost 4x more at 448.
@@ -102,7 +103,7 @@ class Evaluation:
         self.gt_known = GTKnownLoc(thresholds, iou_threshold)
         self.thresholds = self.gt_known.thresholds
         self.max_box_acc = MaxBoxAcc(wsol_thresholds(), multi_contour=True) if max_box_acc else None
-        self.pxap = None
+        self.pxap = self.saliency = None
         self.top1_loc = np.zeros(len(self.thresholds), np.int64)
         self.top5_loc = np.zeros(len(self.thresholds), np.int64)
         self.top1 = self.top5 = self.classified = 0
@@ -119,7 +120,10 @@ class Evaluation:
             self.max_box_acc.update_batch(upsample_normalized(maps, side), gt * (side / size))
         if "mask" in batch:
             self.pxap = self.pxap or PxAP()
-            self.pxap.update(upsample_normalized(maps, size), np.asarray(batch["mask"]))
+            self.saliency = self.saliency or SaliencyMetrics()
+            upsampled, masks = upsample_normalized(maps, size), np.asarray(batch["mask"])
+            self.pxap.update(upsampled, masks)
+            self.saliency.update(upsampled, masks)
         return boxes
 
     def update_boxes(self, boxes, batch, top_k=None, labels=None):
@@ -141,7 +145,8 @@ class Evaluation:
     def result(self):
         """A flat dict: 'per_threshold', 'best', 'best_threshold', 'total', 'at_stored' (when a threshold
         is stored), 'top1_loc'/'top5_loc' at the best threshold (plus '_at_stored'), 'top1'/'top5',
-        'max_box_acc_v2' with 'max_box_acc' per IoU, 'pxap', 'mask_iou', 'mask_threshold'."""
+        'max_box_acc_v2' with 'max_box_acc' per IoU, 'pxap', 'mask_iou', 'mask_threshold', and the
+        salient-object metrics 'max_f_beta', 'mae', 'per_image_iou' (+ '_threshold', '_at_stored')."""
         out = self.gt_known.result()
         out["thresholds"] = list(self.thresholds)
         total = max(out["total"], 1)
@@ -166,6 +171,11 @@ class Evaluation:
         if self.pxap is not None:
             masks = self.pxap.result()
             out.update(pxap=masks["pxap"], mask_iou=masks["best_iou"], mask_threshold=masks["best_threshold"])
+            sal = self.saliency.result(self.stored_threshold)
+            out.update(max_f_beta=sal["max_f_beta"], mae=sal["mae"], per_image_iou=sal["per_image_iou"],
+                       per_image_iou_threshold=sal["per_image_iou_threshold"])
+            if "per_image_iou_at" in sal:
+                out["per_image_iou_at_stored"] = sal["per_image_iou_at"]
         return out
 
 
@@ -292,6 +302,11 @@ def format_result(result):
     if "pxap" in result:
         lines.append(f"PxAP {result['pxap']:.2f}, best mask IoU {result['mask_iou']:.2f} "
                      f"at {result['mask_threshold']:.2f}")
+    if "max_f_beta" in result:
+        lines.append(f"salient objects: max F-beta {result['max_f_beta']:.3f}, MAE {result['mae']:.3f}, "
+                     f"per-image IoU {result['per_image_iou']:.2f} at {result['per_image_iou_threshold']:.2f}"
+                     + (f" ({result['per_image_iou_at_stored']:.2f} at the stored threshold)"
+                        if "per_image_iou_at_stored" in result else ""))
     if result.get("missing"):
         lines.append(f"images without a box in the file: {result['missing']}")
     return "\n".join(lines)

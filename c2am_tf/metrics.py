@@ -149,6 +149,90 @@ class PxAP:
         return {"pxap": pxap, "best_iou": float(iou[best] * 100), "best_threshold": float(right[best])}
 
 
+class SaliencyMetrics:
+    """Salient-object metrics as that literature reports them: max F-beta (beta^2 = 0.3), MAE, and
+    the per-image IoU of the binarized map, each averaged over images.
+
+    The definitions are those of PySODMetrics 1.6.2 (lartpang/PySODMetrics, MIT;
+    ``py_sod_metrics/sod_metrics.py``: ``Fmeasure.cal_pr``, ``MAE``; ``fmeasurev2.py``: ``IOUHandler``),
+    the evaluation code that SelfMask, TokenCut and most salient-object papers report with:
+
+    - a map is first the 8-bit image it would be saved as, round(255 s); then, as MATLAB's
+      ``mapminmax(im2double(.))``, divided by 255 and min-max normalized (a constant map is
+      left as it is); the ground truth is the mask's foreground;
+    - F-beta and IoU are computed per image for the 256 thresholds k = 0..255 on trunc(255 s)
+      (precision of an empty prediction and IoU of an empty union count as 0); the per-image
+      curves are averaged over images and their maximum is reported (max F-beta; IoU at the
+      best single threshold), and the IoU also at a given threshold;
+    - MAE is the mean absolute difference between the normalized map and the mask, per image.
+
+    Unlike that code, mask pixels other than 0 and 1 (a trimap's border, 255) are left out of
+    every count, as ``PxAP`` does.
+
+    Example:
+    >>> m = SaliencyMetrics()
+    >>> m.update(np.array([[1.0, 0.5, 0.25, 0.0]]), np.array([[1, 0, 1, 0]]))
+    >>> r = m.result(); round(r["max_f_beta"], 4), round(r["mae"], 4), round(r["per_image_iou"], 2)
+    (0.8125, 0.3127, 66.67)
+    """
+
+    def __init__(self, beta2=0.3):
+        self.beta2 = float(beta2)
+        self.reset()
+
+    def reset(self):
+        """Forget everything seen so far."""
+        self.f_curves, self.iou_curves, self.maes = [], [], []
+
+    def update(self, saliency, mask):
+        """Adds maps (H, W) or (B, H, W), floats in [0, 1], with masks of the same shape."""
+        saliency = np.asarray(saliency, np.float64)
+        mask = np.asarray(mask)
+        if saliency.shape != mask.shape:
+            raise ValueError(f"saliency map shape {saliency.shape} != mask shape {mask.shape}")
+        if saliency.ndim == 2:
+            saliency, mask = saliency[None], mask[None]
+        for s, m in zip(saliency, mask):
+            self._update_one(s, m)
+
+    def _update_one(self, saliency, mask):
+        valid = (mask == 0) | (mask == 1)
+        gt = mask[valid] == 1
+        pred = np.round(np.clip(saliency[valid], 0.0, 1.0) * 255).astype(np.uint8) / 255
+        if pred.size and pred.max() != pred.min():
+            pred = (pred - pred.min()) / (pred.max() - pred.min())
+        self.maes.append(float(np.mean(np.abs(pred - gt))) if pred.size else 0.0)
+        levels = (pred * 255).astype(np.uint8)
+        bins = np.linspace(0, 256, 257)
+        tps = np.cumsum(np.flip(np.histogram(levels[gt], bins=bins)[0]))  # index i: levels >= 255 - i
+        fps = np.cumsum(np.flip(np.histogram(levels[~gt], bins=bins)[0]))
+        positives = tps + fps
+        truth = max(int(np.count_nonzero(gt)), 1)
+        precision = tps / np.where(positives == 0, 1, positives)
+        recall = tps / truth
+        numerator = (1 + self.beta2) * precision * recall
+        self.f_curves.append(numerator / np.where(numerator == 0, 1, self.beta2 * precision + recall))
+        union = np.count_nonzero(gt) + fps
+        self.iou_curves.append(np.divide(tps, union, out=np.zeros(len(union)), where=union != 0))
+
+    def result(self, threshold=None):
+        """{'max_f_beta', 'mae' (in [0, 1], as the literature prints them), 'per_image_iou' (percent, at
+        the best single threshold), 'per_image_iou_threshold', 'images'}; with ``threshold`` (on the
+        normalized map) also 'per_image_iou_at' there (at level ceil(255 t))."""
+        if not self.maes:
+            raise RuntimeError("SaliencyMetrics: no image evaluated")
+        f_curve = np.mean(self.f_curves, axis=0)
+        iou_curve = np.mean(self.iou_curves, axis=0)
+        best = int(np.argmax(iou_curve))
+        out = {"max_f_beta": float(f_curve.max()), "mae": float(np.mean(self.maes)),
+               "per_image_iou": float(iou_curve[best] * 100), "per_image_iou_threshold": (255 - best) / 255,
+               "images": len(self.maes)}
+        if threshold is not None:
+            level = int(np.clip(np.ceil(float(threshold) * 255 - 1e-9), 0, 255))
+            out["per_image_iou_at"] = float(iou_curve[255 - level] * 100)
+        return out
+
+
 class ConfusionMatrix:
     """Multi-class segmentation: IoU per class and mIoU from a confusion matrix.
 

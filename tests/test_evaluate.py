@@ -37,6 +37,9 @@ def test_a_perfect_map_scores_100_on_boxes_and_masks():
                                 keep=1, max_box_acc=False)
     assert result["best"] == 100.0 and result["best_threshold"] == 0.5
     assert result["pxap"] == pytest.approx(100.0) and result["mask_iou"] == pytest.approx(100.0)
+    assert result["max_f_beta"] == pytest.approx(1.0) and result["per_image_iou"] == pytest.approx(100.0)
+    assert 0 < result["mae"] < 0.1  # only the bilinear edges of the upsampled map are off
+    assert "max F-beta 1.000" in format_result(result)
     assert len(examples) == 1 and examples[0][1].shape == (8, 8) and examples[0][2].shape == (1, 4)
     swapped = evaluate(_oracle(), _dataset(image=images, boxes=boxes[::-1].copy()), thresholds=[0.5],
                        max_box_acc=False)[0]

@@ -72,3 +72,39 @@ def test_miou_hand_computed_with_ignore():
     absent = ConfusionMatrix(4)
     absent.update(np.array([0, 1]), np.array([0, 1]))
     assert np.isnan(absent.result()["iou"][3]) and absent.result()["miou"] == 100.0
+
+
+def test_saliency_metrics_match_hand_computed_curves_averaged_over_images():
+    from c2am_tf.metrics import SaliencyMetrics
+
+    m = SaliencyMetrics()
+    # image A: levels 255, 128, 64, 0 on fg, bg, fg, bg. Thresholds above 128 keep {255}: P 1, R 1/2,
+    # F 1.3 * 0.5 / 0.8 = 0.8125, IoU 1/2; above 64 keep {255, 128}: F 0.5, IoU 1/3; above 0 keep three:
+    # P 2/3, R 1, F 0.8667 / 1.2 = 0.7222, IoU 2/3; at 0 all: P 1/2, F 0.65 / 1.15 = 0.5652, IoU 1/2
+    m.update(np.array([1.0, 0.5, 0.25, 0.0]).reshape(1, 4), np.array([[1, 0, 1, 0]]))
+    a = m.result()
+    assert a["max_f_beta"] == pytest.approx(0.8125) and a["per_image_iou"] == pytest.approx(200 / 3)
+    assert a["mae"] == pytest.approx((128 / 255 + 1 - 64 / 255) / 4)  # (0 + 0.502 + 0.749 + 0) / 4
+    # image B, inverted: F and IoU 0 above level 0, 0.5652 and 1/2 at level 0; MAE 1
+    m.update(np.array([[0.0, 1.0]]), np.array([[1, 0]]))
+    r = m.result()
+    # the curves are averaged, then maximized (not the mean of each image's maximum, 0.689)
+    assert r["max_f_beta"] == pytest.approx((0.65 / 1.15 + 0.65 / 1.15) / 2)
+    assert r["per_image_iou"] == pytest.approx(50.0) and r["per_image_iou_threshold"] == 0.0
+    assert r["mae"] == pytest.approx((a["mae"] + 1.0) / 2) and r["images"] == 2
+    # at a given threshold: 0.3 is level 77, which keeps {255, 128} of A (1/3) and {255} of B (0)
+    assert m.result(0.3)["per_image_iou_at"] == pytest.approx(100 / 6)
+
+
+def test_saliency_metrics_ignore_trimap_borders_and_keep_a_constant_map():
+    from c2am_tf.metrics import SaliencyMetrics
+
+    plain, bordered = SaliencyMetrics(), SaliencyMetrics()
+    plain.update(np.array([[0.9, 0.2, 0.6]]), np.array([[1, 0, 1]]))
+    bordered.update(np.array([[0.9, 0.2, 0.6, 0.0, 1.0]]), np.array([[1, 0, 1, 255, 255]]))
+    assert bordered.result() == plain.result()
+    flat = SaliencyMetrics()
+    flat.update(np.full((2, 2), 0.4), np.array([[1, 1], [0, 0]]))  # not stretched: stays 102 / 255
+    assert flat.result()["mae"] == pytest.approx((2 * (1 - 102 / 255) + 2 * 102 / 255) / 4)
+    with pytest.raises(ValueError, match="shape"):
+        flat.update(np.zeros((2, 2)), np.zeros((2, 3)))
