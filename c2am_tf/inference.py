@@ -36,3 +36,19 @@ def map_to_box(score_map, threshold, width, height):
     box = boxes_from_map(score_map, [threshold])[0][0]
     fraction = float(np.mean(foreground_mask(score_map, threshold)))
     return scale_box(box, (w, h), (width, height)), fraction
+
+
+def map_to_mask(score_map, threshold, width, height):
+    """Boolean (height, width) foreground mask of one map: the map resized bilinearly to the image,
+    then the box rule's foreground test (``c2am_tf.foreground.foreground_mask``) at ``threshold``.
+
+    >>> m = np.zeros((4, 4), np.float32); m[1:3, 0:2] = 1.0
+    >>> mask = map_to_mask(m, 0.5, width=8, height=4)
+    >>> mask.shape, bool(mask[2, 1]), bool(mask[2, 7])
+    ((4, 8), True, False)
+    """
+    import cv2
+
+    score_map = np.clip(np.asarray(score_map, np.float32), 0, 1)
+    up = cv2.resize(score_map, (int(width), int(height)), interpolation=cv2.INTER_LINEAR)
+    return foreground_mask(np.clip(up, 0, 1), threshold)

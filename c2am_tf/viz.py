@@ -44,10 +44,11 @@ def grid(pictures, columns=4, pad=2):
 
 
 def write_png(path, rgb):
-    """Writes an RGB uint8 picture as PNG, atomically (creates the folder)."""
+    """Writes an RGB (H, W, 3) or grayscale (H, W) uint8 picture as PNG, atomically (creates the folder)."""
     from c2am_tf.files import write_atomically
 
-    ok, encoded = cv2.imencode(".png", np.ascontiguousarray(np.asarray(rgb, np.uint8)[..., ::-1]))
+    picture = np.asarray(rgb, np.uint8)
+    ok, encoded = cv2.imencode(".png", np.ascontiguousarray(picture if picture.ndim == 2 else picture[..., ::-1]))
     if not ok:
         raise ValueError(f"{path}: cannot encode the picture as PNG")
     write_atomically(path, encoded.tobytes())

@@ -12,7 +12,7 @@ from PIL import Image
 
 from c2am_tf.__main__ import main as cli
 from c2am_tf.geometry import eval_box_to_original
-from c2am_tf.inference import load_model, map_to_box
+from c2am_tf.inference import load_model, map_to_box, map_to_mask
 from c2am_tf.training import TrainConfig, run_training
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -36,6 +36,19 @@ def test_map_to_box_scales_each_axis():
     assert fraction == pytest.approx(4 / 16)
 
 
+def test_map_to_mask_is_the_box_rule_at_image_size():
+    m = np.zeros((4, 4), np.float32)
+    m[1:3, 0:2] = 1.0
+    mask = map_to_mask(m, 0.5, width=400, height=200)
+    assert mask.shape == (200, 400)
+    ys, xs = np.nonzero(mask)
+    box, fraction = map_to_box(m, 0.5, width=400, height=200)
+    # the mask lies around the box, blurred by at most one map cell (100 x 50 px here)
+    assert xs.min() >= box[0] and xs.max() <= box[2] + 100 and ys.min() >= box[1] - 50 and ys.max() <= box[3] + 50
+    assert abs(mask.mean() - fraction) < 0.1
+    np.testing.assert_array_equal(map_to_mask(m, 1.0, 8, 4), np.zeros((4, 8), bool))  # nothing above the peak
+
+
 def test_eval_box_to_original_inverts_the_eval_transform():
     # W=200, H=100: the crop frame box [32, 32, 272, 272] came from [20, 10, 120, 60]
     np.testing.assert_allclose(eval_box_to_original([32, 32, 272, 272], 200, 100), [20, 10, 120, 60], atol=1e-4)
@@ -50,7 +63,7 @@ def test_predict_cli_on_odd_images(tmp_path, saved_model):
     Image.fromarray(rng.randint(0, 255, (64, 64, 4), np.uint8), "RGBA").save(images / "rgba.png")
     (images / "broken.jpg").write_bytes(b"not an image")
     out = tmp_path / "out"
-    assert cli(["predict", str(images), "--model", saved_model, "--out", str(out)]) == 0
+    assert cli(["predict", str(images), "--model", saved_model, "--out", str(out), "--masks"]) == 0
     for name, (w, h) in {"rgb.jpg": (91, 37), "gray.png": (20, 50), "rgba.png": (64, 64)}.items():
         record = json.loads((out / f"{name}.json").read_text())
         assert (record["width"], record["height"]) == (w, h)
@@ -58,7 +71,13 @@ def test_predict_cli_on_odd_images(tmp_path, saved_model):
         assert 0 <= x0 <= x1 <= w and 0 <= y0 <= y1 <= h
         assert 0 <= record["foreground_fraction"] <= 1
         assert Image.open(out / f"{name}.png").size == (w, h)
-    assert not (out / "broken.jpg.json").exists()
+        mask = np.asarray(Image.open(out / f"{name}.mask.png"))
+        assert mask.shape == (h, w) and set(np.unique(mask)) <= {0, 255}
+        # the box is the largest foreground component's: it holds mask pixels, and the mask's share of
+        # the image follows the map's foreground fraction (bilinear edges aside)
+        assert mask[int(y0):int(np.ceil(y1)), int(x0):int(np.ceil(x1))].any()
+        assert abs((mask > 0).mean() - record["foreground_fraction"]) < 0.25
+    assert not (out / "broken.jpg.json").exists() and not (out / "broken.jpg.mask.png").exists()
 
 
 def test_predict_never_overwrites_an_input_and_keeps_names_apart(tmp_path, saved_model):

@@ -3,12 +3,16 @@
 For each image (any size; grayscale and RGBA are converted to RGB) writes
 ``OUT/<path below the input folder>.png`` (``photos/sub/x.jpg`` -> ``OUT/sub/x.jpg.png``),
 the heatmap overlay with the box, and the same name with ``.json``: the box
-(original pixels), the threshold and the map's foreground fraction. Outputs never
-overwrite an input image, and an output folder inside the input folder is not read.
+(original pixels), the threshold and the map's foreground fraction. With ``--masks``, also
+``OUT/<...>.mask.png``: the foreground mask at the image's size (0 / 255), by the same rule
+as the box. Outputs never overwrite an input image, and an output folder inside the input
+folder is not read.
 """
 
 import os
 import sys
+
+import numpy as np
 
 from c2am_tf.boxes_json import BoxesWriter, box_record
 from c2am_tf.evaluate import predict_maps
@@ -17,20 +21,21 @@ from c2am_tf.files import OutputNames, image_paths, write_json_atomically
 from c2am_tf.data.transforms import resize_square
 from c2am_tf.geometry import EVAL_CROP, check_image_size, check_threshold, scale_box
 from c2am_tf.image_io import UnreadableImageError, load_image
-from c2am_tf.inference import map_to_box
+from c2am_tf.inference import map_to_box, map_to_mask
 from c2am_tf.presets import load, model_label
 from c2am_tf.viz import overlay, write_png
 from c2am_tf.cli.common import add_model_flags, command_parser
 
 
-def predict(paths, model_path, out_dir, size=EVAL_CROP, threshold=None, preset=None):
-    """Writes an overlay PNG and a JSON per image, and ``OUT/boxes.json`` (``c2am_tf.boxes/v1``,
-    streamed as results come); returns the list of records. The model is a ``.keras`` file
-    (``model_path``) or a shipped ``preset`` name."""
+def predict(paths, model_path, out_dir, size=EVAL_CROP, threshold=None, preset=None, masks=False):
+    """Writes an overlay PNG and a JSON per image (and a mask PNG with ``masks``), and
+    ``OUT/boxes.json`` (``c2am_tf.boxes/v1``, streamed as results come); returns the list of
+    records. The model is a ``.keras`` file (``model_path``) or a shipped ``preset`` name."""
     size = check_image_size(size)
     if threshold is not None:
         threshold = check_threshold(threshold)
     pictures, jsons = OutputNames(paths, out_dir, ".png"), OutputNames(paths, out_dir, ".json")
+    mask_names = OutputNames(paths, out_dir, ".mask.png") if masks else None
     model = load(model_path, preset)
     t = float(model.threshold.numpy()) if threshold is None else threshold
     writer = BoxesWriter(os.path.join(out_dir, "boxes.json"),
@@ -38,13 +43,13 @@ def predict(paths, model_path, out_dir, size=EVAL_CROP, threshold=None, preset=N
     with writer:
         for path in paths:
             if path not in writer.done:
-                record = _predict_one(model, path, size, t, pictures, jsons)
+                record = _predict_one(model, path, size, t, pictures, jsons, mask_names)
                 if record is not None:
                     writer.add(record)
     return list(writer.done.values())
 
 
-def _predict_one(model, path, size, t, pictures, jsons):
+def _predict_one(model, path, size, t, pictures, jsons, mask_names=None):
     """One image: its record, or None (with a message) when it cannot be read."""
     try:
         image, (width, height) = load_image(path, return_size=True)
@@ -57,6 +62,9 @@ def _predict_one(model, path, size, t, pictures, jsons):
     write_json_atomically(jsons(path), {**record, "threshold": t}, indent=1)
     shown = scale_box(box, (width, height), image.shape[1::-1])
     write_png(pictures(path), overlay(image, score_map, [shown]))
+    if mask_names is not None:  # at the size the image was decoded at, like the overlay
+        mask = map_to_mask(score_map, t, image.shape[1], image.shape[0])
+        write_png(mask_names(path), mask.astype(np.uint8) * 255)
     return record
 
 
@@ -69,6 +77,7 @@ def build_parser(prog=None):
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--size", type=int, default=EVAL_CROP, help="the image is resized whole to size x size")
     p.add_argument("--threshold", type=float, help="override the model's stored threshold, in [0, 1]")
+    p.add_argument("--masks", action="store_true", help="also write each image's foreground mask (.mask.png)")
     return p
 
 
@@ -81,7 +90,7 @@ def main(argv=None, prog=None):
     except (FileNotFoundError, ValueError) as err:
         p.error(str(err))
     try:
-        records = predict(paths, args.model, args.out, args.size, args.threshold, args.preset)
+        records = predict(paths, args.model, args.out, args.size, args.threshold, args.preset, args.masks)
     except ConfigError as err:
         p.error(err.as_flag())
     except (ValueError, FileNotFoundError) as err:
