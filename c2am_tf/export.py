@@ -12,6 +12,8 @@ Signatures (images: uint8 RGB (B, H, W, 3), any size):
   input, ``boxes`` (B, 4) x0, y0, x1, y1 in input pixels at the model's threshold,
   ``scores`` (B,) mean map value inside the box.
 - ``cam``: ``cam`` (B, h, w) at feature resolution.
+- ``masks``: ``masks`` (B, H, W) uint8, 1 on the foreground: the map resized to the input and
+  cut by the box rule (``c2am_tf.inference.map_to_mask``) at the model's threshold.
 - ``refine``: images + initial multi-class CAMs (B, h', w', K) -> ``labels`` (B, h', w')
   int32: the background cue 1 - P (resized to the CAMs) is put in front of the CAMs
   as channel 0 and the argmax taken (paper section 3.5); label k > 0 is CAM channel k - 1.
@@ -84,6 +86,17 @@ class ServingModule(WeightsOnlyModule):
         up = tf.image.resize(maps[..., None], tf.stack([height, width]), method="bilinear")[..., 0]
         return {"cam": up, "boxes": grid_boxes * scale, "scores": scores}
 
+    @tf.function(input_signature=[_IMAGES])
+    def masks(self, images):
+        """Foreground masks at the input's size, by the box rule at the model's threshold."""
+        images = _validated(images)
+        maps = self._maps(images)
+        up = tf.image.resize(maps[..., None], tf.shape(images)[1:3], method="bilinear")[..., 0]
+        levels = tf.cast(tf.clip_by_value(up, 0.0, 1.0) * 255.0, tf.uint8)  # truncates, as numpy's astype
+        peak = tf.cast(tf.reduce_max(levels, axis=[1, 2], keepdims=True), tf.float64)
+        cutoff = tf.floor(tf.constant(self.threshold, tf.float64) * peak)
+        return {"masks": tf.cast(tf.cast(levels, tf.float64) > cutoff, tf.uint8)}
+
     @tf.function(input_signature=[_IMAGES, _CAMS])
     def refine(self, images, cams):
         """Refined label map from initial CAMs and C2AM's background cue 1 - P."""
@@ -98,6 +111,7 @@ def export_saved_model(model, out_dir, version=1):
     tf.saved_model.save(module, path, signatures={
         "serving_default": module.serving_default,
         "cam": module.cam,
+        "masks": module.masks,
         "refine": module.refine,
     })
     return path

@@ -13,6 +13,7 @@ import tensorflow as tf
 from c2am_tf.backbones import build_backbone
 from c2am_tf.boxes import boxes_from_map
 from c2am_tf.export import export_saved_model
+from c2am_tf.inference import map_to_mask
 from c2am_tf.model import C2AM
 
 FRESH = """
@@ -59,6 +60,17 @@ def _expected(model, images, cams):
     bg = tf.image.resize((1 - maps)[..., None], cams.shape[1:3]).numpy()
     labels = np.argmax(np.concatenate([bg, cams], axis=-1), axis=-1)
     return maps, boxes, labels
+
+
+def _mask_agreement(got, model, images):
+    """IoU between the signature's masks and ``map_to_mask`` of the Keras maps (OpenCV's resize
+    and TensorFlow's differ in the last float bits, which can move a pixel across the cut-off)."""
+    maps = model.predict(images, verbose=0)[..., 0]
+    t = float(model.threshold.numpy())
+    want = np.stack([map_to_mask(m, t, images.shape[2], images.shape[1]) for m in maps])
+    assert got.shape == want.shape and got.dtype == np.uint8 and set(np.unique(got)) <= {0, 1}
+    assert 0.05 < want.mean() < 0.95  # a real mask, not all or nothing
+    return (got.astype(bool) & want).sum() / max((got.astype(bool) | want).sum(), 1)
 
 
 def test_fresh_process_matches_keras(exported):
@@ -108,3 +120,24 @@ def test_bad_requests_are_refused(exported):
         fn(images=tf.zeros((1, 8, 8, 4), tf.uint8))  # RGBA
     with pytest.raises(tf.errors.InvalidArgumentError, match="non-zero"):
         fn(images=tf.zeros((1, 0, 5, 3), tf.uint8))
+
+
+def test_masks_signature_agrees_with_map_to_mask_also_in_saved_model_cli(tmp_path):
+    tf.keras.utils.set_random_seed(0)
+    model = C2AM(build_backbone("tiny", weights=None))
+    kernel = model.head.weights[0]
+    kernel.assign(tf.random.normal(kernel.shape, stddev=2.0, seed=1))  # maps that vary across an image
+    model.threshold.assign(0.8)
+    images = np.random.RandomState(2).randint(0, 256, (2, 80, 96, 3)).astype(np.uint8)
+    path = export_saved_model(model, str(tmp_path / "models"))
+    got = tf.saved_model.load(path).signatures["masks"](images=tf.constant(images))["masks"].numpy()
+    assert _mask_agreement(got, model, images) > 0.99
+    cli = shutil.which("saved_model_cli")
+    if cli is None:
+        pytest.skip("saved_model_cli not on PATH")
+    np.save(tmp_path / "images.npy", images)
+    proc = subprocess.run([cli, "run", "--dir", path, "--tag_set", "serve", "--signature_def", "masks",
+                           "--inputs", f"images={tmp_path / 'images.npy'}", "--outdir", str(tmp_path / "cli"),
+                           "--overwrite"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    np.testing.assert_array_equal(np.load(tmp_path / "cli" / "masks.npy"), got)
