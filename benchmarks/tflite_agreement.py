@@ -8,7 +8,9 @@ every eval image (resize 480, center crop 448, the benchmark's eval frame) throu
 Keras and through each model in the LiteRT interpreter, and prints: the largest map
 difference, the share of images whose device-side box (``c2am_tf.litert.box_from_map``)
 has IoU >= 0.5 with the Keras box (``c2am_tf.boxes``, OpenCV), the share of identical
-boxes, GT-known Loc of each, and the model sizes.
+boxes, the mean IoU of the device-side foreground mask (``c2am_tf.litert.mask_from_map``) with
+the Keras one (``c2am_tf.inference.map_to_mask``) at the eval frame's size, GT-known Loc of
+each, and the model sizes.
 """
 
 import argparse
@@ -18,9 +20,9 @@ import numpy as np
 
 from c2am_tf import data, tflite
 from c2am_tf.boxes import box_iou, boxes_from_map
-from c2am_tf.inference import load_model
+from c2am_tf.inference import load_model, map_to_mask
 from c2am_tf.geometry import EVAL_CROP, EVAL_RESIZE
-from c2am_tf.litert import ForegroundDetector, box_from_map
+from c2am_tf.litert import ForegroundDetector, box_from_map, mask_from_map
 
 SHARED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data")
 
@@ -60,8 +62,18 @@ def main(argv=None):
     same = np.mean(np.all(numpy_boxes == keras_boxes, axis=1)) * 100
     print(f"box_from_map (numpy) vs OpenCV on the Keras maps: identical boxes {same:.1f}%")
     train = [record[0] for record in data.cub_records(args.data_dir, "train")]
+    keras_masks = [map_to_mask(m, threshold, args.size, args.size) for m in keras_maps]
+
+    def mask_iou(maps):
+        ious = []
+        for m, want in zip(maps, keras_masks):
+            got = mask_from_map(m, threshold, args.size, args.size)
+            union = (got | want).sum()
+            ious.append((got & want).sum() / union if union else 1.0)
+        return 100.0 * float(np.mean(ious))
+
     print(f"{'model':8s} {'MiB':>6s} {'max |map diff|':>15s} {'IoU>=0.5 vs Keras':>18s} "
-          f"{'identical':>9s} {'GT-known Loc':>12s}")
+          f"{'identical':>9s} {'mask IoU':>9s} {'GT-known Loc':>12s}")
     for quantize in tflite.QUANTIZATIONS:
         calibration = (tflite.calibration_images(train, args.size, args.calibration_steps)
                        if quantize == "int8" else None)
@@ -73,7 +85,7 @@ def main(argv=None):
         agree = np.mean((iou >= 0.5) | np.isnan(iou)) * 100
         identical = np.mean(np.all(boxes == keras_boxes, axis=1)) * 100
         print(f"{quantize:8s} {len(content) / 2**20:6.2f} {np.abs(maps - keras_maps).max():15.2e} "
-              f"{agree:17.1f}% {identical:8.1f}% {loc(boxes):12.2f}")
+              f"{agree:17.1f}% {identical:8.1f}% {mask_iou(maps):8.1f}% {loc(boxes):12.2f}")
 
 
 if __name__ == "__main__":

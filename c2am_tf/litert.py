@@ -177,7 +177,8 @@ class ForegroundDetector:
 
     def detect(self, image):
         """{'map', 'box' (x0, y0, x1, y1 in image pixels), 'score' (mean map value in the box),
-        'foreground_fraction'} for a uint8 RGB image of any size."""
+        'foreground_fraction', 'mask' (bool (H, W), the image's foreground: ``mask_from_map``)}
+        for a uint8 RGB image of any size."""
         image = np.asarray(image)
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8 or min(image.shape[:2]) == 0:
             raise ValueError(f"image must be a non-empty uint8 (H, W, 3) array, got {image.dtype} {image.shape}")
@@ -190,7 +191,25 @@ class ForegroundDetector:
         score = float(score_map[y0:y1 + 1, x0:x1 + 1].mean()) if box.any() else 0.0
         box = scale_box(box, (w, h), (width, height))
         fraction = float(np.mean(foreground_mask(score_map, self.threshold)))
-        return {"map": score_map, "box": box, "score": score, "foreground_fraction": fraction}
+        mask = mask_from_map(score_map, self.threshold, width, height)
+        return {"map": score_map, "box": box, "score": score, "foreground_fraction": fraction, "mask": mask}
+
+
+def mask_from_map(score_map, threshold, width, height):
+    """Bool (height, width) foreground mask of a map, without TensorFlow or OpenCV: the map resized
+    bilinearly with Pillow, then the box rule's foreground test (as ``c2am_tf.inference.map_to_mask``,
+    which resizes with OpenCV; the two differ only in a few pixels at the image's edges).
+
+    >>> m = np.zeros((4, 4), np.float32); m[1:3, 0:2] = 1.0
+    >>> mask = mask_from_map(m, 0.5, width=8, height=4)
+    >>> mask.shape, bool(mask[2, 1]), bool(mask[2, 7])
+    ((4, 8), True, False)
+    """
+    from PIL import Image
+
+    score_map = np.clip(np.asarray(score_map, np.float32), 0, 1)
+    up = np.asarray(Image.fromarray(score_map).resize((int(width), int(height)), Image.BILINEAR))  # mode F
+    return foreground_mask(np.clip(up, 0, 1), threshold)
 
 
 def resize_rgb(image, width, height):

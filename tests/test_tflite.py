@@ -11,7 +11,7 @@ import pytest
 from c2am_tf import tflite
 from c2am_tf.backbones import build_backbone
 from c2am_tf.boxes import box_iou, boxes_from_map
-from c2am_tf.inference import map_to_box
+from c2am_tf.inference import map_to_box, map_to_mask
 from c2am_tf.model import C2AM
 from conftest import ROOT, data_dir
 
@@ -57,6 +57,13 @@ def test_detect_returns_the_keras_box_in_image_pixels(tiny):
     box, _ = map_to_box(keras_map, 0.4, width=128, height=64)
     np.testing.assert_allclose(result["box"], box, atol=1e-4)
     assert 0.0 <= result["score"] <= 1.0
+    # the mask beside the box, at the image's size: the Keras-side mask (OpenCV resize) but for edge
+    # pixels. This head's map is nearly flat, so a high threshold makes the mask partial.
+    strict = ForegroundDetector(tflite.convert(model, SIZE, "none"), threshold=0.97)
+    mask = strict.detect(wide)["mask"]
+    want = map_to_mask(keras_map, 0.97, width=128, height=64)
+    assert mask.shape == (64, 128) and mask.dtype == bool and 0.05 < want.mean() < 0.95
+    assert (mask & want).sum() / max((mask | want).sum(), 1) > 0.95
 
 
 def test_float16_is_close_and_half_the_size(tiny):
