@@ -155,7 +155,7 @@ def source_files(name, split="train", data_dir=None):
     """(image paths, unannotated) of a dataset split, listed without decoding anything: what a
     distributed job (``c2am_tf.beam_boxes``) hands out. ``unannotated`` images are read with their
     EXIF orientation and large JPEGs downscaled, exactly as ``make_source`` reads them."""
-    from c2am_tf.data.wsol import _first_dir, metadata_dir
+    from c2am_tf.data.wsol import unlabeled_train_dir
 
     if name == "folder" and data_dir:
         listed = os.path.isfile(data_dir) and data_dir.endswith(".txt")
@@ -163,8 +163,8 @@ def source_files(name, split="train", data_dir=None):
     if name == "cub" and data_dir:
         return [r[0] for r in cub_records(data_dir, split)], False
     if name == "imagenet" and data_dir:
-        train = _first_dir(data_dir, ("train", os.path.join("Data", "CLS-LOC", "train")))
-        if split == "train" and train and not metadata_dir(data_dir):
+        train = unlabeled_train_dir(data_dir, split)
+        if train:
             return list_images(train), True
         return [r[0] for r in wsol_records(data_dir, split)], False
     if name == "masks" and data_dir:

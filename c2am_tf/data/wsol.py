@@ -222,13 +222,20 @@ def records_source(records, what, num_parallel_calls=tf.data.AUTOTUNE, shard=Non
     return ds.ignore_errors(log_warning=True)
 
 
+def unlabeled_train_dir(data_dir, split):
+    """The raw ILSVRC ``train/`` folder that ``split`` 'train' reads as unlabeled images, or None
+    (no such folder, wsolevaluation metadata present, or another split)."""
+    train = _first_dir(data_dir, ("train", os.path.join("Data", "CLS-LOC", "train")))
+    return train if split == "train" and train and not metadata_dir(data_dir) else None
+
+
 def imagenet_source(data_dir, split="test", strict=False, shard=None):
     """ImageNet-style WSOL data: ``train`` of a raw ILSVRC folder is its unlabeled ``train/`` images;
     otherwise the annotated images of ``split`` (see ``wsol_records``)."""
     from c2am_tf.data.folder import folder_source
 
-    train = _first_dir(data_dir, ("train", os.path.join("Data", "CLS-LOC", "train")))
-    if split == "train" and train and not metadata_dir(data_dir):
+    train = unlabeled_train_dir(data_dir, split)
+    if train:
         return folder_source(train, shard=shard)
     return records_source(wsol_records(data_dir, split, strict), f"{data_dir} ({split})", shard=shard)
 
