@@ -2,6 +2,8 @@
 
 import logging
 
+import os
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -146,6 +148,26 @@ def test_masks_source_pairs_binarizes_and_boxes(tmp_path, layout):
     np.testing.assert_allclose(ex["boxes"].numpy(), [[6, 10, 30, 20]])
     masks = next(iter(data.eval_pipeline(data.masks_source(str(root)), 3, 64, 56)))["mask"]
     assert tuple(masks.shape) == (3, 56, 56) and set(np.unique(masks.numpy())) <= {0, 1}
+
+
+def test_masks_halves_split_the_pairs_for_two_fold_runs(tmp_path):
+    root = str(_write_masks(tmp_path / "sal"))
+    paths = {h: [ex["path"].numpy().decode() for ex in data.make_source("masks", h, root)]
+             for h in ("half1", "half2", "test")}
+    names = {h: [os.path.basename(p) for p in v] for h, v in paths.items()}
+    assert names == {"half1": ["im0.jpg", "im2.jpg"], "half2": ["im1.jpg"], "test": ["im0.jpg", "im1.jpg", "im2.jpg"]}
+    assert [os.path.basename(p) for p in data.source_files("masks", "half2", root)[0]] == ["im1.jpg"]
+
+
+def test_load_square_images_skips_unreadable_files(tmp_path):
+    from c2am_tf.data.images import load_square_images
+
+    root = _write_masks(tmp_path / "sal")
+    (root / "DUTS-TE-Image" / "broken.jpg").write_bytes(b"not a jpeg")
+    paths = sorted(str(p) for p in (root / "DUTS-TE-Image").iterdir())
+    images, kept = load_square_images(paths, 32)
+    assert images.shape == (4, 32, 32, 3) and images.dtype == np.uint8
+    assert len(kept) == 4 and not any(p.endswith("broken.jpg") for p in kept)
 
 
 def test_masks_layout_errors(tmp_path):

@@ -34,7 +34,7 @@ def build_parser(prog=None):
                                    "extract-boxes --runner parts, instead of a model")
     p.add_argument("--dataset", required=True, choices=DATASETS, help="annotated dataset")
     p.add_argument("--data-dir", help="its folder (CUB_200_2011, wsolevaluation metadata or raw ILSVRC, masks)")
-    p.add_argument("--split", default="test", help="cub: train|test; imagenet: test|half1|half2")
+    p.add_argument("--split", default="test", help="cub: train|test; imagenet, masks: test|half1|half2")
     p.add_argument("--frame", choices=sorted(EVAL_FRAMES), help="default: whole224 for imagenet, crop448 otherwise")
     p.add_argument("--classifier", help="a .keras classifier, or efficientnet_lite0/1/2 (ImageNet) for Top-k Loc")
     p.add_argument("--classifier-size", type=int, help="resize images to this square for the classifier "

@@ -19,8 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from c2am_tf.bgcues import PSEUDO_LABELS, build_cue_model, pseudo_labels
-from c2am_tf.data.images import drop_unreadable, read_rgb
-from c2am_tf.data.transforms import resize_square
+from c2am_tf.data.images import load_square_images
 from c2am_tf.files import OutputNames, list_images, write_atomically
 from c2am_tf.inference import load_model
 from c2am_tf.optim import poly_sgd
@@ -50,19 +49,11 @@ def parse_args(argv=None, prog=None):
     return p.parse_args(argv)
 
 
-def load_images(paths, size):
-    """(N, size, size, 3) uint8 of the readable images (unreadable ones skipped with a warning)."""
-    paths, _ = drop_unreadable(paths)
-    ds = tf.data.Dataset.from_tensor_slices(paths).map(lambda p: resize_square(read_rgb(p), size),
-                                                       num_parallel_calls=tf.data.AUTOTUNE)
-    return np.stack(list(ds.as_numpy_iterator())), paths
-
-
 def main(argv=None, prog=None):
     """Entry point."""
     args = parse_args(argv, prog)
     keras.utils.set_random_seed(args.seed)
-    images, paths = load_images(list_images(args.images), args.size)
+    images, paths = load_square_images(list_images(args.images), args.size)
     # Cue files are keyed by image name: clashing names are refused before training, not after.
     outputs = OutputNames(paths, args.cues_out, ".npy", layout="stem") if args.cues_out else None
     c2am = load_model(args.c2am)

@@ -137,7 +137,7 @@ def make_source(name, split="train", data_dir=None, synthetic_size=160, syntheti
     if name == "masks":
         if not data_dir:  # tfds CUB with its segmentation masks
             return tfds_cub_masks_source(split, download=tfds_download, shard=shard)
-        return masks_source(data_dir, shard=shard)  # unsupervised: train and evaluate on the same images
+        return masks_source(data_dir, shard=shard, split=split)  # train/test: all images, masks unused in training
     if name == "folder":
         if not data_dir:
             raise ValueError("dataset 'folder' needs data_dir, a folder of images")
@@ -168,7 +168,9 @@ def source_files(name, split="train", data_dir=None):
             return list_images(train), True
         return [r[0] for r in wsol_records(data_dir, split)], False
     if name == "masks" and data_dir:
-        return [p[0] for p in mask_pairs(data_dir)], False
+        from c2am_tf.data.wsol import select_split
+
+        return [p[0] for p in select_split(mask_pairs(data_dir), split)], False
     raise ValueError(f"dataset {name!r}{'' if data_dir else ' without data_dir'} has no image files to hand out; "
                      "use folder, cub, imagenet or masks with a folder")
 

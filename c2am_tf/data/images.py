@@ -60,3 +60,18 @@ def drop_unreadable(paths, *columns, what="images", exif=False, downscale=False)
     keep = [i for i in range(len(paths)) if i not in bad]
     out = [[paths[i] for i in keep]] + [[c[i] for i in keep] for c in columns]
     return (*out, [str(paths[i]) for i in sorted(bad)])
+
+
+def load_square_images(paths, size):
+    """((N, size, size, 3) uint8 of the readable images, resized whole; their paths). Unreadable images
+    are skipped with a count and a warning (``drop_unreadable``)."""
+    import numpy as np
+
+    from c2am_tf.data.transforms import resize_square
+
+    paths, _ = drop_unreadable(paths)
+    if not paths:
+        raise ValueError("no readable image to load")
+    ds = tf.data.Dataset.from_tensor_slices(paths).map(lambda p: tf.cast(resize_square(read_rgb(p), size), tf.uint8),
+                                                       num_parallel_calls=tf.data.AUTOTUNE)
+    return np.stack(list(ds.as_numpy_iterator())), paths

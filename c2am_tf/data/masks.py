@@ -73,13 +73,18 @@ def binarize(mask, threshold=128):
     return tf.cast(mask >= threshold, tf.uint8)
 
 
-def masks_source(data_dir, num_parallel_calls=tf.data.AUTOTUNE, shard=None):
+def masks_source(data_dir, num_parallel_calls=tf.data.AUTOTUNE, shard=None, split="train"):
     """Dataset of {'image', 'mask' (H, W) {0, 1}, 'boxes' (1, 4), 'path'} from a masks folder.
+
+    ``split``: ``train``/``test`` are all pairs (training uses no masks); ``half1``/``half2`` the
+    even/odd pairs in name order, for 2-fold runs (``c2am_tf.data.wsol.select_split``).
 
     Unreadable images or masks are skipped with a warning; a mask whose size
     differs from its image is an error naming both files.
     """
-    pairs = take_shard(mask_pairs(data_dir), shard, f"images in {data_dir}")
+    from c2am_tf.data.wsol import select_split
+
+    pairs = take_shard(select_split(mask_pairs(data_dir), split), shard, f"images in {data_dir}")
     images, masks, _ = drop_unreadable([p[0] for p in pairs], [p[1] for p in pairs], what="images")
     masks, images, _ = drop_unreadable(masks, images, what="masks")
 
