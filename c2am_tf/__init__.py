@@ -12,6 +12,7 @@ _PUBLIC = {
     "Disentangler": "c2am_tf.layers",
     "C2AMLoss": "c2am_tf.losses",
     "C2AM": "c2am_tf.model",
+    "MaskModel": "c2am_tf.mask_model",
     "build_backbone": "c2am_tf.backbones",
     "boxes_from_map": "c2am_tf.boxes",
     "GTKnownLoc": "c2am_tf.boxes",
@@ -28,5 +29,6 @@ def __getattr__(name):
 
 def register_serializables():
     """Imports the modules whose Keras classes ``.keras`` files refer to (registers them)."""
-    for module in ("c2am_tf.backbones", "c2am_tf.layers", "c2am_tf.losses", "c2am_tf.model", "c2am_tf.regressor"):
+    for module in ("c2am_tf.backbones", "c2am_tf.layers", "c2am_tf.losses", "c2am_tf.model", "c2am_tf.regressor",
+                   "c2am_tf.mask_model"):
         importlib.import_module(module)

@@ -78,8 +78,11 @@ def is_c2am(model):
 
 
 def background_map(model, image, size=EVAL_CROP):
-    """Background cue (h, w) in [0, 1] of one uint8 image (H, W, 3), at the model's resolution:
-    1 - P for a C2AM model, the prediction of a background-cue model."""
-    x = tf.cast(resize_square(image, size), tf.float32)[None]
-    out = np.asarray(model(x, training=False))[0, ..., 0]
+    """Background cue (h, w) in [0, 1] of one uint8 image (H, W, 3): 1 - P for a C2AM model, the
+    prediction of a background-cue model (both at the model's resolution), and one minus the refined
+    mask of a mask model (``c2am_tf.mask_model``, at ``size`` x ``size``)."""
+    square = resize_square(image, size)
+    out = np.asarray(model(tf.cast(square, tf.float32)[None], training=False))[0, ..., 0]
+    if hasattr(model, "refine"):
+        return 1.0 - model.refine(np.asarray(square, np.uint8), out)
     return 1.0 - out if is_c2am(model) else out

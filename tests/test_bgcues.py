@@ -60,6 +60,19 @@ def test_background_map_of_c2am_is_one_minus_p(c2am):
     np.testing.assert_allclose(background_map(c2am, image, 64), 1.0 - p, atol=1e-6)
 
 
+def test_background_map_of_a_mask_model_is_one_minus_its_refined_mask():
+    from c2am_tf.mask_model import MaskModel
+
+    keras.utils.set_random_seed(0)
+    model = MaskModel(C2AM(build_backbone("tiny", weights=None)), width=8, fine_width=8)
+    image = _images(1)[0]
+    p = np.asarray(model(image[None].astype(np.float32)))[0, ..., 0]
+    cue = background_map(model, image, 64)
+    assert cue.shape == (64, 64)  # the mask's refinement works at image size
+    np.testing.assert_allclose(cue, 1.0 - model.refine(image, p), atol=1e-6)
+    assert not is_c2am(model)
+
+
 def test_fit_bgcues_cli_writes_the_model_and_the_cues(c2am, tmp_path):
     import os
     import subprocess

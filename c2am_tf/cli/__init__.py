@@ -22,6 +22,7 @@ COMMANDS = {
     "fit-classifier": ("fit_classifier", "classifier for Top-k Loc (CUB), or its CAMs (WSSS step 1)"),
     "fit-regressor": ("fit_regressor", "PSOL box regressor trained on pseudo boxes"),
     "fit-bgcues": ("fit_bgcues", "background-cue model on C2AM's maps (WSSS step 3)"),
+    "fit-masks": ("fit_masks", "image-resolution foreground masks self-trained on C2AM's pseudo-masks"),
     "refine": ("refine", "refine CAMs with C2AM's background cues, mIoU with ground truth (WSSS step 4)"),
 }
 

@@ -7,10 +7,11 @@
 ``--cams``: one CAM file per image (c2am_tf.cam: PSA/SEAM/PuzzleCAM/AdvCAM ``.npy`` dicts
 with ``keys`` and ``hr_cam``, or our ``.npz``). ``--bg-cues``: a background-cue model
 (train/fit_bgcues.py), a C2AM model (its raw 1 - P is the cue), or a folder of ``NAME.npy``
-background maps in [0, 1]. Writes ``OUT/NAME.png``: palette PNGs with VOC colours
+background maps in [0, 1]; or a mask model (train/fit_masks.py), whose cue is one minus its
+refined mask at the image's size. Writes ``OUT/NAME.png``: palette PNGs with VOC colours
 (0 background, k = class k - 1). With ground truth (``--masks`` index PNGs with 255 =
 ignore, or ``--dataset``), prints per-class IoU and mIoU of the initial CAMs with the
-best constant background threshold (swept), of the refinement with C2AM's raw 1 - P
+best constant background threshold (swept on the ground truth), of the refinement with C2AM's raw 1 - P
 (``--c2am``, or when ``--bg-cues`` is a C2AM model) and of the refinement with ``--bg-cues``.
 
 ``--bg-power G`` raises the cue to the power G before the argmax (default 1, the paper's
@@ -48,7 +49,8 @@ def build_parser(prog=None):
     """This command's flags (the README's commands are checked against it)."""
     p = command_parser(__doc__, prog)
     p.add_argument("--cams", required=True, help="folder of CAM files")
-    p.add_argument("--bg-cues", required=True, help="background-cue .keras, C2AM .keras, or folder of NAME.npy")
+    p.add_argument("--bg-cues", required=True,
+                   help="mask model .keras (fit-masks), background-cue .keras, C2AM .keras, or folder of NAME.npy")
     p.add_argument("--out", required=True, help="folder for the refined label PNGs")
     p.add_argument("--images", help="folder of images (searched recursively)")
     p.add_argument("--masks", help="ground-truth index PNGs NAME.png (255 = ignore) for --images")

@@ -1,0 +1,106 @@
+"""Train a mask model: a stride-4 decoder self-trained on a C2AM model's pseudo-masks (no labels).
+
+    python train/fit_masks.py --preset cub_lite0 --images DIR --out runs/masks \\
+        [--model C2AM.keras] [--rounds 2] [--epochs 20] [--size 448] [--refinement guided]
+
+The C2AM model (``--model`` or ``--preset``) is the teacher. Its map of each image, spread over the
+objects by its own feature prototypes, refined along the image's edges (``--refinement``) and cut
+into foreground (above 0.5 of the map's range), background (at or below 0.2) and an ignored band
+between, is the target of a light FPN decoder on the teacher's frozen backbone (c2am_tf.mask_model).
+Each further round retrains the decoder on its own refined, flip-averaged masks. Writes OUT/masks.keras (atomically; an existing
+one is kept unless --overwrite), OUT/log.csv (the loss per round and epoch) and
+OUT/summary.json. The model stores its threshold (0.5 of the peak) and refinement: ``predict
+--model OUT/masks.keras --masks``, ``export-saved-model``, ``export-tflite`` and ``refine
+--bg-cues`` take it like a C2AM model.
+"""
+
+import json
+import os
+import sys
+import time
+
+import keras
+
+from c2am_tf.cli.common import add_model_flags, command_parser, load_chosen_model, model_label
+from c2am_tf.data.images import load_square_images
+from c2am_tf.edges import REFINEMENTS
+from c2am_tf.files import list_images, write_atomically
+from c2am_tf.geometry import EVAL_CROP
+
+
+def build_parser(prog=None):
+    """This command's flags (the README's commands are checked against it)."""
+    p = command_parser(__doc__, prog)
+    add_model_flags(p)
+    p.add_argument("--images", required=True, help="folder of training images (searched recursively) or a .txt list")
+    p.add_argument("--out", default="runs/masks", help="output folder (masks.keras, log.csv, summary.json)")
+    p.add_argument("--rounds", type=int, default=2, help="self-training rounds (1: the teacher's masks only)")
+    p.add_argument("--epochs", type=int, default=20, help="decoder epochs per round")
+    p.add_argument("--batch-size", type=int, default=8, help="images per batch")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (cosine decay)")
+    p.add_argument("--size", type=int, default=EVAL_CROP, help="images are resized whole to this square")
+    p.add_argument("--refinement", choices=REFINEMENTS, default="guided", help="edge-aware refinement")
+    p.add_argument("--seed", type=int, default=1, help="random seed")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing OUT/masks.keras")
+    return p
+
+
+def parse_args(argv=None, prog=None):
+    """Command-line flags."""
+    p = build_parser(prog)
+    args = p.parse_args(argv)
+    if args.rounds < 1 or args.epochs < 1:
+        p.error("--rounds and --epochs must be at least 1")
+    if args.size % 16:
+        p.error(f"--size must be a multiple of 16, got {args.size}")
+    return args
+
+
+def main(argv=None, prog=None):
+    """Entry point."""
+    import numpy as np
+
+    from c2am_tf.callbacks import save_atomically
+    from c2am_tf.data.folder import read_image_list
+    from c2am_tf.mask_model import MaskModel, self_train
+
+    args = parse_args(argv, prog)
+    target = os.path.join(args.out, "masks.keras")
+    if os.path.exists(target) and not args.overwrite:
+        sys.exit(f"error: {target} exists; pass --overwrite to replace it")
+    keras.utils.set_random_seed(args.seed)
+    listed = os.path.isfile(args.images) and args.images.endswith(".txt")
+    images, paths = load_square_images(read_image_list(args.images) if listed else list_images(args.images),
+                                       args.size)
+    model = MaskModel(load_chosen_model(args), refinement=args.refinement)
+    print(f"{len(images)} images at {args.size}; teacher {model_label(args)}; {args.rounds} round(s) "
+          f"x {args.epochs} epochs", flush=True)
+    os.makedirs(args.out, exist_ok=True)
+    log = [["round", "epoch", "loss"]]
+
+    class LogLoss(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.round = 0
+
+        def on_epoch_end(self, epoch, logs=None):
+            log.append([self.round + 1, epoch + 1, f"{logs['loss']:.5f}"])
+
+    logger = LogLoss()
+
+    def after_round(r, _model, targets):
+        logger.round = r + 1
+        known = targets != 255
+        print(f"round {r + 1}: loss {log[-1][2]}; targets {known.mean():.1%} decided, "
+              f"{(targets == 1).sum() / max(known.sum(), 1):.1%} of them foreground", flush=True)
+
+    start = time.time()
+    losses = self_train(model, images, args.rounds, args.epochs, args.batch_size, args.lr, args.seed,
+                        after_round=after_round, progress=True, callbacks=[logger])
+    save_atomically(model, target)
+    write_atomically(os.path.join(args.out, "log.csv"), "\n".join(",".join(map(str, row)) for row in log) + "\n")
+    summary = {"images": len(images), "teacher": model_label(args), "rounds": args.rounds, "epochs": args.epochs,
+               "size": args.size, "refinement": args.refinement, "threshold": float(np.asarray(model.threshold)),
+               "final_losses": losses, "seconds": round(time.time() - start, 1)}
+    write_atomically(os.path.join(args.out, "summary.json"), json.dumps(summary, indent=1) + "\n")
+    print(f"mask model -> {target}")
