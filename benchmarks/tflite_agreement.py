@@ -1,7 +1,9 @@
-"""Agreement of the TFLite exports with the Keras model on the CUB dev eval split.
+"""Agreement of the TFLite exports with the Keras model on the CUB dev eval split (or DUTS).
 
     python benchmarks/tflite_agreement.py --model runs/cub_dev/final.keras \\
         [--data-dir ../shared/data/CUB_200_2011_dev] [--size 448]
+    python benchmarks/tflite_agreement.py --model runs/masks/masks.keras --dataset masks \\
+        --data-dir ../shared/data/DUTS-TE_dev500     (calibrated on half1, scored on half2, whole images)
 
 Converts the model to fp32, fp16 and int8 (calibrated on 100 CUB *train* images), runs
 every eval image (resize 480, center crop 448, the benchmark's eval frame) through
@@ -10,11 +12,13 @@ difference, the share of images whose device-side box (``c2am_tf.litert.box_from
 has IoU >= 0.5 with the Keras box (``c2am_tf.boxes``, OpenCV), the share of identical
 boxes, the mean IoU of the device-side foreground mask (``c2am_tf.litert.mask_from_map``) with
 the Keras one (``c2am_tf.inference.map_to_mask``) at the eval frame's size, GT-known Loc of
-each, and the model sizes.
+each, and the model sizes. A mask model's masks are refined on both sides (its stored
+refinement, against the image), so the mask IoU compares what each runtime delivers.
 """
 
 import argparse
 import os
+import time
 
 import numpy as np
 
@@ -22,6 +26,8 @@ from c2am_tf import data, tflite
 from c2am_tf.boxes import box_iou, boxes_from_map
 from c2am_tf.inference import load_model, map_to_mask
 from c2am_tf.geometry import EVAL_CROP, EVAL_RESIZE
+from c2am_tf.edges import refine_map
+from c2am_tf.foreground import foreground_mask
 from c2am_tf.litert import ForegroundDetector, box_from_map, mask_from_map
 
 SHARED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data")
@@ -34,6 +40,7 @@ def main(argv=None):
     """Entry point."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True)
+    p.add_argument("--dataset", choices=["cub", "masks"], default="cub")
     p.add_argument("--data-dir", default=os.path.join(SHARED, "CUB_200_2011_dev"))
     p.add_argument("--size", type=int, default=EVAL_CROP)
     p.add_argument("--calibration-steps", type=int, default=100)
@@ -42,11 +49,18 @@ def main(argv=None):
 
     model = load_model(args.model)
     threshold = float(model.threshold.numpy())
-    resize = round(args.size * EVAL_RESIZE / EVAL_CROP)
-    evals = list(data.eval_pipeline(data.cub_source(args.data_dir, "test"), 32, resize, args.size, cache=False))
-    images = np.concatenate([b["image"].numpy() for b in evals])
+    refinement = getattr(model, "refinement", "none")
+    if args.dataset == "cub":
+        resize = round(args.size * EVAL_RESIZE / EVAL_CROP)
+        evals = list(data.eval_pipeline(data.cub_source(args.data_dir, "test"), 32, resize, args.size, cache=False))
+        train = [record[0] for record in data.cub_records(args.data_dir, "train")]
+    else:
+        evals = list(data.eval_pipeline(data.make_source("masks", "half2", args.data_dir), 32, args.size, args.size,
+                                        cache=False))
+        train = data.source_files("masks", "half1", args.data_dir)[0]
+    images = np.concatenate([b["image"].numpy() for b in evals]).astype(np.uint8)
     gt = np.concatenate([b["boxes"].numpy() for b in evals])
-    keras_maps = model.predict(images, batch_size=16, verbose=0)[..., 0]
+    keras_maps = model.predict(images.astype(np.float32), batch_size=16, verbose=0)[..., 0]
     h, w = keras_maps.shape[1:]
     scale = np.array([args.size / w, args.size / h] * 2)
     keras_boxes = np.stack([boxes_from_map(m, [threshold])[0][0] for m in keras_maps]) * scale
@@ -61,31 +75,40 @@ def main(argv=None):
     numpy_boxes = np.stack([box_from_map(m, threshold) for m in keras_maps]) * scale
     same = np.mean(np.all(numpy_boxes == keras_boxes, axis=1)) * 100
     print(f"box_from_map (numpy) vs OpenCV on the Keras maps: identical boxes {same:.1f}%")
-    train = [record[0] for record in data.cub_records(args.data_dir, "train")]
-    keras_masks = [map_to_mask(m, threshold, args.size, args.size) for m in keras_maps]
+    keras_masks = [map_to_mask(m, threshold, args.size, args.size, image, refinement)
+                   for m, image in zip(keras_maps, images)]
+
+    def device_mask(m, image):
+        if refinement == "none":
+            return mask_from_map(m, threshold, args.size, args.size)
+        return foreground_mask(refine_map(image, m, refinement), threshold)
 
     def mask_iou(maps):
         ious = []
-        for m, want in zip(maps, keras_masks):
-            got = mask_from_map(m, threshold, args.size, args.size)
+        for m, want, image in zip(maps, keras_masks, images):
+            got = device_mask(m, image)
             union = (got | want).sum()
             ious.append((got & want).sum() / union if union else 1.0)
         return 100.0 * float(np.mean(ious))
 
     print(f"{'model':8s} {'MiB':>6s} {'max |map diff|':>15s} {'IoU>=0.5 vs Keras':>18s} "
-          f"{'identical':>9s} {'mask IoU':>9s} {'GT-known Loc':>12s}")
+          f"{'identical':>9s} {'mask IoU':>9s} {'GT-known Loc':>12s} {'masks/s':>8s}")
     for quantize in tflite.QUANTIZATIONS:
         calibration = (tflite.calibration_images(train, args.size, args.calibration_steps)
                        if quantize == "int8" else None)
         content = tflite.convert(model, args.size, quantize, calibration, args.calibration_steps)
         detector = ForegroundDetector(content, num_threads=2)
+        start = time.perf_counter()
         maps = np.stack([detector.map(image) for image in images])
+        for m, image in zip(maps, images):  # the whole device-side mask: interpreter + resize/refine + cut
+            device_mask(m, image)
+        rate = len(images) / (time.perf_counter() - start)
         boxes = np.stack([box_from_map(m, threshold) for m in maps]) * scale
         iou = box_iou(boxes, keras_boxes)
         agree = np.mean((iou >= 0.5) | np.isnan(iou)) * 100
         identical = np.mean(np.all(boxes == keras_boxes, axis=1)) * 100
         print(f"{quantize:8s} {len(content) / 2**20:6.2f} {np.abs(maps - keras_maps).max():15.2e} "
-              f"{agree:17.1f}% {identical:8.1f}% {mask_iou(maps):8.1f}% {loc(boxes):12.2f}")
+              f"{agree:17.1f}% {identical:8.1f}% {mask_iou(maps):8.1f}% {loc(boxes):12.2f} {rate:8.1f}")
 
 
 if __name__ == "__main__":

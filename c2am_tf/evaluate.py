@@ -9,7 +9,8 @@ JSON made elsewhere). One pass over the data gives:
   own top-1 / top-5 accuracy;
 - MaxBoxAccV2 (wsolevaluation: IoU 30/50/70, 101 thresholds, every contour's box);
 - PxAP and the best mask IoU when the batches carry masks, and the salient-object metrics
-  (max F-beta, MAE, per-image IoU; ``c2am_tf.metrics.SaliencyMetrics``).
+  (max F-beta, MAE, per-image IoU; ``c2am_tf.metrics.SaliencyMetrics``). A mask model
+  (``c2am_tf.mask_model``) is scored on its masks as it makes them: refined at the image's size.
 
 Batches are dicts from ``c2am_tf.data.eval_pipeline``: 'image' (B, S, S, 3), 'boxes' (B, G, 4) in that
 frame, and optionally 'mask' (B, S, S) and 'label' (B,). The metric work of one batch runs in a
@@ -108,9 +109,11 @@ class Evaluation:
         self.top5_loc = np.zeros(len(self.thresholds), np.int64)
         self.top1 = self.top5 = self.classified = 0
 
-    def update(self, maps, batch, top_k=None, labels=None):
+    def update(self, maps, batch, top_k=None, labels=None, fine_maps=None):
         """Adds a batch: maps (B, h, w) foreground-high, the batch dict, and optionally the classifier's
-        (B, k) top classes with the true ``labels`` (B,). Returns the boxes (B, T, 4) in the batch's frame."""
+        (B, k) top classes with the true ``labels`` (B,). ``fine_maps`` (B, S, S), a mask model's maps
+        refined at the image's size, replace the maps for the mask metrics. Returns the boxes (B, T, 4)
+        in the batch's frame."""
         size = int(np.shape(batch["image"])[1])
         boxes = np.stack([best_box_per_threshold(m, self.thresholds, size / m.shape[0]) for m in maps])
         self.update_boxes(boxes, batch, top_k, labels)
@@ -121,7 +124,8 @@ class Evaluation:
         if "mask" in batch:
             self.pxap = self.pxap or PxAP()
             self.saliency = self.saliency or SaliencyMetrics()
-            upsampled, masks = upsample_normalized(maps, size), np.asarray(batch["mask"])
+            upsampled = upsample_normalized(maps if fine_maps is None else fine_maps, size)
+            masks = np.asarray(batch["mask"])
             self.pxap.update(upsampled, masks)
             self.saliency.update(upsampled, masks)
         return boxes
@@ -207,7 +211,11 @@ def evaluate(model, dataset, thresholds=DEFAULT_THRESHOLDS, classifier=None, cla
             host = {k: v.numpy() for k, v in batch.items() if k in ("image", "boxes", "mask")}
             if pending is not None:
                 pending.result()
-            pending = pool.submit(ev.update, maps, host, top_k, batch["label"].numpy() if "label" in batch else None)
+            fine = None
+            if "mask" in host and getattr(model, "refinement", "none") != "none":
+                fine = np.stack([model.refine(im.astype(np.uint8), m) for im, m in zip(host["image"], maps)])
+            pending = pool.submit(ev.update, maps, host, top_k, batch["label"].numpy() if "label" in batch else None,
+                                  fine)
             if len(examples) < keep:
                 for i in range(min(keep - len(examples), len(maps))):
                     examples.append((host["image"][i], maps[i], None, host["boxes"][i]))

@@ -38,9 +38,11 @@ def map_to_box(score_map, threshold, width, height):
     return scale_box(box, (w, h), (width, height)), fraction
 
 
-def map_to_mask(score_map, threshold, width, height):
+def map_to_mask(score_map, threshold, width, height, image=None, refinement="none"):
     """Boolean (height, width) foreground mask of one map: the map resized bilinearly to the image,
     then the box rule's foreground test (``c2am_tf.foreground.foreground_mask``) at ``threshold``.
+    With ``image`` (uint8 (height, width, 3)) and a ``refinement`` of ``c2am_tf.edges``, the resized map
+    is first refined along the image's edges (a mask model stores its own: ``model.refinement``).
 
     >>> m = np.zeros((4, 4), np.float32); m[1:3, 0:2] = 1.0
     >>> mask = map_to_mask(m, 0.5, width=8, height=4)
@@ -50,5 +52,11 @@ def map_to_mask(score_map, threshold, width, height):
     import cv2
 
     score_map = np.clip(np.asarray(score_map, np.float32), 0, 1)
+    if image is not None and refinement != "none":
+        from c2am_tf.edges import refine_map
+
+        if tuple(np.shape(image)[:2]) != (int(height), int(width)):
+            raise ValueError(f"image is {np.shape(image)[:2]}, the mask ({int(height)}, {int(width)})")
+        return foreground_mask(refine_map(image, score_map, refinement), threshold)
     up = cv2.resize(score_map, (int(width), int(height)), interpolation=cv2.INTER_LINEAR)
     return foreground_mask(np.clip(up, 0, 1), threshold)

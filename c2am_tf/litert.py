@@ -13,6 +13,7 @@ Example (with a model exported by ``python export/tflite.py``):
 """
 
 import time
+import warnings
 
 import numpy as np
 
@@ -127,9 +128,12 @@ class ForegroundDetector:
         num_threads: interpreter threads.
         threshold: box threshold (fraction of the map's peak); default the one stored
             in the model's metadata by ``export/tflite.py``, else 0.5.
+        refinement: the mask's edge-aware refinement (``c2am_tf.edges``, OpenCV contrib); default
+            the one in the metadata (a mask model's), else ``"none"``. Without OpenCV contrib on the
+            device the mask stays unrefined, with one warning.
     """
 
-    def __init__(self, model, num_threads=1, threshold=None):
+    def __init__(self, model, num_threads=1, threshold=None, refinement=None):
         Interpreter = _interpreter_class()
         if isinstance(model, (bytes, bytearray)):
             content = bytes(model)
@@ -147,6 +151,16 @@ class ForegroundDetector:
         self.metadata = read_metadata(content)
         self.last_invoke_ms = None  # duration of the latest interpreter call
         self.threshold = check_threshold(threshold if threshold is not None else self.metadata.get("threshold", 0.5))
+        self.refinement = refinement or self.metadata.get("refinement", "none")
+        if self.refinement != "none":
+            try:
+                from c2am_tf.edges import _ximgproc, check_refinement
+
+                check_refinement(self.refinement)
+                _ximgproc()
+            except ImportError as err:
+                warnings.warn(f"masks are not refined ({self.refinement!r}): {err}")
+                self.refinement = "none"
 
     @property
     def size(self):
@@ -191,7 +205,12 @@ class ForegroundDetector:
         score = float(score_map[y0:y1 + 1, x0:x1 + 1].mean()) if box.any() else 0.0
         box = scale_box(box, (w, h), (width, height))
         fraction = float(np.mean(foreground_mask(score_map, self.threshold)))
-        mask = mask_from_map(score_map, self.threshold, width, height)
+        if self.refinement == "none":
+            mask = mask_from_map(score_map, self.threshold, width, height)
+        else:
+            from c2am_tf.edges import refine_map
+
+            mask = foreground_mask(refine_map(image, score_map, self.refinement), self.threshold)
         return {"map": score_map, "box": box, "score": score, "foreground_fraction": fraction, "mask": mask}
 
 

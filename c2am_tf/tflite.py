@@ -1,8 +1,10 @@
 """TFLite conversion of a C2AM model for on-device foreground detection.
 
 The ``.tflite`` model takes one uint8 RGB image of a fixed size (1, S, S, 3) and
-returns the foreground-high map (1, S/16, S/16) (float32, or uint8 with its
-quantization parameters for ``int8``). Boxes are computed on the device by
+returns the foreground-high map (1, S/16, S/16) of a C2AM model, or (1, S/4, S/4) of a mask
+model (``c2am_tf.mask_model``) (float32, or uint8 with its quantization parameters for ``int8``).
+A mask model's edge-aware refinement is OpenCV, outside the graph: its name travels in the
+metadata and ``ForegroundDetector`` applies it. Boxes are computed on the device by
 ``c2am_tf.litert.box_from_map``; the model's box threshold, input size and
 quantization travel in the model file's ``c2am_tf`` metadata (JSON).
 
@@ -68,6 +70,7 @@ def convert(model, size=EVAL_CROP, quantize="none", representative_images=None, 
         "threshold": float(model.threshold.numpy()),
         "input_size": [int(size), int(size)],
         "quantize": quantize,
+        "refinement": getattr(model, "refinement", "none"),
     })
 
 

@@ -122,10 +122,17 @@ def test_bad_requests_are_refused(exported):
         fn(images=tf.zeros((1, 0, 5, 3), tf.uint8))
 
 
-def test_masks_signature_agrees_with_map_to_mask_also_in_saved_model_cli(tmp_path):
+@pytest.mark.parametrize("kind", ["c2am", "mask_model"])
+def test_masks_signature_agrees_with_map_to_mask_also_in_saved_model_cli(tmp_path, kind):
+    from c2am_tf.mask_model import MaskModel
+
     tf.keras.utils.set_random_seed(0)
-    model = C2AM(build_backbone("tiny", weights=None))
-    kernel = model.head.weights[0]
+    if kind == "c2am":
+        model = C2AM(build_backbone("tiny", weights=None))
+        kernel = model.head.weights[0]
+    else:  # a stride-4 map; its refinement is OpenCV, outside the graph
+        model = MaskModel(C2AM(build_backbone("tiny", weights=None)), width=8, fine_width=8)
+        kernel = model.decoder.get_layer("correction").weights[0]
     kernel.assign(tf.random.normal(kernel.shape, stddev=2.0, seed=1))  # maps that vary across an image
     model.threshold.assign(0.8)
     images = np.random.RandomState(2).randint(0, 256, (2, 80, 96, 3)).astype(np.uint8)

@@ -39,7 +39,8 @@ def test_fp32_matches_keras_and_carries_its_metadata(tiny):
     model, images = tiny
     content = tflite.convert(model, SIZE, "none")
     assert read_metadata(content) == {"format": "c2am_tf.tflite/v1", "threshold": pytest.approx(0.4),
-                                      "input_size": [SIZE, SIZE], "quantize": "none"}
+                                      "input_size": [SIZE, SIZE], "quantize": "none",
+                                      "refinement": "none"}
     detector = ForegroundDetector(content)
     assert detector.size == (SIZE, SIZE) and detector.threshold == pytest.approx(0.4)
     maps = np.stack([detector.map(im) for im in images])
@@ -64,6 +65,35 @@ def test_detect_returns_the_keras_box_in_image_pixels(tiny):
     want = map_to_mask(keras_map, 0.97, width=128, height=64)
     assert mask.shape == (64, 128) and mask.dtype == bool and 0.05 < want.mean() < 0.95
     assert (mask & want).sum() / max((mask | want).sum(), 1) > 0.95
+
+
+def test_mask_model_exports_with_its_refinement_fp32_and_int8():
+    from c2am_tf.mask_model import MaskModel
+
+    keras.utils.set_random_seed(0)
+    model = MaskModel(C2AM(build_backbone("tiny", weights=None)), width=8, fine_width=8, refinement="guided")
+    kernel = model.decoder.get_layer("correction").weights[0]
+    kernel.assign(np.random.RandomState(0).normal(0, 1.0, kernel.shape))  # not the prior alone
+    model.threshold.assign(0.45)
+    images = np.random.RandomState(1).randint(0, 256, (8, SIZE, SIZE, 3)).astype(np.uint8)
+    content = tflite.convert(model, SIZE, "none")
+    assert read_metadata(content)["refinement"] == "guided"
+    detector = ForegroundDetector(content)
+    assert detector.refinement == "guided" and detector.threshold == pytest.approx(0.45)
+    want = _keras_maps(model, images)
+    maps = np.stack([detector.map(im) for im in images])
+    assert maps.shape == want.shape == (8, SIZE // 4, SIZE // 4)
+    np.testing.assert_allclose(maps, want, atol=1e-4)
+    # The device mask is the Keras-side mask: the same map, the same refinement against the image.
+    wide = np.repeat(images[0], 2, axis=1)
+    keras_map = _keras_maps(model, resize_rgb(wide, SIZE, SIZE)[None])[0]
+    mask = detector.detect(wide)["mask"]
+    np.testing.assert_array_equal(mask, map_to_mask(keras_map, 0.45, 128, 64, wide, "guided"))
+    unrefined = ForegroundDetector(content, refinement="none").detect(wide)["mask"]
+    np.testing.assert_array_equal(unrefined, map_to_mask(keras_map, 0.45, 128, 64))
+    int8 = ForegroundDetector(tflite.convert(model, SIZE, "int8", representative_images=images))
+    q = np.stack([int8.map(im) for im in images])
+    assert q.shape == maps.shape and np.abs(q - maps).mean() < 0.1  # a random model, 8 calibration images
 
 
 def test_float16_is_close_and_half_the_size(tiny):

@@ -63,7 +63,8 @@ def _predict_one(model, path, size, t, pictures, jsons, mask_names=None):
     shown = scale_box(box, (width, height), image.shape[1::-1])
     write_png(pictures(path), overlay(image, score_map, [shown]))
     if mask_names is not None:  # at the size the image was decoded at, like the overlay
-        mask = map_to_mask(score_map, t, image.shape[1], image.shape[0])
+        # a mask model refines its map along the image's edges (its stored refinement)
+        mask = map_to_mask(score_map, t, image.shape[1], image.shape[0], image, getattr(model, "refinement", "none"))
         write_png(mask_names(path), mask.astype(np.uint8) * 255)
     return record
 
