@@ -71,9 +71,11 @@ def test_refine_cli_writes_palette_pngs_and_reports_miou(tmp_path):
     lines = proc.stdout.splitlines()
     # Constant background: best below 0.4 gives 3 columns of class (IoU 7/11), background 4/4 -> mIoU over 2 classes.
     initial = next(line for line in lines if line.startswith("initial CAMs"))
-    assert float(initial.split("mIoU")[1]) == pytest.approx((100 * 7 / 11 + 100 * 4 / 8) / 2, abs=0.01)
+    assert float(initial.split("mIoU")[1].split()[0]) == pytest.approx((100 * 7 / 11 + 100 * 4 / 8) / 2, abs=0.01)
+    assert initial.endswith(f"(foreground IoU {100 * 7 / 11:.1f})")  # class-agnostic: 3 columns for 2
     refined = next(line for line in lines if line.startswith("refined with") and "(power 1)" in line)
-    assert float(refined.split("mIoU")[1]) == pytest.approx(100.0, abs=0.01)
+    assert float(refined.split("mIoU")[1].split()[0]) == pytest.approx(100.0, abs=0.01)
+    assert refined.endswith("(foreground IoU 100.0)")
 
 
 def test_refine_cli_needs_images_or_a_dataset(tmp_path):

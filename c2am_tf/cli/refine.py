@@ -126,10 +126,27 @@ def _resized(cams, shape):
     return np.moveaxis(tf.image.resize(np.moveaxis(cams, 0, -1), shape, method="bilinear").numpy(), -1, 0)
 
 
-def report(title, matrix, names):
-    """Prints the mIoU and per-class IoU of a confusion matrix; returns the mIoU."""
-    result = matrix.result()
-    print(f"{title}: mIoU {result['miou']:.2f}")
+class Scores:
+    """A confusion matrix of the labels and one of their class-agnostic foreground (label > 0)."""
+
+    def __init__(self, num_classes):
+        self.labels, self.foreground = ConfusionMatrix(num_classes + 1), ConfusionMatrix(2)
+
+    def update(self, labels, gt):
+        """Adds one image's labels against its ground truth (255 = ignore)."""
+        self.labels.update(labels, gt)
+        self.foreground.update((labels > 0).astype(np.uint8), np.where(gt == 255, 255, gt > 0).astype(np.uint8))
+
+    def result(self):
+        """The labels' result dict."""
+        return self.labels.result()
+
+
+def report(title, scores, names):
+    """Prints the mIoU, the foreground IoU and the per-class IoU; returns the mIoU."""
+    result = scores.result()
+    fg = scores.foreground.result()["iou"][1]
+    print(f"{title}: mIoU {result['miou']:.2f} (foreground IoU {fg:.1f})")
     print("    " + ", ".join(f"{n} {v:.1f}" for n, v in zip(names, result["iou"])))
     return result["miou"]
 
@@ -145,12 +162,11 @@ def main(argv=None, prog=None):
     cams_by_name = cam_files(args.cams)
     cues = CueSource(args.bg_cues, args.size)
     raw = CueSource(args.c2am, args.size) if args.c2am else (cues if cues.is_c2am else None)
-    matrices = {t: ConfusionMatrix(num_classes + 1) for t in DEFAULT_BG_THRESHOLDS}
+    matrices = {t: Scores(num_classes) for t in DEFAULT_BG_THRESHOLDS}
     powers = sorted(set(BG_POWERS) | {args.bg_power})
-    refined_cm = {g: ConfusionMatrix(num_classes + 1) for g in powers}
+    refined_cm = {g: Scores(num_classes) for g in powers}
     # When --bg-cues is the C2AM model itself, its refinement is the raw one: score it once.
-    raw_cm = None if raw is None else refined_cm if raw is cues else {g: ConfusionMatrix(num_classes + 1)
-                                                                    for g in powers}
+    raw_cm = None if raw is None else refined_cm if raw is cues else {g: Scores(num_classes) for g in powers}
     try:  # label PNGs are keyed by image name; the dataset, its masks and the CAMs stay untouched
         outputs = OutputNames(None, args.out, ".png", layout="stem",
                               root=[args.data_dir, args.images, args.masks, args.cams])
