@@ -7,9 +7,10 @@ C2AM's map is at stride 16 (28 x 28 at 448) and peaks on an object's most distin
    (``prototype_maps``: eq. 1's foreground and background vectors re-classify every feature vector);
 2. a light FPN decoder on the frozen backbone's stride-4, 8 and 16 features and that prior, which
    predicts a correction of the prior's logit at stride 4. It starts as the prior upsampled and
-   learns from pseudo-masks (``pseudo_masks``: the prior, refined along the image's edges, cut with an
-   ignored band), as SelfMask (Shin et al., 2022) learns from its own pseudo-masks; further rounds
-   learn from the decoder's own refined, flip-averaged masks (``self_train``).
+   learns from the prior refined along the image's edges: as soft targets (the default; measured
+   better on DUTS) or as pseudo-masks cut with an ignored band (``pseudo_masks``), as SelfMask
+   (Shin et al., 2022) learns from its own pseudo-masks; further rounds learn from the decoder's own
+   refined, flip-averaged masks (``self_train``).
 
 ``c2am-tf fit-masks`` (``train/fit_masks.py``) trains it. A mask model is a foreground-high map model
 like ``C2AM``: ``model(images)`` is (B, H/4, W/4, 1) in [0, 1]; it stores its threshold (0.5 of the
@@ -360,7 +361,7 @@ def soft_targets(score_maps):
 
 
 def self_train(model, images, rounds=2, epochs=20, batch_size=8, lr=1e-3, seed=0, features=None,
-               after_round=None, progress=False, callbacks=(), targets="hard"):
+               after_round=None, progress=False, callbacks=(), targets="soft"):
     """Self-trains ``model``'s decoder on ``images`` (N, S, S, 3) uint8, starting from its prior (the
     teacher's map spread by the prototypes). Each round: refine the current maps against their images
     (``model.refinement``), cut them into pseudo-masks (``pseudo_masks``; or, with ``targets="soft"``,

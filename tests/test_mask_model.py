@@ -159,7 +159,7 @@ def test_fit_masks_cli_trains_saves_and_keeps_an_existing_model(tmp_path):
     (tmp_path / "images" / "broken.jpg").write_bytes(b"not an image")
     command = [sys.executable, os.path.join(ROOT, "train", "fit_masks.py"), "--model", str(tmp_path / "c2am.keras"),
                "--images", str(tmp_path / "images"), "--size", "64", "--epochs", "2", "--rounds", "2",
-               "--batch-size", "4", "--out", str(tmp_path / "run")]
+               "--batch-size", "4", "--targets", "hard", "--out", str(tmp_path / "run")]
     proc = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "5 images at 64" in proc.stdout and "skipping 1 unreadable" in proc.stderr

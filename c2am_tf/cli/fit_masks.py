@@ -4,10 +4,11 @@
         [--model C2AM.keras] [--rounds 2] [--epochs 20] [--size 448] [--refinement guided]
 
 The C2AM model (``--model`` or ``--preset``) is the teacher. Its map of each image, spread over the
-objects by its own feature prototypes, refined along the image's edges (``--refinement``) and cut
-into foreground (above 0.5 of the map's range), background (at or below 0.2) and an ignored band
-between, is the target of a light FPN decoder on the teacher's frozen backbone (c2am_tf.mask_model).
-Each further round retrains the decoder on its own refined, flip-averaged masks. Writes OUT/masks.keras (atomically; an existing
+objects by its own feature prototypes and refined along the image's edges (``--refinement``), is
+the target of a light FPN decoder on the teacher's frozen backbone (c2am_tf.mask_model): as it is
+(``--targets soft``, the default), or cut into foreground (above 0.5 of the map's range), background
+(at or below 0.2) and an ignored band between (``hard``). Each further round retrains the decoder
+on its own refined, flip-averaged masks. Writes OUT/masks.keras (atomically; an existing
 one is kept unless --overwrite), OUT/log.csv (the loss per round and epoch) and
 OUT/summary.json. The model stores its threshold (0.5 of the peak) and refinement: ``predict
 --model OUT/masks.keras --masks``, ``export-saved-model``, ``export-tflite`` and ``refine
@@ -24,6 +25,7 @@ import keras
 from c2am_tf.cli.common import add_model_flags, command_parser, load_chosen_model, model_label
 from c2am_tf.data.images import load_square_images
 from c2am_tf.edges import REFINEMENTS
+from c2am_tf.mask_model import TARGETS
 from c2am_tf.files import list_images, write_atomically
 from c2am_tf.geometry import EVAL_CROP
 
@@ -40,6 +42,8 @@ def build_parser(prog=None):
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (cosine decay)")
     p.add_argument("--size", type=int, default=EVAL_CROP, help="images are resized whole to this square")
     p.add_argument("--refinement", choices=REFINEMENTS, default="guided", help="edge-aware refinement")
+    p.add_argument("--targets", choices=TARGETS, default="soft",
+                   help="decoder targets: the refined maps (soft) or pseudo-masks with an ignored band (hard)")
     p.add_argument("--seed", type=int, default=1, help="random seed")
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUT/masks.keras")
     return p
@@ -92,15 +96,15 @@ def main(argv=None, prog=None):
         logger.round = r + 1
         known = targets != 255
         print(f"round {r + 1}: loss {log[-1][2]}; targets {known.mean():.1%} decided, "
-              f"{(targets == 1).sum() / max(known.sum(), 1):.1%} of them foreground", flush=True)
+              f"mean foreground {targets[known].mean():.1%}", flush=True)
 
     start = time.time()
     losses = self_train(model, images, args.rounds, args.epochs, args.batch_size, args.lr, args.seed,
-                        after_round=after_round, progress=True, callbacks=[logger])
+                        after_round=after_round, progress=True, callbacks=[logger], targets=args.targets)
     save_atomically(model, target)
     write_atomically(os.path.join(args.out, "log.csv"), "\n".join(",".join(map(str, row)) for row in log) + "\n")
     summary = {"images": len(images), "teacher": model_label(args), "rounds": args.rounds, "epochs": args.epochs,
-               "size": args.size, "refinement": args.refinement, "threshold": float(np.asarray(model.threshold)),
+               "size": args.size, "refinement": args.refinement, "targets": args.targets, "threshold": float(np.asarray(model.threshold)),
                "final_losses": losses, "seconds": round(time.time() - start, 1)}
     write_atomically(os.path.join(args.out, "summary.json"), json.dumps(summary, indent=1) + "\n")
     print(f"mask model -> {target}")
