@@ -78,6 +78,30 @@ def test_refine_cli_writes_palette_pngs_and_reports_miou(tmp_path):
     assert refined.endswith("(foreground IoU 100.0)")
 
 
+def test_bg_mask_cue_is_the_models_own_mask_at_its_threshold(tmp_path):
+    import keras
+
+    from c2am_tf.backbones import build_backbone
+    from c2am_tf.cli.refine import CueSource
+    from c2am_tf.foreground import foreground_mask
+    from c2am_tf.model import C2AM
+
+    keras.utils.set_random_seed(0)
+    model = C2AM(build_backbone("tiny", weights=None))
+    kernel = model.head.weights[0]
+    kernel.assign(np.random.RandomState(0).normal(0, 2.0, kernel.shape))  # maps that vary
+    model.threshold.assign(0.6)
+    model.save(tmp_path / "c2am.keras")
+    image = np.random.RandomState(1).randint(0, 256, (64, 64, 3)).astype(np.uint8)
+    p = np.asarray(model(image[None].astype(np.float32)))[0, ..., 0]
+    cue = CueSource(str(tmp_path / "c2am.keras"), 64, binary=True)("x", image)
+    want = (~foreground_mask(p, 0.6)).astype(np.float32)
+    assert 0 < want.mean() < 1
+    np.testing.assert_array_equal(cue, want)
+    with pytest.raises(ValueError, match="--bg-mask needs"):
+        CueSource(str(tmp_path), 64, binary=True)
+
+
 def test_refine_cli_needs_images_or_a_dataset(tmp_path):
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "train", "refine.py"), "--cams", str(tmp_path),
                            "--bg-cues", str(tmp_path), "--out", str(tmp_path / "o")],

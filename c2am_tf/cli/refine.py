@@ -14,7 +14,9 @@ ignore, or ``--dataset``), prints per-class IoU and mIoU of the initial CAMs wit
 best constant background threshold (swept on the ground truth), of the refinement with C2AM's raw 1 - P
 (``--c2am``, or when ``--bg-cues`` is a C2AM model) and of the refinement with ``--bg-cues``.
 
-``--bg-power G`` raises the cue to the power G before the argmax (default 1, the paper's
+``--bg-mask`` replaces the soft cue by the model's own binary mask at its stored threshold (the
+model's one threshold policy, no knob): foreground pixels take the CAMs' class, the rest is
+background. ``--bg-power G`` raises the cue to the power G before the argmax (default 1, the paper's
 rule). A soft cue such as 1 - P is on another scale than max-normalized CAMs, which
 are often low on most of the object (the best constant background is typically
 0.1-0.3): the evaluation therefore also sweeps G, as it sweeps the constant
@@ -34,6 +36,7 @@ from c2am_tf.cam import cam_files, read_cams
 from c2am_tf.data.segmentation import (SEGMENTATION_DATASETS, VOC_CLASSES, read_label_png,
                                        segmentation_dataset, voc_palette)
 from c2am_tf.image_io import UnreadableImageError, load_image
+from c2am_tf.foreground import foreground_mask
 from c2am_tf.files import OutputNames, list_images, write_atomically
 from c2am_tf.inference import load_model
 from c2am_tf.metrics import ConfusionMatrix
@@ -61,6 +64,9 @@ def build_parser(prog=None):
     p.add_argument("--num-classes", type=int, help="foreground classes (default: from the dataset, else 20)")
     p.add_argument("--size", type=int, default=EVAL_CROP, help="input size of the cue models")
     p.add_argument("--bg-power", type=float, default=1.0, help="cue ** G before the argmax (written PNGs)")
+    p.add_argument("--bg-mask", action="store_true",
+                   help="cue = the model's own binary mask at its stored threshold (1 background, 0 foreground): "
+                        "foreground pixels take the CAMs' class, the rest is background; no power")
     return p
 
 
@@ -97,14 +103,20 @@ def examples(args):
 
 
 class CueSource:
-    """Background maps from a model (.keras: cue model or C2AM) or a folder of NAME.npy maps."""
+    """Background maps from a model (.keras: mask model, cue model or C2AM) or a folder of NAME.npy maps.
+    ``binary``: the model's own mask at its stored threshold instead (1 background, 0 foreground)."""
 
-    def __init__(self, where, size):
+    def __init__(self, where, size, binary=False):
         self.size = size
         if os.path.isdir(where):
             self.model, self.folder = None, where
         else:
             self.model, self.folder = load_model(where, require_c2am=False), None
+        self.threshold = None
+        if binary:
+            if self.model is None or not hasattr(self.model, "threshold"):
+                raise ValueError(f"--bg-mask needs a mask model or a C2AM model (a stored threshold), got {where}")
+            self.threshold = float(np.asarray(self.model.threshold))
 
     @property
     def is_c2am(self):
@@ -113,7 +125,10 @@ class CueSource:
 
     def __call__(self, name, image):
         if self.model is not None:
-            return background_map(self.model, image, self.size)
+            cue = background_map(self.model, image, self.size)
+            if self.threshold is None:
+                return cue
+            return (~foreground_mask(np.clip(1.0 - cue, 0.0, 1.0), self.threshold)).astype(np.float32)
         path = os.path.join(self.folder, name + ".npy")
         if not os.path.exists(path):
             raise FileNotFoundError(f"no background map {path}")
@@ -160,8 +175,8 @@ def main(argv=None, prog=None):
                               list(VOC_CLASSES) if num_classes == len(VOC_CLASSES) else
                               [f"class{k}" for k in range(num_classes)])
     cams_by_name = cam_files(args.cams)
-    cues = CueSource(args.bg_cues, args.size)
-    raw = CueSource(args.c2am, args.size) if args.c2am else (cues if cues.is_c2am else None)
+    cues = CueSource(args.bg_cues, args.size, binary=args.bg_mask)
+    raw = CueSource(args.c2am, args.size) if args.c2am else (cues if cues.is_c2am and not args.bg_mask else None)
     matrices = {t: Scores(num_classes) for t in DEFAULT_BG_THRESHOLDS}
     powers = sorted(set(BG_POWERS) | {args.bg_power})
     refined_cm = {g: Scores(num_classes) for g in powers}
@@ -216,7 +231,7 @@ def main(argv=None, prog=None):
     print(f"{with_gt} images with ground truth; {num_classes} classes + background")
     report(f"initial CAMs, best constant background {best_t:.2f}", matrices[best_t], names)
     sources = ([("C2AM's raw 1 - P", raw_cm)] if raw_cm is not None else []) + (
-        [(args.bg_cues, refined_cm)] if raw is not cues else [])
+        [(args.bg_cues + (" (its mask)" if args.bg_mask else ""), refined_cm)] if raw is not cues else [])
     for title, by_power in sources:
         report(f"refined with {title} (power {args.bg_power:g})", by_power[args.bg_power], names)
         best_g = max(powers, key=lambda g: by_power[g].result()["miou"])
