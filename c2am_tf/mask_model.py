@@ -289,16 +289,20 @@ def cached_features(model, images, batch_size=8, flip=True, progress=False):
     from tqdm import tqdm
 
     views = [images, images[:, :, ::-1]] if flip else [images]
-    out = [[], [], [], []]
     total = sum(len(v) for v in views)
+    out, row = None, 0  # filled in place: a concatenation at the end would need the cache twice
     with tqdm(total=total, desc="features", unit="img", disable=not progress) as bar:
         for view in views:
             for start in range(0, len(view), batch_size):
                 batch = tf.constant(view[start:start + batch_size], tf.float32)
-                for level, f in zip(out, model.features(batch)):
-                    level.append(np.asarray(f, np.float16))
+                levels = [np.asarray(f, np.float16) for f in model.features(batch)]
+                if out is None:
+                    out = [np.empty((total,) + f.shape[1:], np.float16) for f in levels]
+                for level, f in zip(out, levels):
+                    level[row:row + len(f)] = f
+                row += len(batch)
                 bar.update(len(batch))
-    return [np.concatenate(level) for level in out]
+    return out
 
 
 class _CachedBatches(keras.utils.PyDataset):
