@@ -163,12 +163,13 @@ class GTKnownLoc:
         }
 
 
-def _component_labels(mask):
-    """8-connected component labels (B, H, W) int32 of a boolean mask; 0 = background.
+def _component_labels(mask, connectivity=8):
+    """Component labels (B, H, W) int32 of a boolean mask (8- or 4-connected); 0 = background.
 
     Each foreground pixel starts with a unique label (larger for earlier pixels);
-    a 3x3 max filter restricted to the mask spreads the largest label through each
-    component until nothing changes (at most H * W rounds; a handful for blob-like maps).
+    a max filter (3x3, or the 4-neighbour cross) restricted to the mask spreads the
+    largest label through each component until nothing changes (at most H * W rounds;
+    a handful for blob-like maps).
     """
     import tensorflow as tf
 
@@ -181,7 +182,13 @@ def _component_labels(mask):
     labels = ids * maskf
 
     def spread(previous, _):
-        labels = tf.nn.max_pool2d(previous[..., None], 3, 1, "SAME")[..., 0] * maskf
+        if connectivity == 8:
+            grown = tf.nn.max_pool2d(previous[..., None], 3, 1, "SAME")[..., 0]
+        else:
+            p = tf.pad(previous, [[0, 0], [1, 1], [1, 1]])
+            grown = tf.reduce_max(tf.stack([previous, p[:, :-2, 1:-1], p[:, 2:, 1:-1], p[:, 1:-1, :-2],
+                                            p[:, 1:-1, 2:]]), axis=0)
+        labels = grown * maskf
         return labels, tf.reduce_any(tf.not_equal(labels, previous))
 
     labels, _ = tf.while_loop(lambda _, changed: changed, spread, (labels, tf.constant(True)),
@@ -194,8 +201,9 @@ def boxes_from_maps_tf(maps, threshold, factor=1.0):
 
     Same truncation to uint8 and float64 cut-off as the reference. The largest
     contour is found as the 8-connected component (holes filled) with the
-    largest polygon area, estimated by Pick's theorem as pixels - boundary / 2 - 1
-    (the area ``cv2.contourArea`` measures through pixel centres). Runs in a
+    largest polygon area by Pick's theorem, pixels - contour passes / 2 - 1, where a
+    pixel on a one-pixel neck or spur counts each time the contour passes through it:
+    exactly the area ``cv2.contourArea`` measures through pixel centres. Runs in a
     SavedModel or TFLite graph; agreement with OpenCV is measured in the tests.
     """
     import tensorflow as tf
@@ -206,21 +214,30 @@ def boxes_from_maps_tf(maps, threshold, factor=1.0):
     peak = tf.reduce_max(u8, axis=[1, 2], keepdims=True)
     cutoff = tf.floor(tf.cast(threshold, tf.float64) * peak)
     mask = u8 > cutoff
-    labels = _component_labels(mask)
-    # Fill holes: background pixels not connected to the border belong to their surrounding component.
-    outside = _component_labels(tf.logical_not(mask))
+    # What an external contour encloses: everything but the background 4-connected to the image's
+    # border (OpenCV's background connectivity beside 8-connected foreground). Holes, and components
+    # inside them, belong to the enclosing region, as with RETR_EXTERNAL.
+    outside = _component_labels(tf.logical_not(mask), connectivity=4)
     border_ids = tf.concat([outside[:, 0, :], outside[:, -1, :], outside[:, :, 0], outside[:, :, -1]], axis=1)
-    is_outside = tf.reduce_any(tf.equal(outside[..., None], border_ids[:, None, None, :]), axis=-1)
-    holes = tf.logical_and(tf.logical_not(mask), tf.logical_not(is_outside))
-    filled_labels = tf.where(holes, tf.cast(tf.nn.max_pool2d(
-        tf.cast(labels, tf.float32)[..., None], 3, 1, "SAME")[..., 0], tf.int32), labels)
-    # For each component: pixel count and boundary pixels (4-neighbour outside the component).
+    is_outside = tf.logical_and(tf.logical_not(mask),
+                                tf.reduce_any(tf.equal(outside[..., None], border_ids[:, None, None, :]), axis=-1))
+    filled_labels = _component_labels(tf.logical_not(is_outside))
+    # For each component: pixel count and the times its outer contour passes through each pixel (a
+    # pixel at a one-pixel-wide neck or spur is passed twice): the number of background runs in the
+    # cyclic 8-neighbourhood, a lone diagonal between two foreground 4-neighbours not counting.
     n = height * width
     flat = tf.reshape(filled_labels, [-1, n])
     padded = tf.pad(filled_labels, [[0, 0], [1, 1], [1, 1]])
-    neighbours = tf.stack([padded[:, :-2, 1:-1], padded[:, 2:, 1:-1], padded[:, 1:-1, :-2], padded[:, 1:-1, 2:]], -1)
-    boundary = tf.reduce_any(tf.not_equal(neighbours, filled_labels[..., None]), axis=-1)
-    boundary = tf.reshape(tf.logical_and(boundary, filled_labels > 0), [-1, n])
+    offsets = [(-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1), (0, -1), (-1, -1)]  # N, NE, ..., NW
+    neighbours = tf.stack([padded[:, 1 + dy:1 + dy + height, 1 + dx:1 + dx + width] for dy, dx in offsets], -1)
+    outside = tf.not_equal(neighbours, filled_labels[..., None])
+    runs = tf.reduce_sum(tf.cast(tf.logical_and(outside, tf.logical_not(tf.concat([outside[..., 7:], outside[..., :7]], -1))), tf.int32), -1)
+    diagonal = tf.gather(outside, [1, 3, 5, 7], axis=-1)
+    flanked = tf.logical_and(tf.logical_not(tf.gather(outside, [0, 2, 4, 6], axis=-1)),
+                             tf.logical_not(tf.gather(outside, [2, 4, 6, 0], axis=-1)))
+    lone = tf.reduce_sum(tf.cast(tf.logical_and(diagonal, flanked), tf.int32), -1)
+    passes = tf.where(tf.reduce_all(outside, -1), 1, runs - lone)
+    boundary = tf.reshape(tf.where(filled_labels > 0, passes, 0), [-1, n])
     one_hot = tf.one_hot(flat, n + 1, dtype=tf.float32)[:, :, 1:]  # (B, n, components)
     count = tf.reduce_sum(one_hot, axis=1)
     edge = tf.reduce_sum(one_hot * tf.cast(boundary, tf.float32)[..., None], axis=1)

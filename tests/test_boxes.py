@@ -116,3 +116,22 @@ def test_graph_boxes_agree_with_opencv(size):
             agree += same
             total += 1
     assert agree / total > 0.9  # adversarial maps included
+
+
+def test_graph_boxes_pick_opencvs_largest_contour_on_multi_blob_maps():
+    """Blurred noise thresholded gives many blobs with spurs, one-pixel necks and thick holes; the
+    in-graph rule (SavedModel, TFLite) must pick the contour OpenCV picks (it once missed 5 in 600)."""
+    import cv2
+
+    from c2am_tf.boxes import boxes_from_maps_tf
+
+    rng = np.random.RandomState(0)
+    maps = []
+    for i in range(600):
+        m = cv2.GaussianBlur(rng.rand(28, 28).astype(np.float32), (0, 0), 1.0 + (i % 3) * 0.5)
+        maps.append((m - m.min()) / (m.max() - m.min()))
+    maps = np.stack(maps)
+    for t in (0.5, 0.7):
+        want = np.stack([boxes_from_map(m, [t])[0][0] for m in maps])
+        got = np.concatenate([np.asarray(boxes_from_maps_tf(maps[i:i + 100], t)) for i in range(0, 600, 100)])
+        np.testing.assert_array_equal(got, want)
