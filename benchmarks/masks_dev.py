@@ -66,9 +66,7 @@ def score(maps, masks, stored=None):
     side = masks.shape[1]
     sal, pxap = SaliencyMetrics(), PxAP()
     for start in range(0, len(maps), 32):
-        chunk = maps[start:start + 32]
-        up = chunk if chunk.shape[1] == side else upsample_normalized(chunk, side)
-        up = upsample_normalized(up, side)  # min-max normalized like every map the metrics see
+        up = upsample_normalized(maps[start:start + 32], side)  # min-max normalized, as the metrics see maps
         sal.update(up, masks[start:start + 32])
         pxap.update(up, masks[start:start + 32])
     r = sal.result(stored)

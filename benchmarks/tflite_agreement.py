@@ -26,8 +26,7 @@ from c2am_tf import data, tflite
 from c2am_tf.boxes import box_iou, boxes_from_map
 from c2am_tf.inference import load_model, map_to_mask
 from c2am_tf.geometry import EVAL_CROP, EVAL_RESIZE
-from c2am_tf.edges import refine_map
-from c2am_tf.foreground import foreground_mask
+from c2am_tf.edges import refined_mask
 from c2am_tf.litert import ForegroundDetector, box_from_map, mask_from_map
 
 SHARED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data")
@@ -81,7 +80,7 @@ def main(argv=None):
     def device_mask(m, image):
         if refinement == "none":
             return mask_from_map(m, threshold, args.size, args.size)
-        return foreground_mask(refine_map(image, m, refinement), threshold)
+        return refined_mask(image, m, refinement, threshold)
 
     def mask_iou(maps):
         ious = []

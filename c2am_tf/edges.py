@@ -72,3 +72,13 @@ def refine_map(image, score_map, method="guided", stride=None):
     else:
         out = ximgproc.fastGlobalSmootherFilter(image, up, max(1.0, stride) ** 2, GLOBAL_SIGMA_COLOR)
     return np.clip(out, 0.0, 1.0).astype(np.float32)
+
+
+def refined_mask(image, score_map, method, threshold):
+    """Boolean (H, W) foreground of ``image``: the map refined along its edges (``refine_map``), then the
+    box rule's foreground test at ``threshold`` (``c2am_tf.foreground.foreground_mask``). The one rule
+    behind a mask model's masks in Keras (``map_to_mask``), on the device (``ForegroundDetector``) and in
+    the benchmarks."""
+    from c2am_tf.foreground import foreground_mask
+
+    return foreground_mask(refine_map(image, score_map, method), threshold)

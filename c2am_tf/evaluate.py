@@ -194,6 +194,14 @@ def evaluate(model, dataset, thresholds=DEFAULT_THRESHOLDS, classifier=None, cla
     if isinstance(stored_threshold, str):
         stored_threshold = float(np.asarray(model.threshold)) if hasattr(model, "threshold") else None
     ev = Evaluation(thresholds, stored_threshold, max_box_acc)
+    refines = getattr(model, "refinement", "none") != "none"
+
+    def update(maps, host, top_k, labels):
+        # A mask model's refinement is per-image OpenCV work: it runs in the metric thread, not the model's.
+        fine = (np.stack([model.refine(im.astype(np.uint8), m) for im, m in zip(host["image"], maps)])
+                if refines and "mask" in host else None)
+        ev.update(maps, host, top_k, labels, fine)
+
     examples = []
     bar = None
     if progress:
@@ -211,11 +219,7 @@ def evaluate(model, dataset, thresholds=DEFAULT_THRESHOLDS, classifier=None, cla
             host = {k: v.numpy() for k, v in batch.items() if k in ("image", "boxes", "mask")}
             if pending is not None:
                 pending.result()
-            fine = None
-            if "mask" in host and getattr(model, "refinement", "none") != "none":
-                fine = np.stack([model.refine(im.astype(np.uint8), m) for im, m in zip(host["image"], maps)])
-            pending = pool.submit(ev.update, maps, host, top_k, batch["label"].numpy() if "label" in batch else None,
-                                  fine)
+            pending = pool.submit(update, maps, host, top_k, batch["label"].numpy() if "label" in batch else None)
             if len(examples) < keep:
                 for i in range(min(keep - len(examples), len(maps))):
                     examples.append((host["image"][i], maps[i], None, host["boxes"][i]))

@@ -208,9 +208,9 @@ class ForegroundDetector:
         if self.refinement == "none":
             mask = mask_from_map(score_map, self.threshold, width, height)
         else:
-            from c2am_tf.edges import refine_map
+            from c2am_tf.edges import refined_mask
 
-            mask = foreground_mask(refine_map(image, score_map, self.refinement), self.threshold)
+            mask = refined_mask(image, score_map, self.refinement, self.threshold)
         return {"map": score_map, "box": box, "score": score, "foreground_fraction": fraction, "mask": mask}
 
 

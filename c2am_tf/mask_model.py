@@ -246,15 +246,20 @@ def pseudo_masks(score_maps, low=PSEUDO_LOW, high=PSEUDO_HIGH):
     >>> pseudo_masks(np.array([[[0.1, 0.3, 0.9, 1.0]]])).tolist()
     [[[0, 255, 1, 1]]]
     """
+    u, flat = _range_normalized(score_maps)
+    target = np.full(u.shape, IGNORE, np.uint8)
+    target[u <= low] = 0
+    target[u > high] = 1
+    target[flat] = IGNORE  # a flat map says nothing
+    return target
+
+
+def _range_normalized(score_maps):
+    """(each map (B, h, w) min-max normalized, float32; bool (B, h, w): True on the maps that are flat)."""
     maps = np.asarray(score_maps, np.float32)
     lo = maps.min(axis=(1, 2), keepdims=True)
     span = maps.max(axis=(1, 2), keepdims=True) - lo
-    u = (maps - lo) / np.where(span > 0, span, 1.0)
-    target = np.full(maps.shape, IGNORE, np.uint8)
-    target[u <= low] = 0
-    target[u > high] = 1
-    target[np.broadcast_to(span <= 0, maps.shape)] = IGNORE  # a flat map says nothing
-    return target
+    return (maps - lo) / np.where(span > 0, span, 1.0), np.broadcast_to(span <= 0, maps.shape)
 
 
 def refined_maps(images, score_maps, method, size):
@@ -358,10 +363,8 @@ TARGETS = ("hard", "soft")
 
 def soft_targets(score_maps):
     """float32 targets (B, h, w): each map min-max normalized (a flat map: all ``IGNORE``)."""
-    maps = np.asarray(score_maps, np.float32)
-    lo = maps.min(axis=(1, 2), keepdims=True)
-    span = maps.max(axis=(1, 2), keepdims=True) - lo
-    return np.where(span > 0, (maps - lo) / np.where(span > 0, span, 1.0), float(IGNORE)).astype(np.float32)
+    u, flat = _range_normalized(score_maps)
+    return np.where(flat, float(IGNORE), u).astype(np.float32)
 
 
 def self_train(model, images, rounds=2, epochs=20, batch_size=8, lr=1e-3, seed=0, features=None,

@@ -26,7 +26,8 @@ from c2am_tf.cli.common import add_model_flags, command_parser, load_chosen_mode
 from c2am_tf.data.images import load_square_images
 from c2am_tf.edges import REFINEMENTS
 from c2am_tf.mask_model import TARGETS
-from c2am_tf.files import list_images, write_atomically
+from c2am_tf.data import source_files
+from c2am_tf.files import write_atomically
 from c2am_tf.geometry import EVAL_CROP
 
 
@@ -65,7 +66,6 @@ def main(argv=None, prog=None):
     import numpy as np
 
     from c2am_tf.callbacks import save_atomically
-    from c2am_tf.data.folder import read_image_list
     from c2am_tf.mask_model import MaskModel, self_train
 
     args = parse_args(argv, prog)
@@ -73,9 +73,7 @@ def main(argv=None, prog=None):
     if os.path.exists(target) and not args.overwrite:
         sys.exit(f"error: {target} exists; pass --overwrite to replace it")
     keras.utils.set_random_seed(args.seed)
-    listed = os.path.isfile(args.images) and args.images.endswith(".txt")
-    images, paths = load_square_images(read_image_list(args.images) if listed else list_images(args.images),
-                                       args.size)
+    images, paths = load_square_images(source_files("folder", "train", args.images)[0], args.size)
     model = MaskModel(load_chosen_model(args), refinement=args.refinement)
     print(f"{len(images)} images at {args.size}; teacher {model_label(args)}; {args.rounds} round(s) "
           f"x {args.epochs} epochs", flush=True)
