@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 
 from c2am_tf.cam import write_cams
-from c2am_tf.refine import dense_cams, refine_with_background, refined_labels, threshold_labels
+from c2am_tf.refine import (POWER_RANGE, PowerCalibration, dense_cams, refine_with_background, refined_labels,
+                             threshold_labels)
 from conftest import ROOT
 
 
@@ -41,6 +42,40 @@ def test_dense_cams_and_constant_background():
     assert refined_labels(np.array([[0.7, 0.0]]), [2, 0], cams, 4).tolist() == [[0, 3]]
     with pytest.raises(ValueError, match="outside"):
         dense_cams([4], cams[:1], 4)
+
+
+def test_power_calibration_matches_the_median_cam_to_the_cue_boundary():
+    rng = np.random.RandomState(0)
+    calibration = PowerCalibration(threshold=0.4)
+    cam_inside = []
+    for _ in range(3):
+        cue = np.ones((8, 8), np.float32)
+        cue[2:6, 2:6] = 0.1  # foreground 0.9 peak -> boundary cue 1 - 0.4 * 0.9 = 0.64
+        cams = rng.uniform(0, 0.05, (2, 8, 8)).astype(np.float32)
+        cams[1, 2:6, 2:6] = rng.uniform(0.1, 0.3, (4, 4))
+        cam_inside.append(cams.max(axis=0)[2:6, 2:6].ravel())
+        calibration.update(cue[::2, ::2], cams)  # a coarse cue is resized to the CAMs first
+    want_cam = np.median(np.concatenate(cam_inside))
+    assert calibration.images == 3
+    assert calibration.median_cam() == pytest.approx(want_cam, abs=1.0 / 1024)
+    assert calibration.power() == pytest.approx(np.log(want_cam) / np.log(0.64), rel=0.01)
+    # the boundary's score cue ** G is the median CAM: ambiguous pixels go to CAMs that look like foreground
+    assert 0.64 ** calibration.power() == pytest.approx(want_cam, rel=0.01)
+
+
+def test_power_calibration_clips_and_refuses_an_empty_foreground():
+    calibration = PowerCalibration()
+    calibration.update(np.ones((4, 4), np.float32), np.ones((1, 4, 4), np.float32))  # the cue sees no foreground
+    with pytest.raises(ValueError, match="cannot be calibrated"):
+        calibration.power()
+    cue = np.ones((4, 4), np.float32)
+    cue[1:3, 1:3] = 0.99  # a faint foreground: boundary 0.995, so ln(0.25) / ln(0.995) = 276
+    calibration.update(cue, np.full((1, 4, 4), 0.25, np.float32))
+    assert calibration.power() == POWER_RANGE[1]
+    strong = PowerCalibration()
+    cue[1:3, 1:3] = 0.0
+    strong.update(cue, np.ones((1, 4, 4), np.float32))  # CAMs at 1 inside: G = 0 -> the bottom of the range
+    assert strong.power() == POWER_RANGE[0]
 
 
 def test_refine_cli_writes_palette_pngs_and_reports_miou(tmp_path):
@@ -76,6 +111,37 @@ def test_refine_cli_writes_palette_pngs_and_reports_miou(tmp_path):
     refined = next(line for line in lines if line.startswith("refined with") and "(power 1)" in line)
     assert float(refined.split("mIoU")[1].split()[0]) == pytest.approx(100.0, abs=0.01)
     assert refined.endswith("(foreground IoU 100.0)")
+
+
+def test_refine_cli_bg_power_auto_calibrates_the_soft_cue_without_labels(tmp_path):
+    images, cams, cues = (tmp_path / d for d in ("images", "cams", "cues"))
+    for d in (images, cams, cues):
+        d.mkdir()
+    Image.fromarray(np.zeros((4, 8, 3), np.uint8)).save(images / "a.png")
+    cam = np.zeros((1, 4, 8), np.float32)
+    cam[0, :, :4] = 0.2  # low CAMs on the object (left half)
+    cam[0, :, 4:6] = 0.05  # a weak spill into the background
+    write_cams(str(cams / "a.npz"), [0], cam)
+    bg = np.full((4, 8), 0.9, np.float32)
+    bg[:, :4] = 0.3  # a soft cue: at power 1 it beats the CAMs everywhere
+    np.save(cues / "a.npy", bg)
+    # foreground = 1 - cue > 0.5 * 0.7 -> the left half; median CAM there 0.2; boundary 1 - 0.5 * 0.7 = 0.65
+    want = np.log(0.2) / np.log(0.65)
+    run = [sys.executable, os.path.join(ROOT, "train", "refine.py"), "--cams", str(cams), "--bg-cues", str(cues),
+           "--images", str(images), "--num-classes", "1"]
+    proc = subprocess.run(run + ["--out", str(tmp_path / "auto"), "--bg-power", "auto"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("cue power"))
+    assert float(line.split()[2]) == pytest.approx(want, abs=0.02)
+    labels = np.asarray(Image.open(tmp_path / "auto" / "a.png"))
+    assert (labels[:, :4] == 1).all() and (labels[:, 4:] == 0).all()  # 0.3 ** 3.7 < 0.2 and 0.9 ** 3.7 > 0.05
+    plain = subprocess.run(run + ["--out", str(tmp_path / "one")], capture_output=True, text=True, timeout=300)
+    assert plain.returncode == 0, plain.stderr[-2000:]
+    assert (np.asarray(Image.open(tmp_path / "one" / "a.png")) == 0).all()  # power 1: the cue wins everywhere
+    refused = subprocess.run(run + ["--out", str(tmp_path / "x"), "--bg-power", "auto", "--bg-mask"],
+                             capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and "--bg-mask has no power" in refused.stderr
 
 
 def test_bg_mask_cue_is_the_models_own_mask_at_its_threshold(tmp_path):

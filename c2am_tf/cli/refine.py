@@ -17,12 +17,15 @@ best constant background threshold (swept on the ground truth), of the refinemen
 ``--bg-mask`` replaces the soft cue by the model's own binary mask at its stored threshold (the
 model's one threshold policy, no knob): foreground pixels take the CAMs' class, the rest is
 background. ``--bg-power G`` raises the cue to the power G before the argmax (default 1, the paper's
-rule). A soft cue such as 1 - P is on another scale than max-normalized CAMs, which
+rule); ``--bg-power auto`` chooses G from the images without labels (``c2am_tf.refine.PowerCalibration``:
+at the cue's own boundary its score equals the median CAM score of the pixels it calls foreground), in
+a first pass over every image that keeps the cues in memory (uint8, the cue model's size). A soft cue such as 1 - P is on another scale than max-normalized CAMs, which
 are often low on most of the object (the best constant background is typically
 0.1-0.3): the evaluation therefore also sweeps G, as it sweeps the constant
 background of the initial CAMs, and reports the best of both.
 """
 
+import argparse
 import io
 import os
 import sys
@@ -40,7 +43,7 @@ from c2am_tf.foreground import foreground_mask
 from c2am_tf.files import OutputNames, list_images, write_atomically
 from c2am_tf.inference import load_model
 from c2am_tf.metrics import ConfusionMatrix
-from c2am_tf.refine import DEFAULT_BG_THRESHOLDS, refined_labels_batch
+from c2am_tf.refine import DEFAULT_BG_THRESHOLDS, DEFAULT_CUE_THRESHOLD, PowerCalibration, refined_labels_batch
 from c2am_tf.cli.common import command_parser
 from c2am_tf.geometry import EVAL_CROP
 
@@ -63,11 +66,24 @@ def build_parser(prog=None):
     p.add_argument("--c2am", help="a C2AM model: also report the refinement with its raw 1 - P")
     p.add_argument("--num-classes", type=int, help="foreground classes (default: from the dataset, else 20)")
     p.add_argument("--size", type=int, default=EVAL_CROP, help="input size of the cue models")
-    p.add_argument("--bg-power", type=float, default=1.0, help="cue ** G before the argmax (written PNGs)")
+    p.add_argument("--bg-power", type=_power, default=1.0,
+                   help="cue ** G before the argmax (written PNGs); 'auto': G from the images, without labels")
     p.add_argument("--bg-mask", action="store_true",
                    help="cue = the model's own binary mask at its stored threshold (1 background, 0 foreground): "
                         "foreground pixels take the CAMs' class, the rest is background; no power")
     return p
+
+
+def _power(text):
+    if text == "auto":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number or 'auto': {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0: {text!r}")
+    return value
 
 
 def parse_args(argv=None, prog=None):
@@ -78,6 +94,8 @@ def parse_args(argv=None, prog=None):
         p.error("give either --images DIR or --dataset with --data-dir")
     if args.dataset and not args.data_dir:
         p.error("--dataset needs --data-dir")
+    if args.bg_power == "auto" and args.bg_mask:
+        p.error("--bg-power auto calibrates a soft cue; --bg-mask has no power")
     return args
 
 
@@ -117,6 +135,13 @@ class CueSource:
             if self.model is None or not hasattr(self.model, "threshold"):
                 raise ValueError(f"--bg-mask needs a mask model or a C2AM model (a stored threshold), got {where}")
             self.threshold = float(np.asarray(self.model.threshold))
+
+    @property
+    def cue_threshold(self):
+        """The threshold that makes the cue's own foreground: the model's stored one, else 0.5."""
+        if self.model is not None and hasattr(self.model, "threshold"):
+            return float(np.asarray(self.model.threshold))
+        return DEFAULT_CUE_THRESHOLD
 
     @property
     def is_c2am(self):
@@ -166,6 +191,25 @@ def report(title, scores, names):
     return result["miou"]
 
 
+def calibrated_power(args, cues, cams_by_name):
+    """(G, the cues as uint8 by image name): ``PowerCalibration`` over every image, labels unused."""
+    calibration = PowerCalibration(cues.cue_threshold)
+    cached = {}
+    _, items = examples(args)
+    for path, image, _ in tqdm(items, desc="calibrate the cue power", unit="img"):
+        name = os.path.splitext(os.path.basename(path))[0]
+        if name not in cams_by_name:
+            continue
+        cue = np.clip(cues(name, image), 0.0, 1.0)
+        cached[name] = np.round(cue * 255.0).astype(np.uint8)
+        calibration.update(cached[name] / 255.0, _resized(read_cams(cams_by_name[name])[1], image.shape[:2]))
+    power = round(calibration.power(), 2)
+    print(f"cue power {power:g} from {calibration.images} images, no labels: median CAM {calibration.median_cam():.3f} "
+          f"in the cue's foreground (threshold {cues.cue_threshold:.2f}), boundary cue "
+          f"{np.median(calibration.boundaries):.3f}")
+    return power, cached
+
+
 def main(argv=None, prog=None):
     """Entry point."""
     args = parse_args(argv, prog)
@@ -176,6 +220,10 @@ def main(argv=None, prog=None):
                               [f"class{k}" for k in range(num_classes)])
     cams_by_name = cam_files(args.cams)
     cues = CueSource(args.bg_cues, args.size, binary=args.bg_mask)
+    cached, how = {}, ""
+    if args.bg_power == "auto":
+        how = ", calibrated without labels"
+        args.bg_power, cached = calibrated_power(args, cues, cams_by_name)
     raw = CueSource(args.c2am, args.size) if args.c2am else (cues if cues.is_c2am and not args.bg_mask else None)
     matrices = {t: Scores(num_classes) for t in DEFAULT_BG_THRESHOLDS}
     powers = sorted(set(BG_POWERS) | {args.bg_power})
@@ -201,7 +249,7 @@ def main(argv=None, prog=None):
         cams = _resized(cams, image.shape[:2])
         # With ground truth, every power of the cue in one batched call; the written map is one of them.
         wanted = powers if gt is not None else [args.bg_power]
-        cue = np.clip(cues(name, image), 0.0, 1.0)
+        cue = cached.pop(name) / 255.0 if name in cached else np.clip(cues(name, image), 0.0, 1.0)
         by_power = dict(zip(wanted, refined_labels_batch([cue ** g for g in wanted], keys, cams, num_classes)))
         picture = Image.fromarray(by_power[args.bg_power], mode="P")
         picture.putpalette(palette)
@@ -233,7 +281,8 @@ def main(argv=None, prog=None):
     sources = ([("C2AM's raw 1 - P", raw_cm)] if raw_cm is not None else []) + (
         [(args.bg_cues + (" (its mask)" if args.bg_mask else ""), refined_cm)] if raw is not cues else [])
     for title, by_power in sources:
-        report(f"refined with {title} (power {args.bg_power:g})", by_power[args.bg_power], names)
+        report(f"refined with {title} (power {args.bg_power:g}{how if by_power is refined_cm else ''})",
+               by_power[args.bg_power], names)
         best_g = max(powers, key=lambda g: by_power[g].result()["miou"])
         report(f"refined with {title}, best power {best_g:g}", by_power[best_g], names)
 
