@@ -25,6 +25,7 @@ from c2am_tf.callbacks import (AtomicCheckpoint, ClusterBackupAndRestore, Locali
                                NonFiniteLossGuard, PolarityCallback, save_atomically)
 from c2am_tf.distribute import (STRATEGIES, is_chief, make_strategy, num_workers, remove_worker_dir,
                                 sum_over_workers, worker_dir, worker_index)
+from c2am_tf.data.grouping import feature_clusters
 from c2am_tf.errors import ConfigError
 from c2am_tf.files import write_json_atomically
 from c2am_tf.geometry import EVAL_CROP, EVAL_RESIZE, MIN_IMAGE_SIZE, STRIDE
@@ -64,6 +65,7 @@ class TrainConfig:
     out: str = "runs/c2am"
     seed: int = 1
     steps_per_epoch: int = None
+    batch_groups: int = 0  # > 0: each batch from one of this many k-means clusters (c2am_tf.data.grouping)
     eval_every: int = 1
     resize: int = 256
     crop: int = 224
@@ -95,6 +97,7 @@ class TrainConfig:
             _integer(self, name, 1)
         _integer(self, "batch_size", 2, "the contrastive loss needs at least 2 images a batch")
         _integer(self, "eval_every", 0, "0 means never")
+        _integer(self, "batch_groups", 0, "0 means random batches")
         for name in ("steps_per_epoch", "synthetic_count"):
             if getattr(self, name) is not None:
                 _integer(self, name, 1, "leave it unset for the default")
@@ -226,11 +229,18 @@ def build_datasets(cfg, strategy):
     passes = -(-(steps * cfg.epochs + 1) * per_worker // local) + 1
     # a resumed run goes on with the images the killed one would have seen next
     done = resumed_epochs(cfg.out) * steps * per_worker
+    groups = None
+    if cfg.batch_groups:
+        groups = feature_clusters(train_src, build_backbone(cfg.backbone, weights=cfg.weights,
+                                                            features=_features(cfg)), cfg.batch_groups, cfg.crop,
+                                  cfg.seed)
+        log.info("batches from %d k-means clusters of %d images", cfg.batch_groups, len(groups))
+        passes += 1  # each cluster's last incomplete batch of the stream is dropped
 
     def train_fn(context):
         batches = data.train_pipeline(train_src, context.get_per_replica_batch_size(cfg.batch_size), cfg.resize,
                                       cfg.crop, cfg.cache, seed=cfg.seed, epochs=passes - done // local,
-                                      start=done)
+                                      start=done, groups=groups)
         # float32 (exact for 0..255): Keras all-reduces a first batch to build the model, and
         # collective ops of MultiWorkerMirroredStrategy take no uint8
         return batches.map(lambda images: tf.cast(images, tf.float32))
@@ -255,10 +265,13 @@ def resumed_epochs(out):
         return 0
 
 
+def _features(cfg):
+    return cfg.backbone_features or ("head" if cfg.backbone.startswith("efficientnet_lite") else "concat")
+
+
 def build_model(cfg, total_steps):
     """A compiled C2AM (call inside the strategy scope)."""
-    features = cfg.backbone_features or ("head" if cfg.backbone.startswith("efficientnet_lite") else "concat")
-    backbone = build_backbone(cfg.backbone, weights=cfg.weights, features=features)
+    backbone = build_backbone(cfg.backbone, weights=cfg.weights, features=_features(cfg))
     if cfg.freeze_backbone:
         backbone.trainable = False  # only the head trains (parameter groups skip frozen layers)
     model = C2AM(backbone, alpha=cfg.alpha,

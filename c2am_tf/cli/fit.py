@@ -54,6 +54,9 @@ def build_parser(prog=None):
     p.add_argument("--out", default=defaults.out, help="run folder (checkpoints, logs, TensorBoard)")
     p.add_argument("--seed", type=int, default=defaults.seed, help="random seed")
     p.add_argument("--steps-per-epoch", type=int, help="cap the steps of an epoch (quick runs)")
+    p.add_argument("--batch-groups", type=int, default=defaults.batch_groups,
+                   help="K > 0: each batch from one of K k-means clusters of the images' backbone features "
+                        "(look-alike images; for mixed collections), 0: random batches")
     p.add_argument("--eval-every", type=int, default=defaults.eval_every, help="0: never evaluate")
     p.add_argument("--resize", type=int, default=defaults.resize, help="train: resize to this square")
     p.add_argument("--crop", type=int, default=defaults.crop, help="train: random crop of this square")

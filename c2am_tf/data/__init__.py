@@ -27,7 +27,7 @@ AUTOTUNE = tf.data.AUTOTUNE
 
 
 def train_pipeline(source, batch_size, resize=256, crop=224, cache=True, shuffle_buffer=2048, seed=0, epochs=1,
-                   start=0):
+                   start=0, groups=None):
     """Batches (B, crop, crop, 3) uint8 of resized, flipped, randomly cropped images.
 
     ``epochs`` passes over the source, one after the other, each in its own order.
@@ -42,6 +42,9 @@ def train_pipeline(source, batch_size, resize=256, crop=224, cache=True, shuffle
 
     ``start``: images of the stream already consumed (a resumed run continues where the
     killed one stopped, in the same pass and order). The passes are counted from there.
+
+    ``groups`` ({path: cluster id}, ``c2am_tf.data.grouping.feature_clusters``): each batch holds images
+    of one cluster (the shuffled stream, grouped as it goes; an unlisted path is cluster 0).
     """
     if int(epochs) < 1:
         raise ValueError(f"epochs must be >= 1; got {epochs}")
@@ -62,7 +65,8 @@ def train_pipeline(source, batch_size, resize=256, crop=224, cache=True, shuffle
 
         def augment(ex):
             image_key = tf.strings.to_hash_bucket_fast(ex["path"], 2**62)
-            return random_flip_crop(ex["image"], crop, seed=tf.stack([image_key, tf.constant(pass_seed, tf.int64)]))
+            image = random_flip_crop(ex["image"], crop, seed=tf.stack([image_key, tf.constant(pass_seed, tf.int64)]))
+            return {"image": image, "path": ex["path"]}
 
         shuffled = ds.shuffle(shuffle_buffer, seed=pass_seed, reshuffle_each_iteration=False)
         return shuffled.map(augment, num_parallel_calls=AUTOTUNE)
@@ -72,7 +76,15 @@ def train_pipeline(source, batch_size, resize=256, crop=224, cache=True, shuffle
         passes = passes.concatenate(one_pass(epoch))
     if start:
         passes = passes.skip(start)
-    return passes.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)
+    if groups:
+        table = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(tf.constant(list(groups)), tf.constant(list(groups.values()), tf.int64)),
+            default_value=0)
+        return passes.group_by_window(
+            key_func=lambda ex: table.lookup(ex["path"]),
+            reduce_func=lambda _, window: window.map(lambda ex: ex["image"]).batch(batch_size, drop_remainder=True),
+            window_size=batch_size).prefetch(AUTOTUNE)
+    return passes.map(lambda ex: ex["image"]).batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)
 
 
 def count_examples(source):

@@ -1,0 +1,57 @@
+"""Batches of look-alike images, found without labels: k-means on pooled backbone features.
+
+C2AM's contrastive loss pulls the foregrounds of a batch together and pushes them from the
+backgrounds (paper section 3.2: "foreground objects with similar appearance ... have similar
+representations"). In a mixed collection (birds, pets, street scenes) a random batch pairs
+unrelated foregrounds. ``train_pipeline(groups=...)`` draws each batch from one cluster instead;
+``feature_clusters`` makes the clusters (``c2am-tf fit --batch-groups K``). Measured on the general
+head's 1,875 mixed images, 8 clusters (README, "ImageNet"): CUB dev GT-known 81.1 / 84.1 / 83.9 in three
+runs against 78.8 / 79.0 with random batches; ImageNet dev half 2 unchanged within run-to-run noise.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+
+def spherical_kmeans(x, k, seed=0, iterations=50):
+    """Cluster ids (N,) of the rows of ``x`` by cosine similarity (rows L2-normalized), k-means with
+    ``k`` centres seeded from ``k`` distinct random rows.
+
+    >>> x = np.array([[1, 0.1], [1, 0], [0, 1], [0.1, 1]], np.float32)
+    >>> ids = spherical_kmeans(x, 2); bool(ids[0] == ids[1] != ids[2] == ids[3])
+    True
+    """
+    x = np.asarray(x, np.float64)
+    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    k = int(min(k, len(x)))
+    if k < 1:
+        raise ValueError("k-means needs at least one row and one cluster")
+    centres = x[np.random.RandomState(seed).choice(len(x), k, replace=False)]
+    ids = np.zeros(len(x), np.int64)
+    for _ in range(int(iterations)):
+        new = np.argmax(x @ centres.T, axis=1)
+        if _ and np.array_equal(new, ids):
+            break
+        ids = new
+        for j in range(k):
+            if (ids == j).any():
+                c = x[ids == j].sum(axis=0)
+                centres[j] = c / max(np.linalg.norm(c), 1e-12)
+    return ids
+
+
+def feature_clusters(source, backbone, k, size=224, seed=0, batch_size=32):
+    """{path: cluster id} of a training source ({'image', 'path'} elements): each image resized whole to
+    ``size``, its ``backbone`` features average-pooled, then ``spherical_kmeans``."""
+    from c2am_tf.data.transforms import resize_square
+
+    batches = source.map(lambda ex: (tf.cast(resize_square(ex["image"], size), tf.float32), ex["path"]),
+                         num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size)
+    features, paths = [], []
+    for images, names in batches:
+        features.append(np.asarray(backbone(images, training=False)).mean(axis=(1, 2)))
+        paths.extend(p.decode() for p in names.numpy())
+    if not paths:
+        raise ValueError("no training image to cluster")
+    ids = spherical_kmeans(np.concatenate(features), k, seed)
+    return dict(zip(paths, ids.tolist()))
