@@ -130,11 +130,9 @@ class CueSource:
             self.model, self.folder = None, where
         else:
             self.model, self.folder = load_model(where, require_c2am=False), None
-        self.threshold = None
-        if binary:
-            if self.model is None or not hasattr(self.model, "threshold"):
-                raise ValueError(f"--bg-mask needs a mask model or a C2AM model (a stored threshold), got {where}")
-            self.threshold = float(np.asarray(self.model.threshold))
+        self.binary = binary
+        if binary and (self.model is None or not hasattr(self.model, "threshold")):
+            raise ValueError(f"--bg-mask needs a mask model or a C2AM model (a stored threshold), got {where}")
 
     @property
     def cue_threshold(self):
@@ -151,9 +149,9 @@ class CueSource:
     def __call__(self, name, image):
         if self.model is not None:
             cue = background_map(self.model, image, self.size)
-            if self.threshold is None:
+            if not self.binary:
                 return cue
-            return (~foreground_mask(np.clip(1.0 - cue, 0.0, 1.0), self.threshold)).astype(np.float32)
+            return (~foreground_mask(np.clip(1.0 - cue, 0.0, 1.0), self.cue_threshold)).astype(np.float32)
         path = os.path.join(self.folder, name + ".npy")
         if not os.path.exists(path):
             raise FileNotFoundError(f"no background map {path}")
