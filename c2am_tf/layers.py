@@ -1,12 +1,19 @@
 """C2AM layers: the activation head and the foreground/background disentangler (paper eq. 1)."""
 
 import keras
-import tensorflow as tf
 from keras import ops
 
 
 def _sync_sum(values):
-    """Sums tensors over replicas when running under a distribution strategy."""
+    """Sums tensors over replicas when running under a distribution strategy.
+
+    TensorFlow is imported here, not at the top, so that the layers (and a preset's map network) also run
+    on Keras's JAX and PyTorch backends, where there is no TensorFlow replica context.
+    """
+    if keras.backend.backend() != "tensorflow":
+        return values
+    import tensorflow as tf
+
     ctx = tf.distribute.get_replica_context()
     if ctx is None or ctx.num_replicas_in_sync == 1:
         return values

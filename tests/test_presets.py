@@ -85,3 +85,37 @@ def test_predict_with_a_preset_works_offline(tmp_path):
     assert written["model"] == "preset:general_lite0"
     assert written["threshold"] == pytest.approx(presets.list_presets()["general_lite0"]["threshold"])
     assert (tmp_path / "out" / "x.png.png").exists()
+
+
+PARITY_IMAGES = np.random.RandomState(0).uniform(0, 255, (2, 160, 224, 3)).astype("float32")
+
+
+@pytest.mark.parametrize("name", ["cub_lite0", "general_lite0"])  # polarity -1 and +1
+def test_the_map_network_gives_the_models_maps(name):
+    net = presets.map_network(name)
+    model = C2AM.from_preset(name)
+    maps = np.asarray(net.predict_on_batch(PARITY_IMAGES))
+    assert maps.shape == (2, 10, 14, 1)
+    np.testing.assert_allclose(maps, np.asarray(model.predict_on_batch(PARITY_IMAGES)), atol=1e-6)
+    assert float(np.asarray(model.polarity)) == presets.list_presets()[name]["polarity"]
+
+
+@pytest.mark.parametrize("backend", ["torch", "jax"])
+def test_the_map_network_runs_without_tensorflow(backend, tmp_path):
+    """On another Keras backend (a GPU machine may have only JAX or PyTorch) the preset's map is TF's map."""
+    import importlib.util
+    import subprocess
+    import sys
+
+    if importlib.util.find_spec(backend) is None:
+        pytest.skip(f"{backend} is not installed")
+    np.save(tmp_path / "x.npy", PARITY_IMAGES)
+    script = ("import sys, numpy as np; sys.modules['tensorflow'] = None\n"  # any TensorFlow import fails
+              "from c2am_tf.presets import map_network\n"
+              f"np.save({str(tmp_path / 'm.npy')!r}, np.asarray(map_network('cub_lite0').predict_on_batch("
+              f"np.load({str(tmp_path / 'x.npy')!r}))))\n")
+    env = dict(os.environ, KERAS_BACKEND=backend, CUDA_VISIBLE_DEVICES="")
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    expected = np.asarray(presets.map_network("cub_lite0").predict_on_batch(PARITY_IMAGES))
+    np.testing.assert_allclose(np.load(tmp_path / "m.npy"), expected, atol=1e-4)

