@@ -1,8 +1,9 @@
-"""Class activation maps (Zhou et al. 2016) from a multi-label classifier, and CAM files.
+"""Class activation maps (Zhou et al. 2016) from a classifier, and CAM files.
 
-The classifier is a factory backbone, global average pooling and a dense layer
-(``build_classifier``). The CAM of class k is ``ReLU(sum_c w_ck F_c)`` over the
-backbone's feature maps F (no bias), divided by its maximum and upsampled.
+The classifier is feature maps, global average pooling and a dense layer: ``build_classifier``'s
+(a factory backbone), or the ImageNet EfficientNet-Lite classifiers (``include_top=True``). The CAM
+of class k is ``ReLU(sum_c w_ck F_c)`` over the feature maps F before the pooling (no bias),
+divided by its maximum and upsampled.
 
 CAM files, one per image, read by ``read_cams``:
 - the common WSSS layout (PSA, SEAM, PuzzleCAM, AdvCAM): ``NAME.npy`` holding a pickled dict
@@ -15,6 +16,7 @@ CAM files, one per image, read by ``read_cams``:
 
 import io
 import os
+import weakref
 
 import keras
 import numpy as np
@@ -40,9 +42,28 @@ def build_classifier(backbone, num_classes, name="classifier"):
     return keras.Model(images, logits, name=name)
 
 
-def _parts(classifier):
-    backbone = next(layer for layer in classifier.layers if isinstance(layer, keras.Model))
-    return backbone, classifier.get_layer("logits")
+_CAM_MODELS = weakref.WeakKeyDictionary()
+
+
+def cam_model(classifier):
+    """(model: images -> (logits, the feature maps before pooling), the class weights' dense layer) of a
+    classifier with one global average pooling followed by a dense layer. One forward pass gives both
+    the classes and the maps; built once per classifier."""
+    if classifier not in _CAM_MODELS:
+        pools = [layer for layer in classifier.layers if isinstance(layer, keras.layers.GlobalAveragePooling2D)]
+        dense = [layer for layer in classifier.layers if isinstance(layer, keras.layers.Dense)]
+        if len(pools) != 1 or not dense:
+            raise ValueError(f"classifier {classifier.name!r}: class activation maps need one global average "
+                             "pooling followed by a dense layer")
+        both = keras.Model(classifier.inputs, [classifier.outputs[0], pools[0].input], name=f"{classifier.name}_cam")
+        _CAM_MODELS[classifier] = (both, dense[-1])
+    return _CAM_MODELS[classifier]
+
+
+def maps_of_classes(features, dense, classes):
+    """(B, h, w) float32: each image's CAM of one class, ReLU(features @ kernel[:, class]), not normalized."""
+    kernel = np.asarray(dense.kernel, np.float32)[:, np.asarray(classes)]  # (C, B)
+    return np.maximum(np.einsum("bhwc,cb->bhw", np.asarray(features, np.float32), kernel), 0.0)
 
 
 def class_activation_maps(classifier, images, size=None):
@@ -50,8 +71,8 @@ def class_activation_maps(classifier, images, size=None):
 
     ``size`` (H, W) upsamples them bilinearly (after the normalization, as is usual).
     """
-    backbone, dense = _parts(classifier)
-    features = backbone(tf.cast(images, tf.float32), training=False)
+    both, dense = cam_model(classifier)
+    _, features = both(tf.cast(images, tf.float32), training=False)
     cams = tf.nn.relu(tf.einsum("bhwc,ck->bhwk", features, dense.kernel))
     cams = cams / (tf.reduce_max(cams, axis=[1, 2], keepdims=True) + 1e-5)
     if size is not None:

@@ -63,14 +63,48 @@ def upsample_normalized(maps, size):
     return np.where(span > 0, (up - lo) / np.where(span > 0, span, 1), 0.0)
 
 
-def top_k_classes(classifier, images, size=None, k=TOP_K):
-    """(B, k) class indices, best first, of ``classifier`` (images 0..255 -> logits) on ``images``,
-    resized to ``size`` x ``size`` first when given (the classifier's own input size)."""
+def _classifier_input(images, size):
     x = tf.cast(images, tf.float32)
     if size and int(x.shape[1]) != size:
         x = tf.image.resize(x, (size, size), method="bilinear", antialias=True)
-    logits = np.asarray(classifier.predict_on_batch(x))
+    return x
+
+
+def top_k_classes(classifier, images, size=None, k=TOP_K):
+    """(B, k) class indices, best first, of ``classifier`` (images 0..255 -> logits) on ``images``,
+    resized to ``size`` x ``size`` first when given (the classifier's own input size)."""
+    logits = np.asarray(classifier.predict_on_batch(_classifier_input(images, size)))
     return np.argsort(-logits, axis=1)[:, :k]
+
+
+def classify_with_cams(classifier, images, labels, size=None, k=TOP_K):
+    """((B, k) top classes, (B, h, w) the CAM of each image's true class) in one forward pass of a
+    global-average-pooling classifier (``c2am_tf.cam.cam_model``)."""
+    from c2am_tf.cam import cam_model, maps_of_classes
+
+    labels = np.asarray(labels)
+    if (labels < 0).any():
+        raise ValueError("CAMs of the true class need every image's class label: some images have none")
+    both, dense = cam_model(classifier)
+    logits, features = both.predict_on_batch(_classifier_input(images, size))
+    return np.argsort(-np.asarray(logits), axis=1)[:, :k], maps_of_classes(features, dense, labels)
+
+
+def fuse_cams(maps, cams, weight):
+    """(1 - weight) * C2AM's map + weight * the class's CAM, each min-max normalized per image, on the
+    map's grid (the CAMs are resized to it bilinearly): C2AM finds the object's extent without
+    classes, the classifier's CAM which object the label names."""
+    maps = np.asarray(maps, np.float32)
+    cams = np.asarray(cams, np.float32)
+    if cams.shape[1:] != maps.shape[1:]:
+        cams = tf.image.resize(cams[..., None], maps.shape[1:], method="bilinear").numpy()[..., 0]
+
+    def normalized(m):
+        lo = m.min(axis=(1, 2), keepdims=True)
+        span = m.max(axis=(1, 2), keepdims=True) - lo
+        return np.where(span > 0, (m - lo) / np.where(span > 0, span, 1), 0.0)
+
+    return (1.0 - weight) * normalized(maps) + weight * normalized(cams)
 
 
 class Evaluation:
@@ -184,13 +218,18 @@ class Evaluation:
 
 
 def evaluate(model, dataset, thresholds=DEFAULT_THRESHOLDS, classifier=None, classifier_size=None,
-             max_box_acc=True, flip=False, keep=0, stored_threshold="model", progress=False):
+             max_box_acc=True, flip=False, keep=0, stored_threshold="model", progress=False, cam_weight=0.0):
     """Every metric of ``model`` on ``dataset`` (dict batches, see the module docstring) in one pass.
 
     Returns ``(result, examples)``: ``Evaluation.result()`` and up to ``keep`` (image, map, boxes per
     threshold, gt boxes) tuples for pictures. ``stored_threshold``: "model" (the model's own, when it
-    stores one), a number, or None (report the ``thresholds`` only).
+    stores one), a number, or None (report the ``thresholds`` only). ``cam_weight`` > 0 scores
+    ``fuse_cams`` of the map and the classifier's CAM of each image's true class (the batches need
+    labels): as CAM is scored, GT-known uses the true class, and Top-1 / Top-5 Loc count an image only
+    when that class is the classifier's first / among its five, so they use the same map.
     """
+    if cam_weight and (classifier is None or not 0 < cam_weight <= 1):
+        raise ValueError(f"cam_weight {cam_weight} needs a classifier and a weight in (0, 1]")
     if isinstance(stored_threshold, str):
         stored_threshold = float(np.asarray(model.threshold)) if hasattr(model, "threshold") else None
     ev = Evaluation(thresholds, stored_threshold, max_box_acc)
@@ -214,7 +253,12 @@ def evaluate(model, dataset, thresholds=DEFAULT_THRESHOLDS, classifier=None, cla
             images = batch["image"]
             maps = predict_maps(model, images, flip)
             top_k = None
-            if classifier is not None:
+            if cam_weight:
+                if "label" not in batch:
+                    raise ValueError("cam_weight needs each image's class label: this dataset has none")
+                top_k, cams = classify_with_cams(classifier, images, batch["label"].numpy(), classifier_size)
+                maps = fuse_cams(maps, cams, cam_weight)
+            elif classifier is not None:
                 top_k = top_k_classes(classifier, images, classifier_size)
             host = {k: v.numpy() for k, v in batch.items() if k in ("image", "boxes", "mask")}
             if pending is not None:
@@ -236,10 +280,12 @@ def evaluate(model, dataset, thresholds=DEFAULT_THRESHOLDS, classifier=None, cla
     return ev.result(), examples
 
 
-def choose_threshold(model, dataset, thresholds=DEFAULT_THRESHOLDS, flip=False):
+def choose_threshold(model, dataset, thresholds=DEFAULT_THRESHOLDS, flip=False, classifier=None,
+                     classifier_size=None, cam_weight=0.0):
     """The map threshold with the best GT-known Loc on ``dataset``: a held-out annotated set (never the
     images the numbers are reported on), as wsolevaluation tunes on its separate full-supervision split."""
-    result, _ = evaluate(model, dataset, thresholds, max_box_acc=False, flip=flip, stored_threshold=None)
+    result, _ = evaluate(model, dataset, thresholds, classifier, classifier_size, max_box_acc=False, flip=flip,
+                         stored_threshold=None, cam_weight=cam_weight)
     return result["best_threshold"]
 
 

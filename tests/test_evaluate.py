@@ -203,4 +203,73 @@ def test_evaluate_cli_scores_a_model_with_a_classifier_and_a_boxes_file(tmp_path
     proc = subprocess.run([sys.executable, "-m", "c2am_tf", "evaluate", "--dataset", "cub", "--data-dir", str(cub)],
                           capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert proc.returncode == 2 and "one of --model, --preset or --boxes" in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "c2am_tf", "evaluate", "--model", str(tmp_path / "run" / "final.keras"),
+                           "--dataset", "cub", "--data-dir", str(cub), "--cam-weight", "0.5"],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 2 and "--cam-weight needs" in proc.stderr
     assert os.path.exists(tmp_path / "clf" / "classifier.keras")
+
+
+def test_fuse_cams_normalizes_each_map_and_weighs_them():
+    from c2am_tf.evaluate import fuse_cams
+
+    maps = np.array([[[0.2, 0.6], [0.4, 0.2]]], np.float32)  # min-max: [[0, 1], [0.5, 0]]
+    cams = np.full((1, 4, 4), 3.0, np.float32)
+    cams[0, :2, :2] = 7.0  # resized to 2 x 2: [[7, 3], [3, 3]] -> [[1, 0], [0, 0]]
+    np.testing.assert_allclose(fuse_cams(maps, cams, 1.0), [[[1, 0], [0, 0]]], atol=1e-6)
+    np.testing.assert_allclose(fuse_cams(maps, cams, 0.25), [[[0.25, 0.75], [0.375, 0]]], atol=1e-6)
+    assert fuse_cams(maps, np.zeros((1, 2, 2)), 0.5).max() == pytest.approx(0.5)  # a flat CAM adds nothing
+
+
+def _two_object_batch():
+    """A red square that is the labelled object (green too) and a larger red distractor."""
+    images = np.zeros((1, 32, 32, 3), np.uint8)
+    images[0, 4:12, 4:12, :2] = 255  # the labelled object: red and green
+    images[0, 16:32, 12:32, 0] = 255  # the distractor: red only, larger
+    return images, np.array([[[4, 4, 12, 12]]], np.float32)
+
+
+def _green_classifier():
+    """A global-average-pooling classifier whose class 1 is 'green' (c2am_tf.cam.build_classifier's layout)."""
+    from c2am_tf.cam import build_classifier
+
+    inputs = keras.Input((None, None, 3))
+    backbone = keras.Model(inputs, keras.layers.AveragePooling2D(4)(keras.layers.Rescaling(1 / 255.0)(inputs)))
+    classifier = build_classifier(backbone, 3)
+    kernel = np.zeros((3, 3), np.float32)
+    kernel[1, 1] = 4.0  # class 1 reads green
+    kernel[2, 2] = 1.0
+    classifier.get_layer("logits").set_weights([kernel, np.zeros(3, np.float32)])
+    return classifier
+
+
+def test_the_cam_of_the_true_class_picks_the_labelled_object_among_two():
+    images, boxes = _two_object_batch()
+    classifier = _green_classifier()
+    data = _dataset(image=images, boxes=boxes, label=np.array([1], np.int32))
+    alone = evaluate(_oracle(), data, thresholds=[0.75], classifier=classifier, max_box_acc=False)[0]
+    fused = evaluate(_oracle(), data, thresholds=[0.75], classifier=classifier, max_box_acc=False, cam_weight=0.5)[0]
+    assert alone["best"] == 0.0  # the map alone boxes the larger red square
+    assert fused["best"] == 100.0 and fused["top1_loc"] == 100.0 and fused["top1"] == 100.0
+    with pytest.raises(ValueError, match="class label"):
+        evaluate(_oracle(), _dataset(image=images, boxes=boxes), classifier=classifier, cam_weight=0.5)
+    with pytest.raises(ValueError, match="needs a classifier"):
+        evaluate(_oracle(), data, cam_weight=0.5)
+
+
+def test_cams_of_the_imagenet_lite_classifier_come_with_its_logits():
+    from c2am_tf.backbones import efficientnet_lite
+    from c2am_tf.cam import cam_model, maps_of_classes
+
+    classifier = efficientnet_lite("efficientnet_lite0", weights=None, include_top=True)
+    both, dense = cam_model(classifier)
+    assert cam_model(classifier)[0] is both  # built once per classifier
+    x = np.random.RandomState(0).uniform(0, 255, (2, 224, 224, 3)).astype(np.float32)
+    logits, features = both.predict_on_batch(x)
+    assert features.shape == (2, 7, 7, 1280)
+    np.testing.assert_allclose(logits, classifier.predict_on_batch(x), rtol=1e-4, atol=1e-4)
+    # the CAM's mean (before ReLU) plus the bias is the class's logit: CAM = the logit spread over the map
+    kernel, bias = (np.asarray(w) for w in dense.weights)
+    raw = np.einsum("bhwc,cb->bhw", features, kernel[:, [5, 9]])
+    np.testing.assert_allclose(raw.mean(axis=(1, 2)) + bias[[5, 9]], logits[[0, 1], [5, 9]], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(maps_of_classes(features, dense, [5, 9]), np.maximum(raw, 0), rtol=1e-5, atol=1e-5)

@@ -8,8 +8,8 @@
 
 Prints GT-known Loc per threshold, at the model's stored threshold and the best; Top-1/Top-5 Loc with
 a classifier (a ``.keras`` classifier from ``fit-classifier``, or ``efficientnet_lite0/1/2``: the
-ImageNet classifiers, offline); MaxBoxAccV2 (IoU 30/50/70); PxAP and the best mask IoU when the dataset
-has masks. Frames: ``crop448`` is the authors' CUB test transform (resize 480, center crop 448);
+ImageNet classifiers, offline), and with ``--cam-weight`` the map fused with that classifier's CAM;
+MaxBoxAccV2 (IoU 30/50/70); PxAP and the best mask IoU when the dataset has masks. Frames: ``crop448`` is the authors' CUB test transform (resize 480, center crop 448);
 ``whole224`` resizes the whole image to 224 (wsolevaluation; the default for imagenet); ``whole448``.
 """
 
@@ -42,6 +42,11 @@ def build_parser(prog=None):
     p.add_argument("--thresholds", type=float, nargs="+", default=list(DEFAULT_THRESHOLDS),
                    help="map thresholds for GT-known / Top-k Loc")
     p.add_argument("--flip", action="store_true", help="average each map with its mirrored image's map")
+    p.add_argument("--cam-weight", type=float, default=0.0,
+                   help="score (1 - W) * the map + W * the classifier's CAM of each image's true class, both "
+                        "min-max normalized (needs --classifier and labelled images; 1 scores the CAM alone)")
+    p.add_argument("--threshold", type=float,
+                   help="report at this map threshold instead of the model's stored one (chosen for the map alone)")
     p.add_argument("--no-max-box-acc", dest="max_box_acc", action="store_false", help="skip MaxBoxAccV2")
     p.add_argument("--batch-size", type=int, default=16, help="images per batch")
     p.add_argument("--json", help="also write the numbers here")
@@ -75,6 +80,8 @@ def main(argv=None, prog=None):
     args = p.parse_args(argv)
     if (args.boxes is None) == (args.model is None and args.preset is None):
         p.error("give one of --model, --preset or --boxes")
+    if args.cam_weight and (args.classifier is None or not 0 < args.cam_weight <= 1 or args.boxes):
+        p.error("--cam-weight needs a model, --classifier and a weight in (0, 1]")
     if args.dataset != "synthetic" and not args.data_dir and not (args.dataset == "cub" and not args.boxes):
         p.error(f"--data-dir is needed for dataset {args.dataset}")
     from c2am_tf.evaluate import evaluate, evaluate_boxes, format_result
@@ -99,8 +106,14 @@ def main(argv=None, prog=None):
         classifier, size = (None, None)
         if args.classifier:
             classifier, size = load_classifier(args.classifier)
-        result, _ = evaluate(model, batches, args.thresholds, classifier, args.classifier_size or size, args.max_box_acc,
-                             flip=args.flip, progress=True)
+        # the stored threshold was chosen for the map alone, not for a map fused with a CAM
+        stored = args.threshold if args.threshold is not None else (None if args.cam_weight else "model")
+        try:
+            result, _ = evaluate(model, batches, args.thresholds, classifier, args.classifier_size or size,
+                                 args.max_box_acc, flip=args.flip, progress=True, stored_threshold=stored,
+                                 cam_weight=args.cam_weight)
+        except ValueError as err:
+            sys.exit(f"error: {err}")
         result["frame"] = frame
     result["seconds"] = time.perf_counter() - start
     print(format_result(result))
