@@ -8,8 +8,8 @@ Rows: fixed boxes (whole image, central 80%), DDT on the Lite0 head features, th
 CUB-trained model as is, then the general heads (2-fold: each is trained on the unlabeled images of
 ../shared/data except CUB test and one ImageNet half, and scored on the other half; its threshold is chosen
 on the boxes of the half it trained on, never on the scored half), Top-1/Top-5 Loc with the Lite0 ImageNet
-classifier, MaxBoxAccV2, that classifier's own CAM and C2AM's map fused with it (``evaluate(cam_weight=)``,
-weight and threshold chosen on the training half), and the PSOL route (a regressor trained on the general head's pseudo boxes).
+classifier, MaxBoxAccV2, multi-scale maps, that classifier's own CAM and C2AM's map fused with it
+(``evaluate(cam_weight=)``, weight and threshold chosen on the training half), and the PSOL route (a regressor trained on the general head's pseudo boxes).
 Also: evaluate's images/s against the bare forward pass.
 """
 
@@ -93,32 +93,35 @@ def fixed_and_ddt(batches, classifier, backbone):
 
 
 CAM_WEIGHTS = (0.25, 0.5, 0.75)
+SCALES = (1.0, 192 / 224, 256 / 224)  # multi-scale maps: 224, 192 and 256 px, on the 224 map's grid
 
 
-def held_out(model, half, classifier, cam_weight):
+def held_out(model, half, classifier, cam_weight=0.0, scales=(1.0,)):
     """Scores ``model`` on the other half at the threshold chosen on ``half``: (train-half best, result)."""
-    train, _ = evaluate(model, eval_batches(half), classifier=classifier, classifier_size=224, max_box_acc=False,
-                        stored_threshold=None, cam_weight=cam_weight)
-    r, _ = evaluate(model, eval_batches(OTHER[half]), classifier=classifier, classifier_size=224,
-                    stored_threshold=train["best_threshold"], cam_weight=cam_weight)
+    kw = dict(classifier=classifier, classifier_size=224, cam_weight=cam_weight, scales=scales)
+    train, _ = evaluate(model, eval_batches(half), max_box_acc=False, stored_threshold=None, **kw)
+    r, _ = evaluate(model, eval_batches(OTHER[half]), stored_threshold=train["best_threshold"], **kw)
     return train["best"], {**r, "best": r["at_stored"], "top1_loc": r["top1_loc_at_stored"],
                            "top5_loc": r["top5_loc_at_stored"]}
 
 
-def cam_rows(heads, classifier):
-    """The classifier's own CAM of the true class, and C2AM's map fused with it (``evaluate(cam_weight=)``),
-    the weight and the threshold both chosen on the half the head trained on."""
+def lever_rows(heads, classifier):
+    """Multi-scale maps, the classifier's own CAM of the true class, and C2AM's map fused with it
+    (``evaluate(cam_weight=)``): the weight and every threshold chosen on the half the head trained on."""
+    multi = [held_out(heads[h], h, classifier, scales=SCALES)[1] for h in HALVES]
+    print(row("general heads, multi-scale maps (224, 192, 256 px), 2-fold (held-out thresholds)", mean_rows(multi)))
     cam = [held_out(heads[h], h, classifier, 1.0)[1] for h in HALVES]
     print(row("CAM of the Lite0 classifier alone (true class, 7 x 7), 2-fold (held-out thresholds)",
               mean_rows(cam)), flush=True)
-    fused, chosen = [], []
-    for h in HALVES:
-        tried = {w: held_out(heads[h], h, classifier, w) for w in CAM_WEIGHTS}
-        w = max(tried, key=lambda k: tried[k][0])
-        fused.append(tried[w][1])
-        chosen.append(w)
-    print(row(f"general heads fused with the CAM (weights {chosen[0]} / {chosen[1]} and thresholds from the "
-              "training half), 2-fold", mean_rows(fused)), flush=True)
+    for scales, name in (((1.0,), ""), (SCALES, ", multi-scale maps")):
+        fused, chosen = [], []
+        for h in HALVES:
+            tried = {w: held_out(heads[h], h, classifier, w, scales) for w in CAM_WEIGHTS}
+            w = max(tried, key=lambda k: tried[k][0])
+            fused.append(tried[w][1])
+            chosen.append(w)
+        print(row(f"general heads fused with the CAM{name} (weights {chosen[0]} / {chosen[1]} and thresholds from "
+                  "the training half), 2-fold", mean_rows(fused)), flush=True)
 
 
 def row(name, r, key="best"):
@@ -190,7 +193,7 @@ def main():
         heads[half] = model
     print(row("general heads, 2-fold mean (held-out thresholds)", mean_rows(folds)))
     print(row("general heads, 2-fold mean (best threshold on the scored half)", mean_rows(oracle)))
-    cam_rows(heads, classifier)
+    lever_rows(heads, classifier)
     at448 = [evaluate(heads[h], eval_batches(OTHER[h], frame="whole448"), classifier=classifier,
                       classifier_size=224, max_box_acc=False)[0] for h in HALVES]
     print(row("general heads scored at 448 (frame whole448), 2-fold mean (best threshold)", mean_rows(at448)))

@@ -34,16 +34,29 @@ TOP_K = 5
 MAX_BOX_ACC_SIZE = 224
 
 
-def predict_maps(model, images, flip=False):
+def predict_maps(model, images, flip=False, scales=(1.0,)):
     """Foreground-high maps (B, h, w) as numpy for a batch of images.
 
-    ``flip`` averages the map with the mirrored map of the mirrored images (test-time augmentation).
+    Test-time augmentation: ``flip`` averages the map with the mirrored map of the mirrored images;
+    ``scales`` averages the maps of the images resized by each factor (bilinear, antialiased), each map
+    resized to the grid of the first scale's.
     """
-    maps = _forward(model, images)
-    if flip:
-        mirrored = _forward(model, tf.reverse(images, axis=[2]))
-        maps = (maps + mirrored[:, :, ::-1]) / 2.0
-    return maps
+    maps = None
+    for scale in scales:
+        x = images
+        if scale != 1:
+            h, w = (max(16, int(round(int(n) * scale))) for n in images.shape[1:3])
+            x = tf.image.resize(tf.cast(images, tf.float32), (h, w), method="bilinear", antialias=True)
+        m = _forward(model, x)
+        if flip:
+            m = (m + _forward(model, tf.reverse(x, axis=[2]))[:, :, ::-1]) / 2.0
+        if maps is None:
+            maps = m
+        else:
+            if m.shape[1:] != maps.shape[1:]:
+                m = tf.image.resize(m[..., None], maps.shape[1:], method="bilinear").numpy()[..., 0]
+            maps = maps + m
+    return maps / len(scales)
 
 
 def _forward(model, images):
@@ -57,10 +70,14 @@ def _forward(model, images):
 def upsample_normalized(maps, size):
     """Maps (B, h, w) -> (B, size, size) bilinear, each min-max normalized (constant -> 0)."""
     up = tf.image.resize(np.asarray(maps, np.float32)[..., None], (size, size), method="bilinear")
-    up = up.numpy()[..., 0].astype(np.float64)
-    lo = up.min(axis=(1, 2), keepdims=True)
-    span = up.max(axis=(1, 2), keepdims=True) - lo
-    return np.where(span > 0, (up - lo) / np.where(span > 0, span, 1), 0.0)
+    return min_max_normalized(up.numpy()[..., 0].astype(np.float64))
+
+
+def min_max_normalized(maps):
+    """Each map (B, h, w) scaled to [0, 1] by its own minimum and maximum (a constant map -> 0)."""
+    lo = maps.min(axis=(1, 2), keepdims=True)
+    span = maps.max(axis=(1, 2), keepdims=True) - lo
+    return np.where(span > 0, (maps - lo) / np.where(span > 0, span, 1), 0.0)
 
 
 def _classifier_input(images, size):
@@ -98,13 +115,7 @@ def fuse_cams(maps, cams, weight):
     cams = np.asarray(cams, np.float32)
     if cams.shape[1:] != maps.shape[1:]:
         cams = tf.image.resize(cams[..., None], maps.shape[1:], method="bilinear").numpy()[..., 0]
-
-    def normalized(m):
-        lo = m.min(axis=(1, 2), keepdims=True)
-        span = m.max(axis=(1, 2), keepdims=True) - lo
-        return np.where(span > 0, (m - lo) / np.where(span > 0, span, 1), 0.0)
-
-    return (1.0 - weight) * normalized(maps) + weight * normalized(cams)
+    return (1.0 - weight) * min_max_normalized(maps) + weight * min_max_normalized(cams)
 
 
 class Evaluation:
@@ -218,12 +229,14 @@ class Evaluation:
 
 
 def evaluate(model, dataset, thresholds=DEFAULT_THRESHOLDS, classifier=None, classifier_size=None,
-             max_box_acc=True, flip=False, keep=0, stored_threshold="model", progress=False, cam_weight=0.0):
+             max_box_acc=True, flip=False, keep=0, stored_threshold="model", progress=False, cam_weight=0.0,
+             scales=(1.0,)):
     """Every metric of ``model`` on ``dataset`` (dict batches, see the module docstring) in one pass.
 
     Returns ``(result, examples)``: ``Evaluation.result()`` and up to ``keep`` (image, map, boxes per
     threshold, gt boxes) tuples for pictures. ``stored_threshold``: "model" (the model's own, when it
-    stores one), a number, or None (report the ``thresholds`` only). ``cam_weight`` > 0 scores
+    stores one), a number, or None (report the ``thresholds`` only). ``flip`` and ``scales``: see
+    ``predict_maps``. ``cam_weight`` > 0 scores
     ``fuse_cams`` of the map and the classifier's CAM of each image's true class (the batches need
     labels): as CAM is scored, GT-known uses the true class, and Top-1 / Top-5 Loc count an image only
     when that class is the classifier's first / among its five, so they use the same map.
@@ -251,7 +264,7 @@ def evaluate(model, dataset, thresholds=DEFAULT_THRESHOLDS, classifier=None, cla
         pending = None
         for batch in dataset:
             images = batch["image"]
-            maps = predict_maps(model, images, flip)
+            maps = predict_maps(model, images, flip, scales)
             top_k = None
             if cam_weight:
                 if "label" not in batch:
@@ -281,11 +294,11 @@ def evaluate(model, dataset, thresholds=DEFAULT_THRESHOLDS, classifier=None, cla
 
 
 def choose_threshold(model, dataset, thresholds=DEFAULT_THRESHOLDS, flip=False, classifier=None,
-                     classifier_size=None, cam_weight=0.0):
+                     classifier_size=None, cam_weight=0.0, scales=(1.0,)):
     """The map threshold with the best GT-known Loc on ``dataset``: a held-out annotated set (never the
     images the numbers are reported on), as wsolevaluation tunes on its separate full-supervision split."""
     result, _ = evaluate(model, dataset, thresholds, classifier, classifier_size, max_box_acc=False, flip=flip,
-                         stored_threshold=None, cam_weight=cam_weight)
+                         stored_threshold=None, cam_weight=cam_weight, scales=scales)
     return result["best_threshold"]
 
 

@@ -273,3 +273,19 @@ def test_cams_of_the_imagenet_lite_classifier_come_with_its_logits():
     raw = np.einsum("bhwc,cb->bhw", features, kernel[:, [5, 9]])
     np.testing.assert_allclose(raw.mean(axis=(1, 2)) + bias[[5, 9]], logits[[0, 1], [5, 9]], rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(maps_of_classes(features, dense, [5, 9]), np.maximum(raw, 0), rtol=1e-5, atol=1e-5)
+
+
+def test_multi_scale_maps_are_the_mean_over_scales_on_the_first_scales_grid():
+    inputs = keras.Input((None, None, 3))
+    # a map of stride 4 whose every value is the input's height / 100: each scale is told apart
+    height = keras.layers.Lambda(
+        lambda x: keras.ops.ones_like(x[:, ::4, ::4, :1]) * keras.ops.cast(keras.ops.shape(x)[1], "float32") / 100)
+    model = keras.Model(inputs, height(inputs))
+    images = tf.zeros((2, 32, 48, 3))
+    np.testing.assert_allclose(predict_maps(model, images), 0.32, atol=1e-6)
+    both = predict_maps(model, images, scales=(1.0, 2.0))
+    assert both.shape == (2, 8, 12)
+    np.testing.assert_allclose(both, (0.32 + 0.64) / 2, atol=1e-6)
+    np.testing.assert_allclose(predict_maps(model, images, flip=True, scales=(0.5, 1.0)), (0.16 + 0.32) / 2,
+                               atol=1e-6)
+    assert predict_maps(model, images, scales=(0.5, 1.0)).shape == (2, 4, 6)

@@ -13,6 +13,7 @@ MaxBoxAccV2 (IoU 30/50/70); PxAP and the best mask IoU when the dataset has mask
 ``whole224`` resizes the whole image to 224 (wsolevaluation; the default for imagenet); ``whole448``.
 """
 
+import argparse
 import os
 import sys
 import time
@@ -24,6 +25,13 @@ from c2am_tf.geometry import EVAL_FRAMES, default_frame
 DATASETS = ("cub", "imagenet", "masks", "synthetic")
 LITE_CLASSIFIERS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 LITE_CLASSIFIER_SIZE = 224  # the ImageNet classifiers' training resolution
+
+
+def _scale(text):
+    value = float(text)
+    if not 0.1 <= value <= 4:
+        raise argparse.ArgumentTypeError(f"a scale factor in [0.1, 4], not {text}")
+    return value
 
 
 def build_parser(prog=None):
@@ -42,6 +50,9 @@ def build_parser(prog=None):
     p.add_argument("--thresholds", type=float, nargs="+", default=list(DEFAULT_THRESHOLDS),
                    help="map thresholds for GT-known / Top-k Loc")
     p.add_argument("--flip", action="store_true", help="average each map with its mirrored image's map")
+    p.add_argument("--scales", type=_scale, nargs="+", default=[1.0],
+                   help="average the maps of the image resized by these factors (e.g. 0.86 1 1.14; the first "
+                        "sets the map's grid)")
     p.add_argument("--cam-weight", type=float, default=0.0,
                    help="score (1 - W) * the map + W * the classifier's CAM of each image's true class, both "
                         "min-max normalized (needs --classifier and labelled images; 1 scores the CAM alone)")
@@ -111,7 +122,7 @@ def main(argv=None, prog=None):
         try:
             result, _ = evaluate(model, batches, args.thresholds, classifier, args.classifier_size or size,
                                  args.max_box_acc, flip=args.flip, progress=True, stored_threshold=stored,
-                                 cam_weight=args.cam_weight)
+                                 cam_weight=args.cam_weight, scales=tuple(args.scales))
         except ValueError as err:
             sys.exit(f"error: {err}")
         result["frame"] = frame
