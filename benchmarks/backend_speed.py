@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from machine import cpu_info
+from machine import cpu_info, median_seconds
 
 PARITY_SHAPE = (4, 224, 224, 3)
 
@@ -60,14 +60,7 @@ def peak_memory_mib(backend):
 def images_per_s(net, batch, size, repeats, warmup=3):
     """Median images/s of ``net.predict_on_batch`` on a (batch, size, size, 3) host array."""
     x = np.random.RandomState(batch).uniform(0, 255, (batch, size, size, 3)).astype("float32")
-    for _ in range(warmup):
-        np.asarray(net.predict_on_batch(x))
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        np.asarray(net.predict_on_batch(x))
-        times.append(time.perf_counter() - t)
-    return batch / float(np.median(times))
+    return batch / median_seconds(lambda: np.asarray(net.predict_on_batch(x)), repeats, warmup)
 
 
 def main():

@@ -9,7 +9,8 @@ CUB-trained model as is, then the general heads (2-fold: each is trained on the 
 ../shared/data except CUB test and one ImageNet half, and scored on the other half; its threshold is chosen
 on the boxes of the half it trained on, never on the scored half), Top-1/Top-5 Loc with the Lite0 ImageNet
 classifier, MaxBoxAccV2, multi-scale maps, that classifier's own CAM and C2AM's map fused with it
-(``evaluate(cam_weight=)``, weight and threshold chosen on the training half), and the PSOL route (a regressor trained on the general head's pseudo boxes).
+(``evaluate(cam_weight=)``, weight and threshold chosen on the training half), and the PSOL route (a
+regressor trained on the general head's pseudo boxes).
 Also: evaluate's images/s against the bare forward pass.
 """
 
@@ -101,8 +102,12 @@ def held_out(model, half, classifier, cam_weight=0.0, scales=(1.0,)):
     kw = dict(classifier=classifier, classifier_size=224, cam_weight=cam_weight, scales=scales)
     train, _ = evaluate(model, eval_batches(half), max_box_acc=False, stored_threshold=None, **kw)
     r, _ = evaluate(model, eval_batches(OTHER[half]), stored_threshold=train["best_threshold"], **kw)
-    return train["best"], {**r, "best": r["at_stored"], "top1_loc": r["top1_loc_at_stored"],
-                           "top5_loc": r["top5_loc_at_stored"]}
+    return train["best"], at_stored(r)
+
+
+def at_stored(r):
+    """A result whose best / Top-k figures are those at its stored (held-out) threshold, for ``row``."""
+    return {**r, "best": r["at_stored"], "top1_loc": r["top1_loc_at_stored"], "top5_loc": r["top5_loc_at_stored"]}
 
 
 def lever_rows(heads, classifier):
@@ -187,8 +192,7 @@ def main():
         r, _ = evaluate(model, eval_batches(OTHER[half]), classifier=classifier, classifier_size=224)
         print(row(f"general head trained with {half}, scored on {OTHER[half]}, threshold "
                   f"{r['stored_threshold']:.2f} from {half}", r, "at_stored"), flush=True)
-        folds.append({**r, "best": r["at_stored"], "top1_loc": r["top1_loc_at_stored"],
-                      "top5_loc": r["top5_loc_at_stored"]})
+        folds.append(at_stored(r))
         oracle.append(r)
         heads[half] = model
     print(row("general heads, 2-fold mean (held-out thresholds)", mean_rows(folds)))
@@ -200,8 +204,7 @@ def main():
     flip = [evaluate(heads[h], eval_batches(OTHER[h]), classifier=classifier, classifier_size=224, flip=True,
                      max_box_acc=False)[0] for h in HALVES]
     print(row("general heads + flip-averaged maps, 2-fold mean (held-out thresholds)",
-              mean_rows([{**r, "best": r["at_stored"], "top1_loc": r["top1_loc_at_stored"],
-                          "top5_loc": r["top5_loc_at_stored"]} for r in flip])), flush=True)
+              mean_rows([at_stored(r) for r in flip])), flush=True)
     print(f"classifier alone (Lite0 ImageNet, 224, all {classified['total']} images): top-1 "
           f"{classified['top1']:.1f}, top-5 {classified['top5']:.1f}")
     for path in args.levers:
