@@ -45,8 +45,7 @@ def predict_maps(model, images, flip=False, scales=(1.0,)):
     for scale in scales:
         x = images
         if scale != 1:
-            h, w = (max(16, int(round(int(n) * scale))) for n in images.shape[1:3])
-            x = tf.image.resize(tf.cast(images, tf.float32), (h, w), method="bilinear", antialias=True)
+            x = _resized_images(images, [max(16, int(round(int(n) * scale))) for n in images.shape[1:3]])
         m = _forward(model, x)
         if flip:
             m = (m + _forward(model, tf.reverse(x, axis=[2]))[:, :, ::-1]) / 2.0
@@ -54,7 +53,7 @@ def predict_maps(model, images, flip=False, scales=(1.0,)):
             maps = m
         else:
             if m.shape[1:] != maps.shape[1:]:
-                m = tf.image.resize(m[..., None], maps.shape[1:], method="bilinear").numpy()[..., 0]
+                m = resize_maps(m, maps.shape[1:])
             maps = maps + m
     return maps / len(scales)
 
@@ -67,10 +66,14 @@ def _forward(model, images):
     return np.asarray(model.predict_on_batch(images))[..., 0]
 
 
+def resize_maps(maps, shape):
+    """Maps (B, h, w) -> (B, *shape) float32, bilinear."""
+    return tf.image.resize(np.asarray(maps, np.float32)[..., None], tuple(shape), method="bilinear").numpy()[..., 0]
+
+
 def upsample_normalized(maps, size):
     """Maps (B, h, w) -> (B, size, size) bilinear, each min-max normalized (constant -> 0)."""
-    up = tf.image.resize(np.asarray(maps, np.float32)[..., None], (size, size), method="bilinear")
-    return min_max_normalized(up.numpy()[..., 0].astype(np.float64))
+    return min_max_normalized(resize_maps(maps, (size, size)).astype(np.float64))
 
 
 def min_max_normalized(maps):
@@ -80,11 +83,16 @@ def min_max_normalized(maps):
     return np.where(span > 0, (maps - lo) / np.where(span > 0, span, 1), 0.0)
 
 
-def _classifier_input(images, size):
+def _resized_images(images, shape):
+    """Images as float32, resized to ``shape`` (h, w) (bilinear, antialiased) unless they have it."""
     x = tf.cast(images, tf.float32)
-    if size and int(x.shape[1]) != size:
-        x = tf.image.resize(x, (size, size), method="bilinear", antialias=True)
+    if tuple(int(n) for n in x.shape[1:3]) != tuple(shape):
+        x = tf.image.resize(x, tuple(shape), method="bilinear", antialias=True)
     return x
+
+
+def _classifier_input(images, size):
+    return _resized_images(images, (size, size)) if size else tf.cast(images, tf.float32)
 
 
 def top_k_classes(classifier, images, size=None, k=TOP_K):
@@ -114,7 +122,7 @@ def fuse_cams(maps, cams, weight):
     maps = np.asarray(maps, np.float32)
     cams = np.asarray(cams, np.float32)
     if cams.shape[1:] != maps.shape[1:]:
-        cams = tf.image.resize(cams[..., None], maps.shape[1:], method="bilinear").numpy()[..., 0]
+        cams = resize_maps(cams, maps.shape[1:])
     return (1.0 - weight) * min_max_normalized(maps) + weight * min_max_normalized(cams)
 
 
@@ -236,9 +244,8 @@ def evaluate(model, dataset, thresholds=DEFAULT_THRESHOLDS, classifier=None, cla
     Returns ``(result, examples)``: ``Evaluation.result()`` and up to ``keep`` (image, map, boxes per
     threshold, gt boxes) tuples for pictures. ``stored_threshold``: "model" (the model's own, when it
     stores one), a number, or None (report the ``thresholds`` only). ``flip`` and ``scales``: see
-    ``predict_maps``. ``cam_weight`` > 0 scores
-    ``fuse_cams`` of the map and the classifier's CAM of each image's true class (the batches need
-    labels): as CAM is scored, GT-known uses the true class, and Top-1 / Top-5 Loc count an image only
+    ``predict_maps``. ``cam_weight`` > 0 scores ``fuse_cams`` of the map and the classifier's CAM of
+    each image's true class (the batches need labels): as CAM is scored, GT-known uses the true class, and Top-1 / Top-5 Loc count an image only
     when that class is the classifier's first / among its five, so they use the same map.
     """
     if cam_weight and (classifier is None or not 0 < cam_weight <= 1):

@@ -9,8 +9,9 @@
 Prints GT-known Loc per threshold, at the model's stored threshold and the best; Top-1/Top-5 Loc with
 a classifier (a ``.keras`` classifier from ``fit-classifier``, or ``efficientnet_lite0/1/2``: the
 ImageNet classifiers, offline), and with ``--cam-weight`` the map fused with that classifier's CAM;
-MaxBoxAccV2 (IoU 30/50/70); PxAP and the best mask IoU when the dataset has masks. Frames: ``crop448`` is the authors' CUB test transform (resize 480, center crop 448);
-``whole224`` resizes the whole image to 224 (wsolevaluation; the default for imagenet); ``whole448``.
+MaxBoxAccV2 (IoU 30/50/70); PxAP and the best mask IoU when the dataset has masks. Frames: ``crop448``
+is the authors' CUB test transform (resize 480, center crop 448); ``whole224`` resizes the whole image
+to 224 (wsolevaluation; the default for imagenet); ``whole448``.
 """
 
 import argparse
