@@ -102,17 +102,43 @@ def top_k_classes(classifier, images, size=None, k=TOP_K):
     return np.argsort(-logits, axis=1)[:, :k]
 
 
-def classify_with_cams(classifier, images, labels, size=None, k=TOP_K):
-    """((B, k) top classes, (B, h, w) the CAM of each image's true class) in one forward pass of a
-    global-average-pooling classifier (``c2am_tf.cam.cam_model``)."""
+def classify_with_cams(classifier, images, labels=None, size=None, k=TOP_K):
+    """((B, k) top classes, (B, h, w) one CAM per image) in one forward pass of a global-average-pooling
+    classifier (``c2am_tf.cam.cam_model``). The CAM is that of each image's ``labels`` class (evaluation:
+    the true class) or, with ``labels=None``, of the classifier's own top-1 class (unlabelled images)."""
     from c2am_tf.cam import cam_model, maps_of_classes
 
+    both, dense = cam_model(classifier)
+    logits, features = both.predict_on_batch(_classifier_input(images, size))
+    top = np.argsort(-np.asarray(logits), axis=1)[:, :k]
+    if labels is None:
+        return top, maps_of_classes(features, dense, top[:, 0])
     labels = np.asarray(labels)
     if (labels < 0).any():
         raise ValueError("CAMs of the true class need every image's class label: some images have none")
-    both, dense = cam_model(classifier)
-    logits, features = both.predict_on_batch(_classifier_input(images, size))
-    return np.argsort(-np.asarray(logits), axis=1)[:, :k], maps_of_classes(features, dense, labels)
+    return top, maps_of_classes(features, dense, labels)
+
+
+def localization_maps(model, images, classifier=None, classifier_size=None, cam_weight=0.0, labels=None,
+                      flip=False, scales=(1.0,)):
+    """(maps (B, h, w), top classes (B, k) or None): what boxes are cut from, for every command.
+
+    The map is ``predict_maps(model, images, flip, scales)``; with a ``classifier`` the classes come with it
+    and ``cam_weight`` > 0 fuses the map with a CAM (``fuse_cams``): of each image's ``labels`` class when
+    given (evaluation), else of the classifier's top-1 class (``predict``, ``extract-boxes``).
+
+    Example:
+    >>> maps, top = localization_maps(model, images, classifier, 224, cam_weight=0.25)  # doctest: +SKIP
+    """
+    if cam_weight and (classifier is None or not 0 < cam_weight <= 1):
+        raise ValueError(f"cam_weight {cam_weight} needs a classifier and a weight in (0, 1]")
+    maps = predict_maps(model, images, flip, scales)
+    if cam_weight:
+        top_k, cams = classify_with_cams(classifier, images, labels, classifier_size)
+        return fuse_cams(maps, cams, cam_weight), top_k
+    if classifier is not None:
+        return maps, top_k_classes(classifier, images, classifier_size)
+    return maps, None
 
 
 def fuse_cams(maps, cams, weight):
@@ -271,15 +297,10 @@ def evaluate(model, dataset, thresholds=DEFAULT_THRESHOLDS, classifier=None, cla
         pending = None
         for batch in dataset:
             images = batch["image"]
-            maps = predict_maps(model, images, flip, scales)
-            top_k = None
-            if cam_weight:
-                if "label" not in batch:
-                    raise ValueError("cam_weight needs each image's class label: this dataset has none")
-                top_k, cams = classify_with_cams(classifier, images, batch["label"].numpy(), classifier_size)
-                maps = fuse_cams(maps, cams, cam_weight)
-            elif classifier is not None:
-                top_k = top_k_classes(classifier, images, classifier_size)
+            if cam_weight and "label" not in batch:
+                raise ValueError("cam_weight needs each image's class label: this dataset has none")
+            maps, top_k = localization_maps(model, images, classifier, classifier_size, cam_weight,
+                                            batch["label"].numpy() if cam_weight else None, flip, scales)
             host = {k: v.numpy() for k, v in batch.items() if k in ("image", "boxes", "mask")}
             if pending is not None:
                 pending.result()

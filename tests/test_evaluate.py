@@ -8,7 +8,9 @@ import pytest
 import tensorflow as tf
 
 from c2am_tf.boxes_json import read_boxes
-from c2am_tf.evaluate import Evaluation, evaluate, evaluate_boxes, format_result, predict_maps, upsample_normalized
+from conftest import green_classifier, two_object_batch
+from c2am_tf.evaluate import (Evaluation, evaluate, evaluate_boxes, format_result, localization_maps, predict_maps,
+                              upsample_normalized)
 
 
 def _oracle():
@@ -221,31 +223,9 @@ def test_fuse_cams_normalizes_each_map_and_weighs_them():
     assert fuse_cams(maps, np.zeros((1, 2, 2)), 0.5).max() == pytest.approx(0.5)  # a flat CAM adds nothing
 
 
-def _two_object_batch():
-    """A red square that is the labelled object (green too) and a larger red distractor."""
-    images = np.zeros((1, 32, 32, 3), np.uint8)
-    images[0, 4:12, 4:12, :2] = 255  # the labelled object: red and green
-    images[0, 16:32, 12:32, 0] = 255  # the distractor: red only, larger
-    return images, np.array([[[4, 4, 12, 12]]], np.float32)
-
-
-def _green_classifier():
-    """A global-average-pooling classifier whose class 1 is 'green' (c2am_tf.cam.build_classifier's layout)."""
-    from c2am_tf.cam import build_classifier
-
-    inputs = keras.Input((None, None, 3))
-    backbone = keras.Model(inputs, keras.layers.AveragePooling2D(4)(keras.layers.Rescaling(1 / 255.0)(inputs)))
-    classifier = build_classifier(backbone, 3)
-    kernel = np.zeros((3, 3), np.float32)
-    kernel[1, 1] = 4.0  # class 1 reads green
-    kernel[2, 2] = 1.0
-    classifier.get_layer("logits").set_weights([kernel, np.zeros(3, np.float32)])
-    return classifier
-
-
 def test_the_cam_of_the_true_class_picks_the_labelled_object_among_two():
-    images, boxes = _two_object_batch()
-    classifier = _green_classifier()
+    images, boxes = two_object_batch()
+    classifier = green_classifier()
     data = _dataset(image=images, boxes=boxes, label=np.array([1], np.int32))
     alone = evaluate(_oracle(), data, thresholds=[0.75], classifier=classifier, max_box_acc=False)[0]
     fused = evaluate(_oracle(), data, thresholds=[0.75], classifier=classifier, max_box_acc=False, cam_weight=0.5)[0]
@@ -255,6 +235,22 @@ def test_the_cam_of_the_true_class_picks_the_labelled_object_among_two():
         evaluate(_oracle(), _dataset(image=images, boxes=boxes), classifier=classifier, cam_weight=0.5)
     with pytest.raises(ValueError, match="needs a classifier"):
         evaluate(_oracle(), data, cam_weight=0.5)
+
+
+def test_without_labels_the_cam_is_of_the_classifiers_top_class():
+    images, boxes = two_object_batch()
+    classifier = green_classifier()
+    predicted, top = localization_maps(_oracle(), images, classifier, cam_weight=0.5)
+    assert top[0, 0] == 1  # the green object's class
+    np.testing.assert_allclose(predicted, localization_maps(_oracle(), images, classifier, cam_weight=0.5,
+                                                            labels=[1])[0], atol=1e-6)
+    other = localization_maps(_oracle(), images, classifier, cam_weight=0.5, labels=[0])[0]
+    assert np.abs(other - predicted).max() > 0.2  # another class's (flat) CAM gives another map
+    alone, top_alone = localization_maps(_oracle(), images, classifier)
+    np.testing.assert_array_equal(top_alone, top)
+    np.testing.assert_allclose(alone, predict_maps(_oracle(), images))
+    with pytest.raises(ValueError, match="needs a classifier"):
+        localization_maps(_oracle(), images, cam_weight=0.5)
 
 
 def test_cams_of_the_imagenet_lite_classifier_come_with_its_logits():

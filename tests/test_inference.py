@@ -148,6 +148,49 @@ def test_extract_boxes_writes_both_formats_and_resumes(tmp_path, saved_model):
     assert not partial.exists()
 
 
+def test_predict_and_extract_boxes_with_a_classifier_box_its_top_class_cam(tmp_path, saved_model, capsys):
+    from conftest import green_classifier, two_object_batch
+
+    images, gt = two_object_batch()
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(images[0]).save(photos / "two.png")
+    classifier = tmp_path / "green.keras"
+    green_classifier().save(classifier)
+    base = ["--model", saved_model, "--size", "128", "--classifier", str(classifier)]
+    # the model's stored threshold was chosen for its map alone: a fused map needs its own
+    with pytest.raises(SystemExit):
+        cli(["predict", str(photos), "--out", str(tmp_path / "o"), *base, "--cam-weight", "1"])
+    assert "--cam-weight needs --threshold" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli(["predict", str(photos), "--out", str(tmp_path / "o"), "--model", saved_model, "--cam-weight", "0.5",
+             "--threshold", "0.5"])
+    assert "--cam-weight needs --classifier" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+    # weight 1: the box is cut from the CAM of the classifier's top class (green), not from the red distractor
+    out = tmp_path / "out"
+    assert cli(["predict", str(photos), "--out", str(out), *base, "--cam-weight", "1", "--threshold", "0.5"]) == 0
+    result = json.loads((out / "boxes.json").read_text())
+    record = result["images"][0]
+    assert record["top5"][0] == 1 and sorted(record["top5"]) == [0, 1, 2] and result["cam_weight"] == 1.0
+    np.testing.assert_allclose(record["box"], gt[0, 0], atol=2)
+    # the same from extract-boxes; with the classifier alone (no fusion) records still carry the classes
+    boxes = tmp_path / "boxes.json"
+    assert cli(["extract-boxes", "--dataset", "folder", "--data-dir", str(photos), "--out", str(boxes), *base,
+                "--cam-weight", "1", "--threshold", "0.5"]) in (0, None)
+    extracted = json.loads(boxes.read_text())
+    assert extracted["images"][0]["top5"] == record["top5"] and extracted["cam_weight"] == 1.0
+    np.testing.assert_allclose(extracted["images"][0]["box"], record["box"], atol=0.01)
+    plain = tmp_path / "plain.json"
+    assert cli(["extract-boxes", "--dataset", "folder", "--data-dir", str(photos), "--out", str(plain),
+                *base]) in (0, None)
+    assert json.loads(plain.read_text())["images"][0]["top5"] == record["top5"]
+    with pytest.raises(SystemExit):
+        cli(["extract-boxes", "--dataset", "folder", "--data-dir", str(photos), "--out", str(tmp_path / "b"), *base,
+             "--runner", "DirectRunner"])
+    assert "only in the local extractor" in capsys.readouterr().err
+
+
 def test_load_model_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="nothing.keras"):
         load_model(str(tmp_path / "nothing.keras"))

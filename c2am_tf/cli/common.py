@@ -68,3 +68,50 @@ def model_label(args):
     from c2am_tf import presets
 
     return presets.model_label(args.model, args.preset)
+
+
+LITE_CLASSIFIERS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+LITE_CLASSIFIER_SIZE = 224  # the ImageNet classifiers' training resolution
+
+
+def add_classifier_flags(parser, cam_class):
+    """``--classifier``, ``--classifier-size`` and ``--cam-weight``; ``cam_class`` says whose class the CAM is
+    of in this command (each image's true class, or the classifier's top-1)."""
+    parser.add_argument("--classifier", help="a .keras classifier (fit-classifier), or efficientnet_lite0/1/2 "
+                                             "(the ImageNet classifiers, offline)")
+    parser.add_argument("--classifier-size", type=int, help="resize images to this square for the classifier "
+                        f"(default: {LITE_CLASSIFIER_SIZE} for the ImageNet classifiers, else the frame)")
+    parser.add_argument("--cam-weight", type=float, default=0.0,
+                        help=f"boxes from (1 - W) * the map + W * the classifier's CAM of {cam_class}, both "
+                             "min-max normalized (needs --classifier; 1: the CAM alone)")
+
+
+def check_classifier_flags(parser, args, threshold_needed):
+    """Errors (through ``parser``) for a ``--cam-weight`` that cannot be used. A threshold stored with a
+    model was chosen for its map alone, so a command that cuts boxes at one threshold needs ``--threshold``."""
+    if not args.cam_weight:
+        return
+    if args.classifier is None or not 0 < args.cam_weight <= 1:
+        parser.error("--cam-weight needs --classifier and a weight in (0, 1]")
+    if threshold_needed and args.threshold is None:
+        parser.error("--cam-weight needs --threshold: the model's stored threshold was chosen for its map alone "
+                     "(choose one for the fused map on annotated images, e.g. with evaluate --cam-weight)")
+
+
+def load_classifier(name):
+    """(classifier, input size or None): an ImageNet EfficientNet-Lite by name, or a ``.keras`` file."""
+    if name in LITE_CLASSIFIERS:
+        from c2am_tf.backbones import efficientnet_lite
+
+        return efficientnet_lite(name, include_top=True), LITE_CLASSIFIER_SIZE
+    from c2am_tf.inference import load_model
+
+    return load_model(name, require_c2am=False), None
+
+
+def chosen_classifier(args):
+    """(classifier, its input size) named by ``--classifier`` / ``--classifier-size``, or (None, None)."""
+    if not args.classifier:
+        return None, None
+    classifier, size = load_classifier(args.classifier)
+    return classifier, args.classifier_size or size

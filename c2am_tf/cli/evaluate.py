@@ -19,13 +19,12 @@ import os
 import sys
 import time
 
-from c2am_tf.cli.common import add_model_flags, command_parser, load_chosen_model
+from c2am_tf.cli.common import (add_classifier_flags, add_model_flags, check_classifier_flags, chosen_classifier,
+                                command_parser, load_chosen_model)
 from c2am_tf.foreground import DEFAULT_THRESHOLDS
 from c2am_tf.geometry import EVAL_FRAMES, default_frame
 
 DATASETS = ("cub", "imagenet", "masks", "synthetic")
-LITE_CLASSIFIERS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
-LITE_CLASSIFIER_SIZE = 224  # the ImageNet classifiers' training resolution
 
 
 def _scale(text):
@@ -45,35 +44,19 @@ def build_parser(prog=None):
     p.add_argument("--data-dir", help="its folder (CUB_200_2011, wsolevaluation metadata or raw ILSVRC, masks)")
     p.add_argument("--split", default="test", help="cub: train|test; imagenet, masks: test|half1|half2")
     p.add_argument("--frame", choices=sorted(EVAL_FRAMES), help="default: whole224 for imagenet, crop448 otherwise")
-    p.add_argument("--classifier", help="a .keras classifier, or efficientnet_lite0/1/2 (ImageNet) for Top-k Loc")
-    p.add_argument("--classifier-size", type=int, help="resize images to this square for the classifier "
-                   f"(default: {LITE_CLASSIFIER_SIZE} for the ImageNet classifiers, else the frame)")
+    add_classifier_flags(p, "each image's true class (needs labelled images)")
     p.add_argument("--thresholds", type=float, nargs="+", default=list(DEFAULT_THRESHOLDS),
                    help="map thresholds for GT-known / Top-k Loc")
     p.add_argument("--flip", action="store_true", help="average each map with its mirrored image's map")
     p.add_argument("--scales", type=_scale, nargs="+", default=[1.0],
                    help="average the maps of the image resized by these factors (e.g. 0.86 1 1.14; the first "
                         "sets the map's grid)")
-    p.add_argument("--cam-weight", type=float, default=0.0,
-                   help="score (1 - W) * the map + W * the classifier's CAM of each image's true class, both "
-                        "min-max normalized (needs --classifier and labelled images; 1 scores the CAM alone)")
     p.add_argument("--threshold", type=float,
                    help="report at this map threshold instead of the model's stored one (chosen for the map alone)")
     p.add_argument("--no-max-box-acc", dest="max_box_acc", action="store_false", help="skip MaxBoxAccV2")
     p.add_argument("--batch-size", type=int, default=16, help="images per batch")
     p.add_argument("--json", help="also write the numbers here")
     return p
-
-
-def load_classifier(name):
-    """(classifier, input size or None): an ImageNet EfficientNet-Lite by name, or a ``.keras`` file."""
-    if name in LITE_CLASSIFIERS:
-        from c2am_tf.backbones import efficientnet_lite
-
-        return efficientnet_lite(name, include_top=True), LITE_CLASSIFIER_SIZE
-    from c2am_tf.inference import load_model
-
-    return load_model(name, require_c2am=False), None
 
 
 def _records(dataset, data_dir, split):
@@ -92,8 +75,9 @@ def main(argv=None, prog=None):
     args = p.parse_args(argv)
     if (args.boxes is None) == (args.model is None and args.preset is None):
         p.error("give one of --model, --preset or --boxes")
-    if args.cam_weight and (args.classifier is None or not 0 < args.cam_weight <= 1 or args.boxes):
-        p.error("--cam-weight needs a model, --classifier and a weight in (0, 1]")
+    if args.cam_weight and args.boxes:
+        p.error("--cam-weight needs a model, not --boxes")
+    check_classifier_flags(p, args, threshold_needed=False)
     if args.dataset != "synthetic" and not args.data_dir and not (args.dataset == "cub" and not args.boxes):
         p.error(f"--data-dir is needed for dataset {args.dataset}")
     from c2am_tf.evaluate import evaluate, evaluate_boxes, format_result
@@ -115,13 +99,11 @@ def main(argv=None, prog=None):
             batches = data.eval_dataset(args.dataset, args.split, args.data_dir, args.batch_size, frame, cache=False)
         except (OSError, ValueError) as err:
             sys.exit(f"error: {err}")
-        classifier, size = (None, None)
-        if args.classifier:
-            classifier, size = load_classifier(args.classifier)
+        classifier, size = chosen_classifier(args)
         # the stored threshold was chosen for the map alone, not for a map fused with a CAM
         stored = args.threshold if args.threshold is not None else (None if args.cam_weight else "model")
         try:
-            result, _ = evaluate(model, batches, args.thresholds, classifier, args.classifier_size or size,
+            result, _ = evaluate(model, batches, args.thresholds, classifier, size,
                                  args.max_box_acc, flip=args.flip, progress=True, stored_threshold=stored,
                                  cam_weight=args.cam_weight, scales=tuple(args.scales))
         except ValueError as err:

@@ -3,12 +3,18 @@
     python train/extract_boxes.py --model runs/cub/final.keras --dataset cub \
         --data-dir path/to/CUB_200_2011 --split train --out boxes.json [--psol-out psol.json]
     python train/extract_boxes.py --preset general_lite0 --dataset folder --data-dir photos/ --out boxes.json
+    python train/extract_boxes.py --preset general_lite0 --dataset folder --data-dir photos/ --out boxes.json \
+        --classifier efficientnet_lite0 --cam-weight 0.5 --threshold 0.4   # + each image's classes and its top-1 CAM
 
 Output (``--out``), one entry per image, boxes in original image pixels:
 
     {"format": "c2am_tf.boxes/v1", "model": ..., "threshold": 0.7,
      "images": [{"path": ..., "width": W, "height": H,
                  "box": [x0, y0, x1, y1], "foreground_fraction": 0.31}, ...]}
+
+With ``--classifier`` each entry also holds the classifier's five best classes (``"top5"``, best first:
+``evaluate --boxes`` then reports Top-1/Top-5 Loc); ``--cam-weight`` cuts the
+box from the map fused with that class's CAM (``c2am_tf.evaluate.localization_maps``; local runs only).
 
 ``--psol-out`` also writes the PSOL format: {image path: [x, y, w, h]} normalized
 by the image size.
@@ -35,7 +41,7 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from c2am_tf import data
-from c2am_tf.evaluate import predict_maps
+from c2am_tf.evaluate import localization_maps
 from c2am_tf.boxes_json import BoxesWriter, box_record
 from c2am_tf.files import OutputNames, write_json_atomically
 from c2am_tf.errors import ConfigError
@@ -45,7 +51,8 @@ from c2am_tf.presets import preset_sha256
 from c2am_tf.viz import overlay, write_png
 from c2am_tf.beam_boxes import RUNNERS
 from c2am_tf.boxes_json import FORMAT
-from c2am_tf.cli.common import add_model_flags, command_parser, load_chosen_model, model_label
+from c2am_tf.cli.common import (add_classifier_flags, add_model_flags, check_classifier_flags, chosen_classifier,
+                                command_parser, load_chosen_model, model_label)
 
 
 
@@ -65,6 +72,7 @@ def build_parser(prog=None):
     p.add_argument("--batch-size", type=int, default=16, help="images per batch")
     p.add_argument("--size", type=int, default=EVAL_CROP, help="each image is resized whole to this square")
     p.add_argument("--threshold", type=float, help="override the model's stored threshold")
+    add_classifier_flags(p, "its top-1 class (needs --threshold)")
     p.add_argument("--runner", choices=RUNNERS,
                    help="run as an Apache Beam pipeline on this runner (default: one local process)")
     p.add_argument("--num-shards", type=int, default=16, help="with --runner: output parts (the unit of resuming)")
@@ -86,6 +94,9 @@ def parse_args(argv=None, prog=None):
         p.error("--saved-model needs --threshold (a SavedModel does not carry the .keras model's threshold)")
     if args.num_shards < 1:
         p.error("--num-shards: must be >= 1")
+    if args.runner and args.classifier:
+        p.error("--classifier / --cam-weight: only in the local extractor, not with --runner")
+    check_classifier_flags(p, args, threshold_needed=True)
     return args, beam_args, p
 
 
@@ -109,12 +120,15 @@ def main(argv=None, prog=None):
     try:
         size = check_image_size(args.size, "--size")
         model = load_chosen_model(args)
+        classifier, classifier_size = chosen_classifier(args)
     except (ConfigError, OSError, ValueError) as err:
         sys.exit(f"error: {err}")
     threshold = args.threshold if args.threshold is not None else float(model.threshold.numpy())
     source = data.make_source(args.dataset, args.split, args.data_dir)
     header = {"model": model_label(args), "model_sha256": _digest(args.model) if args.model else preset_sha256(args.preset),
               "threshold": threshold, "size": size, "dataset": args.dataset, "split": args.split}
+    if classifier is not None:  # a resumed run must not mix boxes of another classifier or weight
+        header.update(classifier=args.classifier, classifier_size=classifier_size, cam_weight=float(args.cam_weight))
     try:
         writer = BoxesWriter(args.out, header)
     except ValueError as err:
@@ -133,12 +147,15 @@ def main(argv=None, prog=None):
         pictures = OutputNames(None, args.overlays, ".png", root=args.data_dir or os.getcwd())
     with writer, tqdm(desc="boxes", unit="img", initial=len(done)) as bar:
         for images, batch_paths, widths, heights in ds:
-            maps = predict_maps(model, images)
+            maps, top = localization_maps(model, images, classifier, classifier_size, args.cam_weight)
             for i, score_map in enumerate(maps):
                 box, fraction = map_to_box(score_map, threshold, size, size)
                 w, h = int(widths[i]), int(heights[i])
                 path = batch_paths[i].numpy().decode()
-                writer.add(box_record(path, w, h, scale_box(box, (size, size), (w, h)), fraction))
+                record = box_record(path, w, h, scale_box(box, (size, size), (w, h)), fraction)
+                if top is not None:
+                    record["top5"] = [int(c) for c in top[i]]
+                writer.add(record)
                 if pictures is not None:
                     write_png(pictures(path), overlay(images[i].numpy(), score_map, [box]))
             bar.update(len(maps))

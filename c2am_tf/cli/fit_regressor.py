@@ -14,7 +14,7 @@ import sys
 import keras
 
 from c2am_tf.cli.common import add_training_flags, command_parser, fit_and_save
-from c2am_tf.cli.evaluate import load_classifier
+from c2am_tf.cli.common import load_classifier
 from c2am_tf.regressor import REGRESSOR_SIZE
 
 

@@ -5,8 +5,10 @@ For each image (any size; grayscale and RGBA are converted to RGB) writes
 the heatmap overlay with the box, and the same name with ``.json``: the box
 (original pixels), the threshold and the map's foreground fraction. With ``--masks``, also
 ``OUT/<...>.mask.png``: the foreground mask at the image's size (0 / 255), by the same rule
-as the box. Outputs never overwrite an input image, and an output folder inside the input
-folder is not read.
+as the box. With ``--classifier`` each record also holds the classifier's five best classes
+(``top5``, best first), and ``--cam-weight W --threshold T`` cuts the box from the map fused with
+the CAM of the first (``c2am_tf.evaluate.localization_maps``). Outputs never overwrite an input
+image, and an output folder inside the input folder is not read.
 """
 
 import os
@@ -15,7 +17,7 @@ import sys
 import numpy as np
 
 from c2am_tf.boxes_json import BoxesWriter, box_record
-from c2am_tf.evaluate import predict_maps
+from c2am_tf.evaluate import localization_maps
 from c2am_tf.errors import ConfigError
 from c2am_tf.files import OutputNames, image_paths, write_json_atomically
 from c2am_tf.data.transforms import resize_square
@@ -24,41 +26,53 @@ from c2am_tf.image_io import UnreadableImageError, load_image
 from c2am_tf.inference import map_to_box, map_to_mask
 from c2am_tf.presets import load, model_label
 from c2am_tf.viz import overlay, write_png
-from c2am_tf.cli.common import add_model_flags, command_parser
+from c2am_tf.cli.common import (add_classifier_flags, add_model_flags, check_classifier_flags, chosen_classifier,
+                                command_parser)
 
 
-def predict(paths, model_path, out_dir, size=EVAL_CROP, threshold=None, preset=None, masks=False):
+def predict(paths, model_path, out_dir, size=EVAL_CROP, threshold=None, preset=None, masks=False,
+            classifier=None, classifier_size=None, cam_weight=0.0):
     """Writes an overlay PNG and a JSON per image (and a mask PNG with ``masks``), and
     ``OUT/boxes.json`` (``c2am_tf.boxes/v1``, streamed as results come); returns the list of
-    records. The model is a ``.keras`` file (``model_path``) or a shipped ``preset`` name."""
+    records. The model is a ``.keras`` file (``model_path``) or a shipped ``preset`` name. With a
+    ``classifier`` (images 0..255 -> logits) each record holds its five best classes (``top5``); ``cam_weight`` > 0
+    fuses the map with that class's CAM and needs ``threshold`` (the stored one is for the map alone)."""
     size = check_image_size(size)
     if threshold is not None:
         threshold = check_threshold(threshold)
+    if cam_weight and threshold is None:
+        raise ValueError("cam_weight needs a threshold: the model's stored one was chosen for its map alone")
+    classify = dict(classifier=classifier, classifier_size=classifier_size, cam_weight=cam_weight)
     pictures, jsons = OutputNames(paths, out_dir, ".png"), OutputNames(paths, out_dir, ".json")
     mask_names = OutputNames(paths, out_dir, ".mask.png") if masks else None
     model = load(model_path, preset)
     t = float(model.threshold.numpy()) if threshold is None else threshold
-    writer = BoxesWriter(os.path.join(out_dir, "boxes.json"),
-                         {"model": model_label(model_path, preset), "threshold": t, "size": size})
+    header = {"model": model_label(model_path, preset), "threshold": t, "size": size}
+    if cam_weight:
+        header["cam_weight"] = float(cam_weight)
+    writer = BoxesWriter(os.path.join(out_dir, "boxes.json"), header)
     with writer:
         for path in paths:
             if path not in writer.done:
-                record = _predict_one(model, path, size, t, pictures, jsons, mask_names)
+                record = _predict_one(model, path, size, t, pictures, jsons, mask_names, classify)
                 if record is not None:
                     writer.add(record)
     return list(writer.done.values())
 
 
-def _predict_one(model, path, size, t, pictures, jsons, mask_names=None):
+def _predict_one(model, path, size, t, pictures, jsons, mask_names=None, classify=None):
     """One image: its record, or None (with a message) when it cannot be read."""
     try:
         image, (width, height) = load_image(path, return_size=True)
     except UnreadableImageError as err:
         print(f"skipping {err}", file=sys.stderr)
         return None
-    score_map = predict_maps(model, resize_square(image, size)[None])[0]
+    maps, top = localization_maps(model, resize_square(image, size)[None], **(classify or {}))
+    score_map = maps[0]
     box, fraction = map_to_box(score_map, t, width, height)  # the file's pixels, even if decoded smaller
     record = box_record(path, width, height, box, fraction)
+    if top is not None:
+        record["top5"] = [int(c) for c in top[0]]
     write_json_atomically(jsons(path), {**record, "threshold": t}, indent=1)
     shown = scale_box(box, (width, height), image.shape[1::-1])
     write_png(pictures(path), overlay(image, score_map, [shown]))
@@ -79,6 +93,7 @@ def build_parser(prog=None):
     p.add_argument("--size", type=int, default=EVAL_CROP, help="the image is resized whole to size x size")
     p.add_argument("--threshold", type=float, help="override the model's stored threshold, in [0, 1]")
     p.add_argument("--masks", action="store_true", help="also write each image's foreground mask (.mask.png)")
+    add_classifier_flags(p, "its top-1 class")
     return p
 
 
@@ -86,12 +101,15 @@ def main(argv=None, prog=None):
     """``c2am-tf predict``; returns the exit status."""
     p = build_parser(prog)
     args = p.parse_args(argv)
+    check_classifier_flags(p, args, threshold_needed=True)
     try:
         paths = image_paths(args.inputs, exclude=args.out)
     except (FileNotFoundError, ValueError) as err:
         p.error(str(err))
     try:
-        records = predict(paths, args.model, args.out, args.size, args.threshold, args.preset, args.masks)
+        classifier, classifier_size = chosen_classifier(args)
+        records = predict(paths, args.model, args.out, args.size, args.threshold, args.preset, args.masks,
+                          classifier, classifier_size, args.cam_weight)
     except ConfigError as err:
         p.error(err.as_flag())
     except (ValueError, FileNotFoundError) as err:
