@@ -5,7 +5,8 @@ Every command that writes boxes for many images (``extract_boxes``, ``predict``,
 
     {"format": "c2am_tf.boxes/v1", "model": ..., "threshold": 0.35, ...,
      "images": [{"path": ..., "width": W, "height": H, "box": [x0, y0, x1, y1],
-                 "foreground_fraction": 0.31, "score": 0.9 (optional)}, ...]}
+                 "foreground_fraction": 0.31, "score": 0.9 (optional),
+                 "top5": [285, 281, ...] (optional: a classifier's best classes)}, ...]}
 
 Boxes are in original image pixels. While a run is under way each record is
 appended to ``OUT.partial.jsonl`` (first line: the run's header) and flushed, so
@@ -30,12 +31,15 @@ from c2am_tf.files import write_atomically, write_json_atomically
 FORMAT = "c2am_tf.boxes/v1"
 
 
-def box_record(path, width, height, box, foreground_fraction, score=None):
-    """One image's record (coordinates rounded to 0.01 px, fractions to 1e-4)."""
+def box_record(path, width, height, box, foreground_fraction, score=None, top5=None):
+    """One image's record (coordinates rounded to 0.01 px, fractions to 1e-4); ``top5``: a classifier's best
+    classes, best first (what ``evaluate --boxes`` reads for Top-1/Top-5 Loc)."""
     record = {"path": os.fspath(path), "width": int(width), "height": int(height),
               "box": [round(float(v), 2) for v in box], "foreground_fraction": round(float(foreground_fraction), 4)}
     if score is not None:
         record["score"] = round(float(score), 4)
+    if top5 is not None:
+        record["top5"] = [int(c) for c in top5]
     return record
 
 

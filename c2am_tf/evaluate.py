@@ -119,6 +119,11 @@ def classify_with_cams(classifier, images, labels=None, size=None, k=TOP_K):
     return top, maps_of_classes(features, dense, labels)
 
 
+def _check_cam_weight(cam_weight, classifier):
+    if cam_weight and (classifier is None or not 0 < cam_weight <= 1):
+        raise ValueError(f"cam_weight {cam_weight} needs a classifier and a weight in (0, 1]")
+
+
 def localization_maps(model, images, classifier=None, classifier_size=None, cam_weight=0.0, labels=None,
                       flip=False, scales=(1.0,)):
     """(maps (B, h, w), top classes (B, k) or None): what boxes are cut from, for every command.
@@ -130,8 +135,7 @@ def localization_maps(model, images, classifier=None, classifier_size=None, cam_
     Example:
     >>> maps, top = localization_maps(model, images, classifier, 224, cam_weight=0.25)  # doctest: +SKIP
     """
-    if cam_weight and (classifier is None or not 0 < cam_weight <= 1):
-        raise ValueError(f"cam_weight {cam_weight} needs a classifier and a weight in (0, 1]")
+    _check_cam_weight(cam_weight, classifier)
     maps = predict_maps(model, images, flip, scales)
     if cam_weight:
         top_k, cams = classify_with_cams(classifier, images, labels, classifier_size)
@@ -274,8 +278,7 @@ def evaluate(model, dataset, thresholds=DEFAULT_THRESHOLDS, classifier=None, cla
     each image's true class (the batches need labels): as CAM is scored, GT-known uses the true class, and Top-1 / Top-5 Loc count an image only
     when that class is the classifier's first / among its five, so they use the same map.
     """
-    if cam_weight and (classifier is None or not 0 < cam_weight <= 1):
-        raise ValueError(f"cam_weight {cam_weight} needs a classifier and a weight in (0, 1]")
+    _check_cam_weight(cam_weight, classifier)  # before any batch is read
     if isinstance(stored_threshold, str):
         stored_threshold = float(np.asarray(model.threshold)) if hasattr(model, "threshold") else None
     ev = Evaluation(thresholds, stored_threshold, max_box_acc)

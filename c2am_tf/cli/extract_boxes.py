@@ -152,10 +152,8 @@ def main(argv=None, prog=None):
                 box, fraction = map_to_box(score_map, threshold, size, size)
                 w, h = int(widths[i]), int(heights[i])
                 path = batch_paths[i].numpy().decode()
-                record = box_record(path, w, h, scale_box(box, (size, size), (w, h)), fraction)
-                if top is not None:
-                    record["top5"] = [int(c) for c in top[i]]
-                writer.add(record)
+                writer.add(box_record(path, w, h, scale_box(box, (size, size), (w, h)), fraction,
+                                      top5=None if top is None else top[i]))
                 if pictures is not None:
                     write_png(pictures(path), overlay(images[i].numpy(), score_map, [box]))
             bar.update(len(maps))

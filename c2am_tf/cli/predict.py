@@ -70,9 +70,7 @@ def _predict_one(model, path, size, t, pictures, jsons, mask_names=None, classif
     maps, top = localization_maps(model, resize_square(image, size)[None], **(classify or {}))
     score_map = maps[0]
     box, fraction = map_to_box(score_map, t, width, height)  # the file's pixels, even if decoded smaller
-    record = box_record(path, width, height, box, fraction)
-    if top is not None:
-        record["top5"] = [int(c) for c in top[0]]
+    record = box_record(path, width, height, box, fraction, top5=None if top is None else top[0])
     write_json_atomically(jsons(path), {**record, "threshold": t}, indent=1)
     shown = scale_box(box, (width, height), image.shape[1::-1])
     write_png(pictures(path), overlay(image, score_map, [shown]))
