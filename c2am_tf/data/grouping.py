@@ -40,9 +40,9 @@ def spherical_kmeans(x, k, seed=0, iterations=50):
     return ids
 
 
-def feature_clusters(source, backbone, k, size=224, seed=0, batch_size=32):
-    """{path: cluster id} of a training source ({'image', 'path'} elements): each image resized whole to
-    ``size``, its ``backbone`` features average-pooled, then ``spherical_kmeans``."""
+def pooled_features(source, backbone, size=224, batch_size=32):
+    """(paths, (N, C) unit-norm features) of a training source ({'image', 'path'} elements): each image
+    resized whole to ``size``, its ``backbone`` features average-pooled."""
     from c2am_tf.data.transforms import resize_square
 
     batches = source.map(lambda ex: (tf.cast(resize_square(ex["image"], size), tf.float32), ex["path"]),
@@ -53,5 +53,21 @@ def feature_clusters(source, backbone, k, size=224, seed=0, batch_size=32):
         paths.extend(p.decode() for p in names.numpy())
     if not paths:
         raise ValueError("no training image to cluster")
-    ids = spherical_kmeans(np.concatenate(features), k, seed)
-    return dict(zip(paths, ids.tolist()))
+    x = np.concatenate(features).astype(np.float32)
+    return paths, x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def cluster_centres(x, ids, k):
+    """(k, C) unit-norm centres of the clusters ``ids`` of the rows of ``x`` (a zero row for an empty one)."""
+    centres = np.zeros((k, x.shape[1]), np.float32)
+    for j in range(k):
+        if (ids == j).any():
+            c = x[ids == j].sum(axis=0)
+            centres[j] = c / max(np.linalg.norm(c), 1e-12)
+    return centres
+
+
+def feature_clusters(source, backbone, k, size=224, seed=0, batch_size=32):
+    """{path: cluster id}: ``spherical_kmeans`` on the ``pooled_features`` of a training source."""
+    paths, x = pooled_features(source, backbone, size, batch_size)
+    return dict(zip(paths, spherical_kmeans(x, k, seed).tolist()))
