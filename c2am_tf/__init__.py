@@ -10,6 +10,7 @@ __version__ = "0.1.0"
 _PUBLIC = {
     "ActivationHead": "c2am_tf.layers",
     "Disentangler": "c2am_tf.layers",
+    "RoutedHead": "c2am_tf.layers",
     "C2AMLoss": "c2am_tf.losses",
     "C2AM": "c2am_tf.model",
     "MaskModel": "c2am_tf.mask_model",

@@ -1,6 +1,7 @@
-"""C2AM layers: the activation head and the foreground/background disentangler (paper eq. 1)."""
+"""C2AM layers: the activation head, the foreground/background disentangler (paper eq. 1), and the routed head."""
 
 import keras
+import numpy as np
 from keras import ops
 
 
@@ -147,4 +148,91 @@ class Disentangler(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config["head"] = keras.saving.serialize_keras_object(self.head)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="c2am_tf")
+class RoutedHead(keras.layers.Layer):
+    """Several trained activation heads and a router: each image's map comes from the head of the
+    cluster whose centre is nearest (cosine) to its average-pooled features.
+
+    C2AM's contrast pulls the foregrounds of a batch together, so a head trained on a mixed collection
+    (birds, pets, street scenes) learns a compromise; a head trained on one look-alike cluster (the birds)
+    is sharper there. ``c2am_tf.routing`` builds one from a head trained on every image and heads trained
+    on chosen k-means clusters; clusters without a head of their own use the general head. The output
+    is foreground-high (each head's polarity is applied here), so the model around it has polarity +1.
+    The heads are trained already: the router does not train.
+
+    Args:
+        heads: ``ActivationHead`` layers (or their serialized configs).
+        routes: one head index per cluster.
+        polarities: one +1 / -1 per head (-1: that head's map is background-high).
+        centres: (clusters, channels) unit-norm cluster centres, or None (zeros until weights load).
+
+    Example:
+    >>> heads = [ActivationHead(name="head_0"), ActivationHead(name="head_1")]
+    >>> centres = np.eye(2, 16, dtype="float32")
+    >>> routed = RoutedHead(heads, routes=[0, 1], polarities=[1, -1], centres=centres)
+    >>> routed(keras.random.normal((3, 7, 7, 16))).shape
+    TensorShape([3, 7, 7, 1])
+    """
+
+    def __init__(self, heads, routes, polarities, centres=None, **kwargs):
+        kwargs.setdefault("trainable", False)
+        super().__init__(**kwargs)
+        self.heads = [keras.saving.deserialize_keras_object(h) if isinstance(h, dict) else h for h in heads]
+        self.routes = [int(r) for r in routes]
+        self.polarities = [float(p) for p in polarities]
+        if len(self.polarities) != len(self.heads):
+            raise ValueError(f"{len(self.heads)} heads need {len(self.heads)} polarities, got {len(self.polarities)}")
+        if not self.routes or any(not 0 <= r < len(self.heads) for r in self.routes):
+            raise ValueError(f"routes {self.routes} must each name one of the {len(self.heads)} heads")
+        self._initial_centres = None if centres is None else np.asarray(centres, "float32")
+        if self._initial_centres is not None and self._initial_centres.shape[0] != len(self.routes):
+            raise ValueError(f"{self._initial_centres.shape[0]} centres for {len(self.routes)} routes")
+
+    def build(self, input_shape):
+        channels = int(input_shape[-1])
+        initial = self._initial_centres
+        if initial is not None and initial.shape[1] != channels:
+            raise ValueError(f"centres have {initial.shape[1]} channels, the features {channels}")
+        self.centres = self.add_weight(
+            name="centres", shape=(len(self.routes), channels), trainable=False,
+            initializer=keras.initializers.Constant(initial) if initial is not None else "zeros",
+        )
+        for head in self.heads:
+            if not head.built:
+                head.build(input_shape)
+
+    def similarities(self, z):
+        """(B, clusters) cosine of each image's average-pooled features with each centre."""
+        v = ops.mean(ops.cast(z, "float32"), axis=(1, 2))
+        v = v / ops.maximum(ops.norm(v, axis=-1, keepdims=True), 1e-12)
+        return ops.matmul(v, ops.transpose(self.centres))
+
+    def clusters(self, z):
+        """(B,) index of each image's nearest centre."""
+        return ops.argmax(self.similarities(z), axis=-1)
+
+    def call(self, z, training=False):
+        maps = []
+        for head, polarity in zip(self.heads, self.polarities):
+            p = ops.cast(head(z, training=False), "float32")
+            maps.append(p if polarity > 0 else 1.0 - p)
+        # cluster -> head as a (clusters, heads) 0/1 matrix: a gather of the routes does not convert to TFLite
+        routes = np.eye(len(self.heads), dtype="float32")[self.routes]
+        # the nearest centre as a one-hot row without argmax, whose TensorFlow form TFLite lacks (BitwiseAnd)
+        s = self.similarities(z)
+        nearest = ops.cast(s >= ops.max(s, axis=-1, keepdims=True), "float32")
+        nearest = nearest / ops.sum(nearest, axis=-1, keepdims=True)
+        weights = ops.matmul(nearest, routes)[:, None, None, :]
+        return ops.sum(ops.concatenate(maps, axis=-1) * weights, axis=-1, keepdims=True)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (1,)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(heads=[keras.saving.serialize_keras_object(h) for h in self.heads], routes=self.routes,
+                      polarities=self.polarities)
         return config

@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 from conftest import golden
 
-from c2am_tf.layers import ActivationHead, Disentangler
+from c2am_tf.layers import ActivationHead, Disentangler, RoutedHead
 from c2am_tf.losses import C2AMLoss
 
 CASES = ["b0", "b1", "b2"]
@@ -95,3 +95,53 @@ def test_head_config_and_keras_round_trip(tmp_path):
     for a, b in zip(model.predict(x, verbose=0), loaded.predict(x, verbose=0)):
         np.testing.assert_array_equal(a, b)
     assert loaded.layers[1].head.epsilon == 1e-4
+
+
+def _constant_head(name, beta):
+    """An activation head whose map is sigmoid(beta) everywhere (zero kernel)."""
+    head = ActivationHead(name=name, kernel_initializer="zeros")
+    head.build((None, None, None, 4))
+    head.beta.assign([beta])
+    return head
+
+
+def _routed(routes, polarities):
+    heads = [_constant_head("head_0", -2.0), _constant_head("head_1", 2.0)]
+    return RoutedHead(heads, routes, polarities, centres=np.eye(2, 4, dtype="float32"))
+
+
+def _features_near(clusters):
+    """(B, 3, 3, 4) features whose average points at centre 0 or 1 (channel 0 or 1)."""
+    z = np.full((len(clusters), 3, 3, 4), 0.1, np.float32)
+    for i, c in enumerate(clusters):
+        z[i, ..., c] = 5.0
+    return z
+
+
+def test_routed_head_maps_each_image_with_its_clusters_head():
+    low, high = 1 / (1 + np.exp(2.0)), 1 / (1 + np.exp(-2.0))
+    z = _features_near([0, 1, 1, 0])
+    maps = np.asarray(_routed([0, 1], [1, 1])(z))[:, 0, 0, 0]
+    np.testing.assert_allclose(maps, [low, high, high, low], rtol=1e-5)
+    swapped = np.asarray(_routed([1, 0], [1, 1])(z))[:, 0, 0, 0]
+    np.testing.assert_allclose(swapped, [high, low, low, high], rtol=1e-5)
+    flipped = np.asarray(_routed([0, 1], [1, -1])(z))[:, 0, 0, 0]  # head 1 learned the background
+    np.testing.assert_allclose(flipped, [low, 1 - high, 1 - high, low], rtol=1e-5)
+
+
+def test_routed_head_round_trips_and_refuses_bad_routes(tmp_path):
+    from c2am_tf.backbones import tiny
+    from c2am_tf.model import C2AM
+
+    backbone = tiny(channels=4)
+    model = C2AM(backbone, Disentangler(_routed([1, 0], [1, -1]), name="disentangler"))
+    images = np.random.RandomState(0).uniform(0, 255, (3, 64, 64, 3)).astype("float32")
+    model.save(tmp_path / "routed.keras")
+    loaded = keras.saving.load_model(tmp_path / "routed.keras")
+    assert isinstance(loaded.head, RoutedHead) and loaded.head.routes == [1, 0]
+    np.testing.assert_allclose(np.asarray(loaded(images)), np.asarray(model(images)), atol=1e-6)
+    assert not model.head.trainable_weights  # assembled from trained heads: nothing trains
+    with pytest.raises(ValueError, match="routes"):
+        RoutedHead([_constant_head("a", 0.0)], routes=[0, 1], polarities=[1])
+    with pytest.raises(ValueError, match="polarities"):
+        RoutedHead([_constant_head("a", 0.0)], routes=[0], polarities=[1, 1])

@@ -19,6 +19,7 @@ COMMANDS = {
     "export-tflite": ("export_tflite", "TFLite model (fp32, fp16, int8) for on-device foreground detection"),
     "detect": ("detect", "foreground boxes with a .tflite model (no TensorFlow needed)"),
     "serve-client": ("serve_client", "send images to a TensorFlow Serving model (REST or gRPC)"),
+    "fit-routed": ("fit_routed", "heads of their own for look-alike clusters, the general model's for the rest"),
     "fit-classifier": ("fit_classifier", "classifier for Top-k Loc (CUB), or its CAMs (WSSS step 1)"),
     "fit-regressor": ("fit_regressor", "PSOL box regressor trained on pseudo boxes"),
     "fit-bgcues": ("fit_bgcues", "background-cue model on C2AM's maps (WSSS step 3)"),

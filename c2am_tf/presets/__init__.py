@@ -1,10 +1,11 @@
 """Trained heads that ship with the package: ``C2AM.from_preset(name)`` works offline, with no training.
 
 With the recommended recipe the backbone is frozen, so a trained model is the PyPI ImageNet backbone
-plus a head of a few KB (3x3 conv + BN, polarity, threshold). A preset is ``<name>.npz`` (the head's
+plus a head of a few KB (3x3 conv + BN, polarity, threshold), or a routed head (``layers.RoutedHead``:
+several such heads and their cluster centres, about 110 KB). A preset is ``<name>.npz`` (the head's
 variables by name, loaded with ``allow_pickle=False``: a preset file cannot run code) and its entry in
 ``presets.json`` (backbone, features, what it was trained on, the command that reproduces it, measured
-figures, the file's sha256).
+figures, the file's sha256, and a routed head's structure).
 
 Example:
 >>> sorted(list_presets())
@@ -50,9 +51,23 @@ def preset_sha256(name):
     return _entry(name)["sha256"]
 
 
+def _head_variables(head):
+    """{key: variable}: ``head/<name>`` for an ``ActivationHead``; ``head/centres`` and
+    ``head/<sub-head>/<name>`` for a ``RoutedHead`` (its sub-heads' variables share names)."""
+    from c2am_tf.layers import RoutedHead
+
+    if isinstance(head, RoutedHead):
+        variables = {"head/centres": head.centres}
+        for sub in head.heads:
+            variables.update({f"head/{sub.name}/{v.name}": v for v in sub.weights})
+        return variables
+    return {f"head/{v.name}": v for v in head.weights}
+
+
 def head_arrays(model):
-    """{"head/<variable name>": array} of the head, plus 'polarity' and 'threshold' (what a preset stores)."""
-    arrays = {f"head/{v.name}": np.asarray(v) for v in model.head.weights}
+    """{key: array} of the head's variables (``_head_variables``), plus 'polarity' and 'threshold' (what a
+    preset stores)."""
+    arrays = {key: np.asarray(v) for key, v in _head_variables(model.head).items()}
     arrays["polarity"] = np.asarray(model.polarity)
     arrays["threshold"] = np.asarray(model.threshold)
     return arrays
@@ -68,8 +83,20 @@ def _head_file(name):
         return entry, {k: stored[k] for k in stored.files}
 
 
+def _build_head(entry):
+    """A new head of a preset's structure: an ``ActivationHead``, or the ``RoutedHead`` its entry describes
+    (``head_config``); the weights come from its file."""
+    import keras
+
+    from c2am_tf.layers import ActivationHead
+
+    if "head_config" in entry:
+        return keras.saving.deserialize_keras_object(entry["head_config"])
+    return ActivationHead(name="activation_head")
+
+
 def _assign_head(head, arrays, name):
-    variables = {f"head/{v.name}": v for v in head.weights}
+    variables = _head_variables(head)
     if set(variables) != set(arrays) - {"polarity", "threshold"}:
         raise PresetError(f"preset {name}: head variables {sorted(arrays)} do not fit the model's {sorted(variables)}")
     for key, variable in variables.items():
@@ -83,12 +110,14 @@ def from_preset(name, weights="imagenet"):
     threshold come from the preset. Raises ``PresetError`` for an unknown name or a changed file.
     """
     from c2am_tf.backbones import build_backbone
+    from c2am_tf.layers import Disentangler
     from c2am_tf.model import C2AM
 
     entry, arrays = _head_file(name)
     backbone = build_backbone(entry["backbone"], weights=weights, features=entry["backbone_features"])
     backbone.trainable = False
-    model = C2AM(backbone, recipe="paper", name=f"c2am_{name}")
+    model = C2AM(backbone, Disentangler(_build_head(entry), name="disentangler"), recipe="paper",
+                 name=f"c2am_{name}")
     _assign_head(model.head, arrays, name)
     model.polarity.assign(float(arrays["polarity"]))
     model.threshold.assign(float(arrays["threshold"]))
@@ -111,12 +140,11 @@ def map_network(name, weights="imagenet"):
     import keras
 
     from c2am_tf.backbones import build_backbone
-    from c2am_tf.layers import ActivationHead
 
     entry, arrays = _head_file(name)
     backbone = build_backbone(entry["backbone"], weights=weights, features=entry["backbone_features"])
     images = keras.Input((None, None, 3), name="images")
-    head = ActivationHead(name="activation_head")
+    head = _build_head(entry)
     p = head(backbone(images))
     _assign_head(head, arrays, name)
     if float(arrays["polarity"]) < 0:  # the head learned the background (see C2AM.orient)
@@ -173,6 +201,12 @@ def save_preset(model, name, backbone, backbone_features, directory=HERE, real_i
     presets[name] = {"file": f"{name}.npz", "sha256": _sha256(path), "backbone": backbone,
                      "backbone_features": backbone_features, "threshold": float(np.asarray(model.threshold)),
                      "polarity": float(np.asarray(model.polarity)), "reference_maps": references, **metadata}
+    from c2am_tf.layers import RoutedHead
+
+    if isinstance(model.head, RoutedHead):  # its structure; the weights are in the file
+        import keras
+
+        presets[name]["head_config"] = keras.saving.serialize_keras_object(model.head)
     write_json_atomically(index, presets, indent=1, sort_keys=True)
     return path
 

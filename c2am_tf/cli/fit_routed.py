@@ -1,0 +1,77 @@
+"""A routed model: a general model's head for most images, and heads of their own for chosen look-alike clusters.
+
+    c2am-tf fit-routed --preset general_lite0 --dataset folder --data-dir images.txt --clusters 3 --out runs/routed
+        # prints the k-means clusters of the images (size, commonest folders) and asks for --own
+    c2am-tf fit-routed --preset general_lite0 --dataset folder --data-dir images.txt --clusters 3 --own 1 \\
+        --out runs/routed   # trains cluster 1's head (the fit flags are its recipe), writes OUT/routed.keras
+
+``--model`` / ``--preset`` is the general model: trained on every image (its backbone is used for all heads,
+so --backbone must match it). Each --own cluster trains under OUT/cluster<J> and resumes like ``fit``. The
+routed model keeps the general model's threshold: choose one for it with ``evaluate`` on annotated images.
+See ``c2am_tf/routing.py`` for why and the README ("ImageNet") for what it measured.
+"""
+
+import logging
+import os
+
+from c2am_tf.cli import fit
+from c2am_tf.cli.common import add_model_flags, load_chosen_model
+from c2am_tf.training import ConfigError, DataError, NonFiniteLossError, RunConflictError, TrainConfig
+
+
+def build_parser(prog=None):
+    """``fit``'s flags (the cluster heads' recipe) plus the general model, --clusters and --own."""
+    p = fit.build_parser(prog)
+    p.description = __doc__
+    add_model_flags(p)
+    p.add_argument("--clusters", type=int, default=3, help="k-means clusters of the training images")
+    p.add_argument("--cluster-seed", type=int, default=0,
+                   help="k-means seed (k-means can split a collection differently from seed to seed)")
+    p.add_argument("--own", type=int, nargs="+", default=None,
+                   help="clusters that get a head of their own (the others keep the general head); "
+                        "without it the clusters are printed and nothing is trained")
+    return p
+
+
+def main(argv=None, prog=None):
+    """Entry point."""
+    from c2am_tf.routing import cluster_images, describe_clusters, fit_routed
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    p = build_parser(prog)
+    args = p.parse_args(argv)
+    values = vars(args)
+    overwrite = values.pop("overwrite")
+    k, own, seed = values.pop("clusters"), values.pop("own"), values.pop("cluster_seed")
+    model_args = {key: values.pop(key) for key in ("model", "preset")}
+    cfg = TrainConfig(**values)
+    try:
+        cfg.validate()
+    except ConfigError as err:
+        p.error(err.as_flag())
+    if k < 1:
+        p.error("--clusters must be at least 1")
+    args.model, args.preset = model_args["model"], model_args["preset"]
+    path = os.path.join(cfg.out, "routed.keras")
+    if own is not None and os.path.exists(path) and not overwrite:
+        p.error(f"--out: {path} exists; pass --overwrite to replace it, or choose another --out")
+    general = load_chosen_model(args)
+    if general.backbone.name != cfg.backbone:
+        p.error(f"--backbone {cfg.backbone}: the general model's backbone is {general.backbone.name}, "
+                "and every head reads its features")
+    try:
+        if own is None:
+            paths, ids, _ = cluster_images(general, cfg, k, seed)
+            print("\n".join(describe_clusters(paths, ids, k)))
+            p.exit(2, f"{p.prog}: choose the clusters that get their own head with --own J [J ...]\n")
+        routed, lines = fit_routed(general, cfg, k, own, seed, overwrite=overwrite)
+    except RunConflictError as err:
+        p.error(f"--out: {err}; pass --overwrite to replace it, or choose another --out")
+    except (DataError, NonFiniteLossError, ValueError) as err:
+        p.exit(1, f"{p.prog}: error: {err}\n")
+    print("\n".join(lines))
+    from c2am_tf.callbacks import save_atomically
+
+    save_atomically(routed, path)
+    print(f"saved: {path} (heads of their own: clusters {', '.join(map(str, own))})")
+    return 0
