@@ -3,15 +3,21 @@
     python benchmarks/imagenet_dev.py --lists-only    # the general head's training list
     python train/fit.py --dataset folder --data-dir runs/lists/general_half1.txt --out runs/general_half1 --eval-every 0
     python train/fit.py --dataset cub --data-dir ../shared/data/CUB_200_2011_dev --out runs/cub_lite0
-    python benchmarks/make_presets.py
+    python -m c2am_tf fit-routed --preset general_lite0 --dataset folder --data-dir runs/lists/general_half1.txt \
+        --clusters 3 --own 1 --out runs/general_routed
+    python benchmarks/make_presets.py [NAME ...]    # all presets, or the named ones
 
 - ``general_lite0``: EfficientNet-Lite0 head features, frozen; trained on every unlabeled image of
   ../shared/data except CUB test and ImageNet dev half2 (CUB train, DUTS-TE_dev500, Oxford pets, ImageNet dev
   half1: 1,875 images); threshold chosen on ImageNet dev half1's boxes.
+- ``general_routed_lite0``: ``general_lite0``'s head for most images and, for the images nearest the
+  bird cluster of 3 k-means clusters of the same 1,875 images (712 images, ``--own 1``), a head trained on
+  that cluster (``c2am_tf.routing``); threshold chosen on ImageNet dev half1's boxes.
 - ``cub_lite0``: the CUB dev recipe (CUB train, 750 images); threshold chosen on CUB train's boxes.
 """
 
 import os
+import sys
 
 from c2am_tf import data
 from c2am_tf.evaluate import choose_threshold
@@ -28,8 +34,8 @@ def held_out(dataset, data_dir, split):
     return data.eval_dataset(dataset, split, data_dir)
 
 
-def main():
-    """Writes both presets and prints their thresholds."""
+def main(names=()):
+    """Writes the presets (all, or those in ``names``) and prints their thresholds."""
     plans = [
         ("general_lite0", "runs/general_half1/final.keras", ("imagenet", os.path.join(SHARED, "ILSVRC_val_dev"), "half1"),
          "every unlabeled image of ../shared/data except CUB_200_2011_dev test and ILSVRC_val_dev half2 "
@@ -40,8 +46,19 @@ def main():
          "CUB_200_2011_dev train (750 images, classes 001-025)",
          "python train/fit.py --dataset cub --data-dir ../shared/data/CUB_200_2011_dev --out runs/cub_lite0; "
          "python benchmarks/make_presets.py"),
+        ("general_routed_lite0", "runs/general_routed/routed.keras",
+         ("imagenet", os.path.join(SHARED, "ILSVRC_val_dev"), "half1"),
+         "general_lite0 (its head for most images) + a head trained on the bird cluster (712 images) of 3 k-means "
+         "clusters of general_lite0's 1,875 training images",
+         "python -m c2am_tf fit-routed --preset general_lite0 --dataset folder --data-dir runs/lists/general_half1.txt "
+         "--clusters 3 --own 1 --out runs/general_routed; python benchmarks/make_presets.py general_routed_lite0"),
     ]
+    unknown = set(names) - {plan[0] for plan in plans}
+    if unknown:
+        sys.exit(f"unknown preset(s) {sorted(unknown)}")
     for name, path, (dataset, data_dir, split), trained_on, command in plans:
+        if names and name not in names:
+            continue
         model = load_model(path)
         model.threshold.assign(choose_threshold(model, held_out(dataset, data_dir, split)))
         real = (REAL, os.path.join(SHARED, REAL)) if os.path.exists(os.path.join(SHARED, REAL)) else None
@@ -52,4 +69,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -19,10 +19,12 @@ MAP_TOLERANCE = 2e-3
 
 def test_every_preset_is_small_and_intact():
     shipped = presets.list_presets()
-    assert {"cub_lite0", "general_lite0"} <= set(shipped)
+    assert {"cub_lite0", "general_lite0", "general_routed_lite0"} <= set(shipped)
+    sizes = {name: os.path.getsize(os.path.join(presets.HERE, entry["file"])) for name, entry in shipped.items()}
+    assert sum(sizes.values()) < 300_000, sizes  # "a few hundred KB in all"
     for name, entry in shipped.items():
         path = os.path.join(presets.HERE, entry["file"])
-        assert os.path.getsize(path) < 100_000, name
+        assert sizes[name] < 150_000, name
         assert presets._sha256(path) == entry["sha256"]
         assert entry["command"] and entry["trained_on"] and 0 < entry["threshold"] < 1
 
@@ -30,6 +32,25 @@ def test_every_preset_is_small_and_intact():
 @pytest.fixture(scope="module")
 def general():
     return C2AM.from_preset("general_lite0")
+
+
+def test_a_routed_preset_reproduces_its_reference_maps():
+    from c2am_tf.image_io import load_image
+    from c2am_tf.layers import RoutedHead
+
+    name = "general_routed_lite0"
+    model = C2AM.from_preset(name)
+    entry = presets.list_presets()[name]
+    assert isinstance(model.head, RoutedHead) and float(model.polarity.numpy()) == 1.0
+    for key, expected in entry["reference_maps"].items():
+        if key.startswith("synthetic:"):
+            np.testing.assert_allclose(presets.reference_map(model), expected, atol=MAP_TOLERANCE)
+            continue
+        path = os.path.join(DATA, key)
+        if not os.path.exists(path):
+            continue
+        np.testing.assert_allclose(presets.reference_map(model, load_image(path)), expected, atol=MAP_TOLERANCE)
+    assert sorted(set(model.head.routes)) == [0, 1]  # one cluster has a head of its own, the others the general
 
 
 def test_a_preset_loads_offline_and_reproduces_its_reference_map(general):
@@ -90,7 +111,7 @@ def test_predict_with_a_preset_works_offline(tmp_path):
 PARITY_IMAGES = np.random.RandomState(0).uniform(0, 255, (2, 160, 224, 3)).astype("float32")
 
 
-@pytest.mark.parametrize("name", ["cub_lite0", "general_lite0"])  # polarity -1 and +1
+@pytest.mark.parametrize("name", ["cub_lite0", "general_lite0", "general_routed_lite0"])  # polarity -1, +1, routed
 def test_the_map_network_gives_the_models_maps(name):
     net = presets.map_network(name)
     model = C2AM.from_preset(name)
