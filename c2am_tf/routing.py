@@ -7,7 +7,7 @@ same 1,875 unlabeled images: the head of the bird cluster scores like the CUB he
 street-scene cluster far below the general head on ImageNet. So each chosen cluster gets its own head and
 every other image keeps the general head; ``layers.RoutedHead`` sends each image to its nearest centre.
 
-    c2am-tf fit-routed --general runs/general/final.keras --dataset folder --data-dir images.txt \\
+    c2am-tf fit-routed --model runs/general/final.keras --dataset folder --data-dir images.txt \\
         --clusters 3 --out runs/routed                 # prints the clusters, asks for --own
     c2am-tf fit-routed ... --own 1 --out runs/routed   # trains cluster 1's head, writes routed.keras
 """
@@ -88,20 +88,21 @@ def routed_model(general, specialists, centres, name="c2am_routed"):
 
 
 def fit_routed(general, cfg, k, own, seed=0, overwrite=False):
-    """Clusters ``cfg``'s training images into ``k`` (k-means seeded by ``seed``), trains one head (``cfg``'s recipe) on each cluster in
-    ``own`` under ``cfg.out/cluster<j>`` and returns (the routed model, the cluster description lines).
-    Writes ``cfg.out/clusters.json`` (path -> cluster) and each cluster's image list."""
+    """Clusters ``cfg``'s training images into ``k`` (k-means seeded by ``seed``), trains one head (``cfg``'s
+    recipe) on each cluster in ``own`` under ``cfg.out/cluster<j>`` and returns (the routed model, the cluster
+    description lines). Writes ``cfg.out/clusters.json`` (path -> cluster) and each cluster's image list."""
     from c2am_tf.training import run_training
 
+    own = sorted(set(own))
+    bad = [j for j in own if not 0 <= j < k]
+    if bad:
+        raise ValueError(f"--own {bad}: there are {k} clusters (0..{k - 1})")
     paths, ids, centres = cluster_images(general, cfg, k, seed)
     paths = [os.path.abspath(p) for p in paths]  # a list's relative entries are read from its own folder
     if not os.path.exists(paths[0]):
         raise ValueError(f"each cluster's head trains on a list of image files; --dataset {cfg.dataset} gives "
                          f"none ({paths[0]!r}): use a folder or a list of images")
     lines = describe_clusters(paths, ids, k)
-    bad = [j for j in own if not 0 <= j < k]
-    if bad:
-        raise ValueError(f"--own {bad}: there are {k} clusters (0..{k - 1})")
     os.makedirs(cfg.out, exist_ok=True)
     write_json_atomically(os.path.join(cfg.out, "clusters.json"), dict(zip(paths, ids.tolist())), indent=0)
     specialists = {}

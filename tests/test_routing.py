@@ -73,7 +73,8 @@ def test_it_refuses_to_overwrite_a_routed_model_and_a_bad_cluster(trained, capsy
     assert (run / "routed.keras").read_bytes() == before
     with pytest.raises(SystemExit) as err:
         run_command("fit-routed", common + ["--own", "7", "--out", str(run / "bad")])
-    assert err.value.code == 1 and "there are 3 clusters" in capsys.readouterr().err
+    assert err.value.code == 2 and "there are 3 clusters" in capsys.readouterr().err
+    assert not (run / "bad").exists()  # refused before any clustering or training
 
 
 def test_a_routed_model_saves_and_loads_as_a_preset(trained, tmp_path, monkeypatch):

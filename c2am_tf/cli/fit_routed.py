@@ -51,6 +51,8 @@ def main(argv=None, prog=None):
         p.error(err.as_flag())
     if k < 1:
         p.error("--clusters must be at least 1")
+    if own is not None and any(not 0 <= j < k for j in own):
+        p.error(f"--own {own}: there are {k} clusters (0..{k - 1})")
     args.model, args.preset = model_args["model"], model_args["preset"]
     path = os.path.join(cfg.out, "routed.keras")
     if own is not None and os.path.exists(path) and not overwrite:
@@ -67,6 +69,8 @@ def main(argv=None, prog=None):
         routed, lines = fit_routed(general, cfg, k, own, seed, overwrite=overwrite)
     except RunConflictError as err:
         p.error(f"--out: {err}; pass --overwrite to replace it, or choose another --out")
+    except ConfigError as err:
+        p.exit(1, f"{p.prog}: error: a cluster's run: {err.as_flag()}\n")
     except (DataError, NonFiniteLossError, ValueError) as err:
         p.exit(1, f"{p.prog}: error: {err}\n")
     print("\n".join(lines))
