@@ -3,6 +3,7 @@ each whole image resized to 448 x 448; correct = IoU > 0.5 with ANY GT box.
 
     python benchmarks/imagenet_dev.py               # trains what runs/ lacks, then prints every number
     python benchmarks/imagenet_dev.py --lists-only  # writes the general heads' training lists and stops
+    python benchmarks/imagenet_dev.py --presets-only  # the shipped presets on ImageNet half2 and CUB dev test
 
 Rows: fixed boxes (whole image, central 80%), DDT on the Lite0 head features, the untrained model, the
 CUB-trained model as is, then the general heads (2-fold: each is trained on the unlabeled images of
@@ -144,6 +145,27 @@ def mean_rows(results):
     return {k: float(np.mean([r[k] for r in results])) for k in keys}
 
 
+def preset_rows(names=("general_lite0", "general_routed_lite0", "cub_lite0")):
+    """The shipped presets, none of which saw ImageNet half2 or CUB test: ImageNet half2 at each stored
+    threshold (Top-k with the Lite0 classifier), CUB dev test at it, at its best and at CUB train's best."""
+    from c2am_tf.presets import from_preset
+
+    classifier = efficientnet_lite("efficientnet_lite0", include_top=True)
+    cub_dir = os.path.join(SHARED, "CUB_200_2011_dev")
+    print("| preset | ImageNet half2: GT-known / Top-1 / Top-5 Loc / MaxBoxAccV2 | CUB test at the stored threshold / "
+          "best | CUB test, threshold from CUB train |\n|---|---|---|---|")
+    for name in names:
+        model = from_preset(name)
+        r, _ = evaluate(model, eval_batches("half2"), classifier=classifier, classifier_size=224)
+        cub, _ = evaluate(model, data.eval_dataset("cub", "test", cub_dir), max_box_acc=False)
+        train = choose_threshold(model, data.eval_dataset("cub", "train", cub_dir))
+        cub_train, _ = evaluate(model, data.eval_dataset("cub", "test", cub_dir), stored_threshold=train,
+                                max_box_acc=False)
+        print(f"| {name} (threshold {r['stored_threshold']:.2f}) | {r['at_stored']:.1f} / "
+              f"{r['top1_loc_at_stored']:.1f} / {r['top5_loc_at_stored']:.1f} / {r['max_box_acc_v2']:.1f} | "
+              f"{cub['at_stored']:.1f} / {cub['best']:.1f} | {cub_train['at_stored']:.1f} ({train:.2f}) |", flush=True)
+
+
 def main():
     """Prints the benchmark's table."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -151,6 +173,7 @@ def main():
     p.add_argument("--cub-model", default="runs/cub_lite0/final.keras", help="the CUB-trained model (as is)")
     p.add_argument("--lists-only", action="store_true")
     p.add_argument("--speed-only", action="store_true", help="only evaluate's speed against the forward pass")
+    p.add_argument("--presets-only", action="store_true", help="only the shipped presets (ImageNet half2, CUB test)")
     p.add_argument("--skip-psol", action="store_true")
     p.add_argument("--psol-epochs", type=int, default=6)
     p.add_argument("--levers", nargs="*", default=[],
@@ -165,6 +188,9 @@ def main():
     print(header()[0], flush=True)
     if args.speed_only:
         speed(general_head("half1", args.runs))
+        return
+    if args.presets_only:
+        preset_rows()
         return
     classifier = efficientnet_lite("efficientnet_lite0", include_top=True)
     print("| method | GT-known Loc | Top-1 Loc | Top-5 Loc | MaxBoxAccV2 |\n|---|---|---|---|---|")
