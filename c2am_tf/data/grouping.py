@@ -33,10 +33,8 @@ def spherical_kmeans(x, k, seed=0, iterations=50):
         if _ and np.array_equal(new, ids):
             break
         ids = new
-        for j in range(k):
-            if (ids == j).any():
-                c = x[ids == j].sum(axis=0)
-                centres[j] = c / max(np.linalg.norm(c), 1e-12)
+        filled = np.bincount(ids, minlength=k) > 0  # an emptied cluster keeps its centre
+        centres[filled] = cluster_centres(x, ids, k)[filled]
     return ids
 
 
@@ -58,8 +56,9 @@ def pooled_features(source, backbone, size=224, batch_size=32):
 
 
 def cluster_centres(x, ids, k):
-    """(k, C) unit-norm centres of the clusters ``ids`` of the rows of ``x`` (a zero row for an empty one)."""
-    centres = np.zeros((k, x.shape[1]), np.float32)
+    """(k, C) unit-norm centres (``x``'s dtype) of the clusters ``ids`` of the rows of ``x`` (a zero row for an
+    empty one): ``spherical_kmeans``'s update step, and a router's centres."""
+    centres = np.zeros((k, x.shape[1]), x.dtype)
     for j in range(k):
         if (ids == j).any():
             c = x[ids == j].sum(axis=0)
