@@ -128,7 +128,7 @@ def _read(item, size, unannotated):
     yield (shard, path, width, height), eval_image(tf.constant(image), size, size).numpy()
 
 
-def _record(keyed, threshold, size):
+def _record(keyed, threshold, size, band=0.0):
     """(shard, box record) of one image's map."""
     from c2am_tf.boxes_json import box_record
     from c2am_tf.geometry import scale_box
@@ -136,7 +136,7 @@ def _record(keyed, threshold, size):
 
     (shard, path, width, height), result = keyed
     score_map = np.asarray(result.inference)[..., 0]
-    box, fraction = map_to_box(score_map, threshold, size, size)
+    box, fraction = map_to_box(score_map, threshold, size, size, band)
     return shard, box_record(path, width, height, scale_box(box, (size, size), (width, height)), fraction)
 
 
@@ -157,12 +157,13 @@ def _write_shard(group, prefix, num_shards, header):
 
 
 def extract_boxes_beam(paths, prefix, header, threshold, size=448, unannotated=False, num_shards=16,
-                       model=None, preset=None, saved_model=None, batch_size=16, pipeline_args=()):
+                       model=None, preset=None, saved_model=None, batch_size=16, pipeline_args=(), band=0.0):
     """Runs the Beam pipeline over ``paths`` (see the module docstring); returns
     {"shards_written", "shards_skipped", "boxes", "unreadable"}.
 
     ``pipeline_args``: Beam's own options (``--runner``, ``--project``, ``--temp_location``,
     ``--direct_num_workers``, ...). ``header``: what identifies the run in every part's first line.
+    ``band``: the box rule's band (``c2am_tf.boxes.best_box_per_threshold``).
     """
     require_beam()
     import apache_beam as beam
@@ -182,7 +183,7 @@ def extract_boxes_beam(paths, prefix, header, threshold, size=448, unannotated=F
               | "read" >> beam.FlatMap(_read, size, unannotated))
     records = (images
                | "maps" >> RunInference(handler)
-               | "boxes" >> beam.Map(_record, threshold, size))
+               | "boxes" >> beam.Map(_record, threshold, size, band))
     # every part gets a file, also one whose images were all unreadable
     parts = pipeline | "parts" >> beam.Create([(k, None) for k in todo])
     _ = ((records, parts) | beam.Flatten() | beam.GroupByKey()

@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 from c2am_tf.foreground import DEFAULT_THRESHOLDS, check_map, uint8_and_peak
+from c2am_tf.geometry import band_thresholds
 
 _CONTOUR_INDEX = 1 if cv2.__version__.split(".")[0] == "3" else 0
 
@@ -77,9 +78,25 @@ def _extents(line_peak, cutoffs):
     return np.where(none, 1, first).tolist(), np.where(none, 0, last).tolist()
 
 
-def best_box_per_threshold(score_map, thresholds=DEFAULT_THRESHOLDS, factor=1.0):
-    """(T, 4) array: the single largest-contour box at each threshold."""
-    return np.stack([b[0] for b in boxes_from_map(score_map, thresholds, False, factor)])
+def best_box_per_threshold(score_map, thresholds=DEFAULT_THRESHOLDS, factor=1.0, band=0.0):
+    """(T, 4) array: the single largest-contour box at each threshold.
+
+    With ``band`` > 0, each box is the mean of the boxes at ``band_thresholds(t, band)``. One threshold's
+    box jumps when a contour merges with a neighbour or splits off; the mean over a band of thresholds
+    moves smoothly (measured in the README, 'Results: CUB dev benchmark').
+
+    >>> m = np.zeros((8, 8)); m[2:6, 2:6] = 0.5; m[3:5, 3:5] = 1.0
+    >>> best_box_per_threshold(m, [0.4, 0.6]).tolist()
+    [[2.0, 2.0, 6.0, 6.0], [3.0, 3.0, 5.0, 5.0]]
+    >>> best_box_per_threshold(m, [0.5], band=0.2).tolist()  # the boxes at 0.4, 0.45, 0.5, 0.55, 0.6
+    [[2.6, 2.6, 5.4, 5.4]]
+    """
+    if not band:
+        return np.stack([b[0] for b in boxes_from_map(score_map, thresholds, False, factor)])
+    per = [band_thresholds(t, band) for t in thresholds]
+    grid = sorted({t for ts in per for t in ts})
+    boxes = dict(zip(grid, (b[0] for b in boxes_from_map(score_map, grid, False, factor))))
+    return np.stack([np.mean([boxes[t] for t in ts], axis=0) for ts in per])
 
 
 def box_iou(pred, gt):
@@ -196,7 +213,21 @@ def _component_labels(mask, connectivity=8):
     return tf.cast(labels, tf.int32)
 
 
-def boxes_from_maps_tf(maps, threshold, factor=1.0):
+def boxes_from_maps_tf(maps, threshold, factor=1.0, band=0.0):
+    """Graph version of ``best_box_per_threshold`` at one threshold for a batch: (B, H, W) -> (B, 4).
+
+    With ``band`` > 0 (``threshold`` then a Python number), each box is the mean of the boxes at
+    ``band_thresholds(threshold, band)``, as ``best_box_per_threshold`` computes it.
+    """
+    if not band:
+        return _largest_contour_boxes_tf(maps, threshold, factor)
+    import tensorflow as tf
+
+    boxes = [_largest_contour_boxes_tf(maps, t, factor) for t in band_thresholds(threshold, band)]
+    return tf.add_n(boxes) / float(len(boxes))
+
+
+def _largest_contour_boxes_tf(maps, threshold, factor=1.0):
     """Graph version of the single-contour ``boxes_from_map`` for a batch: (B, H, W) -> (B, 4).
 
     Same truncation to uint8 and float64 cut-off as the reference. The largest

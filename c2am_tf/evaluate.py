@@ -27,6 +27,7 @@ import tensorflow as tf
 from c2am_tf.boxes import GTKnownLoc, best_box_per_threshold
 from c2am_tf.distribute import num_workers
 from c2am_tf.foreground import DEFAULT_THRESHOLDS
+from c2am_tf.geometry import check_band
 from c2am_tf.metrics import MaxBoxAcc, PxAP, SaliencyMetrics, wsol_thresholds
 
 TOP_K = 5
@@ -164,6 +165,8 @@ class Evaluation:
         stored_threshold: the model's own threshold, reported separately (added to ``thresholds``).
         max_box_acc: also compute MaxBoxAccV2 (101 thresholds, multi contour).
         iou_threshold: GT-known's IoU bar (correct when IoU > it).
+        band: the box rule's band (``c2am_tf.boxes.best_box_per_threshold``); MaxBoxAccV2 keeps
+            wsolevaluation's rule (every contour's box at each threshold).
 
     Example (one image whose map is exactly its box):
     >>> ev = Evaluation(thresholds=[0.5], max_box_acc=False)
@@ -176,7 +179,8 @@ class Evaluation:
     (100.0, 0.0, 100.0, 100.0)
     """
 
-    def __init__(self, thresholds=DEFAULT_THRESHOLDS, stored_threshold=None, max_box_acc=True, iou_threshold=0.5):
+    def __init__(self, thresholds=DEFAULT_THRESHOLDS, stored_threshold=None, max_box_acc=True, iou_threshold=0.5,
+                 band=0.0):
         thresholds = [float(t) for t in thresholds]
         if stored_threshold is not None:
             # a threshold stored as float32 (0.3499999940) is the listed 0.35
@@ -184,6 +188,7 @@ class Evaluation:
             if not any(abs(t - stored_threshold) < 1e-6 for t in thresholds):
                 thresholds = sorted(thresholds + [stored_threshold])
         self.stored_threshold = stored_threshold
+        self.band = check_band(band)
         self.gt_known = GTKnownLoc(thresholds, iou_threshold)
         self.thresholds = self.gt_known.thresholds
         self.max_box_acc = MaxBoxAcc(wsol_thresholds(), multi_contour=True) if max_box_acc else None
@@ -198,7 +203,7 @@ class Evaluation:
         refined at the image's size, replace the maps for the mask metrics. Returns the boxes (B, T, 4)
         in the batch's frame."""
         size = int(np.shape(batch["image"])[1])
-        boxes = np.stack([best_box_per_threshold(m, self.thresholds, size / m.shape[0]) for m in maps])
+        boxes = np.stack([best_box_per_threshold(m, self.thresholds, size / m.shape[0], self.band) for m in maps])
         self.update_boxes(boxes, batch, top_k, labels)
         gt = np.asarray(batch["boxes"], np.float32)
         if self.max_box_acc is not None:
@@ -236,6 +241,7 @@ class Evaluation:
         salient-object metrics 'max_f_beta', 'mae', 'per_image_iou' (+ '_threshold', '_at_stored')."""
         out = self.gt_known.result()
         out["thresholds"] = list(self.thresholds)
+        out["box_band"] = self.band
         total = max(out["total"], 1)
         index = {t: i for i, t in enumerate(self.thresholds)}
         best_i = index.get(out["best_threshold"], 0)
@@ -268,7 +274,7 @@ class Evaluation:
 
 def evaluate(model, dataset, thresholds=DEFAULT_THRESHOLDS, classifier=None, classifier_size=None,
              max_box_acc=True, flip=False, keep=0, stored_threshold="model", progress=False, cam_weight=0.0,
-             scales=(1.0,)):
+             scales=(1.0,), box_band="model"):
     """Every metric of ``model`` on ``dataset`` (dict batches, see the module docstring) in one pass.
 
     Returns ``(result, examples)``: ``Evaluation.result()`` and up to ``keep`` (image, map, boxes per
@@ -276,12 +282,15 @@ def evaluate(model, dataset, thresholds=DEFAULT_THRESHOLDS, classifier=None, cla
     stores one), a number, or None (report the ``thresholds`` only). ``flip`` and ``scales``: see
     ``predict_maps``. ``cam_weight`` > 0 scores ``fuse_cams`` of the map and the classifier's CAM of
     each image's true class (the batches need labels): as CAM is scored, GT-known uses the true class, and Top-1 / Top-5 Loc count an image only
-    when that class is the classifier's first / among its five, so they use the same map.
+    when that class is the classifier's first / among its five, so they use the same map. ``box_band``:
+    "model" (the model's own ``box_band``, 0 when it has none) or a number (``Evaluation``'s ``band``).
     """
     _check_cam_weight(cam_weight, classifier)  # before any batch is read
     if isinstance(stored_threshold, str):
         stored_threshold = float(np.asarray(model.threshold)) if hasattr(model, "threshold") else None
-    ev = Evaluation(thresholds, stored_threshold, max_box_acc)
+    if isinstance(box_band, str):
+        box_band = getattr(model, "box_band", 0.0)
+    ev = Evaluation(thresholds, stored_threshold, max_box_acc, band=box_band)
     refines = getattr(model, "refinement", "none") != "none"
 
     def update(maps, host, top_k, labels):
@@ -319,17 +328,17 @@ def evaluate(model, dataset, thresholds=DEFAULT_THRESHOLDS, classifier=None, cla
         bar.close()
     if examples:
         size = examples[0][0].shape[0]
-        examples = [(im, m, best_box_per_threshold(m, ev.thresholds, size / m.shape[0]), g)
+        examples = [(im, m, best_box_per_threshold(m, ev.thresholds, size / m.shape[0], ev.band), g)
                     for im, m, _, g in examples]
     return ev.result(), examples
 
 
 def choose_threshold(model, dataset, thresholds=DEFAULT_THRESHOLDS, flip=False, classifier=None,
-                     classifier_size=None, cam_weight=0.0, scales=(1.0,)):
+                     classifier_size=None, cam_weight=0.0, scales=(1.0,), box_band="model"):
     """The map threshold with the best GT-known Loc on ``dataset``: a held-out annotated set (never the
     images the numbers are reported on), as wsolevaluation tunes on its separate full-supervision split."""
     result, _ = evaluate(model, dataset, thresholds, classifier, classifier_size, max_box_acc=False, flip=flip,
-                         stored_threshold=None, cam_weight=cam_weight, scales=scales)
+                         stored_threshold=None, cam_weight=cam_weight, scales=scales, box_band=box_band)
     return result["best_threshold"]
 
 
@@ -390,7 +399,8 @@ def format_result(result):
     lines.append(f"images: {result['total']}")
     lines.append(f"GT-known Loc: best {result['best']:.2f} at threshold {result['best_threshold']:.2f}"
                  + (f"; at the stored threshold {result['stored_threshold']:.2f}: {result['at_stored']:.2f}"
-                    if "at_stored" in result else ""))
+                    if "at_stored" in result else "")
+                 + (f" (boxes averaged over a band of {result['box_band']:.2f})" if result.get("box_band") else ""))
     if per:
         lines.append(f"  per threshold: {per}")
     if "top1_loc" in result:

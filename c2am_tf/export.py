@@ -9,7 +9,8 @@ only the raw ``tf.Variable`` s and keeps the Keras model out of the object graph
 
 Signatures (images: uint8 RGB (B, H, W, 3), any size):
 - ``serving_default``: ``cam`` (B, H, W) float32 foreground-high map upsampled to the
-  input, ``boxes`` (B, 4) x0, y0, x1, y1 in input pixels at the model's threshold,
+  input, ``boxes`` (B, 4) x0, y0, x1, y1 in input pixels at the model's threshold (averaged over
+  its ``box_band``, as ``c2am_tf.boxes.best_box_per_threshold``),
   ``scores`` (B,) mean map value inside the box.
 - ``cam``: ``cam`` (B, h, w) at feature resolution.
 - ``masks``: ``masks`` (B, H, W) uint8, 1 on the foreground: the map resized to the input and
@@ -54,6 +55,7 @@ class WeightsOnlyModule(tf.Module):
         object.__setattr__(self, "_model", model)  # not tracked: see the module docstring
         self.weights_list = [v.value for v in model.weights]  # tracked once, TF1-restorable
         self.threshold = float(model.threshold.numpy())
+        self.box_band = float(getattr(model, "box_band", 0.0))
 
 
 class ServingModule(WeightsOnlyModule):
@@ -75,7 +77,7 @@ class ServingModule(WeightsOnlyModule):
         maps = self._maps(images)
         height, width = tf.shape(images)[1], tf.shape(images)[2]
         h, w = tf.shape(maps)[1], tf.shape(maps)[2]
-        grid_boxes = boxes_from_maps_tf(maps, tf.constant(self.threshold, tf.float64))
+        grid_boxes = boxes_from_maps_tf(maps, self.threshold, band=self.box_band)
         scale = tf.cast(tf.stack([width / w, height / h, width / w, height / h]), tf.float32)
         rows = tf.range(h, dtype=tf.float32)[None, :, None]
         cols = tf.range(w, dtype=tf.float32)[None, None, :]

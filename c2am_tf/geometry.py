@@ -75,3 +75,39 @@ def check_threshold(threshold, name="threshold"):
     if not 0.0 <= value <= 1.0:
         raise ConfigError(name, f"must be a fraction of the map's maximum in [0, 1]; got {threshold!r}")
     return value
+
+
+def check_band(band, name="box_band"):
+    """``band`` as a float, or ConfigError: the box rule's band (``c2am_tf.boxes.band_thresholds``) in [0, 0.5]."""
+    try:
+        value = float(band)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not 0.0 <= value <= 0.5:
+        raise ConfigError(name, f"must be a fraction of the map's maximum in [0, 0.5]; got {band!r}")
+    return value
+
+
+# A banded box averages the boxes at threshold + band * k / BAND_STEPS for k = -BAND_STEPS..BAND_STEPS.
+BAND_STEPS = 2
+
+
+def band_thresholds(threshold, band=0.0):
+    """The thresholds whose boxes the banded box at ``threshold`` averages: ``threshold`` itself and
+    ``threshold + band * k / 2`` for k = -2, -1, 1, 2, those strictly between 0 and 1 (rounded to 1e-6,
+    so that 0.35 + 0.05 is the listed 0.4).
+
+    >>> band_thresholds(0.35, 0.1)
+    [0.25, 0.3, 0.35, 0.4, 0.45]
+    >>> band_thresholds(0.05, 0.1), band_thresholds(0.5)
+    ([0.05, 0.1, 0.15], [0.5])
+    """
+    threshold = float(threshold)
+    if not band:
+        return [threshold]
+    out = []
+    for k in range(-BAND_STEPS, BAND_STEPS + 1):
+        t = round(threshold + float(band) * k / BAND_STEPS, 6)
+        if k == 0 or 0.0 < t < 1.0:
+            out.append(threshold if k == 0 else t)
+    return out

@@ -4,7 +4,7 @@ import os
 
 import numpy as np
 
-from c2am_tf.boxes import boxes_from_map
+from c2am_tf.boxes import best_box_per_threshold
 from c2am_tf.foreground import foreground_mask
 from c2am_tf.geometry import scale_box
 
@@ -24,16 +24,18 @@ def load_model(path, require_c2am=True):
     return model
 
 
-def map_to_box(score_map, threshold, width, height):
+def map_to_box(score_map, threshold, width, height, band=0.0):
     """(box [x0, y0, x1, y1] in a (width x height) image, foreground fraction) for one map.
 
     The box is the largest contour's box at ``threshold`` (fraction of the map's
-    maximum), scaled from map pixels to image pixels on each axis; the
-    foreground fraction is the share of map pixels above the cut-off.
+    maximum), or with ``band`` > 0 the mean of those boxes over the band (see
+    ``c2am_tf.boxes.best_box_per_threshold``), scaled from map pixels to image
+    pixels on each axis; the foreground fraction is the share of map pixels above
+    the cut-off.
     """
     score_map = np.clip(np.asarray(score_map, np.float32), 0, 1)
     h, w = score_map.shape
-    box = boxes_from_map(score_map, [threshold])[0][0]
+    box = best_box_per_threshold(score_map, [threshold], band=band)[0]
     fraction = float(np.mean(foreground_mask(score_map, threshold)))
     return scale_box(box, (w, h), (width, height)), fraction
 

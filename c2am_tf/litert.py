@@ -18,7 +18,7 @@ import warnings
 import numpy as np
 
 from c2am_tf.foreground import foreground_mask as _foreground_mask
-from c2am_tf.geometry import check_threshold, scale_box
+from c2am_tf.geometry import band_thresholds, check_band, check_threshold, scale_box
 
 
 def _neighbourhood_max(labels, connectivity):
@@ -74,7 +74,7 @@ def foreground_mask(score_map, threshold):
     return _foreground_mask(np.clip(np.asarray(score_map, np.float32), 0.0, 1.0), threshold)
 
 
-def box_from_map(score_map, threshold):
+def box_from_map(score_map, threshold, band=0.0):
     """Box [x0, y0, x1, y1] in map pixels (float32) of the largest foreground region.
 
     The rule of ``c2am_tf.boxes.boxes_from_map`` (the authors' OpenCV code): the map
@@ -83,6 +83,8 @@ def box_from_map(score_map, threshold):
     largest area wins (ties: the region that starts last in raster order, as
     OpenCV). The box is ``x, y, x + w, y + h`` clipped to ``W - 1, H - 1``; an empty
     map gives zeros. Scale it by (image width / W, image height / H) for image pixels.
+    With ``band`` > 0, the mean of the boxes at ``band_thresholds(threshold, band)``, as
+    ``c2am_tf.boxes.best_box_per_threshold``.
 
     Example:
     >>> m = np.zeros((14, 14), np.float32); m[3:8, 4:10] = 1.0
@@ -92,6 +94,9 @@ def box_from_map(score_map, threshold):
     score_map = np.asarray(score_map, np.float32)
     if score_map.ndim != 2:
         raise ValueError(f"score_map must be 2-D (H, W), got shape {score_map.shape}")
+    if band:
+        return np.mean([box_from_map(score_map, t) for t in band_thresholds(threshold, band)], axis=0,
+                       dtype=np.float32)
     h, w = score_map.shape
     mask = foreground_mask(score_map, threshold)
     if not mask.any():
@@ -128,12 +133,13 @@ class ForegroundDetector:
         num_threads: interpreter threads.
         threshold: box threshold (fraction of the map's peak); default the one stored
             in the model's metadata by ``export/tflite.py``, else 0.5.
+        box_band: the box rule's band (``box_from_map``); default the metadata's, else 0.
         refinement: the mask's edge-aware refinement (``c2am_tf.edges``, OpenCV contrib); default
             the one in the metadata (a mask model's), else ``"none"``. Without OpenCV contrib on the
             device the mask stays unrefined, with one warning.
     """
 
-    def __init__(self, model, num_threads=1, threshold=None, refinement=None):
+    def __init__(self, model, num_threads=1, threshold=None, refinement=None, box_band=None):
         Interpreter = _interpreter_class()
         if isinstance(model, (bytes, bytearray)):
             content = bytes(model)
@@ -151,6 +157,7 @@ class ForegroundDetector:
         self.metadata = read_metadata(content)
         self.last_invoke_ms = None  # duration of the latest interpreter call
         self.threshold = check_threshold(threshold if threshold is not None else self.metadata.get("threshold", 0.5))
+        self.box_band = check_band(box_band if box_band is not None else self.metadata.get("box_band", 0.0))
         self.refinement = refinement or self.metadata.get("refinement", "none")
         if self.refinement != "none":
             try:
@@ -200,7 +207,7 @@ class ForegroundDetector:
         resized = resize_rgb(image, self.width, self.height)
         score_map = self.map(resized)
         h, w = score_map.shape
-        box = box_from_map(score_map, self.threshold)
+        box = box_from_map(score_map, self.threshold, self.box_band)
         x0, y0, x1, y1 = box.astype(int)
         score = float(score_map[y0:y1 + 1, x0:x1 + 1].mean()) if box.any() else 0.0
         box = scale_box(box, (w, h), (width, height))

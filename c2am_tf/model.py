@@ -5,6 +5,7 @@ import tensorflow as tf
 from keras import ops
 
 from c2am_tf.distribute import num_workers
+from c2am_tf.geometry import check_band
 from c2am_tf.layers import Disentangler
 from c2am_tf.losses import C2AMLoss
 from c2am_tf.optim import parameter_groups
@@ -70,6 +71,9 @@ class C2AM(keras.Model):
         backbone_bn: ``"frozen"`` (backbone BatchNorm in inference mode: stable
             with small batches and identical across replica counts) or
             ``"train"`` (batch statistics per replica, as the authors' code).
+        box_band: the box rule's band (``c2am_tf.boxes.best_box_per_threshold``): 0 boxes the map at
+            the stored threshold alone; 0.1 averages the boxes from threshold - 0.1 to + 0.1. A setting
+            rather than a weight like the threshold, so files saved before it existed still load.
 
     Example:
     >>> import numpy as np
@@ -81,7 +85,7 @@ class C2AM(keras.Model):
     """
 
     def __init__(self, backbone, disentangler=None, alpha=0.05, loss_variant="reference",
-                 recipe="reference", weight_decay=1e-4, backbone_bn="frozen", **kwargs):
+                 recipe="reference", weight_decay=1e-4, backbone_bn="frozen", box_band=0.0, **kwargs):
         super().__init__(**kwargs)
         if backbone_bn not in BACKBONE_BN_MODES:
             raise ValueError(f"backbone_bn must be one of {BACKBONE_BN_MODES}, got {backbone_bn!r}")
@@ -93,6 +97,7 @@ class C2AM(keras.Model):
         self.recipe = recipe
         self.weight_decay = float(weight_decay)
         self.backbone_bn = backbone_bn
+        self.box_band = check_band(box_band)
         # +1: the head's map is foreground-high; -1: it is background-high.
         self.polarity = self.add_weight(name="polarity", shape=(), initializer="ones",
                                         trainable=False, aggregation="only_first_replica")
@@ -228,6 +233,7 @@ class C2AM(keras.Model):
             recipe=self.recipe,
             weight_decay=self.weight_decay,
             backbone_bn=self.backbone_bn,
+            box_band=self.box_band,
         )
         return config
 

@@ -63,7 +63,7 @@ def _copy_head(head, name, channels):
 def routed_model(general, specialists, centres, name="c2am_routed"):
     """A C2AM whose head is a ``RoutedHead``: cluster j's images get ``specialists[j]``'s head (a trained
     C2AM on the same backbone), every other cluster the ``general`` model's head; each head keeps its own
-    polarity (so the routed model's is +1), the threshold is the general model's.
+    polarity (so the routed model's is +1), the threshold and the box rule's band are the general model's.
 
     Example:
     >>> routed = routed_model(general, {1: birds}, centres)  # doctest: +SKIP
@@ -82,7 +82,7 @@ def routed_model(general, specialists, centres, name="c2am_routed"):
     head = RoutedHead(heads, routes, polarities, centres, name="routed_head")
     model = C2AM(general.backbone, Disentangler(head, name="disentangler"), alpha=general.alpha,
                  loss_variant=general.loss_variant, recipe=general.recipe, weight_decay=general.weight_decay,
-                 backbone_bn=general.backbone_bn, name=name)
+                 backbone_bn=general.backbone_bn, box_band=getattr(general, "box_band", 0.0), name=name)
     model.threshold.assign(float(np.asarray(general.threshold)))
     return model
 

@@ -68,6 +68,7 @@ def convert(model, size=EVAL_CROP, quantize="none", representative_images=None, 
     return add_metadata(content, {
         "format": "c2am_tf.tflite/v1",
         "threshold": float(model.threshold.numpy()),
+        "box_band": float(getattr(model, "box_band", 0.0)),
         "input_size": [int(size), int(size)],
         "quantize": quantize,
         "refinement": getattr(model, "refinement", "none"),

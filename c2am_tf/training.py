@@ -28,7 +28,7 @@ from c2am_tf.distribute import (STRATEGIES, is_chief, make_strategy, num_workers
 from c2am_tf.data.grouping import feature_clusters
 from c2am_tf.errors import ConfigError
 from c2am_tf.files import write_json_atomically
-from c2am_tf.geometry import EVAL_CROP, EVAL_RESIZE, MIN_IMAGE_SIZE, STRIDE
+from c2am_tf.geometry import EVAL_CROP, EVAL_RESIZE, MIN_IMAGE_SIZE, STRIDE, check_band
 from c2am_tf.losses import VARIANTS
 from c2am_tf.model import BACKBONE_BN_MODES, C2AM
 from c2am_tf.optim import RECIPES, poly_sgd
@@ -66,6 +66,7 @@ class TrainConfig:
     seed: int = 1
     steps_per_epoch: int = None
     batch_groups: int = 0  # > 0: each batch from one of this many k-means clusters (c2am_tf.data.grouping)
+    box_band: float = 0.1  # the box rule's band (c2am_tf.boxes.best_box_per_threshold), stored with the model
     eval_every: int = 1
     resize: int = 256
     crop: int = 224
@@ -115,6 +116,7 @@ class TrainConfig:
         _number(self, "alpha", low=0.0, low_open=True)
         _number(self, "weight_decay", low=0.0)
         _number(self, "momentum", low=0.0, high=1.0)
+        self.box_band = check_band(self.box_band)
         if self.dataset == "folder" and not self.data_dir:
             raise ConfigError("data_dir", "is needed for dataset 'folder' (a folder of images)")
         return self
@@ -172,8 +174,11 @@ def claim_out_dir(cfg, overwrite=False):
     if os.path.exists(path):
         try:
             with open(path) as f:
-                theirs = {k: v for k, v in json.load(f).items() if k not in NOT_FINGERPRINTED}
-        except (OSError, ValueError):
+                stored = json.load(f)
+            # a field added after that run was written has its default there
+            defaults = {k: v for k, v in fingerprint(TrainConfig()).items() if k not in stored}
+            theirs = {**defaults, **{k: v for k, v in stored.items() if k not in NOT_FINGERPRINTED}}
+        except (OSError, ValueError, TypeError, AttributeError):  # unreadable, or not a JSON object
             theirs = {"config.json": "unreadable"}
     elif any(os.path.exists(os.path.join(cfg.out, name)) for name in ("backup", "final.keras", "last.keras")):
         theirs = {"config.json": "missing"}
@@ -276,7 +281,7 @@ def build_model(cfg, total_steps):
         backbone.trainable = False  # only the head trains (parameter groups skip frozen layers)
     model = C2AM(backbone, alpha=cfg.alpha,
                  loss_variant=cfg.loss_variant, recipe=cfg.recipe,
-                 weight_decay=cfg.weight_decay, backbone_bn=cfg.backbone_bn)
+                 weight_decay=cfg.weight_decay, backbone_bn=cfg.backbone_bn, box_band=cfg.box_band)
     model.compile(optimizer=poly_sgd(cfg.lr, total_steps, cfg.momentum), jit_compile=_jit(cfg.jit_compile))
     return model
 

@@ -135,3 +135,50 @@ def test_graph_boxes_pick_opencvs_largest_contour_on_multi_blob_maps():
         want = np.stack([boxes_from_map(m, [t])[0][0] for m in maps])
         got = np.concatenate([np.asarray(boxes_from_maps_tf(maps[i:i + 100], t)) for i in range(0, 600, 100)])
         np.testing.assert_array_equal(got, want)
+
+
+def _blob_maps(n, size=28, seed=0):
+    import cv2
+
+    rng = np.random.RandomState(seed)
+    maps = []
+    for i in range(n):
+        m = cv2.GaussianBlur(rng.rand(size, size).astype(np.float32), (0, 0), 1.0 + (i % 3) * 0.5)
+        maps.append((m - m.min()) / (m.max() - m.min()))
+    return np.stack(maps)
+
+
+def test_banded_box_is_the_mean_of_the_boxes_across_the_band():
+    from c2am_tf.geometry import band_thresholds
+
+    assert band_thresholds(0.35, 0.1) == [0.25, 0.3, 0.35, 0.4, 0.45]
+    assert band_thresholds(0.9, 0.2) == [0.7, 0.8, 0.9]  # 1.0 would be an empty box: left out
+    for m in _blob_maps(20):
+        for t, band in ((0.35, 0.1), (0.5, 0.2), (0.1, 0.15)):
+            want = np.mean([boxes_from_map(m, [u], factor=16)[0][0] for u in band_thresholds(t, band)], axis=0)
+            np.testing.assert_array_equal(best_box_per_threshold(m, [t], 16, band)[0], want)
+        # no band: the box at the threshold itself, the reference rule
+        np.testing.assert_array_equal(best_box_per_threshold(m, DEFAULT_THRESHOLDS, 16, 0.0),
+                                      best_box_per_threshold(m, DEFAULT_THRESHOLDS, 16))
+
+
+def test_a_band_steadies_a_box_that_jumps_when_two_blobs_merge():
+    """Two blobs joined by a ridge at 0.45 of the peak: at 0.4 the box holds both, at 0.5 one. The
+    banded box at 0.45 lies between them, while the box at 0.45 alone is one or the other."""
+    m = np.zeros((20, 20))
+    m[4:16, 2:8] = 1.0
+    m[5:15, 12:18] = 0.9
+    m[9:11, 8:12] = 0.45 + 1e-3
+    alone = [best_box_per_threshold(m, [t])[0] for t in (0.4, 0.5)]
+    assert alone[0].tolist() == [2, 4, 18, 16] and alone[1].tolist() == [2, 4, 8, 16]
+    banded = best_box_per_threshold(m, [0.45], band=0.1)[0]
+    assert alone[1][2] < banded[2] < alone[0][2]
+
+
+def test_graph_banded_boxes_agree_with_numpy():
+    from c2am_tf.boxes import boxes_from_maps_tf
+
+    maps = _blob_maps(100, seed=1)
+    for t, band in ((0.35, 0.1), (0.6, 0.3)):
+        want = np.stack([best_box_per_threshold(m, [t], band=band)[0] for m in maps])
+        np.testing.assert_allclose(np.asarray(boxes_from_maps_tf(maps, t, band=band)), want, atol=1e-5)

@@ -285,3 +285,33 @@ def test_multi_scale_maps_are_the_mean_over_scales_on_the_first_scales_grid():
     np.testing.assert_allclose(predict_maps(model, images, flip=True, scales=(0.5, 1.0)), (0.16 + 0.32) / 2,
                                atol=1e-6)
     assert predict_maps(model, images, scales=(0.5, 1.0)).shape == (2, 4, 6)
+
+
+def test_a_banded_evaluation_scores_the_mean_box_and_takes_the_models_band():
+    """A map whose box jumps from too large (up to threshold 0.4) to too small (from 0.5): no single
+    threshold boxes the object, the mean box over the band 0.3-0.7 does. evaluate reads the band a
+    model stores (``box_band``) and reports it."""
+    from c2am_tf.boxes import best_box_per_threshold
+
+    m = np.full((1, 8, 8), 0.05)
+    m[0, 1:7, 1:7] = 0.45
+    m[0, 3:5, 3:5] = 1.0
+    batch = {"image": np.zeros((1, 64, 64, 3)), "boxes": np.array([[[16, 16, 48, 48]]], np.float32)}
+    alone = Evaluation([0.3, 0.4, 0.5, 0.6, 0.7], max_box_acc=False)
+    alone.update(m, batch)
+    assert alone.result()["best"] == 0.0  # IoU 0.44 (the 6 x 6 ring) or 0.25 (the 2 x 2 core)
+    banded = Evaluation([0.5], max_box_acc=False, band=0.2)
+    box = banded.update(m, batch)[0, 0]
+    np.testing.assert_allclose(box, best_box_per_threshold(m[0], [0.5], 8, band=0.2)[0])
+    np.testing.assert_allclose(box, [17.6, 17.6, 46.4, 46.4])  # 2 ring boxes and 3 core boxes averaged
+    assert banded.result()["per_threshold"][0] == 100.0 and banded.result()["box_band"] == 0.2
+    assert "band of 0.20" in format_result(banded.result())
+    with pytest.raises(ValueError, match="box_band"):
+        Evaluation([0.5], band=0.7)
+
+    model = _oracle()
+    model.box_band = 0.1
+    images, boxes, _ = _batch()
+    assert evaluate(model, _dataset(image=images, boxes=boxes), [0.5], max_box_acc=False)[0]["box_band"] == 0.1
+    assert evaluate(model, _dataset(image=images, boxes=boxes), [0.5], max_box_acc=False,
+                    box_band=0.0)[0]["box_band"] == 0.0

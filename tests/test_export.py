@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 from c2am_tf.backbones import build_backbone
-from c2am_tf.boxes import boxes_from_map
+from c2am_tf.boxes import best_box_per_threshold
 from c2am_tf.export import export_saved_model
 from c2am_tf.inference import map_to_mask
 from c2am_tf.model import C2AM
@@ -33,7 +33,7 @@ np.savez(sys.argv[4], **out)
 def exported(tmp_path_factory):
     root = tmp_path_factory.mktemp("export")
     tf.keras.utils.set_random_seed(0)
-    model = C2AM(build_backbone("tiny", weights=None))
+    model = C2AM(build_backbone("tiny", weights=None), box_band=0.1)  # boxes averaged over a band
     model.polarity.assign(-1.0)  # the export must keep the orientation
     model.threshold.assign(0.4)
     images = np.random.RandomState(0).randint(0, 256, (2, 80, 96, 3)).astype(np.uint8)
@@ -56,7 +56,7 @@ def _expected(model, images, cams):
     maps = model.predict(images, verbose=0)[..., 0]
     t = float(model.threshold.numpy())
     h, w = maps.shape[1:]
-    boxes = np.stack([boxes_from_map(m, [t])[0][0] for m in maps]) * [96 / w, 80 / h, 96 / w, 80 / h]
+    boxes = np.stack([best_box_per_threshold(m, [t], band=model.box_band)[0] for m in maps]) * [96 / w, 80 / h, 96 / w, 80 / h]
     bg = tf.image.resize((1 - maps)[..., None], cams.shape[1:3]).numpy()
     labels = np.argmax(np.concatenate([bg, cams], axis=-1), axis=-1)
     return maps, boxes, labels

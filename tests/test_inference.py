@@ -121,7 +121,8 @@ def test_extract_boxes_writes_both_formats_and_resumes(tmp_path, saved_model):
     # a partial log from an earlier run, killed mid-write: its complete line is kept, the torn one redone
     header = {"model": os.path.abspath(saved_model), "model_sha256": hashlib.sha256(open(saved_model, "rb").read()).hexdigest(),
               "threshold": float(load_model(saved_model).threshold.numpy()), "size": 64,
-              "dataset": "synthetic", "split": "test"}
+              "dataset": "synthetic", "split": "test", "box_band": load_model(saved_model).box_band}
+    assert header["box_band"] == 0.1  # fit's default, stored with the model: boxes averaged over that band
     done = {"path": "synthetic/test/00000", "width": 160, "height": 160, "box": [1, 2, 3, 4],
             "foreground_fraction": 0.5}
     partial = tmp_path / "new_folder" / "boxes.json.partial.jsonl"
@@ -209,7 +210,8 @@ def test_predict_skips_a_decompression_bomb_and_reports_16_bit_images_in_their_p
 
 
 @pytest.mark.parametrize("flags, message", [(("--size", "7"), "--size must be an integer >= 32"),
-                                            (("--threshold", "5"), "--threshold must be a fraction")])
+                                            (("--threshold", "5"), "--threshold must be a fraction"),
+                                            (("--box-band", "0.8"), "--box-band must be a fraction")])
 def test_predict_refuses_settings_that_give_nonsense(tmp_path, saved_model, capsys, flags, message):
     Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(tmp_path / "a.png")
     with pytest.raises(SystemExit):

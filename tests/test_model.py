@@ -118,3 +118,13 @@ def test_border_statistic_sign():
 def test_bad_backbone_bn_mode():
     with pytest.raises(ValueError, match="backbone_bn"):
         _model(backbone_bn="sometimes")
+
+
+def test_box_band_is_a_setting_that_round_trips_and_is_checked(tmp_path):
+    model = _model(box_band=0.1)
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    assert keras.saving.load_model(path).box_band == pytest.approx(0.1)
+    assert _model().box_band == 0.0  # files saved before the setting existed load with it off
+    with pytest.raises(ValueError, match="box_band"):
+        _model(box_band=-0.1)

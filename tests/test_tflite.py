@@ -24,7 +24,7 @@ SIZE = 64
 @pytest.fixture(scope="module")
 def tiny():
     keras.utils.set_random_seed(0)
-    model = C2AM(build_backbone("tiny", weights=None))
+    model = C2AM(build_backbone("tiny", weights=None), box_band=0.1)  # the detector must keep the band
     model.polarity.assign(-1.0)  # the export must keep the orientation
     model.threshold.assign(0.4)
     images = np.random.RandomState(0).randint(0, 256, (4, SIZE, SIZE, 3)).astype(np.uint8)
@@ -39,10 +39,11 @@ def test_fp32_matches_keras_and_carries_its_metadata(tiny):
     model, images = tiny
     content = tflite.convert(model, SIZE, "none")
     assert read_metadata(content) == {"format": "c2am_tf.tflite/v1", "threshold": pytest.approx(0.4),
-                                      "input_size": [SIZE, SIZE], "quantize": "none",
-                                      "refinement": "none"}
+                                      "box_band": pytest.approx(0.1), "input_size": [SIZE, SIZE],
+                                      "quantize": "none", "refinement": "none"}
     detector = ForegroundDetector(content)
     assert detector.size == (SIZE, SIZE) and detector.threshold == pytest.approx(0.4)
+    assert detector.box_band == pytest.approx(0.1) and ForegroundDetector(content, box_band=0).box_band == 0
     maps = np.stack([detector.map(im) for im in images])
     want = _keras_maps(model, images)
     assert maps.shape == want.shape == (4, SIZE // 16, SIZE // 16)
@@ -55,7 +56,7 @@ def test_detect_returns_the_keras_box_in_image_pixels(tiny):
     wide = np.repeat(images[0], 2, axis=1)  # 64 x 128: resized to 64 x 64 on the device side
     result = detector.detect(wide)
     keras_map = _keras_maps(model, resize_rgb(wide, SIZE, SIZE)[None])[0]
-    box, _ = map_to_box(keras_map, 0.4, width=128, height=64)
+    box, _ = map_to_box(keras_map, 0.4, width=128, height=64, band=0.1)
     np.testing.assert_allclose(result["box"], box, atol=1e-4)
     assert 0.0 <= result["score"] <= 1.0
     # the mask beside the box, at the image's size: the Keras-side mask (OpenCV resize) but for edge
@@ -187,6 +188,6 @@ def test_detect_cli_writes_boxes_and_overlays_and_skips_bad_files(tiny, tmp_path
     first = result["images"][0]
     assert (first["width"], first["height"]) == (128, 64)
     keras_map = _keras_maps(model, resize_rgb(np.repeat(images[0], 2, axis=1), SIZE, SIZE)[None])[0]
-    box, _ = map_to_box(keras_map, 0.4, width=128, height=64)
+    box, _ = map_to_box(keras_map, 0.4, width=128, height=64, band=0.1)
     np.testing.assert_allclose(first["box"], box, atol=0.01)
     assert (out / "a.png.png").exists() and (out / "b.png.png").exists()

@@ -105,6 +105,13 @@ def test_reusing_out_with_other_settings_is_refused_and_overwrite_replaces_only_
     _, _, summary = run_training(other, overwrite=True)
     assert json.loads((out / "config.json").read_text())["lr"] == 0.01
     assert (out / "notes.txt").read_text() == "mine" and summary["epochs"] == 1
+    # a run written before a setting existed (here: box_band) resumes when the new setting is its default
+    config = json.loads((out / "config.json").read_text())
+    del config["box_band"]
+    (out / "config.json").write_text(json.dumps(config))
+    run_training(other)
+    with pytest.raises(RunConflictError, match=r"box_band 0.1 -> 0.0"):
+        run_training(TrainConfig(**{**other.__dict__, "box_band": 0.0}))
 
 
 def _fit_cli(tmp_path, *flags):
@@ -123,6 +130,7 @@ def _fit_cli(tmp_path, *flags):
     (("--dataset", "folder", "--data-dir", "/no/such/folder"), "image folder not found: /no/such/folder"),
     (("--momentum", "1"), "--momentum must be a finite number >= 0 and < 1"),
     (("--weights", "no/such.pth"), "--weights file not found: no/such.pth"),
+    (("--box-band", "0.6"), "--box-band must be a fraction of the map's maximum in [0, 0.5]; got 0.6"),
 ])
 def test_bad_flags_are_one_line_errors_and_write_nothing(tmp_path, flags, message):
     proc = _fit_cli(tmp_path, *flags)

@@ -115,3 +115,27 @@ def chosen_classifier(args):
         return None, None
     classifier, size = load_classifier(args.classifier)
     return classifier, args.classifier_size or size
+
+
+def add_box_band_flag(parser):
+    """``--box-band``: the box rule's band (``c2am_tf.boxes.best_box_per_threshold``)."""
+    parser.add_argument("--box-band", type=float,
+                        help="each box the mean of the boxes at thresholds within this band of the threshold "
+                             "(default: the model's own; 0: the box at the threshold alone)")
+
+
+def check_box_band_flag(parser, args):
+    """An error (through ``parser``) for a ``--box-band`` outside [0, 0.5], before any model is loaded."""
+    from c2am_tf.errors import ConfigError
+    from c2am_tf.geometry import check_band
+
+    if args.box_band is not None:
+        try:
+            args.box_band = check_band(args.box_band)
+        except ConfigError as err:
+            parser.error(err.as_flag())
+
+
+def chosen_box_band(args, model=None):
+    """``--box-band`` when given, else the model's own band (0 without a model, or for a model without one)."""
+    return args.box_band if args.box_band is not None else float(getattr(model, "box_band", 0.0))

@@ -24,7 +24,7 @@ from c2am_tf.files import OutputNames, image_paths
 from c2am_tf.geometry import scale_box
 from c2am_tf.image_io import UnreadableImageError, load_image
 from c2am_tf.litert import ForegroundDetector
-from c2am_tf.cli.common import command_parser
+from c2am_tf.cli.common import add_box_band_flag, command_parser
 
 
 
@@ -36,6 +36,7 @@ def build_parser(prog=None):
     p.add_argument("--out", default="detections", help="output folder")
     p.add_argument("--threads", type=int, default=2, help="interpreter threads")
     p.add_argument("--threshold", type=float, help="override the threshold stored in the model")
+    add_box_band_flag(p)
     p.add_argument("--no-overlays", action="store_true", help="write boxes.json only")
     return p
 
@@ -52,13 +53,16 @@ def main(argv=None, prog=None):
     except (FileNotFoundError, ValueError) as err:
         p.error(str(err))
     try:
-        detector = ForegroundDetector(args.model, num_threads=args.threads, threshold=args.threshold)
+        detector = ForegroundDetector(args.model, num_threads=args.threads, threshold=args.threshold,
+                                      box_band=args.box_band)
     except ConfigError as err:
         p.error(err.as_flag())
     if not args.no_overlays:
         from c2am_tf.viz import overlay, write_png  # OpenCV, only for the pictures
     header = {"model": os.path.abspath(args.model), "threshold": detector.threshold,
               "quantize": detector.metadata.get("quantize")}
+    if detector.box_band:
+        header["box_band"] = detector.box_band
     try:
         writer = BoxesWriter(os.path.join(args.out, "boxes.json"), header)
     except ValueError as err:

@@ -19,8 +19,8 @@ import os
 import sys
 import time
 
-from c2am_tf.cli.common import (add_classifier_flags, add_model_flags, check_classifier_flags, chosen_classifier,
-                                command_parser, load_chosen_model)
+from c2am_tf.cli.common import (add_box_band_flag, add_classifier_flags, add_model_flags, check_box_band_flag,
+                                check_classifier_flags, chosen_box_band, chosen_classifier, command_parser, load_chosen_model)
 from c2am_tf.foreground import DEFAULT_THRESHOLDS
 from c2am_tf.geometry import EVAL_FRAMES, default_frame
 
@@ -53,6 +53,7 @@ def build_parser(prog=None):
                         "sets the map's grid)")
     p.add_argument("--threshold", type=float,
                    help="report at this map threshold instead of the model's stored one (chosen for the map alone)")
+    add_box_band_flag(p)
     p.add_argument("--no-max-box-acc", dest="max_box_acc", action="store_false", help="skip MaxBoxAccV2")
     p.add_argument("--batch-size", type=int, default=16, help="images per batch")
     p.add_argument("--json", help="also write the numbers here")
@@ -77,7 +78,10 @@ def main(argv=None, prog=None):
         p.error("give one of --model, --preset or --boxes")
     if args.cam_weight and args.boxes:
         p.error("--cam-weight needs a model, not --boxes")
+    if args.box_band is not None and args.boxes:
+        p.error("--box-band needs a model, not --boxes (a boxes file holds one box per image)")
     check_classifier_flags(p, args, threshold_needed=False)
+    check_box_band_flag(p, args)
     if args.dataset != "synthetic" and not args.data_dir and not (args.dataset == "cub" and not args.boxes):
         p.error(f"--data-dir is needed for dataset {args.dataset}")
     from c2am_tf.evaluate import evaluate, evaluate_boxes, format_result
@@ -105,7 +109,8 @@ def main(argv=None, prog=None):
         try:
             result, _ = evaluate(model, batches, args.thresholds, classifier, size,
                                  args.max_box_acc, flip=args.flip, progress=True, stored_threshold=stored,
-                                 cam_weight=args.cam_weight, scales=tuple(args.scales))
+                                 cam_weight=args.cam_weight, scales=tuple(args.scales),
+                                 box_band=chosen_box_band(args, model))
         except ValueError as err:
             sys.exit(f"error: {err}")
         result["frame"] = frame

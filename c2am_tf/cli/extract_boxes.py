@@ -51,8 +51,8 @@ from c2am_tf.presets import preset_sha256
 from c2am_tf.viz import overlay, write_png
 from c2am_tf.beam_boxes import RUNNERS
 from c2am_tf.boxes_json import FORMAT
-from c2am_tf.cli.common import (add_classifier_flags, add_model_flags, check_classifier_flags, chosen_classifier,
-                                command_parser, load_chosen_model, model_label)
+from c2am_tf.cli.common import (add_box_band_flag, add_classifier_flags, add_model_flags, check_box_band_flag,
+                                check_classifier_flags, chosen_box_band, chosen_classifier, command_parser, load_chosen_model, model_label)
 
 
 
@@ -72,6 +72,7 @@ def build_parser(prog=None):
     p.add_argument("--batch-size", type=int, default=16, help="images per batch")
     p.add_argument("--size", type=int, default=EVAL_CROP, help="each image is resized whole to this square")
     p.add_argument("--threshold", type=float, help="override the model's stored threshold")
+    add_box_band_flag(p)
     add_classifier_flags(p, "its top-1 class (needs --threshold)")
     p.add_argument("--runner", choices=RUNNERS,
                    help="run as an Apache Beam pipeline on this runner (default: one local process)")
@@ -97,6 +98,7 @@ def parse_args(argv=None, prog=None):
     if args.runner and args.classifier:
         p.error("--classifier / --cam-weight: only in the local extractor, not with --runner")
     check_classifier_flags(p, args, threshold_needed=True)
+    check_box_band_flag(p, args)
     return args, beam_args, p
 
 
@@ -121,12 +123,15 @@ def main(argv=None, prog=None):
         size = check_image_size(args.size, "--size")
         model = load_chosen_model(args)
         classifier, classifier_size = chosen_classifier(args)
+        band = chosen_box_band(args, model)
     except (ConfigError, OSError, ValueError) as err:
         sys.exit(f"error: {err}")
     threshold = args.threshold if args.threshold is not None else float(model.threshold.numpy())
     source = data.make_source(args.dataset, args.split, args.data_dir)
     header = {"model": model_label(args), "model_sha256": _digest(args.model) if args.model else preset_sha256(args.preset),
               "threshold": threshold, "size": size, "dataset": args.dataset, "split": args.split}
+    if band:
+        header["box_band"] = band
     if classifier is not None:  # a resumed run must not mix boxes of another classifier or weight
         header.update(classifier=args.classifier, classifier_size=classifier_size, cam_weight=float(args.cam_weight))
     try:
@@ -149,7 +154,7 @@ def main(argv=None, prog=None):
         for images, batch_paths, widths, heights in ds:
             maps, top = localization_maps(model, images, classifier, classifier_size, args.cam_weight)
             for i, score_map in enumerate(maps):
-                box, fraction = map_to_box(score_map, threshold, size, size)
+                box, fraction = map_to_box(score_map, threshold, size, size, band)
                 w, h = int(widths[i]), int(heights[i])
                 path = batch_paths[i].numpy().decode()
                 writer.add(box_record(path, w, h, scale_box(box, (size, size), (w, h)), fraction,
@@ -178,9 +183,11 @@ def _main_beam(args, beam_args, parser):
         sys.exit(f"error: {err}")
     if args.saved_model:
         threshold, label, digest = args.threshold, args.saved_model, None
+        band = chosen_box_band(args)
     else:
         try:
             model = load_chosen_model(args)  # here only for its threshold and a clear error before the job
+            band = chosen_box_band(args, model)
         except (ConfigError, OSError, ValueError) as err:
             sys.exit(f"error: {err}")
         threshold = args.threshold if args.threshold is not None else float(model.threshold.numpy())
@@ -188,10 +195,12 @@ def _main_beam(args, beam_args, parser):
         digest = _digest(args.model) if args.model else preset_sha256(args.preset)
     header = {"format": FORMAT, "model": label, "model_sha256": digest, "threshold": threshold, "size": size,
               "dataset": args.dataset, "split": args.split}
+    if band:
+        header["box_band"] = band
     try:
         summary = extract_boxes_beam(paths, args.out, header, threshold, size, unannotated, args.num_shards,
                                      args.model, args.preset, args.saved_model, args.batch_size,
-                                     ["--runner", args.runner, *beam_args])
+                                     ["--runner", args.runner, *beam_args], band)
     except ValueError as err:
         sys.exit(f"error: {err}")
     print(f"{summary['boxes']} boxes in {summary['shards_written']} new parts ({summary['shards_skipped']} already "

@@ -57,6 +57,9 @@ def build_parser(prog=None):
     p.add_argument("--batch-groups", type=int, default=defaults.batch_groups,
                    help="K > 0: each batch from one of K k-means clusters of the images' backbone features "
                         "(look-alike images; for mixed collections), 0: random batches")
+    p.add_argument("--box-band", type=float, default=defaults.box_band,
+                   help="each box the mean of the boxes at thresholds within this band of the threshold (stored "
+                        "with the model; 0: the box at the threshold alone)")
     p.add_argument("--eval-every", type=int, default=defaults.eval_every, help="0: never evaluate")
     p.add_argument("--resize", type=int, default=defaults.resize, help="train: resize to this square")
     p.add_argument("--crop", type=int, default=defaults.crop, help="train: random crop of this square")

