@@ -6,6 +6,7 @@
     python -m c2am_tf fit-routed --preset general_lite0 --dataset folder --data-dir runs/lists/general_half1.txt \
         --clusters 3 --own 1 --out runs/general_routed
     python benchmarks/make_presets.py [NAME ...]    # all presets, or the named ones
+    python benchmarks/make_presets.py --from-shipped [NAME ...]   # the shipped heads, only the box rule re-chosen
 
 - ``general_lite0``: EfficientNet-Lite0 head features, frozen; trained on every unlabeled image of
   ../shared/data except CUB test and ImageNet dev half2 (CUB train, DUTS-TE_dev500, Oxford pets, ImageNet dev
@@ -14,6 +15,10 @@
   bird cluster of 3 k-means clusters of the same 1,875 images (712 images, ``--own 1``), a head trained on
   that cluster (``c2am_tf.routing``); threshold chosen on ImageNet dev half1's boxes.
 - ``cub_lite0``: the CUB dev recipe (CUB train, 750 images); threshold chosen on CUB train's boxes.
+
+Every preset boxes its map with ``BOX_BAND`` (``fit``'s default: each box the mean of the boxes from
+threshold - 0.1 to + 0.1), and its threshold is chosen with that rule. ``--from-shipped`` takes the heads
+from the shipped presets instead of the runs (the runs are not kept), for a change of the box rule alone.
 """
 
 import os
@@ -22,11 +27,13 @@ import sys
 from c2am_tf import data
 from c2am_tf.evaluate import choose_threshold
 from c2am_tf.inference import load_model
-from c2am_tf.presets import save_preset
+from c2am_tf.presets import from_preset, save_preset
+from c2am_tf.training import TrainConfig
 
 SHARED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data")
 CUB = os.path.join(SHARED, "CUB_200_2011_dev")
 REAL = "CUB_200_2011_dev/images/001.Black_footed_Albatross/Black_Footed_Albatross_0001_796111.jpg"
+BOX_BAND = TrainConfig.box_band
 
 
 def held_out(dataset, data_dir, split):
@@ -34,8 +41,9 @@ def held_out(dataset, data_dir, split):
     return data.eval_dataset(dataset, split, data_dir)
 
 
-def main(names=()):
-    """Writes the presets (all, or those in ``names``) and prints their thresholds."""
+def main(names=(), from_shipped=False):
+    """Writes the presets (all, or those in ``names``) and prints their thresholds; ``from_shipped``: each head
+    from the shipped preset of that name instead of its run."""
     plans = [
         ("general_lite0", "runs/general_half1/final.keras", ("imagenet", os.path.join(SHARED, "ILSVRC_val_dev"), "half1"),
          "every unlabeled image of ../shared/data except CUB_200_2011_dev test and ILSVRC_val_dev half2 "
@@ -59,14 +67,16 @@ def main(names=()):
     for name, path, (dataset, data_dir, split), trained_on, command in plans:
         if names and name not in names:
             continue
-        model = load_model(path)
+        model = from_preset(name) if from_shipped else load_model(path)
+        model.box_band = BOX_BAND
         model.threshold.assign(choose_threshold(model, held_out(dataset, data_dir, split)))
         real = (REAL, os.path.join(SHARED, REAL)) if os.path.exists(os.path.join(SHARED, REAL)) else None
         out = save_preset(model, name, "efficientnet_lite0", "head", real_image=real, trained_on=trained_on,
                           command=command, threshold_from=f"{dataset} {split} boxes (held out from scoring)")
-        print(f"{name}: threshold {float(model.threshold.numpy()):.2f}, polarity {float(model.polarity.numpy()):+.0f} "
+        print(f"{name}: threshold {float(model.threshold.numpy()):.2f}, box band {BOX_BAND}, polarity {float(model.polarity.numpy()):+.0f} "
               f"-> {out} ({os.path.getsize(out)} bytes)")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    args = sys.argv[1:]
+    main([a for a in args if a != "--from-shipped"], "--from-shipped" in args)

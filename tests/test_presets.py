@@ -57,6 +57,7 @@ def test_a_preset_loads_offline_and_reproduces_its_reference_map(general):
     entry = presets.list_presets()["general_lite0"]
     assert float(general.threshold.numpy()) == pytest.approx(entry["threshold"])
     assert float(general.polarity.numpy()) == entry["polarity"]
+    assert general.box_band == entry["box_band"] == 0.1  # its threshold was chosen with this box rule
     np.testing.assert_allclose(presets.reference_map(general), entry["reference_maps"]["synthetic:0"],
                                atol=MAP_TOLERANCE)
 
@@ -78,13 +79,13 @@ def test_the_reference_map_of_a_real_image(general):
 def test_a_changed_file_or_unknown_name_is_refused(tmp_path, monkeypatch):
     with pytest.raises(presets.PresetError, match="unknown preset 'nope'"):
         presets.from_preset("nope")
-    model = C2AM(build_backbone("tiny", weights=None))
+    model = C2AM(build_backbone("tiny", weights=None), box_band=0.15)
     model.threshold.assign(0.3)
     presets.save_preset(model, "t", "tiny", "concat", directory=str(tmp_path), trained_on="nothing", command="-")
     monkeypatch.setattr(presets, "HERE", str(tmp_path))
     monkeypatch.setattr(presets, "INDEX", str(tmp_path / "presets.json"))
     loaded = presets.from_preset("t", weights=None)
-    assert float(loaded.threshold.numpy()) == pytest.approx(0.3)
+    assert float(loaded.threshold.numpy()) == pytest.approx(0.3) and loaded.box_band == 0.15
     for a, b in zip(model.head.weights, loaded.head.weights):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     with open(tmp_path / "t.npz", "ab") as f:
@@ -105,6 +106,7 @@ def test_predict_with_a_preset_works_offline(tmp_path):
     written = json.loads((tmp_path / "out" / "boxes.json").read_text())
     assert written["model"] == "preset:general_lite0"
     assert written["threshold"] == pytest.approx(presets.list_presets()["general_lite0"]["threshold"])
+    assert written["box_band"] == 0.1
     assert (tmp_path / "out" / "x.png.png").exists()
 
 
