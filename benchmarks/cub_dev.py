@@ -96,6 +96,8 @@ def main():
                    help="the protocol's model is 'concat'; 'head' measured best")
     p.add_argument("--resize", type=int, default=256, help="train resize (the protocol's: 256)")
     p.add_argument("--crop", type=int, default=224, help="train crop (the protocol's: 224)")
+    p.add_argument("--box-band", type=float, default=TrainConfig.box_band,
+                   help="boxes averaged over this band of thresholds (0: the protocol's single threshold)")
     p.add_argument("--skip-baselines", action="store_true")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--out", default="runs/cub_dev")
@@ -108,7 +110,7 @@ def main():
                       momentum=args.momentum, alpha=args.alpha, loss_variant=args.loss_variant,
                       recipe=args.recipe, backbone_bn=args.backbone_bn, out=args.out, seed=args.seed,
                       freeze_backbone=args.freeze_backbone, resize=args.resize, crop=args.crop,
-                      backbone_features=args.backbone_features,
+                      backbone_features=args.backbone_features, box_band=args.box_band,
                       eval_every=args.eval_every, verbose=2)
     machine, peak = header()
     print(machine, flush=True)
