@@ -66,26 +66,25 @@ def check_image_size(size, name="size"):
     return int(size)
 
 
+def _fraction(value, name, high):
+    """``value`` as a float in [0, ``high``], or ConfigError naming ``name``."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = float("nan")
+    if not 0.0 <= number <= high:
+        raise ConfigError(name, f"must be a fraction of the map's maximum in [0, {high:g}]; got {value!r}")
+    return number
+
+
 def check_threshold(threshold, name="threshold"):
     """``threshold`` as a float, or ConfigError: the box rule's cut-off, a fraction of the map's maximum in [0, 1]."""
-    try:
-        value = float(threshold)
-    except (TypeError, ValueError):
-        value = float("nan")
-    if not 0.0 <= value <= 1.0:
-        raise ConfigError(name, f"must be a fraction of the map's maximum in [0, 1]; got {threshold!r}")
-    return value
+    return _fraction(threshold, name, 1.0)
 
 
 def check_band(band, name="box_band"):
-    """``band`` as a float, or ConfigError: the box rule's band (``c2am_tf.boxes.band_thresholds``) in [0, 0.5]."""
-    try:
-        value = float(band)
-    except (TypeError, ValueError):
-        value = float("nan")
-    if not 0.0 <= value <= 0.5:
-        raise ConfigError(name, f"must be a fraction of the map's maximum in [0, 0.5]; got {band!r}")
-    return value
+    """``band`` as a float, or ConfigError: the box rule's band (``band_thresholds``) in [0, 0.5]."""
+    return _fraction(band, name, 0.5)
 
 
 # A banded box averages the boxes at threshold + band * k / BAND_STEPS for k = -BAND_STEPS..BAND_STEPS.
