@@ -27,7 +27,7 @@ import tensorflow as tf
 from c2am_tf.boxes import GTKnownLoc, best_box_per_threshold
 from c2am_tf.distribute import num_workers
 from c2am_tf.foreground import DEFAULT_THRESHOLDS
-from c2am_tf.geometry import check_band
+from c2am_tf.geometry import check_band, model_box_band
 from c2am_tf.metrics import MaxBoxAcc, PxAP, SaliencyMetrics, wsol_thresholds
 
 TOP_K = 5
@@ -289,7 +289,7 @@ def evaluate(model, dataset, thresholds=DEFAULT_THRESHOLDS, classifier=None, cla
     if isinstance(stored_threshold, str):
         stored_threshold = float(np.asarray(model.threshold)) if hasattr(model, "threshold") else None
     if isinstance(box_band, str):
-        box_band = getattr(model, "box_band", 0.0)
+        box_band = model_box_band(model)
     ev = Evaluation(thresholds, stored_threshold, max_box_acc, band=box_band)
     refines = getattr(model, "refinement", "none") != "none"
 

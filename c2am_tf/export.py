@@ -25,6 +25,7 @@ import os
 import tensorflow as tf
 
 from c2am_tf.boxes import boxes_from_maps_tf
+from c2am_tf.geometry import model_box_band
 from c2am_tf.refine import refine_with_background
 
 # Unknown rank on purpose: the signature wrapper does not check ranks, and a rank-3
@@ -55,7 +56,7 @@ class WeightsOnlyModule(tf.Module):
         object.__setattr__(self, "_model", model)  # not tracked: see the module docstring
         self.weights_list = [v.value for v in model.weights]  # tracked once, TF1-restorable
         self.threshold = float(model.threshold.numpy())
-        self.box_band = float(getattr(model, "box_band", 0.0))
+        self.box_band = model_box_band(model)
 
 
 class ServingModule(WeightsOnlyModule):

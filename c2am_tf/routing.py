@@ -22,6 +22,7 @@ import numpy as np
 from c2am_tf import data
 from c2am_tf.data.grouping import cluster_centres, pooled_features, spherical_kmeans
 from c2am_tf.files import write_atomically, write_json_atomically
+from c2am_tf.geometry import model_box_band
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ def routed_model(general, specialists, centres, name="c2am_routed"):
     head = RoutedHead(heads, routes, polarities, centres, name="routed_head")
     model = C2AM(general.backbone, Disentangler(head, name="disentangler"), alpha=general.alpha,
                  loss_variant=general.loss_variant, recipe=general.recipe, weight_decay=general.weight_decay,
-                 backbone_bn=general.backbone_bn, box_band=getattr(general, "box_band", 0.0), name=name)
+                 backbone_bn=general.backbone_bn, box_band=model_box_band(general), name=name)
     model.threshold.assign(float(np.asarray(general.threshold)))
     return model
 

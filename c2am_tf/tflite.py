@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from c2am_tf.export import WeightsOnlyModule
-from c2am_tf.geometry import EVAL_CROP
+from c2am_tf.geometry import EVAL_CROP, model_box_band
 from c2am_tf.litert import METADATA_NAME
 
 QUANTIZATIONS = ("none", "float16", "int8")
@@ -68,7 +68,7 @@ def convert(model, size=EVAL_CROP, quantize="none", representative_images=None, 
     return add_metadata(content, {
         "format": "c2am_tf.tflite/v1",
         "threshold": float(model.threshold.numpy()),
-        "box_band": float(getattr(model, "box_band", 0.0)),
+        "box_band": model_box_band(model),
         "input_size": [int(size), int(size)],
         "quantize": quantize,
         "refinement": getattr(model, "refinement", "none"),

@@ -135,7 +135,3 @@ def check_box_band_flag(parser, args):
         except ConfigError as err:
             parser.error(err.as_flag())
 
-
-def chosen_box_band(args, model=None):
-    """``--box-band`` when given, else the model's own band (0 without a model, or for a model without one)."""
-    return args.box_band if args.box_band is not None else float(getattr(model, "box_band", 0.0))

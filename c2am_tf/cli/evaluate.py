@@ -20,9 +20,9 @@ import sys
 import time
 
 from c2am_tf.cli.common import (add_box_band_flag, add_classifier_flags, add_model_flags, check_box_band_flag,
-                                check_classifier_flags, chosen_box_band, chosen_classifier, command_parser, load_chosen_model)
+                                check_classifier_flags, chosen_classifier, command_parser, load_chosen_model)
 from c2am_tf.foreground import DEFAULT_THRESHOLDS
-from c2am_tf.geometry import EVAL_FRAMES, default_frame
+from c2am_tf.geometry import EVAL_FRAMES, default_frame, model_box_band
 
 DATASETS = ("cub", "imagenet", "masks", "synthetic")
 
@@ -110,7 +110,7 @@ def main(argv=None, prog=None):
             result, _ = evaluate(model, batches, args.thresholds, classifier, size,
                                  args.max_box_acc, flip=args.flip, progress=True, stored_threshold=stored,
                                  cam_weight=args.cam_weight, scales=tuple(args.scales),
-                                 box_band=chosen_box_band(args, model))
+                                 box_band=model_box_band(model, args.box_band))
         except ValueError as err:
             sys.exit(f"error: {err}")
         result["frame"] = frame

@@ -45,14 +45,14 @@ from c2am_tf.evaluate import localization_maps
 from c2am_tf.boxes_json import BoxesWriter, box_record
 from c2am_tf.files import OutputNames, write_json_atomically
 from c2am_tf.errors import ConfigError
-from c2am_tf.geometry import EVAL_CROP, check_image_size, scale_box
+from c2am_tf.geometry import EVAL_CROP, check_image_size, model_box_band, scale_box
 from c2am_tf.inference import map_to_box
 from c2am_tf.presets import preset_sha256
 from c2am_tf.viz import overlay, write_png
 from c2am_tf.beam_boxes import RUNNERS
 from c2am_tf.boxes_json import FORMAT
 from c2am_tf.cli.common import (add_box_band_flag, add_classifier_flags, add_model_flags, check_box_band_flag,
-                                check_classifier_flags, chosen_box_band, chosen_classifier, command_parser, load_chosen_model, model_label)
+                                check_classifier_flags, chosen_classifier, command_parser, load_chosen_model, model_label)
 
 
 
@@ -123,7 +123,7 @@ def main(argv=None, prog=None):
         size = check_image_size(args.size, "--size")
         model = load_chosen_model(args)
         classifier, classifier_size = chosen_classifier(args)
-        band = chosen_box_band(args, model)
+        band = model_box_band(model, args.box_band)
     except (ConfigError, OSError, ValueError) as err:
         sys.exit(f"error: {err}")
     threshold = args.threshold if args.threshold is not None else float(model.threshold.numpy())
@@ -183,11 +183,11 @@ def _main_beam(args, beam_args, parser):
         sys.exit(f"error: {err}")
     if args.saved_model:
         threshold, label, digest = args.threshold, args.saved_model, None
-        band = chosen_box_band(args)
+        band = model_box_band(None, args.box_band)
     else:
         try:
             model = load_chosen_model(args)  # here only for its threshold and a clear error before the job
-            band = chosen_box_band(args, model)
+            band = model_box_band(model, args.box_band)
         except (ConfigError, OSError, ValueError) as err:
             sys.exit(f"error: {err}")
         threshold = args.threshold if args.threshold is not None else float(model.threshold.numpy())

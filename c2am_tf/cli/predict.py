@@ -21,7 +21,7 @@ from c2am_tf.evaluate import localization_maps
 from c2am_tf.errors import ConfigError
 from c2am_tf.files import OutputNames, image_paths, write_json_atomically
 from c2am_tf.data.transforms import resize_square
-from c2am_tf.geometry import EVAL_CROP, check_band, check_image_size, check_threshold, scale_box
+from c2am_tf.geometry import EVAL_CROP, check_band, check_image_size, check_threshold, model_box_band, scale_box
 from c2am_tf.image_io import UnreadableImageError, load_image
 from c2am_tf.inference import map_to_box, map_to_mask
 from c2am_tf.presets import load, model_label
@@ -50,7 +50,7 @@ def predict(paths, model_path, out_dir, size=EVAL_CROP, threshold=None, preset=N
     mask_names = OutputNames(paths, out_dir, ".mask.png") if masks else None
     model = load(model_path, preset)
     t = float(model.threshold.numpy()) if threshold is None else threshold
-    band = float(getattr(model, "box_band", 0.0)) if box_band is None else box_band
+    band = model_box_band(model, box_band)
     header = {"model": model_label(model_path, preset), "threshold": t, "size": size}
     if band:
         header["box_band"] = band

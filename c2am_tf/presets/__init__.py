@@ -182,6 +182,7 @@ def save_preset(model, name, backbone, backbone_features, directory=HERE, real_i
     with the reference maps of the synthetic image and of ``real_image`` = (name, path) when given (the
     name is what tests look the image up by, e.g. its path below ``../shared/data``)."""
     from c2am_tf.files import write_atomically, write_json_atomically
+    from c2am_tf.geometry import model_box_band
 
     os.makedirs(directory, exist_ok=True)
     path = os.path.join(directory, f"{name}.npz")
@@ -201,8 +202,8 @@ def save_preset(model, name, backbone, backbone_features, directory=HERE, real_i
     presets[name] = {"file": f"{name}.npz", "sha256": _sha256(path), "backbone": backbone,
                      "backbone_features": backbone_features, "threshold": float(np.asarray(model.threshold)),
                      "polarity": float(np.asarray(model.polarity)), "reference_maps": references, **metadata}
-    if getattr(model, "box_band", 0.0):
-        presets[name]["box_band"] = float(model.box_band)
+    if model_box_band(model):
+        presets[name]["box_band"] = model_box_band(model)
     from c2am_tf.layers import RoutedHead
 
     if isinstance(model.head, RoutedHead):  # its structure; the weights are in the file
