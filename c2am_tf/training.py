@@ -164,8 +164,14 @@ def fingerprint(cfg):
     return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NOT_FINGERPRINTED}
 
 
+def finished(out):
+    """Whether ``out`` holds a run that trained to its end (``final.keras`` and ``summary.json``)."""
+    return all(os.path.exists(os.path.join(out, name)) for name in ("final.keras", "summary.json"))
+
+
 def claim_out_dir(cfg, overwrite=False):
-    """Makes ``cfg.out`` this run's: same fingerprint resumes, another raises ``RunConflictError``.
+    """Makes ``cfg.out`` this run's: same fingerprint resumes, another raises ``RunConflictError``, and so
+    does a finished run of the same settings (training again would replace its ``final.keras``).
 
     ``overwrite`` removes the other run's files (``RUN_FILES`` only; the folder's other files stay).
     """
@@ -183,8 +189,11 @@ def claim_out_dir(cfg, overwrite=False):
     elif any(os.path.exists(os.path.join(cfg.out, name)) for name in ("backup", "final.keras", "last.keras")):
         theirs = {"config.json": "missing"}
     ours = fingerprint(cfg)
-    if theirs is None or theirs == ours:
+    if theirs is None or (theirs == ours and not finished(cfg.out)):
         return
+    if not overwrite and theirs == ours:
+        raise RunConflictError(f"{cfg.out} holds this run, finished ({os.path.join(cfg.out, 'final.keras')}); "
+                               "training again would replace it")
     if not overwrite:
         differing = sorted(set(ours) | set(theirs), key=lambda k: (k not in ours, k))
         shown = ", ".join(f"{k} {theirs.get(k, '(unset)')!r} -> {ours.get(k, '(unset)')!r}"

@@ -100,8 +100,11 @@ def test_reusing_out_with_other_settings_is_refused_and_overwrite_replaces_only_
     with pytest.raises(RunConflictError, match=r"crop 56 -> 48, lr 0.001 -> 0.01"):
         run_training(other)
     assert (out / "final.keras").read_bytes() == final  # nothing of the old run was touched
-    # a setting that does not change the run (verbosity) resumes as before
-    run_training(TrainConfig(**{**cfg.__dict__, "verbose": 2}))
+    # the same run, finished: training it again would replace its final.keras (a setting that does not
+    # change the run, verbosity, is still the same run)
+    with pytest.raises(RunConflictError, match=r"holds this run, finished"):
+        run_training(TrainConfig(**{**cfg.__dict__, "verbose": 2}))
+    assert (out / "final.keras").read_bytes() == final
     _, _, summary = run_training(other, overwrite=True)
     assert json.loads((out / "config.json").read_text())["lr"] == 0.01
     assert (out / "notes.txt").read_text() == "mine" and summary["epochs"] == 1
@@ -109,7 +112,8 @@ def test_reusing_out_with_other_settings_is_refused_and_overwrite_replaces_only_
     config = json.loads((out / "config.json").read_text())
     del config["box_band"]
     (out / "config.json").write_text(json.dumps(config))
-    run_training(other)
+    with pytest.raises(RunConflictError, match=r"holds this run, finished"):  # the same run, not another
+        run_training(other)
     with pytest.raises(RunConflictError, match=r"box_band 0.1 -> 0.0"):
         run_training(TrainConfig(**{**other.__dict__, "box_band": 0.0}))
 
