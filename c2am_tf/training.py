@@ -169,9 +169,10 @@ def finished(out):
     return all(os.path.exists(os.path.join(out, name)) for name in ("final.keras", "summary.json"))
 
 
-def claim_out_dir(cfg, overwrite=False):
+def claim_out_dir(cfg, overwrite=False, reuse=False):
     """Makes ``cfg.out`` this run's: same fingerprint resumes, another raises ``RunConflictError``, and so
-    does a finished run of the same settings (training again would replace its ``final.keras``).
+    does a finished run of the same settings (training again would replace its ``final.keras``) unless
+    ``reuse`` (the caller loads that run's model instead of training).
 
     ``overwrite`` removes the other run's files (``RUN_FILES`` only; the folder's other files stay).
     """
@@ -189,7 +190,7 @@ def claim_out_dir(cfg, overwrite=False):
     elif any(os.path.exists(os.path.join(cfg.out, name)) for name in ("backup", "final.keras", "last.keras")):
         theirs = {"config.json": "missing"}
     ours = fingerprint(cfg)
-    if theirs is None or (theirs == ours and not finished(cfg.out)):
+    if theirs is None or (theirs == ours and (reuse or not finished(cfg.out))):
         return
     if not overwrite and theirs == ours:
         raise RunConflictError(f"{cfg.out} holds this run, finished ({os.path.join(cfg.out, 'final.keras')}); "

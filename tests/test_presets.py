@@ -142,3 +142,26 @@ def test_the_map_network_runs_without_tensorflow(backend, tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     expected = np.asarray(presets.map_network("cub_lite0").predict_on_batch(PARITY_IMAGES))
     np.testing.assert_allclose(np.load(tmp_path / "m.npy"), expected, atol=1e-4)
+
+
+def test_a_routed_preset_reads_its_backbones_imagenet_classifier_from_the_package(general, tmp_path, monkeypatch):
+    from c2am_tf.convert_lite import imagenet_classifier_weights
+    from c2am_tf.routing import routed_model
+
+    kernel, bias = imagenet_classifier_weights("efficientnet_lite0", 1280)
+    routes = [-1] * 1000
+    routes[7:25] = [1] * 18  # the ImageNet birds vote for head 1
+    routed = routed_model(general, {1: general}, np.eye(2, 1280, dtype="float32"), class_routes=routes,
+                          class_votes=5, class_weights=(kernel, bias))
+    presets.save_preset(routed, "voting", "efficientnet_lite0", "head", directory=str(tmp_path), trained_on="-",
+                        command="-")
+    entry = json.loads((tmp_path / "presets.json").read_text())["voting"]
+    assert entry["class_weights"] == "imagenet"
+    assert os.path.getsize(tmp_path / "voting.npz") < 150_000  # the 5 MB classifier is not in the file
+    monkeypatch.setattr(presets, "HERE", str(tmp_path))
+    monkeypatch.setattr(presets, "INDEX", str(tmp_path / "presets.json"))
+    loaded = presets.from_preset("voting")
+    np.testing.assert_array_equal(np.asarray(loaded.head.class_kernel), kernel)
+    assert loaded.head.class_routes == routes and loaded.head.class_votes == 5
+    images = np.random.RandomState(0).uniform(0, 255, (2, 224, 224, 3)).astype("float32")
+    np.testing.assert_allclose(np.asarray(loaded(images)), np.asarray(routed(images)), atol=1e-5)

@@ -123,3 +123,113 @@ def test_a_routed_model_exports_to_tflite_and_saved_model(trained, tmp_path):
 
     detector = ForegroundDetector(tflite.convert(routed, 224, "none"))
     np.testing.assert_allclose(np.stack([detector.map(im) for im in batch]), want, atol=1e-4)
+
+
+def _voting_head(exponents=None):
+    """A RoutedHead on 4-channel features: centre 0 is channel 0, centre 1 channel 1; 3 classes whose logits
+    are channels 1..3 of the pooled features, class 2 votes for head 1, class 0 and 1 for nobody."""
+    from c2am_tf.layers import ActivationHead, RoutedHead
+
+    heads = [ActivationHead(name="head_0"), ActivationHead(name="head_1")]
+    kernel = np.zeros((4, 3), np.float32)
+    kernel[1, 0] = kernel[2, 1] = kernel[3, 2] = 1.0
+    head = RoutedHead(heads, routes=[0, 1], polarities=[1, -1], centres=np.eye(2, 4, dtype="float32"),
+                      class_routes=[-1, -1, 1], class_votes=2, class_weights=(kernel, np.zeros(3, np.float32)),
+                      exponents=exponents, name="routed_head")
+    head.build((None, 5, 5, 4))
+    return head
+
+
+def _features(pooled):
+    return np.broadcast_to(np.asarray(pooled, np.float32)[:, None, None, :], (len(pooled), 5, 5, 4)).copy()
+
+
+def test_an_images_best_classes_vote_for_a_head_over_its_nearest_centre():
+    head = _voting_head()
+    # the class logits are channels 1..3 (classes 0..2); only class 2 votes, for head 1
+    z = _features([[5, 1, 0.5, 0],  # nearest centre 0; class 2 not among its 2 best: centre 0's head 0
+                   [5, 0, 1, 2],    # nearest centre 0, but class 2 is its best class: head 1
+                   [5, 0, 2, 1],    # class 2 second best, among the 2 that vote: head 1
+                   [0, 5, 0, 0],    # nearest centre 1: its head 1
+                   [0, 5, 3, 2]])   # nearest centre 1, its 2 best classes vote for nobody: head 1
+    np.testing.assert_array_equal(np.asarray(head.routed_heads(z)), [0, 1, 1, 1, 1])
+    maps, routed = np.asarray(head.head_maps(z)), np.asarray(head(z))[..., 0]
+    for i, j in enumerate([0, 1, 1, 1, 1]):
+        np.testing.assert_allclose(routed[i], maps[i, ..., j], atol=1e-6)
+
+
+def test_class_routes_come_from_the_clusters_of_each_classes_training_images():
+    from c2am_tf.routing import class_routes_from_votes
+
+    classes = np.array([0, 0, 0, 1, 1, 2, 2, 4])
+    ids = np.array([1, 1, 0, 2, 2, 1, 2, 1])
+    # class 0: 2 of 3 in cluster 1 (own head 1); class 1: cluster 2 (general); class 2: a tie; 3: unseen
+    assert class_routes_from_votes(classes, ids, [0, 1, 0], 5) == [1, -1, -1, -1, 1]
+
+
+def test_a_voting_calibrated_head_saves_loads_and_converts_to_tflite(tmp_path):
+    import keras
+
+    head = _voting_head(exponents=[1.0, 0.5])
+    z = _features([[5, 0, 1, 2], [5, 0, 0, 0], [0, 5, 0, 0]]) + np.random.RandomState(0).rand(3, 5, 5, 4)
+    inputs = keras.Input((5, 5, 4))
+    model = keras.Model(inputs, head(inputs))
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    np.testing.assert_allclose(np.asarray(loaded(z)), np.asarray(model(z)), atol=1e-6)
+    assert loaded.get_layer("routed_head").exponents == [1.0, 0.5]
+    # exponent 0.5 on head 1: its (polarity-applied) map, square-rooted
+    raw = np.asarray(head.head_maps(z, calibrated=False))
+    np.testing.assert_allclose(np.asarray(head.head_maps(z))[..., 1], np.sqrt(raw[..., 1]), atol=1e-6)
+    pytest.importorskip("ai_edge_litert")
+    from ai_edge_litert.interpreter import Interpreter
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    interpreter = Interpreter(model_content=converter.convert())
+    runner = interpreter.get_signature_runner()
+    got = list(runner(**{runner.get_input_details().popitem()[0]: z.astype(np.float32)}).values())[0]
+    np.testing.assert_allclose(got, np.asarray(model(z)), atol=1e-5)
+
+
+def test_calibrated_heads_each_box_at_their_own_threshold(trained):
+    from c2am_tf import data
+    from c2am_tf.evaluate import evaluate
+    from c2am_tf.routing import calibrate_heads, head_thresholds
+
+    _, _, run, _ = trained
+    routed = load_model(str(run / "routed.keras"))
+    routed.box_band = 0.0  # with the band the boxes of a powered map move a little: exact without it
+    held = data.eval_dataset("synthetic", "test", batch_size=16, frame="whole224")
+    found = head_thresholds(routed, held, min_images=1)
+    calibrated, again = calibrate_heads(routed, held, min_images=1)
+    assert again == found and sum(n for _, n in found.values()) == 128
+    stored = found[0][0]
+    assert float(calibrated.threshold.numpy()) == pytest.approx(stored)
+    for (t, _), e in zip(found.values(), calibrated.head.exponents):
+        assert e == pytest.approx(np.log(stored) / np.log(t))
+    # each head at its own best threshold: at least as good as any one threshold for all of them
+    before, _ = evaluate(routed, held, max_box_acc=False)
+    after, _ = evaluate(calibrated, held, stored_threshold=stored, max_box_acc=False)
+    assert after["at_stored"] >= before["best"]
+
+
+def test_fit_routed_reuses_a_finished_head_and_calibrates(trained, tmp_path, capsys):
+    import shutil
+
+    _, _, run, common = trained
+    out = tmp_path / "r2"
+    shutil.copytree(run, out)
+    (out / "routed.keras").unlink()
+    config = json.loads((out / "cluster1" / "config.json").read_text())
+    config["data_dir"] = str(out / "cluster1.txt")
+    (out / "cluster1" / "config.json").write_text(json.dumps(config))
+    head = (out / "cluster1" / "final.keras").read_bytes()
+    assert run_command("fit-routed", common + ["--own", "1", "--out", str(out), "--calibrate", "synthetic", "-",
+                                               "test"]) == 0
+    assert (out / "cluster1" / "final.keras").read_bytes() == head  # reused, not trained again
+    assert "head 1: threshold" in capsys.readouterr().out
+    routed = load_model(str(out / "routed.keras"))
+    assert len(routed.head.exponents) == 2
+    with pytest.raises(SystemExit) as err:
+        run_command("fit-routed", common + ["--own", "1", "--out", str(tmp_path / "r3"), "--class-votes", "5"])
+    assert err.value.code == 2 and "has no ImageNet classifier" in capsys.readouterr().err

@@ -6,11 +6,14 @@
         --out runs/routed   # trains cluster 1's head (the fit flags are its recipe), writes OUT/routed.keras
 
 ``--model`` / ``--preset`` is the general model: trained on every image (its backbone is used for all heads,
-so --backbone must match it). Each --own cluster trains under OUT/cluster<J> and resumes like ``fit``. The
-routed model keeps the general model's threshold: choose one for it with ``evaluate`` on annotated images.
+so --backbone must match it). Each --own cluster trains under OUT/cluster<J> and resumes like ``fit``. With an
+EfficientNet-Lite backbone its ImageNet classes can vote too (--class-votes 5). The routed model keeps the general
+model's threshold unless --calibrate names held-out annotated images: each head's threshold is then chosen on
+the images routed to it, e.g. ``--calibrate imagenet ../shared/data/ILSVRC_val_dev half1``.
 See ``c2am_tf/routing.py`` for why and the README ("ImageNet") for what it measured.
 """
 
+import itertools
 import logging
 import os
 
@@ -30,6 +33,12 @@ def build_parser(prog=None):
     p.add_argument("--own", type=int, nargs="+", default=None,
                    help="clusters that get a head of their own (the others keep the general head); "
                         "without it the clusters are printed and nothing is trained")
+    p.add_argument("--class-votes", type=int, default=0,
+                   help="how many of an image's best ImageNet classes vote for a head (the backbone's own "
+                        "classifier, EfficientNet-Lite only; 0: the nearest centre alone)")
+    p.add_argument("--calibrate", nargs=3, action="append", default=None, metavar=("DATASET", "DIR", "SPLIT"),
+                   help="annotated images held out from scoring (e.g. imagenet DIR half1; repeat it to pool several "
+                        "sets): each head's threshold chosen on those routed to it")
     return p
 
 
@@ -43,6 +52,7 @@ def main(argv=None, prog=None):
     values = vars(args)
     overwrite = values.pop("overwrite")
     k, own, seed = values.pop("clusters"), values.pop("own"), values.pop("cluster_seed")
+    votes, calibrate = values.pop("class_votes"), values.pop("calibrate")
     model_args = {key: values.pop(key) for key in ("model", "preset")}
     cfg = TrainConfig(**values)
     try:
@@ -53,6 +63,15 @@ def main(argv=None, prog=None):
         p.error("--clusters must be at least 1")
     if own is not None and any(not 0 <= j < k for j in own):
         p.error(f"--own {own}: there are {k} clusters (0..{k - 1})")
+    if votes < 0:
+        p.error("--class-votes must be 0 (off) or more")
+    from c2am_tf.cli.evaluate import DATASETS as ANNOTATED
+
+    for dataset, directory, _ in calibrate or ():
+        if dataset not in ANNOTATED:
+            p.error(f"--calibrate {dataset}: the annotated datasets are {', '.join(ANNOTATED)}")
+        if dataset != "synthetic" and not os.path.exists(directory):
+            p.error(f"--calibrate: {directory} does not exist")
     args.model, args.preset = model_args["model"], model_args["preset"]
     path = os.path.join(cfg.out, "routed.keras")
     if own is not None and os.path.exists(path) and not overwrite:
@@ -66,12 +85,27 @@ def main(argv=None, prog=None):
             paths, ids, _ = cluster_images(general, cfg, k, seed)
             print("\n".join(describe_clusters(paths, ids, k)))
             p.exit(2, f"{p.prog}: choose the clusters that get their own head with --own J [J ...]\n")
-        routed, lines = fit_routed(general, cfg, k, own, seed, overwrite=overwrite)
+        from c2am_tf import data
+        from c2am_tf.routing import calibrate_heads, imagenet_class_weights
+
+        # read before any training, so that a wrong split fails first
+        held_out = [data.eval_dataset(dataset, split, directory) for dataset, directory, split in calibrate or ()]
+        weights = imagenet_class_weights(general.backbone) if votes else None
+        if votes and weights is None:
+            p.error(f"--class-votes: the {general.backbone.name} backbone has no ImageNet classifier "
+                    "(EfficientNet-Lite has)")
+        routed, lines = fit_routed(general, cfg, k, own, seed, overwrite=overwrite, class_votes=votes,
+                                   class_weights=weights)
+        if held_out:
+            routed, found = calibrate_heads(routed, itertools.chain(*held_out))
+            sets = " + ".join(f"{dataset} {split}" for dataset, _, split in calibrate)
+            lines += [f"head {j}: threshold {'-' if t is None else t} from {n} images of {sets}"
+                      for j, (t, n) in found.items()]
     except RunConflictError as err:
         p.error(f"--out: {err}; pass --overwrite to replace it, or choose another --out")
     except ConfigError as err:
         p.exit(1, f"{p.prog}: error: a cluster's run: {err.as_flag()}\n")
-    except (DataError, NonFiniteLossError, ValueError) as err:
+    except (DataError, NonFiniteLossError, ValueError, OSError) as err:
         p.exit(1, f"{p.prog}: error: {err}\n")
     print("\n".join(lines))
     from c2am_tf.callbacks import save_atomically

@@ -38,9 +38,9 @@ def spherical_kmeans(x, k, seed=0, iterations=50):
     return ids
 
 
-def pooled_features(source, backbone, size=224, batch_size=32):
-    """(paths, (N, C) unit-norm features) of a training source ({'image', 'path'} elements): each image
-    resized whole to ``size``, its ``backbone`` features average-pooled."""
+def pooled_features(source, backbone, size=224, batch_size=32, normalize=True):
+    """(paths, (N, C) features) of a training source ({'image', 'path'} elements): each image resized whole
+    to ``size``, its ``backbone`` features average-pooled (each row unit-norm when ``normalize``)."""
     from c2am_tf.data.transforms import resize_square
 
     batches = source.map(lambda ex: (tf.cast(resize_square(ex["image"], size), tf.float32), ex["path"]),
@@ -52,6 +52,8 @@ def pooled_features(source, backbone, size=224, batch_size=32):
     if not paths:
         raise ValueError("no training image to cluster")
     x = np.concatenate(features).astype(np.float32)
+    if not normalize:
+        return paths, x
     return paths, x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 

