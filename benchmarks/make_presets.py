@@ -4,7 +4,7 @@
     python train/fit.py --dataset folder --data-dir runs/lists/general_half1.txt --out runs/general_half1 --eval-every 0
     python train/fit.py --dataset cub --data-dir ../shared/data/CUB_200_2011_dev --out runs/cub_lite0
     python -m c2am_tf fit-routed --preset general_lite0 --dataset folder --data-dir runs/lists/general_half1.txt \
-        --clusters 3 --own 1 --out runs/general_routed
+        --clusters 3 --own 1 --class-votes 5 --out runs/general_routed_votes
     python benchmarks/make_presets.py [NAME ...]    # all presets, or the named ones
     python benchmarks/make_presets.py --from-shipped [NAME ...]   # the shipped heads, only the box rule re-chosen
 
@@ -12,8 +12,10 @@
   ../shared/data except CUB test and ImageNet dev half2 (CUB train, DUTS-TE_dev500, Oxford pets, ImageNet dev
   half1: 1,875 images); threshold chosen on ImageNet dev half1's boxes.
 - ``general_routed_lite0``: ``general_lite0``'s head for most images and, for the images nearest the
-  bird cluster of 3 k-means clusters of the same 1,875 images (712 images, ``--own 1``), a head trained on
-  that cluster (``c2am_tf.routing``); threshold chosen on ImageNet dev half1's boxes.
+  bird cluster of 3 k-means clusters of the same 1,875 images (712 images, ``--own 1``) or whose 5 best
+  ImageNet classes include one of that cluster's (``--class-votes 5``), a head trained on that cluster
+  (``c2am_tf.routing``); each head's threshold chosen (``calibrate_heads``, smoothed) on the boxes of the
+  ImageNet dev half1 and CUB train images routed to it.
 - ``cub_lite0``: the CUB dev recipe (CUB train, 750 images); threshold chosen on CUB train's boxes.
 
 Every preset boxes its map with ``BOX_BAND`` (``fit``'s default: each box the mean of the boxes from
@@ -21,13 +23,16 @@ threshold - 0.1 to + 0.1), and its threshold is chosen with that rule. ``--from-
 from the shipped presets instead of the runs (the runs are not kept), for a change of the box rule alone.
 """
 
+import itertools
 import os
 import sys
 
 from c2am_tf import data
 from c2am_tf.evaluate import choose_threshold
 from c2am_tf.inference import load_model
+from c2am_tf.layers import RoutedHead
 from c2am_tf.presets import from_preset, save_preset
+from c2am_tf.routing import calibrate_heads
 from c2am_tf.training import TrainConfig
 
 SHARED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data")
@@ -54,25 +59,34 @@ def main(names=(), from_shipped=False):
          "CUB_200_2011_dev train (750 images, classes 001-025)",
          "python train/fit.py --dataset cub --data-dir ../shared/data/CUB_200_2011_dev --out runs/cub_lite0; "
          "python benchmarks/make_presets.py"),
-        ("general_routed_lite0", "runs/general_routed/routed.keras",
-         ("imagenet", os.path.join(SHARED, "ILSVRC_val_dev"), "half1"),
+        ("general_routed_lite0", "runs/general_routed_votes/routed.keras",
+         ("imagenet", os.path.join(SHARED, "ILSVRC_val_dev"), "half1", "cub", CUB, "train"),
          "general_lite0 (its head for most images) + a head trained on the bird cluster (712 images) of 3 k-means "
-         "clusters of general_lite0's 1,875 training images",
+         "clusters of general_lite0's 1,875 training images, for the images nearest that cluster or whose 5 best "
+         "ImageNet classes include one of its training images' top classes",
          "python -m c2am_tf fit-routed --preset general_lite0 --dataset folder --data-dir runs/lists/general_half1.txt "
-         "--clusters 3 --own 1 --out runs/general_routed; python benchmarks/make_presets.py general_routed_lite0"),
+         "--clusters 3 --own 1 --class-votes 5 --out runs/general_routed_votes; "
+         "python benchmarks/make_presets.py general_routed_lite0"),
     ]
     unknown = set(names) - {plan[0] for plan in plans}
     if unknown:
         sys.exit(f"unknown preset(s) {sorted(unknown)}")
-    for name, path, (dataset, data_dir, split), trained_on, command in plans:
+    for name, path, sets, trained_on, command in plans:
         if names and name not in names:
             continue
         model = from_preset(name) if from_shipped else load_model(path)
         model.box_band = BOX_BAND
-        model.threshold.assign(choose_threshold(model, held_out(dataset, data_dir, split)))
+        sets = [sets[i:i + 3] for i in range(0, len(sets), 3)]
+        batches = itertools.chain(*(held_out(*s) for s in sets))
+        if isinstance(model.head, RoutedHead):
+            model, found = calibrate_heads(model, batches)
+            print(f"{name}: head thresholds {found}")
+        else:
+            model.threshold.assign(choose_threshold(model, batches))
+        where = " + ".join(f"{dataset} {split}" for dataset, _, split in sets)
         real = (REAL, os.path.join(SHARED, REAL)) if os.path.exists(os.path.join(SHARED, REAL)) else None
         out = save_preset(model, name, "efficientnet_lite0", "head", real_image=real, trained_on=trained_on,
-                          command=command, threshold_from=f"{dataset} {split} boxes (held out from scoring)")
+                          command=command, threshold_from=f"{where} boxes (held out from scoring)")
         print(f"{name}: threshold {float(model.threshold.numpy()):.2f}, box band {BOX_BAND}, polarity {float(model.polarity.numpy()):+.0f} "
               f"-> {out} ({os.path.getsize(out)} bytes)")
 

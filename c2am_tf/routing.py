@@ -143,10 +143,27 @@ def _around(general, head, threshold, name):
     return model
 
 
-def head_thresholds(model, dataset, thresholds=None, min_images=20):
-    """{head: (best threshold, images)}: each head of a routed ``model``'s best GT-known threshold on the
-    images of ``dataset`` (held-out annotated eval batches) that the router sends to it, its maps boxed
-    uncalibrated with the model's band; a head with fewer than ``min_images`` of them gets None."""
+def smoothed_best(thresholds, scores, smooth=1):
+    """The threshold whose score, averaged with its ``smooth`` neighbours on each side (the ends repeated),
+    is highest (the first on a tie): a per-head set of held-out images is small, and one lucky image should
+    not pick a threshold.
+
+    >>> smoothed_best([0.3, 0.35, 0.4, 0.45, 0.5], [60, 64, 65, 66, 61])
+    0.4
+    >>> smoothed_best([0.3, 0.35, 0.4, 0.45, 0.5], [60, 64, 65, 66, 61], smooth=0)
+    0.45
+    """
+    scores = np.asarray(scores, np.float64)
+    if smooth:
+        padded = np.pad(scores, int(smooth), mode="edge")
+        scores = np.convolve(padded, np.ones(2 * int(smooth) + 1) / (2 * int(smooth) + 1), mode="valid")
+    return list(thresholds)[int(np.argmax(scores))]
+
+
+def head_thresholds(model, dataset, thresholds=None, min_images=20, smooth=1):
+    """{head: (best threshold, images)}: each head of a routed ``model``'s best GT-known threshold
+    (``smoothed_best``) on the images of ``dataset`` (held-out annotated eval batches) that the router sends
+    to it, its maps boxed uncalibrated with the model's band; a head with fewer than ``min_images`` gets None."""
     from c2am_tf.evaluate import DEFAULT_THRESHOLDS, Evaluation
 
     head = model.head
@@ -163,19 +180,20 @@ def head_thresholds(model, dataset, thresholds=None, min_images=20):
                                                "image": np.asarray(images)[rows]})
     out = {}
     for j, ev in enumerate(evaluations):
-        n = ev.gt_known.total
-        out[j] = (ev.result()["best_threshold"] if n >= min_images else None, int(n))
+        n, result = ev.gt_known.total, ev.result()
+        best = smoothed_best(result["thresholds"], result["per_threshold"], smooth)
+        out[j] = (best if n >= min_images else None, int(n))
     return out
 
 
-def calibrate_heads(model, dataset, thresholds=None, min_images=20):
+def calibrate_heads(model, dataset, thresholds=None, min_images=20, smooth=1):
     """(a routed model with one threshold per head, {head: (threshold, images)}): ``model`` with each head's
     map raised to ``ln t / ln t_j`` (``RoutedHead.exponents``), t_j its head's best threshold on its images of
     ``dataset`` (``head_thresholds``) and t the general head's (the model's stored threshold), so that the
     one stored threshold boxes every head's map at its own. A head with too few images keeps the stored one."""
     from c2am_tf.layers import RoutedHead
 
-    found = head_thresholds(model, dataset, thresholds, min_images)
+    found = head_thresholds(model, dataset, thresholds, min_images, smooth)
     stored = found[0][0] if found[0][0] is not None else round(float(np.asarray(model.threshold)), 6)
     exponents = [1.0 if t is None else float(np.log(stored) / np.log(t)) for t, _ in found.values()]
     old = model.head

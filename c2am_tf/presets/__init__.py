@@ -2,7 +2,8 @@
 
 With the recommended recipe the backbone is frozen, so a trained model is the PyPI ImageNet backbone
 plus a head of a few KB (3x3 conv + BN, polarity, threshold), or a routed head (``layers.RoutedHead``:
-several such heads and their cluster centres, about 110 KB). A preset is ``<name>.npz`` (the head's
+several such heads and their cluster centres, about 110 KB; a class-voting router's ImageNet classifier is
+the backbone's own, read from the PyPI package, not stored). A preset is ``<name>.npz`` (the head's
 variables by name, loaded with ``allow_pickle=False``: a preset file cannot run code) and its entry in
 ``presets.json`` (backbone, features, what it was trained on, the command that reproduces it, measured
 figures, the file's sha256, and a routed head's structure).
