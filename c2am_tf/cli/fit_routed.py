@@ -7,7 +7,7 @@
 
 ``--model`` / ``--preset`` is the general model: trained on every image (its backbone is used for all heads,
 so --backbone must match it). Each --own cluster trains under OUT/cluster<J> and resumes like ``fit``. With an
-EfficientNet-Lite backbone its ImageNet classes can vote too (--class-votes 5). The routed model keeps the general
+EfficientNet-Lite backbone its ImageNet classes vote too (--class-votes, 5 by default). The routed model keeps the general
 model's threshold unless --calibrate names held-out annotated images: each head's threshold is then chosen on
 the images routed to it, e.g. ``--calibrate imagenet ../shared/data/ILSVRC_val_dev half1``.
 See ``c2am_tf/routing.py`` for why and the README ("ImageNet") for what it measured.
@@ -33,9 +33,10 @@ def build_parser(prog=None):
     p.add_argument("--own", type=int, nargs="+", default=None,
                    help="clusters that get a head of their own (the others keep the general head); "
                         "without it the clusters are printed and nothing is trained")
-    p.add_argument("--class-votes", type=int, default=0,
+    p.add_argument("--class-votes", type=int, default=None,
                    help="how many of an image's best ImageNet classes vote for a head (the backbone's own "
-                        "classifier, EfficientNet-Lite only; 0: the nearest centre alone)")
+                        "classifier, EfficientNet-Lite only; 0: the nearest centre alone; default: 5 where the "
+                        "backbone has one, else 0)")
     p.add_argument("--calibrate", nargs=3, action="append", default=None, metavar=("DATASET", "DIR", "SPLIT"),
                    help="annotated images held out from scoring (e.g. imagenet DIR half1; repeat it to pool several "
                         "sets): each head's threshold chosen on those routed to it")
@@ -63,7 +64,7 @@ def main(argv=None, prog=None):
         p.error("--clusters must be at least 1")
     if own is not None and any(not 0 <= j < k for j in own):
         p.error(f"--own {own}: there are {k} clusters (0..{k - 1})")
-    if votes < 0:
+    if votes is not None and votes < 0:
         p.error("--class-votes must be 0 (off) or more")
     from c2am_tf.cli.evaluate import DATASETS as ANNOTATED
 
@@ -90,10 +91,14 @@ def main(argv=None, prog=None):
 
         # read before any training, so that a wrong split fails first
         held_out = [data.eval_dataset(dataset, split, directory) for dataset, directory, split in calibrate or ()]
-        weights = imagenet_class_weights(general.backbone) if votes else None
+        weights = imagenet_class_weights(general.backbone) if votes != 0 else None
         if votes and weights is None:
             p.error(f"--class-votes: the {general.backbone.name} backbone has no ImageNet classifier "
                     "(EfficientNet-Lite has)")
+        if votes is None:
+            votes = 5 if weights is not None else 0
+            logging.info("class votes: %s", f"the {votes} best ImageNet classes" if votes else
+                         f"off (the {general.backbone.name} backbone has no ImageNet classifier)")
         routed, lines = fit_routed(general, cfg, k, own, seed, overwrite=overwrite, class_votes=votes,
                                    class_weights=weights)
         if held_out:
