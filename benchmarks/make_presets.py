@@ -50,17 +50,17 @@ def main(names=(), from_shipped=False):
     """Writes the presets (all, or those in ``names``) and prints their thresholds; ``from_shipped``: each head
     from the shipped preset of that name instead of its run."""
     plans = [
-        ("general_lite0", "runs/general_half1/final.keras", ("imagenet", os.path.join(SHARED, "ILSVRC_val_dev"), "half1"),
+        ("general_lite0", "runs/general_half1/final.keras", [("imagenet", os.path.join(SHARED, "ILSVRC_val_dev"), "half1")],
          "every unlabeled image of ../shared/data except CUB_200_2011_dev test and ILSVRC_val_dev half2 "
          "(CUB train 750, DUTS-TE_dev500 500, oxford_pets_dev 300, ILSVRC_val_dev half1 325)",
          "python train/fit.py --dataset folder --data-dir runs/lists/general_half1.txt --out runs/general_half1 "
          "--eval-every 0 (list: python benchmarks/imagenet_dev.py --lists-only); python benchmarks/make_presets.py"),
-        ("cub_lite0", "runs/cub_lite0/final.keras", ("cub", CUB, "train"),
+        ("cub_lite0", "runs/cub_lite0/final.keras", [("cub", CUB, "train")],
          "CUB_200_2011_dev train (750 images, classes 001-025)",
          "python train/fit.py --dataset cub --data-dir ../shared/data/CUB_200_2011_dev --out runs/cub_lite0; "
          "python benchmarks/make_presets.py"),
         ("general_routed_lite0", "runs/general_routed_votes/routed.keras",
-         ("imagenet", os.path.join(SHARED, "ILSVRC_val_dev"), "half1", "cub", CUB, "train"),
+         [("imagenet", os.path.join(SHARED, "ILSVRC_val_dev"), "half1"), ("cub", CUB, "train")],
          "general_lite0 (its head for most images) + a head trained on the bird cluster (712 images) of 3 k-means "
          "clusters of general_lite0's 1,875 training images, for the images nearest that cluster or whose 5 best "
          "ImageNet classes include one of its training images' top classes",
@@ -76,7 +76,6 @@ def main(names=(), from_shipped=False):
             continue
         model = from_preset(name) if from_shipped else load_model(path)
         model.box_band = BOX_BAND
-        sets = [sets[i:i + 3] for i in range(0, len(sets), 3)]
         batches = itertools.chain(*(held_out(*s) for s in sets))
         if isinstance(model.head, RoutedHead):
             model, found = calibrate_heads(model, batches)

@@ -30,26 +30,25 @@ import os
 import numpy as np
 
 from c2am_tf import data
-from c2am_tf.data.grouping import cluster_centres, pooled_features, spherical_kmeans
+from c2am_tf.data.grouping import cluster_centres, pooled_features, spherical_kmeans, unit_rows
 from c2am_tf.files import write_atomically, write_json_atomically
 from c2am_tf.geometry import model_box_band
 
 log = logging.getLogger(__name__)
 
 
-def cluster_images(general, cfg, k, seed=0, pooled=False):
-    """(paths, cluster ids (N,), (k, C) centres): spherical k-means (seeded by ``seed``) on the general
-    model's pooled backbone features of ``cfg``'s training images, each resized whole to ``cfg.crop``;
-    with ``pooled``, the (N, C) pooled features (not normalized) as a fourth item."""
+def cluster_images(general, cfg, k, seed=0):
+    """(paths, cluster ids (N,), (k, C) centres, (N, C) pooled features, not normalized): spherical k-means
+    (seeded by ``seed``) on the general model's pooled backbone features of ``cfg``'s training images, each
+    resized whole to ``cfg.crop``."""
     source = data.make_source(cfg.dataset, "train", cfg.data_dir, cfg.synthetic_size, cfg.synthetic_count,
                               cfg.seed, cfg.tfds_download, cfg.strict)
     paths, raw = pooled_features(source, general.backbone, cfg.crop, normalize=False)
     if k > len(paths):
         raise ValueError(f"{k} clusters for {len(paths)} images")
-    x = raw / np.maximum(np.linalg.norm(raw, axis=1, keepdims=True), 1e-12)
+    x = unit_rows(raw)
     ids = spherical_kmeans(x, k, seed=seed)
-    found = (paths, ids, cluster_centres(x, ids, k))
-    return found + (raw,) if pooled else found
+    return paths, ids, cluster_centres(x, ids, k), raw
 
 
 def imagenet_class_weights(backbone):
@@ -93,16 +92,21 @@ def describe_clusters(paths, ids, k, top=3):
     return lines
 
 
-def _copy_head(head, name, channels):
-    """A fresh ``ActivationHead`` with ``head``'s config and weights (one layer belongs to one model)."""
-    from c2am_tf.layers import ActivationHead
-
-    config = dict(head.get_config(), name=name, trainable=False)
-    copy = ActivationHead.from_config(config)
+def _copy_layer(layer, channels, **changes):
+    """A fresh layer of ``layer``'s class, config (with ``changes``) and weights, built for features of
+    ``channels`` (one layer belongs to one model)."""
+    copy = type(layer).from_config(dict(layer.get_config(), **changes))
     copy.build((None, None, None, channels))
-    for target, source in zip(copy.weights, head.weights):
+    for target, source in zip(copy.weights, layer.weights):
         target.assign(np.asarray(source))
     return copy
+
+
+def head_routes(own, k):
+    """Cluster -> head for ``k`` clusters: the clusters in ``own`` get heads 1, 2, ... in their order, the
+    others the general head 0."""
+    own = sorted(own)
+    return [1 + own.index(j) if j in own else 0 for j in range(k)]
 
 
 def routed_model(general, specialists, centres, name="c2am_routed", class_routes=None, class_votes=5,
@@ -123,8 +127,8 @@ def routed_model(general, specialists, centres, name="c2am_routed", class_routes
         raise ValueError(f"clusters {sorted(specialists)} are not all among the {len(centres)} centres")
     channels = int(general.backbone.output_shape[-1])
     sources = [general] + [specialists[j] for j in sorted(specialists)]
-    heads = [_copy_head(m.head, f"head_{i}", channels) for i, m in enumerate(sources)]
-    routes = [1 + sorted(specialists).index(j) if j in specialists else 0 for j in range(len(centres))]
+    heads = [_copy_layer(m.head, channels, name=f"head_{i}", trainable=False) for i, m in enumerate(sources)]
+    routes = head_routes(specialists, len(centres))
     polarities = [float(np.asarray(m.polarity)) for m in sources]
     head = RoutedHead(heads, routes, polarities, centres, class_routes=class_routes, class_votes=class_votes,
                       class_weights=class_weights, name="routed_head")
@@ -191,16 +195,10 @@ def calibrate_heads(model, dataset, thresholds=None, min_images=20, smooth=1):
     map raised to ``ln t / ln t_j`` (``RoutedHead.exponents``), t_j its head's best threshold on its images of
     ``dataset`` (``head_thresholds``) and t the general head's (the model's stored threshold), so that the
     one stored threshold boxes every head's map at its own. A head with too few images keeps the stored one."""
-    from c2am_tf.layers import RoutedHead
-
     found = head_thresholds(model, dataset, thresholds, min_images, smooth)
     stored = found[0][0] if found[0][0] is not None else round(float(np.asarray(model.threshold)), 6)
     exponents = [1.0 if t is None else float(np.log(stored) / np.log(t)) for t, _ in found.values()]
-    old = model.head
-    head = RoutedHead.from_config(dict(old.get_config(), exponents=exponents))
-    head.build((None, None, None, int(old.centres.shape[1])))
-    for target, source in zip(head.weights, old.weights):
-        target.assign(np.asarray(source))
+    head = _copy_layer(model.head, int(model.head.centres.shape[1]), exponents=exponents)
     return _around(model, head, stored, model.name), found
 
 
@@ -223,7 +221,7 @@ def fit_routed(general, cfg, k, own, seed=0, overwrite=False, class_votes=0, cla
         if class_weights is None:
             raise ValueError(f"class votes need an ImageNet classifier; the {general.backbone.name} backbone "
                              "has none (EfficientNet-Lite has): turn them off with --class-votes 0")
-    paths, ids, centres, pooled = cluster_images(general, cfg, k, seed, pooled=True)
+    paths, ids, centres, pooled = cluster_images(general, cfg, k, seed)
     paths = [os.path.abspath(p) for p in paths]  # a list's relative entries are read from its own folder
     if not os.path.exists(paths[0]):
         raise ValueError(f"each cluster's head trains on a list of image files; --dataset {cfg.dataset} gives "
@@ -249,7 +247,7 @@ def fit_routed(general, cfg, k, own, seed=0, overwrite=False, class_votes=0, cla
     if not class_votes:
         return routed_model(general, specialists, centres), lines
     kernel, bias = class_weights
-    routes = [1 + own.index(j) if j in own else 0 for j in range(k)]
+    routes = head_routes(own, k)
     class_routes = class_routes_from_votes(np.argmax(pooled @ kernel + bias, axis=1), ids, routes, len(bias))
     for j in own:
         lines[j] += f"; {sum(r == routes[j] for r in class_routes)} classes vote for its head"

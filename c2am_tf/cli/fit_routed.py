@@ -83,7 +83,7 @@ def main(argv=None, prog=None):
                 "and every head reads its features")
     try:
         if own is None:
-            paths, ids, _ = cluster_images(general, cfg, k, seed)
+            paths, ids, _, _ = cluster_images(general, cfg, k, seed)
             print("\n".join(describe_clusters(paths, ids, k)))
             p.exit(2, f"{p.prog}: choose the clusters that get their own head with --own J [J ...]\n")
         from c2am_tf import data

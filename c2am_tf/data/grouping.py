@@ -13,6 +13,11 @@ import numpy as np
 import tensorflow as tf
 
 
+def unit_rows(x):
+    """``x`` with each row scaled to unit L2 norm (a zero row stays zero)."""
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
 def spherical_kmeans(x, k, seed=0, iterations=50):
     """Cluster ids (N,) of the rows of ``x`` by cosine similarity (rows L2-normalized), k-means with
     ``k`` centres seeded from ``k`` distinct random rows.
@@ -21,8 +26,7 @@ def spherical_kmeans(x, k, seed=0, iterations=50):
     >>> ids = spherical_kmeans(x, 2); bool(ids[0] == ids[1] != ids[2] == ids[3])
     True
     """
-    x = np.asarray(x, np.float64)
-    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    x = unit_rows(np.asarray(x, np.float64))
     k = int(min(k, len(x)))
     if k < 1:
         raise ValueError("k-means needs at least one row and one cluster")
@@ -52,9 +56,7 @@ def pooled_features(source, backbone, size=224, batch_size=32, normalize=True):
     if not paths:
         raise ValueError("no training image to cluster")
     x = np.concatenate(features).astype(np.float32)
-    if not normalize:
-        return paths, x
-    return paths, x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    return paths, unit_rows(x) if normalize else x
 
 
 def cluster_centres(x, ids, k):
