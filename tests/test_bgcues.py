@@ -73,7 +73,7 @@ def test_background_map_of_a_mask_model_is_one_minus_its_refined_mask():
     assert not is_c2am(model)
 
 
-def test_fit_bgcues_cli_writes_the_model_and_the_cues(c2am, tmp_path):
+def test_fit_bgcues_cli_writes_the_model_and_the_cues(c2am, tmp_path, capsys):
     import os
     import subprocess
     import sys
@@ -94,7 +94,14 @@ def test_fit_bgcues_cli_writes_the_model_and_the_cues(c2am, tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "5 images; hard pseudo labels" in proc.stdout and "skipping 1 unreadable" in proc.stderr
-    assert (tmp_path / "run" / "bgcues.keras").exists()
+    trained = (tmp_path / "run" / "bgcues.keras").read_bytes()
+    from c2am_tf.cli import run_command
+
+    with pytest.raises(SystemExit) as err:  # a second run keeps the first one's model
+        run_command("fit-bgcues", ["--c2am", str(tmp_path / "c2am.keras"), "--images", str(tmp_path / "images"),
+                                   "--out", str(tmp_path / "run")])
+    assert err.value.code == 2 and "bgcues.keras exists; pass --overwrite" in capsys.readouterr().err
+    assert (tmp_path / "run" / "bgcues.keras").read_bytes() == trained
     cues = sorted(os.listdir(tmp_path / "cues"))
     assert cues == [f"im{i}.npy" for i in range(5)]
     cue = np.load(tmp_path / "cues" / "im0.npy")

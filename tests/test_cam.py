@@ -100,7 +100,7 @@ def test_a_cam_npy_of_a_numpy_subclass_is_refused(tmp_path):
         read_cams(str(tmp_path / "m.npy"))
 
 
-def test_fit_classifier_cli_writes_cams_of_the_labelled_class_at_image_size(tmp_path):
+def test_fit_classifier_cli_writes_cams_of_the_labelled_class_at_image_size(tmp_path, capsys):
     import os
     import subprocess
     import sys
@@ -119,12 +119,19 @@ def test_fit_classifier_cli_writes_cams_of_the_labelled_class_at_image_size(tmp_
     for n in names:
         Image.fromarray(rng.randint(0, 256, (40, 56, 3)).astype(np.uint8)).save(root / "images" / f"{n}.jpg")
         Image.fromarray(np.full((40, 56), 2, np.uint8)).save(root / "annotations" / "trimaps" / f"{n}.png")
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "train", "fit_classifier.py"), "--dataset", "pets",
-                           "--data-dir", str(root), "--backbone", "tiny", "--size", "64", "--epochs", "1",
-                           "--batch-size", "2", "--out", str(tmp_path / "run"), "--cams-out", str(tmp_path / "cams")],
-                          capture_output=True, text=True, timeout=300)
+    flags = ["--dataset", "pets", "--data-dir", str(root), "--backbone", "tiny", "--size", "64", "--epochs", "1",
+             "--batch-size", "2", "--out", str(tmp_path / "run")]
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "train", "fit_classifier.py")] + flags
+                          + ["--cams-out", str(tmp_path / "cams")], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert (tmp_path / "run" / "classifier.keras").exists()
+    trained = (tmp_path / "run" / "classifier.keras").read_bytes()
+    # a second run must not replace the trained classifier: refused with the flags, before any training
+    from c2am_tf.cli import run_command
+
+    with pytest.raises(SystemExit) as err:
+        run_command("fit-classifier", flags)
+    assert err.value.code == 2 and "classifier.keras exists; pass --overwrite" in capsys.readouterr().err
+    assert (tmp_path / "run" / "classifier.keras").read_bytes() == trained
     keys, cams = read_cams(str(tmp_path / "cams" / "Bengal_2.npz"))
     assert keys.tolist() == [1] and cams.shape == (1, 40, 56)
     assert sorted(cam_files(str(tmp_path / "cams"))) == sorted(names)

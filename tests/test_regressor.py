@@ -36,19 +36,28 @@ def test_regressor_boxes_are_valid_and_scaled_to_the_frame():
     assert boxes.min() >= 0 and boxes.max() <= 128
 
 
-def test_fit_regressor_learns_a_fixed_box_and_saves(tmp_path):
+def test_fit_regressor_learns_a_fixed_box_and_saves(tmp_path, capsys):
     from c2am_tf.cli import run_command
     from c2am_tf.inference import load_model
 
     records = _records(tmp_path)[:4]
     (tmp_path / "boxes.json").write_text(json.dumps({"format": "c2am_tf.boxes/v1", "images": records}))
-    assert run_command("fit-regressor", ["--boxes", str(tmp_path / "boxes.json"), "--backbone", "tiny", "--weights",
-                                         "none", "--size", "32", "--epochs", "60", "--batch-size", "4", "--lr", "0.01",
-                                         "--out", str(tmp_path / "reg")]) == 0
-    reg = load_model(str(tmp_path / "reg" / "regressor.keras"), require_c2am=False)
+    flags = ["--boxes", str(tmp_path / "boxes.json"), "--backbone", "tiny", "--weights", "none", "--size", "32",
+             "--batch-size", "4", "--lr", "0.01", "--out", str(tmp_path / "reg")]
+    assert run_command("fit-regressor", flags + ["--epochs", "60"]) == 0
+    path = tmp_path / "reg" / "regressor.keras"
+    reg = load_model(str(path), require_c2am=False)
     box = predict_boxes(reg, np.zeros((1, 32, 32, 3), np.uint8), 1.0)[0]
     # every image is the same black picture: the target is the mean of the box and its mirror
     np.testing.assert_allclose(box, [0.35, 0.1, 0.65, 0.9], atol=0.12)
+    # a second run keeps the first one's regressor unless told to replace it
+    trained = path.read_bytes()
+    with pytest.raises(SystemExit) as err:
+        run_command("fit-regressor", flags + ["--epochs", "1"])
+    assert err.value.code == 2 and "regressor.keras exists; pass --overwrite" in capsys.readouterr().err
+    assert path.read_bytes() == trained
+    assert run_command("fit-regressor", flags + ["--epochs", "1", "--overwrite"]) == 0
+    assert path.read_bytes() != trained
 
 
 def test_a_boxes_file_without_objects_is_a_clear_error(tmp_path):

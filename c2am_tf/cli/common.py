@@ -29,19 +29,33 @@ def add_training_flags(parser, epochs, batch_size, lr, seed=1):
     parser.add_argument("--batch-size", type=int, default=batch_size, help="images per batch")
     parser.add_argument("--lr", type=float, default=lr, help="base learning rate (poly decay)")
     parser.add_argument("--seed", type=int, default=seed, help="random seed")
+    parser.add_argument("--overwrite", action="store_true", help="replace the model already trained in --out")
 
 
-def fit_and_save(model, data, epochs, out_dir, filename):
-    """``model.fit`` with a CSV log in ``out_dir``, then the model saved atomically there; returns its path."""
+def claim_output(parser, out_dir, filename, overwrite=False):
+    """``out_dir/filename``, where a trainer will save its model: a flag error (exit 2, before any training)
+    when a model is there already and not ``overwrite``, so a second run never replaces what an earlier
+    one trained."""
+    import os
+
+    path = os.path.join(out_dir, filename)
+    if os.path.exists(path) and not overwrite:
+        parser.error(f"--out: {path} exists; pass --overwrite to replace it, or choose another --out")
+    return path
+
+
+def fit_and_save(model, data, epochs, path):
+    """``model.fit`` with a CSV log (``log.csv``) beside ``path`` (from ``claim_output``), then the model
+    saved atomically at ``path``; returns it."""
     import os
 
     import keras
 
     from c2am_tf.callbacks import save_atomically
 
+    out_dir = os.path.dirname(path) or "."
     os.makedirs(out_dir, exist_ok=True)
     model.fit(data, epochs=epochs, verbose=2, callbacks=[keras.callbacks.CSVLogger(os.path.join(out_dir, "log.csv"))])
-    path = os.path.join(out_dir, filename)
     save_atomically(model, path)
     return path
 

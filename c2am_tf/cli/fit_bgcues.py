@@ -23,7 +23,7 @@ from c2am_tf.data.images import load_square_images
 from c2am_tf.files import OutputNames, list_images, write_atomically
 from c2am_tf.inference import load_model
 from c2am_tf.optim import poly_sgd
-from c2am_tf.cli.common import add_training_flags, command_parser, fit_and_save
+from c2am_tf.cli.common import add_training_flags, claim_output, command_parser, fit_and_save
 from c2am_tf.geometry import EVAL_CROP
 
 
@@ -46,7 +46,9 @@ def build_parser(prog=None):
 def parse_args(argv=None, prog=None):
     """Command-line flags."""
     p = build_parser(prog)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    args.target = claim_output(p, args.out, "bgcues.keras", args.overwrite)
+    return args
 
 
 def main(argv=None, prog=None):
@@ -73,7 +75,7 @@ def main(argv=None, prog=None):
     steps = -(-len(images) // args.batch_size)
     model.compile(optimizer=poly_sgd(args.lr, steps * args.epochs), loss=keras.losses.BinaryCrossentropy(),
                   metrics=[keras.metrics.MeanAbsoluteError(name="mae")])
-    print(f"background-cue model -> {fit_and_save(model, train, args.epochs, args.out, 'bgcues.keras')}")
+    print(f"background-cue model -> {fit_and_save(model, train, args.epochs, args.target)}")
     if args.cues_out:
         cues = model.predict(images, batch_size=args.batch_size, verbose=0)[..., 0]
         for path, cue in zip(paths, cues):

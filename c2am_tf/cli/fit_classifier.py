@@ -27,7 +27,7 @@ from c2am_tf.data import count_examples
 from c2am_tf.data.transforms import resize_square
 from c2am_tf.files import OutputNames
 from c2am_tf.optim import poly_sgd
-from c2am_tf.cli.common import add_training_flags, command_parser, fit_and_save
+from c2am_tf.cli.common import add_training_flags, claim_output, command_parser, fit_and_save
 from c2am_tf.geometry import EVAL_CROP
 
 
@@ -51,7 +51,9 @@ def build_parser(prog=None):
 def parse_args(argv=None, prog=None):
     """Command-line flags."""
     p = build_parser(prog)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    args.target = claim_output(p, args.out, "classifier.keras", args.overwrite)
+    return args
 
 
 def write_split_cams(classifier, source, outputs, size):
@@ -102,7 +104,7 @@ def main(argv=None, prog=None):
     else:
         loss, metric = keras.losses.BinaryCrossentropy(from_logits=True), keras.metrics.BinaryAccuracy(threshold=0.0, name="acc")
     classifier.compile(optimizer=poly_sgd(args.lr, steps * args.epochs), loss=loss, metrics=[metric])
-    print(f"classes: {classes}; model -> {fit_and_save(classifier, train, args.epochs, args.out, 'classifier.keras')}")
+    print(f"classes: {classes}; model -> {fit_and_save(classifier, train, args.epochs, args.target)}")
     if args.cams_out:
         count = write_split_cams(classifier, source, cam_names, args.size)
         print(f"{count} CAM files -> {args.cams_out}")

@@ -17,12 +17,11 @@ OUT/summary.json. The model stores its threshold (0.5 of the peak) and refinemen
 
 import json
 import os
-import sys
 import time
 
 import keras
 
-from c2am_tf.cli.common import add_model_flags, command_parser, load_chosen_model, model_label
+from c2am_tf.cli.common import add_model_flags, claim_output, command_parser, load_chosen_model, model_label
 from c2am_tf.data.images import load_square_images
 from c2am_tf.edges import REFINEMENTS
 from c2am_tf.mask_model import TARGETS
@@ -58,6 +57,7 @@ def parse_args(argv=None, prog=None):
         p.error("--rounds and --epochs must be at least 1")
     if args.size % 16:
         p.error(f"--size must be a multiple of 16, got {args.size}")
+    args.target = claim_output(p, args.out, "masks.keras", args.overwrite)
     return args
 
 
@@ -69,9 +69,7 @@ def main(argv=None, prog=None):
     from c2am_tf.mask_model import MaskModel, self_train
 
     args = parse_args(argv, prog)
-    target = os.path.join(args.out, "masks.keras")
-    if os.path.exists(target) and not args.overwrite:
-        sys.exit(f"error: {target} exists; pass --overwrite to replace it")
+    target = args.target
     keras.utils.set_random_seed(args.seed)
     images, paths = load_square_images(source_files("folder", "train", args.images)[0], args.size)
     model = MaskModel(load_chosen_model(args), refinement=args.refinement)

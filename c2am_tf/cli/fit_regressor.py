@@ -13,7 +13,7 @@ import sys
 
 import keras
 
-from c2am_tf.cli.common import add_training_flags, command_parser, fit_and_save
+from c2am_tf.cli.common import add_training_flags, claim_output, command_parser, fit_and_save
 from c2am_tf.cli.common import load_classifier
 from c2am_tf.regressor import REGRESSOR_SIZE
 
@@ -36,6 +36,7 @@ def main(argv=None, prog=None):
     """Entry point."""
     p = build_parser(prog)
     args = p.parse_args(argv)
+    target = claim_output(p, args.out, "regressor.keras", args.overwrite)
     from c2am_tf.backbones import build_backbone
     from c2am_tf.boxes_json import read_boxes
     from c2am_tf.regressor import build_regressor, pseudo_box_dataset
@@ -51,7 +52,7 @@ def main(argv=None, prog=None):
     backbone.trainable = False
     regressor = build_regressor(backbone, args.size)
     regressor.compile(optimizer=keras.optimizers.Adam(args.lr), loss="mse")
-    path = fit_and_save(regressor, train, args.epochs, args.out, "regressor.keras")
+    path = fit_and_save(regressor, train, args.epochs, target)
     print(f"{len(records)} pseudo boxes; regressor -> {path}")
     if args.eval_dataset:
         from c2am_tf import data
