@@ -21,6 +21,7 @@ Signatures (images: uint8 RGB (B, H, W, 3), any size):
 """
 
 import os
+import shutil
 
 import tensorflow as tf
 
@@ -107,14 +108,44 @@ class ServingModule(WeightsOnlyModule):
         return {"labels": refine_with_background(1.0 - self._maps(_validated(images)), cams)}
 
 
-def export_saved_model(model, out_dir, version=1):
-    """Writes ``out_dir/<version>/`` (the layout TF Serving watches); returns that path."""
-    path = os.path.join(out_dir, str(int(version)))
+def next_version(out_dir):
+    """1 + the highest numbered version folder in ``out_dir`` (1 when there is none): TF Serving serves the
+    highest version, so a new export goes live without touching the ones before it."""
+    found = [int(n) for n in tf.io.gfile.listdir(out_dir) if n.strip("/").isdigit()] \
+        if tf.io.gfile.isdir(out_dir) else []
+    return max(found, default=0) + 1
+
+
+def export_saved_model(model, out_dir, version=None, overwrite=False):
+    """Writes ``out_dir/<version>/`` (the layout TF Serving watches); returns that path.
+
+    ``version`` None takes ``next_version(out_dir)``. An existing version folder (perhaps the one being
+    served) is a ``FileExistsError`` unless ``overwrite``. A local export is written beside it under a
+    name Serving ignores and renamed into place, so Serving never loads a half-written version.
+    """
+    version = next_version(out_dir) if version is None else int(version)
+    path = os.path.join(out_dir, str(version))
+    if tf.io.gfile.exists(path) and not overwrite:
+        raise FileExistsError(f"{path} exists (TF Serving may be serving it); choose another version, "
+                              "or overwrite it explicitly")
     module = ServingModule(model)
-    tf.saved_model.save(module, path, signatures={
+    local = "://" not in out_dir
+    staging = os.path.join(out_dir, f".{version}.partial") if local else path
+    if local and os.path.exists(staging):
+        shutil.rmtree(staging)  # a killed export's leftovers
+    tf.saved_model.save(module, staging, signatures={
         "serving_default": module.serving_default,
         "cam": module.cam,
         "masks": module.masks,
         "refine": module.refine,
     })
+    if local:
+        if os.path.exists(path):  # overwrite: the old version moves aside before the new one moves in
+            retired = os.path.join(out_dir, f".{version}.replaced")
+            shutil.rmtree(retired, ignore_errors=True)
+            os.rename(path, retired)
+            os.rename(staging, path)
+            shutil.rmtree(retired)
+        else:
+            os.rename(staging, path)
     return path

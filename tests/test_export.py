@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from c2am_tf.backbones import build_backbone
 from c2am_tf.boxes import best_box_per_threshold
-from c2am_tf.export import export_saved_model
+from c2am_tf.export import export_saved_model, next_version
 from c2am_tf.inference import map_to_mask
 from c2am_tf.model import C2AM
 
@@ -148,3 +148,30 @@ def test_masks_signature_agrees_with_map_to_mask_also_in_saved_model_cli(tmp_pat
                            "--overwrite"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     np.testing.assert_array_equal(np.load(tmp_path / "cli" / "masks.npy"), got)
+
+
+def test_a_served_version_is_never_replaced_unasked(tmp_path, capsys):
+    from c2am_tf.cli import run_command
+
+    tf.keras.utils.set_random_seed(0)
+    model = C2AM(build_backbone("tiny", weights=None))
+    base = str(tmp_path / "models")
+    first = export_saved_model(model, base)
+    assert first == os.path.join(base, "1") and next_version(base) == 2
+    served = {f: open(os.path.join(first, "variables", f), "rb").read() for f in os.listdir(os.path.join(first, "variables"))}
+    with pytest.raises(FileExistsError, match="may be serving it"):
+        export_saved_model(model, base, version=1)
+    model.save(tmp_path / "m.keras")
+    with pytest.raises(SystemExit) as err:  # refused with the flags, before the model loads
+        run_command("export-saved-model", ["--model", str(tmp_path / "m.keras"), "--out", base, "--version", "1"])
+    assert err.value.code == 2 and "1 exists; pass --overwrite" in capsys.readouterr().err
+    # the command's default is the next version: TF Serving moves to it, version 1 stays as it was
+    assert run_command("export-saved-model", ["--model", str(tmp_path / "m.keras"), "--out", base]) in (0, None)
+    assert sorted(os.listdir(base)) == ["1", "2"]
+    assert all(open(os.path.join(first, "variables", f), "rb").read() == b for f, b in served.items())
+    # an explicit overwrite swaps the folder through a staging copy Serving ignores, and leaves nothing beside
+    graph = open(os.path.join(first, "saved_model.pb"), "rb").read()
+    model.threshold.assign(0.9)  # baked into the serving graph
+    export_saved_model(model, base, version=1, overwrite=True)
+    assert sorted(os.listdir(base)) == ["1", "2"]
+    assert open(os.path.join(first, "saved_model.pb"), "rb").read() != graph

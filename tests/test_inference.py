@@ -113,7 +113,7 @@ def test_predict_refuses_a_name_that_is_an_input(tmp_path, saved_model):
     assert {p.name: p.read_bytes() for p in photos.iterdir()} == before
 
 
-def test_extract_boxes_writes_both_formats_and_resumes(tmp_path, saved_model):
+def test_extract_boxes_writes_both_formats_and_resumes(tmp_path, saved_model, capsys):
     out = tmp_path / "new_folder" / "boxes.json"  # a folder that does not exist yet is created
     cmd = [sys.executable, os.path.join(ROOT, "train", "extract_boxes.py"), "--model", saved_model,
            "--dataset", "synthetic", "--split", "test", "--out", str(out), "--psol-out", str(tmp_path / "psol.json"),
@@ -147,6 +147,18 @@ def test_extract_boxes_writes_both_formats_and_resumes(tmp_path, saved_model):
     assert x == pytest.approx(e["box"][0] / 160) and w == pytest.approx((e["box"][2] - e["box"][0]) / 160)
     assert len(list((tmp_path / "pics").rglob("*.png"))) == 127
     assert not partial.exists()
+    # a second run does not replace a finished run's files unless it is told to
+    finished, again = out.read_bytes(), ["extract-boxes"] + cmd[2:]
+    with pytest.raises(SystemExit) as err:
+        cli(again)
+    assert err.value.code == 2 and "--out: " in capsys.readouterr().err and out.read_bytes() == finished
+    out.rename(tmp_path / "moved.json")  # the PSOL file alone is still in the way
+    with pytest.raises(SystemExit) as err:
+        cli(again)
+    assert err.value.code == 2 and "--psol-out: " in capsys.readouterr().err and not out.exists()
+    assert cli(again + ["--overwrite"]) in (0, None)
+    redone = {e["path"]: e for e in json.loads(out.read_text())["images"]}
+    assert len(redone) == 128 and redone["synthetic/test/00000"]["box"] != [1, 2, 3, 4]  # extracted afresh
 
 
 def test_predict_and_extract_boxes_with_a_classifier_box_its_top_class_cam(tmp_path, saved_model, capsys):

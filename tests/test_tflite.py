@@ -191,3 +191,14 @@ def test_detect_cli_writes_boxes_and_overlays_and_skips_bad_files(tiny, tmp_path
     box, _ = map_to_box(keras_map, 0.4, width=128, height=64, band=0.1)
     np.testing.assert_allclose(first["box"], box, atol=0.01)
     assert (out / "a.png.png").exists() and (out / "b.png.png").exists()
+
+
+def test_export_tflite_keeps_an_existing_file(tmp_path, capsys):
+    from c2am_tf.cli import run_command
+
+    mine = tmp_path / "c2am.tflite"
+    mine.write_bytes(b"an earlier export")
+    with pytest.raises(SystemExit) as err:  # refused before the preset loads or anything converts
+        run_command("export-tflite", ["--preset", "cub_lite0", "--out", str(mine)])
+    assert err.value.code == 2 and "c2am.tflite exists; pass --overwrite" in capsys.readouterr().err
+    assert mine.read_bytes() == b"an earlier export"

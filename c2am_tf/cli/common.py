@@ -32,15 +32,14 @@ def add_training_flags(parser, epochs, batch_size, lr, seed=1):
     parser.add_argument("--overwrite", action="store_true", help="replace the model already trained in --out")
 
 
-def claim_output(parser, out_dir, filename, overwrite=False):
-    """``out_dir/filename``, where a trainer will save its model: a flag error (exit 2, before any training)
-    when a model is there already and not ``overwrite``, so a second run never replaces what an earlier
-    one trained."""
+def claim_output(parser, path, overwrite=False, flag="--out"):
+    """``path``, where a command will write what it makes (a trained model, an export, a boxes file): a flag
+    error (exit 2, before any work) when something is there already and not ``overwrite``, so a second run
+    never replaces what an earlier one made."""
     import os
 
-    path = os.path.join(out_dir, filename)
     if os.path.exists(path) and not overwrite:
-        parser.error(f"--out: {path} exists; pass --overwrite to replace it, or choose another --out")
+        parser.error(f"{flag}: {path} exists; pass --overwrite to replace it, or choose another {flag}")
     return path
 
 

@@ -1,18 +1,19 @@
 """Export a trained C2AM model for TensorFlow Serving.
 
-    python export/saved_model.py --model runs/cub/final.keras --out models/c2am [--version 1]
+    python export/saved_model.py --model runs/cub/final.keras --out models/c2am [--version N]
 
-Writes models/c2am/1/ with the signatures serving_default, cam and refine (see
-c2am_tf/export.py). Check it with the loader TF Serving uses:
+Writes models/c2am/1/ (the next free version when models/c2am holds some: TF Serving then serves the new
+one; an existing version is replaced only with --overwrite) with the signatures serving_default, cam and
+refine (see c2am_tf/export.py). Check it with the loader TF Serving uses:
 
     saved_model_cli run --dir models/c2am/1 --tag_set serve --signature_def serving_default \\
         --inputs images=batch.npy        # uint8 (B, H, W, 3)
 """
 
+import os
 
-
+from c2am_tf.cli.common import add_model_flags, claim_output, command_parser, load_chosen_model
 from c2am_tf.export import export_saved_model
-from c2am_tf.cli.common import add_model_flags, command_parser, load_chosen_model
 
 
 
@@ -21,7 +22,9 @@ def build_parser(prog=None):
     p = command_parser(__doc__, prog)
     add_model_flags(p)
     p.add_argument("--out", required=True, help="model base folder; the export goes to OUT/VERSION")
-    p.add_argument("--version", type=int, default=1, help="the version folder TF Serving loads")
+    p.add_argument("--version", type=int,
+                   help="the version folder TF Serving loads (default: one above the highest in OUT, 1 in an empty OUT)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing OUT/VERSION")
     return p
 
 
@@ -29,6 +32,8 @@ def main(argv=None, prog=None):
     """Entry point."""
     p = build_parser(prog)
     args = p.parse_args(argv)
-    path = export_saved_model(load_chosen_model(args), args.out, args.version)
+    if args.version is not None:  # refused before the model loads, not after
+        claim_output(p, os.path.join(args.out, str(args.version)), args.overwrite)
+    path = export_saved_model(load_chosen_model(args), args.out, args.version, overwrite=args.overwrite)
     print(f"SavedModel written to {path}")
 

@@ -15,7 +15,7 @@ import time
 from c2am_tf import tflite
 from c2am_tf.files import list_images
 from c2am_tf.files import write_atomically
-from c2am_tf.cli.common import add_model_flags, command_parser, load_chosen_model
+from c2am_tf.cli.common import add_model_flags, claim_output, command_parser, load_chosen_model
 from c2am_tf.geometry import EVAL_CROP
 
 
@@ -30,6 +30,7 @@ def build_parser(prog=None):
     p.add_argument("--calibration-dir", help="folder of real images for int8 calibration")
     p.add_argument("--calibration-steps", type=int, default=100, help="images used for calibration")
     p.add_argument("--size", type=int, default=EVAL_CROP, help="input height and width (multiple of 16)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     return p
 
 
@@ -39,6 +40,7 @@ def main(argv=None, prog=None):
     args = p.parse_args(argv)
     if args.size <= 0 or args.size % 16:
         p.error(f"--size must be a positive multiple of 16, got {args.size}")
+    claim_output(p, args.out, args.overwrite)
     images = None
     if args.quantize == "int8":
         if not args.calibration_dir:

@@ -51,7 +51,7 @@ from c2am_tf.presets import preset_sha256
 from c2am_tf.viz import overlay, write_png
 from c2am_tf.beam_boxes import RUNNERS
 from c2am_tf.boxes_json import FORMAT
-from c2am_tf.cli.common import (add_box_band_flag, add_classifier_flags, add_model_flags, check_box_band_flag,
+from c2am_tf.cli.common import (add_box_band_flag, add_classifier_flags, add_model_flags, check_box_band_flag, claim_output,
                                 check_classifier_flags, chosen_classifier, command_parser, load_chosen_model, model_label)
 
 
@@ -69,6 +69,7 @@ def build_parser(prog=None):
     p.add_argument("--out", required=True, help="boxes JSON")
     p.add_argument("--psol-out", help="also write PSOL-format JSON here")
     p.add_argument("--overlays", help="folder for heatmap overlay PNGs")
+    p.add_argument("--overwrite", action="store_true", help="replace a finished --out (and --psol-out) of an earlier run")
     p.add_argument("--batch-size", type=int, default=16, help="images per batch")
     p.add_argument("--size", type=int, default=EVAL_CROP, help="each image is resized whole to this square")
     p.add_argument("--threshold", type=float, help="override the model's stored threshold")
@@ -99,6 +100,10 @@ def parse_args(argv=None, prog=None):
         p.error("--classifier / --cam-weight: only in the local extractor, not with --runner")
     check_classifier_flags(p, args, threshold_needed=True)
     check_box_band_flag(p, args)
+    if not args.runner:  # a killed run leaves OUT.partial.jsonl, not OUT: it still resumes
+        claim_output(p, args.out, args.overwrite)
+        if args.psol_out:
+            claim_output(p, args.psol_out, args.overwrite, "--psol-out")
     return args, beam_args, p
 
 

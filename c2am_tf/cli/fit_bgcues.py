@@ -13,6 +13,7 @@ every training image (``NAME.npy``, stride 8, in [0, 1]), which ``--bg-cues DIR`
 """
 
 import io
+import os
 
 import keras
 import numpy as np
@@ -47,7 +48,7 @@ def parse_args(argv=None, prog=None):
     """Command-line flags."""
     p = build_parser(prog)
     args = p.parse_args(argv)
-    args.target = claim_output(p, args.out, "bgcues.keras", args.overwrite)
+    args.target = claim_output(p, os.path.join(args.out, "bgcues.keras"), args.overwrite)
     return args
 
 

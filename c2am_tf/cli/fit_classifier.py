@@ -12,6 +12,7 @@ flip. After training, ``--cams-out`` receives one CAM file per image of the spli
 resolution). Writes OUT/classifier.keras (atomically) and OUT/log.csv.
 """
 
+import os
 import sys
 
 import keras
@@ -52,7 +53,7 @@ def parse_args(argv=None, prog=None):
     """Command-line flags."""
     p = build_parser(prog)
     args = p.parse_args(argv)
-    args.target = claim_output(p, args.out, "classifier.keras", args.overwrite)
+    args.target = claim_output(p, os.path.join(args.out, "classifier.keras"), args.overwrite)
     return args
 
 

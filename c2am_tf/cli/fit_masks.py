@@ -57,7 +57,7 @@ def parse_args(argv=None, prog=None):
         p.error("--rounds and --epochs must be at least 1")
     if args.size % 16:
         p.error(f"--size must be a multiple of 16, got {args.size}")
-    args.target = claim_output(p, args.out, "masks.keras", args.overwrite)
+    args.target = claim_output(p, os.path.join(args.out, "masks.keras"), args.overwrite)
     return args
 
 

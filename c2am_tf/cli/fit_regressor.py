@@ -9,6 +9,7 @@ Writes OUT/regressor.keras (atomically) and OUT/log.csv. With --eval-dataset it 
 Top-1/Top-5 Loc of the regressor's boxes on that split (in the dataset's eval frame).
 """
 
+import os
 import sys
 
 import keras
@@ -36,7 +37,7 @@ def main(argv=None, prog=None):
     """Entry point."""
     p = build_parser(prog)
     args = p.parse_args(argv)
-    target = claim_output(p, args.out, "regressor.keras", args.overwrite)
+    target = claim_output(p, os.path.join(args.out, "regressor.keras"), args.overwrite)
     from c2am_tf.backbones import build_backbone
     from c2am_tf.boxes_json import read_boxes
     from c2am_tf.regressor import build_regressor, pseudo_box_dataset

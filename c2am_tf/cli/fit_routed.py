@@ -74,7 +74,7 @@ def main(argv=None, prog=None):
         if dataset != "synthetic" and not os.path.exists(directory):
             p.error(f"--calibrate: {directory} does not exist")
     args.model, args.preset = model_args["model"], model_args["preset"]
-    path = claim_output(p, cfg.out, "routed.keras", overwrite or own is None)
+    path = claim_output(p, os.path.join(cfg.out, "routed.keras"), overwrite or own is None)
     general = load_chosen_model(args)
     if general.backbone.name != cfg.backbone:
         p.error(f"--backbone {cfg.backbone}: the general model's backbone is {general.backbone.name}, "
