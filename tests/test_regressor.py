@@ -66,3 +66,41 @@ def test_a_boxes_file_without_objects_is_a_clear_error(tmp_path):
     (tmp_path / "boxes.json").write_text(json.dumps({"format": "c2am_tf.boxes/v1", "images": _records(tmp_path)[4:]}))
     with pytest.raises(SystemExit, match="no record with a non-empty pseudo box"):
         run_command("fit-regressor", ["--boxes", str(tmp_path / "boxes.json"), "--out", str(tmp_path / "r")])
+
+
+def test_a_killed_fit_resumes_from_its_last_epoch_and_other_flags_are_refused(tmp_path, monkeypatch, capsys):
+    import csv
+
+    import keras
+
+    from c2am_tf.cli import run_command
+    from c2am_tf.inference import load_model
+
+    (tmp_path / "boxes.json").write_text(json.dumps({"format": "c2am_tf.boxes/v1", "images": _records(tmp_path)[:4]}))
+    out = tmp_path / "reg"
+    flags = ["--boxes", str(tmp_path / "boxes.json"), "--backbone", "tiny", "--weights", "none", "--size", "32",
+             "--batch-size", "4", "--lr", "0.01", "--epochs", "4", "--out", str(out)]
+    real = keras.callbacks.CSVLogger.on_epoch_end
+
+    def killed_after_two(self, epoch, logs=None):
+        if epoch == 2:  # the third epoch trains, then the process dies before its checkpoint
+            raise KeyboardInterrupt
+        real(self, epoch, logs)
+
+    monkeypatch.setattr(keras.callbacks.CSVLogger, "on_epoch_end", killed_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        run_command("fit-regressor", flags)
+    monkeypatch.undo()
+    assert json.loads((out / "resume.json").read_text())["epochs_done"] == 2 and not (out / "regressor.keras").exists()
+    with pytest.raises(SystemExit, match=r"other settings \(lr 0.01 -> 0.02\)"):
+        run_command("fit-regressor", flags[:-6] + ["--lr", "0.02", "--epochs", "4", "--out", str(out)])
+    assert run_command("fit-regressor", flags) == 0
+    assert "resuming from" in capsys.readouterr().out
+    epochs = [row["epoch"] for row in csv.DictReader(open(out / "log.csv"))]
+    assert epochs == ["0", "1", "2", "3"]  # each epoch logged once, across both processes
+    # the optimizer went on where it stopped: as many steps as a run that was never killed
+    assert run_command("fit-regressor", flags[:-1] + [str(tmp_path / "whole")]) == 0
+    steps = [int(load_model(str(d / "regressor.keras"), require_c2am=False).optimizer.iterations.numpy())
+             for d in (out, tmp_path / "whole")]
+    assert steps[0] == steps[1] > 0
+    assert sorted(p.name for p in out.iterdir()) == ["log.csv", "regressor.keras"]

@@ -43,20 +43,55 @@ def claim_output(parser, path, overwrite=False, flag="--out"):
     return path
 
 
-def fit_and_save(model, data, epochs, path):
-    """``model.fit`` with a CSV log (``log.csv``) beside ``path`` (from ``claim_output``), then the model
-    saved atomically at ``path``; returns it."""
+def fit_and_save(model, data, path, args):
+    """``model.fit`` (compiled) for ``args.epochs`` with a CSV log (``log.csv``) beside ``path`` (from
+    ``claim_output``), then the model saved atomically at ``path``; returns (the trained model, ``path``).
+
+    Every epoch ends with ``last.keras`` (weights and optimizer state) and ``resume.json`` (the epochs done and
+    the command's flags) written atomically beside ``path``. A killed run started again with the same flags
+    goes on from its last checkpoint (at most the epoch it was saving is done again); other flags are a
+    ``RunConflictError`` naming them, unless ``--overwrite`` (the checkpoint is then dropped). Both files are
+    removed once the model is saved.
+    """
+    import json
     import os
 
     import keras
 
     from c2am_tf.callbacks import save_atomically
+    from c2am_tf.files import write_json_atomically
+    from c2am_tf.training import RunConflictError
 
     out_dir = os.path.dirname(path) or "."
     os.makedirs(out_dir, exist_ok=True)
-    model.fit(data, epochs=epochs, verbose=2, callbacks=[keras.callbacks.CSVLogger(os.path.join(out_dir, "log.csv"))])
+    checkpoint, state_path = os.path.join(out_dir, "last.keras"), os.path.join(out_dir, "resume.json")
+    epochs = args.epochs
+    # the flags that define the run, as they read back from JSON (tuples -> lists)
+    settings = json.loads(json.dumps({k: v for k, v in vars(args).items() if k not in ("overwrite", "target")}))
+    done = 0
+    if os.path.exists(state_path) and not args.overwrite:
+        with open(state_path) as f:
+            state = json.load(f)
+        if state.get("settings") != settings:
+            theirs = state.get("settings") or {}
+            differing = ", ".join(f"{k} {theirs.get(k)!r} -> {v!r}" for k, v in settings.items() if theirs.get(k) != v)
+            raise RunConflictError(f"{state_path}: a killed run with other settings ({differing}); rerun with its "
+                             "settings to resume it, or pass --overwrite to start over")
+        model, done = keras.saving.load_model(checkpoint), int(state["epochs_done"])
+        print(f"resuming from {checkpoint}: {done} of {epochs} epochs done", flush=True)
+
+    class Checkpoint(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            save_atomically(self.model, checkpoint)
+            write_json_atomically(state_path, {"epochs_done": epoch + 1, "settings": settings})
+
+    log = keras.callbacks.CSVLogger(os.path.join(out_dir, "log.csv"), append=done > 0)
+    model.fit(data, epochs=epochs, initial_epoch=done, verbose=2, callbacks=[log, Checkpoint()])
     save_atomically(model, path)
-    return path
+    for leftover in (state_path, checkpoint):
+        if os.path.exists(leftover):
+            os.remove(leftover)
+    return model, path
 
 
 def add_model_flags(parser, required=True):

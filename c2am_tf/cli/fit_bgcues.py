@@ -14,6 +14,7 @@ every training image (``NAME.npy``, stride 8, in [0, 1]), which ``--bg-cues DIR`
 
 import io
 import os
+import sys
 
 import keras
 import numpy as np
@@ -25,6 +26,7 @@ from c2am_tf.files import OutputNames, list_images, write_atomically
 from c2am_tf.inference import load_model
 from c2am_tf.optim import poly_sgd
 from c2am_tf.cli.common import add_training_flags, claim_output, command_parser, fit_and_save
+from c2am_tf.training import RunConflictError
 from c2am_tf.geometry import EVAL_CROP
 
 
@@ -76,7 +78,11 @@ def main(argv=None, prog=None):
     steps = -(-len(images) // args.batch_size)
     model.compile(optimizer=poly_sgd(args.lr, steps * args.epochs), loss=keras.losses.BinaryCrossentropy(),
                   metrics=[keras.metrics.MeanAbsoluteError(name="mae")])
-    print(f"background-cue model -> {fit_and_save(model, train, args.epochs, args.target)}")
+    try:
+        model, path = fit_and_save(model, train, args.target, args)
+    except RunConflictError as err:
+        sys.exit(f"error: --out: {err}")
+    print(f"background-cue model -> {path}")
     if args.cues_out:
         cues = model.predict(images, batch_size=args.batch_size, verbose=0)[..., 0]
         for path, cue in zip(paths, cues):

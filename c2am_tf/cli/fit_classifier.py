@@ -29,6 +29,7 @@ from c2am_tf.data.transforms import resize_square
 from c2am_tf.files import OutputNames
 from c2am_tf.optim import poly_sgd
 from c2am_tf.cli.common import add_training_flags, claim_output, command_parser, fit_and_save
+from c2am_tf.training import RunConflictError
 from c2am_tf.geometry import EVAL_CROP
 
 
@@ -105,7 +106,11 @@ def main(argv=None, prog=None):
     else:
         loss, metric = keras.losses.BinaryCrossentropy(from_logits=True), keras.metrics.BinaryAccuracy(threshold=0.0, name="acc")
     classifier.compile(optimizer=poly_sgd(args.lr, steps * args.epochs), loss=loss, metrics=[metric])
-    print(f"classes: {classes}; model -> {fit_and_save(classifier, train, args.epochs, args.target)}")
+    try:
+        classifier, path = fit_and_save(classifier, train, args.target, args)
+    except RunConflictError as err:
+        sys.exit(f"error: --out: {err}")
+    print(f"classes: {classes}; model -> {path}")
     if args.cams_out:
         count = write_split_cams(classifier, source, cam_names, args.size)
         print(f"{count} CAM files -> {args.cams_out}")

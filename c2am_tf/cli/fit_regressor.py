@@ -15,6 +15,7 @@ import sys
 import keras
 
 from c2am_tf.cli.common import add_training_flags, claim_output, command_parser, fit_and_save
+from c2am_tf.training import RunConflictError
 from c2am_tf.cli.common import load_classifier
 from c2am_tf.regressor import REGRESSOR_SIZE
 
@@ -53,7 +54,10 @@ def main(argv=None, prog=None):
     backbone.trainable = False
     regressor = build_regressor(backbone, args.size)
     regressor.compile(optimizer=keras.optimizers.Adam(args.lr), loss="mse")
-    path = fit_and_save(regressor, train, args.epochs, target)
+    try:
+        regressor, path = fit_and_save(regressor, train, target, args)
+    except RunConflictError as err:
+        sys.exit(f"error: --out: {err}")
     print(f"{len(records)} pseudo boxes; regressor -> {path}")
     if args.eval_dataset:
         from c2am_tf import data
