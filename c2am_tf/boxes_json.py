@@ -26,6 +26,7 @@ import json
 import os
 import sys
 
+from c2am_tf.errors import differences
 from c2am_tf.files import write_atomically, write_json_atomically
 
 FORMAT = "c2am_tf.boxes/v1"
@@ -70,10 +71,8 @@ def read_partial(path, header):
         if number == 1:
             if not isinstance(entry, dict) or entry.get("header") != header:
                 theirs = (entry.get("header") if isinstance(entry, dict) else None) or {}
-                differing = ", ".join(f"{k} {theirs.get(k)!r} -> {v!r}" for k, v in header.items()
-                                      if theirs.get(k) != v)
-                raise ValueError(f"{path} was written by another run ({differing}); delete it to start over, "
-                                 "or rerun with that run's settings")
+                raise ValueError(f"{path} was written by another run ({differences(theirs, header)}); delete it to "
+                                 "start over, or rerun with that run's settings")
             continue
         done[entry["path"]] = entry
     return done

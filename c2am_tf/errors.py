@@ -17,3 +17,14 @@ class ConfigError(ValueError):
     def as_flag(self):
         """The message with the field written as its command-line flag."""
         return f"--{self.field.replace('_', '-')} {self.message}"
+
+
+def differences(theirs, ours):
+    """What two runs' settings (dicts) disagree on, for an error message: ``key theirs -> ours``, ours first.
+
+    >>> print(differences({"lr": 0.01, "seed": 1}, {"lr": 0.02, "seed": 1, "size": 64}))
+    lr 0.01 -> 0.02, size '(unset)' -> 64
+    """
+    keys = sorted(set(ours) | set(theirs), key=lambda k: (k not in ours, k))
+    return ", ".join(f"{k} {theirs.get(k, '(unset)')!r} -> {ours.get(k, '(unset)')!r}"
+                     for k in keys if theirs.get(k, "(unset)") != ours.get(k, "(unset)"))

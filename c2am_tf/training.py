@@ -26,7 +26,7 @@ from c2am_tf.callbacks import (AtomicCheckpoint, ClusterBackupAndRestore, Locali
 from c2am_tf.distribute import (STRATEGIES, is_chief, make_strategy, num_workers, remove_worker_dir,
                                 sum_over_workers, worker_dir, worker_index)
 from c2am_tf.data.grouping import feature_clusters
-from c2am_tf.errors import ConfigError
+from c2am_tf.errors import ConfigError, differences
 from c2am_tf.files import write_json_atomically
 from c2am_tf.geometry import EVAL_CROP, EVAL_RESIZE, MIN_IMAGE_SIZE, STRIDE, check_band
 from c2am_tf.losses import VARIANTS
@@ -196,10 +196,7 @@ def claim_out_dir(cfg, overwrite=False, reuse=False):
         raise RunConflictError(f"{cfg.out} holds this run, finished ({os.path.join(cfg.out, 'final.keras')}); "
                                "training again would replace it")
     if not overwrite:
-        differing = sorted(set(ours) | set(theirs), key=lambda k: (k not in ours, k))
-        shown = ", ".join(f"{k} {theirs.get(k, '(unset)')!r} -> {ours.get(k, '(unset)')!r}"
-                          for k in differing if theirs.get(k, "(unset)") != ours.get(k, "(unset)"))
-        raise RunConflictError(f"{cfg.out} holds a run with other settings ({shown})")
+        raise RunConflictError(f"{cfg.out} holds a run with other settings ({differences(theirs, ours)})")
     for name in RUN_FILES:
         target = os.path.join(cfg.out, name)
         if os.path.isdir(target):

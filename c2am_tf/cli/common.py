@@ -59,6 +59,7 @@ def fit_and_save(model, data, path, args):
     import keras
 
     from c2am_tf.callbacks import save_atomically
+    from c2am_tf.errors import differences
     from c2am_tf.files import write_json_atomically
     from c2am_tf.training import RunConflictError
 
@@ -67,16 +68,15 @@ def fit_and_save(model, data, path, args):
     checkpoint, state_path = os.path.join(out_dir, "last.keras"), os.path.join(out_dir, "resume.json")
     epochs = args.epochs
     # the flags that define the run, as they read back from JSON (tuples -> lists)
-    settings = json.loads(json.dumps({k: v for k, v in vars(args).items() if k not in ("overwrite", "target")}))
+    settings = json.loads(json.dumps({k: v for k, v in vars(args).items() if k != "overwrite"}))
     done = 0
     if os.path.exists(state_path) and not args.overwrite:
         with open(state_path) as f:
             state = json.load(f)
         if state.get("settings") != settings:
-            theirs = state.get("settings") or {}
-            differing = ", ".join(f"{k} {theirs.get(k)!r} -> {v!r}" for k, v in settings.items() if theirs.get(k) != v)
-            raise RunConflictError(f"{state_path}: a killed run with other settings ({differing}); rerun with its "
-                             "settings to resume it, or pass --overwrite to start over")
+            raise RunConflictError(f"{state_path}: a killed run with other settings "
+                                   f"({differences(state.get('settings') or {}, settings)}); rerun with its "
+                                   "settings to resume it, or pass --overwrite to start over")
         model, done = keras.saving.load_model(checkpoint), int(state["epochs_done"])
         print(f"resuming from {checkpoint}: {done} of {epochs} epochs done", flush=True)
 

@@ -14,9 +14,8 @@ import sys
 
 import keras
 
-from c2am_tf.cli.common import add_training_flags, claim_output, command_parser, fit_and_save
+from c2am_tf.cli.common import add_training_flags, claim_output, command_parser, fit_and_save, load_classifier
 from c2am_tf.training import RunConflictError
-from c2am_tf.cli.common import load_classifier
 from c2am_tf.regressor import REGRESSOR_SIZE
 
 
