@@ -49,19 +49,19 @@ def fit_and_save(model, data, path, args):
 
     Every epoch ends with ``last.keras`` (weights and optimizer state) and ``resume.json`` (the epochs done and
     the command's flags) written atomically beside ``path``. A killed run started again with the same flags
-    goes on from its last checkpoint (at most the epoch it was saving is done again); other flags are a
-    ``RunConflictError`` naming them, unless ``--overwrite`` (the checkpoint is then dropped). Both files are
-    removed once the model is saved.
+    goes on from its last checkpoint (at most the epoch it was saving is done again); other flags end the
+    command with an error naming them (exit 1), unless ``--overwrite`` (the checkpoint is then dropped). Both
+    files are removed once the model is saved.
     """
     import json
     import os
+    import sys
 
     import keras
 
     from c2am_tf.callbacks import save_atomically
     from c2am_tf.errors import differences
     from c2am_tf.files import write_json_atomically
-    from c2am_tf.training import RunConflictError
 
     out_dir = os.path.dirname(path) or "."
     os.makedirs(out_dir, exist_ok=True)
@@ -74,9 +74,9 @@ def fit_and_save(model, data, path, args):
         with open(state_path) as f:
             state = json.load(f)
         if state.get("settings") != settings:
-            raise RunConflictError(f"{state_path}: a killed run with other settings "
-                                   f"({differences(state.get('settings') or {}, settings)}); rerun with its "
-                                   "settings to resume it, or pass --overwrite to start over")
+            sys.exit(f"error: --out: {state_path}: a killed run with other settings "
+                     f"({differences(state.get('settings') or {}, settings)}); rerun with its settings to resume it, "
+                     "or pass --overwrite to start over")
         model, done = keras.saving.load_model(checkpoint), int(state["epochs_done"])
         print(f"resuming from {checkpoint}: {done} of {epochs} epochs done", flush=True)
 

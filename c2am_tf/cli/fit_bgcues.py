@@ -14,7 +14,6 @@ every training image (``NAME.npy``, stride 8, in [0, 1]), which ``--bg-cues DIR`
 
 import io
 import os
-import sys
 
 import keras
 import numpy as np
@@ -26,7 +25,6 @@ from c2am_tf.files import OutputNames, list_images, write_atomically
 from c2am_tf.inference import load_model
 from c2am_tf.optim import poly_sgd
 from c2am_tf.cli.common import add_training_flags, claim_output, command_parser, fit_and_save
-from c2am_tf.training import RunConflictError
 from c2am_tf.geometry import EVAL_CROP
 
 
@@ -78,10 +76,7 @@ def main(argv=None, prog=None):
     steps = -(-len(images) // args.batch_size)
     model.compile(optimizer=poly_sgd(args.lr, steps * args.epochs), loss=keras.losses.BinaryCrossentropy(),
                   metrics=[keras.metrics.MeanAbsoluteError(name="mae")])
-    try:
-        model, path = fit_and_save(model, train, args.target, args)
-    except RunConflictError as err:
-        sys.exit(f"error: --out: {err}")
+    model, path = fit_and_save(model, train, args.target, args)
     print(f"background-cue model -> {path}")
     if args.cues_out:
         cues = model.predict(images, batch_size=args.batch_size, verbose=0)[..., 0]

@@ -29,7 +29,6 @@ from c2am_tf.data.transforms import resize_square
 from c2am_tf.files import OutputNames
 from c2am_tf.optim import poly_sgd
 from c2am_tf.cli.common import add_training_flags, claim_output, command_parser, fit_and_save
-from c2am_tf.training import RunConflictError
 from c2am_tf.geometry import EVAL_CROP
 
 
@@ -106,10 +105,7 @@ def main(argv=None, prog=None):
     else:
         loss, metric = keras.losses.BinaryCrossentropy(from_logits=True), keras.metrics.BinaryAccuracy(threshold=0.0, name="acc")
     classifier.compile(optimizer=poly_sgd(args.lr, steps * args.epochs), loss=loss, metrics=[metric])
-    try:
-        classifier, path = fit_and_save(classifier, train, args.target, args)
-    except RunConflictError as err:
-        sys.exit(f"error: --out: {err}")
+    classifier, path = fit_and_save(classifier, train, args.target, args)
     print(f"classes: {classes}; model -> {path}")
     if args.cams_out:
         count = write_split_cams(classifier, source, cam_names, args.size)

@@ -15,7 +15,6 @@ import sys
 import keras
 
 from c2am_tf.cli.common import add_training_flags, claim_output, command_parser, fit_and_save, load_classifier
-from c2am_tf.training import RunConflictError
 from c2am_tf.regressor import REGRESSOR_SIZE
 
 
@@ -53,10 +52,7 @@ def main(argv=None, prog=None):
     backbone.trainable = False
     regressor = build_regressor(backbone, args.size)
     regressor.compile(optimizer=keras.optimizers.Adam(args.lr), loss="mse")
-    try:
-        regressor, path = fit_and_save(regressor, train, target, args)
-    except RunConflictError as err:
-        sys.exit(f"error: --out: {err}")
+    regressor, path = fit_and_save(regressor, train, target, args)
     print(f"{len(records)} pseudo boxes; regressor -> {path}")
     if args.eval_dataset:
         from c2am_tf import data
