@@ -92,8 +92,12 @@ def test_a_killed_fit_resumes_from_its_last_epoch_and_other_flags_are_refused(tm
         run_command("fit-regressor", flags)
     monkeypatch.undo()
     assert json.loads((out / "resume.json").read_text())["epochs_done"] == 2 and not (out / "regressor.keras").exists()
+    # other flags are refused before the boxes are read: an unreadable boxes file does not mask the refusal
+    boxes = (tmp_path / "boxes.json").read_text()
+    (tmp_path / "boxes.json").write_text("not json")
     with pytest.raises(SystemExit, match=r"other settings \(lr 0.01 -> 0.02\)"):
         run_command("fit-regressor", flags[:-6] + ["--lr", "0.02", "--epochs", "4", "--out", str(out)])
+    (tmp_path / "boxes.json").write_text(boxes)
     assert run_command("fit-regressor", flags) == 0
     assert "resuming from" in capsys.readouterr().out
     epochs = [row["epoch"] for row in csv.DictReader(open(out / "log.csv"))]

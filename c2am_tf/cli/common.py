@@ -43,50 +43,85 @@ def claim_output(parser, path, overwrite=False, flag="--out"):
     return path
 
 
-def fit_and_save(model, data, path, args):
-    """``model.fit`` (compiled) for ``args.epochs`` with a CSV log (``log.csv``) beside ``path`` (from
-    ``claim_output``), then the model saved atomically at ``path``; returns (the trained model, ``path``).
+def claim_training_output(parser, name, args):
+    """``claim_output`` for a trainer that checkpoints through ``fit_and_save``: ``args.target`` becomes
+    ``args.out/name`` (returned), and a killed run's checkpoint there that other flags made ends the command
+    now, naming them (exit 1), before any data is read or model built, unless ``--overwrite``."""
+    import os
 
-    Every epoch ends with ``last.keras`` (weights and optimizer state) and ``resume.json`` (the epochs done and
-    the command's flags) written atomically beside ``path``. A killed run started again with the same flags
-    goes on from its last checkpoint (at most the epoch it was saving is done again); other flags end the
-    command with an error naming them (exit 1), unless ``--overwrite`` (the checkpoint is then dropped). Both
-    files are removed once the model is saved.
-    """
+    args.target = claim_output(parser, os.path.join(args.out, name), args.overwrite)
+    _epochs_done(args)
+    return args.target
+
+
+def _resume_files(args):
+    import os
+
+    out_dir = os.path.dirname(args.target) or "."
+    return os.path.join(out_dir, "last.keras"), os.path.join(out_dir, "resume.json")
+
+
+def _settings(args):
+    import json
+
+    # the flags that define the run, as they read back from JSON (tuples -> lists)
+    return json.loads(json.dumps({k: v for k, v in vars(args).items() if k != "overwrite"}))
+
+
+def _epochs_done(args):
+    """The epochs a killed run of these flags finished beside ``args.target`` (0: none, or ``--overwrite``);
+    a killed run of other flags ends the command."""
     import json
     import os
     import sys
 
+    from c2am_tf.errors import differences
+
+    _, state_path = _resume_files(args)
+    if args.overwrite or not os.path.exists(state_path):
+        return 0
+    with open(state_path) as f:
+        state = json.load(f)
+    settings = _settings(args)
+    if state.get("settings") != settings:
+        sys.exit(f"error: --out: {state_path}: a killed run with other settings "
+                 f"({differences(state.get('settings') or {}, settings)}); rerun with its settings to resume it, "
+                 "or pass --overwrite to start over")
+    return int(state["epochs_done"])
+
+
+def fit_and_save(model, data, args):
+    """``model.fit`` (compiled) for ``args.epochs`` with a CSV log (``log.csv``) beside ``args.target`` (from
+    ``claim_training_output``), then the model saved atomically there; returns (the trained model, the path).
+
+    Every epoch ends with ``last.keras`` (weights and optimizer state) and ``resume.json`` (the epochs done and
+    the command's flags) written atomically beside it. A killed run started again with the same flags goes on
+    from its last checkpoint (at most the epoch it was saving is done again); other flags are refused by
+    ``claim_training_output``, unless ``--overwrite`` (the checkpoint is then dropped). Both files are removed
+    once the model is saved.
+    """
+    import os
+
     import keras
 
     from c2am_tf.callbacks import save_atomically
-    from c2am_tf.errors import differences
     from c2am_tf.files import write_json_atomically
 
-    out_dir = os.path.dirname(path) or "."
-    os.makedirs(out_dir, exist_ok=True)
-    checkpoint, state_path = os.path.join(out_dir, "last.keras"), os.path.join(out_dir, "resume.json")
-    epochs = args.epochs
-    # the flags that define the run, as they read back from JSON (tuples -> lists)
-    settings = json.loads(json.dumps({k: v for k, v in vars(args).items() if k != "overwrite"}))
-    done = 0
-    if os.path.exists(state_path) and not args.overwrite:
-        with open(state_path) as f:
-            state = json.load(f)
-        if state.get("settings") != settings:
-            sys.exit(f"error: --out: {state_path}: a killed run with other settings "
-                     f"({differences(state.get('settings') or {}, settings)}); rerun with its settings to resume it, "
-                     "or pass --overwrite to start over")
-        model, done = keras.saving.load_model(checkpoint), int(state["epochs_done"])
-        print(f"resuming from {checkpoint}: {done} of {epochs} epochs done", flush=True)
+    path = args.target
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    checkpoint, state_path = _resume_files(args)
+    settings, done = _settings(args), _epochs_done(args)
+    if done:
+        model = keras.saving.load_model(checkpoint)
+        print(f"resuming from {checkpoint}: {done} of {args.epochs} epochs done", flush=True)
 
     class Checkpoint(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
             save_atomically(self.model, checkpoint)
             write_json_atomically(state_path, {"epochs_done": epoch + 1, "settings": settings})
 
-    log = keras.callbacks.CSVLogger(os.path.join(out_dir, "log.csv"), append=done > 0)
-    model.fit(data, epochs=epochs, initial_epoch=done, verbose=2, callbacks=[log, Checkpoint()])
+    log = keras.callbacks.CSVLogger(os.path.join(os.path.dirname(path) or ".", "log.csv"), append=done > 0)
+    model.fit(data, epochs=args.epochs, initial_epoch=done, verbose=2, callbacks=[log, Checkpoint()])
     save_atomically(model, path)
     for leftover in (state_path, checkpoint):
         if os.path.exists(leftover):

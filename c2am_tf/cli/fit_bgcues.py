@@ -13,7 +13,6 @@ every training image (``NAME.npy``, stride 8, in [0, 1]), which ``--bg-cues DIR`
 """
 
 import io
-import os
 
 import keras
 import numpy as np
@@ -24,7 +23,7 @@ from c2am_tf.data.images import load_square_images
 from c2am_tf.files import OutputNames, list_images, write_atomically
 from c2am_tf.inference import load_model
 from c2am_tf.optim import poly_sgd
-from c2am_tf.cli.common import add_training_flags, claim_output, command_parser, fit_and_save
+from c2am_tf.cli.common import add_training_flags, claim_training_output, command_parser, fit_and_save
 from c2am_tf.geometry import EVAL_CROP
 
 
@@ -48,7 +47,7 @@ def parse_args(argv=None, prog=None):
     """Command-line flags."""
     p = build_parser(prog)
     args = p.parse_args(argv)
-    args.target = claim_output(p, os.path.join(args.out, "bgcues.keras"), args.overwrite)
+    claim_training_output(p, "bgcues.keras", args)
     return args
 
 
@@ -76,7 +75,7 @@ def main(argv=None, prog=None):
     steps = -(-len(images) // args.batch_size)
     model.compile(optimizer=poly_sgd(args.lr, steps * args.epochs), loss=keras.losses.BinaryCrossentropy(),
                   metrics=[keras.metrics.MeanAbsoluteError(name="mae")])
-    model, path = fit_and_save(model, train, args.target, args)
+    model, path = fit_and_save(model, train, args)
     print(f"background-cue model -> {path}")
     if args.cues_out:
         cues = model.predict(images, batch_size=args.batch_size, verbose=0)[..., 0]

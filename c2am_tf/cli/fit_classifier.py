@@ -12,7 +12,6 @@ flip. After training, ``--cams-out`` receives one CAM file per image of the spli
 resolution). Writes OUT/classifier.keras (atomically) and OUT/log.csv.
 """
 
-import os
 import sys
 
 import keras
@@ -28,7 +27,7 @@ from c2am_tf.data import count_examples
 from c2am_tf.data.transforms import resize_square
 from c2am_tf.files import OutputNames
 from c2am_tf.optim import poly_sgd
-from c2am_tf.cli.common import add_training_flags, claim_output, command_parser, fit_and_save
+from c2am_tf.cli.common import add_training_flags, claim_training_output, command_parser, fit_and_save
 from c2am_tf.geometry import EVAL_CROP
 
 
@@ -53,7 +52,7 @@ def parse_args(argv=None, prog=None):
     """Command-line flags."""
     p = build_parser(prog)
     args = p.parse_args(argv)
-    args.target = claim_output(p, os.path.join(args.out, "classifier.keras"), args.overwrite)
+    claim_training_output(p, "classifier.keras", args)
     return args
 
 
@@ -105,7 +104,7 @@ def main(argv=None, prog=None):
     else:
         loss, metric = keras.losses.BinaryCrossentropy(from_logits=True), keras.metrics.BinaryAccuracy(threshold=0.0, name="acc")
     classifier.compile(optimizer=poly_sgd(args.lr, steps * args.epochs), loss=loss, metrics=[metric])
-    classifier, path = fit_and_save(classifier, train, args.target, args)
+    classifier, path = fit_and_save(classifier, train, args)
     print(f"classes: {classes}; model -> {path}")
     if args.cams_out:
         count = write_split_cams(classifier, source, cam_names, args.size)

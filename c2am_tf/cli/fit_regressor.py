@@ -9,12 +9,11 @@ Writes OUT/regressor.keras (atomically) and OUT/log.csv. With --eval-dataset it 
 Top-1/Top-5 Loc of the regressor's boxes on that split (in the dataset's eval frame).
 """
 
-import os
 import sys
 
 import keras
 
-from c2am_tf.cli.common import add_training_flags, claim_output, command_parser, fit_and_save, load_classifier
+from c2am_tf.cli.common import add_training_flags, claim_training_output, command_parser, fit_and_save, load_classifier
 from c2am_tf.regressor import REGRESSOR_SIZE
 
 
@@ -36,7 +35,7 @@ def main(argv=None, prog=None):
     """Entry point."""
     p = build_parser(prog)
     args = p.parse_args(argv)
-    target = claim_output(p, os.path.join(args.out, "regressor.keras"), args.overwrite)
+    claim_training_output(p, "regressor.keras", args)
     from c2am_tf.backbones import build_backbone
     from c2am_tf.boxes_json import read_boxes
     from c2am_tf.regressor import build_regressor, pseudo_box_dataset
@@ -52,7 +51,7 @@ def main(argv=None, prog=None):
     backbone.trainable = False
     regressor = build_regressor(backbone, args.size)
     regressor.compile(optimizer=keras.optimizers.Adam(args.lr), loss="mse")
-    regressor, path = fit_and_save(regressor, train, target, args)
+    regressor, path = fit_and_save(regressor, train, args)
     print(f"{len(records)} pseudo boxes; regressor -> {path}")
     if args.eval_dataset:
         from c2am_tf import data
