@@ -4,6 +4,8 @@ each whole image resized to 448 x 448; correct = IoU > 0.5 with ANY GT box.
     python benchmarks/imagenet_dev.py               # trains what runs/ lacks, then prints every number
     python benchmarks/imagenet_dev.py --lists-only  # writes the general heads' training lists and stops
     python benchmarks/imagenet_dev.py --presets-only  # the shipped presets on ImageNet half2 and CUB dev test
+    python benchmarks/imagenet_dev.py --routed half1 general_routed_lite0 runs/r1s2/routed.keras ...
+        # routed models trained with half1's images (e.g. training seeds), alone and averaged, scored on half2
 
 Rows: fixed boxes (whole image, central 80%), DDT on the Lite0 head features, the untrained model, the
 CUB-trained model as is, then the general heads (2-fold: each is trained on the unlabeled images of
@@ -17,6 +19,7 @@ Also: evaluate's images/s against the bare forward pass.
 
 import argparse
 import glob
+import hashlib
 import os
 import sys
 import time
@@ -165,6 +168,54 @@ def preset_rows(names=("general_lite0", "general_routed_lite0", "cub_lite0")):
               f"{cub['at_stored']:.1f} / {cub['best']:.1f} | {at_train:.1f} ({train:.2f}) |", flush=True)
 
 
+class CachedMaps:
+    """A model whose maps are kept per input batch, so that scoring it alone and in ``AveragedMaps`` runs
+    its forward passes once."""
+
+    def __init__(self, model):
+        self.model, self.maps = model, {}
+        self.box_band = getattr(model, "box_band", 0.0)
+
+    def predict_on_batch(self, images):
+        x = np.asarray(images)
+        key = (x.shape, hashlib.sha1(x.tobytes()).hexdigest())
+        if key not in self.maps:
+            self.maps[key] = np.asarray(self.model.predict_on_batch(images))
+        return self.maps[key]
+
+
+class AveragedMaps:
+    """Several models' maps averaged (an ensemble of training runs), for ``evaluate``."""
+
+    def __init__(self, models):
+        self.models = models
+        self.box_band = getattr(models[0], "box_band", 0.0)
+
+    def predict_on_batch(self, images):
+        return np.mean([m.predict_on_batch(images) for m in self.models], axis=0)
+
+
+def routed_rows(half, names, weights=(0.5, 0.75)):
+    """The shipped ImageNet recipe (multi-scale maps fused with the Lite0 CAM; the weight among ``weights``
+    and the threshold chosen on ``half``) for each of ``names`` (presets or .keras files, trained with
+    ``half``'s images) and for their maps averaged, scored on the other half."""
+    from c2am_tf.presets import load
+
+    classifier = efficientnet_lite("efficientnet_lite0", include_top=True)
+    models = [CachedMaps(load(n, None) if n.endswith(".keras") else load(None, n)) for n in names]
+    candidates = [(n, m) for n, m in zip(names, models)]
+    if len(models) > 1:
+        candidates.append((f"the {len(models)} maps averaged", AveragedMaps(models)))
+    print(f"| trained with {half}, scored on {OTHER[half]} | weight (train-half GT-known per weight) | GT-known Loc | "
+          "Top-1 Loc | Top-5 Loc | MaxBoxAccV2 |\n|---|---|---|---|---|---|")
+    for name, model in candidates:
+        tried = {w: held_out(model, half, classifier, w, SCALES) for w in weights}
+        w = max(tried, key=lambda k: tried[k][0])
+        r = tried[w][1]
+        print(f"| {name} | {w} ({' / '.join(f'{tried[k][0]:.2f}' for k in weights)}) | {r['best']:.2f} | "
+              f"{r['top1_loc']:.2f} | {r['top5_loc']:.2f} | {r['max_box_acc_v2']:.2f} |", flush=True)
+
+
 def main():
     """Prints the benchmark's table."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -173,6 +224,8 @@ def main():
     p.add_argument("--lists-only", action="store_true")
     p.add_argument("--speed-only", action="store_true", help="only evaluate's speed against the forward pass")
     p.add_argument("--presets-only", action="store_true", help="only the shipped presets (ImageNet half2, CUB test)")
+    p.add_argument("--routed", nargs="+", metavar=("HALF", "MODEL"),
+                   help="only routed models trained with HALF's images, alone and averaged (see routed_rows)")
     p.add_argument("--skip-psol", action="store_true")
     p.add_argument("--psol-epochs", type=int, default=6)
     p.add_argument("--levers", nargs="*", default=[],
@@ -190,6 +243,11 @@ def main():
         return
     if args.presets_only:
         preset_rows()
+        return
+    if args.routed:
+        if args.routed[0] not in HALVES or len(args.routed) < 2:
+            p.error(f"--routed HALF MODEL [MODEL ...]: HALF is one of {', '.join(HALVES)}")
+        routed_rows(args.routed[0], args.routed[1:])
         return
     classifier = efficientnet_lite("efficientnet_lite0", include_top=True)
     print("| method | GT-known Loc | Top-1 Loc | Top-5 Loc | MaxBoxAccV2 |\n|---|---|---|---|---|")
