@@ -108,8 +108,9 @@ def fit_and_save(model, data, args):
     from c2am_tf.files import write_json_atomically
 
     path = args.target
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     checkpoint, state_path = _resume_files(args)
+    out_dir = os.path.dirname(checkpoint)
+    os.makedirs(out_dir, exist_ok=True)
     settings, done = _settings(args), _epochs_done(args)
     if done:
         model = keras.saving.load_model(checkpoint)
@@ -120,7 +121,7 @@ def fit_and_save(model, data, args):
             save_atomically(self.model, checkpoint)
             write_json_atomically(state_path, {"epochs_done": epoch + 1, "settings": settings})
 
-    log = keras.callbacks.CSVLogger(os.path.join(os.path.dirname(path) or ".", "log.csv"), append=done > 0)
+    log = keras.callbacks.CSVLogger(os.path.join(out_dir, "log.csv"), append=done > 0)
     model.fit(data, epochs=args.epochs, initial_epoch=done, verbose=2, callbacks=[log, Checkpoint()])
     save_atomically(model, path)
     for leftover in (state_path, checkpoint):
