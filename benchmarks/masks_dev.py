@@ -29,10 +29,9 @@ from c2am_tf.data.segmentation import segmentation_dataset
 from c2am_tf.data.transforms import resize_square
 from c2am_tf.data.wsol import select_split
 from c2am_tf.evaluate import upsample_normalized
-from c2am_tf.inference import load_model
 from c2am_tf.mask_model import DECODER_STRIDE, MaskModel, cached_features, predict_features, refined_maps, self_train
 from c2am_tf.metrics import PxAP, SaliencyMetrics
-from c2am_tf.model import C2AM
+from c2am_tf.presets import load_named
 
 from machine import header
 
@@ -168,8 +167,7 @@ def main(argv=None):
     p.add_argument("--out", default="runs/masks_dev")
     args = p.parse_args(argv)
     print(header()[0], flush=True)
-    teacher = (C2AM.from_preset(args.teacher) if not args.teacher.endswith(".keras")
-               else load_model(args.teacher))
+    teacher = load_named(args.teacher)
     rows, speed, model = {}, {}, None
     readers = {"duts": (duts_arrays, args.duts), "pets": (pets_arrays, args.pets)}
     for name in args.sets.split(","):

@@ -94,6 +94,19 @@ def test_a_changed_file_or_unknown_name_is_refused(tmp_path, monkeypatch):
         presets.from_preset("t", weights=None)
 
 
+def test_load_named_takes_a_keras_file_or_a_preset_name(tmp_path):
+    model = C2AM(build_backbone("tiny", weights=None))
+    model.threshold.assign(0.3)
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    loaded = presets.load_named(path)
+    assert float(loaded.threshold.numpy()) == pytest.approx(0.3)
+    for a, b in zip(model.head.weights, loaded.head.weights):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    with pytest.raises(presets.PresetError, match="unknown preset 'm'"):
+        presets.load_named("m")
+
+
 def test_predict_with_a_preset_works_offline(tmp_path):
     from PIL import Image
 

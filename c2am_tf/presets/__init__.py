@@ -254,3 +254,9 @@ def load(model=None, preset=None):
     from c2am_tf.inference import load_model
 
     return load_model(model)
+
+
+def load_named(name):
+    """One name for either: the model of a ``.keras`` file when ``name`` ends in ``.keras``, else the
+    shipped preset ``name`` (benchmarks take their models this way)."""
+    return load(name, None) if name.endswith(".keras") else load(None, name)
