@@ -6,6 +6,7 @@ each whole image resized to 448 x 448; correct = IoU > 0.5 with ANY GT box.
     python benchmarks/imagenet_dev.py --presets-only  # the shipped presets on ImageNet half2 and CUB dev test
     python benchmarks/imagenet_dev.py --routed half1 general_routed_lite0 runs/r1s2/routed.keras ...
         # routed models trained with half1's images (e.g. training seeds), alone and averaged, scored on half2
+    python benchmarks/imagenet_dev.py --why half1 general_routed_lite0  # where the recipe fails on half2
 
 Rows: fixed boxes (whole image, central 80%), DDT on the Lite0 head features, the untrained model, the
 CUB-trained model as is, then the general heads (2-fold: each is trained on the unlabeled images of
@@ -28,11 +29,14 @@ import numpy as np
 
 from c2am_tf import data
 from c2am_tf.backbones import build_backbone, efficientnet_lite
+from c2am_tf.boxes import box_iou
 from c2am_tf.ddt import DDT
-from c2am_tf.evaluate import Evaluation, choose_threshold, evaluate, evaluate_regressor, predict_maps, top_k_classes
+from c2am_tf.evaluate import (Evaluation, choose_threshold, evaluate, evaluate_regressor, localization_maps,
+                              predict_maps, top_k_classes)
 from c2am_tf.geometry import EVAL_FRAMES
 from c2am_tf.inference import load_model
 from c2am_tf.model import C2AM
+from c2am_tf.presets import load_named
 from c2am_tf.training import TrainConfig, run_training
 
 from machine import header
@@ -199,10 +203,8 @@ def routed_rows(half, names, weights=(0.5, 0.75)):
     """The shipped ImageNet recipe (multi-scale maps fused with the Lite0 CAM; the weight among ``weights``
     and the threshold chosen on ``half``) for each of ``names`` (presets or .keras files, trained with
     ``half``'s images) and for their maps averaged, scored on the other half."""
-    from c2am_tf.presets import load
-
     classifier = efficientnet_lite("efficientnet_lite0", include_top=True)
-    models = [CachedMaps(load(n, None) if n.endswith(".keras") else load(None, n)) for n in names]
+    models = [CachedMaps(load_named(n)) for n in names]
     candidates = [(n, m) for n, m in zip(names, models)]
     if len(models) > 1:
         candidates.append((f"the {len(models)} maps averaged", AveragedMaps(models)))
@@ -216,6 +218,54 @@ def routed_rows(half, names, weights=(0.5, 0.75)):
               f"{r['top1_loc']:.2f} | {r['top5_loc']:.2f} | {r['max_box_acc_v2']:.2f} |", flush=True)
 
 
+def per_image(model, split, classifier, cam_weight, scales=SCALES):
+    """(correct (N, T) per image and threshold, GT boxes, predicted boxes (N, T, 4)) of the recipe's boxes:
+    ``model``'s maps at ``scales`` fused with the classifier's CAM of the true class."""
+    ev = Evaluation(max_box_acc=False, band=getattr(model, "box_band", 0.0))
+    ok, gts, preds = [], [], []
+    for batch in eval_batches(split):
+        labels = batch["label"].numpy()
+        maps, top = localization_maps(model, batch["image"], classifier, 224, cam_weight, labels, False, scales)
+        host = {"image": batch["image"].numpy(), "boxes": batch["boxes"].numpy()}
+        boxes = ev.update(maps, host, top, labels)
+        ok.extend(ev.gt_known.per_image_correct(boxes, host["boxes"]))
+        gts.extend(np.unique(g, axis=0) for g in host["boxes"])  # padding repeats a real box
+        preds.extend(boxes)
+    return np.array(ok), gts, np.array(preds), np.asarray(ev.thresholds)
+
+
+def failure_rows(half, name, cam_weight=0.5):
+    """Where the recipe fails: ``name`` (trained with ``half``'s images) scored on the other half at the
+    threshold chosen on ``half``, by the number of GT boxes and by the largest GT box's share of the image,
+    with what a threshold chosen per image (an oracle) would reach."""
+    classifier = efficientnet_lite("efficientnet_lite0", include_top=True)
+    model = load_named(name)
+    train, _, _, thresholds = per_image(model, half, classifier, cam_weight)
+    t = int(np.argmax(train.mean(axis=0)))
+    ok, gts, preds, _ = per_image(model, OTHER[half], classifier, cam_weight)
+    area = lambda b: np.clip(b[..., 2] - b[..., 0], 0, None) * np.clip(b[..., 3] - b[..., 1], 0, None)
+    hit, oracle = ok[:, t], ok.any(axis=1)
+    count = np.array([len(g) for g in gts])
+    largest = np.array([area(g).max() for g in gts])
+    share = largest / 224 ** 2
+    print(f"{name}, weight {cam_weight}, threshold {thresholds[t]:.2f} from {half}: {OTHER[half]} GT-known "
+          f"{hit.mean() * 100:.1f}, a threshold chosen per image (oracle) {oracle.mean() * 100:.1f}")
+    print(f"| {OTHER[half]} images | count | GT-known Loc | oracle threshold |\n|---|---|---|---|")
+    groups = [("one GT box", count == 1), ("2-3 GT boxes", (count >= 2) & (count <= 3)), ("4+ GT boxes", count >= 4)]
+    groups += [(f"largest GT box {lo:.0%}-{min(hi, 1):.0%} of the image", (share >= lo) & (share < hi))
+               for lo, hi in ((0, 0.1), (0.1, 0.3), (0.3, 0.6), (0.6, 1.01))]
+    for label, sel in groups:
+        print(f"| {label} | {sel.sum()} | {hit[sel].mean() * 100:.1f} | {oracle[sel].mean() * 100:.1f} |")
+    box = area(preds[:, t])
+    miss = ~hit
+    print(f"misses {miss.sum()}: box over 1.2x the largest GT box {(miss & (box > 1.2 * largest)).sum()} "
+          f"({(miss & (box > 1.2 * largest) & (count > 1)).sum()} of them with several GT boxes), under 1/1.2x "
+          f"{(miss & (box < largest / 1.2)).sum()}")
+    union = np.array([[g[:, 0].min(), g[:, 1].min(), g[:, 2].max(), g[:, 3].max()] for g in gts])
+    group = miss & (count > 1) & (box_iou(preds[:, t], union) > 0.5)
+    print(f"misses with several GT boxes whose box matches the box around all of them (IoU > 0.5): {group.sum()}")
+
+
 def main():
     """Prints the benchmark's table."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -226,6 +276,8 @@ def main():
     p.add_argument("--presets-only", action="store_true", help="only the shipped presets (ImageNet half2, CUB test)")
     p.add_argument("--routed", nargs="+", metavar=("HALF", "MODEL"),
                    help="only routed models trained with HALF's images, alone and averaged (see routed_rows)")
+    p.add_argument("--why", nargs=2, metavar=("HALF", "MODEL"),
+                   help="only where MODEL (trained with HALF's images) fails on the other half (see failure_rows)")
     p.add_argument("--skip-psol", action="store_true")
     p.add_argument("--psol-epochs", type=int, default=6)
     p.add_argument("--levers", nargs="*", default=[],
@@ -248,6 +300,11 @@ def main():
         if args.routed[0] not in HALVES or len(args.routed) < 2:
             p.error(f"--routed HALF MODEL [MODEL ...]: HALF is one of {', '.join(HALVES)}")
         routed_rows(args.routed[0], args.routed[1:])
+        return
+    if args.why:
+        if args.why[0] not in HALVES:
+            p.error(f"--why HALF MODEL: HALF is one of {', '.join(HALVES)}")
+        failure_rows(*args.why)
         return
     classifier = efficientnet_lite("efficientnet_lite0", include_top=True)
     print("| method | GT-known Loc | Top-1 Loc | Top-5 Loc | MaxBoxAccV2 |\n|---|---|---|---|---|")
