@@ -1,5 +1,6 @@
 """The ImageNet dev benchmark: ILSVRC_val_dev (650 real ImageNet validation images, wsolevaluation layout),
-each whole image resized to 448 x 448; correct = IoU > 0.5 with ANY GT box.
+each whole image resized to 224 x 224 (wsolevaluation's frame; one row also at 448); correct = IoU > 0.5
+with ANY GT box.
 
     python benchmarks/imagenet_dev.py               # trains what runs/ lacks, then prints every number
     python benchmarks/imagenet_dev.py --lists-only  # writes the general heads' training lists and stops
