@@ -28,6 +28,21 @@ def _inside(path, folder):
     return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
+def replaced_input(path, inputs):
+    """The first of ``inputs`` (files or folders) that writing ``path`` would replace: ``path`` itself, or one
+    lying inside the folder ``path``; None when writing it leaves every input alone.
+
+    >>> replaced_input("run/model.keras", ["data", "run/model.keras"])
+    'run/model.keras'
+    >>> replaced_input("export/1", ["export/1/model.keras"]), replaced_input("out.tflite", ["data"])
+    ('export/1/model.keras', None)
+    """
+    for item in inputs:
+        if item and _inside(item, path):
+            return os.fspath(item)
+    return None
+
+
 def list_images(directory, exclude=None):
     """All image files under ``directory`` (recursive, sorted), leaving out the folder ``exclude``
     (an output folder inside the input folder: a second run must not read the first one's results)."""

@@ -202,3 +202,25 @@ def test_export_tflite_keeps_an_existing_file(tmp_path, capsys):
         run_command("export-tflite", ["--preset", "cub_lite0", "--out", str(mine)])
     assert err.value.code == 2 and "c2am.tflite exists; pass --overwrite" in capsys.readouterr().err
     assert mine.read_bytes() == b"an earlier export"
+
+
+def test_export_tflite_never_replaces_its_own_inputs_even_with_overwrite(tiny, tmp_path, capsys):
+    from PIL import Image
+
+    from c2am_tf.cli import run_command
+
+    model, images = tiny
+    model.save(tmp_path / "m.keras")
+    calibration = tmp_path / "calibration"
+    calibration.mkdir()
+    for i, image in enumerate(images):
+        Image.fromarray(image).save(calibration / f"{i}.png")
+    kept = {p: p.read_bytes() for p in [*calibration.iterdir(), tmp_path / "m.keras"]}
+    for out in (calibration / "2.png", tmp_path / "m.keras"):
+        with pytest.raises(SystemExit) as err:
+            run_command("export-tflite", ["--model", str(tmp_path / "m.keras"), "--out", str(out), "--overwrite",
+                                          "--quantize", "int8", "--calibration-dir", str(calibration),
+                                          "--size", str(SIZE)])
+        message = capsys.readouterr().err
+        assert err.value.code == 2 and f"--out: {out} is an input of this command" in message, message
+    assert {p: p.read_bytes() for p in kept} == kept

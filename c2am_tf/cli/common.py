@@ -32,12 +32,38 @@ def add_training_flags(parser, epochs, batch_size, lr, seed=1):
     parser.add_argument("--overwrite", action="store_true", help="replace the model already trained in --out")
 
 
-def claim_output(parser, path, overwrite=False, flag="--out"):
-    """``path``, where a command will write what it makes (a trained model, an export, a boxes file): a flag
-    error (exit 2, before any work) when something is there already and not ``overwrite``, so a second run
-    never replaces what an earlier one made."""
+# the flags through which commands write; every other flag naming an existing file or folder is an input
+OUTPUT_FLAGS = ("out", "psol_out", "overlays", "cues_out", "cams_out", "json", "target")
+
+
+def command_inputs(args):
+    """The files and folders a command reads: every flag of ``args`` (outputs aside) naming an existing path."""
     import os
 
+    found = []
+    for name, value in vars(args).items():
+        if name in OUTPUT_FLAGS:
+            continue
+        for item in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(item, str) and item and os.path.exists(item):
+                found.append(item)
+    return found
+
+
+def claim_output(parser, path, overwrite=False, flag="--out", inputs=()):
+    """``path``, where a command will write what it makes (a trained model, an export, a boxes file): a flag
+    error (exit 2, before any work) when something is there already and not ``overwrite``, so a second run
+    never replaces what an earlier one made; and always when writing ``path`` would replace one of ``inputs``
+    (the files and folders the command reads, e.g. ``command_inputs(args)``), ``overwrite`` or not."""
+    import os
+
+    from c2am_tf.files import replaced_input
+
+    clash = replaced_input(path, inputs)
+    if clash is not None:
+        what = "is" if os.path.realpath(clash) == os.path.realpath(path) else "holds"
+        parser.error(f"{flag}: {path} {what} an input of this command ({clash}); outputs never replace inputs, "
+                     f"choose another {flag}")
     if os.path.exists(path) and not overwrite:
         parser.error(f"{flag}: {path} exists; pass --overwrite to replace it, or choose another {flag}")
     return path
@@ -49,7 +75,7 @@ def claim_training_output(parser, name, args):
     now, naming them (exit 1), before any data is read or model built, unless ``--overwrite``."""
     import os
 
-    args.target = claim_output(parser, os.path.join(args.out, name), args.overwrite)
+    args.target = claim_output(parser, os.path.join(args.out, name), args.overwrite, inputs=command_inputs(args))
     _epochs_done(args)
     return args.target
 

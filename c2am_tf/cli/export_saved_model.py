@@ -12,7 +12,7 @@ refine (see c2am_tf/export.py). Check it with the loader TF Serving uses:
 
 import os
 
-from c2am_tf.cli.common import add_model_flags, claim_output, command_parser, load_chosen_model
+from c2am_tf.cli.common import add_model_flags, claim_output, command_inputs, command_parser, load_chosen_model
 from c2am_tf.export import export_saved_model
 
 
@@ -33,7 +33,7 @@ def main(argv=None, prog=None):
     p = build_parser(prog)
     args = p.parse_args(argv)
     if args.version is not None:  # refused before the model loads, not after
-        claim_output(p, os.path.join(args.out, str(args.version)), args.overwrite)
+        claim_output(p, os.path.join(args.out, str(args.version)), args.overwrite, inputs=command_inputs(args))
     path = export_saved_model(load_chosen_model(args), args.out, args.version, overwrite=args.overwrite)
     print(f"SavedModel written to {path}")
 

@@ -15,7 +15,7 @@ import time
 from c2am_tf import tflite
 from c2am_tf.files import list_images
 from c2am_tf.files import write_atomically
-from c2am_tf.cli.common import add_model_flags, claim_output, command_parser, load_chosen_model
+from c2am_tf.cli.common import add_model_flags, claim_output, command_inputs, command_parser, load_chosen_model
 from c2am_tf.geometry import EVAL_CROP
 
 
@@ -40,8 +40,7 @@ def main(argv=None, prog=None):
     args = p.parse_args(argv)
     if args.size <= 0 or args.size % 16:
         p.error(f"--size must be a positive multiple of 16, got {args.size}")
-    claim_output(p, args.out, args.overwrite)
-    images = None
+    images, paths = None, []
     if args.quantize == "int8":
         if not args.calibration_dir:
             p.error("--quantize int8 needs --calibration-dir (real images for calibration)")
@@ -49,6 +48,8 @@ def main(argv=None, prog=None):
             paths = list_images(args.calibration_dir)
         except (FileNotFoundError, ValueError) as err:
             p.error(f"--calibration-dir: {err}")
+    claim_output(p, args.out, args.overwrite, inputs=command_inputs(args) + paths)
+    if paths:
         images = tflite.calibration_images(paths, args.size, args.calibration_steps)
     start = time.time()
     content = tflite.convert(load_chosen_model(args), args.size, args.quantize, images, args.calibration_steps)

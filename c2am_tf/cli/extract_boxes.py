@@ -51,7 +51,7 @@ from c2am_tf.presets import preset_sha256
 from c2am_tf.viz import overlay, write_png
 from c2am_tf.beam_boxes import RUNNERS
 from c2am_tf.boxes_json import FORMAT
-from c2am_tf.cli.common import (add_box_band_flag, add_classifier_flags, add_model_flags, check_box_band_flag, claim_output,
+from c2am_tf.cli.common import (add_box_band_flag, add_classifier_flags, add_model_flags, check_box_band_flag, claim_output, command_inputs,
                                 check_classifier_flags, chosen_classifier, command_parser, load_chosen_model, model_label)
 
 
@@ -101,9 +101,10 @@ def parse_args(argv=None, prog=None):
     check_classifier_flags(p, args, threshold_needed=True)
     check_box_band_flag(p, args)
     if not args.runner:  # a killed run leaves OUT.partial.jsonl, not OUT: it still resumes
-        claim_output(p, args.out, args.overwrite)
+        inputs = command_inputs(args)
+        claim_output(p, args.out, args.overwrite, inputs=inputs)
         if args.psol_out:
-            claim_output(p, args.psol_out, args.overwrite, "--psol-out")
+            claim_output(p, args.psol_out, args.overwrite, "--psol-out", inputs=inputs)
     return args, beam_args, p
 
 

@@ -21,7 +21,7 @@ import time
 
 import keras
 
-from c2am_tf.cli.common import add_model_flags, claim_output, command_parser, load_chosen_model, model_label
+from c2am_tf.cli.common import add_model_flags, claim_output, command_inputs, command_parser, load_chosen_model, model_label
 from c2am_tf.data.images import load_square_images
 from c2am_tf.edges import REFINEMENTS
 from c2am_tf.mask_model import TARGETS
@@ -57,7 +57,7 @@ def parse_args(argv=None, prog=None):
         p.error("--rounds and --epochs must be at least 1")
     if args.size % 16:
         p.error(f"--size must be a multiple of 16, got {args.size}")
-    args.target = claim_output(p, os.path.join(args.out, "masks.keras"), args.overwrite)
+    args.target = claim_output(p, os.path.join(args.out, "masks.keras"), args.overwrite, inputs=command_inputs(args))
     return args
 
 

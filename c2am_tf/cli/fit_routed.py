@@ -18,7 +18,7 @@ import logging
 import os
 
 from c2am_tf.cli import fit
-from c2am_tf.cli.common import add_model_flags, claim_output, load_chosen_model
+from c2am_tf.cli.common import add_model_flags, claim_output, command_inputs, load_chosen_model
 from c2am_tf.training import ConfigError, DataError, NonFiniteLossError, RunConflictError, TrainConfig
 
 
@@ -74,7 +74,8 @@ def main(argv=None, prog=None):
         if dataset != "synthetic" and not os.path.exists(directory):
             p.error(f"--calibrate: {directory} does not exist")
     args.model, args.preset = model_args["model"], model_args["preset"]
-    path = claim_output(p, os.path.join(cfg.out, "routed.keras"), overwrite or own is None)
+    path = claim_output(p, os.path.join(cfg.out, "routed.keras"), overwrite or own is None,
+                        inputs=command_inputs(args) + [directory for _, directory, _ in calibrate or ()])
     general = load_chosen_model(args)
     if general.backbone.name != cfg.backbone:
         p.error(f"--backbone {cfg.backbone}: the general model's backbone is {general.backbone.name}, "
