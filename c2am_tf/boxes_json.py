@@ -78,20 +78,68 @@ def read_partial(path, header):
     return done
 
 
+def _finished_records(out, header):
+    """{path: record} of a finished boxes file ``out`` written with ``header``; {} when there is none.
+    Another run's file raises ValueError naming the settings that differ."""
+    if not os.path.exists(out):
+        return {}
+    content = read_boxes(out)
+    theirs = {k: v for k, v in content.items() if k not in ("format", "images")}
+    if theirs != header:
+        raise ValueError(f"{out} holds the results of another run ({differences(theirs, header)}); choose another "
+                         "output, or pass --overwrite to replace them")
+    return {record["path"]: record for record in content["images"]}
+
+
+def recorded_paths(out):
+    """The image paths recorded in the boxes file ``out`` and its partial log, whichever run wrote them
+    (``BoxesWriter`` checks the header); an unreadable file records none."""
+    paths = set()
+    for name in (out, os.fspath(out) + ".partial.jsonl"):
+        try:
+            with open(name) as f:
+                if name == out:
+                    paths |= {r["path"] for r in json.load(f).get("images", ())}
+                else:
+                    paths |= {json.loads(line).get("path") for line in f if line.strip()}
+        except (OSError, ValueError, TypeError, AttributeError, KeyError):
+            continue
+    paths.discard(None)
+    return paths
+
+
+def drop_own_outputs(paths, out, suffixes):
+    """``paths`` (images found in the input folders) less the files a run that wrote the boxes file ``out``
+    made for its images (``image + suffix``, e.g. ``x.jpg.png``): an output folder that is the input folder
+    is read again without its own pictures, while a file of the user's that only looks like one stays an input.
+
+    >>> drop_own_outputs(["x.jpg", "x.jpg.png", "y.jpg.png"], "missing/boxes.json", [".png"])
+    ['x.jpg', 'x.jpg.png', 'y.jpg.png']
+    """
+    recorded = recorded_paths(out)
+    own = {path + suffix for path in recorded for suffix in suffixes}
+    return [path for path in paths if path not in own]
+
+
 class BoxesWriter:
     """Streams box records to ``OUT.partial.jsonl``; ``close`` writes ``OUT`` (the boxes JSON).
 
     ``header`` (JSON-able dict: model, threshold, transform, ...) identifies the run and is
-    copied into the final file. ``done`` holds the records of a resumed run.
+    copied into the final file. ``done`` holds the records of a resumed run, and those of a
+    finished ``OUT`` of the same header (a run again adds only the images it lacks). A finished
+    ``OUT`` of another header raises ValueError naming the differing settings, unless
+    ``replace`` (the caller was told to overwrite it): results are never replaced unasked.
     """
 
-    def __init__(self, out, header):
+    def __init__(self, out, header, replace=False):
         self.out, self.header = os.fspath(out), dict(header)
         self.partial = self.out + ".partial.jsonl"
         os.makedirs(os.path.dirname(os.path.abspath(self.out)), exist_ok=True)
+        finished = {} if replace else _finished_records(self.out, self.header)
         self.done = read_partial(self.partial, self.header)
         if not self.done:
             write_atomically(self.partial, json.dumps({"header": self.header}) + "\n")
+        self.done = {**finished, **self.done}
         self._log = open(self.partial, "a")
 
     def add(self, record):

@@ -46,3 +46,20 @@ def test_read_boxes_names_a_file_of_another_format(tmp_path):
     (tmp_path / "psol.json").write_text('{"a.jpg": [0, 0, 1, 1]}')
     with pytest.raises(ValueError, match=r"psol.json: not a c2am_tf.boxes/v1 boxes file"):
         read_boxes(tmp_path / "psol.json")
+
+
+def test_a_finished_file_of_another_run_is_refused_and_one_of_this_run_is_kept(tmp_path):
+    out = tmp_path / "boxes.json"
+    with BoxesWriter(out, HEADER) as writer:
+        writer.add(box_record("a.jpg", 10, 10, [0, 0, 5, 5], 0.25))
+    before = out.read_bytes()
+    with pytest.raises(ValueError, match="threshold 0.35 -> 0.5"):
+        BoxesWriter(out, {**HEADER, "threshold": 0.5})
+    assert out.read_bytes() == before
+    with BoxesWriter(out, HEADER) as writer:  # the same run again adds only what it lacks
+        assert list(writer.done) == ["a.jpg"]
+        writer.add(box_record("b.jpg", 10, 10, [1, 1, 5, 5], 0.2))
+    assert [r["path"] for r in read_boxes(out)["images"]] == ["a.jpg", "b.jpg"]
+    with BoxesWriter(out, {**HEADER, "threshold": 0.5}, replace=True) as writer:
+        assert writer.done == {}
+    assert read_boxes(out)["threshold"] == 0.5 and read_boxes(out)["images"] == []

@@ -229,3 +229,26 @@ def test_predict_refuses_settings_that_give_nonsense(tmp_path, saved_model, caps
     with pytest.raises(SystemExit):
         cli(["predict", str(tmp_path / "a.png"), "--model", saved_model, "--out", str(tmp_path / "o"), *flags])
     assert message in capsys.readouterr().err and not (tmp_path / "o").exists()
+
+
+def test_predict_keeps_an_earlier_runs_results_and_reads_its_own_folder_again(tmp_path, saved_model, capsys):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rng = np.random.RandomState(2)
+    for name in ("a.jpg", "b.png"):
+        Image.fromarray(rng.randint(0, 255, (40, 30, 3), np.uint8)).save(photos / name)
+    out = tmp_path / "out"
+    assert cli(["predict", str(photos), "--model", saved_model, "--out", str(out), "--threshold", "0.3"]) == 0
+    first = {p.name: p.read_bytes() for p in out.iterdir()}
+    with pytest.raises(SystemExit) as err:  # other settings: refused by name, nothing replaced
+        cli(["predict", str(photos), "--model", saved_model, "--out", str(out), "--threshold", "0.6"])
+    assert err.value.code == 2 and "threshold 0.3 -> 0.6" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == first
+    assert cli(["predict", str(photos), "--model", saved_model, "--out", str(out), "--threshold", "0.6",
+                "--overwrite"]) == 0
+    assert json.loads((out / "boxes.json").read_text())["threshold"] == 0.6
+    # into the input folder, twice: the second run knows the first one's pictures as its own outputs
+    for _ in range(2):
+        assert cli(["predict", str(photos), "--model", saved_model, "--out", str(photos), "--masks"]) == 0
+    records = json.loads((photos / "boxes.json").read_text())["images"]
+    assert sorted(os.path.basename(r["path"]) for r in records) == ["a.jpg", "b.png"]

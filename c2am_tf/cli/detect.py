@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from c2am_tf.boxes_json import BoxesWriter, box_record
+from c2am_tf.boxes_json import BoxesWriter, box_record, drop_own_outputs
 from c2am_tf.errors import ConfigError
 from c2am_tf.files import OutputNames, image_paths
 from c2am_tf.geometry import scale_box
@@ -38,6 +38,7 @@ def build_parser(prog=None):
     p.add_argument("--threshold", type=float, help="override the threshold stored in the model")
     add_box_band_flag(p)
     p.add_argument("--no-overlays", action="store_true", help="write boxes.json only")
+    p.add_argument("--overwrite", action="store_true", help="replace the results of other settings in --out")
     return p
 
 
@@ -48,7 +49,8 @@ def main(argv=None, prog=None):
     if not os.path.isfile(args.model):
         p.error(f"--model: no such file: {args.model}")
     try:
-        paths = image_paths(args.inputs, exclude=args.out)
+        paths = drop_own_outputs(image_paths(args.inputs, exclude=args.out), os.path.join(args.out, "boxes.json"),
+                                 [".png"])
         pictures = OutputNames(paths, args.out, ".png")
     except (FileNotFoundError, ValueError) as err:
         p.error(str(err))
@@ -64,7 +66,7 @@ def main(argv=None, prog=None):
     if detector.box_band:
         header["box_band"] = detector.box_band
     try:
-        writer = BoxesWriter(os.path.join(args.out, "boxes.json"), header)
+        writer = BoxesWriter(os.path.join(args.out, "boxes.json"), header, replace=args.overwrite)
     except ValueError as err:
         p.error(f"--out: {err}")
     skipped, total_ms, model_ms = [], [], []

@@ -141,7 +141,7 @@ def main(argv=None, prog=None):
     if classifier is not None:  # a resumed run must not mix boxes of another classifier or weight
         header.update(classifier=args.classifier, classifier_size=classifier_size, cam_weight=float(args.cam_weight))
     try:
-        writer = BoxesWriter(args.out, header)
+        writer = BoxesWriter(args.out, header, replace=args.overwrite)
     except ValueError as err:
         sys.exit(f"error: {err}")
     done = writer.done

@@ -16,7 +16,7 @@ import sys
 
 import numpy as np
 
-from c2am_tf.boxes_json import BoxesWriter, box_record
+from c2am_tf.boxes_json import BoxesWriter, box_record, drop_own_outputs
 from c2am_tf.evaluate import localization_maps
 from c2am_tf.errors import ConfigError
 from c2am_tf.files import OutputNames, image_paths, write_json_atomically
@@ -30,14 +30,19 @@ from c2am_tf.cli.common import (add_box_band_flag, add_classifier_flags, add_mod
                                 check_classifier_flags, chosen_classifier, command_parser)
 
 
+OUTPUT_SUFFIXES = (".png", ".mask.png")  # the pictures written beside each image's name (.json is no image)
+
+
 def predict(paths, model_path, out_dir, size=EVAL_CROP, threshold=None, preset=None, masks=False,
-            classifier=None, classifier_size=None, cam_weight=0.0, box_band=None):
+            classifier=None, classifier_size=None, cam_weight=0.0, box_band=None, overwrite=False):
     """Writes an overlay PNG and a JSON per image (and a mask PNG with ``masks``), and
     ``OUT/boxes.json`` (``c2am_tf.boxes/v1``, streamed as results come); returns the list of
     records. The model is a ``.keras`` file (``model_path``) or a shipped ``preset`` name. With a
     ``classifier`` (images 0..255 -> logits) each record holds its five best classes (``top5``); ``cam_weight`` > 0
     fuses the map with that class's CAM and needs ``threshold`` (the stored one is for the map alone).
-    ``box_band``: the box rule's band (``c2am_tf.boxes.best_box_per_threshold``); None: the model's own."""
+    ``box_band``: the box rule's band (``c2am_tf.boxes.best_box_per_threshold``); None: the model's own.
+    An ``out_dir`` holding the results of other settings raises ValueError naming them, unless ``overwrite``;
+    of the same settings, only the images it lacks are predicted."""
     size = check_image_size(size)
     if threshold is not None:
         threshold = check_threshold(threshold)
@@ -46,8 +51,8 @@ def predict(paths, model_path, out_dir, size=EVAL_CROP, threshold=None, preset=N
     if cam_weight and threshold is None:
         raise ValueError("cam_weight needs a threshold: the model's stored one was chosen for its map alone")
     classify = dict(classifier=classifier, classifier_size=classifier_size, cam_weight=cam_weight)
-    pictures, jsons = OutputNames(paths, out_dir, ".png"), OutputNames(paths, out_dir, ".json")
-    mask_names = OutputNames(paths, out_dir, ".mask.png") if masks else None
+    pictures, jsons = OutputNames(paths, out_dir, OUTPUT_SUFFIXES[0]), OutputNames(paths, out_dir, ".json")
+    mask_names = OutputNames(paths, out_dir, OUTPUT_SUFFIXES[1]) if masks else None
     model = load(model_path, preset)
     t = float(model.threshold.numpy()) if threshold is None else threshold
     band = model_box_band(model, box_band)
@@ -56,7 +61,7 @@ def predict(paths, model_path, out_dir, size=EVAL_CROP, threshold=None, preset=N
         header["box_band"] = band
     if cam_weight:
         header["cam_weight"] = float(cam_weight)
-    writer = BoxesWriter(os.path.join(out_dir, "boxes.json"), header)
+    writer = BoxesWriter(os.path.join(out_dir, "boxes.json"), header, replace=overwrite)
     with writer:
         for path in paths:
             if path not in writer.done:
@@ -99,6 +104,7 @@ def build_parser(prog=None):
     add_box_band_flag(p)
     p.add_argument("--masks", action="store_true", help="also write each image's foreground mask (.mask.png)")
     add_classifier_flags(p, "its top-1 class")
+    p.add_argument("--overwrite", action="store_true", help="replace the results of other settings in --out")
     return p
 
 
@@ -109,13 +115,14 @@ def main(argv=None, prog=None):
     check_classifier_flags(p, args, threshold_needed=True)
     check_box_band_flag(p, args)
     try:
-        paths = image_paths(args.inputs, exclude=args.out)
+        paths = drop_own_outputs(image_paths(args.inputs, exclude=args.out), os.path.join(args.out, "boxes.json"),
+                                 OUTPUT_SUFFIXES)
     except (FileNotFoundError, ValueError) as err:
         p.error(str(err))
     try:
         classifier, classifier_size = chosen_classifier(args)
         records = predict(paths, args.model, args.out, args.size, args.threshold, args.preset, args.masks,
-                          classifier, classifier_size, args.cam_weight, args.box_band)
+                          classifier, classifier_size, args.cam_weight, args.box_band, args.overwrite)
     except ConfigError as err:
         p.error(err.as_flag())
     except (ValueError, FileNotFoundError) as err:
