@@ -18,12 +18,14 @@ saved model needs no outside normalization.
 
 import math
 import os
+import pickle
 
 import keras
 import numpy as np
 from keras import layers, ops
 
 from c2am_tf.convert_lite import load_lite_weights
+from c2am_tf.errors import ConfigError
 
 BACKBONES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "resnet50", "mobilenet_v2", "tiny")
 
@@ -261,14 +263,25 @@ def build_backbone(name, weights="imagenet", input_shape=(None, None, 3), featur
     TensorShape([1, 4, 4, 16])
     """
     weights = weights_choice(weights)
+    if name not in BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}; choose one of {BACKBONES}")
+    if features != "concat" and name not in _LITE_SCALING:
+        raise ValueError(f"features={features!r} is only available for EfficientNet-Lite")
+    if weights in (None, "imagenet"):
+        return _build(name, weights, input_shape, features)
+    try:
+        return _build(name, weights, input_shape, features)
+    except (OSError, ValueError, KeyError, TypeError, pickle.UnpicklingError) as err:
+        # a file the user named: one line naming it, not a loader's traceback
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError("weights", f"{weights}: cannot be loaded as {name} weights ({reason})") from err
+
+
+def _build(name, weights, input_shape, features):
     if name in _LITE_SCALING:
         return efficientnet_lite(name, weights=weights, input_shape=input_shape, features=features)
-    if features != "concat":
-        raise ValueError(f"features={features!r} is only available for EfficientNet-Lite")
     if name == "resnet50":
         return resnet50(weights, input_shape)
     if name == "mobilenet_v2":
         return mobilenet_v2(weights, input_shape)
-    if name == "tiny":
-        return tiny(None if weights == "imagenet" else weights, input_shape)
-    raise ValueError(f"unknown backbone {name!r}; choose one of {BACKBONES}")
+    return tiny(None if weights == "imagenet" else weights, input_shape)

@@ -348,9 +348,10 @@ def run_training(cfg, extra_callbacks=(), overwrite=False):
 
 
 def _fit(cfg, strategy, out, train, steps, evaluation, extra_callbacks):
-    write_json_atomically(os.path.join(out, "config.json"), dataclasses.asdict(cfg), indent=1)
     with strategy.scope():
         model = build_model(cfg, steps * cfg.epochs)
+    # only now: a run that fails to build its model (a bad --weights file) leaves nothing to block its retry
+    write_json_atomically(os.path.join(out, "config.json"), dataclasses.asdict(cfg), indent=1)
     timer, guard = StepTimer(), NonFiniteLossGuard()
     callbacks = [guard, PolarityCallback(), timer]
     loc = None
