@@ -6,6 +6,8 @@ The eval frame is the authors' test transform: resize the image to
 is its inverse for boxes.
 """
 
+import math
+
 import numpy as np
 
 from c2am_tf.errors import ConfigError
@@ -63,6 +65,12 @@ def check_image_size(size, name="size"):
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < MIN_IMAGE_SIZE:
         raise ConfigError(name, f"must be an integer >= {MIN_IMAGE_SIZE} (the backbone has stride {STRIDE}); "
                                 f"got {size!r}")
+    from c2am_tf.image_io import max_pixels
+
+    limit = max_pixels()
+    if size * size > limit:  # the image, its map and pictures at that size would not fit in memory
+        raise ConfigError(name, f"must be at most {math.isqrt(limit)}: {size} x {size} is over the pixel limit of "
+                                f"{limit / 1e6:g} megapixels (C2AM_MAX_PIXELS); got {size!r}")
     return int(size)
 
 
@@ -85,6 +93,37 @@ def check_threshold(threshold, name="threshold"):
 def check_band(band, name="box_band"):
     """``band`` as a float, or ConfigError: the box rule's band (``band_thresholds``) in [0, 0.5]."""
     return _fraction(band, name, 0.5)
+
+
+def check_weight(weight, name="cam_weight"):
+    """``weight`` as a float, or ConfigError: a blend weight in [0, 1] (0: off, 1: the other map alone)."""
+    try:
+        number = float(weight)
+    except (TypeError, ValueError):
+        number = float("nan")
+    if not 0.0 <= number <= 1.0:
+        raise ConfigError(name, f"must be a weight in [0, 1]; got {weight!r}")
+    return number
+
+
+MIN_SCALE, MAX_SCALE = 0.1, 4.0
+
+
+def check_scale(scale, name="scales"):
+    """``scale`` as a float, or ConfigError: a test-time resize factor in [0.1, 4].
+
+    >>> check_scale(float("nan"))
+    Traceback (most recent call last):
+    ...
+    c2am_tf.errors.ConfigError: scales must be a resize factor in [0.1, 4]; got nan
+    """
+    try:
+        number = float(scale)
+    except (TypeError, ValueError):
+        number = float("nan")
+    if not MIN_SCALE <= number <= MAX_SCALE:
+        raise ConfigError(name, f"must be a resize factor in [{MIN_SCALE:g}, {MAX_SCALE:g}]; got {scale!r}")
+    return number
 
 
 def model_box_band(model, band=None):

@@ -17,6 +17,7 @@ import warnings
 
 import numpy as np
 
+from c2am_tf.errors import ConfigError
 from c2am_tf.foreground import foreground_mask as _foreground_mask
 from c2am_tf.geometry import band_thresholds, check_band, check_threshold, scale_box
 
@@ -125,6 +126,19 @@ def _interpreter_class():
     return Interpreter
 
 
+def check_threads(threads, name="threads"):
+    """``threads`` as an int, or ConfigError: the interpreter's thread count, at least 1.
+
+    >>> check_threads(0)
+    Traceback (most recent call last):
+    ...
+    c2am_tf.errors.ConfigError: threads must be an integer >= 1; got 0
+    """
+    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
+        raise ConfigError(name, f"must be an integer >= 1; got {threads!r}")
+    return int(threads)
+
+
 class ForegroundDetector:
     """Runs a C2AM ``.tflite`` model (fp32, fp16 or int8) and extracts boxes on the device side.
 
@@ -140,6 +154,7 @@ class ForegroundDetector:
     """
 
     def __init__(self, model, num_threads=1, threshold=None, refinement=None, box_band=None):
+        num_threads = check_threads(num_threads)
         Interpreter = _interpreter_class()
         if isinstance(model, (bytes, bytearray)):
             content = bytes(model)

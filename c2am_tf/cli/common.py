@@ -8,15 +8,48 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
     def _get_help_string(self, action):
         text = action.help or ""
-        if "%(default)" in text or action.default in (None, argparse.SUPPRESS, False) or not action.option_strings:
+        if "%(default)" in text or action.default in (None, argparse.SUPPRESS, False) or not action.option_strings \
+                or action.nargs == 0:  # a switch: "(default: True)" on --no-x would read as "x is skipped"
             return text
         return f"{text} (default: %(default)s)"
 
 
+def _checks():
+    """flag dest -> the library's check of that setting: every command that takes one validates it alike."""
+    from c2am_tf.geometry import check_band, check_image_size, check_scale, check_threshold, check_weight
+    from c2am_tf.litert import check_threads
+
+    return {"threshold": check_threshold, "thresholds": check_threshold, "cue_threshold": check_threshold,
+            "box_band": check_band, "size": check_image_size, "classifier_size": check_image_size,
+            "cam_weight": check_weight, "scales": check_scale, "threads": check_threads}
+
+
+class CommandParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` that checks every threshold, band, size, scale, weight and thread count it parses
+    with the library's own check (``_checks``): a value no run can use is a one-line flag error (exit 2)
+    before any work, in every command alike."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        """``argparse``'s, then the checks; returns (namespace, the arguments not parsed)."""
+        from c2am_tf.errors import ConfigError
+
+        parsed, rest = super().parse_known_args(args, namespace)
+        for name, check in _checks().items():
+            value = getattr(parsed, name, None)
+            if value is None:
+                continue
+            try:
+                checked = [check(v, name) for v in value] if isinstance(value, list) else check(value, name)
+            except ConfigError as err:
+                self.error(err.as_flag())
+            setattr(parsed, name, checked)
+        return parsed, rest
+
+
 def command_parser(doc, prog=None):
-    """An ``ArgumentParser`` for one command: ``doc`` is its description, ``prog`` its name
-    (``c2am-tf fit`` from the entry point; the script's name when run as a script)."""
-    return argparse.ArgumentParser(prog=prog, description=doc, formatter_class=HelpFormatter)
+    """An ``ArgumentParser`` for one command (a ``CommandParser``): ``doc`` is its description, ``prog`` its
+    name (``c2am-tf fit`` from the entry point; the script's name when run as a script)."""
+    return CommandParser(prog=prog, description=doc, formatter_class=HelpFormatter)
 
 
 def add_training_flags(parser, epochs, batch_size, lr, seed=1):

@@ -27,13 +27,6 @@ from c2am_tf.geometry import EVAL_FRAMES, default_frame, model_box_band
 DATASETS = ("cub", "imagenet", "masks", "synthetic")
 
 
-def _scale(text):
-    value = float(text)
-    if not 0.1 <= value <= 4:
-        raise argparse.ArgumentTypeError(f"a scale factor in [0.1, 4], not {text}")
-    return value
-
-
 def build_parser(prog=None):
     """This command's flags (the README's commands are checked against it)."""
     p = command_parser(__doc__, prog)
@@ -48,7 +41,7 @@ def build_parser(prog=None):
     p.add_argument("--thresholds", type=float, nargs="+", default=list(DEFAULT_THRESHOLDS),
                    help="map thresholds for GT-known / Top-k Loc")
     p.add_argument("--flip", action="store_true", help="average each map with its mirrored image's map")
-    p.add_argument("--scales", type=_scale, nargs="+", default=[1.0],
+    p.add_argument("--scales", type=float, nargs="+", default=[1.0],
                    help="average the maps of the image resized by these factors (e.g. 0.86 1 1.14; the first "
                         "sets the map's grid)")
     p.add_argument("--threshold", type=float,
