@@ -137,3 +137,15 @@ def test_tfds_workers_read_their_own_files_or_their_share_of_examples(monkeypatc
     parts = [list(prepared_tfds_split("imagenet2012", "train", shard=Shard(3, i)).as_numpy_iterator())
              for i in range(3)]
     assert sorted(sum(parts, [])) == list(range(10)) and all(parts)
+
+
+@pytest.mark.parametrize("size", ["0,0", "-200,100"])
+def test_a_size_line_that_is_not_positive_skips_its_image_by_that_line(tmp_path, size):
+    from c2am_tf.data.annotations import AnnotationError
+
+    root = _metadata(tmp_path / "inet")
+    sizes = root / "metadata" / "image_sizes.txt"
+    sizes.write_text(sizes.read_text().replace("val/a.JPEG,200,100", f"val/a.JPEG,{size}"))
+    assert [os.path.basename(r[0]) for r in wsol_records(str(root), "test")] == ["b.JPEG"]
+    with pytest.raises(AnnotationError, match=r"image_sizes.txt:1: size .* of val/a.JPEG is not positive"):
+        wsol_records(str(root), "test", strict=True)

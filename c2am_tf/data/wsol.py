@@ -91,7 +91,14 @@ def wsol_metadata_records(root, strict=False):
         path = os.path.join(root, image_id)
         if image_id not in sizes:
             raise ValueError(f"{meta}/image_sizes.txt: no size for {image_id}")
-        recorded = parse_box(sizes[image_id][0] * 2, f"{meta}/image_sizes.txt:{sizes[image_id][1]}")[:2]
+        where = f"{meta}/image_sizes.txt:{sizes[image_id][1]}"
+        recorded = parse_box(sizes[image_id][0] * 2, where)[:2]
+        if min(recorded) <= 0:  # the boxes are scaled by actual / recorded size: the size line is the fault
+            problem = f"{where}: size {recorded[0]:g}x{recorded[1]:g} of {image_id} is not positive"
+            if strict:
+                raise AnnotationError(problem)
+            audit.skipped.append(problem)
+            continue
         actual = image_size(path)
         scale = None if actual is None else (actual[0] / recorded[0], actual[1] / recorded[1])
         checked = (audit.check(fields, actual, where, scale) for fields, where in boxes.get(image_id, []))
