@@ -315,3 +315,29 @@ def test_a_banded_evaluation_scores_the_mean_box_and_takes_the_models_band():
     assert evaluate(model, _dataset(image=images, boxes=boxes), [0.5], max_box_acc=False)[0]["box_band"] == 0.1
     assert evaluate(model, _dataset(image=images, boxes=boxes), [0.5], max_box_acc=False,
                     box_band=0.0)[0]["box_band"] == 0.0
+
+
+def test_evaluate_strict_makes_an_unusable_annotation_an_error(tmp_path, capsys):
+    from PIL import Image
+
+    from c2am_tf.boxes_json import BoxesWriter, box_record
+    from c2am_tf.cli import run_command
+
+    root = tmp_path / "inet"
+    (root / "val").mkdir(parents=True)
+    for name in ("a", "b"):
+        Image.fromarray(np.full((50, 100, 3), 128, np.uint8)).save(root / "val" / f"{name}.JPEG")
+    meta = root / "metadata"
+    meta.mkdir()
+    (meta / "image_ids.txt").write_text("val/a.JPEG\nval/b.JPEG\n")
+    (meta / "image_sizes.txt").write_text("val/a.JPEG,100,50\nval/b.JPEG,100,50\n")
+    (meta / "localization.txt").write_text("val/a.JPEG,10,10,60,40\nval/b.JPEG,10,10,nan,40\n")
+    with BoxesWriter(tmp_path / "boxes.json", {"model": "m", "threshold": 0.5}) as writer:
+        for name in ("a", "b"):
+            writer.add(box_record(str(root / "val" / f"{name}.JPEG"), 100, 50, [10, 10, 60, 40], 0.3))
+    flags = ["--boxes", str(tmp_path / "boxes.json"), "--dataset", "imagenet", "--data-dir", str(root)]
+    assert run_command("evaluate", flags) == 0
+    assert "1 images" in capsys.readouterr().out  # b skipped, a scored
+    with pytest.raises(SystemExit) as err:
+        run_command("evaluate", flags + ["--strict"])
+    assert "localization.txt:2: non-finite box" in str(err.value.code)

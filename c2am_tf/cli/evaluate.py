@@ -50,16 +50,19 @@ def build_parser(prog=None):
     p.add_argument("--no-max-box-acc", dest="max_box_acc", action="store_false", help="skip MaxBoxAccV2")
     p.add_argument("--batch-size", type=int, default=16, help="images per batch")
     p.add_argument("--json", help="also write the numbers here")
+    p.add_argument("--strict", action="store_true",
+                   help="an unusable box annotation (non-numeric, NaN, empty, outside its image, a size that is "
+                        "not positive) is an error; by default its image is skipped with a warning")
     return p
 
 
-def _records(dataset, data_dir, split):
+def _records(dataset, data_dir, split, strict=False):
     from c2am_tf import data
 
     if dataset == "cub":
-        return data.cub_records(data_dir, split)
+        return data.cub_records(data_dir, split, strict)
     if dataset == "imagenet":
-        return data.wsol_records(data_dir, split)
+        return data.wsol_records(data_dir, split, strict)
     raise ValueError(f"--boxes needs box annotations in original pixels: dataset cub or imagenet, not {dataset}")
 
 
@@ -84,7 +87,7 @@ def main(argv=None, prog=None):
         from c2am_tf.boxes_json import read_boxes
 
         try:
-            result = evaluate_boxes(read_boxes(args.boxes), _records(args.dataset, args.data_dir, args.split))
+            result = evaluate_boxes(read_boxes(args.boxes), _records(args.dataset, args.data_dir, args.split, args.strict))
         except (OSError, ValueError) as err:
             sys.exit(f"error: {err}")
     else:
@@ -93,7 +96,8 @@ def main(argv=None, prog=None):
         frame = args.frame or default_frame(args.dataset)
         try:
             model = load_chosen_model(args)
-            batches = data.eval_dataset(args.dataset, args.split, args.data_dir, args.batch_size, frame, cache=False)
+            batches = data.eval_dataset(args.dataset, args.split, args.data_dir, args.batch_size, frame, cache=False,
+                                        strict=args.strict)
         except (OSError, ValueError) as err:
             sys.exit(f"error: {err}")
         classifier, size = chosen_classifier(args)

@@ -117,11 +117,12 @@ def eval_pipeline(source, batch_size, resize=EVAL_RESIZE, crop=EVAL_CROP, cache=
     return ds.batch(batch_size).prefetch(AUTOTUNE)
 
 
-def eval_dataset(name, split, data_dir=None, batch_size=16, frame=None, cache=True):
+def eval_dataset(name, split, data_dir=None, batch_size=16, frame=None, cache=True, strict=False):
     """Eval batches (see ``eval_pipeline``) of a dataset's split in an eval frame of
-    ``c2am_tf.geometry.EVAL_FRAMES`` (default: the dataset's own, ``default_frame``)."""
+    ``c2am_tf.geometry.EVAL_FRAMES`` (default: the dataset's own, ``default_frame``); ``strict``: an unusable
+    box annotation is an error instead of a skipped image (``make_source``)."""
     resize, crop = EVAL_FRAMES[frame or default_frame(name)]
-    return eval_pipeline(make_source(name, split, data_dir), batch_size, resize, crop, cache)
+    return eval_pipeline(make_source(name, split, data_dir, strict=strict), batch_size, resize, crop, cache)
 
 
 def make_source(name, split="train", data_dir=None, synthetic_size=160, synthetic_count=None,
