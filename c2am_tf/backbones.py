@@ -25,7 +25,7 @@ import numpy as np
 from keras import layers, ops
 
 from c2am_tf.convert_lite import load_lite_weights
-from c2am_tf.errors import ConfigError
+from c2am_tf.errors import ConfigError, reason
 
 BACKBONES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "resnet50", "mobilenet_v2", "tiny")
 
@@ -273,8 +273,8 @@ def build_backbone(name, weights="imagenet", input_shape=(None, None, 3), featur
         return _build(name, weights, input_shape, features)
     except (OSError, ValueError, KeyError, TypeError, pickle.UnpicklingError) as err:
         # a file the user named: one line naming it, not a loader's traceback
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ConfigError("weights", f"{weights}: cannot be loaded as {name} weights ({reason})") from err
+        detail = reason(err).removeprefix(f"{weights}: ")
+        raise ConfigError("weights", f"{weights}: cannot be loaded as {name} weights ({detail})") from err
 
 
 def _build(name, weights, input_shape, features):

@@ -17,20 +17,29 @@ import os
 
 import tensorflow as tf
 
+from c2am_tf.errors import InputError
+
 STRATEGIES = ("auto", "mirrored", "multiworker", "one_device", "tpu")
 
 
 def tf_config():
-    """The parsed ``TF_CONFIG`` environment variable ({} when unset); ValueError names a malformed one."""
-    raw = os.environ.get("TF_CONFIG", "").strip()
-    if not raw:
+    """The parsed ``TF_CONFIG`` environment variable ({} when unset); ``InputError`` names a malformed one:
+    set but empty (TensorFlow's own reader fails on it), not JSON, or without its ``cluster`` (which
+    would train as one worker while the user meant a cluster)."""
+    if "TF_CONFIG" not in os.environ:
         return {}
+    raw = os.environ["TF_CONFIG"].strip()
+    if not raw:
+        raise InputError("TF_CONFIG is set but empty; unset it to train on one machine, or give "
+                         "{'cluster': {...}, 'task': {...}}")
     try:
         config = json.loads(raw)
     except ValueError as err:
-        raise ValueError(f"TF_CONFIG is not valid JSON ({err}): {raw[:200]}") from None
-    if not isinstance(config, dict) or not isinstance(config.get("cluster", {}), dict):
-        raise ValueError(f"TF_CONFIG must be {{'cluster': {{...}}, 'task': {{...}}}}; got {raw[:200]}")
+        raise InputError(f"TF_CONFIG is not valid JSON ({err}): {raw[:200]}") from None
+    if config == {}:
+        return {}
+    if not isinstance(config, dict) or not isinstance(config.get("cluster"), dict):
+        raise InputError(f"TF_CONFIG must be {{'cluster': {{...}}, 'task': {{...}}}} with its cluster; got {raw[:200]}")
     return config
 
 
@@ -48,12 +57,12 @@ def make_strategy(name="auto"):
     """
     if name not in STRATEGIES:
         raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}; got {name!r}")
+    tf_config()  # a clear error for a malformed TF_CONFIG, before TensorFlow's own
     if name == "auto":
         name = "multiworker" if workers_in_tf_config() > 1 else "mirrored"
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
     if name == "multiworker":
-        tf_config()  # a clear error for a malformed TF_CONFIG, before TensorFlow's own
         return tf.distribute.MultiWorkerMirroredStrategy()
     if name == "one_device":
         gpus = tf.config.list_logical_devices("GPU")

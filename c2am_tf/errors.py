@@ -19,6 +19,25 @@ class ConfigError(ValueError):
         return f"--{self.field.replace('_', '-')} {self.message}"
 
 
+class InputError(ValueError):
+    """A file, folder or environment setting the user gave that cannot be used; the message names it and the
+    problem. Every command prints it as one line (exit 1), with no traceback (``c2am_tf.cli.run_command``).
+
+    >>> str(InputError("m.tflite: not a TFLite model (truncated)"))
+    'm.tflite: not a TFLite model (truncated)'
+    """
+
+
+def reason(err):
+    """An exception's first line for a one-line message (its type where it says nothing).
+
+    >>> reason(ValueError("bad magic\\nat byte 4")), reason(KeyError())
+    ('bad magic', 'KeyError')
+    """
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
 def differences(theirs, ours):
     """What two runs' settings (dicts) disagree on, for an error message: ``key theirs -> ours``, ours first.
 

@@ -1,9 +1,11 @@
 """Inference helpers shared by extract_boxes, predict and export: maps -> boxes in image pixels."""
 
 import os
+import zipfile
 
 import numpy as np
 
+from c2am_tf.errors import InputError, reason
 from c2am_tf.boxes import best_box_per_threshold
 from c2am_tf.foreground import foreground_mask
 from c2am_tf.geometry import scale_box
@@ -18,7 +20,13 @@ def load_model(path, require_c2am=True):
     c2am_tf.register_serializables()
     if not os.path.exists(path):
         raise FileNotFoundError(f"model file not found: {path}")
-    model = keras.saving.load_model(path)
+    if os.path.isfile(path) and not zipfile.is_zipfile(path):  # keras would say "File not found"
+        raise InputError(f"{path}: not a readable .keras model (not a zip archive: truncated, or another format)")
+    try:
+        model = keras.saving.load_model(path)
+    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as err:
+        # keras says "File not found" for a truncated archive: name the file and what it is not
+        raise InputError(f"{path}: not a readable .keras model ({type(err).__name__}: {reason(err)[:300]})") from None
     if require_c2am and not hasattr(model, "threshold"):
         raise ValueError(f"{path}: not a C2AM model (no stored threshold)")
     return model

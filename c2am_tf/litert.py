@@ -12,12 +12,13 @@ Example (with a model exported by ``python export/tflite.py``):
     result["box"], result["score"], result["map"]
 """
 
+import os
 import time
 import warnings
 
 import numpy as np
 
-from c2am_tf.errors import ConfigError
+from c2am_tf.errors import ConfigError, InputError, reason
 from c2am_tf.foreground import foreground_mask as _foreground_mask
 from c2am_tf.geometry import band_thresholds, check_band, check_threshold, scale_box
 
@@ -156,20 +157,25 @@ class ForegroundDetector:
     def __init__(self, model, num_threads=1, threshold=None, refinement=None, box_band=None):
         num_threads = check_threads(num_threads)
         Interpreter = _interpreter_class()
+        name = "model" if isinstance(model, (bytes, bytearray)) else os.fspath(model)
         if isinstance(model, (bytes, bytearray)):
             content = bytes(model)
         else:
             with open(model, "rb") as f:
                 content = f.read()
-        self.interpreter = Interpreter(model_content=content, num_threads=num_threads)
-        self.interpreter.allocate_tensors()
+        try:  # a truncated, random or foreign file: one line naming it, not the flatbuffer reader's words
+            self.interpreter = Interpreter(model_content=content, num_threads=num_threads)
+            self.interpreter.allocate_tensors()
+            self.metadata = read_metadata(content)
+        except (ValueError, RuntimeError, IndexError, TypeError, UnicodeDecodeError) as err:
+            raise InputError(f"{name}: not a readable TFLite model ({reason(err)})") from None
         self._input = self.interpreter.get_input_details()[0]
         self._output = self.interpreter.get_output_details()[0]
-        _, self.height, self.width, channels = (int(d) for d in self._input["shape"])
-        if channels != 3:
-            raise ValueError(f"{model if not isinstance(model, bytes) else 'model'}: expects RGB input, "
-                             f"got input shape {self._input['shape']}")
-        self.metadata = read_metadata(content)
+        shape = [int(d) for d in self._input["shape"]]
+        if len(shape) != 4 or shape[3] != 3:
+            raise InputError(f"{name}: not a C2AM TFLite model: it takes input of shape {shape}, "
+                             "not one RGB image (1, H, W, 3)")
+        _, self.height, self.width, _ = shape
         self.last_invoke_ms = None  # duration of the latest interpreter call
         self.threshold = check_threshold(threshold if threshold is not None else self.metadata.get("threshold", 0.5))
         self.box_band = check_band(box_band if box_band is not None else self.metadata.get("box_band", 0.0))

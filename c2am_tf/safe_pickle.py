@@ -26,11 +26,13 @@ import pickle
 
 import numpy as np
 
+from c2am_tf.errors import InputError
+
 PLAIN_TYPES = (int, float, bool, str, bytes, type(None))
 
 
-class UnsafePickleError(pickle.UnpicklingError):
-    """A pickle asked for a name its record's allow-list does not hold."""
+class UnsafePickleError(pickle.UnpicklingError, InputError):
+    """A pickle asked for a name its record's allow-list does not hold (an ``InputError``: one line in a command)."""
 
 
 class _Unpickler(pickle.Unpickler):

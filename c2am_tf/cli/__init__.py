@@ -37,9 +37,22 @@ def usage():
 
 
 def run_command(name, argv=None, prog=None):
-    """Runs one command by name; returns its exit status (0 where it returns nothing)."""
+    """Runs one command by name; returns its exit status (0 where it returns nothing).
+
+    The library's plain errors become one line here, for every command alike: a ``ConfigError`` names its
+    flag (exit 2), an ``InputError`` the file or setting that cannot be used (exit 1)."""
+    from c2am_tf.errors import ConfigError, InputError
+
+    prog = prog or f"c2am-tf {name}"
     module = importlib.import_module(f"c2am_tf.cli.{COMMANDS[name][0]}")
-    status = module.main(argv, prog or f"c2am-tf {name}")
+    try:
+        status = module.main(argv, prog)
+    except ConfigError as err:
+        sys.stderr.write(f"{prog}: error: {err.as_flag()}\n")
+        return 2
+    except InputError as err:
+        sys.stderr.write(f"{prog}: error: {err}\n")
+        return 1
     return status if isinstance(status, int) else 0
 
 

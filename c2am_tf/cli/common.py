@@ -46,6 +46,25 @@ class CommandParser(argparse.ArgumentParser):
         return parsed, rest
 
 
+def output_folder(text):
+    """``type=`` of a flag naming a folder a command writes into: an existing file there is refused at once
+    (argparse's one-line error), not found out by the first write after the work."""
+    import os
+
+    if os.path.exists(text) and not os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"{text} is a file, not a folder")
+    return text
+
+
+def output_file(text):
+    """``type=`` of a flag naming a file a command writes: an existing folder there is refused at once."""
+    import os
+
+    if os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"{text} is a folder, not a file")
+    return text
+
+
 def command_parser(doc, prog=None):
     """An ``ArgumentParser`` for one command (a ``CommandParser``): ``doc`` is its description, ``prog`` its
     name (``c2am-tf fit`` from the entry point; the script's name when run as a script)."""

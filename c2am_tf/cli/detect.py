@@ -24,7 +24,7 @@ from c2am_tf.files import OutputNames, image_paths
 from c2am_tf.geometry import scale_box
 from c2am_tf.image_io import UnreadableImageError, load_image
 from c2am_tf.litert import ForegroundDetector
-from c2am_tf.cli.common import add_box_band_flag, command_parser
+from c2am_tf.cli.common import add_box_band_flag, command_parser, output_folder
 
 
 
@@ -33,7 +33,7 @@ def build_parser(prog=None):
     p = command_parser(__doc__, prog)
     p.add_argument("inputs", help="an image file or a folder of images (searched recursively)")
     p.add_argument("--model", required=True, help="a .tflite model written by export/tflite.py")
-    p.add_argument("--out", default="detections", help="output folder")
+    p.add_argument("--out", default="detections", type=output_folder, help="output folder")
     p.add_argument("--threads", type=int, default=2, help="interpreter threads")
     p.add_argument("--threshold", type=float, help="override the threshold stored in the model")
     add_box_band_flag(p)

@@ -20,7 +20,8 @@ import sys
 import time
 
 from c2am_tf.cli.common import (add_box_band_flag, add_classifier_flags, add_model_flags, check_box_band_flag,
-                                check_classifier_flags, chosen_classifier, command_parser, load_chosen_model)
+                                check_classifier_flags, chosen_classifier, command_parser, load_chosen_model,
+                                output_file)
 from c2am_tf.foreground import DEFAULT_THRESHOLDS
 from c2am_tf.geometry import EVAL_FRAMES, default_frame, model_box_band
 
@@ -49,7 +50,7 @@ def build_parser(prog=None):
     add_box_band_flag(p)
     p.add_argument("--no-max-box-acc", dest="max_box_acc", action="store_false", help="skip MaxBoxAccV2")
     p.add_argument("--batch-size", type=int, default=16, help="images per batch")
-    p.add_argument("--json", help="also write the numbers here")
+    p.add_argument("--json", type=output_file, help="also write the numbers here")
     p.add_argument("--strict", action="store_true",
                    help="an unusable box annotation (non-numeric, NaN, empty, outside its image, a size that is "
                         "not positive) is an error; by default its image is skipped with a warning")

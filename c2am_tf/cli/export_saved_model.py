@@ -12,7 +12,8 @@ refine (see c2am_tf/export.py). Check it with the loader TF Serving uses:
 
 import os
 
-from c2am_tf.cli.common import add_model_flags, claim_output, command_inputs, command_parser, load_chosen_model
+from c2am_tf.cli.common import (add_model_flags, claim_output, command_inputs, command_parser, load_chosen_model,
+                                output_folder)
 from c2am_tf.export import export_saved_model
 
 
@@ -21,7 +22,7 @@ def build_parser(prog=None):
     """This command's flags (the README's commands are checked against it)."""
     p = command_parser(__doc__, prog)
     add_model_flags(p)
-    p.add_argument("--out", required=True, help="model base folder; the export goes to OUT/VERSION")
+    p.add_argument("--out", required=True, type=output_folder, help="model base folder; the export goes to OUT/VERSION")
     p.add_argument("--version", type=int,
                    help="the version folder TF Serving loads (default: one above the highest in OUT, 1 in an empty OUT)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUT/VERSION")

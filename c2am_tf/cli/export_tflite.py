@@ -15,7 +15,8 @@ import time
 from c2am_tf import tflite
 from c2am_tf.files import list_images
 from c2am_tf.files import write_atomically
-from c2am_tf.cli.common import add_model_flags, claim_output, command_inputs, command_parser, load_chosen_model
+from c2am_tf.cli.common import (add_model_flags, claim_output, command_inputs, command_parser, load_chosen_model,
+                                output_file)
 from c2am_tf.geometry import EVAL_CROP
 
 
@@ -24,7 +25,7 @@ def build_parser(prog=None):
     """This command's flags (the README's commands are checked against it)."""
     p = command_parser(__doc__, prog)
     add_model_flags(p)
-    p.add_argument("--out", required=True, help="output .tflite file")
+    p.add_argument("--out", required=True, type=output_file, help="output .tflite file")
     p.add_argument("--quantize", choices=tflite.QUANTIZATIONS, default="none",
                    help="weights and activations: float32, float16, or full int8")
     p.add_argument("--calibration-dir", help="folder of real images for int8 calibration")

@@ -51,8 +51,9 @@ from c2am_tf.presets import preset_sha256
 from c2am_tf.viz import overlay, write_png
 from c2am_tf.beam_boxes import RUNNERS
 from c2am_tf.boxes_json import FORMAT
-from c2am_tf.cli.common import (add_box_band_flag, add_classifier_flags, add_model_flags, check_box_band_flag, claim_output, command_inputs,
-                                check_classifier_flags, chosen_classifier, command_parser, load_chosen_model, model_label)
+from c2am_tf.cli.common import (add_box_band_flag, add_classifier_flags, add_model_flags, check_box_band_flag,
+                                check_classifier_flags, chosen_classifier, claim_output, command_inputs,
+                                command_parser, load_chosen_model, model_label, output_file, output_folder)
 
 
 
@@ -66,9 +67,9 @@ def build_parser(prog=None):
     p.add_argument("--data-dir", help="its folder")
     p.add_argument("--split", default="train", choices=["train", "test", "half1", "half2"],
                    help="which split (half1/half2: the halves of an annotated ImageNet-style set)")
-    p.add_argument("--out", required=True, help="boxes JSON")
-    p.add_argument("--psol-out", help="also write PSOL-format JSON here")
-    p.add_argument("--overlays", help="folder for heatmap overlay PNGs")
+    p.add_argument("--out", required=True, type=output_file, help="boxes JSON")
+    p.add_argument("--psol-out", type=output_file, help="also write PSOL-format JSON here")
+    p.add_argument("--overlays", type=output_folder, help="folder for heatmap overlay PNGs")
     p.add_argument("--overwrite", action="store_true", help="replace a finished --out (and --psol-out) of an earlier run")
     p.add_argument("--batch-size", type=int, default=16, help="images per batch")
     p.add_argument("--size", type=int, default=EVAL_CROP, help="each image is resized whole to this square")

@@ -10,7 +10,7 @@ import logging
 import os
 
 from c2am_tf.backbones import BACKBONES, LITE_FEATURES
-from c2am_tf.cli.common import command_parser
+from c2am_tf.cli.common import command_parser, output_folder
 from c2am_tf.data.cub import TfdsNotPreparedError
 from c2am_tf.data import DATASETS
 from c2am_tf.distribute import STRATEGIES
@@ -51,7 +51,7 @@ def build_parser(prog=None):
     p.add_argument("--backbone-features", default=defaults.backbone_features, choices=LITE_FEATURES,
                    help="EfficientNet-Lite features: the stride-16 stage + head (concat, the CUB protocol's model), "
                         "head only (default, measured best) or stage only")
-    p.add_argument("--out", default=defaults.out, help="run folder (checkpoints, logs, TensorBoard)")
+    p.add_argument("--out", default=defaults.out, type=output_folder, help="run folder (checkpoints, logs, TensorBoard)")
     p.add_argument("--seed", type=int, default=defaults.seed, help="random seed")
     p.add_argument("--steps-per-epoch", type=int, help="cap the steps of an epoch (quick runs)")
     p.add_argument("--batch-groups", type=int, default=defaults.batch_groups,

@@ -23,7 +23,7 @@ from c2am_tf.data.images import load_square_images
 from c2am_tf.files import OutputNames, list_images, write_atomically
 from c2am_tf.inference import load_model
 from c2am_tf.optim import poly_sgd
-from c2am_tf.cli.common import add_training_flags, claim_training_output, command_parser, fit_and_save
+from c2am_tf.cli.common import add_training_flags, claim_training_output, command_parser, fit_and_save, output_folder
 from c2am_tf.geometry import EVAL_CROP
 
 
@@ -33,13 +33,13 @@ def build_parser(prog=None):
     p = command_parser(__doc__, prog)
     p.add_argument("--c2am", required=True, help="a trained C2AM .keras model")
     p.add_argument("--images", required=True, help="folder of training images (searched recursively)")
-    p.add_argument("--out", default="runs/bgcues", help="output folder (bgcues.keras, log.csv)")
+    p.add_argument("--out", default="runs/bgcues", type=output_folder, help="output folder (bgcues.keras, log.csv)")
     p.add_argument("--pseudo", choices=PSEUDO_LABELS, default="soft",
                    help="targets: C2AM's 1 - P (soft) or it thresholded (hard)")
     p.add_argument("--cue-threshold", type=float, default=0.3, help="hard labels: fraction of the map's peak")
     p.add_argument("--size", type=int, default=EVAL_CROP, help="images are resized whole to this square")
     add_training_flags(p, epochs=10, batch_size=16, lr=0.01)
-    p.add_argument("--cues-out", help="write the predicted background cues (NAME.npy) here")
+    p.add_argument("--cues-out", type=output_folder, help="write the predicted background cues (NAME.npy) here")
     return p
 
 

@@ -27,7 +27,7 @@ from c2am_tf.data import count_examples
 from c2am_tf.data.transforms import resize_square
 from c2am_tf.files import OutputNames
 from c2am_tf.optim import poly_sgd
-from c2am_tf.cli.common import add_training_flags, claim_training_output, command_parser, fit_and_save
+from c2am_tf.cli.common import add_training_flags, claim_training_output, command_parser, fit_and_save, output_folder
 from c2am_tf.geometry import EVAL_CROP
 
 
@@ -43,8 +43,8 @@ def build_parser(prog=None):
     p.add_argument("--backbone-features", default="head", choices=LITE_FEATURES, help="EfficientNet-Lite features")
     p.add_argument("--train-backbone", action="store_true", help="fine-tune the backbone (default: frozen)")
     p.add_argument("--size", type=int, default=EVAL_CROP, help="images are resized whole to this square")
-    p.add_argument("--out", default="runs/classifier", help="output folder (classifier.keras, log.csv)")
-    p.add_argument("--cams-out", help="write the CAMs of the split here")
+    p.add_argument("--out", default="runs/classifier", type=output_folder, help="output folder (classifier.keras, log.csv)")
+    p.add_argument("--cams-out", type=output_folder, help="write the CAMs of the split here")
     return p
 
 

@@ -21,7 +21,8 @@ import time
 
 import keras
 
-from c2am_tf.cli.common import add_model_flags, claim_output, command_inputs, command_parser, load_chosen_model, model_label
+from c2am_tf.cli.common import (add_model_flags, claim_output, command_inputs, command_parser, load_chosen_model,
+                                model_label, output_folder)
 from c2am_tf.data.images import load_square_images
 from c2am_tf.edges import REFINEMENTS
 from c2am_tf.mask_model import TARGETS
@@ -35,7 +36,7 @@ def build_parser(prog=None):
     p = command_parser(__doc__, prog)
     add_model_flags(p)
     p.add_argument("--images", required=True, help="folder of training images (searched recursively) or a .txt list")
-    p.add_argument("--out", default="runs/masks", help="output folder (masks.keras, log.csv, summary.json)")
+    p.add_argument("--out", default="runs/masks", type=output_folder, help="output folder (masks.keras, log.csv, summary.json)")
     p.add_argument("--rounds", type=int, default=2, help="self-training rounds (1: the teacher's masks only)")
     p.add_argument("--epochs", type=int, default=20, help="decoder epochs per round")
     p.add_argument("--batch-size", type=int, default=8, help="images per batch")

@@ -13,7 +13,8 @@ import sys
 
 import keras
 
-from c2am_tf.cli.common import add_training_flags, claim_training_output, command_parser, fit_and_save, load_classifier
+from c2am_tf.cli.common import (add_training_flags, claim_training_output, command_parser, fit_and_save,
+                                load_classifier, output_folder)
 from c2am_tf.regressor import REGRESSOR_SIZE
 
 
@@ -23,7 +24,7 @@ def build_parser(prog=None):
     p.add_argument("--boxes", required=True, help="pseudo boxes (c2am_tf.boxes/v1) from extract-boxes (a JSON, or the prefix of --runner parts)")
     add_training_flags(p, epochs=10, batch_size=32, lr=1e-3)
     p.add_argument("--size", type=int, default=REGRESSOR_SIZE, help="images are resized whole to this square")
-    p.add_argument("--out", default="runs/regressor", help="output folder (regressor.keras, log.csv)")
+    p.add_argument("--out", default="runs/regressor", type=output_folder, help="output folder (regressor.keras, log.csv)")
     p.add_argument("--eval-dataset", choices=["cub", "imagenet"], help="score the regressor on this dataset")
     p.add_argument("--eval-data-dir", help="its folder")
     p.add_argument("--eval-split", default="test", help="its split")

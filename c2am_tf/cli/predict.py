@@ -27,7 +27,7 @@ from c2am_tf.inference import map_to_box, map_to_mask
 from c2am_tf.presets import load, model_label
 from c2am_tf.viz import overlay, write_png
 from c2am_tf.cli.common import (add_box_band_flag, add_classifier_flags, add_model_flags, check_box_band_flag,
-                                check_classifier_flags, chosen_classifier, command_parser)
+                                check_classifier_flags, chosen_classifier, command_parser, output_folder)
 
 
 OUTPUT_SUFFIXES = (".png", ".mask.png")  # the pictures written beside each image's name (.json is no image)
@@ -98,7 +98,7 @@ def build_parser(prog=None):
     p = command_parser(__doc__, prog)
     p.add_argument("inputs", help="an image file or a folder of images (searched recursively)")
     add_model_flags(p)
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", required=True, type=output_folder, help="output folder")
     p.add_argument("--size", type=int, default=EVAL_CROP, help="the image is resized whole to size x size")
     p.add_argument("--threshold", type=float, help="override the model's stored threshold, in [0, 1]")
     add_box_band_flag(p)

@@ -44,7 +44,7 @@ from c2am_tf.files import OutputNames, list_images, write_atomically
 from c2am_tf.inference import load_model
 from c2am_tf.metrics import ConfusionMatrix
 from c2am_tf.refine import DEFAULT_BG_THRESHOLDS, DEFAULT_CUE_THRESHOLD, PowerCalibration, refined_labels_batch
-from c2am_tf.cli.common import command_parser
+from c2am_tf.cli.common import command_parser, output_folder
 from c2am_tf.geometry import EVAL_CROP
 
 BG_POWERS = (1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0)
@@ -57,7 +57,7 @@ def build_parser(prog=None):
     p.add_argument("--cams", required=True, help="folder of CAM files")
     p.add_argument("--bg-cues", required=True,
                    help="mask model .keras (fit-masks), background-cue .keras, C2AM .keras, or folder of NAME.npy")
-    p.add_argument("--out", required=True, help="folder for the refined label PNGs")
+    p.add_argument("--out", required=True, type=output_folder, help="folder for the refined label PNGs")
     p.add_argument("--images", help="folder of images (searched recursively)")
     p.add_argument("--masks", help="ground-truth index PNGs NAME.png (255 = ignore) for --images")
     p.add_argument("--dataset", choices=SEGMENTATION_DATASETS, help="images and ground truth from a dataset")

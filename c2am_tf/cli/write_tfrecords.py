@@ -15,7 +15,7 @@ import sys
 from tqdm import tqdm
 
 from c2am_tf import data
-from c2am_tf.cli.common import command_parser
+from c2am_tf.cli.common import command_parser, output_folder
 from c2am_tf.data.tfrecord import ENCODINGS, ShardsExistError, write_shards
 
 
@@ -26,7 +26,7 @@ def build_parser(prog=None):
                    help="dataset to read")
     p.add_argument("--data-dir", help="its folder")
     p.add_argument("--split", default="train", choices=["train", "test", "half1", "half2"], help="which split")
-    p.add_argument("--out", required=True, help="folder; shards go to OUT/SPLIT/")
+    p.add_argument("--out", required=True, type=output_folder, help="folder; shards go to OUT/SPLIT/")
     p.add_argument("--images-per-shard", type=int, default=1024,
                    help="images per file (about 100-200 MB of ImageNet JPEGs at 1024)")
     p.add_argument("--encoding", default="jpeg", choices=ENCODINGS, help="jpeg (quality 95) or png (lossless)")
