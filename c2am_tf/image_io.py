@@ -46,6 +46,42 @@ def max_pixels():
     raise ValueError(f"C2AM_MAX_PIXELS must be a positive integer, got {value!r}")
 
 
+# the deepest JPEG draft scale: 1/8 on each side, so a JPEG of up to 64x the limit can be decoded under it
+MAX_DRAFT_FACTOR = 8
+
+
+def _megapixels(pixels):
+    """Pixels as megapixels for a message: '400', '0.09'."""
+    return f"{pixels / 1e6:.3g}"
+
+
+def _pillow_limit(limit):
+    """Sets Pillow's own bomb check from ``limit`` and returns it. Pillow's fires at open, before ours could
+    draft a JPEG down (at 179 MP by default, whatever C2AM_MAX_PIXELS says): it now refuses only what no draft
+    scale brings under the limit (Pillow errs above twice its setting)."""
+    from PIL import Image
+
+    Image.MAX_IMAGE_PIXELS = limit * MAX_DRAFT_FACTOR ** 2 // 2
+    return limit
+
+
+def image_size(path):
+    """(width, height) from the file's header (Pillow, no decoding), or None when it cannot be read; a bomb's
+    too (its boxes are still checked against it; ``load_image`` refuses its pixels)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            Image.MAX_IMAGE_PIXELS = None  # nothing is decoded here
+            with Image.open(path) as image:
+                return image.size
+    except (OSError, UnidentifiedImageError, ValueError):
+        return None
+    finally:
+        _pillow_limit(max_pixels())
+
+
 def _to_rgb8(image):
     """Pillow image of any mode -> (H, W, 3) uint8, high bit depths scaled rather than clipped."""
     if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
@@ -81,7 +117,7 @@ def load_image(path, exif=True, downscale=True, limit=None, return_size=False):
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     path = os.fspath(path)
-    limit = limit or max_pixels()
+    limit = _pillow_limit(limit or max_pixels())
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit decides
@@ -91,17 +127,18 @@ def load_image(path, exif=True, downscale=True, limit=None, return_size=False):
                     raise UnreadableImageError(f"{path}: empty image ({width}x{height})")
                 if width * height > limit:
                     if not (downscale and image.format == "JPEG"):
-                        raise UnreadableImageError(
-                            f"{path}: {width}x{height} is {width * height / 1e6:.0f} megapixels, over the limit "
-                            f"of {limit / 1e6:.0f} (set C2AM_MAX_PIXELS to read it)")
+                            raise UnreadableImageError(
+                            f"{path}: {width}x{height} is {_megapixels(width * height)} megapixels, over the limit "
+                            f"of {_megapixels(limit)} (set C2AM_MAX_PIXELS to read it)")
                     factor = 1
-                    while factor < 8 and width * height / (factor * factor) > limit:
+                    while factor < MAX_DRAFT_FACTOR and width * height / (factor * factor) > limit:
                         factor *= 2
                     image.draft("RGB", (-(-width // factor), -(-height // factor)))
                     if image.size[0] * image.size[1] > limit:
                         raise UnreadableImageError(
-                            f"{path}: {width}x{height} stays over the pixel limit of {limit / 1e6:.0f} M even "
-                            "at 1/8 scale")
+                            f"{path}: {width}x{height} is {_megapixels(width * height)} megapixels, over the limit "
+                            f"of {_megapixels(limit)} even at 1/{MAX_DRAFT_FACTOR} scale "
+                            "(set C2AM_MAX_PIXELS to read it)")
                 size = (width, height)
                 if exif:
                     orientation = image.getexif().get(0x0112, 1)
@@ -113,8 +150,8 @@ def load_image(path, exif=True, downscale=True, limit=None, return_size=False):
         raise
     except Image.DecompressionBombError as err:  # Pillow's own check, at open, for the hugest files
         pixels = re.search(r"\((\d+) pixels\)", str(err))
-        count = f"{int(pixels.group(1)) / 1e6:.0f} megapixels, " if pixels else ""
-        raise UnreadableImageError(f"{path}: {count}over the limit of {limit / 1e6:.0f} "
+        count = f"{_megapixels(int(pixels.group(1)))} megapixels, " if pixels else ""
+        raise UnreadableImageError(f"{path}: {count}over the limit of {_megapixels(limit)} "
                                    "(a decompression bomb, or set C2AM_MAX_PIXELS to read it)") from None
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError,
             MemoryError, EOFError) as err:

@@ -60,7 +60,7 @@ def test_a_decompression_bomb_is_refused_before_decoding(corpus):
 
     root, _, _ = corpus
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    with pytest.raises(UnreadableImageError, match=r"bomb.png: 400 megapixels, over the limit of 64"):
+    with pytest.raises(UnreadableImageError, match=r"bomb.png: 20000x20000 is 400 megapixels, over the limit of 64 "):
         load_image(root / "bomb.png")
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # KiB: nothing near 1.2 GB
 
@@ -97,3 +97,24 @@ def test_the_training_pipeline_reads_through_the_same_reader(corpus):
     assert [names[i] for i in bad] == ["bomb.png", "empty.jpg", "huge.jpg", "text.png"]
     bad = find_unreadable([str(root / n) for n in names], exif=True, downscale=True)
     assert [names[i] for i in bad] == ["bomb.png", "empty.jpg", "text.png"]
+
+
+def test_a_jpeg_over_pillows_own_bomb_limit_is_drafted_not_skipped(tmp_path):
+    # 182 megapixels: over Pillow's default 179 MP error, which fired at open before the draft
+    Image.new("L", (14000, 13000), 90).save(tmp_path / "vast.jpg", quality=30)
+    image, size = load_image(tmp_path / "vast.jpg", return_size=True)
+    assert size == (14000, 13000) and image.shape == (6500, 7000, 3)  # 1/2 scale: 45.5 megapixels
+    assert abs(int(image.mean()) - 90) < 4
+
+
+def test_a_refusal_states_the_image_and_the_limit_in_force(corpus, monkeypatch):
+    from c2am_tf.image_io import image_size
+
+    root, _, _ = corpus
+    monkeypatch.setenv("C2AM_MAX_PIXELS", "10000000")  # our check, from the header
+    with pytest.raises(UnreadableImageError, match=r"20000x20000 is 400 megapixels, over the limit of 10 "):
+        load_image(root / "bomb.png")
+    monkeypatch.setenv("C2AM_MAX_PIXELS", "1000000")  # over 64x the limit: Pillow's own check, set from ours
+    with pytest.raises(UnreadableImageError, match=r"bomb.png: 400 megapixels, over the limit of 1 "):
+        load_image(root / "bomb.png")
+    assert image_size(root / "bomb.png") == (20000, 20000)  # the header alone, even for a bomb

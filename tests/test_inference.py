@@ -216,7 +216,7 @@ def test_predict_skips_a_decompression_bomb_and_reports_16_bit_images_in_their_p
     Image.new("L", (20000, 20000)).save(photos / "bomb.png", optimize=True)
     Image.fromarray((np.arange(40 * 30).reshape(30, 40) * 50).astype(np.uint16)).save(photos / "deep.png")
     assert cli(["predict", str(photos), "--model", saved_model, "--out", str(tmp_path / "out")]) == 0
-    assert "bomb.png: 400 megapixels, over the limit" in capsys.readouterr().err
+    assert "bomb.png: 20000x20000 is 400 megapixels, over the limit of 64 " in capsys.readouterr().err
     records = json.loads((tmp_path / "out" / "boxes.json").read_text())["images"]
     assert [(os.path.basename(r["path"]), r["width"], r["height"]) for r in records] == [("deep.png", 40, 30)]
 

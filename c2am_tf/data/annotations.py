@@ -100,14 +100,3 @@ class BoxAudit:
                         "(strict mode makes these errors): %s%s",
                         self.what, len(self.skipped), len(self.clamped), shown, more)
         return len(self.skipped), len(self.clamped)
-
-
-def image_size(path):
-    """(width, height) from the file's header (PIL, no decoding), or None when it cannot be read."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as image:
-            return image.size
-    except (OSError, UnidentifiedImageError, ValueError):
-        return None

@@ -4,7 +4,8 @@ import os
 
 import tensorflow as tf
 
-from c2am_tf.data.annotations import AnnotationError, BoxAudit, image_size, parse_box
+from c2am_tf.data.annotations import AnnotationError, BoxAudit, parse_box
+from c2am_tf.image_io import image_size
 from c2am_tf.data.sharding import shard_dataset
 
 SPLITS = ("train", "test")

@@ -26,7 +26,8 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import tensorflow as tf
 
-from c2am_tf.data.annotations import AnnotationError, BoxAudit, image_size, parse_box
+from c2am_tf.data.annotations import AnnotationError, BoxAudit, parse_box
+from c2am_tf.image_io import image_size
 from c2am_tf.data.images import drop_unreadable, read_rgb
 from c2am_tf.data.sharding import take_shard
 
