@@ -239,6 +239,9 @@ def test_predict_keeps_an_earlier_runs_results_and_reads_its_own_folder_again(tm
         Image.fromarray(rng.randint(0, 255, (40, 30, 3), np.uint8)).save(photos / name)
     out = tmp_path / "out"
     assert cli(["predict", str(photos), "--model", saved_model, "--out", str(out), "--threshold", "0.3"]) == 0
+    printed = capsys.readouterr()
+    assert "predict: 100%" in printed.err and "2/2" in printed.err  # a progress bar while it runs, then a summary
+    assert f"2 of 2 images -> {out}/boxes.json (0 unreadable skipped;" in printed.out
     first = {p.name: p.read_bytes() for p in out.iterdir()}
     with pytest.raises(SystemExit) as err:  # other settings: refused by name, nothing replaced
         cli(["predict", str(photos), "--model", saved_model, "--out", str(out), "--threshold", "0.6"])

@@ -183,6 +183,7 @@ def test_detect_cli_writes_boxes_and_overlays_and_skips_bad_files(tiny, tmp_path
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "skipped 1 unreadable images of 3" in proc.stderr and "ms/image" in proc.stdout
+    assert "detect: 100%" in proc.stderr and "3/3" in proc.stderr  # a progress bar while it runs
     result = json.loads((out / "boxes.json").read_text())
     assert result["threshold"] == pytest.approx(0.4) and len(result["images"]) == 2
     first = result["images"][0]

@@ -17,6 +17,7 @@ import sys
 import time
 
 import numpy as np
+from tqdm import tqdm
 
 from c2am_tf.boxes_json import BoxesWriter, box_record, drop_own_outputs
 from c2am_tf.errors import ConfigError
@@ -70,10 +71,10 @@ def main(argv=None, prog=None):
     except ValueError as err:
         p.error(f"--out: {err}")
     skipped, total_ms, model_ms = [], [], []
-    with writer:  # each result reaches the disk as it comes: a crash keeps what was done
-        for path in paths:
-            if path in writer.done:
-                continue
+    todo = [path for path in paths if path not in writer.done]
+    # each result reaches the disk as it comes: a crash keeps what was done
+    with writer, tqdm(todo, desc="detect", unit="img", initial=len(paths) - len(todo), total=len(paths)) as bar:
+        for path in bar:
             try:
                 image, (width, height) = load_image(path, return_size=True)
             except UnreadableImageError as err:
@@ -97,5 +98,7 @@ def main(argv=None, prog=None):
         print(f"{len(records)} images -> {args.out}/boxes.json; ms/image (median after the first): "
               f"detection {np.median(total_ms[steady]):.1f}, model alone {np.median(model_ms[steady]):.1f} "
               f"({args.threads} threads, input {detector.height}x{detector.width})")
+    else:
+        print(f"{len(records)} images -> {args.out}/boxes.json (none left to detect)")
     return 0 if records else 1
 

@@ -13,8 +13,10 @@ image, and an output folder inside the input folder is not read.
 
 import os
 import sys
+import time
 
 import numpy as np
+from tqdm import tqdm
 
 from c2am_tf.boxes_json import BoxesWriter, box_record, drop_own_outputs
 from c2am_tf.evaluate import localization_maps
@@ -34,7 +36,7 @@ OUTPUT_SUFFIXES = (".png", ".mask.png")  # the pictures written beside each imag
 
 
 def predict(paths, model_path, out_dir, size=EVAL_CROP, threshold=None, preset=None, masks=False,
-            classifier=None, classifier_size=None, cam_weight=0.0, box_band=None, overwrite=False):
+            classifier=None, classifier_size=None, cam_weight=0.0, box_band=None, overwrite=False, progress=False):
     """Writes an overlay PNG and a JSON per image (and a mask PNG with ``masks``), and
     ``OUT/boxes.json`` (``c2am_tf.boxes/v1``, streamed as results come); returns the list of
     records. The model is a ``.keras`` file (``model_path``) or a shipped ``preset`` name. With a
@@ -42,7 +44,7 @@ def predict(paths, model_path, out_dir, size=EVAL_CROP, threshold=None, preset=N
     fuses the map with that class's CAM and needs ``threshold`` (the stored one is for the map alone).
     ``box_band``: the box rule's band (``c2am_tf.boxes.best_box_per_threshold``); None: the model's own.
     An ``out_dir`` holding the results of other settings raises ValueError naming them, unless ``overwrite``;
-    of the same settings, only the images it lacks are predicted."""
+    of the same settings, only the images it lacks are predicted. ``progress``: a progress bar (stderr)."""
     size = check_image_size(size)
     if threshold is not None:
         threshold = check_threshold(threshold)
@@ -62,12 +64,13 @@ def predict(paths, model_path, out_dir, size=EVAL_CROP, threshold=None, preset=N
     if cam_weight:
         header["cam_weight"] = float(cam_weight)
     writer = BoxesWriter(os.path.join(out_dir, "boxes.json"), header, replace=overwrite)
-    with writer:
-        for path in paths:
-            if path not in writer.done:
-                record = _predict_one(model, path, size, t, pictures, jsons, mask_names, classify, band)
-                if record is not None:
-                    writer.add(record)
+    todo = [path for path in paths if path not in writer.done]
+    with writer, tqdm(todo, desc="predict", unit="img", initial=len(paths) - len(todo), total=len(paths),
+                      disable=not progress) as bar:
+        for path in bar:
+            record = _predict_one(model, path, size, t, pictures, jsons, mask_names, classify, band)
+            if record is not None:
+                writer.add(record)
     return list(writer.done.values())
 
 
@@ -121,12 +124,15 @@ def main(argv=None, prog=None):
         p.error(str(err))
     try:
         classifier, classifier_size = chosen_classifier(args)
+        start = time.perf_counter()
         records = predict(paths, args.model, args.out, args.size, args.threshold, args.preset, args.masks,
-                          classifier, classifier_size, args.cam_weight, args.box_band, args.overwrite)
+                          classifier, classifier_size, args.cam_weight, args.box_band, args.overwrite, progress=True)
     except ConfigError as err:
         p.error(err.as_flag())
     except (ValueError, FileNotFoundError) as err:
         p.error(str(err))
-    print(f"{len(records)} of {len(paths)} images -> {args.out}")
+    seconds = time.perf_counter() - start
+    print(f"{len(records)} of {len(paths)} images -> {args.out}/boxes.json ({len(paths) - len(records)} unreadable "
+          f"skipped; {seconds:.1f} s, {len(paths) / max(seconds, 1e-9):.1f} img/s)")
     return 0 if records else 1
 
