@@ -141,6 +141,8 @@ def _record(f, path, what, allowed=None, persistent_load=None):
 def _load_legacy(f, path):
     try:
         magic = _record(f, path, "magic number")
+    except UnsafeCheckpointError:  # a ValueError too (InputError): code in the first record is refused as such
+        raise
     except ValueError:
         raise ValueError(f"{path}: not a PyTorch checkpoint (no magic number)") from None
     if magic != _LEGACY_MAGIC or type(magic) is not int:
