@@ -44,8 +44,8 @@ def measure(steps, batch):
     import numpy as np
 
     from c2am_tf.backbones import build_backbone
-    from c2am_tf.model import C2AM
-    from c2am_tf.optim import poly_sgd
+    from c2am_tf.models.c2am.model import C2AM
+    from c2am_tf.models.c2am.optim import poly_sgd
     from machine import forward_gflops, matmul_gflops
 
     peak = matmul_gflops()

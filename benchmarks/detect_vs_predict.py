@@ -22,15 +22,17 @@ import os
 
 import numpy as np
 
-from c2am_tf import presets, tflite
-from c2am_tf.boxes import box_iou
+from c2am_tf import presets
+
+from c2am_tf.deploy import tflite
+from c2am_tf.maps.boxes import box_iou
 from c2am_tf.data.transforms import resize_square
-from c2am_tf.evaluate import localization_maps
-from c2am_tf.files import list_images
-from c2am_tf.geometry import EVAL_CROP, model_box_band, scale_box
-from c2am_tf.image_io import load_image
-from c2am_tf.inference import map_to_box
-from c2am_tf.litert import ForegroundDetector, box_from_map, resize_rgb
+from c2am_tf.evaluation.evaluate import localization_maps
+from c2am_tf.utils.files import list_images
+from c2am_tf.maps.geometry import EVAL_CROP, model_box_band, scale_box
+from c2am_tf.utils.image_io import load_image
+from c2am_tf.inference.postprocess import map_to_box
+from c2am_tf.deploy.litert import ForegroundDetector, box_from_map, resize_rgb
 
 from machine import header
 

@@ -12,9 +12,9 @@ import keras
 
 from c2am_tf import data
 from c2am_tf.backbones import build_backbone
-from c2am_tf.evaluate import evaluate
-from c2am_tf.model import C2AM
-from c2am_tf.training import TrainConfig, run_training
+from c2am_tf.evaluation.evaluate import evaluate
+from c2am_tf.models.c2am.model import C2AM
+from c2am_tf.training.trainer import TrainConfig, run_training
 
 DEFAULT_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "DUTS-TE_dev500")
 

@@ -30,15 +30,15 @@ import numpy as np
 
 from c2am_tf import data
 from c2am_tf.backbones import build_backbone, efficientnet_lite
-from c2am_tf.boxes import box_iou
-from c2am_tf.ddt import DDT
-from c2am_tf.evaluate import (Evaluation, choose_threshold, evaluate, evaluate_regressor, localization_maps,
+from c2am_tf.maps.boxes import box_iou
+from c2am_tf.evaluation.ddt import DDT
+from c2am_tf.evaluation.evaluate import (Evaluation, choose_threshold, evaluate, evaluate_regressor, localization_maps,
                               predict_maps, top_k_classes)
-from c2am_tf.geometry import EVAL_FRAMES
-from c2am_tf.inference import load_model
-from c2am_tf.model import C2AM
+from c2am_tf.maps.geometry import EVAL_FRAMES
+from c2am_tf.presets import load_model
+from c2am_tf.models.c2am.model import C2AM
 from c2am_tf.presets import load_named
-from c2am_tf.training import TrainConfig, run_training
+from c2am_tf.training.trainer import TrainConfig, run_training
 
 from machine import header
 
@@ -391,9 +391,9 @@ def psol(model, args, classifier):
     """Pseudo boxes of general_half1's training images -> regressor -> scored on half2 beside the head's own boxes."""
     import keras
 
-    from c2am_tf.boxes_json import read_boxes
+    from c2am_tf.maps.boxes_json import read_boxes
     from c2am_tf.cli import run_command
-    from c2am_tf.regressor import build_regressor, pseudo_box_dataset
+    from c2am_tf.models.psol.regressor import build_regressor, pseudo_box_dataset
 
     out = os.path.join(args.runs, "psol_half1")
     boxes = os.path.join(out, "pseudo.json")

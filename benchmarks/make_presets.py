@@ -14,7 +14,7 @@
 - ``general_routed_lite0``: ``general_lite0``'s head for most images and, for the images nearest the
   bird cluster of 3 k-means clusters of the same 1,875 images (712 images, ``--own 1``) or whose 5 best
   ImageNet classes include one of that cluster's (``--class-votes 5``), a head trained on that cluster
-  (``c2am_tf.routing``); each head's threshold chosen (``calibrate_heads``, smoothed) on the boxes of the
+  (``c2am_tf.training.routing``); each head's threshold chosen (``calibrate_heads``, smoothed) on the boxes of the
   ImageNet dev half1 and CUB train images routed to it.
 - ``cub_lite0``: the CUB dev recipe (CUB train, 750 images); threshold chosen on CUB train's boxes.
 
@@ -28,12 +28,12 @@ import os
 import sys
 
 from c2am_tf import data
-from c2am_tf.evaluate import choose_threshold
-from c2am_tf.inference import load_model
-from c2am_tf.layers import RoutedHead
+from c2am_tf.evaluation.evaluate import choose_threshold
+from c2am_tf.presets import load_model
+from c2am_tf.models.c2am.layers import RoutedHead
 from c2am_tf.presets import from_preset, save_preset
-from c2am_tf.routing import calibrate_heads
-from c2am_tf.training import TrainConfig
+from c2am_tf.training.routing import calibrate_heads
+from c2am_tf.training.trainer import TrainConfig
 
 SHARED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data")
 CUB = os.path.join(SHARED, "CUB_200_2011_dev")

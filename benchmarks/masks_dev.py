@@ -9,7 +9,7 @@ Protocol (no model is scored on an image it saw, and no knob is chosen on a mask
 - oxford_pets_dev: the same 2-fold protocol; pet vs background, the trimap border left out.
 - The teacher is a C2AM model that saw neither set (default: the ``cub_lite0`` preset, CUB birds).
 - Every image is resized whole to --size (448); masks are scored at that size (nearest-neighbour).
-- Metrics (c2am_tf.metrics, PySODMetrics semantics): max F-beta, MAE, per-image IoU at the best single
+- Metrics (c2am_tf.evaluation.metrics, PySODMetrics semantics): max F-beta, MAE, per-image IoU at the best single
   threshold and at the model's stored one, and PxAP.
 
 Speed: decoder training images/s (features cached once, both mirrors), masks/s of the whole model in
@@ -28,9 +28,9 @@ from c2am_tf import data
 from c2am_tf.data.segmentation import segmentation_dataset
 from c2am_tf.data.transforms import resize_square
 from c2am_tf.data.wsol import select_split
-from c2am_tf.evaluate import upsample_normalized
-from c2am_tf.mask_model import DECODER_STRIDE, MaskModel, cached_features, predict_features, refined_maps, self_train
-from c2am_tf.metrics import PxAP, SaliencyMetrics
+from c2am_tf.evaluation.evaluate import upsample_normalized
+from c2am_tf.models.masks.mask_model import DECODER_STRIDE, MaskModel, cached_features, predict_features, refined_maps, self_train
+from c2am_tf.evaluation.metrics import PxAP, SaliencyMetrics
 from c2am_tf.presets import load_named
 
 from machine import header

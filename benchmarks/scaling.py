@@ -58,8 +58,8 @@ FEATURES = {"tiny": None, "efficientnet_lite0": 1280}
 def step_times(batches, repeats, backbones):
     """{(backbone, frozen, batch): seconds per training step} on one replica, 224 px."""
     from c2am_tf.backbones import build_backbone
-    from c2am_tf.model import C2AM
-    from c2am_tf.optim import poly_sgd
+    from c2am_tf.models.c2am.model import C2AM
+    from c2am_tf.models.c2am.optim import poly_sgd
 
     out = {}
     for name in backbones:
@@ -85,7 +85,7 @@ def loss_times(sizes, channels, repeats, rows=None):
     """{n: seconds} of the contrastive loss's forward + backward on n gathered fg/bg vectors: the
     whole n x n loss (what the ``paper`` variant computes on every replica), or with ``rows`` only
     that many rows against all n columns (a replica's own share, the ``reference`` variant)."""
-    from c2am_tf.losses import C2AMLoss
+    from c2am_tf.models.c2am.losses import C2AMLoss
 
     loss = C2AMLoss(0.05)
 

@@ -62,11 +62,11 @@ def two_object_batch():
 
 
 def green_classifier():
-    """A global-average-pooling classifier (``c2am_tf.cam.build_classifier``'s layout) of 3 classes whose
+    """A global-average-pooling classifier (``c2am_tf.wsss.cam.build_classifier``'s layout) of 3 classes whose
     class 1 reads green and class 2 blue; class 0 reads nothing."""
     import keras
 
-    from c2am_tf.cam import build_classifier
+    from c2am_tf.wsss.cam import build_classifier
 
     inputs = keras.Input((None, None, 3))
     backbone = keras.Model(inputs, keras.layers.AveragePooling2D(4)(keras.layers.Rescaling(1 / 255.0)(inputs)))

@@ -21,7 +21,7 @@ if count > 1:
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from c2am_tf.training import TrainConfig, run_training  # noqa: E402
+from c2am_tf.training.trainer import TrainConfig, run_training  # noqa: E402
 
 cfg = TrainConfig(dataset="synthetic", synthetic_count=8, synthetic_size=64, backbone="tiny", weights="none",
                   batch_size=8, epochs=3, steps_per_epoch=1, lr=0.05, resize=64, crop=48, eval_resize=64,

@@ -19,7 +19,7 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 import keras  # noqa: E402
 
 from c2am_tf.backbones import build_backbone  # noqa: E402
-from c2am_tf.model import C2AM  # noqa: E402
+from c2am_tf.models.c2am.model import C2AM  # noqa: E402
 
 devices = [f"/cpu:{i}" for i in range(replicas)]
 strategy = tf.distribute.MirroredStrategy(devices)

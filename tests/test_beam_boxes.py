@@ -1,4 +1,4 @@
-"""c2am_tf.beam_boxes: the Apache Beam DirectRunner writes the single-process extractor's boxes."""
+"""c2am_tf.inference.beam_boxes: the Apache Beam DirectRunner writes the single-process extractor's boxes."""
 
 import glob
 import json
@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from c2am_tf.boxes_json import read_boxes
+from c2am_tf.maps.boxes_json import read_boxes
 from c2am_tf.cli import extract_boxes
 from conftest import data_dir
 
@@ -73,8 +73,8 @@ def test_keras_model_and_saved_model_handlers_match_the_local_extractor(tmp_path
     import numpy as np
 
     from c2am_tf.backbones import build_backbone
-    from c2am_tf.export import export_saved_model
-    from c2am_tf.model import C2AM
+    from c2am_tf.deploy.saved_model import export_saved_model
+    from c2am_tf.models.c2am.model import C2AM
 
     rng = np.random.default_rng(0)
     folder = tmp_path / "images"

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from c2am_tf.backbones import build_backbone
-from c2am_tf.bgcues import background_map, build_cue_model, is_c2am, pseudo_labels
-from c2am_tf.model import C2AM
+from c2am_tf.wsss.bgcues import background_map, build_cue_model, is_c2am, pseudo_labels
+from c2am_tf.models.c2am.model import C2AM
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +61,7 @@ def test_background_map_of_c2am_is_one_minus_p(c2am):
 
 
 def test_background_map_of_a_mask_model_is_one_minus_its_refined_mask():
-    from c2am_tf.mask_model import MaskModel
+    from c2am_tf.models.masks.mask_model import MaskModel
 
     keras.utils.set_random_seed(0)
     model = MaskModel(C2AM(build_backbone("tiny", weights=None)), width=8, fine_width=8)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from conftest import golden
 
-from c2am_tf.boxes import DEFAULT_THRESHOLDS, GTKnownLoc, best_box_per_threshold, box_iou, boxes_from_map
+from c2am_tf.maps.boxes import DEFAULT_THRESHOLDS, GTKnownLoc, best_box_per_threshold, box_iou, boxes_from_map
 
 
 @pytest.mark.parametrize("size", [14, 28, 224])
@@ -99,7 +99,7 @@ _ADVERSARIAL = {"diagonal_chain", "uniform_random", "uint8_exact_values", "just_
 def test_graph_boxes_agree_with_opencv(size):
     import tensorflow as tf
 
-    from c2am_tf.boxes import boxes_from_maps_tf
+    from c2am_tf.deploy.graph_boxes import boxes_from_maps_tf
 
     d = golden("C_boxes")
     maps, names = d[f"s{size}_maps"], [str(n) for n in d[f"s{size}_names"]]
@@ -123,7 +123,7 @@ def test_graph_boxes_pick_opencvs_largest_contour_on_multi_blob_maps():
     in-graph rule (SavedModel, TFLite) must pick the contour OpenCV picks (it once missed 5 in 600)."""
     import cv2
 
-    from c2am_tf.boxes import boxes_from_maps_tf
+    from c2am_tf.deploy.graph_boxes import boxes_from_maps_tf
 
     rng = np.random.RandomState(0)
     maps = []
@@ -149,7 +149,7 @@ def _blob_maps(n, size=28, seed=0):
 
 
 def test_banded_box_is_the_mean_of_the_boxes_across_the_band():
-    from c2am_tf.geometry import band_thresholds
+    from c2am_tf.maps.geometry import band_thresholds
 
     assert band_thresholds(0.35, 0.1) == [0.25, 0.3, 0.35, 0.4, 0.45]
     assert band_thresholds(0.9, 0.2) == [0.7, 0.8, 0.9]  # 1.0 would be an empty box: left out
@@ -176,7 +176,7 @@ def test_a_band_steadies_a_box_that_jumps_when_two_blobs_merge():
 
 
 def test_graph_banded_boxes_agree_with_numpy():
-    from c2am_tf.boxes import boxes_from_maps_tf
+    from c2am_tf.deploy.graph_boxes import boxes_from_maps_tf
 
     maps = _blob_maps(100, seed=1)
     for t, band in ((0.35, 0.1), (0.6, 0.3)):

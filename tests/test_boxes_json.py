@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from c2am_tf.boxes_json import FORMAT, BoxesWriter, box_record, read_boxes
+from c2am_tf.maps.boxes_json import FORMAT, BoxesWriter, box_record, read_boxes
 
 HEADER = {"model": "/m.keras", "threshold": 0.35}
 

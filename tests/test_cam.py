@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from c2am_tf.backbones import build_backbone
-from c2am_tf.cam import build_classifier, cam_files, class_activation_maps, read_cams, write_cams
+from c2am_tf.wsss.cam import build_classifier, cam_files, class_activation_maps, read_cams, write_cams
 
 
 def _identity_backbone():
@@ -80,7 +80,7 @@ class _Evil:
 
 @pytest.mark.parametrize("where", ["top", "value", "key"])
 def test_a_cam_npy_that_would_run_code_is_refused_with_how_to_convert(tmp_path, where):
-    from c2am_tf.safe_pickle import UnsafePickleError
+    from c2am_tf.utils.safe_pickle import UnsafePickleError
 
     marker = tmp_path / "pwned"
     payload = {"top": _Evil(marker), "value": {"keys": np.array([1]), "hr_cam": _Evil(marker)},
@@ -93,7 +93,7 @@ def test_a_cam_npy_that_would_run_code_is_refused_with_how_to_convert(tmp_path, 
 
 
 def test_a_cam_npy_of_a_numpy_subclass_is_refused(tmp_path):
-    from c2am_tf.safe_pickle import UnsafePickleError
+    from c2am_tf.utils.safe_pickle import UnsafePickleError
 
     np.save(tmp_path / "m.npy", {"keys": np.array([1]), "hr_cam": np.ma.masked_array(np.zeros((1, 2, 2)))})
     with pytest.raises(UnsafePickleError, match=r"m\.npy: refusing to load 'numpy\.ma\.core"):

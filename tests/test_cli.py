@@ -79,9 +79,9 @@ def test_a_bad_tflite_file_is_one_line(tmp_path, capsys):
     pytest.importorskip("ai_edge_litert")
     import keras
 
-    from c2am_tf import tflite
+    from c2am_tf.deploy import tflite
     from c2am_tf.backbones import build_backbone
-    from c2am_tf.model import C2AM
+    from c2am_tf.models.c2am.model import C2AM
 
     Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(tmp_path / "a.png")
     content = tflite.convert(C2AM(build_backbone("tiny", weights=None)), 64, "none")
@@ -107,7 +107,7 @@ def test_a_truncated_keras_file_and_an_out_that_is_a_file_are_one_line(tmp_path,
     import keras
 
     from c2am_tf.backbones import build_backbone
-    from c2am_tf.model import C2AM
+    from c2am_tf.models.c2am.model import C2AM
 
     Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(tmp_path / "a.png")
     C2AM(build_backbone("tiny", weights=None)).save(tmp_path / "m.keras")
@@ -131,7 +131,7 @@ def test_a_truncated_keras_file_and_an_out_that_is_a_file_are_one_line(tmp_path,
 def test_refused_pickles_are_one_line_and_run_nothing(tmp_path, capsys):
     import zipfile
 
-    from c2am_tf.cam import write_cams
+    from c2am_tf.wsss.cam import write_cams
 
     marker = tmp_path / "pwned"
     with zipfile.ZipFile(tmp_path / "evil.pth", "w") as z:

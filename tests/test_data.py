@@ -220,7 +220,7 @@ def test_strict_makes_a_bad_box_an_error_naming_file_and_line(tmp_path):
 
 def test_a_nan_box_no_longer_costs_the_run(tmp_path):
     """A NaN box crashed the epoch-end pictures and no model was saved; now it is skipped."""
-    from c2am_tf.training import TrainConfig, run_training
+    from c2am_tf.training.trainer import TrainConfig, run_training
 
     root = _write_cub(tmp_path / "c")
     (root / "bounding_boxes.txt").write_text("1 1 2 10 10\n2 0 0 5 5\n3 1 1 3 3\n4 0 0 1 1\n5 nan 10 100 50\n")

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from c2am_tf.ddt import DDT
+from c2am_tf.evaluation.ddt import DDT
 
 
 def _planted(n=20, size=8, channels=6, seed=0):

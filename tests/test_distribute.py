@@ -1,4 +1,4 @@
-"""c2am_tf.distribute: strategy choice, chief / worker folders, and two worker processes on localhost
+"""c2am_tf.runtime.distribute: strategy choice, chief / worker folders, and two worker processes on localhost
 computing what one process computes."""
 
 import json
@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from c2am_tf import distribute
-
+from c2am_tf.runtime import distribute
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -145,7 +144,7 @@ def test_two_workers_on_localhost_compute_the_one_process_run_also_when_killed_a
 
 
 def test_one_device_and_mirrored_runs_agree(tmp_path):
-    from c2am_tf.training import TrainConfig, run_training
+    from c2am_tf.training.trainer import TrainConfig, run_training
 
     quick = dict(dataset="synthetic", synthetic_count=16, synthetic_size=64, backbone="tiny", weights=None,
                  batch_size=8, epochs=1, steps_per_epoch=2, resize=64, crop=48, eval_every=0, seed=2, verbose=0)

@@ -1,9 +1,9 @@
-"""Edge-aware refinement (c2am_tf.edges): a blocky map snaps to the image's edges, and bad choices fail clearly."""
+"""Edge-aware refinement (c2am_tf.maps.edges): a blocky map snaps to the image's edges, and bad choices fail clearly."""
 
 import numpy as np
 import pytest
 
-from c2am_tf.edges import REFINEMENTS, refine_map
+from c2am_tf.maps.edges import REFINEMENTS, refine_map
 
 
 def _square_scene(size=96, lo=24, hi=72):

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from c2am_tf.boxes_json import read_boxes
+from c2am_tf.maps.boxes_json import read_boxes
 from conftest import green_classifier, two_object_batch
-from c2am_tf.evaluate import (Evaluation, evaluate, evaluate_boxes, format_result, localization_maps, predict_maps,
+from c2am_tf.evaluation.evaluate import (Evaluation, evaluate, evaluate_boxes, format_result, localization_maps, predict_maps,
                               upsample_normalized)
 
 
@@ -49,7 +49,7 @@ def test_a_perfect_map_scores_100_on_boxes_and_masks():
 
 
 def test_a_mask_model_is_scored_on_its_refined_masks():
-    from c2am_tf.edges import refine_map
+    from c2am_tf.maps.edges import refine_map
 
     images, boxes, masks = _batch()
     coarse = keras.Sequential([_oracle(), keras.layers.AveragePooling2D(2)])  # stride 8: blurry edges
@@ -178,7 +178,7 @@ def test_evaluate_cli_scores_a_model_with_a_classifier_and_a_boxes_file(tmp_path
 
     from c2am_tf.cli import run_command
     from conftest import ROOT
-    from c2am_tf.training import TrainConfig, run_training
+    from c2am_tf.training.trainer import TrainConfig, run_training
 
     cub = _cub_folder(tmp_path / "CUB")
     run_training(TrainConfig(dataset="cub", data_dir=str(cub), backbone="tiny", weights=None, epochs=1, batch_size=2,
@@ -213,7 +213,7 @@ def test_evaluate_cli_scores_a_model_with_a_classifier_and_a_boxes_file(tmp_path
 
 
 def test_fuse_cams_normalizes_each_map_and_weighs_them():
-    from c2am_tf.evaluate import fuse_cams
+    from c2am_tf.evaluation.evaluate import fuse_cams
 
     maps = np.array([[[0.2, 0.6], [0.4, 0.2]]], np.float32)  # min-max: [[0, 1], [0.5, 0]]
     cams = np.full((1, 4, 4), 3.0, np.float32)
@@ -255,7 +255,7 @@ def test_without_labels_the_cam_is_of_the_classifiers_top_class():
 
 def test_cams_of_the_imagenet_lite_classifier_come_with_its_logits():
     from c2am_tf.backbones import efficientnet_lite
-    from c2am_tf.cam import cam_model, maps_of_classes
+    from c2am_tf.wsss.cam import cam_model, maps_of_classes
 
     classifier = efficientnet_lite("efficientnet_lite0", weights=None, include_top=True)
     both, dense = cam_model(classifier)
@@ -291,7 +291,7 @@ def test_a_banded_evaluation_scores_the_mean_box_and_takes_the_models_band():
     """A map whose box jumps from too large (up to threshold 0.4) to too small (from 0.5): no single
     threshold boxes the object, the mean box over the band 0.3-0.7 does. evaluate reads the band a
     model stores (``box_band``) and reports it."""
-    from c2am_tf.boxes import best_box_per_threshold
+    from c2am_tf.maps.boxes import best_box_per_threshold
 
     m = np.full((1, 8, 8), 0.05)
     m[0, 1:7, 1:7] = 0.45
@@ -320,7 +320,7 @@ def test_a_banded_evaluation_scores_the_mean_box_and_takes_the_models_band():
 def test_evaluate_strict_makes_an_unusable_annotation_an_error(tmp_path, capsys):
     from PIL import Image
 
-    from c2am_tf.boxes_json import BoxesWriter, box_record
+    from c2am_tf.maps.boxes_json import BoxesWriter, box_record
     from c2am_tf.cli import run_command
 
     root = tmp_path / "inet"

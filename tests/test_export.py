@@ -11,10 +11,10 @@ import pytest
 import tensorflow as tf
 
 from c2am_tf.backbones import build_backbone
-from c2am_tf.boxes import best_box_per_threshold
-from c2am_tf.export import export_saved_model, next_version
-from c2am_tf.inference import map_to_mask
-from c2am_tf.model import C2AM
+from c2am_tf.maps.boxes import best_box_per_threshold
+from c2am_tf.deploy.saved_model import export_saved_model, next_version
+from c2am_tf.inference.postprocess import map_to_mask
+from c2am_tf.models.c2am.model import C2AM
 
 FRESH = """
 import sys, numpy as np, tensorflow as tf
@@ -124,7 +124,7 @@ def test_bad_requests_are_refused(exported):
 
 @pytest.mark.parametrize("kind", ["c2am", "mask_model"])
 def test_masks_signature_agrees_with_map_to_mask_also_in_saved_model_cli(tmp_path, kind):
-    from c2am_tf.mask_model import MaskModel
+    from c2am_tf.models.masks.mask_model import MaskModel
 
     tf.keras.utils.set_random_seed(0)
     if kind == "c2am":

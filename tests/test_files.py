@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from c2am_tf.files import OutputNames, image_paths, list_images, write_atomically
+from c2am_tf.utils.files import OutputNames, image_paths, list_images, write_atomically
 
 
 def _touch(root, *rels):

@@ -6,7 +6,7 @@ import tensorflow as tf
 from c2am_tf import data
 from c2am_tf.backbones import build_backbone
 from c2am_tf.data.grouping import feature_clusters, spherical_kmeans
-from c2am_tf.training import TrainConfig, run_training
+from c2am_tf.training.trainer import TrainConfig, run_training
 
 
 def _source(values):

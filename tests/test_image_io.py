@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from c2am_tf.image_io import UnreadableImageError, load_image, read_image
+from c2am_tf.utils.image_io import UnreadableImageError, load_image, read_image
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +108,7 @@ def test_a_jpeg_over_pillows_own_bomb_limit_is_drafted_not_skipped(tmp_path):
 
 
 def test_a_refusal_states_the_image_and_the_limit_in_force(corpus, monkeypatch):
-    from c2am_tf.image_io import image_size
+    from c2am_tf.utils.image_io import image_size
 
     root, _, _ = corpus
     monkeypatch.setenv("C2AM_MAX_PIXELS", "10000000")  # our check, from the header

@@ -11,9 +11,10 @@ import pytest
 from PIL import Image
 
 from c2am_tf.__main__ import main as cli
-from c2am_tf.geometry import eval_box_to_original
-from c2am_tf.inference import load_model, map_to_box, map_to_mask
-from c2am_tf.training import TrainConfig, run_training
+from c2am_tf.maps.geometry import eval_box_to_original
+from c2am_tf.presets import load_model
+from c2am_tf.inference.postprocess import map_to_box, map_to_mask
+from c2am_tf.training.trainer import TrainConfig, run_training
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

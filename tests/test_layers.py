@@ -6,8 +6,8 @@ import pytest
 import tensorflow as tf
 from conftest import golden
 
-from c2am_tf.layers import ActivationHead, Disentangler, RoutedHead
-from c2am_tf.losses import C2AMLoss
+from c2am_tf.models.c2am.layers import ActivationHead, Disentangler, RoutedHead
+from c2am_tf.models.c2am.losses import C2AMLoss
 
 CASES = ["b0", "b1", "b2"]
 
@@ -131,7 +131,7 @@ def test_routed_head_maps_each_image_with_its_clusters_head():
 
 def test_routed_head_round_trips_and_refuses_bad_routes(tmp_path):
     from c2am_tf.backbones import tiny
-    from c2am_tf.model import C2AM
+    from c2am_tf.models.c2am.model import C2AM
 
     backbone = tiny(channels=4)
     model = C2AM(backbone, Disentangler(_routed([1, 0], [1, -1]), name="disentangler"))

@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 from conftest import golden
 
-from c2am_tf.losses import C2AMLoss, cosine_similarity, row_rank
+from c2am_tf.models.c2am.losses import C2AMLoss, cosine_similarity, row_rank
 
 
 def _cases(d):

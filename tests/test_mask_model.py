@@ -1,4 +1,4 @@
-"""Mask model (c2am_tf.mask_model): taps, pseudo-masks, the masked loss, self-training, serialization."""
+"""Mask model (c2am_tf.models.masks.mask_model): taps, pseudo-masks, the masked loss, self-training, serialization."""
 
 import os
 
@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from c2am_tf.backbones import build_backbone
-from c2am_tf.foreground import foreground_mask
-from c2am_tf.inference import load_model
-from c2am_tf.mask_model import (IGNORE, MaskModel, cached_features, layers_at_strides, masked_binary_crossentropy,
+from c2am_tf.maps.foreground import foreground_mask
+from c2am_tf.presets import load_model
+from c2am_tf.models.masks.mask_model import (IGNORE, MaskModel, cached_features, layers_at_strides, masked_binary_crossentropy,
                                 mirrored_average, predict_features, prototype_maps, pseudo_masks, self_train)
 
 
@@ -84,7 +84,7 @@ def test_mirrored_average():
 
 
 def _teacher():
-    from c2am_tf.model import C2AM
+    from c2am_tf.models.c2am.model import C2AM
 
     return C2AM(build_backbone("tiny", weights=None))
 
@@ -147,7 +147,7 @@ def test_fit_masks_cli_trains_saves_and_keeps_an_existing_model(tmp_path):
 
     from PIL import Image
 
-    from c2am_tf.model import C2AM
+    from c2am_tf.models.c2am.model import C2AM
     from conftest import ROOT
 
     keras.utils.set_random_seed(0)

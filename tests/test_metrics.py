@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from conftest import golden
 
-from c2am_tf.metrics import ConfusionMatrix, MaxBoxAcc, PxAP, multiple_iou
+from c2am_tf.evaluation.metrics import ConfusionMatrix, MaxBoxAcc, PxAP, multiple_iou
 
 
 @pytest.mark.parametrize("run", ["interval_0.01", "ccam19"])
@@ -75,7 +75,7 @@ def test_miou_hand_computed_with_ignore():
 
 
 def test_saliency_metrics_match_hand_computed_curves_averaged_over_images():
-    from c2am_tf.metrics import SaliencyMetrics
+    from c2am_tf.evaluation.metrics import SaliencyMetrics
 
     m = SaliencyMetrics()
     # image A: levels 255, 128, 64, 0 on fg, bg, fg, bg. Thresholds above 128 keep {255}: P 1, R 1/2,
@@ -97,7 +97,7 @@ def test_saliency_metrics_match_hand_computed_curves_averaged_over_images():
 
 
 def test_saliency_metrics_ignore_trimap_borders_and_keep_a_constant_map():
-    from c2am_tf.metrics import SaliencyMetrics
+    from c2am_tf.evaluation.metrics import SaliencyMetrics
 
     plain, bordered = SaliencyMetrics(), SaliencyMetrics()
     plain.update(np.array([[0.9, 0.2, 0.6]]), np.array([[1, 0, 1]]))

@@ -10,8 +10,8 @@ import pytest
 import tensorflow as tf
 
 from c2am_tf.backbones import build_backbone
-from c2am_tf.model import C2AM, border_minus_center
-from c2am_tf.optim import parameter_groups
+from c2am_tf.models.c2am.model import C2AM, border_minus_center
+from c2am_tf.models.c2am.optim import parameter_groups
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 

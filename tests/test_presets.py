@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from c2am_tf import presets
+from c2am_tf.models.c2am import c2am_presets
 from c2am_tf.backbones import build_backbone
-from c2am_tf.model import C2AM
+from c2am_tf.models.c2am.model import C2AM
 
 from conftest import DATA
 
@@ -25,7 +26,7 @@ def test_every_preset_is_small_and_intact():
     for name, entry in shipped.items():
         path = os.path.join(presets.HERE, entry["file"])
         assert sizes[name] < 150_000, name
-        assert presets._sha256(path) == entry["sha256"]
+        assert c2am_presets._sha256(path) == entry["sha256"]
         assert entry["command"] and entry["trained_on"] and 0 < entry["threshold"] < 1
 
 
@@ -35,8 +36,8 @@ def general():
 
 
 def test_a_routed_preset_reproduces_its_reference_maps():
-    from c2am_tf.image_io import load_image
-    from c2am_tf.layers import RoutedHead
+    from c2am_tf.utils.image_io import load_image
+    from c2am_tf.models.c2am.layers import RoutedHead
 
     name = "general_routed_lite0"
     model = C2AM.from_preset(name)
@@ -63,7 +64,7 @@ def test_a_preset_loads_offline_and_reproduces_its_reference_map(general):
 
 
 def test_the_reference_map_of_a_real_image(general):
-    from c2am_tf.image_io import load_image
+    from c2am_tf.utils.image_io import load_image
 
     for key, expected in presets.list_presets()["general_lite0"]["reference_maps"].items():
         if key.startswith("synthetic:"):
@@ -82,8 +83,8 @@ def test_a_changed_file_or_unknown_name_is_refused(tmp_path, monkeypatch):
     model = C2AM(build_backbone("tiny", weights=None), box_band=0.15)
     model.threshold.assign(0.3)
     presets.save_preset(model, "t", "tiny", "concat", directory=str(tmp_path), trained_on="nothing", command="-")
-    monkeypatch.setattr(presets, "HERE", str(tmp_path))
-    monkeypatch.setattr(presets, "INDEX", str(tmp_path / "presets.json"))
+    monkeypatch.setattr(c2am_presets, "HERE", str(tmp_path))
+    monkeypatch.setattr(c2am_presets, "INDEX", str(tmp_path / "presets.json"))
     loaded = presets.from_preset("t", weights=None)
     assert float(loaded.threshold.numpy()) == pytest.approx(0.3) and loaded.box_band == 0.15
     for a, b in zip(model.head.weights, loaded.head.weights):
@@ -158,8 +159,8 @@ def test_the_map_network_runs_without_tensorflow(backend, tmp_path):
 
 
 def test_a_routed_preset_reads_its_backbones_imagenet_classifier_from_the_package(general, tmp_path, monkeypatch):
-    from c2am_tf.convert_lite import imagenet_classifier_weights
-    from c2am_tf.routing import routed_model
+    from c2am_tf.backbones.convert_lite import imagenet_classifier_weights
+    from c2am_tf.training.routing import routed_model
 
     kernel, bias = imagenet_classifier_weights("efficientnet_lite0", 1280)
     routes = [-1] * 1000
@@ -171,8 +172,8 @@ def test_a_routed_preset_reads_its_backbones_imagenet_classifier_from_the_packag
     entry = json.loads((tmp_path / "presets.json").read_text())["voting"]
     assert entry["class_weights"] == "imagenet"
     assert os.path.getsize(tmp_path / "voting.npz") < 150_000  # the 5 MB classifier is not in the file
-    monkeypatch.setattr(presets, "HERE", str(tmp_path))
-    monkeypatch.setattr(presets, "INDEX", str(tmp_path / "presets.json"))
+    monkeypatch.setattr(c2am_presets, "HERE", str(tmp_path))
+    monkeypatch.setattr(c2am_presets, "INDEX", str(tmp_path / "presets.json"))
     loaded = presets.from_preset("voting")
     np.testing.assert_array_equal(np.asarray(loaded.head.class_kernel), kernel)
     assert loaded.head.class_routes == routes and loaded.head.class_votes == 5

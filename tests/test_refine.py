@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from c2am_tf.cam import write_cams
-from c2am_tf.refine import (POWER_RANGE, PowerCalibration, dense_cams, refine_with_background, refined_labels,
+from c2am_tf.wsss.cam import write_cams
+from c2am_tf.wsss.refine import (POWER_RANGE, PowerCalibration, dense_cams, refine_with_background, refined_labels,
                              threshold_labels)
 from conftest import ROOT
 
@@ -149,8 +149,8 @@ def test_bg_mask_cue_is_the_models_own_mask_at_its_threshold(tmp_path):
 
     from c2am_tf.backbones import build_backbone
     from c2am_tf.cli.refine import CueSource
-    from c2am_tf.foreground import foreground_mask
-    from c2am_tf.model import C2AM
+    from c2am_tf.maps.foreground import foreground_mask
+    from c2am_tf.models.c2am.model import C2AM
 
     keras.utils.set_random_seed(0)
     model = C2AM(build_backbone("tiny", weights=None))

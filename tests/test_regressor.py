@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from c2am_tf.backbones import build_backbone
-from c2am_tf.regressor import build_regressor, predict_boxes, pseudo_box_dataset
+from c2am_tf.models.psol.regressor import build_regressor, predict_boxes, pseudo_box_dataset
 
 
 def _records(tmp_path, n=4):
@@ -38,7 +38,7 @@ def test_regressor_boxes_are_valid_and_scaled_to_the_frame():
 
 def test_fit_regressor_learns_a_fixed_box_and_saves(tmp_path, capsys):
     from c2am_tf.cli import run_command
-    from c2am_tf.inference import load_model
+    from c2am_tf.presets import load_model
 
     records = _records(tmp_path)[:4]
     (tmp_path / "boxes.json").write_text(json.dumps({"format": "c2am_tf.boxes/v1", "images": records}))
@@ -74,7 +74,7 @@ def test_a_killed_fit_resumes_from_its_last_epoch_and_other_flags_are_refused(tm
     import keras
 
     from c2am_tf.cli import run_command
-    from c2am_tf.inference import load_model
+    from c2am_tf.presets import load_model
 
     (tmp_path / "boxes.json").write_text(json.dumps({"format": "c2am_tf.boxes/v1", "images": _records(tmp_path)[:4]}))
     out = tmp_path / "reg"

@@ -1,4 +1,4 @@
-"""fit-routed / c2am_tf.routing: clusters, a head per chosen cluster, the general head for the rest."""
+"""fit-routed / c2am_tf.training.routing: clusters, a head per chosen cluster, the general head for the rest."""
 
 import json
 
@@ -8,10 +8,11 @@ import tensorflow as tf
 from PIL import Image
 
 from c2am_tf import presets
+from c2am_tf.models.c2am import c2am_presets
 from c2am_tf.cli import run_command
 from c2am_tf.data.synthetic import synthetic_example
 from c2am_tf.data.transforms import resize_square
-from c2am_tf.inference import load_model
+from c2am_tf.presets import load_model
 
 TINY = ["--backbone", "tiny", "--weights", "none", "--epochs", "1", "--batch-size", "4", "--verbose", "0"]
 
@@ -81,8 +82,8 @@ def test_a_routed_model_saves_and_loads_as_a_preset(trained, tmp_path, monkeypat
     images, _, run, _ = trained
     routed = load_model(str(run / "routed.keras"))
     presets.save_preset(routed, "r", "tiny", "concat", directory=str(tmp_path), trained_on="-", command="-")
-    monkeypatch.setattr(presets, "HERE", str(tmp_path))
-    monkeypatch.setattr(presets, "INDEX", str(tmp_path / "presets.json"))
+    monkeypatch.setattr(c2am_presets, "HERE", str(tmp_path))
+    monkeypatch.setattr(c2am_presets, "INDEX", str(tmp_path / "presets.json"))
     loaded = presets.from_preset("r", weights=None)
     net = presets.map_network("r", weights=None)
     loaded.backbone.set_weights(routed.backbone.get_weights())  # tiny has no stored weights: the file's only
@@ -101,8 +102,8 @@ def test_a_routed_model_exports_to_tflite_and_saved_model(trained, tmp_path):
     import shutil
     import subprocess
 
-    from c2am_tf import tflite
-    from c2am_tf.export import export_saved_model
+    from c2am_tf.deploy import tflite
+    from c2am_tf.deploy.saved_model import export_saved_model
 
     images, _, run, _ = trained
     routed = load_model(str(run / "routed.keras"))
@@ -119,7 +120,7 @@ def test_a_routed_model_exports_to_tflite_and_saved_model(trained, tmp_path):
         assert proc.returncode == 0, proc.stderr[-2000:]
         np.testing.assert_allclose(np.load(tmp_path / "out" / "cam.npy"), want, atol=1e-4)
     pytest.importorskip("ai_edge_litert")
-    from c2am_tf.litert import ForegroundDetector
+    from c2am_tf.deploy.litert import ForegroundDetector
 
     detector = ForegroundDetector(tflite.convert(routed, 224, "none"))
     np.testing.assert_allclose(np.stack([detector.map(im) for im in batch]), want, atol=1e-4)
@@ -128,7 +129,7 @@ def test_a_routed_model_exports_to_tflite_and_saved_model(trained, tmp_path):
 def _voting_head(exponents=None):
     """A RoutedHead on 4-channel features: centre 0 is channel 0, centre 1 channel 1; 3 classes whose logits
     are channels 1..3 of the pooled features, class 2 votes for head 1, class 0 and 1 for nobody."""
-    from c2am_tf.layers import ActivationHead, RoutedHead
+    from c2am_tf.models.c2am.layers import ActivationHead, RoutedHead
 
     heads = [ActivationHead(name="head_0"), ActivationHead(name="head_1")]
     kernel = np.zeros((4, 3), np.float32)
@@ -159,7 +160,7 @@ def test_an_images_best_classes_vote_for_a_head_over_its_nearest_centre():
 
 
 def test_class_routes_come_from_the_clusters_of_each_classes_training_images():
-    from c2am_tf.routing import class_routes_from_votes
+    from c2am_tf.training.routing import class_routes_from_votes
 
     classes = np.array([0, 0, 0, 1, 1, 2, 2, 4])
     ids = np.array([1, 1, 0, 2, 2, 1, 2, 1])
@@ -193,8 +194,8 @@ def test_a_voting_calibrated_head_saves_loads_and_converts_to_tflite(tmp_path):
 
 def test_calibrated_heads_each_box_at_their_own_threshold(trained):
     from c2am_tf import data
-    from c2am_tf.evaluate import evaluate
-    from c2am_tf.routing import calibrate_heads, head_thresholds
+    from c2am_tf.evaluation.evaluate import evaluate
+    from c2am_tf.training.routing import calibrate_heads, head_thresholds
 
     _, _, run, _ = trained
     routed = load_model(str(run / "routed.keras"))

@@ -7,7 +7,7 @@ import pickle
 import numpy as np
 import pytest
 
-from c2am_tf.safe_pickle import UnsafePickleError, check_plain, load_npy, restricted_load
+from c2am_tf.utils.safe_pickle import UnsafePickleError, check_plain, load_npy, restricted_load
 
 
 class _Evil:

@@ -12,11 +12,11 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from c2am_tf import serving_client as client
+from c2am_tf.deploy import serving_client as client
 from c2am_tf.backbones import build_backbone
-from c2am_tf.export import export_saved_model
-from c2am_tf.inference import map_to_box
-from c2am_tf.model import C2AM
+from c2am_tf.deploy.saved_model import export_saved_model
+from c2am_tf.inference.postprocess import map_to_box
+from c2am_tf.models.c2am.model import C2AM
 
 
 def _cli():
@@ -176,7 +176,7 @@ def test_errors_are_clear(served, tmp_path, capsys):
 def test_a_large_request_is_warned_about_with_the_resize_hint(tmp_path, capsys):
     from PIL import Image
 
-    from c2am_tf.serving_client import LARGE_REQUEST_BYTES, request_bytes
+    from c2am_tf.deploy.serving_client import LARGE_REQUEST_BYTES, request_bytes
 
     rng = np.random.RandomState(0)
     big = rng.randint(0, 255, (1100, 1100, 3), np.uint8)  # ~14 MB of JSON, 3.6 MB raw

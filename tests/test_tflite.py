@@ -8,15 +8,15 @@ import keras
 import numpy as np
 import pytest
 
-from c2am_tf import tflite
+from c2am_tf.deploy import tflite
 from c2am_tf.backbones import build_backbone
-from c2am_tf.boxes import box_iou, boxes_from_map
-from c2am_tf.inference import map_to_box, map_to_mask
-from c2am_tf.model import C2AM
+from c2am_tf.maps.boxes import box_iou, boxes_from_map
+from c2am_tf.inference.postprocess import map_to_box, map_to_mask
+from c2am_tf.models.c2am.model import C2AM
 from conftest import ROOT, data_dir
 
 pytest.importorskip("ai_edge_litert")
-from c2am_tf.litert import ForegroundDetector, box_from_map, read_metadata, resize_rgb  # noqa: E402
+from c2am_tf.deploy.litert import ForegroundDetector, box_from_map, read_metadata, resize_rgb  # noqa: E402
 
 SIZE = 64
 
@@ -69,7 +69,7 @@ def test_detect_returns_the_keras_box_in_image_pixels(tiny):
 
 
 def test_mask_model_exports_with_its_refinement_fp32_and_int8():
-    from c2am_tf.mask_model import MaskModel
+    from c2am_tf.models.masks.mask_model import MaskModel
 
     keras.utils.set_random_seed(0)
     model = MaskModel(C2AM(build_backbone("tiny", weights=None)), width=8, fine_width=8, refinement="guided")
@@ -125,7 +125,7 @@ def test_bad_arguments_and_inputs_are_refused(tiny):
 def test_int8_boxes_agree_with_keras_on_real_images():
     """Lite0 (ImageNet) trained briefly on CUB dev images; int8 boxes vs Keras boxes on test images."""
     from c2am_tf import data
-    from c2am_tf.callbacks import PolarityCallback
+    from c2am_tf.training.callbacks import PolarityCallback
 
     root = data_dir("CUB_200_2011_dev")
     keras.utils.set_random_seed(0)

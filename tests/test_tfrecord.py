@@ -47,7 +47,7 @@ def test_jpeg_shards_keep_labels_and_several_boxes_and_are_close(tmp_path):
         y, x = np.mgrid[0:30 + i, 0:50]  # smooth content: JPEG's error stays small
         cv2.imwrite(path, np.stack([x * 4, y * 6, x + y + 40 * rng.random()], -1).astype(np.uint8))
         records.append((path, [[1, 2, 10, 12]] + ([[0, 0, 5, 5]] if i % 2 else []), i))
-    from c2am_tf.data.wsol import records_source
+    from c2am_tf.data.records import records_source
 
     source = records_source(records, "test images")
     write_shards(source, str(tmp_path / "shards"), images_per_shard=10)
@@ -105,7 +105,7 @@ def test_write_tfrecords_command_and_training_on_the_shards(tmp_path):
     assert json.loads((out / "train" / "shards.json").read_text())["images"] == 16
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
     assert again.returncode == 2 and "--overwrite" in again.stderr
-    from c2am_tf.training import TrainConfig, run_training
+    from c2am_tf.training.trainer import TrainConfig, run_training
 
     _, history, summary = run_training(TrainConfig(
         dataset="tfrecord", data_dir=str(out), backbone="tiny", weights=None, batch_size=8, epochs=1, resize=64,

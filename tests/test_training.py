@@ -10,8 +10,8 @@ import keras
 import numpy as np
 import pytest
 
-from c2am_tf.callbacks import AtomicCheckpoint
-from c2am_tf.training import TrainConfig, run_training
+from c2am_tf.training.callbacks import AtomicCheckpoint
+from c2am_tf.training.trainer import TrainConfig, run_training
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICK = dict(dataset="synthetic", backbone="tiny", weights=None, batch_size=8, synthetic_count=32,
@@ -89,7 +89,7 @@ def test_masks_dataset_reports_pxap_and_mask_iou(tmp_path):
 
 
 def test_reusing_out_with_other_settings_is_refused_and_overwrite_replaces_only_run_files(tmp_path):
-    from c2am_tf.training import RunConflictError
+    from c2am_tf.training.trainer import RunConflictError
 
     out = tmp_path / "r"
     cfg = TrainConfig(out=str(out), epochs=1, steps_per_epoch=1, eval_every=0, **QUICK)
@@ -144,7 +144,7 @@ def test_bad_flags_are_one_line_errors_and_write_nothing(tmp_path, flags, messag
 
 
 def test_a_loss_that_turns_nan_stops_the_run_and_keeps_the_last_good_model(tmp_path):
-    from c2am_tf.training import NonFiniteLossError
+    from c2am_tf.training.trainer import NonFiniteLossError
 
     class _Poison(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):

@@ -8,7 +8,8 @@ from PIL import Image
 
 from c2am_tf import data
 from c2am_tf.data.folder import folder_source, read_image_list
-from c2am_tf.data.wsol import pad_boxes, wsol_records
+from c2am_tf.data.records import pad_boxes
+from c2am_tf.data.wsol import wsol_records
 
 SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "ILSVRC_val_dev")
 
@@ -114,7 +115,7 @@ def test_tfds_workers_read_their_own_files_or_their_share_of_examples(monkeypatc
     tfds = pytest.importorskip("tensorflow_datasets")
     import tensorflow as tf
 
-    from c2am_tf.data.cub import prepared_tfds_split
+    from c2am_tf.data.tfds_source import prepared_tfds_split
     from c2am_tf.data.sharding import Shard
 
     asked = []

@@ -41,7 +41,7 @@ def run_command(name, argv=None, prog=None):
 
     The library's plain errors become one line here, for every command alike: a ``ConfigError`` names its
     flag (exit 2), an ``InputError`` the file or setting that cannot be used (exit 1)."""
-    from c2am_tf.errors import ConfigError, InputError
+    from c2am_tf.utils.errors import ConfigError, InputError
 
     prog = prog or f"c2am-tf {name}"
     module = importlib.import_module(f"c2am_tf.cli.{COMMANDS[name][0]}")

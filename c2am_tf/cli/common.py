@@ -16,8 +16,8 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 def _checks():
     """flag dest -> the library's check of that setting: every command that takes one validates it alike."""
-    from c2am_tf.geometry import check_band, check_image_size, check_scale, check_threshold, check_weight
-    from c2am_tf.litert import check_threads
+    from c2am_tf.maps.geometry import check_band, check_image_size, check_scale, check_threshold, check_weight
+    from c2am_tf.deploy.litert import check_threads
 
     return {"threshold": check_threshold, "thresholds": check_threshold, "cue_threshold": check_threshold,
             "box_band": check_band, "size": check_image_size, "classifier_size": check_image_size,
@@ -31,7 +31,7 @@ class CommandParser(argparse.ArgumentParser):
 
     def parse_known_args(self, args=None, namespace=None):
         """``argparse``'s, then the checks; returns (namespace, the arguments not parsed)."""
-        from c2am_tf.errors import ConfigError
+        from c2am_tf.utils.errors import ConfigError
 
         parsed, rest = super().parse_known_args(args, namespace)
         for name, check in _checks().items():
@@ -109,7 +109,7 @@ def claim_output(parser, path, overwrite=False, flag="--out", inputs=()):
     (the files and folders the command reads, e.g. ``command_inputs(args)``), ``overwrite`` or not."""
     import os
 
-    from c2am_tf.files import replaced_input
+    from c2am_tf.utils.files import replaced_input
 
     clash = replaced_input(path, inputs)
     if clash is not None:
@@ -153,7 +153,7 @@ def _epochs_done(args):
     import os
     import sys
 
-    from c2am_tf.errors import differences
+    from c2am_tf.utils.errors import differences
 
     _, state_path = _resume_files(args)
     if args.overwrite or not os.path.exists(state_path):
@@ -182,8 +182,8 @@ def fit_and_save(model, data, args):
 
     import keras
 
-    from c2am_tf.callbacks import save_atomically
-    from c2am_tf.files import write_json_atomically
+    from c2am_tf.training.callbacks import save_atomically
+    from c2am_tf.utils.files import write_json_atomically
 
     path = args.target
     checkpoint, state_path = _resume_files(args)
@@ -266,7 +266,7 @@ def load_classifier(name):
         from c2am_tf.backbones import efficientnet_lite
 
         return efficientnet_lite(name, include_top=True), LITE_CLASSIFIER_SIZE
-    from c2am_tf.inference import load_model
+    from c2am_tf.presets import load_model
 
     return load_model(name, require_c2am=False), None
 
@@ -280,7 +280,7 @@ def chosen_classifier(args):
 
 
 def add_box_band_flag(parser):
-    """``--box-band``: the box rule's band (``c2am_tf.boxes.best_box_per_threshold``)."""
+    """``--box-band``: the box rule's band (``c2am_tf.maps.boxes.best_box_per_threshold``)."""
     parser.add_argument("--box-band", type=float,
                         help="each box the mean of the boxes at thresholds within this band of the threshold "
                              "(default: the model's own; 0: the box at the threshold alone)")
@@ -288,8 +288,8 @@ def add_box_band_flag(parser):
 
 def check_box_band_flag(parser, args):
     """An error (through ``parser``) for a ``--box-band`` outside [0, 0.5], before any model is loaded."""
-    from c2am_tf.errors import ConfigError
-    from c2am_tf.geometry import check_band
+    from c2am_tf.utils.errors import ConfigError
+    from c2am_tf.maps.geometry import check_band
 
     if args.box_band is not None:
         try:

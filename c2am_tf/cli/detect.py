@@ -4,7 +4,7 @@
         [--threads 2] [--threshold T] [--no-overlays]
 
 Runs the LiteRT interpreter (ai-edge-litert) on each image resized whole to the
-model's input size, computes the box on the device side (``c2am_tf.litert``) and
+model's input size, computes the box on the device side (``c2am_tf.deploy.litert``) and
 writes ``OUT/boxes.json`` (boxes in original image pixels, the same
 ``c2am_tf.boxes/v1`` format as ``train/extract_boxes.py``) and heatmap overlays
 named like ``predict``'s (``photos/sub/x.jpg`` -> ``OUT/sub/x.jpg.png``; never an input).
@@ -19,12 +19,12 @@ import time
 import numpy as np
 from tqdm import tqdm
 
-from c2am_tf.boxes_json import BoxesWriter, box_record, drop_own_outputs
-from c2am_tf.errors import ConfigError
-from c2am_tf.files import OutputNames, image_paths
-from c2am_tf.geometry import scale_box
-from c2am_tf.image_io import UnreadableImageError, load_image
-from c2am_tf.litert import ForegroundDetector
+from c2am_tf.maps.boxes_json import BoxesWriter, box_record, drop_own_outputs
+from c2am_tf.utils.errors import ConfigError
+from c2am_tf.utils.files import OutputNames, image_paths
+from c2am_tf.maps.geometry import scale_box
+from c2am_tf.utils.image_io import UnreadableImageError, load_image
+from c2am_tf.deploy.litert import ForegroundDetector
 from c2am_tf.cli.common import add_box_band_flag, command_parser, output_folder
 
 
@@ -61,7 +61,7 @@ def main(argv=None, prog=None):
     except ConfigError as err:
         p.error(err.as_flag())
     if not args.no_overlays:
-        from c2am_tf.viz import overlay, write_png  # OpenCV, only for the pictures
+        from c2am_tf.maps.viz import overlay, write_png  # OpenCV, only for the pictures
     header = {"model": os.path.abspath(args.model), "threshold": detector.threshold,
               "quantize": detector.metadata.get("quantize")}
     if detector.box_band:

@@ -22,8 +22,8 @@ import time
 from c2am_tf.cli.common import (add_box_band_flag, add_classifier_flags, add_model_flags, check_box_band_flag,
                                 check_classifier_flags, chosen_classifier, command_parser, load_chosen_model,
                                 output_file)
-from c2am_tf.foreground import DEFAULT_THRESHOLDS
-from c2am_tf.geometry import EVAL_FRAMES, default_frame, model_box_band
+from c2am_tf.maps.foreground import DEFAULT_THRESHOLDS
+from c2am_tf.maps.geometry import EVAL_FRAMES, default_frame, model_box_band
 
 DATASETS = ("cub", "imagenet", "masks", "synthetic")
 
@@ -81,11 +81,11 @@ def main(argv=None, prog=None):
     check_box_band_flag(p, args)
     if args.dataset != "synthetic" and not args.data_dir and not (args.dataset == "cub" and not args.boxes):
         p.error(f"--data-dir is needed for dataset {args.dataset}")
-    from c2am_tf.evaluate import evaluate, evaluate_boxes, format_result
+    from c2am_tf.evaluation.evaluate import evaluate, evaluate_boxes, format_result
 
     start = time.perf_counter()
     if args.boxes:
-        from c2am_tf.boxes_json import read_boxes
+        from c2am_tf.maps.boxes_json import read_boxes
 
         try:
             result = evaluate_boxes(read_boxes(args.boxes), _records(args.dataset, args.data_dir, args.split, args.strict))
@@ -116,7 +116,7 @@ def main(argv=None, prog=None):
     print(format_result(result))
     print(f"{result['total']} images in {result['seconds']:.1f} s ({result['total'] / result['seconds']:.1f} img/s)")
     if args.json:
-        from c2am_tf.files import write_json_atomically
+        from c2am_tf.utils.files import write_json_atomically
 
         clean = {k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in result.items()}
         write_json_atomically(args.json, clean, indent=1)

@@ -4,7 +4,7 @@
 
 Writes models/c2am/1/ (the next free version when models/c2am holds some: TF Serving then serves the new
 one; an existing version is replaced only with --overwrite) with the signatures serving_default, cam and
-refine (see c2am_tf/export.py). Check it with the loader TF Serving uses:
+refine (see c2am_tf/deploy/saved_model.py). Check it with the loader TF Serving uses:
 
     saved_model_cli run --dir models/c2am/1 --tag_set serve --signature_def serving_default \\
         --inputs images=batch.npy        # uint8 (B, H, W, 3)
@@ -14,7 +14,7 @@ import os
 
 from c2am_tf.cli.common import (add_model_flags, claim_output, command_inputs, command_parser, load_chosen_model,
                                 output_folder)
-from c2am_tf.export import export_saved_model
+from c2am_tf.deploy.saved_model import export_saved_model
 
 
 

@@ -14,7 +14,7 @@ Output (``--out``), one entry per image, boxes in original image pixels:
 
 With ``--classifier`` each entry also holds the classifier's five best classes (``"top5"``, best first:
 ``evaluate --boxes`` then reports Top-1/Top-5 Loc); ``--cam-weight`` cuts the
-box from the map fused with that class's CAM (``c2am_tf.evaluate.localization_maps``; local runs only).
+box from the map fused with that class's CAM (``c2am_tf.evaluation.evaluate.localization_maps``; local runs only).
 
 ``--psol-out`` also writes the PSOL format: {image path: [x, y, w, h]} normalized
 by the image size.
@@ -22,7 +22,7 @@ by the image size.
 On a cluster (Apache Beam, ``pip install -r requirements-beam.txt``), ``--runner`` runs the
 same extraction as a Beam pipeline; ``--out`` is then a prefix of JSON-lines parts
 ``OUT-00000-of-00016.jsonl`` (same records; ``evaluate --boxes OUT`` reads them), and any
-flag this command does not know goes to Beam (see ``c2am_tf.beam_boxes``)::
+flag this command does not know goes to Beam (see ``c2am_tf.inference.beam_boxes``)::
 
     c2am-tf extract-boxes --preset general_lite0 --dataset folder --data-dir photos/ \
         --runner DirectRunner --direct_num_workers 2 --num-shards 8 --out boxes/photos
@@ -41,16 +41,16 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from c2am_tf import data
-from c2am_tf.evaluate import localization_maps
-from c2am_tf.boxes_json import BoxesWriter, box_record
-from c2am_tf.files import OutputNames, write_json_atomically
-from c2am_tf.errors import ConfigError
-from c2am_tf.geometry import EVAL_CROP, check_image_size, model_box_band, scale_box
-from c2am_tf.inference import map_to_box
+from c2am_tf.evaluation.evaluate import localization_maps
+from c2am_tf.maps.boxes_json import BoxesWriter, box_record
+from c2am_tf.utils.files import OutputNames, write_json_atomically
+from c2am_tf.utils.errors import ConfigError
+from c2am_tf.maps.geometry import EVAL_CROP, check_image_size, model_box_band, scale_box
+from c2am_tf.inference.postprocess import map_to_box
 from c2am_tf.presets import preset_sha256
-from c2am_tf.viz import overlay, write_png
-from c2am_tf.beam_boxes import RUNNERS
-from c2am_tf.boxes_json import FORMAT
+from c2am_tf.maps.viz import overlay, write_png
+from c2am_tf.inference.beam_boxes import RUNNERS
+from c2am_tf.maps.boxes_json import FORMAT
 from c2am_tf.cli.common import (add_box_band_flag, add_classifier_flags, add_model_flags, check_box_band_flag,
                                 check_classifier_flags, chosen_classifier, claim_output, command_inputs,
                                 command_parser, load_chosen_model, model_label, output_file, output_folder)
@@ -180,7 +180,7 @@ def main(argv=None, prog=None):
 
 
 def _main_beam(args, beam_args, parser):
-    from c2am_tf.beam_boxes import extract_boxes_beam, require_beam
+    from c2am_tf.inference.beam_boxes import extract_boxes_beam, require_beam
 
     try:
         require_beam()

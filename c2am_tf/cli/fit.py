@@ -11,13 +11,13 @@ import os
 
 from c2am_tf.backbones import BACKBONES, LITE_FEATURES
 from c2am_tf.cli.common import command_parser, output_folder
-from c2am_tf.data.cub import TfdsNotPreparedError
+from c2am_tf.data.tfds_source import TfdsNotPreparedError
 from c2am_tf.data import DATASETS
-from c2am_tf.distribute import STRATEGIES
-from c2am_tf.losses import VARIANTS
-from c2am_tf.model import BACKBONE_BN_MODES
-from c2am_tf.optim import RECIPES
-from c2am_tf.training import (JIT_CHOICES, ConfigError, DataError, NonFiniteLossError, RunConflictError,
+from c2am_tf.runtime.distribute import STRATEGIES
+from c2am_tf.models.c2am.losses import VARIANTS
+from c2am_tf.models.c2am.model import BACKBONE_BN_MODES
+from c2am_tf.models.c2am.optim import RECIPES
+from c2am_tf.training.trainer import (JIT_CHOICES, ConfigError, DataError, NonFiniteLossError, RunConflictError,
                                TrainConfig, run_training)
 
 
@@ -41,7 +41,7 @@ def build_parser(prog=None):
     p.add_argument("--loss-variant", default=defaults.loss_variant, choices=VARIANTS,
                    help="'reference': the authors' code; 'paper': eqs. 2-9 as printed")
     p.add_argument("--recipe", default=defaults.recipe, choices=RECIPES,
-                   help="parameter groups / learning-rate multipliers (see c2am_tf/optim.py)")
+                   help="parameter groups / learning-rate multipliers (see c2am_tf/models/c2am/optim.py)")
     p.add_argument("--backbone-bn", default=defaults.backbone_bn, choices=BACKBONE_BN_MODES,
                    help="backbone BatchNorm: frozen statistics or batch statistics")
     p.add_argument("--freeze-backbone", dest="freeze_backbone", action="store_true", default=defaults.freeze_backbone,

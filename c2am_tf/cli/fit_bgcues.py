@@ -5,7 +5,7 @@
 
 Pseudo labels: ``soft`` is 1 - P itself, ``hard`` the pixels at or below
 --cue-threshold x the map's peak (0.3, the authors' value; they train a saliency
-network on such thresholded cues). The model (c2am_tf.bgcues) is a frozen factory
+network on such thresholded cues). The model (c2am_tf.wsss.bgcues) is a frozen factory
 backbone with a stride-8 decoder, trained with binary cross-entropy and random flips.
 Writes OUT/bgcues.keras (atomically) and OUT/log.csv; ``train/refine.py --bg-cues``
 takes that file. ``--cues-out DIR`` also writes the trained model's background cue of
@@ -18,13 +18,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from c2am_tf.bgcues import PSEUDO_LABELS, build_cue_model, pseudo_labels
+from c2am_tf.wsss.bgcues import PSEUDO_LABELS, build_cue_model, pseudo_labels
 from c2am_tf.data.images import load_square_images
-from c2am_tf.files import OutputNames, list_images, write_atomically
-from c2am_tf.inference import load_model
-from c2am_tf.optim import poly_sgd
+from c2am_tf.utils.files import OutputNames, list_images, write_atomically
+from c2am_tf.presets import load_model
+from c2am_tf.models.c2am.optim import poly_sgd
 from c2am_tf.cli.common import add_training_flags, claim_training_output, command_parser, fit_and_save, output_folder
-from c2am_tf.geometry import EVAL_CROP
+from c2am_tf.maps.geometry import EVAL_CROP
 
 
 

@@ -4,11 +4,11 @@
         --out runs/classifier [--cams-out runs/classifier/cams] [--train-backbone]
     python train/fit_classifier.py --dataset cub --data-dir ../shared/data/CUB_200_2011_dev --out runs/cub_classifier
 
-The classifier is a factory backbone + global average pooling + dense (c2am_tf.cam):
+The classifier is a factory backbone + global average pooling + dense (c2am_tf.wsss.cam):
 softmax cross-entropy for single-label CUB, binary cross-entropy per class for the
 multi-label segmentation datasets. Images are resized to --size square with a random
 flip. After training, ``--cams-out`` receives one CAM file per image of the split
-(``NAME.npz``, c2am_tf.cam format: maps of the image's labelled classes at image
+(``NAME.npz``, c2am_tf.wsss.cam format: maps of the image's labelled classes at image
 resolution). Writes OUT/classifier.keras (atomically) and OUT/log.csv.
 """
 
@@ -20,15 +20,15 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from c2am_tf.backbones import LITE_FEATURES, build_backbone
-from c2am_tf.cam import build_classifier, class_activation_maps, write_cams
+from c2am_tf.wsss.cam import build_classifier, class_activation_maps, write_cams
 from c2am_tf.data.cub import cub_classes, cub_source
 from c2am_tf.data.segmentation import SEGMENTATION_DATASETS, segmentation_dataset
 from c2am_tf.data import count_examples
 from c2am_tf.data.transforms import resize_square
-from c2am_tf.files import OutputNames
-from c2am_tf.optim import poly_sgd
+from c2am_tf.utils.files import OutputNames
+from c2am_tf.models.c2am.optim import poly_sgd
 from c2am_tf.cli.common import add_training_flags, claim_training_output, command_parser, fit_and_save, output_folder
-from c2am_tf.geometry import EVAL_CROP
+from c2am_tf.maps.geometry import EVAL_CROP
 
 
 

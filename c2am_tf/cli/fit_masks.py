@@ -5,7 +5,7 @@
 
 The C2AM model (``--model`` or ``--preset``) is the teacher. Its map of each image, spread over the
 objects by its own feature prototypes and refined along the image's edges (``--refinement``), is
-the target of a light FPN decoder on the teacher's frozen backbone (c2am_tf.mask_model): as it is
+the target of a light FPN decoder on the teacher's frozen backbone (c2am_tf.models.masks.mask_model): as it is
 (``--targets soft``, the default), or cut into foreground (above 0.5 of the map's range), background
 (at or below 0.2) and an ignored band between (``hard``). Each further round retrains the decoder
 on its own refined, flip-averaged masks. Writes OUT/masks.keras (atomically; an existing
@@ -24,11 +24,11 @@ import keras
 from c2am_tf.cli.common import (add_model_flags, claim_output, command_inputs, command_parser, load_chosen_model,
                                 model_label, output_folder)
 from c2am_tf.data.images import load_square_images
-from c2am_tf.edges import REFINEMENTS
-from c2am_tf.mask_model import TARGETS
+from c2am_tf.maps.edges import REFINEMENTS
+from c2am_tf.models.masks.mask_model import TARGETS
 from c2am_tf.data import source_files
-from c2am_tf.files import write_atomically
-from c2am_tf.geometry import EVAL_CROP
+from c2am_tf.utils.files import write_atomically
+from c2am_tf.maps.geometry import EVAL_CROP
 
 
 def build_parser(prog=None):
@@ -66,8 +66,8 @@ def main(argv=None, prog=None):
     """Entry point."""
     import numpy as np
 
-    from c2am_tf.callbacks import save_atomically
-    from c2am_tf.mask_model import MaskModel, self_train
+    from c2am_tf.training.callbacks import save_atomically
+    from c2am_tf.models.masks.mask_model import MaskModel, self_train
 
     args = parse_args(argv, prog)
     target = args.target

@@ -15,7 +15,7 @@ import keras
 
 from c2am_tf.cli.common import (add_training_flags, claim_training_output, command_parser, fit_and_save,
                                 load_classifier, output_folder)
-from c2am_tf.regressor import REGRESSOR_SIZE
+from c2am_tf.models.psol.regressor import REGRESSOR_SIZE
 
 
 def build_parser(prog=None):
@@ -38,8 +38,8 @@ def main(argv=None, prog=None):
     args = p.parse_args(argv)
     claim_training_output(p, "regressor.keras", args)
     from c2am_tf.backbones import build_backbone
-    from c2am_tf.boxes_json import read_boxes
-    from c2am_tf.regressor import build_regressor, pseudo_box_dataset
+    from c2am_tf.maps.boxes_json import read_boxes
+    from c2am_tf.models.psol.regressor import build_regressor, pseudo_box_dataset
 
     try:
         records = read_boxes(args.boxes)["images"]
@@ -56,7 +56,7 @@ def main(argv=None, prog=None):
     print(f"{len(records)} pseudo boxes; regressor -> {path}")
     if args.eval_dataset:
         from c2am_tf import data
-        from c2am_tf.evaluate import evaluate_regressor, format_result
+        from c2am_tf.evaluation.evaluate import evaluate_regressor, format_result
 
         batches = data.eval_dataset(args.eval_dataset, args.eval_split, args.eval_data_dir, cache=False)
         classifier, size = load_classifier(args.classifier) if args.classifier else (None, None)

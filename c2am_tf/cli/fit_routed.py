@@ -10,7 +10,7 @@ so --backbone must match it). Each --own cluster trains under OUT/cluster<J> and
 EfficientNet-Lite backbone its ImageNet classes vote too (--class-votes, 5 by default). The routed model keeps the general
 model's threshold unless --calibrate names held-out annotated images: each head's threshold is then chosen on
 the images routed to it, e.g. ``--calibrate imagenet ../shared/data/ILSVRC_val_dev half1``.
-See ``c2am_tf/routing.py`` for why and the README ("ImageNet") for what it measured.
+See ``c2am_tf/training/routing.py`` for why and the README ("ImageNet") for what it measured.
 """
 
 import itertools
@@ -19,7 +19,7 @@ import os
 
 from c2am_tf.cli import fit
 from c2am_tf.cli.common import add_model_flags, claim_output, command_inputs, load_chosen_model
-from c2am_tf.training import ConfigError, DataError, NonFiniteLossError, RunConflictError, TrainConfig
+from c2am_tf.training.trainer import ConfigError, DataError, NonFiniteLossError, RunConflictError, TrainConfig
 
 
 def build_parser(prog=None):
@@ -45,7 +45,7 @@ def build_parser(prog=None):
 
 def main(argv=None, prog=None):
     """Entry point."""
-    from c2am_tf.routing import cluster_images, describe_clusters, fit_routed
+    from c2am_tf.training.routing import cluster_images, describe_clusters, fit_routed
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     p = build_parser(prog)
@@ -86,7 +86,7 @@ def main(argv=None, prog=None):
             print("\n".join(describe_clusters(paths, ids, k)))
             p.exit(2, f"{p.prog}: choose the clusters that get their own head with --own J [J ...]\n")
         from c2am_tf import data
-        from c2am_tf.routing import calibrate_heads, imagenet_class_weights
+        from c2am_tf.training.routing import calibrate_heads, imagenet_class_weights
 
         # read before any training, so that a wrong split fails first
         held_out = [data.eval_dataset(dataset, split, directory) for dataset, directory, split in calibrate or ()]
@@ -112,7 +112,7 @@ def main(argv=None, prog=None):
     except (DataError, NonFiniteLossError, ValueError, OSError) as err:
         p.exit(1, f"{p.prog}: error: {err}\n")
     print("\n".join(lines))
-    from c2am_tf.callbacks import save_atomically
+    from c2am_tf.training.callbacks import save_atomically
 
     save_atomically(routed, path)
     print(f"saved: {path} (heads of their own: clusters {', '.join(map(str, own))})")

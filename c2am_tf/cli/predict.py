@@ -7,7 +7,7 @@ the heatmap overlay with the box, and the same name with ``.json``: the box
 ``OUT/<...>.mask.png``: the foreground mask at the image's size (0 / 255), by the same rule
 as the box. With ``--classifier`` each record also holds the classifier's five best classes
 (``top5``, best first), and ``--cam-weight W --threshold T`` cuts the box from the map fused with
-the CAM of the first (``c2am_tf.evaluate.localization_maps``). Outputs never overwrite an input
+the CAM of the first (``c2am_tf.evaluation.evaluate.localization_maps``). Outputs never overwrite an input
 image, and an output folder inside the input folder is not read.
 """
 
@@ -18,16 +18,16 @@ import time
 import numpy as np
 from tqdm import tqdm
 
-from c2am_tf.boxes_json import BoxesWriter, box_record, drop_own_outputs
-from c2am_tf.evaluate import localization_maps
-from c2am_tf.errors import ConfigError
-from c2am_tf.files import OutputNames, image_paths, write_json_atomically
+from c2am_tf.maps.boxes_json import BoxesWriter, box_record, drop_own_outputs
+from c2am_tf.evaluation.evaluate import localization_maps
+from c2am_tf.utils.errors import ConfigError
+from c2am_tf.utils.files import OutputNames, image_paths, write_json_atomically
 from c2am_tf.data.transforms import resize_square
-from c2am_tf.geometry import EVAL_CROP, check_band, check_image_size, check_threshold, model_box_band, scale_box
-from c2am_tf.image_io import UnreadableImageError, load_image
-from c2am_tf.inference import map_to_box, map_to_mask
+from c2am_tf.maps.geometry import EVAL_CROP, check_band, check_image_size, check_threshold, model_box_band, scale_box
+from c2am_tf.utils.image_io import UnreadableImageError, load_image
+from c2am_tf.inference.postprocess import map_to_box, map_to_mask
 from c2am_tf.presets import load, model_label
-from c2am_tf.viz import overlay, write_png
+from c2am_tf.maps.viz import overlay, write_png
 from c2am_tf.cli.common import (add_box_band_flag, add_classifier_flags, add_model_flags, check_box_band_flag,
                                 check_classifier_flags, chosen_classifier, command_parser, output_folder)
 
@@ -42,7 +42,7 @@ def predict(paths, model_path, out_dir, size=EVAL_CROP, threshold=None, preset=N
     records. The model is a ``.keras`` file (``model_path``) or a shipped ``preset`` name. With a
     ``classifier`` (images 0..255 -> logits) each record holds its five best classes (``top5``); ``cam_weight`` > 0
     fuses the map with that class's CAM and needs ``threshold`` (the stored one is for the map alone).
-    ``box_band``: the box rule's band (``c2am_tf.boxes.best_box_per_threshold``); None: the model's own.
+    ``box_band``: the box rule's band (``c2am_tf.maps.boxes.best_box_per_threshold``); None: the model's own.
     An ``out_dir`` holding the results of other settings raises ValueError naming them, unless ``overwrite``;
     of the same settings, only the images it lacks are predicted. ``progress``: a progress bar (stderr)."""
     size = check_image_size(size)

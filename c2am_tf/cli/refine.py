@@ -4,7 +4,7 @@
         [--masks DIR] [--c2am C2AM.keras] [--num-classes 20]
     python train/refine.py --cams DIR --bg-cues MODEL_OR_DIR --dataset pets --data-dir ROOT --out DIR
 
-``--cams``: one CAM file per image (c2am_tf.cam: PSA/SEAM/PuzzleCAM/AdvCAM ``.npy`` dicts
+``--cams``: one CAM file per image (c2am_tf.wsss.cam: PSA/SEAM/PuzzleCAM/AdvCAM ``.npy`` dicts
 with ``keys`` and ``hr_cam``, or our ``.npz``). ``--bg-cues``: a background-cue model
 (train/fit_bgcues.py), a C2AM model (its raw 1 - P is the cue), or a folder of ``NAME.npy``
 background maps in [0, 1]; or a mask model (train/fit_masks.py), whose cue is one minus its
@@ -17,7 +17,7 @@ best constant background threshold (swept on the ground truth), of the refinemen
 ``--bg-mask`` replaces the soft cue by the model's own binary mask at its stored threshold (the
 model's one threshold policy, no knob): foreground pixels take the CAMs' class, the rest is
 background. ``--bg-power G`` raises the cue to the power G before the argmax (default 1, the paper's
-rule); ``--bg-power auto`` chooses G from the images without labels (``c2am_tf.refine.PowerCalibration``:
+rule); ``--bg-power auto`` chooses G from the images without labels (``c2am_tf.wsss.refine.PowerCalibration``:
 at the cue's own boundary its score equals the median CAM score of the pixels it calls foreground), in
 a first pass over every image that keeps the cues in memory (uint8, the cue model's size). A soft cue such as 1 - P is on another scale than max-normalized CAMs, which
 are often low on most of the object (the best constant background is typically
@@ -34,18 +34,18 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from c2am_tf.bgcues import background_map, is_c2am
-from c2am_tf.cam import cam_files, read_cams
+from c2am_tf.wsss.bgcues import background_map, is_c2am
+from c2am_tf.wsss.cam import cam_files, read_cams
 from c2am_tf.data.segmentation import (SEGMENTATION_DATASETS, VOC_CLASSES, read_label_png,
                                        segmentation_dataset, voc_palette)
-from c2am_tf.image_io import UnreadableImageError, load_image
-from c2am_tf.foreground import foreground_mask
-from c2am_tf.files import OutputNames, list_images, write_atomically
-from c2am_tf.inference import load_model
-from c2am_tf.metrics import ConfusionMatrix
-from c2am_tf.refine import DEFAULT_BG_THRESHOLDS, DEFAULT_CUE_THRESHOLD, PowerCalibration, refined_labels_batch
+from c2am_tf.utils.image_io import UnreadableImageError, load_image
+from c2am_tf.maps.foreground import foreground_mask
+from c2am_tf.utils.files import OutputNames, list_images, write_atomically
+from c2am_tf.presets import load_model
+from c2am_tf.evaluation.metrics import ConfusionMatrix
+from c2am_tf.wsss.refine import DEFAULT_BG_THRESHOLDS, DEFAULT_CUE_THRESHOLD, PowerCalibration, refined_labels_batch
 from c2am_tf.cli.common import command_parser, output_folder
-from c2am_tf.geometry import EVAL_CROP
+from c2am_tf.maps.geometry import EVAL_CROP
 
 BG_POWERS = (1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0)
 

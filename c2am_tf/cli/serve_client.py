@@ -23,11 +23,11 @@ import sys
 
 import numpy as np
 
-from c2am_tf import serving_client as client
-from c2am_tf.files import image_paths
-from c2am_tf.geometry import scale_box
-from c2am_tf.image_io import UnreadableImageError, load_image
-from c2am_tf.litert import resize_rgb
+from c2am_tf.deploy import serving_client as client
+from c2am_tf.utils.files import image_paths
+from c2am_tf.maps.geometry import scale_box
+from c2am_tf.utils.image_io import UnreadableImageError, load_image
+from c2am_tf.deploy.litert import resize_rgb
 from c2am_tf.cli.common import command_parser
 
 

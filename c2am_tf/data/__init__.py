@@ -20,7 +20,7 @@ from c2am_tf.data.tfrecord import tfrecord_source, write_shards
 from c2am_tf.data.synthetic import synthetic_arrays, synthetic_example, synthetic_source
 from c2am_tf.data.transforms import (eval_image, eval_mask_transform, eval_transform, random_flip_crop,
                                       resize_square)
-from c2am_tf.geometry import EVAL_CROP, EVAL_FRAMES, EVAL_RESIZE, default_frame
+from c2am_tf.maps.geometry import EVAL_CROP, EVAL_FRAMES, EVAL_RESIZE, default_frame
 
 DATASETS = ("synthetic", "cub", "imagenet", "folder", "masks", "tfrecord")
 AUTOTUNE = tf.data.AUTOTUNE
@@ -119,7 +119,7 @@ def eval_pipeline(source, batch_size, resize=EVAL_RESIZE, crop=EVAL_CROP, cache=
 
 def eval_dataset(name, split, data_dir=None, batch_size=16, frame=None, cache=True, strict=False):
     """Eval batches (see ``eval_pipeline``) of a dataset's split in an eval frame of
-    ``c2am_tf.geometry.EVAL_FRAMES`` (default: the dataset's own, ``default_frame``); ``strict``: an unusable
+    ``c2am_tf.maps.geometry.EVAL_FRAMES`` (default: the dataset's own, ``default_frame``); ``strict``: an unusable
     box annotation is an error instead of a skipped image (``make_source``)."""
     resize, crop = EVAL_FRAMES[frame or default_frame(name)]
     return eval_pipeline(make_source(name, split, data_dir, strict=strict), batch_size, resize, crop, cache)
@@ -166,7 +166,7 @@ def make_source(name, split="train", data_dir=None, synthetic_size=160, syntheti
 
 def source_files(name, split="train", data_dir=None):
     """(image paths, unannotated) of a dataset split, listed without decoding anything: what a
-    distributed job (``c2am_tf.beam_boxes``) hands out. ``unannotated`` images are read with their
+    distributed job (``c2am_tf.inference.beam_boxes``) hands out. ``unannotated`` images are read with their
     EXIF orientation and large JPEGs downscaled, exactly as ``make_source`` reads them."""
     from c2am_tf.data.wsol import unlabeled_train_dir
 

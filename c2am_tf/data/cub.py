@@ -5,14 +5,11 @@ import os
 import tensorflow as tf
 
 from c2am_tf.data.annotations import AnnotationError, BoxAudit, parse_box
-from c2am_tf.image_io import image_size
-from c2am_tf.data.sharding import shard_dataset
+from c2am_tf.utils.image_io import image_size
+from c2am_tf.data.records import records_source
+from c2am_tf.data.tfds_source import prepared_tfds_split
 
 SPLITS = ("train", "test")
-
-
-class TfdsNotPreparedError(FileNotFoundError):
-    """A tfds dataset that has not been downloaded and prepared (nothing is downloaded here)."""
 
 
 def _read_table(path, columns):
@@ -97,38 +94,11 @@ def cub_source(data_dir, split="train", num_parallel_calls=tf.data.AUTOTUNE, str
     Unreadable images are skipped with a warning (see ``drop_unreadable``); so are images
     whose box cannot be used, unless ``strict`` (see ``cub_records``).
     """
-    from c2am_tf.data.wsol import records_source
-
     records = cub_records(data_dir, split, strict)
     try:
         return records_source(records, f"CUB {split} images of {data_dir}", num_parallel_calls, shard)
     except ValueError:
         raise ValueError(f"{data_dir}: no readable images in split {split!r}") from None
-
-
-def prepared_tfds_split(name, split, data_dir=None, download=False, hint="", shard=None):
-    """tfds dataset ``name``'s ``split`` when it is prepared (or ``download``, online); otherwise
-    ``TfdsNotPreparedError`` at once, with ``hint``, instead of retrying downloads for minutes.
-
-    ``shard``: this input pipeline reads its own tfds files; with fewer files than pipelines,
-    every pipeline reads all files and keeps its share of the examples.
-    """
-    import tensorflow_datasets as tfds
-
-    builder = tfds.builder(name, data_dir=data_dir)
-    if download:
-        builder.download_and_prepare()
-    try:
-        if shard is None:
-            return builder.as_dataset(split=split)
-        context = tf.distribute.InputContext(num_input_pipelines=shard.count, input_pipeline_id=shard.index)
-        try:
-            return builder.as_dataset(split=split, read_config=tfds.ReadConfig(input_context=context))
-        except ValueError:  # fewer files than pipelines
-            return shard_dataset(builder.as_dataset(split=split), shard)
-    except (AssertionError, FileNotFoundError, tfds.core.registered.DatasetNotFoundError) as e:
-        raise TfdsNotPreparedError(f"tfds {name!r} is not prepared{' in ' + str(data_dir) if data_dir else ''} "
-                                   f"({e}). {hint}") from None
 
 
 def tfds_cub_source(split="train", data_dir=None, download=False, with_masks=False, shard=None):

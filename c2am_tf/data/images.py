@@ -1,4 +1,4 @@
-"""Images in tf.data: ``c2am_tf.image_io``'s one reader inside the pipeline, and finding unreadable files."""
+"""Images in tf.data: ``c2am_tf.utils.image_io``'s one reader inside the pipeline, and finding unreadable files."""
 
 import logging
 
@@ -6,8 +6,8 @@ import tensorflow as tf
 
 log = logging.getLogger("c2am_tf.data")
 
-from c2am_tf.files import IMAGE_EXTENSIONS, list_images  # noqa: F401  (re-exported)
-from c2am_tf.image_io import load_image  # noqa: E402
+from c2am_tf.utils.files import IMAGE_EXTENSIONS, list_images  # noqa: F401  (re-exported)
+from c2am_tf.utils.image_io import load_image  # noqa: E402
 
 
 def read_rgb(path, exif=False, downscale=False):

@@ -20,7 +20,7 @@ import os
 import tensorflow as tf
 
 from c2am_tf.data.sharding import shard_dataset, take_shard
-from c2am_tf.files import write_json_atomically
+from c2am_tf.utils.files import write_json_atomically
 
 log = logging.getLogger("c2am_tf.data")
 

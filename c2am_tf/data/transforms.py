@@ -8,7 +8,7 @@ resize / W and resize / H, shifted by -(resize - crop) / 2 and clipped to the cr
 
 import tensorflow as tf
 
-from c2am_tf.geometry import EVAL_CROP, EVAL_RESIZE
+from c2am_tf.maps.geometry import EVAL_CROP, EVAL_RESIZE
 
 
 def _resize(image, size):

@@ -23,13 +23,12 @@ import glob
 import os
 import xml.etree.ElementTree as ET
 
-import numpy as np
 import tensorflow as tf
 
 from c2am_tf.data.annotations import AnnotationError, BoxAudit, parse_box
-from c2am_tf.image_io import image_size
-from c2am_tf.data.images import drop_unreadable, read_rgb
-from c2am_tf.data.sharding import take_shard
+from c2am_tf.utils.image_io import image_size
+from c2am_tf.data.records import records_source
+from c2am_tf.data.tfds_source import prepared_tfds_split
 
 SPLITS = ("train", "test", "half1", "half2")
 METADATA_FILES = ("image_ids.txt", "class_labels.txt", "image_sizes.txt", "localization.txt")
@@ -206,30 +205,6 @@ def wsol_records(root, split="test", strict=False):
     return select_split(records, split)
 
 
-def pad_boxes(box_lists):
-    """(N, G, 4) float32: each image's boxes, padded to the largest count by repeating its first box.
-
-    >>> pad_boxes([[[0, 0, 2, 2]], [[1, 1, 3, 3], [0, 0, 1, 1]]])[0].tolist()
-    [[0.0, 0.0, 2.0, 2.0], [0.0, 0.0, 2.0, 2.0]]
-    """
-    g = max(len(b) for b in box_lists)
-    return np.stack([np.asarray(list(b) + [b[0]] * (g - len(b)), np.float32) for b in box_lists])
-
-
-def records_source(records, what, num_parallel_calls=tf.data.AUTOTUNE, shard=None):
-    """Dataset of {'image', 'boxes' (G, 4), 'label' int32, 'path'} from records; unreadable images are skipped.
-    ``shard``: only this input pipeline's records (see ``c2am_tf.data.sharding``)."""
-    records = take_shard(records, shard, what)
-    paths, boxes, labels, _ = drop_unreadable([r[0] for r in records], [r[1] for r in records],
-                                              [r[2] for r in records], what=what)
-    if not paths:
-        raise ValueError(f"no readable images in {what}")
-    ds = tf.data.Dataset.from_tensor_slices((paths, pad_boxes(boxes), np.asarray(labels, np.int32)))
-    ds = ds.map(lambda p, b, y: {"image": read_rgb(p), "boxes": b, "label": y, "path": p},
-                num_parallel_calls=num_parallel_calls)
-    return ds.ignore_errors(log_warning=True)
-
-
 def unlabeled_train_dir(data_dir, split):
     """The raw ILSVRC ``train/`` folder that ``split`` 'train' reads as unlabeled images, or None
     (no such folder, wsolevaluation metadata present, or another split)."""
@@ -251,8 +226,6 @@ def imagenet_source(data_dir, split="test", strict=False, shard=None):
 def tfds_imagenet_source(split="train", data_dir=None, download=False, shard=None):
     """Training images of tfds ``imagenet2012`` (prepared beforehand: it needs the manual ILSVRC tars);
     its labels are never used. Raises ``TfdsNotPreparedError`` when it is not prepared."""
-    from c2am_tf.data.cub import prepared_tfds_split
-
     ds = prepared_tfds_split("imagenet2012", split, data_dir, download,
                              "Pass --data-dir with a raw ILSVRC folder or wsolevaluation metadata instead.", shard)
     return ds.map(lambda ex: {"image": ex["image"], "boxes": tf.zeros((0, 4)), "path": ex["file_name"]},

@@ -1,0 +1,424 @@
+"""The one evaluation driver: a model (or a boxes file) and an annotated dataset -> every reported number.
+
+Callbacks, benchmarks and ``c2am-tf evaluate`` all call ``evaluate`` (or ``evaluate_boxes`` for a boxes
+JSON made elsewhere). One pass over the data gives:
+
+- GT-known Loc at every map threshold, at the model's stored threshold, and the best (IoU > 0.5 with
+  ANY GT box of the image: the paper's definition);
+- Top-1 / Top-5 Loc when a classifier is given (class right AND box right), beside the classifier's
+  own top-1 / top-5 accuracy;
+- MaxBoxAccV2 (wsolevaluation: IoU 30/50/70, 101 thresholds, every contour's box);
+- PxAP and the best mask IoU when the batches carry masks, and the salient-object metrics
+  (max F-beta, MAE, per-image IoU; ``c2am_tf.evaluation.metrics.SaliencyMetrics``). A mask model
+  (``c2am_tf.models.masks.mask_model``) is scored on its masks as it makes them: refined at the image's size.
+
+Batches are dicts from ``c2am_tf.data.eval_pipeline``: 'image' (B, S, S, 3), 'boxes' (B, G, 4) in that
+frame, and optionally 'mask' (B, S, S) and 'label' (B,). The metric work of one batch runs in a
+helper thread while the model predicts the next one (OpenCV and numpy release the GIL), so the
+model's forward pass stays the bottleneck.
+"""
+
+import concurrent.futures
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from c2am_tf.maps.boxes import GTKnownLoc, best_box_per_threshold
+from c2am_tf.runtime.distribute import num_workers
+from c2am_tf.maps.foreground import DEFAULT_THRESHOLDS
+from c2am_tf.maps.geometry import check_band, model_box_band
+from c2am_tf.evaluation.metrics import MaxBoxAcc, PxAP, SaliencyMetrics, wsol_thresholds
+
+TOP_K = 5
+# wsolevaluation scores CAMs at 224 x 224; MaxBoxAcc's 101 thresholds x contours cost 4x more at 448.
+MAX_BOX_ACC_SIZE = 224
+
+
+def predict_maps(model, images, flip=False, scales=(1.0,)):
+    """Foreground-high maps (B, h, w) as numpy for a batch of images.
+
+    Test-time augmentation: ``flip`` averages the map with the mirrored map of the mirrored images;
+    ``scales`` averages the maps of the images resized by each factor (bilinear, antialiased), each map
+    resized to the grid of the first scale's.
+    """
+    maps = None
+    for scale in scales:
+        x = images
+        if scale != 1:
+            x = _resized_images(images, [max(16, int(round(int(n) * scale))) for n in images.shape[1:3]])
+        m = _forward(model, x)
+        if flip:
+            m = (m + _forward(model, tf.reverse(x, axis=[2]))[:, :, ::-1]) / 2.0
+        if maps is None:
+            maps = m
+        else:
+            if m.shape[1:] != maps.shape[1:]:
+                m = resize_maps(m, maps.shape[1:])
+            maps = maps + m
+    return maps / len(scales)
+
+
+def _forward(model, images):
+    # Under MultiWorkerMirroredStrategy Keras's predict concatenates every worker's outputs;
+    # each worker evaluates the whole batch itself instead.
+    if num_workers(getattr(model, "distribute_strategy", None)) > 1:
+        return np.asarray(model(images, training=False))[..., 0]
+    return np.asarray(model.predict_on_batch(images))[..., 0]
+
+
+def resize_maps(maps, shape):
+    """Maps (B, h, w) -> (B, *shape) float32, bilinear."""
+    return tf.image.resize(np.asarray(maps, np.float32)[..., None], tuple(shape), method="bilinear").numpy()[..., 0]
+
+
+def upsample_normalized(maps, size):
+    """Maps (B, h, w) -> (B, size, size) bilinear, each min-max normalized (constant -> 0)."""
+    return min_max_normalized(resize_maps(maps, (size, size)).astype(np.float64))
+
+
+def min_max_normalized(maps):
+    """Each map (B, h, w) scaled to [0, 1] by its own minimum and maximum (a constant map -> 0)."""
+    lo = maps.min(axis=(1, 2), keepdims=True)
+    span = maps.max(axis=(1, 2), keepdims=True) - lo
+    return np.where(span > 0, (maps - lo) / np.where(span > 0, span, 1), 0.0)
+
+
+def _resized_images(images, shape):
+    """Images as float32, resized to ``shape`` (h, w) (bilinear, antialiased) unless they have it."""
+    x = tf.cast(images, tf.float32)
+    if tuple(int(n) for n in x.shape[1:3]) != tuple(shape):
+        x = tf.image.resize(x, tuple(shape), method="bilinear", antialias=True)
+    return x
+
+
+def _classifier_input(images, size):
+    return _resized_images(images, (size, size)) if size else tf.cast(images, tf.float32)
+
+
+def top_k_classes(classifier, images, size=None, k=TOP_K):
+    """(B, k) class indices, best first, of ``classifier`` (images 0..255 -> logits) on ``images``,
+    resized to ``size`` x ``size`` first when given (the classifier's own input size)."""
+    logits = np.asarray(classifier.predict_on_batch(_classifier_input(images, size)))
+    return np.argsort(-logits, axis=1)[:, :k]
+
+
+def classify_with_cams(classifier, images, labels=None, size=None, k=TOP_K):
+    """((B, k) top classes, (B, h, w) one CAM per image) in one forward pass of a global-average-pooling
+    classifier (``c2am_tf.wsss.cam.cam_model``). The CAM is that of each image's ``labels`` class (evaluation:
+    the true class) or, with ``labels=None``, of the classifier's own top-1 class (unlabelled images)."""
+    from c2am_tf.wsss.cam import cam_model, maps_of_classes
+
+    both, dense = cam_model(classifier)
+    logits, features = both.predict_on_batch(_classifier_input(images, size))
+    top = np.argsort(-np.asarray(logits), axis=1)[:, :k]
+    if labels is None:
+        return top, maps_of_classes(features, dense, top[:, 0])
+    labels = np.asarray(labels)
+    if (labels < 0).any():
+        raise ValueError("CAMs of the true class need every image's class label: some images have none")
+    return top, maps_of_classes(features, dense, labels)
+
+
+def _check_cam_weight(cam_weight, classifier):
+    if cam_weight and (classifier is None or not 0 < cam_weight <= 1):
+        raise ValueError(f"cam_weight {cam_weight} needs a classifier and a weight in (0, 1]")
+
+
+def localization_maps(model, images, classifier=None, classifier_size=None, cam_weight=0.0, labels=None,
+                      flip=False, scales=(1.0,)):
+    """(maps (B, h, w), top classes (B, k) or None): what boxes are cut from, for every command.
+
+    The map is ``predict_maps(model, images, flip, scales)``; with a ``classifier`` the classes come with it
+    and ``cam_weight`` > 0 fuses the map with a CAM (``fuse_cams``): of each image's ``labels`` class when
+    given (evaluation), else of the classifier's top-1 class (``predict``, ``extract-boxes``).
+
+    Example:
+    >>> maps, top = localization_maps(model, images, classifier, 224, cam_weight=0.25)  # doctest: +SKIP
+    """
+    _check_cam_weight(cam_weight, classifier)
+    maps = predict_maps(model, images, flip, scales)
+    if cam_weight:
+        top_k, cams = classify_with_cams(classifier, images, labels, classifier_size)
+        return fuse_cams(maps, cams, cam_weight), top_k
+    if classifier is not None:
+        return maps, top_k_classes(classifier, images, classifier_size)
+    return maps, None
+
+
+def fuse_cams(maps, cams, weight):
+    """(1 - weight) * C2AM's map + weight * the class's CAM, each min-max normalized per image, on the
+    map's grid (the CAMs are resized to it bilinearly): C2AM finds the object's extent without
+    classes, the classifier's CAM which object the label names."""
+    maps = np.asarray(maps, np.float32)
+    cams = np.asarray(cams, np.float32)
+    if cams.shape[1:] != maps.shape[1:]:
+        cams = resize_maps(cams, maps.shape[1:])
+    return (1.0 - weight) * min_max_normalized(maps) + weight * min_max_normalized(cams)
+
+
+class Evaluation:
+    """Streaming accumulators for every number ``evaluate`` reports.
+
+    Args:
+        thresholds: map thresholds of GT-known / Top-k Loc (fractions of the map's maximum).
+        stored_threshold: the model's own threshold, reported separately (added to ``thresholds``).
+        max_box_acc: also compute MaxBoxAccV2 (101 thresholds, multi contour).
+        iou_threshold: GT-known's IoU bar (correct when IoU > it).
+        band: the box rule's band (``c2am_tf.maps.boxes.best_box_per_threshold``); MaxBoxAccV2 keeps
+            wsolevaluation's rule (every contour's box at each threshold).
+
+    Example (one image whose map is exactly its box):
+    >>> ev = Evaluation(thresholds=[0.5], max_box_acc=False)
+    >>> m = np.zeros((1, 4, 4)); m[0, 1:3, 1:3] = 1
+    >>> boxes = ev.update(m, {"boxes": np.array([[[16., 16., 48., 48.]]]), "image": np.zeros((1, 64, 64, 3))},
+    ...                   top_k=np.array([[3, 1, 2, 0, 4]]), labels=np.array([1]))
+    >>> boxes.tolist()  # (B, T, 4): the box at each threshold, in the image frame
+    [[[16.0, 16.0, 48.0, 48.0]]]
+    >>> r = ev.result(); (r["best"], r["top1_loc"], r["top5_loc"], r["top5"])
+    (100.0, 0.0, 100.0, 100.0)
+    """
+
+    def __init__(self, thresholds=DEFAULT_THRESHOLDS, stored_threshold=None, max_box_acc=True, iou_threshold=0.5,
+                 band=0.0):
+        thresholds = [float(t) for t in thresholds]
+        if stored_threshold is not None:
+            # a threshold stored as float32 (0.3499999940) is the listed 0.35
+            stored_threshold = round(float(stored_threshold), 6)
+            if not any(abs(t - stored_threshold) < 1e-6 for t in thresholds):
+                thresholds = sorted(thresholds + [stored_threshold])
+        self.stored_threshold = stored_threshold
+        self.band = check_band(band)
+        self.gt_known = GTKnownLoc(thresholds, iou_threshold)
+        self.thresholds = self.gt_known.thresholds
+        self.max_box_acc = MaxBoxAcc(wsol_thresholds(), multi_contour=True) if max_box_acc else None
+        self.pxap = self.saliency = None
+        self.top1_loc = np.zeros(len(self.thresholds), np.int64)
+        self.top5_loc = np.zeros(len(self.thresholds), np.int64)
+        self.top1 = self.top5 = self.classified = 0
+
+    def update(self, maps, batch, top_k=None, labels=None, fine_maps=None):
+        """Adds a batch: maps (B, h, w) foreground-high, the batch dict, and optionally the classifier's
+        (B, k) top classes with the true ``labels`` (B,). ``fine_maps`` (B, S, S), a mask model's maps
+        refined at the image's size, replace the maps for the mask metrics. Returns the boxes (B, T, 4)
+        in the batch's frame."""
+        size = int(np.shape(batch["image"])[1])
+        boxes = np.stack([best_box_per_threshold(m, self.thresholds, size / m.shape[0], self.band) for m in maps])
+        self.update_boxes(boxes, batch, top_k, labels)
+        gt = np.asarray(batch["boxes"], np.float32)
+        if self.max_box_acc is not None:
+            side = min(size, MAX_BOX_ACC_SIZE)
+            self.max_box_acc.update_batch(upsample_normalized(maps, side), gt * (side / size))
+        if "mask" in batch:
+            self.pxap = self.pxap or PxAP()
+            self.saliency = self.saliency or SaliencyMetrics()
+            upsampled = upsample_normalized(maps if fine_maps is None else fine_maps, size)
+            masks = np.asarray(batch["mask"])
+            self.pxap.update(upsampled, masks)
+            self.saliency.update(upsampled, masks)
+        return boxes
+
+    def update_boxes(self, boxes, batch, top_k=None, labels=None):
+        """Adds a batch of predicted boxes (B, T, 4), one per threshold, in the batch's frame."""
+        ok = self.gt_known.per_image_correct(boxes, np.asarray(batch["boxes"], np.float32))
+        self.gt_known.correct += ok.sum(axis=0)
+        self.gt_known.total += ok.shape[0]
+        if top_k is not None and labels is not None:
+            labels = np.asarray(labels)
+            known = labels >= 0
+            hit1 = (top_k[:, 0] == labels) & known
+            hit5 = np.any(top_k == labels[:, None], axis=1) & known
+            self.top1_loc += (ok & hit1[:, None]).sum(axis=0)
+            self.top5_loc += (ok & hit5[:, None]).sum(axis=0)
+            self.top1 += int(hit1.sum())
+            self.top5 += int(hit5.sum())
+            self.classified += int(known.sum())
+
+    def result(self):
+        """A flat dict: 'per_threshold', 'best', 'best_threshold', 'total', 'at_stored' (when a threshold
+        is stored), 'top1_loc'/'top5_loc' at the best threshold (plus '_at_stored'), 'top1'/'top5',
+        'max_box_acc_v2' with 'max_box_acc' per IoU, 'pxap', 'mask_iou', 'mask_threshold', and the
+        salient-object metrics 'max_f_beta', 'mae', 'per_image_iou' (+ '_threshold', '_at_stored')."""
+        out = self.gt_known.result()
+        out["thresholds"] = list(self.thresholds)
+        out["box_band"] = self.band
+        total = max(out["total"], 1)
+        index = {t: i for i, t in enumerate(self.thresholds)}
+        best_i = index.get(out["best_threshold"], 0)
+        if self.stored_threshold is not None:
+            stored_i = min(range(len(self.thresholds)), key=lambda i: abs(self.thresholds[i] - self.stored_threshold))
+            out["stored_threshold"] = float(self.stored_threshold)
+            out["at_stored"] = float(out["per_threshold"][stored_i])
+        if self.classified:
+            out["top1_loc"] = float(self.top1_loc[best_i] / total * 100)
+            out["top5_loc"] = float(self.top5_loc[best_i] / total * 100)
+            out["top1"] = self.top1 / self.classified * 100
+            out["top5"] = self.top5 / self.classified * 100
+            if self.stored_threshold is not None:
+                out["top1_loc_at_stored"] = float(self.top1_loc[stored_i] / total * 100)
+                out["top5_loc_at_stored"] = float(self.top5_loc[stored_i] / total * 100)
+        if self.max_box_acc is not None and self.max_box_acc.count:
+            r = self.max_box_acc.result()
+            out["max_box_acc_v2"] = r["max_box_acc_v2"]
+            out["max_box_acc"] = {int(k): float(v) for k, v in r["max_box_acc"].items()}
+        if self.pxap is not None:
+            masks = self.pxap.result()
+            out.update(pxap=masks["pxap"], mask_iou=masks["best_iou"], mask_threshold=masks["best_threshold"])
+            sal = self.saliency.result(self.stored_threshold)
+            out.update(max_f_beta=sal["max_f_beta"], mae=sal["mae"], per_image_iou=sal["per_image_iou"],
+                       per_image_iou_threshold=sal["per_image_iou_threshold"])
+            if "per_image_iou_at" in sal:
+                out["per_image_iou_at_stored"] = sal["per_image_iou_at"]
+        return out
+
+
+def evaluate(model, dataset, thresholds=DEFAULT_THRESHOLDS, classifier=None, classifier_size=None,
+             max_box_acc=True, flip=False, keep=0, stored_threshold="model", progress=False, cam_weight=0.0,
+             scales=(1.0,), box_band="model"):
+    """Every metric of ``model`` on ``dataset`` (dict batches, see the module docstring) in one pass.
+
+    Returns ``(result, examples)``: ``Evaluation.result()`` and up to ``keep`` (image, map, boxes per
+    threshold, gt boxes) tuples for pictures. ``stored_threshold``: "model" (the model's own, when it
+    stores one), a number, or None (report the ``thresholds`` only). ``flip`` and ``scales``: see
+    ``predict_maps``. ``cam_weight`` > 0 scores ``fuse_cams`` of the map and the classifier's CAM of
+    each image's true class (the batches need labels): as CAM is scored, GT-known uses the true class, and Top-1 / Top-5 Loc count an image only
+    when that class is the classifier's first / among its five, so they use the same map. ``box_band``:
+    "model" (the model's own ``box_band``, 0 when it has none) or a number (``Evaluation``'s ``band``).
+    """
+    _check_cam_weight(cam_weight, classifier)  # before any batch is read
+    if isinstance(stored_threshold, str):
+        stored_threshold = float(np.asarray(model.threshold)) if hasattr(model, "threshold") else None
+    if isinstance(box_band, str):
+        box_band = model_box_band(model)
+    ev = Evaluation(thresholds, stored_threshold, max_box_acc, band=box_band)
+    refines = getattr(model, "refinement", "none") != "none"
+
+    def update(maps, host, top_k, labels):
+        # A mask model's refinement is per-image OpenCV work: it runs in the metric thread, not the model's.
+        fine = (np.stack([model.refine(im.astype(np.uint8), m) for im, m in zip(host["image"], maps)])
+                if refines and "mask" in host else None)
+        ev.update(maps, host, top_k, labels, fine)
+
+    examples = []
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(desc="evaluate", unit="img")
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pending = None
+        for batch in dataset:
+            images = batch["image"]
+            if cam_weight and "label" not in batch:
+                raise ValueError("cam_weight needs each image's class label: this dataset has none")
+            maps, top_k = localization_maps(model, images, classifier, classifier_size, cam_weight,
+                                            batch["label"].numpy() if cam_weight else None, flip, scales)
+            host = {k: v.numpy() for k, v in batch.items() if k in ("image", "boxes", "mask")}
+            if pending is not None:
+                pending.result()
+            pending = pool.submit(update, maps, host, top_k, batch["label"].numpy() if "label" in batch else None)
+            if len(examples) < keep:
+                for i in range(min(keep - len(examples), len(maps))):
+                    examples.append((host["image"][i], maps[i], None, host["boxes"][i]))
+            if bar is not None:
+                bar.update(len(maps))
+        if pending is not None:
+            pending.result()
+    if bar is not None:
+        bar.close()
+    if examples:
+        size = examples[0][0].shape[0]
+        examples = [(im, m, best_box_per_threshold(m, ev.thresholds, size / m.shape[0], ev.band), g)
+                    for im, m, _, g in examples]
+    return ev.result(), examples
+
+
+def choose_threshold(model, dataset, thresholds=DEFAULT_THRESHOLDS, flip=False, classifier=None,
+                     classifier_size=None, cam_weight=0.0, scales=(1.0,), box_band="model"):
+    """The map threshold with the best GT-known Loc on ``dataset``: a held-out annotated set (never the
+    images the numbers are reported on), as wsolevaluation tunes on its separate full-supervision split."""
+    result, _ = evaluate(model, dataset, thresholds, classifier, classifier_size, max_box_acc=False, flip=flip,
+                         stored_threshold=None, cam_weight=cam_weight, scales=scales, box_band=box_band)
+    return result["best_threshold"]
+
+
+def evaluate_regressor(regressor, dataset, classifier=None, classifier_size=None):
+    """GT-known and Top-1/Top-5 Loc of a box regressor (``c2am_tf.models.psol.regressor``): one box per image."""
+    from c2am_tf.models.psol.regressor import predict_boxes
+
+    ev = Evaluation(thresholds=[0.5], max_box_acc=False)
+    for batch in dataset:
+        images = batch["image"]
+        boxes = predict_boxes(regressor, images, int(images.shape[1]))[:, None, :]
+        top_k = top_k_classes(classifier, images, classifier_size) if classifier is not None else None
+        ev.update_boxes(boxes, {"boxes": batch["boxes"].numpy()}, top_k,
+                        batch["label"].numpy() if "label" in batch else None)
+    return ev.result()
+
+
+def _key(path):
+    return os.path.normcase(os.path.normpath(os.path.abspath(path)))
+
+
+def evaluate_boxes(boxes, records, iou_threshold=0.5):
+    """GT-known Loc (and Top-1/Top-5 Loc where records carry 'top5' class lists) of a boxes file's boxes.
+
+    Args:
+        boxes: a ``c2am_tf.boxes/v1`` dict (``boxes_json.read_boxes``) with boxes in original pixels.
+        records: ``[(path, gt boxes in the same pixels, class)]`` (``c2am_tf.data.wsol_records`` and friends).
+
+    Images are matched by path (absolute), then by unique file name. Returns the result dict with
+    'total' (matched), 'missing' (records without a box).
+    """
+    by_path = {_key(r["path"]): r for r in boxes["images"]}
+    by_name = {}
+    for r in boxes["images"]:
+        by_name.setdefault(os.path.basename(r["path"]), []).append(r)
+    ev = Evaluation(thresholds=[float(boxes.get("threshold") or 0.5)], max_box_acc=False, iou_threshold=iou_threshold)
+    missing = 0
+    for path, gt, label in records:
+        record = by_path.get(_key(path))
+        if record is None:
+            same = by_name.get(os.path.basename(path), [])
+            record = same[0] if len(same) == 1 else None
+        if record is None:
+            missing += 1
+            continue
+        top_k = np.asarray([record["top5"]]) if "top5" in record else None
+        ev.update_boxes(np.asarray([[record["box"]]], np.float32), {"boxes": np.asarray([gt], np.float32)},
+                        top_k, np.asarray([label]) if top_k is not None else None)
+    out = ev.result()
+    out["missing"] = missing
+    return out
+
+
+def format_result(result):
+    """The result as a few readable lines (what ``c2am-tf evaluate`` prints)."""
+    lines = []
+    per = " ".join(f"{t:.2f}:{v:.1f}" for t, v in zip(result.get("thresholds", []), result["per_threshold"]))
+    lines.append(f"images: {result['total']}")
+    lines.append(f"GT-known Loc: best {result['best']:.2f} at threshold {result['best_threshold']:.2f}"
+                 + (f"; at the stored threshold {result['stored_threshold']:.2f}: {result['at_stored']:.2f}"
+                    if "at_stored" in result else "")
+                 + (f" (boxes averaged over a band of {result['box_band']:.2f})" if result.get("box_band") else ""))
+    if per:
+        lines.append(f"  per threshold: {per}")
+    if "top1_loc" in result:
+        lines.append(f"Top-1 Loc {result['top1_loc']:.2f}, Top-5 Loc {result['top5_loc']:.2f} (best threshold)"
+                     + (f"; at the stored threshold {result['top1_loc_at_stored']:.2f} / "
+                        f"{result['top5_loc_at_stored']:.2f}" if "top1_loc_at_stored" in result else ""))
+        lines.append(f"classifier: top-1 {result['top1']:.2f}, top-5 {result['top5']:.2f}")
+    if "max_box_acc_v2" in result:
+        per_iou = ", ".join(f"IoU {k}: {v:.2f}" for k, v in result["max_box_acc"].items())
+        lines.append(f"MaxBoxAccV2 {result['max_box_acc_v2']:.2f} ({per_iou})")
+    if "pxap" in result:
+        lines.append(f"PxAP {result['pxap']:.2f}, best mask IoU {result['mask_iou']:.2f} "
+                     f"at {result['mask_threshold']:.2f}")
+    if "max_f_beta" in result:
+        lines.append(f"salient objects: max F-beta {result['max_f_beta']:.3f}, MAE {result['mae']:.3f}, "
+                     f"per-image IoU {result['per_image_iou']:.2f} at {result['per_image_iou_threshold']:.2f}"
+                     + (f" ({result['per_image_iou_at_stored']:.2f} at the stored threshold)"
+                        if "per_image_iou_at_stored" in result else ""))
+    if result.get("missing"):
+        lines.append(f"images without a box in the file: {result['missing']}")
+    return "\n".join(lines)

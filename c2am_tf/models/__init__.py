@@ -1,0 +1,1 @@
+"""Layer 2: the models, each with its serialization."""

