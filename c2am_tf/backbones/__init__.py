@@ -234,6 +234,26 @@ def tiny(weights=None, input_shape=(None, None, 3), channels=16):
     return model
 
 
+def has_feature_choice(name):
+    """Whether backbone ``name`` offers a choice of features (``features=``: EfficientNet-Lite); the others
+    give ``"concat"`` alone.
+
+    >>> has_feature_choice("efficientnet_lite1"), has_feature_choice("resnet50")
+    (True, False)
+    """
+    return name in _LITE_SCALING
+
+
+def default_features(name):
+    """The features a backbone gives by default: ``"head"`` where it has a choice (the measured recipe),
+    else ``"concat"``.
+
+    >>> default_features("efficientnet_lite0"), default_features("tiny")
+    ('head', 'concat')
+    """
+    return "head" if has_feature_choice(name) else "concat"
+
+
 def weights_choice(weights):
     """``"imagenet"``, None (random init: also ``"none"`` or ``""``) or an existing weights file.
 

@@ -18,6 +18,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from c2am_tf.backbones import default_features
 from c2am_tf.wsss.bgcues import PSEUDO_LABELS, build_cue_model, pseudo_labels
 from c2am_tf.data.images import load_square_images
 from c2am_tf.utils.files import OutputNames, list_images, write_atomically
@@ -63,8 +64,7 @@ def main(argv=None, prog=None):
     grid = args.size // 8
     targets = tf.image.resize(targets, (grid, grid), method="bilinear").numpy()
     print(f"{len(images)} images; {args.pseudo} pseudo labels, mean background {targets.mean():.3f}")
-    features = "head" if args.backbone.startswith("efficientnet_lite") else "concat"
-    model = build_cue_model(args.backbone, args.weights, features)
+    model = build_cue_model(args.backbone, args.weights, default_features(args.backbone))
 
     def flip(image, target):
         flip_it = tf.random.uniform(()) < 0.5

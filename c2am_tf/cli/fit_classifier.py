@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from c2am_tf.backbones import LITE_FEATURES, build_backbone
+from c2am_tf.backbones import LITE_FEATURES, build_backbone, has_feature_choice
 from c2am_tf.wsss.cam import build_classifier, class_activation_maps, write_cams
 from c2am_tf.data.cub import cub_classes, cub_source
 from c2am_tf.data.segmentation import SEGMENTATION_DATASETS, segmentation_dataset
@@ -88,7 +88,7 @@ def main(argv=None, prog=None):
             lambda ex: {"image": ex["image"], "labels": tf.one_hot(ex["label"], len(classes)), "path": ex["path"]})
     else:
         source, classes = segmentation_dataset(args.dataset, args.data_dir, args.split)
-    features = args.backbone_features if args.backbone.startswith("efficientnet_lite") else "concat"
+    features = args.backbone_features if has_feature_choice(args.backbone) else "concat"
     backbone = build_backbone(args.backbone, args.weights, features=features)
     backbone.trainable = args.train_backbone
     classifier = build_classifier(backbone, len(classes))

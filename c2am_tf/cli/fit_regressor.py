@@ -37,7 +37,7 @@ def main(argv=None, prog=None):
     p = build_parser(prog)
     args = p.parse_args(argv)
     claim_training_output(p, "regressor.keras", args)
-    from c2am_tf.backbones import build_backbone
+    from c2am_tf.backbones import build_backbone, default_features
     from c2am_tf.maps.boxes_json import read_boxes
     from c2am_tf.models.psol.regressor import build_regressor, pseudo_box_dataset
 
@@ -47,8 +47,7 @@ def main(argv=None, prog=None):
     except (OSError, ValueError) as err:
         sys.exit(f"error: --boxes: {err}")
     keras.utils.set_random_seed(args.seed)
-    features = "head" if args.backbone.startswith("efficientnet_lite") else "concat"
-    backbone = build_backbone(args.backbone, args.weights, features=features)
+    backbone = build_backbone(args.backbone, args.weights, features=default_features(args.backbone))
     backbone.trainable = False
     regressor = build_regressor(backbone, args.size)
     regressor.compile(optimizer=keras.optimizers.Adam(args.lr), loss="mse")

@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from c2am_tf import data
-from c2am_tf.backbones import BACKBONES, LITE_FEATURES, build_backbone, weights_choice
+from c2am_tf.backbones import BACKBONES, LITE_FEATURES, build_backbone, default_features, weights_choice
 from c2am_tf.training.callbacks import (AtomicCheckpoint, ClusterBackupAndRestore, LocalizationCallback,
                                NonFiniteLossGuard, PolarityCallback, save_atomically)
 from c2am_tf.runtime.distribute import (STRATEGIES, is_chief, make_strategy, num_workers, remove_worker_dir,
@@ -278,7 +278,7 @@ def resumed_epochs(out):
 
 
 def _features(cfg):
-    return cfg.backbone_features or ("head" if cfg.backbone.startswith("efficientnet_lite") else "concat")
+    return cfg.backbone_features or default_features(cfg.backbone)
 
 
 def build_model(cfg, total_steps):
