@@ -9,7 +9,6 @@ import shlex
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 import c2am_tf

@@ -284,16 +284,3 @@ def add_box_band_flag(parser):
     parser.add_argument("--box-band", type=float,
                         help="each box the mean of the boxes at thresholds within this band of the threshold "
                              "(default: the model's own; 0: the box at the threshold alone)")
-
-
-def check_box_band_flag(parser, args):
-    """An error (through ``parser``) for a ``--box-band`` outside [0, 0.5], before any model is loaded."""
-    from c2am_tf.utils.errors import ConfigError
-    from c2am_tf.maps.geometry import check_band
-
-    if args.box_band is not None:
-        try:
-            args.box_band = check_band(args.box_band)
-        except ConfigError as err:
-            parser.error(err.as_flag())
-

@@ -14,14 +14,12 @@ is the authors' CUB test transform (resize 480, center crop 448); ``whole224`` r
 to 224 (wsolevaluation; the default for imagenet); ``whole448``.
 """
 
-import argparse
 import os
 import sys
 import time
 
-from c2am_tf.cli.common import (add_box_band_flag, add_classifier_flags, add_model_flags, check_box_band_flag,
-                                check_classifier_flags, chosen_classifier, command_parser, load_chosen_model,
-                                output_file)
+from c2am_tf.cli.common import (add_box_band_flag, add_classifier_flags, add_model_flags, check_classifier_flags,
+                                chosen_classifier, command_parser, load_chosen_model, output_file)
 from c2am_tf.maps.foreground import DEFAULT_THRESHOLDS
 from c2am_tf.maps.geometry import EVAL_FRAMES, default_frame, model_box_band
 
@@ -78,7 +76,6 @@ def main(argv=None, prog=None):
     if args.box_band is not None and args.boxes:
         p.error("--box-band needs a model, not --boxes (a boxes file holds one box per image)")
     check_classifier_flags(p, args, threshold_needed=False)
-    check_box_band_flag(p, args)
     if args.dataset != "synthetic" and not args.data_dir and not (args.dataset == "cub" and not args.boxes):
         p.error(f"--data-dir is needed for dataset {args.dataset}")
     from c2am_tf.evaluation.evaluate import evaluate, evaluate_boxes, format_result

@@ -39,7 +39,7 @@ def main(argv=None, prog=None):
     """Entry point."""
     p = build_parser(prog)
     args = p.parse_args(argv)
-    if args.size <= 0 or args.size % 16:
+    if args.size % 16:  # at least 32 and under the pixel limit: checked with the flags (CommandParser)
         p.error(f"--size must be a positive multiple of 16, got {args.size}")
     images, paths = None, []
     if args.quantize == "int8":

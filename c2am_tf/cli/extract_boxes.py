@@ -45,15 +45,15 @@ from c2am_tf.evaluation.evaluate import localization_maps
 from c2am_tf.maps.boxes_json import BoxesWriter, box_record
 from c2am_tf.utils.files import OutputNames, write_json_atomically
 from c2am_tf.utils.errors import ConfigError
-from c2am_tf.maps.geometry import EVAL_CROP, check_image_size, model_box_band, scale_box
+from c2am_tf.maps.geometry import EVAL_CROP, model_box_band, scale_box
 from c2am_tf.inference.postprocess import map_to_box
 from c2am_tf.presets import preset_sha256
 from c2am_tf.maps.viz import overlay, write_png
 from c2am_tf.inference.beam_boxes import RUNNERS
 from c2am_tf.maps.boxes_json import FORMAT
-from c2am_tf.cli.common import (add_box_band_flag, add_classifier_flags, add_model_flags, check_box_band_flag,
-                                check_classifier_flags, chosen_classifier, claim_output, command_inputs,
-                                command_parser, load_chosen_model, model_label, output_file, output_folder)
+from c2am_tf.cli.common import (add_box_band_flag, add_classifier_flags, add_model_flags, check_classifier_flags,
+                                chosen_classifier, claim_output, command_inputs, command_parser, load_chosen_model,
+                                model_label, output_file, output_folder)
 
 
 
@@ -100,7 +100,6 @@ def parse_args(argv=None, prog=None):
     if args.runner and args.classifier:
         p.error("--classifier / --cam-weight: only in the local extractor, not with --runner")
     check_classifier_flags(p, args, threshold_needed=True)
-    check_box_band_flag(p, args)
     if not args.runner:  # a killed run leaves OUT.partial.jsonl, not OUT: it still resumes
         inputs = command_inputs(args)
         claim_output(p, args.out, args.overwrite, inputs=inputs)
@@ -126,8 +125,8 @@ def main(argv=None, prog=None):
     os.makedirs(out_dir, exist_ok=True)  # before loading anything: a bad --out fails at once
     if not os.access(out_dir, os.W_OK):
         sys.exit(f"error: --out: cannot write to {out_dir}")
+    size = args.size  # checked with the flags (CommandParser)
     try:
-        size = check_image_size(args.size, "--size")
         model = load_chosen_model(args)
         classifier, classifier_size = chosen_classifier(args)
         band = model_box_band(model, args.box_band)
@@ -182,9 +181,9 @@ def main(argv=None, prog=None):
 def _main_beam(args, beam_args, parser):
     from c2am_tf.inference.beam_boxes import extract_boxes_beam, require_beam
 
+    size = args.size  # checked with the flags (CommandParser)
     try:
         require_beam()
-        size = check_image_size(args.size, "--size")
         paths, unannotated = data.source_files(args.dataset, args.split, args.data_dir)
     except (ImportError, ConfigError, OSError, ValueError) as err:
         sys.exit(f"error: {err}")

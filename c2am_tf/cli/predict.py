@@ -28,8 +28,8 @@ from c2am_tf.utils.image_io import UnreadableImageError, load_image
 from c2am_tf.inference.postprocess import map_to_box, map_to_mask
 from c2am_tf.presets import load, model_label
 from c2am_tf.maps.viz import overlay, write_png
-from c2am_tf.cli.common import (add_box_band_flag, add_classifier_flags, add_model_flags, check_box_band_flag,
-                                check_classifier_flags, chosen_classifier, command_parser, output_folder)
+from c2am_tf.cli.common import (add_box_band_flag, add_classifier_flags, add_model_flags, check_classifier_flags,
+                                chosen_classifier, command_parser, output_folder)
 
 
 OUTPUT_SUFFIXES = (".png", ".mask.png")  # the pictures written beside each image's name (.json is no image)
@@ -116,7 +116,6 @@ def main(argv=None, prog=None):
     p = build_parser(prog)
     args = p.parse_args(argv)
     check_classifier_flags(p, args, threshold_needed=True)
-    check_box_band_flag(p, args)
     try:
         paths = drop_own_outputs(image_paths(args.inputs, exclude=args.out), os.path.join(args.out, "boxes.json"),
                                  OUTPUT_SUFFIXES)
