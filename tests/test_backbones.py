@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from c2am_tf.backbones import ImagePreprocessing, build_backbone, efficientnet_lite
+from c2am_tf.backbones import ImagePreprocessing, build_backbone, efficientnet_lite, layers_at_strides
 
 
 def test_tiny_is_stride_16_and_accepts_uint8():
@@ -76,3 +76,11 @@ def test_lite0_feature_choice(features, channels):
     assert tuple(model(np.zeros((1, 64, 64, 3))).shape) == (1, 4, 4, channels)
     with pytest.raises(ValueError, match="only available for EfficientNet-Lite"):
         build_backbone("tiny", weights=None, features=features)
+
+
+def test_taps_are_the_last_layers_at_each_stride():
+    assert layers_at_strides(build_backbone("tiny", weights=None), (4, 8)) == ["conv1", "conv2"]
+    # the cue model's stride-8 tap of Lite0 (its last stride-8 block's expansion), found by the one probe
+    assert layers_at_strides(build_backbone("efficientnet_lite0", weights=None), (8,)) == ["block5_expand_relu"]
+    with pytest.raises(ValueError, match="no stride-32"):
+        layers_at_strides(build_backbone("tiny", weights=None), (32,))

@@ -9,7 +9,7 @@ import pytest
 from c2am_tf.backbones import build_backbone
 from c2am_tf.maps.foreground import foreground_mask
 from c2am_tf.presets import load_model
-from c2am_tf.models.masks.mask_model import (IGNORE, MaskModel, cached_features, layers_at_strides, masked_binary_crossentropy,
+from c2am_tf.models.masks.mask_model import (IGNORE, MaskModel, cached_features, masked_binary_crossentropy,
                                 mirrored_average, predict_features, prototype_maps, pseudo_masks, self_train)
 
 
@@ -32,12 +32,6 @@ def _cut(score_map):
 
 def _iou(a, b):
     return float((a & b).sum() / max((a | b).sum(), 1))
-
-
-def test_taps_are_the_last_layers_at_each_stride():
-    assert layers_at_strides(build_backbone("tiny", weights=None), (4, 8)) == ["conv1", "conv2"]
-    with pytest.raises(ValueError, match="no stride-32"):
-        layers_at_strides(build_backbone("tiny", weights=None), (32,))
 
 
 def test_pseudo_masks_band_is_on_the_normalized_map():

@@ -305,3 +305,25 @@ def _build(name, weights, input_shape, features):
     if name == "mobilenet_v2":
         return mobilenet_v2(weights, input_shape)
     return tiny(None if weights == "imagenet" else weights, input_shape)
+
+
+def layers_at_strides(backbone, strides):
+    """Names of the backbone's last layers whose outputs are at each of ``strides`` (one 64 x 64 probe): the
+    taps of the decoders that need finer features than Z (the mask model, the background-cue model).
+
+    >>> from c2am_tf.backbones import build_backbone
+    >>> layers_at_strides(build_backbone("tiny", weights=None), (4, 8))
+    ['conv1', 'conv2']
+    """
+    # a nested model with several outputs (keras.applications inside a backbone) is no tap itself
+    candidates = [layer for layer in backbone.layers[1:]
+                  if hasattr(getattr(layer, "output", None), "shape") and len(layer.output.shape) == 4]
+    probe = keras.Model(backbone.input, [layer.output for layer in candidates])
+    sizes = [int(o.shape[1]) for o in probe(np.zeros((1, 64, 64, 3), np.float32))]
+    names = []
+    for stride in strides:
+        found = [layer.name for layer, size in zip(candidates, sizes) if size == 64 // stride]
+        if not found:
+            raise ValueError(f"backbone {backbone.name!r} has no stride-{stride} features")
+        names.append(found[-1])
+    return names

@@ -28,6 +28,7 @@ from c2am_tf.maps.boxes import GTKnownLoc, best_box_per_threshold
 from c2am_tf.runtime.distribute import num_workers
 from c2am_tf.maps.foreground import DEFAULT_THRESHOLDS
 from c2am_tf.maps.geometry import check_band, model_box_band
+from c2am_tf.maps.normalize import min_max_normalized
 from c2am_tf.evaluation.metrics import MaxBoxAcc, PxAP, SaliencyMetrics, wsol_thresholds
 
 TOP_K = 5
@@ -75,13 +76,6 @@ def resize_maps(maps, shape):
 def upsample_normalized(maps, size):
     """Maps (B, h, w) -> (B, size, size) bilinear, each min-max normalized (constant -> 0)."""
     return min_max_normalized(resize_maps(maps, (size, size)).astype(np.float64))
-
-
-def min_max_normalized(maps):
-    """Each map (B, h, w) scaled to [0, 1] by its own minimum and maximum (a constant map -> 0)."""
-    lo = maps.min(axis=(1, 2), keepdims=True)
-    span = maps.max(axis=(1, 2), keepdims=True) - lo
-    return np.where(span > 0, (maps - lo) / np.where(span > 0, span, 1), 0.0)
 
 
 def _resized_images(images, shape):

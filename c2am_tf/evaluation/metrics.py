@@ -11,6 +11,7 @@
 import numpy as np
 
 from c2am_tf.maps.boxes import GTKnownLoc, boxes_from_map
+from c2am_tf.maps.normalize import min_max_normalized
 
 __all__ = ["GTKnownLoc", "MaxBoxAcc", "PxAP", "ConfusionMatrix", "multiple_iou", "wsol_thresholds"]
 
@@ -199,8 +200,8 @@ class SaliencyMetrics:
         valid = (mask == 0) | (mask == 1)
         gt = mask[valid] == 1
         pred = np.round(np.clip(saliency[valid], 0.0, 1.0) * 255).astype(np.uint8) / 255
-        if pred.size and pred.max() != pred.min():
-            pred = (pred - pred.min()) / (pred.max() - pred.min())
+        if pred.size:
+            pred = min_max_normalized(pred, axis=None, keep_flat=True)
         self.maes.append(float(np.mean(np.abs(pred - gt))) if pred.size else 0.0)
         levels = (pred * 255).astype(np.uint8)
         bins = np.linspace(0, 256, 257)

@@ -10,23 +10,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from c2am_tf.backbones import build_backbone
+from c2am_tf.backbones import build_backbone, layers_at_strides
 from c2am_tf.maps.foreground import foreground_mask
 from c2am_tf.data.transforms import resize_square
 from c2am_tf.maps.geometry import EVAL_CROP
 
 PSEUDO_LABELS = ("soft", "hard")
-
-
-def _stride8_layer_name(backbone_name, weights, features):
-    """Name of the backbone's last layer whose output is at stride 8 (found on a 64 x 64 probe)."""
-    probe = build_backbone(backbone_name, None, input_shape=(64, 64, 3), features=features)
-    names = [layer.name for layer in probe.layers
-             if getattr(layer, "output", None) is not None and len(layer.output.shape) == 4
-             and layer.output.shape[1] == 8]
-    if not names:
-        raise ValueError(f"backbone {backbone_name!r} has no stride-8 features")
-    return names[-1]
 
 
 def build_cue_model(backbone_name="efficientnet_lite0", weights="imagenet", features="head",
@@ -38,8 +27,8 @@ def build_cue_model(backbone_name="efficientnet_lite0", weights="imagenet", feat
     >>> m(np.zeros((1, 64, 64, 3))).shape
     TensorShape([1, 8, 8, 1])
     """
-    low_name = _stride8_layer_name(backbone_name, weights, features)
     backbone = build_backbone(backbone_name, weights, features=features)
+    low_name = layers_at_strides(backbone, (8,))[0]
     backbone.trainable = train_backbone
     pyramid = keras.Model(backbone.input, [backbone.get_layer(low_name).output, backbone.output],
                           name="backbone_pyramid")

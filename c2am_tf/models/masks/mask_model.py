@@ -22,7 +22,9 @@ at the image's size outside the graph), and everything that takes a C2AM map (bo
 import keras
 import numpy as np
 
+from c2am_tf.backbones import layers_at_strides
 from c2am_tf.maps.edges import REFINEMENTS, check_refinement, refine_map
+from c2am_tf.maps.normalize import flat_maps, min_max_normalized
 
 DECODER_STRIDE = 4
 # Pseudo-mask band, as fractions of the teacher map's range (min-max normalized): above HIGH is
@@ -30,26 +32,6 @@ DECODER_STRIDE = 4
 # LOW/HIGH are the ends of the box rule's usual cut-offs (0.2-0.5 of the peak).
 PSEUDO_LOW, PSEUDO_HIGH = 0.2, 0.5
 IGNORE = 255
-
-
-def layers_at_strides(backbone, strides):
-    """Names of the backbone's last layers whose outputs are at each of ``strides`` (one 64 x 64 probe).
-
-    >>> from c2am_tf.backbones import build_backbone
-    >>> layers_at_strides(build_backbone("tiny", weights=None), (4, 8))
-    ['conv1', 'conv2']
-    """
-    candidates = [layer for layer in backbone.layers[1:]
-                  if getattr(layer, "output", None) is not None and len(layer.output.shape) == 4]
-    probe = keras.Model(backbone.input, [layer.output for layer in candidates])
-    sizes = [int(o.shape[1]) for o in probe(np.zeros((1, 64, 64, 3), np.float32))]
-    names = []
-    for stride in strides:
-        found = [layer.name for layer, size in zip(candidates, sizes) if size == 64 // stride]
-        if not found:
-            raise ValueError(f"backbone {backbone.name!r} has no stride-{stride} features")
-        names.append(found[-1])
-    return names
 
 
 def _conv_bn_relu(x, filters, kernel, name):
@@ -102,7 +84,7 @@ def prototype_maps(features, score_maps, low=None, high=None):
     m = tf.convert_to_tensor(score_maps, tf.float32)
     if m.shape.rank == 3:
         m = m[..., None]
-    u = _normalized(m)
+    u = normalized_tf(m)
     fg = tf.cast(u > high, tf.float32)
     bg = tf.cast(u <= low, tf.float32)
     zn = tf.math.l2_normalize(z, axis=-1, epsilon=1e-12)
@@ -113,11 +95,12 @@ def prototype_maps(features, score_maps, low=None, high=None):
 
     s = tf.reduce_sum(zn * (prototype(fg) - prototype(bg)), axis=-1, keepdims=True)
     usable = (tf.reduce_sum(fg, axis=[1, 2, 3]) > 0) & (tf.reduce_sum(bg, axis=[1, 2, 3]) > 0)
-    return tf.where(usable[:, None, None, None], _normalized(s), u)
+    return tf.where(usable[:, None, None, None], normalized_tf(s), u)
 
 
-def _normalized(maps):
-    """Each map of (B, h, w, 1) min-max normalized to [0, 1] (a flat map: zeros)."""
+def normalized_tf(maps):
+    """Each map of (B, h, w, 1) min-max normalized to [0, 1] (a flat map: zeros): the graph twin of
+    ``c2am_tf.maps.normalize.min_max_normalized``."""
     import tensorflow as tf
 
     lo = tf.reduce_min(maps, axis=[1, 2, 3], keepdims=True)
@@ -246,20 +229,13 @@ def pseudo_masks(score_maps, low=PSEUDO_LOW, high=PSEUDO_HIGH):
     >>> pseudo_masks(np.array([[[0.1, 0.3, 0.9, 1.0]]])).tolist()
     [[[0, 255, 1, 1]]]
     """
-    u, flat = _range_normalized(score_maps)
+    maps = np.asarray(score_maps, np.float32)
+    u, flat = min_max_normalized(maps), flat_maps(maps)
     target = np.full(u.shape, IGNORE, np.uint8)
     target[u <= low] = 0
     target[u > high] = 1
     target[flat] = IGNORE  # a flat map says nothing
     return target
-
-
-def _range_normalized(score_maps):
-    """(each map (B, h, w) min-max normalized, float32; bool (B, h, w): True on the maps that are flat)."""
-    maps = np.asarray(score_maps, np.float32)
-    lo = maps.min(axis=(1, 2), keepdims=True)
-    span = maps.max(axis=(1, 2), keepdims=True) - lo
-    return (maps - lo) / np.where(span > 0, span, 1.0), np.broadcast_to(span <= 0, maps.shape)
 
 
 def refined_maps(images, score_maps, method, size):
@@ -363,7 +339,8 @@ TARGETS = ("hard", "soft")
 
 def soft_targets(score_maps):
     """float32 targets (B, h, w): each map min-max normalized (a flat map: all ``IGNORE``)."""
-    u, flat = _range_normalized(score_maps)
+    maps = np.asarray(score_maps, np.float32)
+    u, flat = min_max_normalized(maps), flat_maps(maps)
     return np.where(flat, float(IGNORE), u).astype(np.float32)
 
 
@@ -398,5 +375,5 @@ def self_train(model, images, rounds=2, epochs=20, batch_size=8, lr=1e-3, seed=0
 
 __all__ = ["TARGETS", "soft_targets", "ResizeLike", "Prototypes", "Logit", "prototype_maps", "mirrored_average",
            "self_train", "masked_binary_crossentropy", "cached_features", "fit_decoder", "predict_features",
-           "MaskModel", "build_decoder", "layers_at_strides", "pseudo_masks", "refined_maps", "REFINEMENTS",
+           "MaskModel", "build_decoder", "pseudo_masks", "refined_maps", "REFINEMENTS",
            "DECODER_STRIDE", "IGNORE"]
