@@ -27,7 +27,7 @@ from c2am_tf import presets
 from c2am_tf.deploy import tflite
 from c2am_tf.maps.boxes import box_iou
 from c2am_tf.data.transforms import resize_square
-from c2am_tf.evaluation.evaluate import localization_maps
+from c2am_tf.inference.maps import localization_maps
 from c2am_tf.utils.files import list_images
 from c2am_tf.maps.geometry import EVAL_CROP, model_box_band, scale_box
 from c2am_tf.utils.image_io import load_image

@@ -32,12 +32,11 @@ from c2am_tf import data
 from c2am_tf.backbones import build_backbone, efficientnet_lite
 from c2am_tf.maps.boxes import box_iou
 from c2am_tf.evaluation.ddt import DDT
-from c2am_tf.evaluation.evaluate import (Evaluation, choose_threshold, evaluate, evaluate_regressor, localization_maps,
-                              predict_maps, top_k_classes)
+from c2am_tf.evaluation.evaluate import Evaluation, choose_threshold, evaluate, evaluate_regressor
+from c2am_tf.inference.maps import localization_maps, predict_maps, top_k_classes
 from c2am_tf.maps.geometry import EVAL_FRAMES
-from c2am_tf.presets import load_model
 from c2am_tf.models.c2am.model import C2AM
-from c2am_tf.presets import load_named
+from c2am_tf.presets import load_model, load_named
 from c2am_tf.training.trainer import TrainConfig, run_training
 
 from machine import header

@@ -70,3 +70,13 @@ def test_write_atomically_leaves_no_temporary_file(tmp_path):
     write_atomically(str(path), "{}")
     write_atomically(str(path), b"[]")
     assert path.read_bytes() == b"[]" and os.listdir(path.parent) == ["f.json"]
+
+
+def test_sha256_of_reads_a_file_in_pieces_and_gives_hashlibs_digest(tmp_path):
+    import hashlib
+
+    from c2am_tf.utils.files import sha256_of
+
+    blob = os.urandom((1 << 20) * 2 + 17)  # over two pieces
+    (tmp_path / "m.bin").write_bytes(blob)
+    assert sha256_of(tmp_path / "m.bin") == hashlib.sha256(blob).hexdigest()

@@ -256,3 +256,44 @@ def test_predict_keeps_an_earlier_runs_results_and_reads_its_own_folder_again(tm
         assert cli(["predict", str(photos), "--model", saved_model, "--out", str(photos), "--masks"]) == 0
     records = json.loads((photos / "boxes.json").read_text())["images"]
     assert sorted(os.path.basename(r["path"]) for r in records) == ["a.jpg", "b.png"]
+
+
+def test_the_library_workflows_agree_with_the_map_and_box_rule(tmp_path, saved_model):
+    """``inference.predict`` and ``inference.extract`` are callable without the CLI, and both cut the box
+    of ``localization_maps`` by ``map_to_box`` (the same box for the same image)."""
+    from c2am_tf import data
+    from c2am_tf.inference.extract import extract_boxes, extraction_header
+    from c2am_tf.inference.maps import localization_maps
+    from c2am_tf.inference.predict import input_images, predict
+    from c2am_tf.data.transforms import resize_square
+    from c2am_tf.utils.image_io import load_image
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rng = np.random.RandomState(3)
+    for k in range(2):
+        image = np.zeros((48, 80, 3), np.uint8)
+        image[10:30, 20 + 10 * k:60, :] = rng.randint(150, 255, (20, 40 - 10 * k, 3))
+        Image.fromarray(image).save(photos / f"p{k}.png")
+    out = tmp_path / "out"
+    paths = input_images(str(photos), str(out))
+    records = predict(paths, saved_model, str(out), size=64, threshold=0.5)
+    model = load_model(saved_model)
+    for record in records:
+        image = load_image(record["path"])
+        maps, _ = localization_maps(model, resize_square(image, 64)[None])
+        box, fraction = map_to_box(maps[0], 0.5, record["width"], record["height"])
+        np.testing.assert_allclose(record["box"], box, atol=1e-4)
+        assert record["foreground_fraction"] == pytest.approx(fraction)
+    assert input_images(str(photos), str(photos)) == paths  # its own pictures are not read again
+    predict(paths, saved_model, str(photos), size=64, threshold=0.5)
+    assert input_images(str(photos), str(photos)) == paths
+
+    header = extraction_header(saved_model, None, 0.5, 64, "folder", "train")
+    extracted = extract_boxes(model, data.make_source("folder", "train", str(photos)), str(tmp_path / "b.json"),
+                              header, 0.5, 64)
+    by_path = {r["path"]: r for r in extracted}
+    for record in records:
+        np.testing.assert_allclose(by_path[record["path"]]["box"], record["box"], atol=1.0)
+    assert json.loads((tmp_path / "b.json").read_text())["model_sha256"] == hashlib.sha256(
+        open(saved_model, "rb").read()).hexdigest()

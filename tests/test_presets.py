@@ -9,6 +9,7 @@ import pytest
 from c2am_tf import presets
 from c2am_tf.models.c2am import c2am_presets
 from c2am_tf.backbones import build_backbone
+from c2am_tf.utils.files import sha256_of
 from c2am_tf.models.c2am.model import C2AM
 
 from conftest import DATA
@@ -26,7 +27,7 @@ def test_every_preset_is_small_and_intact():
     for name, entry in shipped.items():
         path = os.path.join(presets.HERE, entry["file"])
         assert sizes[name] < 150_000, name
-        assert c2am_presets._sha256(path) == entry["sha256"]
+        assert sha256_of(path) == entry["sha256"]
         assert entry["command"] and entry["trained_on"] and 0 < entry["threshold"] < 1
 
 

@@ -121,91 +121,27 @@ def claim_output(parser, path, overwrite=False, flag="--out", inputs=()):
     return path
 
 
+def training_settings(args):
+    """The flags that define a trainer's run (all but ``--overwrite``): what must match to resume it."""
+    return {k: v for k, v in vars(args).items() if k != "overwrite"}
+
+
 def claim_training_output(parser, name, args):
-    """``claim_output`` for a trainer that checkpoints through ``fit_and_save``: ``args.target`` becomes
-    ``args.out/name`` (returned), and a killed run's checkpoint there that other flags made ends the command
-    now, naming them (exit 1), before any data is read or model built, unless ``--overwrite``."""
-    import os
-
-    args.target = claim_output(parser, os.path.join(args.out, name), args.overwrite, inputs=command_inputs(args))
-    _epochs_done(args)
-    return args.target
-
-
-def _resume_files(args):
-    import os
-
-    out_dir = os.path.dirname(args.target) or "."
-    return os.path.join(out_dir, "last.keras"), os.path.join(out_dir, "resume.json")
-
-
-def _settings(args):
-    import json
-
-    # the flags that define the run, as they read back from JSON (tuples -> lists)
-    return json.loads(json.dumps({k: v for k, v in vars(args).items() if k != "overwrite"}))
-
-
-def _epochs_done(args):
-    """The epochs a killed run of these flags finished beside ``args.target`` (0: none, or ``--overwrite``);
-    a killed run of other flags ends the command."""
-    import json
+    """``claim_output`` for a trainer that checkpoints through ``c2am_tf.training.run_folder.fit_and_save``:
+    ``args.target`` becomes ``args.out/name`` (returned), and a killed run's checkpoint there that other flags
+    made ends the command now, naming them (exit 1), before any data is read or model built, unless
+    ``--overwrite``."""
     import os
     import sys
 
-    from c2am_tf.utils.errors import differences
+    from c2am_tf.training.run_folder import RunConflictError, epochs_done
 
-    _, state_path = _resume_files(args)
-    if args.overwrite or not os.path.exists(state_path):
-        return 0
-    with open(state_path) as f:
-        state = json.load(f)
-    settings = _settings(args)
-    if state.get("settings") != settings:
-        sys.exit(f"error: --out: {state_path}: a killed run with other settings "
-                 f"({differences(state.get('settings') or {}, settings)}); rerun with its settings to resume it, "
-                 "or pass --overwrite to start over")
-    return int(state["epochs_done"])
-
-
-def fit_and_save(model, data, args):
-    """``model.fit`` (compiled) for ``args.epochs`` with a CSV log (``log.csv``) beside ``args.target`` (from
-    ``claim_training_output``), then the model saved atomically there; returns (the trained model, the path).
-
-    Every epoch ends with ``last.keras`` (weights and optimizer state) and ``resume.json`` (the epochs done and
-    the command's flags) written atomically beside it. A killed run started again with the same flags goes on
-    from its last checkpoint (at most the epoch it was saving is done again); other flags are refused by
-    ``claim_training_output``, unless ``--overwrite`` (the checkpoint is then dropped). Both files are removed
-    once the model is saved.
-    """
-    import os
-
-    import keras
-
-    from c2am_tf.training.callbacks import save_atomically
-    from c2am_tf.utils.files import write_json_atomically
-
-    path = args.target
-    checkpoint, state_path = _resume_files(args)
-    out_dir = os.path.dirname(checkpoint)
-    os.makedirs(out_dir, exist_ok=True)
-    settings, done = _settings(args), _epochs_done(args)
-    if done:
-        model = keras.saving.load_model(checkpoint)
-        print(f"resuming from {checkpoint}: {done} of {args.epochs} epochs done", flush=True)
-
-    class Checkpoint(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            save_atomically(self.model, checkpoint)
-            write_json_atomically(state_path, {"epochs_done": epoch + 1, "settings": settings})
-
-    log = keras.callbacks.CSVLogger(os.path.join(out_dir, "log.csv"), append=done > 0)
-    model.fit(data, epochs=args.epochs, initial_epoch=done, verbose=2, callbacks=[log, Checkpoint()])
-    save_atomically(model, path)
-    for leftover in (state_path, checkpoint):
-        if os.path.exists(leftover):
-            os.remove(leftover)
-    return model, path
+    args.target = claim_output(parser, os.path.join(args.out, name), args.overwrite, inputs=command_inputs(args))
+    try:
+        epochs_done(args.target, training_settings(args), args.overwrite)
+    except RunConflictError as err:
+        sys.exit(f"error: --out: {err}")
+    return args.target
 
 
 def add_model_flags(parser, required=True):
@@ -218,27 +154,11 @@ def add_model_flags(parser, required=True):
                        help="a trained model shipped with c2am_tf (offline, no training)")
 
 
-def load_chosen_model(args):
-    """The model named by ``--model`` or ``--preset``."""
-    from c2am_tf.presets import load
-
-    return load(args.model, args.preset)
-
-
-def model_label(args):
-    """What a header records as the model named by ``--model`` or ``--preset``."""
-    from c2am_tf import presets
-
-    return presets.model_label(args.model, args.preset)
-
-
-LITE_CLASSIFIERS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
-LITE_CLASSIFIER_SIZE = 224  # the ImageNet classifiers' training resolution
-
-
 def add_classifier_flags(parser, cam_class):
     """``--classifier``, ``--classifier-size`` and ``--cam-weight``; ``cam_class`` says whose class the CAM is
     of in this command (each image's true class, or the classifier's top-1)."""
+    from c2am_tf.presets import LITE_CLASSIFIER_SIZE
+
     parser.add_argument("--classifier", help="a .keras classifier (fit-classifier), or efficientnet_lite0/1/2 "
                                              "(the ImageNet classifiers, offline)")
     parser.add_argument("--classifier-size", type=int, help="resize images to this square for the classifier "
@@ -258,25 +178,6 @@ def check_classifier_flags(parser, args, threshold_needed):
     if threshold_needed and args.threshold is None:
         parser.error("--cam-weight needs --threshold: the model's stored threshold was chosen for its map alone "
                      "(choose one for the fused map on annotated images, e.g. with evaluate --cam-weight)")
-
-
-def load_classifier(name):
-    """(classifier, input size or None): an ImageNet EfficientNet-Lite by name, or a ``.keras`` file."""
-    if name in LITE_CLASSIFIERS:
-        from c2am_tf.backbones import efficientnet_lite
-
-        return efficientnet_lite(name, include_top=True), LITE_CLASSIFIER_SIZE
-    from c2am_tf.presets import load_model
-
-    return load_model(name, require_c2am=False), None
-
-
-def chosen_classifier(args):
-    """(classifier, its input size) named by ``--classifier`` / ``--classifier-size``, or (None, None)."""
-    if not args.classifier:
-        return None, None
-    classifier, size = load_classifier(args.classifier)
-    return classifier, args.classifier_size or size
 
 
 def add_box_band_flag(parser):

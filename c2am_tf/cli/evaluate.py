@@ -19,12 +19,11 @@ import sys
 import time
 
 from c2am_tf.cli.common import (add_box_band_flag, add_classifier_flags, add_model_flags, check_classifier_flags,
-                                chosen_classifier, command_parser, load_chosen_model, output_file)
+                                command_parser, output_file)
+from c2am_tf.presets import load, load_classifier
+from c2am_tf.data import ANNOTATED_DATASETS
 from c2am_tf.maps.foreground import DEFAULT_THRESHOLDS
 from c2am_tf.maps.geometry import EVAL_FRAMES, default_frame, model_box_band
-
-DATASETS = ("cub", "imagenet", "masks", "synthetic")
-
 
 def build_parser(prog=None):
     """This command's flags (the README's commands are checked against it)."""
@@ -32,7 +31,7 @@ def build_parser(prog=None):
     add_model_flags(p, required=False)
     p.add_argument("--boxes", help="score this boxes JSON (c2am_tf.boxes/v1, original pixels), or the --out prefix of "
                                    "extract-boxes --runner parts, instead of a model")
-    p.add_argument("--dataset", required=True, choices=DATASETS, help="annotated dataset")
+    p.add_argument("--dataset", required=True, choices=ANNOTATED_DATASETS, help="annotated dataset")
     p.add_argument("--data-dir", help="its folder (CUB_200_2011, wsolevaluation metadata or raw ILSVRC, masks)")
     p.add_argument("--split", default="test", help="cub: train|test; imagenet, masks: test|half1|half2")
     p.add_argument("--frame", choices=sorted(EVAL_FRAMES), help="default: whole224 for imagenet, crop448 otherwise")
@@ -55,16 +54,6 @@ def build_parser(prog=None):
     return p
 
 
-def _records(dataset, data_dir, split, strict=False):
-    from c2am_tf import data
-
-    if dataset == "cub":
-        return data.cub_records(data_dir, split, strict)
-    if dataset == "imagenet":
-        return data.wsol_records(data_dir, split, strict)
-    raise ValueError(f"--boxes needs box annotations in original pixels: dataset cub or imagenet, not {dataset}")
-
-
 def main(argv=None, prog=None):
     """Entry point."""
     p = build_parser(prog)
@@ -82,10 +71,11 @@ def main(argv=None, prog=None):
 
     start = time.perf_counter()
     if args.boxes:
+        from c2am_tf import data
         from c2am_tf.maps.boxes_json import read_boxes
 
         try:
-            result = evaluate_boxes(read_boxes(args.boxes), _records(args.dataset, args.data_dir, args.split, args.strict))
+            result = evaluate_boxes(read_boxes(args.boxes), data.box_records(args.dataset, args.data_dir, args.split, args.strict))
         except (OSError, ValueError) as err:
             sys.exit(f"error: {err}")
     else:
@@ -93,12 +83,12 @@ def main(argv=None, prog=None):
 
         frame = args.frame or default_frame(args.dataset)
         try:
-            model = load_chosen_model(args)
+            model = load(args.model, args.preset)
             batches = data.eval_dataset(args.dataset, args.split, args.data_dir, args.batch_size, frame, cache=False,
                                         strict=args.strict)
         except (OSError, ValueError) as err:
             sys.exit(f"error: {err}")
-        classifier, size = chosen_classifier(args)
+        classifier, size = load_classifier(args.classifier, args.classifier_size)
         # the stored threshold was chosen for the map alone, not for a map fused with a CAM
         stored = args.threshold if args.threshold is not None else (None if args.cam_weight else "model")
         try:

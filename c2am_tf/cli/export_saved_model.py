@@ -12,8 +12,8 @@ refine (see c2am_tf/deploy/saved_model.py). Check it with the loader TF Serving 
 
 import os
 
-from c2am_tf.cli.common import (add_model_flags, claim_output, command_inputs, command_parser, load_chosen_model,
-                                output_folder)
+from c2am_tf.cli.common import add_model_flags, claim_output, command_inputs, command_parser, output_folder
+from c2am_tf.presets import load
 from c2am_tf.deploy.saved_model import export_saved_model
 
 
@@ -35,6 +35,6 @@ def main(argv=None, prog=None):
     args = p.parse_args(argv)
     if args.version is not None:  # refused before the model loads, not after
         claim_output(p, os.path.join(args.out, str(args.version)), args.overwrite, inputs=command_inputs(args))
-    path = export_saved_model(load_chosen_model(args), args.out, args.version, overwrite=args.overwrite)
+    path = export_saved_model(load(args.model, args.preset), args.out, args.version, overwrite=args.overwrite)
     print(f"SavedModel written to {path}")
 

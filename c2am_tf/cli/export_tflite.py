@@ -15,8 +15,8 @@ import time
 from c2am_tf.deploy import tflite
 from c2am_tf.utils.files import list_images
 from c2am_tf.utils.files import write_atomically
-from c2am_tf.cli.common import (add_model_flags, claim_output, command_inputs, command_parser, load_chosen_model,
-                                output_file)
+from c2am_tf.cli.common import add_model_flags, claim_output, command_inputs, command_parser, output_file
+from c2am_tf.presets import load
 from c2am_tf.maps.geometry import EVAL_CROP
 
 
@@ -53,7 +53,7 @@ def main(argv=None, prog=None):
     if paths:
         images = tflite.calibration_images(paths, args.size, args.calibration_steps)
     start = time.time()
-    content = tflite.convert(load_chosen_model(args), args.size, args.quantize, images, args.calibration_steps)
+    content = tflite.convert(load(args.model, args.preset), args.size, args.quantize, images, args.calibration_steps)
     write_atomically(args.out, content)
     print(f"{args.out}: {args.quantize}, input (1, {args.size}, {args.size}, 3) uint8, "
           f"{len(content) / 2**20:.2f} MiB, converted in {time.time() - start:.1f} s")

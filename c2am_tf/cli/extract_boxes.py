@@ -14,7 +14,8 @@ Output (``--out``), one entry per image, boxes in original image pixels:
 
 With ``--classifier`` each entry also holds the classifier's five best classes (``"top5"``, best first:
 ``evaluate --boxes`` then reports Top-1/Top-5 Loc); ``--cam-weight`` cuts the
-box from the map fused with that class's CAM (``c2am_tf.evaluation.evaluate.localization_maps``; local runs only).
+box from the map fused with that class's CAM (``c2am_tf.inference.maps.localization_maps``; local runs only).
+The local workflow is ``c2am_tf.inference.extract``.
 
 ``--psol-out`` also writes the PSOL format: {image path: [x, y, w, h]} normalized
 by the image size.
@@ -33,27 +34,18 @@ every part of the image (the authors' extraction center-cropped 448 of 480 and c
 killed run started again skips the images already done.
 """
 
-import hashlib
 import os
 import sys
 
-import tensorflow as tf
-from tqdm import tqdm
-
 from c2am_tf import data
-from c2am_tf.evaluation.evaluate import localization_maps
-from c2am_tf.maps.boxes_json import BoxesWriter, box_record
-from c2am_tf.utils.files import OutputNames, write_json_atomically
-from c2am_tf.utils.errors import ConfigError
-from c2am_tf.maps.geometry import EVAL_CROP, model_box_band, scale_box
-from c2am_tf.inference.postprocess import map_to_box
-from c2am_tf.presets import preset_sha256
-from c2am_tf.maps.viz import overlay, write_png
 from c2am_tf.inference.beam_boxes import RUNNERS
+from c2am_tf.inference.extract import extract_boxes, extraction_header, write_psol
 from c2am_tf.maps.boxes_json import FORMAT
+from c2am_tf.maps.geometry import EVAL_CROP, model_box_band
+from c2am_tf.presets import load, load_classifier
+from c2am_tf.utils.errors import ConfigError
 from c2am_tf.cli.common import (add_box_band_flag, add_classifier_flags, add_model_flags, check_classifier_flags,
-                                chosen_classifier, claim_output, command_inputs, command_parser, load_chosen_model,
-                                model_label, output_file, output_folder)
+                                claim_output, command_inputs, command_parser, output_file, output_folder)
 
 
 
@@ -108,14 +100,6 @@ def parse_args(argv=None, prog=None):
     return args, beam_args, p
 
 
-def _digest(path):
-    sha = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            sha.update(chunk)
-    return sha.hexdigest()
-
-
 def main(argv=None, prog=None):
     """Entry point."""
     args, beam_args, parser = parse_args(argv, prog)
@@ -127,55 +111,25 @@ def main(argv=None, prog=None):
         sys.exit(f"error: --out: cannot write to {out_dir}")
     size = args.size  # checked with the flags (CommandParser)
     try:
-        model = load_chosen_model(args)
-        classifier, classifier_size = chosen_classifier(args)
+        model = load(args.model, args.preset)
+        classifier, classifier_size = load_classifier(args.classifier, args.classifier_size)
         band = model_box_band(model, args.box_band)
     except (ConfigError, OSError, ValueError) as err:
         sys.exit(f"error: {err}")
     threshold = args.threshold if args.threshold is not None else float(model.threshold.numpy())
     source = data.make_source(args.dataset, args.split, args.data_dir)
-    header = {"model": model_label(args), "model_sha256": _digest(args.model) if args.model else preset_sha256(args.preset),
-              "threshold": threshold, "size": size, "dataset": args.dataset, "split": args.split}
-    if band:
-        header["box_band"] = band
+    header = extraction_header(args.model, args.preset, threshold, size, args.dataset, args.split, band)
     if classifier is not None:  # a resumed run must not mix boxes of another classifier or weight
         header.update(classifier=args.classifier, classifier_size=classifier_size, cam_weight=float(args.cam_weight))
     try:
-        writer = BoxesWriter(args.out, header, replace=args.overwrite)
-    except ValueError as err:
+        records = extract_boxes(model, source, args.out, header, threshold, size, band, args.batch_size, classifier,
+                                classifier_size, args.cam_weight, args.overlays, args.data_dir, args.overwrite,
+                                progress=True)
+    except ValueError as err:  # a finished --out of another run
         sys.exit(f"error: {err}")
-    done = writer.done
-    paths = tf.constant(list(done) or [""])
-    source = source.filter(lambda ex: tf.logical_not(tf.reduce_any(tf.equal(ex["path"], paths))))
-
-    def prepare(ex):
-        shape = tf.shape(ex["image"])
-        return data.eval_image(ex["image"], size, size), ex["path"], shape[1], shape[0]
-
-    ds = source.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).batch(args.batch_size).prefetch(2)
-    pictures = None
-    if args.overlays:
-        pictures = OutputNames(None, args.overlays, ".png", root=args.data_dir or os.getcwd())
-    with writer, tqdm(desc="boxes", unit="img", initial=len(done)) as bar:
-        for images, batch_paths, widths, heights in ds:
-            maps, top = localization_maps(model, images, classifier, classifier_size, args.cam_weight)
-            for i, score_map in enumerate(maps):
-                box, fraction = map_to_box(score_map, threshold, size, size, band)
-                w, h = int(widths[i]), int(heights[i])
-                path = batch_paths[i].numpy().decode()
-                writer.add(box_record(path, w, h, scale_box(box, (size, size), (w, h)), fraction,
-                                      top5=None if top is None else top[i]))
-                if pictures is not None:
-                    write_png(pictures(path), overlay(images[i].numpy(), score_map, [box]))
-            bar.update(len(maps))
-    records = list(done.values())
     if args.psol_out:
-        psol = {e["path"]: [e["box"][0] / e["width"], e["box"][1] / e["height"],
-                            (e["box"][2] - e["box"][0]) / e["width"], (e["box"][3] - e["box"][1]) / e["height"]]
-                for e in records}
-        write_json_atomically(args.psol_out, psol)
+        write_psol(args.psol_out, records)
     print(f"{len(records)} boxes at threshold {threshold:.2f} -> {args.out}")
-
 
 
 def _main_beam(args, beam_args, parser):
@@ -188,21 +142,20 @@ def _main_beam(args, beam_args, parser):
     except (ImportError, ConfigError, OSError, ValueError) as err:
         sys.exit(f"error: {err}")
     if args.saved_model:
-        threshold, label, digest = args.threshold, args.saved_model, None
-        band = model_box_band(None, args.box_band)
+        threshold, band = args.threshold, model_box_band(None, args.box_band)
+        header = {"format": FORMAT, "model": args.saved_model, "model_sha256": None, "threshold": threshold,
+                  "size": size, "dataset": args.dataset, "split": args.split}
+        if band:
+            header["box_band"] = band
     else:
         try:
-            model = load_chosen_model(args)  # here only for its threshold and a clear error before the job
+            model = load(args.model, args.preset)  # here only for its threshold and a clear error before the job
             band = model_box_band(model, args.box_band)
         except (ConfigError, OSError, ValueError) as err:
             sys.exit(f"error: {err}")
         threshold = args.threshold if args.threshold is not None else float(model.threshold.numpy())
-        label = model_label(args)
-        digest = _digest(args.model) if args.model else preset_sha256(args.preset)
-    header = {"format": FORMAT, "model": label, "model_sha256": digest, "threshold": threshold, "size": size,
-              "dataset": args.dataset, "split": args.split}
-    if band:
-        header["box_band"] = band
+        header = {"format": FORMAT, **extraction_header(args.model, args.preset, threshold, size, args.dataset,
+                                                        args.split, band)}
     try:
         summary = extract_boxes_beam(paths, args.out, header, threshold, size, unannotated, args.num_shards,
                                      args.model, args.preset, args.saved_model, args.batch_size,

@@ -24,7 +24,8 @@ from c2am_tf.data.images import load_square_images
 from c2am_tf.utils.files import OutputNames, list_images, write_atomically
 from c2am_tf.presets import load_model
 from c2am_tf.models.c2am.optim import poly_sgd
-from c2am_tf.cli.common import add_training_flags, claim_training_output, command_parser, fit_and_save, output_folder
+from c2am_tf.training.run_folder import fit_and_save
+from c2am_tf.cli.common import add_training_flags, claim_training_output, command_parser, training_settings, output_folder
 from c2am_tf.maps.geometry import EVAL_CROP
 
 
@@ -75,7 +76,7 @@ def main(argv=None, prog=None):
     steps = -(-len(images) // args.batch_size)
     model.compile(optimizer=poly_sgd(args.lr, steps * args.epochs), loss=keras.losses.BinaryCrossentropy(),
                   metrics=[keras.metrics.MeanAbsoluteError(name="mae")])
-    model, path = fit_and_save(model, train, args)
+    model, path = fit_and_save(model, train, args.target, args.epochs, training_settings(args), args.overwrite)
     print(f"background-cue model -> {path}")
     if args.cues_out:
         cues = model.predict(images, batch_size=args.batch_size, verbose=0)[..., 0]

@@ -27,7 +27,8 @@ from c2am_tf.data import count_examples
 from c2am_tf.data.transforms import resize_square
 from c2am_tf.utils.files import OutputNames
 from c2am_tf.models.c2am.optim import poly_sgd
-from c2am_tf.cli.common import add_training_flags, claim_training_output, command_parser, fit_and_save, output_folder
+from c2am_tf.training.run_folder import fit_and_save
+from c2am_tf.cli.common import add_training_flags, claim_training_output, command_parser, training_settings, output_folder
 from c2am_tf.maps.geometry import EVAL_CROP
 
 
@@ -104,7 +105,7 @@ def main(argv=None, prog=None):
     else:
         loss, metric = keras.losses.BinaryCrossentropy(from_logits=True), keras.metrics.BinaryAccuracy(threshold=0.0, name="acc")
     classifier.compile(optimizer=poly_sgd(args.lr, steps * args.epochs), loss=loss, metrics=[metric])
-    classifier, path = fit_and_save(classifier, train, args)
+    classifier, path = fit_and_save(classifier, train, args.target, args.epochs, training_settings(args), args.overwrite)
     print(f"classes: {classes}; model -> {path}")
     if args.cams_out:
         count = write_split_cams(classifier, source, cam_names, args.size)

@@ -21,8 +21,8 @@ import time
 
 import keras
 
-from c2am_tf.cli.common import (add_model_flags, claim_output, command_inputs, command_parser, load_chosen_model,
-                                model_label, output_folder)
+from c2am_tf.cli.common import add_model_flags, claim_output, command_inputs, command_parser, output_folder
+from c2am_tf.presets import load, model_label
 from c2am_tf.data.images import load_square_images
 from c2am_tf.maps.edges import REFINEMENTS
 from c2am_tf.models.masks.mask_model import TARGETS
@@ -73,8 +73,8 @@ def main(argv=None, prog=None):
     target = args.target
     keras.utils.set_random_seed(args.seed)
     images, paths = load_square_images(source_files("folder", "train", args.images)[0], args.size)
-    model = MaskModel(load_chosen_model(args), refinement=args.refinement)
-    print(f"{len(images)} images at {args.size}; teacher {model_label(args)}; {args.rounds} round(s) "
+    model = MaskModel(load(args.model, args.preset), refinement=args.refinement)
+    print(f"{len(images)} images at {args.size}; teacher {model_label(args.model, args.preset)}; {args.rounds} round(s) "
           f"x {args.epochs} epochs", flush=True)
     os.makedirs(args.out, exist_ok=True)
     log = [["round", "epoch", "loss"]]
@@ -100,7 +100,7 @@ def main(argv=None, prog=None):
                         after_round=after_round, progress=True, callbacks=[logger], targets=args.targets)
     save_atomically(model, target)
     write_atomically(os.path.join(args.out, "log.csv"), "\n".join(",".join(map(str, row)) for row in log) + "\n")
-    summary = {"images": len(images), "teacher": model_label(args), "rounds": args.rounds, "epochs": args.epochs,
+    summary = {"images": len(images), "teacher": model_label(args.model, args.preset), "rounds": args.rounds, "epochs": args.epochs,
                "size": args.size, "refinement": args.refinement, "targets": args.targets, "threshold": float(np.asarray(model.threshold)),
                "final_losses": losses, "seconds": round(time.time() - start, 1)}
     write_atomically(os.path.join(args.out, "summary.json"), json.dumps(summary, indent=1) + "\n")

@@ -13,8 +13,10 @@ import sys
 
 import keras
 
-from c2am_tf.cli.common import (add_training_flags, claim_training_output, command_parser, fit_and_save,
-                                load_classifier, output_folder)
+from c2am_tf.training.run_folder import fit_and_save
+from c2am_tf.cli.common import (add_training_flags, claim_training_output, command_parser, output_folder,
+                                training_settings)
+from c2am_tf.presets import load_classifier
 from c2am_tf.models.psol.regressor import REGRESSOR_SIZE
 
 
@@ -51,14 +53,14 @@ def main(argv=None, prog=None):
     backbone.trainable = False
     regressor = build_regressor(backbone, args.size)
     regressor.compile(optimizer=keras.optimizers.Adam(args.lr), loss="mse")
-    regressor, path = fit_and_save(regressor, train, args)
+    regressor, path = fit_and_save(regressor, train, args.target, args.epochs, training_settings(args), args.overwrite)
     print(f"{len(records)} pseudo boxes; regressor -> {path}")
     if args.eval_dataset:
         from c2am_tf import data
         from c2am_tf.evaluation.evaluate import evaluate_regressor, format_result
 
         batches = data.eval_dataset(args.eval_dataset, args.eval_split, args.eval_data_dir, cache=False)
-        classifier, size = load_classifier(args.classifier) if args.classifier else (None, None)
+        classifier, size = load_classifier(args.classifier)
         result = evaluate_regressor(regressor, batches, classifier, size)
         print(format_result(result))
     return 0

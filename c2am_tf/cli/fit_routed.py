@@ -18,7 +18,8 @@ import logging
 import os
 
 from c2am_tf.cli import fit
-from c2am_tf.cli.common import add_model_flags, claim_output, command_inputs, load_chosen_model
+from c2am_tf.cli.common import add_model_flags, claim_output, command_inputs
+from c2am_tf.presets import load
 from c2am_tf.training.trainer import ConfigError, DataError, NonFiniteLossError, RunConflictError, TrainConfig
 
 
@@ -66,7 +67,7 @@ def main(argv=None, prog=None):
         p.error(f"--own {own}: there are {k} clusters (0..{k - 1})")
     if votes is not None and votes < 0:
         p.error("--class-votes must be 0 (off) or more")
-    from c2am_tf.cli.evaluate import DATASETS as ANNOTATED
+    from c2am_tf.data import ANNOTATED_DATASETS as ANNOTATED
 
     for dataset, directory, _ in calibrate or ():
         if dataset not in ANNOTATED:
@@ -76,7 +77,7 @@ def main(argv=None, prog=None):
     args.model, args.preset = model_args["model"], model_args["preset"]
     path = claim_output(p, os.path.join(cfg.out, "routed.keras"), overwrite or own is None,
                         inputs=command_inputs(args) + [directory for _, directory, _ in calibrate or ()])
-    general = load_chosen_model(args)
+    general = load(args.model, args.preset)
     if general.backbone.name != cfg.backbone:
         p.error(f"--backbone {cfg.backbone}: the general model's backbone is {general.backbone.name}, "
                 "and every head reads its features")

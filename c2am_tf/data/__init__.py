@@ -23,6 +23,8 @@ from c2am_tf.data.transforms import (eval_image, eval_mask_transform, eval_trans
 from c2am_tf.maps.geometry import EVAL_CROP, EVAL_FRAMES, EVAL_RESIZE, default_frame
 
 DATASETS = ("synthetic", "cub", "imagenet", "folder", "masks", "tfrecord")
+# the datasets with ground truth (boxes, or masks): what evaluate and threshold calibration read
+ANNOTATED_DATASETS = ("cub", "imagenet", "masks", "synthetic")
 AUTOTUNE = tf.data.AUTOTUNE
 
 
@@ -188,8 +190,18 @@ def source_files(name, split="train", data_dir=None):
                      "use folder, cub, imagenet or masks with a folder")
 
 
+def box_records(name, data_dir, split, strict=False):
+    """[(image path, [[x0, y0, x1, y1]], class index or -1)] of a dataset annotated with boxes in original pixels (cub,
+    imagenet): what a boxes file made elsewhere is scored against. ``strict``: an unusable box is an error."""
+    if name == "cub":
+        return cub_records(data_dir, split, strict)
+    if name == "imagenet":
+        return wsol_records(data_dir, split, strict)
+    raise ValueError(f"--boxes needs box annotations in original pixels: dataset cub or imagenet, not {name}")
+
+
 __all__ = [
-    "DATASETS", "train_pipeline", "eval_pipeline", "eval_dataset", "make_source", "cub_records", "cub_source",
+    "ANNOTATED_DATASETS", "DATASETS", "box_records", "train_pipeline", "eval_pipeline", "eval_dataset", "make_source", "cub_records", "cub_source",
     "tfds_cub_source", "folder_source", "masks_source", "mask_pairs", "tfds_cub_masks_source",
     "eval_mask_transform", "eval_image", "synthetic_source", "synthetic_arrays", "synthetic_example",
     "imagenet_source", "tfds_imagenet_source", "wsol_records", "read_rgb", "find_unreadable", "list_images", "eval_transform",

@@ -15,9 +15,14 @@ from c2am_tf.models.c2am.c2am_presets import (HERE, INDEX, PresetError, head_arr
                                               preset_sha256, reference_image, reference_map, save_preset)
 from c2am_tf.models.c2am.model import C2AM
 
-__all__ = ["HERE", "INDEX", "PresetError", "from_preset", "head_arrays", "list_presets", "load", "load_model",
-           "load_named", "map_network", "model_label", "preset_sha256", "reference_image", "reference_map",
-           "save_preset"]
+__all__ = ["HERE", "INDEX", "LITE_CLASSIFIERS", "LITE_CLASSIFIER_SIZE", "PresetError", "from_preset", "head_arrays",
+           "list_presets", "load", "load_classifier", "load_model", "load_named", "map_network", "model_label", "model_sha256",
+           "preset_sha256", "reference_image", "reference_map", "save_preset"]
+
+# the ImageNet classifiers a command can name instead of a .keras file (offline weights), and their
+# training resolution
+LITE_CLASSIFIERS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+LITE_CLASSIFIER_SIZE = 224
 
 
 def from_preset(name, weights="imagenet"):
@@ -28,6 +33,14 @@ def from_preset(name, weights="imagenet"):
 def model_label(model=None, preset=None):
     """What a run's header records as the model: ``preset:NAME``, or the model file's absolute path."""
     return f"preset:{preset}" if preset is not None else os.path.abspath(model)
+
+
+def model_sha256(model=None, preset=None):
+    """What a run's header records as the model's identity: the sha256 of the ``.keras`` file, or the
+    preset's head file's."""
+    from c2am_tf.utils.files import sha256_of
+
+    return preset_sha256(preset) if preset is not None else sha256_of(model)
 
 
 def load_model(path, require_c2am=True):
@@ -67,3 +80,16 @@ def load_named(name):
     """One name for either: the model of a ``.keras`` file when ``name`` ends in ``.keras``, else the
     shipped preset ``name`` (benchmarks take their models this way)."""
     return load(name, None) if name.endswith(".keras") else load(None, name)
+
+
+def load_classifier(name, size=None):
+    """(classifier, its input size) for a command's ``--classifier`` / ``--classifier-size``: an ImageNet
+    EfficientNet-Lite by name (``LITE_CLASSIFIERS``, at ``LITE_CLASSIFIER_SIZE`` unless ``size``), or a
+    ``.keras`` classifier (at ``size``, None: the frame); (None, None) when ``name`` is None."""
+    if not name:
+        return None, None
+    if name in LITE_CLASSIFIERS:
+        from c2am_tf.backbones import efficientnet_lite
+
+        return efficientnet_lite(name, include_top=True), size or LITE_CLASSIFIER_SIZE
+    return load_model(name, require_c2am=False), size

@@ -23,6 +23,7 @@ from c2am_tf import data
 from c2am_tf.backbones import BACKBONES, LITE_FEATURES, build_backbone, default_features, weights_choice
 from c2am_tf.training.callbacks import (AtomicCheckpoint, ClusterBackupAndRestore, LocalizationCallback,
                                NonFiniteLossGuard, PolarityCallback, save_atomically)
+from c2am_tf.training.run_folder import RunConflictError
 from c2am_tf.runtime.distribute import (STRATEGIES, is_chief, make_strategy, num_workers, remove_worker_dir,
                                 sum_over_workers, worker_dir, worker_index)
 from c2am_tf.data.grouping import feature_clusters
@@ -153,10 +154,6 @@ def _number(cfg, name, low=None, high=None, low_open=False):
 
 class DataError(ValueError):
     """The run's data cannot be read: a missing or empty folder, a malformed annotation file."""
-
-
-class RunConflictError(ValueError):
-    """``out`` holds another run: resuming it with these flags would mix two runs."""
 
 
 def fingerprint(cfg):

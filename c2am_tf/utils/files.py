@@ -2,6 +2,7 @@
 atomic writes (a temporary file in the same folder, then a rename: a run killed mid-write leaves the previous file, or
 none, never a truncated one)."""
 
+import hashlib
 import json
 import os
 
@@ -167,3 +168,13 @@ class OutputNames:
                 raise ValueError(f"image name {path!r} leaves the output folder")
             out = os.path.join(self.out_dir, rel + self.suffix)
         return self._claim(path, out)
+
+
+def sha256_of(path):
+    """The sha256 (hex) of a file's bytes, read in 1 MiB pieces: what a run's header records as a model's
+    identity, and what a preset's file is checked against."""
+    sha = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            sha.update(chunk)
+    return sha.hexdigest()

@@ -9,11 +9,12 @@ asks for an array the subset left out is skipped.
 """
 
 import argparse
-import hashlib
 import json
 import os
 
 import numpy as np
+
+from c2am_tf.utils.files import sha256_of
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SHARED = os.path.join(HERE, "..", "..", "..", "shared", "golden")
@@ -32,11 +33,6 @@ SUBSET = {
 }
 
 
-def _sha256(path):
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
-
-
 def main(argv=None):
     """Entry point."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -48,7 +44,7 @@ def main(argv=None):
         full = np.load(path, allow_pickle=False)
         arrays = {key: full[key] for key in full.files if keep(key)}
         np.savez_compressed(os.path.join(HERE, name + ".npz"), **arrays)
-        sources[name] = {"sha256": _sha256(path), "keys": len(arrays), "of": len(full.files)}
+        sources[name] = {"sha256": sha256_of(path), "keys": len(arrays), "of": len(full.files)}
         print(f"{name}: {len(arrays)} of {len(full.files)} arrays, "
               f"{os.path.getsize(os.path.join(HERE, name + '.npz')) / 1024:.0f} KB")
     with open(os.path.join(HERE, "SOURCES.json"), "w") as f:

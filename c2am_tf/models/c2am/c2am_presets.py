@@ -15,12 +15,13 @@ Example:
 ['cub_lite0', 'general_lite0', 'general_routed_lite0']
 """
 
-import hashlib
 import io
 import json
 import os
 
 import numpy as np
+
+from c2am_tf.utils.files import sha256_of
 
 # the files ship in c2am_tf/presets/ (package data); this module is their registry, beside the model it builds
 HERE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "presets")
@@ -42,11 +43,6 @@ def _entry(name):
     if name not in presets:
         raise PresetError(f"unknown preset {name!r}; available: {', '.join(sorted(presets))}")
     return presets[name]
-
-
-def _sha256(path):
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
 
 
 def preset_sha256(name):
@@ -82,7 +78,7 @@ def head_file(name):
     """(entry, {variable key: array}) of a preset, after checking its file against ``presets.json``."""
     entry = _entry(name)
     path = os.path.join(HERE, entry["file"])
-    if _sha256(path) != entry["sha256"]:
+    if sha256_of(path) != entry["sha256"]:
         raise PresetError(f"{path}: its sha256 does not match presets.json (a changed or damaged file)")
     with np.load(path, allow_pickle=False) as stored:
         arrays = {k: stored[k] for k in stored.files}
@@ -205,7 +201,7 @@ def save_preset(model, name, backbone, backbone_features, directory=HERE, real_i
         from c2am_tf.utils.image_io import load_image
 
         references[real_image[0]] = reference_map(model, load_image(real_image[1]))
-    presets[name] = {"file": f"{name}.npz", "sha256": _sha256(path), "backbone": backbone,
+    presets[name] = {"file": f"{name}.npz", "sha256": sha256_of(path), "backbone": backbone,
                      "backbone_features": backbone_features, "threshold": float(np.asarray(model.threshold)),
                      "polarity": float(np.asarray(model.polarity)), "reference_maps": references, **metadata}
     if model_box_band(model):

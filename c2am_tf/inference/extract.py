@@ -1,0 +1,75 @@
+"""Pseudo boxes for a whole dataset in one local process: the workflow behind ``c2am-tf extract-boxes``
+without ``--runner`` (its Apache Beam twin is ``c2am_tf.inference.beam_boxes``).
+
+Each image is resized whole to a square, so a box can reach every part of the image (the authors'
+extraction center-cropped 448 of 480 and could not). Records stream into ``OUT.partial.jsonl`` as they
+come (``c2am_tf.maps.boxes_json.BoxesWriter``): a killed run started again skips the images already done.
+"""
+
+import os
+
+import tensorflow as tf
+from tqdm import tqdm
+
+from c2am_tf.data.transforms import eval_image
+from c2am_tf.inference.maps import localization_maps
+from c2am_tf.inference.postprocess import map_to_box
+from c2am_tf.maps.boxes_json import BoxesWriter, box_record
+from c2am_tf.maps.geometry import scale_box
+from c2am_tf.maps.viz import overlay, write_png
+from c2am_tf.presets import model_label, model_sha256
+from c2am_tf.utils.files import OutputNames, write_json_atomically
+
+
+def extraction_header(model_path, preset, threshold, size, dataset, split, band=0.0):
+    """The header of a dataset's boxes file (local and Beam alike): the model (its label and sha256), the
+    threshold, the square size, the data, and the box band where there is one."""
+    header = {"model": model_label(model_path, preset), "model_sha256": model_sha256(model_path, preset),
+              "threshold": threshold, "size": size, "dataset": dataset, "split": split}
+    if band:
+        header["box_band"] = band
+    return header
+
+
+def extract_boxes(model, source, out, header, threshold, size, band=0.0, batch_size=16, classifier=None,
+                  classifier_size=None, cam_weight=0.0, overlays=None, overlay_root=None, overwrite=False,
+                  progress=False):
+    """Boxes of every image of ``source`` (a tf.data source of {'image', 'path'}) at ``threshold``, written
+    to ``out`` (``c2am_tf.boxes/v1`` with ``header``, streamed); returns every record, those of an earlier run
+    of the same header included. ``classifier`` (and ``cam_weight``): as ``localization_maps``. ``overlays``:
+    a folder for heatmap PNGs, named by each path below ``overlay_root``. A finished ``out`` of another header
+    raises ValueError naming the difference, unless ``overwrite``. ``progress``: a bar on stderr."""
+    writer = BoxesWriter(out, header, replace=overwrite)
+    done = writer.done
+    paths = tf.constant(list(done) or [""])
+    source = source.filter(lambda ex: tf.logical_not(tf.reduce_any(tf.equal(ex["path"], paths))))
+
+    def prepare(ex):
+        shape = tf.shape(ex["image"])
+        return eval_image(ex["image"], size, size), ex["path"], shape[1], shape[0]
+
+    ds = source.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size).prefetch(2)
+    pictures = None
+    if overlays:
+        pictures = OutputNames(None, overlays, ".png", root=overlay_root or os.getcwd())
+    with writer, tqdm(desc="boxes", unit="img", initial=len(done), disable=not progress) as bar:
+        for images, batch_paths, widths, heights in ds:
+            maps, top = localization_maps(model, images, classifier, classifier_size, cam_weight)
+            for i, score_map in enumerate(maps):
+                box, fraction = map_to_box(score_map, threshold, size, size, band)
+                w, h = int(widths[i]), int(heights[i])
+                path = batch_paths[i].numpy().decode()
+                writer.add(box_record(path, w, h, scale_box(box, (size, size), (w, h)), fraction,
+                                      top5=None if top is None else top[i]))
+                if pictures is not None:
+                    write_png(pictures(path), overlay(images[i].numpy(), score_map, [box]))
+            bar.update(len(maps))
+    return list(done.values())
+
+
+def write_psol(path, records):
+    """The records in PSOL's format: {image path: [x, y, w, h]}, normalized by the image's size."""
+    psol = {e["path"]: [e["box"][0] / e["width"], e["box"][1] / e["height"],
+                        (e["box"][2] - e["box"][0]) / e["width"], (e["box"][3] - e["box"][1]) / e["height"]]
+            for e in records}
+    write_json_atomically(path, psol)
