@@ -390,18 +390,21 @@ def psol(model, args, classifier):
     """Pseudo boxes of general_half1's training images -> regressor -> scored on half2 beside the head's own boxes."""
     import keras
 
+    from c2am_tf.inference.extract import extract_boxes, extraction_header
     from c2am_tf.maps.boxes_json import read_boxes
-    from c2am_tf.cli import run_command
+    from c2am_tf.maps.geometry import model_box_band
     from c2am_tf.models.psol.regressor import build_regressor, pseudo_box_dataset
 
     out = os.path.join(args.runs, "psol_half1")
     boxes = os.path.join(out, "pseudo.json")
     if not os.path.exists(boxes):
         os.makedirs(out, exist_ok=True)
-        model.save(os.path.join(out, "head.keras"))
-        run_command("extract-boxes", ["--model", os.path.join(out, "head.keras"), "--dataset", "folder",
-                                      "--data-dir", os.path.join(args.runs, "lists", "general_half1.txt"),
-                                      "--size", "224", "--out", boxes])
+        head = os.path.join(out, "head.keras")
+        model.save(head)
+        threshold, band = float(model.threshold.numpy()), model_box_band(model, None)
+        images = data.make_source("folder", "train", os.path.join(args.runs, "lists", "general_half1.txt"))
+        extract_boxes(model, images, boxes, extraction_header(head, None, threshold, 224, "folder", "train", band),
+                      threshold, 224, band)
     keras.utils.set_random_seed(1)
     backbone = build_backbone("efficientnet_lite0", features="head")
     backbone.trainable = False

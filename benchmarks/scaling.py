@@ -150,33 +150,51 @@ def pipeline_rates(data_dir):
     return out
 
 
+def _extract(folder, out_path, beam_args):
+    """Pseudo boxes of ``folder``'s images with preset cub_lite0 at 448, as ``extract-boxes`` makes them: the
+    local extractor, or with ``beam_args`` (Beam's options) the Beam pipeline in 4 parts."""
+    from c2am_tf import data
+    from c2am_tf.inference.beam_boxes import extract_boxes_beam
+    from c2am_tf.inference.extract import extract_boxes, extraction_header
+    from c2am_tf.maps.boxes_json import FORMAT
+    from c2am_tf.maps.geometry import model_box_band
+    from c2am_tf.presets import load
+
+    model = load(None, "cub_lite0")
+    threshold, band = float(model.threshold.numpy()), model_box_band(model, None)
+    header = extraction_header(None, "cub_lite0", threshold, 448, "folder", "train", band)
+    if beam_args is None:
+        extract_boxes(model, data.make_source("folder", "train", folder), out_path, header, threshold, 448, band)
+        return
+    paths, unannotated = data.source_files("folder", "train", folder)
+    extract_boxes_beam(paths, out_path, {"format": FORMAT, **header}, threshold, 448, unannotated, 4,
+                       preset="cub_lite0", pipeline_args=beam_args, band=band)
+
+
 def extraction_rates(data_dir, count, warm=8):
     """{name: images/s} of pseudo-box extraction (preset cub_lite0, 448 px): the marginal rate
     (count - warm) / (t(count) - t(warm)), so model loading and job start-up cancel out."""
-    from c2am_tf.cli import extract_boxes
-
     out = {}
     if not data_dir or not os.path.isdir(data_dir):
         print("  (no --data-dir: extraction is not measured)")
         return out
     images = sorted(glob.glob(os.path.join(data_dir, "images", "*", "*.jpg")))[:count]
     runs = {
-        "local extractor (one process)": [],
-        "Beam DirectRunner, 1 worker": ["--runner", "DirectRunner", "--num-shards", "4"],
-        "Beam DirectRunner, 2 worker processes": ["--runner", "DirectRunner", "--num-shards", "4",
-                                                  "--direct_num_workers", "2", "--direct_running_mode",
-                                                  "multi_processing"],
+        "local extractor (one process)": None,
+        "Beam DirectRunner, 1 worker": ["--runner", "DirectRunner"],
+        "Beam DirectRunner, 2 worker processes": ["--runner", "DirectRunner", "--direct_num_workers", "2",
+                                                  "--direct_running_mode", "multi_processing"],
     }
-    for name, extra in runs.items():
+    for name, beam_args in runs.items():
         seconds = {}
         for n in (warm, count):
             folder = tempfile.mkdtemp(prefix="c2am_extract_")
             for path in images[:n]:
                 os.symlink(os.path.abspath(path), os.path.join(folder, os.path.basename(path)))
-            out_path = os.path.join(folder, "out", "boxes" if extra else "boxes.json")
+            out_path = os.path.join(folder, "out", "boxes.json" if beam_args is None else "boxes")
+            os.makedirs(os.path.dirname(out_path), exist_ok=True)
             t = time.perf_counter()
-            extract_boxes.main(["--preset", "cub_lite0", "--dataset", "folder", "--data-dir", folder,
-                                "--out", out_path] + extra)
+            _extract(folder, out_path, beam_args)
             seconds[n] = time.perf_counter() - t
         out[name] = (count - warm) / (seconds[count] - seconds[warm])
         print(f"  extraction {name}: {out[name]:6.2f} images/s marginal; start-up {seconds[warm] - warm / out[name]:.1f} s",

@@ -148,7 +148,7 @@ def test_bg_mask_cue_is_the_models_own_mask_at_its_threshold(tmp_path):
     import keras
 
     from c2am_tf.backbones import build_backbone
-    from c2am_tf.cli.refine import CueSource
+    from c2am_tf.wsss.pipeline import CueSource
     from c2am_tf.maps.foreground import foreground_mask
     from c2am_tf.models.c2am.model import C2AM
 
