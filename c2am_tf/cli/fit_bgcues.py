@@ -12,18 +12,14 @@ takes that file. ``--cues-out DIR`` also writes the trained model's background c
 every training image (``NAME.npy``, stride 8, in [0, 1]), which ``--bg-cues DIR`` reads.
 """
 
-import io
-
 import keras
-import numpy as np
-import tensorflow as tf
 
 from c2am_tf.backbones import default_features
-from c2am_tf.wsss.bgcues import PSEUDO_LABELS, build_cue_model, pseudo_labels
+from c2am_tf.wsss.bgcues import PSEUDO_LABELS, build_cue_model, write_cue_files
 from c2am_tf.data.images import load_square_images
-from c2am_tf.utils.files import OutputNames, list_images, write_atomically
+from c2am_tf.utils.files import OutputNames, list_images
 from c2am_tf.presets import load_model
-from c2am_tf.models.c2am.optim import poly_sgd
+from c2am_tf.training.cue_model import compile_cue_model, cue_targets, cue_training_set
 from c2am_tf.training.run_folder import fit_and_save
 from c2am_tf.cli.common import add_training_flags, claim_training_output, command_parser, training_settings, output_folder
 from c2am_tf.maps.geometry import EVAL_CROP
@@ -61,28 +57,14 @@ def main(argv=None, prog=None):
     # Cue files are keyed by image name: clashing names are refused before training, not after.
     outputs = OutputNames(paths, args.cues_out, ".npy", layout="stem") if args.cues_out else None
     c2am = load_model(args.c2am)
-    targets = pseudo_labels(c2am, images, args.pseudo, args.cue_threshold)[..., None]
-    grid = args.size // 8
-    targets = tf.image.resize(targets, (grid, grid), method="bilinear").numpy()
+    targets = cue_targets(c2am, images, args.pseudo, args.cue_threshold)
     print(f"{len(images)} images; {args.pseudo} pseudo labels, mean background {targets.mean():.3f}")
     model = build_cue_model(args.backbone, args.weights, default_features(args.backbone))
-
-    def flip(image, target):
-        flip_it = tf.random.uniform(()) < 0.5
-        return (tf.where(flip_it, tf.reverse(image, [1]), image), tf.where(flip_it, tf.reverse(target, [1]), target))
-
-    train = (tf.data.Dataset.from_tensor_slices((images, targets)).shuffle(len(images), seed=args.seed)
-             .map(flip, num_parallel_calls=tf.data.AUTOTUNE).batch(args.batch_size).prefetch(tf.data.AUTOTUNE))
-    steps = -(-len(images) // args.batch_size)
-    model.compile(optimizer=poly_sgd(args.lr, steps * args.epochs), loss=keras.losses.BinaryCrossentropy(),
-                  metrics=[keras.metrics.MeanAbsoluteError(name="mae")])
+    train, steps = cue_training_set(images, targets, args.batch_size, args.seed)
+    compile_cue_model(model, args.lr, steps * args.epochs)
     model, path = fit_and_save(model, train, args.target, args.epochs, training_settings(args), args.overwrite)
     print(f"background-cue model -> {path}")
     if args.cues_out:
-        cues = model.predict(images, batch_size=args.batch_size, verbose=0)[..., 0]
-        for path, cue in zip(paths, cues):
-            buffer = io.BytesIO()
-            np.save(buffer, cue)
-            write_atomically(outputs(path), buffer.getvalue())
-        print(f"{len(cues)} background cues -> {args.cues_out}")
+        count = write_cue_files(model, images, paths, outputs, args.batch_size)
+        print(f"{count} background cues -> {args.cues_out}")
 

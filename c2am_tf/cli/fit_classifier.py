@@ -15,19 +15,14 @@ resolution). Writes OUT/classifier.keras (atomically) and OUT/log.csv.
 import sys
 
 import keras
-import numpy as np
-import tensorflow as tf
-from tqdm import tqdm
 
-from c2am_tf.backbones import LITE_FEATURES, build_backbone, has_feature_choice
-from c2am_tf.wsss.cam import build_classifier, class_activation_maps, write_cams
-from c2am_tf.data.cub import cub_classes, cub_source
-from c2am_tf.data.segmentation import SEGMENTATION_DATASETS, segmentation_dataset
-from c2am_tf.data import count_examples
-from c2am_tf.data.transforms import resize_square
-from c2am_tf.utils.files import OutputNames
-from c2am_tf.models.c2am.optim import poly_sgd
+from c2am_tf.backbones import LITE_FEATURES
+from c2am_tf.data.segmentation import SEGMENTATION_DATASETS
+from c2am_tf.training.classifier import (backbone_classifier, classifier_training_set, compile_classifier,
+                                         labelled_source)
 from c2am_tf.training.run_folder import fit_and_save
+from c2am_tf.utils.files import OutputNames
+from c2am_tf.wsss.cam import write_split_cams
 from c2am_tf.cli.common import add_training_flags, claim_training_output, command_parser, training_settings, output_folder
 from c2am_tf.maps.geometry import EVAL_CROP
 
@@ -57,22 +52,6 @@ def parse_args(argv=None, prog=None):
     return args
 
 
-def write_split_cams(classifier, source, outputs, size):
-    """One CAM file per image of ``source``, for its labelled classes, at image resolution.
-
-    ``outputs`` is an ``OutputNames`` of layout "stem": ``OUT/<image stem>.npz``, the name
-    CAM readers look up.
-    """
-    count = 0
-    for ex in tqdm(source.prefetch(4), desc="CAMs", unit="img"):
-        image = ex["image"]
-        keys = np.flatnonzero(ex["labels"].numpy())
-        cams = class_activation_maps(classifier, resize_square(image, size)[None], size=tf.shape(image)[:2])[0]
-        write_cams(outputs(ex["path"].numpy().decode()), keys, cams[keys])
-        count += 1
-    return count
-
-
 def main(argv=None, prog=None):
     """Entry point."""
     args = parse_args(argv, prog)
@@ -82,29 +61,11 @@ def main(argv=None, prog=None):
     except ValueError as err:
         sys.exit(f"error: --cams-out: {err}")
     keras.utils.set_random_seed(args.seed)
-    single_label = args.dataset == "cub"
-    if single_label:
-        classes = cub_classes(args.data_dir)
-        source = cub_source(args.data_dir, args.split or "train").map(
-            lambda ex: {"image": ex["image"], "labels": tf.one_hot(ex["label"], len(classes)), "path": ex["path"]})
-    else:
-        source, classes = segmentation_dataset(args.dataset, args.data_dir, args.split)
-    features = args.backbone_features if has_feature_choice(args.backbone) else "concat"
-    backbone = build_backbone(args.backbone, args.weights, features=features)
-    backbone.trainable = args.train_backbone
-    classifier = build_classifier(backbone, len(classes))
-    train = (source.map(lambda ex: (resize_square(ex["image"], args.size), ex["labels"]),
-                        num_parallel_calls=tf.data.AUTOTUNE).cache()
-             .shuffle(1024, seed=args.seed)
-             .map(lambda im, y: (tf.image.random_flip_left_right(im), y), num_parallel_calls=tf.data.AUTOTUNE)
-             .batch(args.batch_size).prefetch(tf.data.AUTOTUNE))
-    steps = -(-count_examples(source) // args.batch_size)  # unreadable images were dropped already
-    if single_label:
-        loss, metric = (keras.losses.CategoricalCrossentropy(from_logits=True),
-                        keras.metrics.CategoricalAccuracy(name="acc"))
-    else:
-        loss, metric = keras.losses.BinaryCrossentropy(from_logits=True), keras.metrics.BinaryAccuracy(threshold=0.0, name="acc")
-    classifier.compile(optimizer=poly_sgd(args.lr, steps * args.epochs), loss=loss, metrics=[metric])
+    source, classes, single_label = labelled_source(args.dataset, args.data_dir, args.split)
+    classifier = backbone_classifier(args.backbone, args.weights, args.backbone_features, args.train_backbone,
+                                     len(classes))
+    train, steps = classifier_training_set(source, args.size, args.batch_size, args.seed)
+    compile_classifier(classifier, single_label, args.lr, steps * args.epochs)
     classifier, path = fit_and_save(classifier, train, args.target, args.epochs, training_settings(args), args.overwrite)
     print(f"classes: {classes}; model -> {path}")
     if args.cams_out:

@@ -75,3 +75,19 @@ def background_map(model, image, size=EVAL_CROP):
     if hasattr(model, "refine"):
         return 1.0 - model.refine(np.asarray(square, np.uint8), out)
     return 1.0 - out if is_c2am(model) else out
+
+
+def write_cue_files(model, images, paths, outputs, batch_size=16):
+    """The background cue of each of ``images`` (a cue model's, stride 8, in [0, 1]) as ``NAME.npy`` at
+    ``outputs(path)`` (an ``OutputNames`` of layout "stem", what ``refine --bg-cues DIR`` reads); returns
+    the count."""
+    import io
+
+    from c2am_tf.utils.files import write_atomically
+
+    cues = model.predict(images, batch_size=batch_size, verbose=0)[..., 0]
+    for path, cue in zip(paths, cues):
+        buffer = io.BytesIO()
+        np.save(buffer, cue)
+        write_atomically(outputs(path), buffer.getvalue())
+    return len(cues)

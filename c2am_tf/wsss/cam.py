@@ -129,3 +129,23 @@ def cam_files(directory):
     if not found:
         raise ValueError(f"{directory}: no .npy or .npz CAM files")
     return found
+
+
+def write_split_cams(classifier, source, outputs, size):
+    """One CAM file per image of ``source``, for its labelled classes, at image resolution.
+
+    ``outputs`` is an ``OutputNames`` of layout "stem": ``OUT/<image stem>.npz``, the name
+    CAM readers look up.
+    """
+    from tqdm import tqdm
+
+    from c2am_tf.data.transforms import resize_square
+
+    count = 0
+    for ex in tqdm(source.prefetch(4), desc="CAMs", unit="img"):
+        image = ex["image"]
+        keys = np.flatnonzero(ex["labels"].numpy())
+        cams = class_activation_maps(classifier, resize_square(image, size)[None], size=tf.shape(image)[:2])[0]
+        write_cams(outputs(ex["path"].numpy().decode()), keys, cams[keys])
+        count += 1
+    return count
