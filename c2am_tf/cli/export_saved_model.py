@@ -19,7 +19,7 @@ from c2am_tf.deploy.saved_model import export_saved_model
 
 
 def build_parser(prog=None):
-    """This command's flags (the README's commands are checked against it)."""
+    """This command's flags (the commands in the README and docs/ are checked against it)."""
     p = command_parser(__doc__, prog)
     add_model_flags(p)
     p.add_argument("--out", required=True, type=output_folder, help="model base folder; the export goes to OUT/VERSION")

@@ -50,7 +50,7 @@ from c2am_tf.cli.common import (add_box_band_flag, add_classifier_flags, add_mod
 
 
 def build_parser(prog=None):
-    """This command's flags (the README's commands are checked against it)."""
+    """This command's flags (the commands in the README and docs/ are checked against it)."""
     p = command_parser(__doc__, prog)
     add_model_flags(p, required=False)
     p.add_argument("--saved-model", help="with --runner: an exported SavedModel folder (its 'cam' signature); "

@@ -23,7 +23,7 @@ from c2am_tf.training.trainer import (JIT_CHOICES, ConfigError, DataError, NonFi
 
 
 def build_parser(prog=None):
-    """This command's flags (the README's commands are checked against it)."""
+    """This command's flags (the commands in the README and docs/ are checked against it)."""
     defaults = TrainConfig()
     p = command_parser(__doc__, prog)
     p.add_argument("--dataset", default=defaults.dataset, choices=DATASETS,

@@ -32,7 +32,7 @@ from c2am_tf.maps.geometry import EVAL_CROP
 
 
 def build_parser(prog=None):
-    """This command's flags (the README's commands are checked against it)."""
+    """This command's flags (the commands in the README and docs/ are checked against it)."""
     p = command_parser(__doc__, prog)
     add_model_flags(p)
     p.add_argument("--images", required=True, help="folder of training images (searched recursively) or a .txt list")

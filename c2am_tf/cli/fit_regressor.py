@@ -21,7 +21,7 @@ from c2am_tf.models.psol.regressor import REGRESSOR_SIZE
 
 
 def build_parser(prog=None):
-    """This command's flags (the README's commands are checked against it)."""
+    """This command's flags (the commands in the README and docs/ are checked against it)."""
     p = command_parser(__doc__, prog)
     p.add_argument("--boxes", required=True, help="pseudo boxes (c2am_tf.boxes/v1) from extract-boxes (a JSON, or the prefix of --runner parts)")
     add_training_flags(p, epochs=10, batch_size=32, lr=1e-3)

@@ -10,7 +10,7 @@ so --backbone must match it). Each --own cluster trains under OUT/cluster<J> and
 EfficientNet-Lite backbone its ImageNet classes vote too (--class-votes, 5 by default). The routed model keeps the general
 model's threshold unless --calibrate names held-out annotated images: each head's threshold is then chosen on
 the images routed to it, e.g. ``--calibrate imagenet ../shared/data/ILSVRC_val_dev half1``.
-See ``c2am_tf/training/routing.py`` for why and the README ("ImageNet") for what it measured.
+See ``c2am_tf/training/routing.py`` for why and docs/results/imagenet.md for what it measured.
 """
 
 import itertools

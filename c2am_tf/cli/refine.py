@@ -38,7 +38,7 @@ from c2am_tf.wsss.pipeline import CueSource, calibrated_power, examples, refine_
 
 
 def build_parser(prog=None):
-    """This command's flags (the README's commands are checked against it)."""
+    """This command's flags (the commands in the README and docs/ are checked against it)."""
     p = command_parser(__doc__, prog)
     p.add_argument("--cams", required=True, help="folder of CAM files")
     p.add_argument("--bg-cues", required=True,

@@ -33,7 +33,7 @@ from c2am_tf.cli.common import command_parser
 
 
 def build_parser(prog=None):
-    """This command's flags (the README's commands are checked against it)."""
+    """This command's flags (the commands in the README and docs/ are checked against it)."""
     p = command_parser(__doc__, prog)
     p.add_argument("inputs", nargs="+", help="image files or folders")
     p.add_argument("--host", default="localhost", help="TF Serving host")

@@ -20,7 +20,7 @@ from c2am_tf.data.tfrecord import ENCODINGS, ShardsExistError, write_shards
 
 
 def build_parser(prog=None):
-    """This command's flags (the README's commands are checked against it)."""
+    """This command's flags (the commands in the README and docs/ are checked against it)."""
     p = command_parser(__doc__, prog)
     p.add_argument("--dataset", required=True, choices=[d for d in data.DATASETS if d != "tfrecord"],
                    help="dataset to read")

@@ -5,7 +5,7 @@ backgrounds (paper section 3.2: "foreground objects with similar appearance ... 
 representations"). In a mixed collection (birds, pets, street scenes) a random batch pairs
 unrelated foregrounds. ``train_pipeline(groups=...)`` draws each batch from one cluster instead;
 ``feature_clusters`` makes the clusters (``c2am-tf fit --batch-groups K``). Measured on the general
-head's 1,875 mixed images, 8 clusters (README, "ImageNet"): CUB dev GT-known 81.1 / 84.1 / 83.9 in three
+head's 1,875 mixed images, 8 clusters (docs/results/imagenet.md): CUB dev GT-known 81.1 / 84.1 / 83.9 in three
 runs against 78.8 / 79.0 with random batches; ImageNet dev half 2 unchanged within run-to-run noise.
 """
 

@@ -83,7 +83,7 @@ def best_box_per_threshold(score_map, thresholds=DEFAULT_THRESHOLDS, factor=1.0,
 
     With ``band`` > 0, each box is the mean of the boxes at ``band_thresholds(t, band)``. One threshold's
     box jumps when a contour merges with a neighbour or splits off; the mean over a band of thresholds
-    moves smoothly (measured in the README, 'Results: CUB dev benchmark').
+    moves smoothly (measured in docs/results/cub.md).
 
     >>> m = np.zeros((8, 8)); m[2:6, 2:6] = 0.5; m[3:5, 3:5] = 1.0
     >>> best_box_per_threshold(m, [0.4, 0.6]).tolist()

