@@ -1,4 +1,4 @@
-"""The CUB dev benchmark (protocol: ../shared/BENCHMARK.md beside the repository, summarized in the README): baselines, untrained model, training, GT-known Loc.
+"""The CUB dev benchmark (protocol: ../shared/BENCHMARK.md beside the repository, summarized in docs/results/cub.md): baselines, untrained model, training, GT-known Loc.
 
     python benchmarks/cub_dev.py          # the recommended recipe (head features, frozen backbone, 5 epochs)
     python benchmarks/cub_dev.py --backbone-features concat --train-backbone --lr 1e-4 \

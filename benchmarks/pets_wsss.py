@@ -2,7 +2,7 @@
 
     python benchmarks/pets_wsss.py [--data-dir ../shared/data/oxford_pets_dev] [--out runs/pets_wsss]
 
-Runs the four commands of the README's WSSS section on the same images (image-level
+Runs the four commands of docs/wsss.md on the same images (image-level
 labels are used only by the classifier; C2AM and the cue model see images only):
 1. train/fit_classifier.py: EfficientNet-Lite0 (frozen, ImageNet) + GAP + dense, 8 epochs; CAMs;
 2. train/fit.py --dataset folder: C2AM with the recommended recipe;
