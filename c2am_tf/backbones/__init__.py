@@ -17,6 +17,7 @@ saved model needs no outside normalization.
 """
 
 import dataclasses
+import importlib
 import math
 import os
 import pickle
@@ -263,6 +264,13 @@ class Backbone:
 
 
 REGISTRY = {}
+FAMILIES = {}  # prefix -> resolver(spec) -> Backbone: names like keras_hub:dinov2_small, not listed one by one
+
+
+def register_family(prefix, resolver):
+    """Makes every ``prefix:SPEC`` a backbone, its entry ``resolver(SPEC)`` (e.g. ``keras_hub:dinov2_small``)."""
+    FAMILIES[prefix] = resolver
+    return resolver
 
 
 def register_backbone(name, entry):
@@ -298,11 +306,20 @@ register_backbone("tiny", Backbone(
 BACKBONES = tuple(REGISTRY)
 
 
+def backbone_names():
+    """The registered names, then each family as ``PREFIX:...`` (what ``--backbone`` accepts)."""
+    return tuple(REGISTRY) + tuple(f"{prefix}:..." for prefix in FAMILIES)
+
+
 def backbone_entry(name):
-    """The registry entry of ``name`` (ValueError naming the choices for an unknown one)."""
-    if name not in REGISTRY:
-        raise ValueError(f"unknown backbone {name!r}; choose one of {tuple(REGISTRY)}")
-    return REGISTRY[name]
+    """The registry entry of ``name``, a registered name or ``PREFIX:SPEC`` of a family (ValueError naming the
+    choices for an unknown one)."""
+    if name in REGISTRY:
+        return REGISTRY[name]
+    prefix, colon, spec = str(name).partition(":")
+    if colon and prefix in FAMILIES:
+        return FAMILIES[prefix](spec)
+    raise ValueError(f"unknown backbone {name!r}; choose one of {backbone_names()}")
 
 
 def has_feature_choice(name):
@@ -398,3 +415,7 @@ def layers_at_strides(backbone, strides):
             raise ValueError(f"backbone {backbone.name!r} has no stride-{stride} features")
         names.append(found[-1])
     return names
+
+
+# the families register themselves on import; keras-hub itself is imported only when such a backbone is built
+importlib.import_module("c2am_tf.backbones.keras_hub")

@@ -71,11 +71,32 @@ def command_parser(doc, prog=None):
     return CommandParser(prog=prog, description=doc, formatter_class=HelpFormatter)
 
 
+def backbone_name(text):
+    """``type=`` of ``--backbone``: a registered backbone, or a family's ``PREFIX:SPEC`` (``keras_hub:dinov2_small``)."""
+    from c2am_tf.backbones import backbone_entry, backbone_names
+    from c2am_tf.utils.errors import ConfigError
+
+    try:
+        backbone_entry(text)
+    except ConfigError as err:
+        raise argparse.ArgumentTypeError(err.message) from None
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(backbone_names())}") from None
+    return text
+
+
+def add_backbone_flag(parser, default="efficientnet_lite0", help="feature extractor"):
+    """``--backbone``: a name of the backbone registry (``c2am_tf.backbones``), listed in the help."""
+    from c2am_tf.backbones import backbone_names
+
+    parser.add_argument("--backbone", type=backbone_name, default=default, metavar="NAME",
+                        help=f"{help}: {', '.join(backbone_names())} (keras_hub:PRESET[@SIZE], e.g. "
+                             "keras_hub:dinov2_small, needs the keras-hub extra)")
+
+
 def add_training_flags(parser, epochs, batch_size, lr, seed=1):
     """The flags every trainer shares: backbone, weights, epochs, batch size, learning rate, seed."""
-    from c2am_tf.backbones import BACKBONES
-
-    parser.add_argument("--backbone", choices=BACKBONES, default="efficientnet_lite0", help="feature extractor")
+    add_backbone_flag(parser)
     parser.add_argument("--weights", default="imagenet", help="'imagenet', 'none' or a weights file")
     parser.add_argument("--epochs", type=int, default=epochs, help="passes over the images")
     parser.add_argument("--batch-size", type=int, default=batch_size, help="images per batch")

@@ -9,8 +9,8 @@ import argparse
 import logging
 import os
 
-from c2am_tf.backbones import BACKBONES, LITE_FEATURES
-from c2am_tf.cli.common import command_parser, output_folder
+from c2am_tf.backbones import LITE_FEATURES
+from c2am_tf.cli.common import add_backbone_flag, command_parser, output_folder
 from c2am_tf.data.tfds_source import TfdsNotPreparedError
 from c2am_tf.data import DATASETS
 from c2am_tf.runtime.distribute import STRATEGIES
@@ -29,7 +29,7 @@ def build_parser(prog=None):
     p.add_argument("--dataset", default=defaults.dataset, choices=DATASETS,
                    help="masks: a DUTS/ECSSD-style folder; trains on its images, reports PxAP and mask IoU")
     p.add_argument("--data-dir", help="raw dataset folder (CUB_200_2011 layout, any image folder, or write-tfrecords --out)")
-    p.add_argument("--backbone", default=defaults.backbone, choices=BACKBONES, help="feature extractor (stride 16)")
+    add_backbone_flag(p, defaults.backbone, "feature extractor (stride 16; a ViT's: its patch size)")
     p.add_argument("--weights", default=defaults.weights,
                    help="'imagenet', 'none', or a weights file (.pth for EfficientNet-Lite, Keras otherwise)")
     p.add_argument("--epochs", type=int, default=defaults.epochs, help="passes over the training images")

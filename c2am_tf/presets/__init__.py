@@ -9,6 +9,7 @@ Example:
 >>> model = from_preset("general_lite0")  # doctest: +SKIP
 """
 
+import importlib
 import os
 
 from c2am_tf.models.c2am.c2am_presets import (HERE, INDEX, PresetError, head_arrays, list_presets, map_network,
@@ -52,6 +53,7 @@ def load_model(path, require_c2am=True):
         raise FileNotFoundError(f"model file not found: {path}")
     if os.path.isfile(path) and not zipfile.is_zipfile(path):  # keras would say "File not found"
         raise InputError(f"{path}: not a readable .keras model (not a zip archive: truncated, or another format)")
+    _import_keras_hub_if_used(path)
     try:
         model = keras.saving.load_model(path)
     except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as err:
@@ -60,6 +62,25 @@ def load_model(path, require_c2am=True):
     if require_c2am and not hasattr(model, "threshold"):
         raise ValueError(f"{path}: not a C2AM model (no stored threshold)")
     return model
+
+
+def _import_keras_hub_if_used(path):
+    """keras-hub registers its classes when imported: a ``.keras`` file on a keras-hub backbone needs it
+    (and only such a file pays for the import)."""
+    import zipfile
+
+    from c2am_tf.utils.errors import InputError
+
+    if not zipfile.is_zipfile(path):
+        return
+    with zipfile.ZipFile(path) as archive:
+        if "config.json" not in archive.namelist() or b'"keras_hub' not in archive.read("config.json"):
+            return
+    try:
+        importlib.import_module("keras_hub")
+    except ImportError:
+        raise InputError(f"{path}: its backbone is a keras-hub model; install the optional extra: "
+                         "pip install -e .[keras-hub]") from None
 
 
 def load(model=None, preset=None):

@@ -32,14 +32,15 @@ class PresetError(ValueError):
     """An unknown preset, or a preset file that does not match its entry."""
 
 
-def list_presets():
-    """{name: entry} of the shipped presets (``presets.json``)."""
-    with open(INDEX) as f:
+def list_presets(directory=HERE):
+    """{name: entry} of the shipped presets (``presets.json``), or of the presets ``save_preset`` wrote in
+    another ``directory``."""
+    with open(os.path.join(directory, "presets.json")) as f:
         return json.load(f)
 
 
-def _entry(name):
-    presets = list_presets()
+def _entry(name, directory=HERE):
+    presets = list_presets(directory)
     if name not in presets:
         raise PresetError(f"unknown preset {name!r}; available: {', '.join(sorted(presets))}")
     return presets[name]
@@ -74,10 +75,11 @@ def head_arrays(model):
     return arrays
 
 
-def head_file(name):
-    """(entry, {variable key: array}) of a preset, after checking its file against ``presets.json``."""
-    entry = _entry(name)
-    path = os.path.join(HERE, entry["file"])
+def head_file(name, directory=HERE):
+    """(entry, {variable key: array}) of a preset (in ``directory``), after checking its file against
+    ``presets.json``."""
+    entry = _entry(name, directory)
+    path = os.path.join(directory, entry["file"])
     if sha256_of(path) != entry["sha256"]:
         raise PresetError(f"{path}: its sha256 does not match presets.json (a changed or damaged file)")
     with np.load(path, allow_pickle=False) as stored:
@@ -123,13 +125,14 @@ def assign_head(head, arrays, name):
         variable.assign(arrays[key])
 
 
-def map_network(name, weights="imagenet"):
+def map_network(name, weights="imagenet", directory=HERE):
     """A preset's map as a plain functional Keras model: images (B, H, W, 3) in 0..255 -> the foreground-high
     map (B, H/16, W/16, 1), the same numbers as ``from_preset(name)(images)``.
 
     It needs Keras alone, not TensorFlow (``C2AM`` trains with a TensorFlow step), so it runs on Keras's
     JAX and PyTorch backends too: on a GPU machine without TensorFlow, say. The stored box threshold is
     ``list_presets()[name]["threshold"]``, the box rule's band ``list_presets()[name].get("box_band", 0)``.
+    ``directory``: where ``save_preset`` wrote the preset (default: the shipped ones).
 
     Example (any backend, offline):
     >>> net = map_network("general_lite0")  # doctest: +SKIP
@@ -140,7 +143,7 @@ def map_network(name, weights="imagenet"):
 
     from c2am_tf.backbones import build_backbone
 
-    entry, arrays = head_file(name)
+    entry, arrays = head_file(name, directory)
     backbone = build_backbone(entry["backbone"], weights=weights, features=entry["backbone_features"])
     images = keras.Input((None, None, 3), name="images")
     head = build_head(entry)
