@@ -32,14 +32,14 @@ class PresetError(ValueError):
     """An unknown preset, or a preset file that does not match its entry."""
 
 
-def list_presets(directory=HERE):
+def list_presets(directory=None):
     """{name: entry} of the shipped presets (``presets.json``), or of the presets ``save_preset`` wrote in
     another ``directory``."""
-    with open(os.path.join(directory, "presets.json")) as f:
+    with open(INDEX if directory is None else os.path.join(directory, "presets.json")) as f:
         return json.load(f)
 
 
-def _entry(name, directory=HERE):
+def _entry(name, directory=None):
     presets = list_presets(directory)
     if name not in presets:
         raise PresetError(f"unknown preset {name!r}; available: {', '.join(sorted(presets))}")
@@ -75,11 +75,11 @@ def head_arrays(model):
     return arrays
 
 
-def head_file(name, directory=HERE):
+def head_file(name, directory=None):
     """(entry, {variable key: array}) of a preset (in ``directory``), after checking its file against
     ``presets.json``."""
     entry = _entry(name, directory)
-    path = os.path.join(directory, entry["file"])
+    path = os.path.join(HERE if directory is None else directory, entry["file"])
     if sha256_of(path) != entry["sha256"]:
         raise PresetError(f"{path}: its sha256 does not match presets.json (a changed or damaged file)")
     with np.load(path, allow_pickle=False) as stored:
@@ -125,7 +125,7 @@ def assign_head(head, arrays, name):
         variable.assign(arrays[key])
 
 
-def map_network(name, weights="imagenet", directory=HERE):
+def map_network(name, weights="imagenet", directory=None):
     """A preset's map as a plain functional Keras model: images (B, H, W, 3) in 0..255 -> the foreground-high
     map (B, H/16, W/16, 1), the same numbers as ``from_preset(name)(images)``.
 
