@@ -9,7 +9,8 @@ import tensorflow as tf
 
 from c2am_tf.maps.boxes_json import read_boxes
 from conftest import green_classifier, oracle_model as _oracle, two_object_batch
-from c2am_tf.evaluation.evaluate import Evaluation, evaluate, evaluate_boxes, format_result, upsample_normalized
+from c2am_tf.evaluation.evaluate import (Accumulator, Evaluation, evaluate, evaluate_boxes, format_result,
+                                         upsample_normalized)
 
 
 def _batch():
@@ -264,3 +265,49 @@ def test_evaluate_strict_makes_an_unusable_annotation_an_error(tmp_path, capsys)
     with pytest.raises(SystemExit) as err:
         run_command("evaluate", flags + ["--strict"])
     assert "localization.txt:2: non-finite box" in str(err.value.code)
+
+
+class _MeanMap(Accumulator):
+    """A metric made for the test below: the mean of every map (its value could be anything)."""
+
+    logged = (("mean_map", "mean_map", "mean map"),)
+
+    def __init__(self, evaluation):
+        super().__init__(evaluation)
+        self.total, self.count = 0.0, 0
+
+    def update(self, step):
+        if step.maps is not None:
+            self.total, self.count = self.total + float(np.sum(step.maps.mean(axis=(1, 2)))), self.count + len(step.maps)
+
+    def result(self, out):
+        return {"mean_map": 100 * self.total / self.count} if self.count else {}
+
+    @staticmethod
+    def lines(result):
+        return [f"mean map {result['mean_map']:.2f}"] if "mean_map" in result else []
+
+
+def test_a_metric_is_one_accumulator_that_the_driver_the_json_and_the_trainer_pick_up(tmp_path, monkeypatch, capsys):
+    """Adding a metric touches one place: an ``Accumulator`` listed in ``METRICS``."""
+    import c2am_tf.evaluation.evaluate as driver
+    from c2am_tf.training.trainer import TrainConfig, run_training
+
+    monkeypatch.setattr(driver, "METRICS", driver.METRICS + (_MeanMap,))
+    ev = Evaluation([0.5], max_box_acc=False)
+    maps = np.stack([np.full((4, 4), 0.2), np.full((4, 4), 0.6)])
+    ev.update(maps, {"boxes": np.zeros((2, 1, 4)), "image": np.zeros((2, 64, 64, 3))})
+    result = ev.result()
+    assert result["mean_map"] == pytest.approx(40.0) and list(result)[-1] == "mean_map"
+    assert format_result(result).splitlines()[-1] == "mean map 40.00"
+    ev.update_boxes(np.zeros((1, 1, 4)), {"boxes": np.zeros((1, 1, 4))})  # a boxes file: no maps to add
+    assert ev.result()["mean_map"] == pytest.approx(40.0) and ev.result()["total"] == 3
+
+    cfg = TrainConfig(out=str(tmp_path / "run"), epochs=1, steps_per_epoch=1, dataset="synthetic", backbone="tiny",
+                      weights=None, batch_size=8, synthetic_count=16, synthetic_size=64, resize=64, crop=56,
+                      eval_resize=64, eval_crop=64, verbose=0)
+    _, history, summary = run_training(cfg)
+    assert 0 < history.history["mean_map"][0] <= 100 and summary["mean_map"] == history.history["mean_map"][0]
+    assert f"mean map {summary['mean_map']:.2f}" in capsys.readouterr().out
+    stored = json.load(open(tmp_path / "run" / "summary.json"))
+    assert stored["mean_map"] == pytest.approx(summary["mean_map"])

@@ -19,7 +19,9 @@ model's forward pass stays the bottleneck.
 """
 
 import concurrent.futures
+import dataclasses
 import os
+from typing import Optional
 
 import numpy as np
 
@@ -39,8 +41,226 @@ def upsample_normalized(maps, size):
     return min_max_normalized(resize_maps(maps, (size, size)).astype(np.float64))
 
 
+@dataclasses.dataclass
+class Batch:
+    """What one batch gives every accumulator: ``boxes`` (B, T, 4) at the driver's thresholds and
+    ``correct`` (B, T), GT-known's verdict per image and threshold; ``maps`` (B, h, w) and the batch dict
+    ``batch`` ('image', 'boxes', optionally 'mask'); the classifier's ``top_k`` (B, k) and ``labels`` (B,);
+    ``fine_maps``, a mask model's maps at the image's size. A boxes-only batch (a boxes file, a regressor)
+    has no maps: the map metrics skip it."""
+
+    boxes: np.ndarray
+    correct: np.ndarray
+    batch: dict
+    maps: Optional[np.ndarray] = None
+    top_k: Optional[np.ndarray] = None
+    labels: Optional[np.ndarray] = None
+    fine_maps: Optional[np.ndarray] = None
+
+
+class Accumulator:
+    """One metric of the evaluation driver. Adding a metric is one subclass listed in ``METRICS``: ``evaluate``,
+    ``evaluate_boxes`` and the training callback (``LocalizationCallback``) run it, its ``result`` keys go into
+    the result dict (``c2am-tf evaluate --json``), its ``lines`` into what the command prints, and its
+    ``logged`` keys into the trainer's epoch logs, TensorBoard and ``summary.json``.
+
+    ``option``: the ``Evaluation`` flag that switches it on (None: always on).
+    ``logged``: ((epoch-log key, result key, label of the epoch line or None), ...).
+    """
+
+    option = None
+    logged = ()
+
+    def __init__(self, evaluation):
+        self.evaluation = evaluation
+
+    def update(self, step):
+        """Adds one ``Batch``."""
+        raise NotImplementedError
+
+    def result(self, out):
+        """The keys this metric adds to the result (``out``: those of the metrics before it)."""
+        raise NotImplementedError
+
+    @staticmethod
+    def lines(result):
+        """This metric's printed lines, from a result dict (none when its keys are absent)."""
+        return []
+
+
+class GTKnown(Accumulator):
+    """GT-known Loc at every threshold (and at the stored one): the image's box at t overlaps ANY of its GT
+    boxes with IoU > 0.5 (the paper's definition). The driver's verdicts (``Batch.correct``) are its own."""
+
+    logged = (("gt_known_loc", "best", None), ("best_threshold", "best_threshold", None))
+
+    def update(self, step):
+        gt_known = self.evaluation.gt_known
+        gt_known.correct += step.correct.sum(axis=0)
+        gt_known.total += step.correct.shape[0]
+
+    def result(self, out):
+        ev = self.evaluation
+        out = ev.gt_known.result()
+        out["thresholds"] = list(ev.thresholds)
+        out["box_band"] = ev.band
+        if ev.stored_threshold is not None:
+            out["stored_threshold"] = float(ev.stored_threshold)
+            out["at_stored"] = float(out["per_threshold"][ev.stored_index()])
+        return out
+
+    @staticmethod
+    def lines(result):
+        per = " ".join(f"{t:.2f}:{v:.1f}" for t, v in zip(result.get("thresholds", []), result["per_threshold"]))
+        lines = [f"images: {result['total']}",
+                 f"GT-known Loc: best {result['best']:.2f} at threshold {result['best_threshold']:.2f}"
+                 + (f"; at the stored threshold {result['stored_threshold']:.2f}: {result['at_stored']:.2f}"
+                    if "at_stored" in result else "")
+                 + (f" (boxes averaged over a band of {result['box_band']:.2f})" if result.get("box_band") else "")]
+        if per:
+            lines.append(f"  per threshold: {per}")
+        return lines
+
+
+class TopKLoc(Accumulator):
+    """Top-1 / Top-5 Loc (class right AND box right) and the classifier's own top-1 / top-5, for batches that
+    carry the classifier's top classes and the true labels (a label < 0: not classified)."""
+
+    def __init__(self, evaluation):
+        super().__init__(evaluation)
+        self.top1_loc = np.zeros(len(evaluation.thresholds), np.int64)
+        self.top5_loc = np.zeros(len(evaluation.thresholds), np.int64)
+        self.top1 = self.top5 = self.classified = 0
+
+    def update(self, step):
+        if step.top_k is None or step.labels is None:
+            return
+        labels = np.asarray(step.labels)
+        known = labels >= 0
+        hit1 = (step.top_k[:, 0] == labels) & known
+        hit5 = np.any(step.top_k == labels[:, None], axis=1) & known
+        self.top1_loc += (step.correct & hit1[:, None]).sum(axis=0)
+        self.top5_loc += (step.correct & hit5[:, None]).sum(axis=0)
+        self.top1 += int(hit1.sum())
+        self.top5 += int(hit5.sum())
+        self.classified += int(known.sum())
+
+    def result(self, out):
+        if not self.classified:
+            return {}
+        ev, total = self.evaluation, max(out["total"], 1)
+        best_i = {t: i for i, t in enumerate(ev.thresholds)}.get(out["best_threshold"], 0)
+        added = {"top1_loc": float(self.top1_loc[best_i] / total * 100),
+                 "top5_loc": float(self.top5_loc[best_i] / total * 100),
+                 "top1": self.top1 / self.classified * 100, "top5": self.top5 / self.classified * 100}
+        if ev.stored_threshold is not None:
+            added["top1_loc_at_stored"] = float(self.top1_loc[ev.stored_index()] / total * 100)
+            added["top5_loc_at_stored"] = float(self.top5_loc[ev.stored_index()] / total * 100)
+        return added
+
+    @staticmethod
+    def lines(result):
+        if "top1_loc" not in result:
+            return []
+        return [f"Top-1 Loc {result['top1_loc']:.2f}, Top-5 Loc {result['top5_loc']:.2f} (best threshold)"
+                + (f"; at the stored threshold {result['top1_loc_at_stored']:.2f} / "
+                   f"{result['top5_loc_at_stored']:.2f}" if "top1_loc_at_stored" in result else ""),
+                f"classifier: top-1 {result['top1']:.2f}, top-5 {result['top5']:.2f}"]
+
+
+class MaxBoxAccV2(Accumulator):
+    """MaxBoxAccV2 (wsolevaluation: IoU 30/50/70, 101 thresholds, every contour's box), on maps upsampled to
+    at most ``MAX_BOX_ACC_SIZE``."""
+
+    option = "max_box_acc"
+
+    def __init__(self, evaluation):
+        super().__init__(evaluation)
+        self.metric = MaxBoxAcc(wsol_thresholds(), multi_contour=True)
+
+    def update(self, step):
+        if step.maps is None:
+            return
+        size = int(np.shape(step.batch["image"])[1])
+        side = min(size, MAX_BOX_ACC_SIZE)
+        gt = np.asarray(step.batch["boxes"], np.float32)
+        self.metric.update_batch(upsample_normalized(step.maps, side), gt * (side / size))
+
+    def result(self, out):
+        if not self.metric.count:
+            return {}
+        r = self.metric.result()
+        return {"max_box_acc_v2": r["max_box_acc_v2"],
+                "max_box_acc": {int(k): float(v) for k, v in r["max_box_acc"].items()}}
+
+    @staticmethod
+    def lines(result):
+        if "max_box_acc_v2" not in result:
+            return []
+        per_iou = ", ".join(f"IoU {k}: {v:.2f}" for k, v in result["max_box_acc"].items())
+        return [f"MaxBoxAccV2 {result['max_box_acc_v2']:.2f} ({per_iou})"]
+
+
+class MaskMetrics(Accumulator):
+    """PxAP and the best mask IoU, and the salient-object metrics (max F-beta, MAE, per-image IoU), for
+    batches that carry masks; a mask model's ``fine_maps`` are scored in place of its maps."""
+
+    logged = (("pxap", "pxap", "PxAP"), ("mask_iou", "mask_iou", "best mask IoU"))
+
+    def __init__(self, evaluation):
+        super().__init__(evaluation)
+        self.pxap = self.saliency = None
+
+    def update(self, step):
+        if step.maps is None or "mask" not in step.batch:
+            return
+        self.pxap = self.pxap or PxAP()
+        self.saliency = self.saliency or SaliencyMetrics()
+        size = int(np.shape(step.batch["image"])[1])
+        upsampled = upsample_normalized(step.maps if step.fine_maps is None else step.fine_maps, size)
+        masks = np.asarray(step.batch["mask"])
+        self.pxap.update(upsampled, masks)
+        self.saliency.update(upsampled, masks)
+
+    def result(self, out):
+        if self.pxap is None:
+            return {}
+        masks = self.pxap.result()
+        added = dict(pxap=masks["pxap"], mask_iou=masks["best_iou"], mask_threshold=masks["best_threshold"])
+        sal = self.saliency.result(self.evaluation.stored_threshold)
+        added.update(max_f_beta=sal["max_f_beta"], mae=sal["mae"], per_image_iou=sal["per_image_iou"],
+                     per_image_iou_threshold=sal["per_image_iou_threshold"])
+        if "per_image_iou_at" in sal:
+            added["per_image_iou_at_stored"] = sal["per_image_iou_at"]
+        return added
+
+    @staticmethod
+    def lines(result):
+        lines = []
+        if "pxap" in result:
+            lines.append(f"PxAP {result['pxap']:.2f}, best mask IoU {result['mask_iou']:.2f} "
+                         f"at {result['mask_threshold']:.2f}")
+        if "max_f_beta" in result:
+            lines.append(f"salient objects: max F-beta {result['max_f_beta']:.3f}, MAE {result['mae']:.3f}, "
+                         f"per-image IoU {result['per_image_iou']:.2f} at {result['per_image_iou_threshold']:.2f}"
+                         + (f" ({result['per_image_iou_at_stored']:.2f} at the stored threshold)"
+                            if "per_image_iou_at_stored" in result else ""))
+        return lines
+
+
+# The driver's metrics, in the order of the result's keys and the printed lines.
+METRICS = (GTKnown, TopKLoc, MaxBoxAccV2, MaskMetrics)
+
+
+def logged_values(result):
+    """[(epoch-log key, value, label)] of every metric's ``logged`` keys present in ``result``: what the
+    training callback logs, writes to TensorBoard and the trainer to ``summary.json``."""
+    return [(key, result[name], label) for metric in METRICS for key, name, label in metric.logged
+            if name in result]
+
+
 class Evaluation:
-    """Streaming accumulators for every number ``evaluate`` reports.
+    """Streaming accumulators (``METRICS``) for every number ``evaluate`` reports.
 
     Args:
         thresholds: map thresholds of GT-known / Top-k Loc (fractions of the map's maximum).
@@ -73,11 +293,12 @@ class Evaluation:
         self.band = check_band(band)
         self.gt_known = GTKnownLoc(thresholds, iou_threshold)
         self.thresholds = self.gt_known.thresholds
-        self.max_box_acc = MaxBoxAcc(wsol_thresholds(), multi_contour=True) if max_box_acc else None
-        self.pxap = self.saliency = None
-        self.top1_loc = np.zeros(len(self.thresholds), np.int64)
-        self.top5_loc = np.zeros(len(self.thresholds), np.int64)
-        self.top1 = self.top5 = self.classified = 0
+        options = {"max_box_acc": max_box_acc}
+        self.metrics = [metric(self) for metric in METRICS if metric.option is None or options[metric.option]]
+
+    def stored_index(self):
+        """The index of the stored threshold among ``thresholds``."""
+        return min(range(len(self.thresholds)), key=lambda i: abs(self.thresholds[i] - self.stored_threshold))
 
     def update(self, maps, batch, top_k=None, labels=None, fine_maps=None):
         """Adds a batch: maps (B, h, w) foreground-high, the batch dict, and optionally the classifier's
@@ -86,71 +307,27 @@ class Evaluation:
         in the batch's frame."""
         size = int(np.shape(batch["image"])[1])
         boxes = np.stack([best_box_per_threshold(m, self.thresholds, size / m.shape[0], self.band) for m in maps])
-        self.update_boxes(boxes, batch, top_k, labels)
-        gt = np.asarray(batch["boxes"], np.float32)
-        if self.max_box_acc is not None:
-            side = min(size, MAX_BOX_ACC_SIZE)
-            self.max_box_acc.update_batch(upsample_normalized(maps, side), gt * (side / size))
-        if "mask" in batch:
-            self.pxap = self.pxap or PxAP()
-            self.saliency = self.saliency or SaliencyMetrics()
-            upsampled = upsample_normalized(maps if fine_maps is None else fine_maps, size)
-            masks = np.asarray(batch["mask"])
-            self.pxap.update(upsampled, masks)
-            self.saliency.update(upsampled, masks)
+        self._add(boxes, batch, maps, top_k, labels, fine_maps)
         return boxes
 
     def update_boxes(self, boxes, batch, top_k=None, labels=None):
         """Adds a batch of predicted boxes (B, T, 4), one per threshold, in the batch's frame."""
-        ok = self.gt_known.per_image_correct(boxes, np.asarray(batch["boxes"], np.float32))
-        self.gt_known.correct += ok.sum(axis=0)
-        self.gt_known.total += ok.shape[0]
-        if top_k is not None and labels is not None:
-            labels = np.asarray(labels)
-            known = labels >= 0
-            hit1 = (top_k[:, 0] == labels) & known
-            hit5 = np.any(top_k == labels[:, None], axis=1) & known
-            self.top1_loc += (ok & hit1[:, None]).sum(axis=0)
-            self.top5_loc += (ok & hit5[:, None]).sum(axis=0)
-            self.top1 += int(hit1.sum())
-            self.top5 += int(hit5.sum())
-            self.classified += int(known.sum())
+        self._add(boxes, batch, None, top_k, labels, None)
+
+    def _add(self, boxes, batch, maps, top_k, labels, fine_maps):
+        correct = self.gt_known.per_image_correct(boxes, np.asarray(batch["boxes"], np.float32))
+        step = Batch(boxes, correct, batch, maps, top_k, labels, fine_maps)
+        for metric in self.metrics:
+            metric.update(step)
 
     def result(self):
         """A flat dict: 'per_threshold', 'best', 'best_threshold', 'total', 'at_stored' (when a threshold
         is stored), 'top1_loc'/'top5_loc' at the best threshold (plus '_at_stored'), 'top1'/'top5',
         'max_box_acc_v2' with 'max_box_acc' per IoU, 'pxap', 'mask_iou', 'mask_threshold', and the
         salient-object metrics 'max_f_beta', 'mae', 'per_image_iou' (+ '_threshold', '_at_stored')."""
-        out = self.gt_known.result()
-        out["thresholds"] = list(self.thresholds)
-        out["box_band"] = self.band
-        total = max(out["total"], 1)
-        index = {t: i for i, t in enumerate(self.thresholds)}
-        best_i = index.get(out["best_threshold"], 0)
-        if self.stored_threshold is not None:
-            stored_i = min(range(len(self.thresholds)), key=lambda i: abs(self.thresholds[i] - self.stored_threshold))
-            out["stored_threshold"] = float(self.stored_threshold)
-            out["at_stored"] = float(out["per_threshold"][stored_i])
-        if self.classified:
-            out["top1_loc"] = float(self.top1_loc[best_i] / total * 100)
-            out["top5_loc"] = float(self.top5_loc[best_i] / total * 100)
-            out["top1"] = self.top1 / self.classified * 100
-            out["top5"] = self.top5 / self.classified * 100
-            if self.stored_threshold is not None:
-                out["top1_loc_at_stored"] = float(self.top1_loc[stored_i] / total * 100)
-                out["top5_loc_at_stored"] = float(self.top5_loc[stored_i] / total * 100)
-        if self.max_box_acc is not None and self.max_box_acc.count:
-            r = self.max_box_acc.result()
-            out["max_box_acc_v2"] = r["max_box_acc_v2"]
-            out["max_box_acc"] = {int(k): float(v) for k, v in r["max_box_acc"].items()}
-        if self.pxap is not None:
-            masks = self.pxap.result()
-            out.update(pxap=masks["pxap"], mask_iou=masks["best_iou"], mask_threshold=masks["best_threshold"])
-            sal = self.saliency.result(self.stored_threshold)
-            out.update(max_f_beta=sal["max_f_beta"], mae=sal["mae"], per_image_iou=sal["per_image_iou"],
-                       per_image_iou_threshold=sal["per_image_iou_threshold"])
-            if "per_image_iou_at" in sal:
-                out["per_image_iou_at_stored"] = sal["per_image_iou_at"]
+        out = {}
+        for metric in self.metrics:
+            out.update(metric.result(out))
         return out
 
 
@@ -275,32 +452,8 @@ def evaluate_boxes(boxes, records, iou_threshold=0.5):
 
 
 def format_result(result):
-    """The result as a few readable lines (what ``c2am-tf evaluate`` prints)."""
-    lines = []
-    per = " ".join(f"{t:.2f}:{v:.1f}" for t, v in zip(result.get("thresholds", []), result["per_threshold"]))
-    lines.append(f"images: {result['total']}")
-    lines.append(f"GT-known Loc: best {result['best']:.2f} at threshold {result['best_threshold']:.2f}"
-                 + (f"; at the stored threshold {result['stored_threshold']:.2f}: {result['at_stored']:.2f}"
-                    if "at_stored" in result else "")
-                 + (f" (boxes averaged over a band of {result['box_band']:.2f})" if result.get("box_band") else ""))
-    if per:
-        lines.append(f"  per threshold: {per}")
-    if "top1_loc" in result:
-        lines.append(f"Top-1 Loc {result['top1_loc']:.2f}, Top-5 Loc {result['top5_loc']:.2f} (best threshold)"
-                     + (f"; at the stored threshold {result['top1_loc_at_stored']:.2f} / "
-                        f"{result['top5_loc_at_stored']:.2f}" if "top1_loc_at_stored" in result else ""))
-        lines.append(f"classifier: top-1 {result['top1']:.2f}, top-5 {result['top5']:.2f}")
-    if "max_box_acc_v2" in result:
-        per_iou = ", ".join(f"IoU {k}: {v:.2f}" for k, v in result["max_box_acc"].items())
-        lines.append(f"MaxBoxAccV2 {result['max_box_acc_v2']:.2f} ({per_iou})")
-    if "pxap" in result:
-        lines.append(f"PxAP {result['pxap']:.2f}, best mask IoU {result['mask_iou']:.2f} "
-                     f"at {result['mask_threshold']:.2f}")
-    if "max_f_beta" in result:
-        lines.append(f"salient objects: max F-beta {result['max_f_beta']:.3f}, MAE {result['mae']:.3f}, "
-                     f"per-image IoU {result['per_image_iou']:.2f} at {result['per_image_iou_threshold']:.2f}"
-                     + (f" ({result['per_image_iou_at_stored']:.2f} at the stored threshold)"
-                        if "per_image_iou_at_stored" in result else ""))
+    """The result as a few readable lines (what ``c2am-tf evaluate`` prints): each metric's ``lines``."""
+    lines = [line for metric in METRICS for line in metric.lines(result)]
     if result.get("missing"):
         lines.append(f"images without a box in the file: {result['missing']}")
     return "\n".join(lines)

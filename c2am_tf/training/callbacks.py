@@ -10,7 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 from c2am_tf.runtime.distribute import broadcast_from_chief
-from c2am_tf.evaluation.evaluate import evaluate
+from c2am_tf.evaluation.evaluate import evaluate, logged_values
 from c2am_tf.utils.files import write_json_atomically
 from c2am_tf.maps.foreground import DEFAULT_THRESHOLDS
 from c2am_tf.maps.viz import grid, overlay
@@ -58,7 +58,8 @@ class NonFiniteLossGuard(keras.callbacks.Callback):
 class LocalizationCallback(keras.callbacks.Callback):
     """GT-known Loc on an eval split after each ``every`` epochs.
 
-    Adds ``gt_known_loc`` and ``best_threshold`` to the epoch logs, stores the
+    Adds every metric's logged keys (``gt_known_loc``, ``best_threshold``, and ``pxap``, ``mask_iou`` where
+    the eval split has masks; ``c2am_tf.evaluation.evaluate.METRICS``) to the epoch logs, stores the
     best threshold in the model, appends every threshold's value to
     ``per_threshold.csv`` and writes heatmap overlays to TensorBoard.
     """
@@ -84,14 +85,11 @@ class LocalizationCallback(keras.callbacks.Callback):
         # every worker evaluates the same images; the chief's choice makes the workers' models identical
         self.model.threshold.assign(broadcast_from_chief(self.model.distribute_strategy,
                                                          result["best_threshold"] or 0.5))
-        logs["gt_known_loc"] = result["best"]
-        logs["best_threshold"] = result["best_threshold"]
-        masks = ""
-        if "pxap" in result:
-            logs["pxap"], logs["mask_iou"] = result["pxap"], result["mask_iou"]
-            masks = f", PxAP {result['pxap']:.2f}, best mask IoU {result['mask_iou']:.2f}"
+        values = logged_values(result)  # every metric's logged keys (c2am_tf.evaluation.evaluate.METRICS)
+        logs.update((key, value) for key, value, _ in values)
+        more = "".join(f", {label} {value:.2f}" for _, value, label in values if label)
         print(f"\nepoch {epoch + 1}: GT-known Loc {result['best']:.2f} at threshold "
-              f"{result['best_threshold']:.2f}{masks} ({result['total']} images)", flush=True)
+              f"{result['best_threshold']:.2f}{more} ({result['total']} images)", flush=True)
         if self.out_dir:
             self._write(epoch, result, examples)
 
@@ -108,11 +106,8 @@ class LocalizationCallback(keras.callbacks.Callback):
             self._writer = tf.summary.create_file_writer(os.path.join(self.out_dir, "tb", "eval"))
         t_index = self.thresholds.index(result["best_threshold"]) if result["best_threshold"] in self.thresholds else len(self.thresholds) // 2
         with self._writer.as_default(step=epoch + 1):
-            tf.summary.scalar("gt_known_loc", result["best"])
-            tf.summary.scalar("best_threshold", result["best_threshold"])
-            for key in ("pxap", "mask_iou"):
-                if key in result:
-                    tf.summary.scalar(key, result[key])
+            for key, value, _ in logged_values(result):
+                tf.summary.scalar(key, value)
             if examples:
                 pics = [overlay(im, m, [b[t_index]], g) for im, m, b, g in examples]
                 tf.summary.image("heatmaps", grid(pics)[None], max_outputs=1)

@@ -21,6 +21,7 @@ import tensorflow as tf
 
 from c2am_tf import data
 from c2am_tf.backbones import LITE_FEATURES, backbone_entry, backbone_names, build_backbone, default_features, weights_choice
+from c2am_tf.evaluation.evaluate import logged_values
 from c2am_tf.training.callbacks import (AtomicCheckpoint, ClusterBackupAndRestore, LocalizationCallback,
                                NonFiniteLossGuard, PolarityCallback, save_atomically)
 from c2am_tf.training.run_folder import RunConflictError
@@ -400,10 +401,9 @@ def _fit(cfg, strategy, out, train, steps, evaluation, extra_callbacks):
         "threshold": float(model.threshold.numpy()),
     }
     if loc is not None and loc.last is not None:
-        summary["gt_known_loc"] = loc.last["best"]
+        values = dict((key, value) for key, value, _ in logged_values(loc.last))
+        summary["gt_known_loc"] = values.pop("gt_known_loc")
         summary["per_threshold"] = [float(v) for v in loc.last["per_threshold"]]
-        for key in ("pxap", "mask_iou"):
-            if key in loc.last:
-                summary[key] = loc.last[key]
+        summary.update((key, value) for key, value in values.items() if key != "best_threshold")
     write_json_atomically(os.path.join(out, "summary.json"), summary, indent=1)
     return model, history, summary
