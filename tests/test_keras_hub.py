@@ -126,3 +126,15 @@ def test_the_backbone_flag_takes_a_family_spec_and_names_the_choices_otherwise(c
         with pytest.raises(SystemExit) as exit_:
             fit.parse_args(["--dataset", "synthetic", "--backbone", bad, "--out", "unused"])
         assert exit_.value.code == 2 and said in capsys.readouterr().err
+
+
+def test_a_keras_file_on_a_keras_hub_backbone_names_the_extra_when_it_is_missing(trained, monkeypatch):
+    from c2am_tf.presets import load_model
+    from c2am_tf.utils.errors import InputError
+
+    model, _, out, _ = trained
+    path = str(out / "hub.keras")
+    model.save(path)
+    monkeypatch.setitem(sys.modules, "keras_hub", None)  # as if the optional extra were not installed
+    with pytest.raises(InputError, match=r"hub\.keras: its backbone is a keras-hub model.*pip install -e \.\[keras-hub\]"):
+        load_model(path)

@@ -312,14 +312,14 @@ def backbone_names():
 
 
 def backbone_entry(name):
-    """The registry entry of ``name``, a registered name or ``PREFIX:SPEC`` of a family (ValueError naming the
-    choices for an unknown one)."""
+    """The registry entry of ``name``, a registered name or ``PREFIX:SPEC`` of a family (a ``ConfigError`` of
+    the field ``backbone``, naming the choices, for an unknown one)."""
     if name in REGISTRY:
         return REGISTRY[name]
     prefix, colon, spec = str(name).partition(":")
     if colon and prefix in FAMILIES:
         return FAMILIES[prefix](spec)
-    raise ValueError(f"unknown backbone {name!r}; choose one of {backbone_names()}")
+    raise ConfigError("backbone", f"must be one of {', '.join(backbone_names())}; got {name!r} (an unknown backbone)")
 
 
 def has_feature_choice(name):

@@ -75,12 +75,15 @@ def parse_spec(spec):
     return preset, int(size) if size else DEFAULT_SIZE
 
 
-def _import_keras_hub(name):
+MISSING = "needs keras-hub, the optional extra: pip install -e .[keras-hub]"
+
+
+def import_keras_hub():
+    """The ``keras_hub`` module, or None when the optional extra is not installed (callers say ``MISSING``)."""
     try:
         import keras_hub
     except ImportError:
-        raise ConfigError("backbone", f"{name} needs keras-hub, the optional extra: pip install -e .[keras-hub]") \
-            from None
+        return None
     return keras_hub
 
 
@@ -90,7 +93,9 @@ def entry(spec):
     name = f"{FAMILY}:{spec}"
 
     def build(weights, input_shape, features):
-        keras_hub = _import_keras_hub(name)
+        keras_hub = import_keras_hub()
+        if keras_hub is None:
+            raise ConfigError("backbone", f"{name} {MISSING}")
         hub = keras_hub.models.Backbone.from_preset(preset, load_weights=weights == "imagenet",
                                                     image_shape=(size, size, 3))
         model = hub_backbone(hub, size, name=f"keras_hub_{preset}")

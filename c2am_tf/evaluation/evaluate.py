@@ -95,9 +95,7 @@ class GTKnown(Accumulator):
     logged = (("gt_known_loc", "best", None), ("best_threshold", "best_threshold", None))
 
     def update(self, step):
-        gt_known = self.evaluation.gt_known
-        gt_known.correct += step.correct.sum(axis=0)
-        gt_known.total += step.correct.shape[0]
+        self.evaluation.gt_known.add(step.correct)
 
     def result(self, out):
         ev = self.evaluation

@@ -158,9 +158,12 @@ class GTKnownLoc:
 
     def update(self, pred_boxes, gt_boxes):
         """Adds a batch: pred_boxes (B, T, 4), gt_boxes (B, 4) or (B, G, 4)."""
-        ok = self.per_image_correct(pred_boxes, gt_boxes)
-        self.correct += ok.sum(axis=0)
-        self.total += ok.shape[0]
+        self.add(self.per_image_correct(pred_boxes, gt_boxes))
+
+    def add(self, correct):
+        """Adds a batch's verdicts ``per_image_correct`` gave: (B, T) booleans."""
+        self.correct += correct.sum(axis=0)
+        self.total += correct.shape[0]
 
     def result(self):
         """{'per_threshold': percent per threshold, 'best', 'best_threshold', 'total'}.

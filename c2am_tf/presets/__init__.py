@@ -9,7 +9,6 @@ Example:
 >>> model = from_preset("general_lite0")  # doctest: +SKIP
 """
 
-import importlib
 import os
 
 from c2am_tf.models.c2am.c2am_presets import (HERE, INDEX, PresetError, head_arrays, list_presets, map_network,
@@ -69,18 +68,16 @@ def _import_keras_hub_if_used(path):
     (and only such a file pays for the import)."""
     import zipfile
 
+    from c2am_tf.backbones.keras_hub import MISSING, import_keras_hub
     from c2am_tf.utils.errors import InputError
 
-    if not zipfile.is_zipfile(path):
+    if not os.path.isfile(path):  # load_model has checked that a file is a zip archive
         return
     with zipfile.ZipFile(path) as archive:
         if "config.json" not in archive.namelist() or b'"keras_hub' not in archive.read("config.json"):
             return
-    try:
-        importlib.import_module("keras_hub")
-    except ImportError:
-        raise InputError(f"{path}: its backbone is a keras-hub model; install the optional extra: "
-                         "pip install -e .[keras-hub]") from None
+    if import_keras_hub() is None:
+        raise InputError(f"{path}: its backbone is a keras-hub model, which {MISSING}")
 
 
 def load(model=None, preset=None):

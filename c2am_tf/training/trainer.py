@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from c2am_tf import data
-from c2am_tf.backbones import LITE_FEATURES, backbone_entry, backbone_names, build_backbone, default_features, weights_choice
+from c2am_tf.backbones import LITE_FEATURES, backbone_entry, build_backbone, default_features, weights_choice
 from c2am_tf.evaluation.evaluate import logged_values
 from c2am_tf.training.callbacks import (AtomicCheckpoint, ClusterBackupAndRestore, LocalizationCallback,
                                NonFiniteLossGuard, PolarityCallback, save_atomically)
@@ -88,7 +88,7 @@ class TrainConfig:
     def validate(self):
         """Raises ``ConfigError`` (naming the field) for a value no run can use."""
         _choice(self, "dataset", data.DATASETS)
-        _backbone(self)
+        backbone_entry(self.backbone)  # a ConfigError naming the registry's names
         _choice(self, "loss_variant", VARIANTS)
         _choice(self, "recipe", RECIPES)
         _choice(self, "backbone_bn", BACKBONE_BN_MODES)
@@ -135,17 +135,6 @@ RUN_FILES = ("backup", "config.json", "summary.json", "best.keras", "best.json",
 def _choice(cfg, name, choices):
     if getattr(cfg, name) not in choices:
         raise ConfigError(name, f"must be one of {', '.join(map(str, choices))}; got {getattr(cfg, name)!r}")
-
-
-def _backbone(cfg):
-    """A registered backbone or a family's ``PREFIX:SPEC`` (``c2am_tf.backbones.backbone_entry``)."""
-    try:
-        backbone_entry(cfg.backbone)
-    except ConfigError:
-        raise
-    except ValueError:
-        raise ConfigError("backbone", f"must be one of {', '.join(backbone_names())}; got {cfg.backbone!r}") \
-            from None
 
 
 def _integer(cfg, name, low, hint=""):
