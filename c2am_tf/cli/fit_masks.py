@@ -10,7 +10,8 @@ the target of a light FPN decoder on the teacher's frozen backbone (c2am_tf.mode
 (at or below 0.2) and an ignored band between (``hard``). Each further round retrains the decoder
 on its own refined, flip-averaged masks. Writes OUT/masks.keras (atomically; an existing
 one is kept unless --overwrite), OUT/log.csv (the loss per round and epoch) and
-OUT/summary.json. The model stores its threshold (0.5 of the peak) and refinement: ``predict
+OUT/summary.json; after each round a checkpoint (OUT/last.keras, OUT/resume.json), so a killed
+run started again with the same flags goes on from the last round it finished. The model stores its threshold (0.5 of the peak) and refinement: ``predict
 --model OUT/masks.keras --masks``, ``export-saved-model``, ``export-tflite`` and ``refine
 --bg-cues`` take it like a C2AM model.
 """
@@ -21,7 +22,7 @@ import time
 
 import keras
 
-from c2am_tf.cli.common import add_model_flags, claim_output, command_inputs, command_parser, output_folder
+from c2am_tf.cli.common import add_model_flags, claim_training_output, command_parser, output_folder, training_settings
 from c2am_tf.presets import load, model_label
 from c2am_tf.data.images import load_square_images
 from c2am_tf.maps.edges import REFINEMENTS
@@ -58,7 +59,7 @@ def parse_args(argv=None, prog=None):
         p.error("--rounds and --epochs must be at least 1")
     if args.size % 16:
         p.error(f"--size must be a multiple of 16, got {args.size}")
-    args.target = claim_output(p, os.path.join(args.out, "masks.keras"), args.overwrite, inputs=command_inputs(args))
+    claim_training_output(p, "masks.keras", args)
     return args
 
 
@@ -66,42 +67,26 @@ def main(argv=None, prog=None):
     """Entry point."""
     import numpy as np
 
-    from c2am_tf.training.callbacks import save_atomically
-    from c2am_tf.models.masks.mask_model import MaskModel, self_train
+    from c2am_tf.models.masks.mask_model import MaskModel
+    from c2am_tf.training.masks import train_mask_model
 
     args = parse_args(argv, prog)
-    target = args.target
     keras.utils.set_random_seed(args.seed)
     images, paths = load_square_images(source_files("folder", "train", args.images)[0], args.size)
     model = MaskModel(load(args.model, args.preset), refinement=args.refinement)
     print(f"{len(images)} images at {args.size}; teacher {model_label(args.model, args.preset)}; {args.rounds} round(s) "
           f"x {args.epochs} epochs", flush=True)
-    os.makedirs(args.out, exist_ok=True)
-    log = [["round", "epoch", "loss"]]
 
-    class LogLoss(keras.callbacks.Callback):
-        def __init__(self):
-            super().__init__()
-            self.round = 0
-
-        def on_epoch_end(self, epoch, logs=None):
-            log.append([self.round + 1, epoch + 1, f"{logs['loss']:.5f}"])
-
-    logger = LogLoss()
-
-    def after_round(r, _model, targets):
-        logger.round = r + 1
+    def after_round(r, _model, targets, log):
         known = targets != 255
         print(f"round {r + 1}: loss {log[-1][2]}; targets {known.mean():.1%} decided, "
               f"mean foreground {targets[known].mean():.1%}", flush=True)
 
     start = time.time()
-    losses = self_train(model, images, args.rounds, args.epochs, args.batch_size, args.lr, args.seed,
-                        after_round=after_round, progress=True, callbacks=[logger], targets=args.targets)
-    save_atomically(model, target)
-    write_atomically(os.path.join(args.out, "log.csv"), "\n".join(",".join(map(str, row)) for row in log) + "\n")
+    model, losses, _ = train_mask_model(model, images, args.target, training_settings(args), args.rounds, args.epochs,
+                                        args.batch_size, args.lr, args.seed, args.targets, args.overwrite, after_round)
     summary = {"images": len(images), "teacher": model_label(args.model, args.preset), "rounds": args.rounds, "epochs": args.epochs,
                "size": args.size, "refinement": args.refinement, "targets": args.targets, "threshold": float(np.asarray(model.threshold)),
                "final_losses": losses, "seconds": round(time.time() - start, 1)}
     write_atomically(os.path.join(args.out, "summary.json"), json.dumps(summary, indent=1) + "\n")
-    print(f"mask model -> {target}")
+    print(f"mask model -> {args.target}")

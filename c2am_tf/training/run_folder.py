@@ -1,11 +1,14 @@
-"""Checkpoints and resume for the trainers that run ``model.fit`` on a compiled model (``fit-classifier``,
-``fit-regressor``, ``fit-bgcues``): a killed run started again with the same settings goes on from its last
-epoch, and one with other settings is refused, naming the difference.
+"""The run folder: checkpoints and resume for every trainer. A killed run started again with the same
+settings goes on from its last checkpoint; one with other settings is a ``RunConflictError`` naming the
+difference (``check_same_run``, the one rule every trainer applies).
 
-Beside the model's file (``target``) each epoch writes ``last.keras`` (weights and optimizer state) and
-``resume.json`` (the epochs done and the run's settings), atomically; both go once the model is saved.
-The C2AM trainer keeps its own folder layout (``config.json``, ``backup/``; ``c2am_tf.training.trainer``),
-with the same rule: same settings resume, others are a ``RunConflictError``.
+Trainers that save a model at the end (``fit-classifier``, ``fit-regressor``, ``fit-bgcues``: one
+checkpoint per epoch; ``fit-masks``: one per self-training round) write, beside the model's file
+(``target``), ``last.keras`` (the model, with its optimizer state where it has one) and ``resume.json``
+(how far the run got, and its settings), both atomically (``save_progress``); both go once the model is
+saved (``finish``). The C2AM trainer (``fit``, and each head of ``fit-routed``) keeps Keras's
+``BackupAndRestore`` folder beside its ``config.json`` (``c2am_tf.training.trainer.claim_out_dir``), under
+the same rule.
 """
 
 import json
@@ -33,43 +36,71 @@ def run_settings(settings):
     return json.loads(json.dumps(settings))
 
 
-def epochs_done(target, settings, overwrite=False):
-    """The epochs a killed run of these ``settings`` finished beside ``target`` (0: none, or ``overwrite``);
-    a killed run of other settings raises ``RunConflictError`` naming the difference."""
+def check_same_run(where, stored, settings, hint="rerun with its settings to resume it, or pass --overwrite to "
+                                                 "start over"):
+    """Raises ``RunConflictError`` when the run stored at ``where`` (its settings, ``stored``) is not one of
+    ``settings``, naming each setting that differs."""
+    if stored != settings:
+        raise RunConflictError(f"{where} holds a run with other settings ({differences(stored, settings)})"
+                               + (f"; {hint}" if hint else ""))
+
+
+def progress(target, settings, overwrite=False):
+    """How far a killed run of these ``settings`` got beside ``target``: its ``resume.json`` state (e.g.
+    ``{"epochs_done": 3}``), ``{}`` when there is none or ``overwrite``. A killed run of other settings
+    raises ``RunConflictError``."""
     _, state_path = resume_files(target)
     if overwrite or not os.path.exists(state_path):
-        return 0
+        return {}
     with open(state_path) as f:
         state = json.load(f)
-    settings = run_settings(settings)
-    if state.get("settings") != settings:
-        raise RunConflictError(f"{state_path}: a killed run with other settings "
-                               f"({differences(state.get('settings') or {}, settings)}); rerun with its settings "
-                               "to resume it, or pass --overwrite to start over")
-    return int(state["epochs_done"])
+    check_same_run(state_path, state.pop("settings", None) or {}, run_settings(settings))
+    return state
+
+
+def epochs_done(target, settings, overwrite=False):
+    """The epochs a killed run of these ``settings`` finished beside ``target`` (0: none, or ``overwrite``)."""
+    return int(progress(target, settings, overwrite).get("epochs_done", 0))
+
+
+def resumed_model(target, what):
+    """The checkpoint beside ``target``, loaded, with a line saying ``what`` was done."""
+    checkpoint, _ = resume_files(target)
+    print(f"resuming from {checkpoint}: {what}", flush=True)
+    return keras.saving.load_model(checkpoint)
+
+
+def save_progress(model, target, settings, **state):
+    """The checkpoint of a run still under way: ``model`` and ``state`` (JSON) with the run's ``settings``,
+    each written atomically, the model first (a state never points past the model beside it)."""
+    checkpoint, state_path = resume_files(target)
+    save_atomically(model, checkpoint)
+    write_json_atomically(state_path, {**state, "settings": run_settings(settings)})
+
+
+def finish(model, target):
+    """Saves the trained ``model`` at ``target`` (atomically), then removes the run's checkpoint."""
+    save_atomically(model, target)
+    for leftover in reversed(resume_files(target)):  # the state first: it must never outlive its model
+        if os.path.exists(leftover):
+            os.remove(leftover)
+    return target
 
 
 def fit_and_save(model, data, target, epochs, settings, overwrite=False):
     """``model.fit`` (compiled) for ``epochs`` with a CSV log (``log.csv``) beside ``target``, then the model
     saved atomically at ``target``; returns (the trained model, ``target``). A killed run of the same
     ``settings`` is resumed from its checkpoint (at most the epoch it was saving is done again)."""
-    checkpoint, state_path = resume_files(target)
-    out_dir = os.path.dirname(checkpoint)
+    out_dir = os.path.dirname(resume_files(target)[0])
     os.makedirs(out_dir, exist_ok=True)
-    settings, done = run_settings(settings), epochs_done(target, settings, overwrite)
+    done = epochs_done(target, settings, overwrite)
     if done:
-        model = keras.saving.load_model(checkpoint)
-        print(f"resuming from {checkpoint}: {done} of {epochs} epochs done", flush=True)
+        model = resumed_model(target, f"{done} of {epochs} epochs done")
 
     class Checkpoint(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
-            save_atomically(self.model, checkpoint)
-            write_json_atomically(state_path, {"epochs_done": epoch + 1, "settings": settings})
+            save_progress(self.model, target, settings, epochs_done=epoch + 1)
 
     log = keras.callbacks.CSVLogger(os.path.join(out_dir, "log.csv"), append=done > 0)
     model.fit(data, epochs=epochs, initial_epoch=done, verbose=2, callbacks=[log, Checkpoint()])
-    save_atomically(model, target)
-    for leftover in (state_path, checkpoint):
-        if os.path.exists(leftover):
-            os.remove(leftover)
-    return model, target
+    return model, finish(model, target)

@@ -24,11 +24,11 @@ from c2am_tf.backbones import LITE_FEATURES, backbone_entry, build_backbone, def
 from c2am_tf.evaluation.evaluate import logged_values
 from c2am_tf.training.callbacks import (AtomicCheckpoint, ClusterBackupAndRestore, LocalizationCallback,
                                NonFiniteLossGuard, PolarityCallback, save_atomically)
-from c2am_tf.training.run_folder import RunConflictError
+from c2am_tf.training.run_folder import RunConflictError, check_same_run
 from c2am_tf.runtime.distribute import (STRATEGIES, is_chief, make_strategy, num_workers, remove_worker_dir,
                                 sum_over_workers, worker_dir, worker_index)
 from c2am_tf.data.grouping import feature_clusters
-from c2am_tf.utils.errors import ConfigError, differences
+from c2am_tf.utils.errors import ConfigError
 from c2am_tf.utils.files import write_json_atomically
 from c2am_tf.maps.geometry import EVAL_CROP, EVAL_RESIZE, MIN_IMAGE_SIZE, STRIDE, check_band
 from c2am_tf.models.c2am.losses import VARIANTS
@@ -194,7 +194,7 @@ def claim_out_dir(cfg, overwrite=False, reuse=False):
         raise RunConflictError(f"{cfg.out} holds this run, finished ({os.path.join(cfg.out, 'final.keras')}); "
                                "training again would replace it")
     if not overwrite:
-        raise RunConflictError(f"{cfg.out} holds a run with other settings ({differences(theirs, ours)})")
+        check_same_run(cfg.out, theirs, ours, hint="")
     for name in RUN_FILES:
         target = os.path.join(cfg.out, name)
         if os.path.isdir(target):

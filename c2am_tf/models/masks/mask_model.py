@@ -345,20 +345,24 @@ def soft_targets(score_maps):
 
 
 def self_train(model, images, rounds=2, epochs=20, batch_size=8, lr=1e-3, seed=0, features=None,
-               after_round=None, progress=False, callbacks=(), targets="soft"):
+               after_round=None, progress=False, callbacks=(), targets="soft", start_round=0):
     """Self-trains ``model``'s decoder on ``images`` (N, S, S, 3) uint8, starting from its prior (the
     teacher's map spread by the prototypes). Each round: refine the current maps against their images
     (``model.refinement``), cut them into pseudo-masks (``pseudo_masks``; or, with ``targets="soft"``,
     keep them as normalized soft targets, ``soft_targets``), train the decoder from scratch on the
     images and their mirrors; the next round starts from the new decoder's flip-averaged maps.
-    ``after_round(r, model, targets)`` is called after each round. Returns the per-round final losses."""
+    ``after_round(r, model, targets)`` is called after each round. ``start_round`` > 0 goes on from a run
+    whose decoder (in ``model``) finished round ``start_round - 1``. Returns the final loss of each round run."""
     if targets not in TARGETS:
         raise ValueError(f"targets must be one of {TARGETS}, got {targets!r}")
     features = features if features is not None else cached_features(model, images, progress=progress)
     n, side = len(images), int(features[0].shape[1])
     prior = np.asarray(features[3][..., 0], np.float32)
     maps, losses = mirrored_average(prior[:n], prior[n:]) if len(prior) == 2 * n else prior, []
-    for r in range(rounds):
+    if 0 < start_round < rounds:  # the next round starts from the maps of the decoder the last one trained
+        predicted = predict_features(model, features)
+        maps = mirrored_average(predicted[:n], predicted[n:])
+    for r in range(start_round, rounds):
         refined = refined_maps(images, maps, model.refinement, side)
         wanted = pseudo_masks(refined) if targets == "hard" else soft_targets(refined)
         wanted = np.concatenate([wanted, wanted[:, :, ::-1]])
