@@ -392,7 +392,7 @@ def psol(model, args, classifier):
 
     from c2am_tf.inference.extract import extract_boxes, extraction_header
     from c2am_tf.maps.boxes_json import read_boxes
-    from c2am_tf.maps.geometry import model_box_band
+    from c2am_tf.models.settings import model_box_band
     from c2am_tf.models.psol.regressor import build_regressor, pseudo_box_dataset
 
     out = os.path.join(args.runs, "psol_half1")

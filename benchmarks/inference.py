@@ -11,7 +11,7 @@ thread count (TensorFlow fixes its thread pools at start-up):
 - SavedModel ``cam`` (maps only) and ``serving_default`` (maps upsampled to the
   input, boxes in the graph), called through ``tf.saved_model.load``;
 - TFLite: the LiteRT interpreter's ``invoke`` (map only); the device-side box
-  (``c2am_tf.deploy.litert.box_from_map``) is timed separately.
+  (``c2am_tf.deploy.on_device.box_from_map``) is timed separately.
 Each figure is the median over ``--repeats`` calls after 3 warm-up calls.
 """
 
@@ -46,7 +46,7 @@ def time_all(work, sizes, threads, repeats):
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(1)
     from c2am_tf.presets import load_model
-    from c2am_tf.deploy.litert import ForegroundDetector, box_from_map
+    from c2am_tf.deploy.on_device import ForegroundDetector, box_from_map
 
     model = load_model(os.path.join(work, "model.keras"))
     loaded = tf.saved_model.load(os.path.join(work, "saved_model", "1"))
@@ -73,7 +73,7 @@ def export_all(model_path, work, sizes, calibration_dir):
     """SavedModel and the three TFLite models per size under ``work``; returns {name: MiB}."""
     import shutil
 
-    from c2am_tf.deploy import tflite
+    from c2am_tf.deploy import tflite_export as tflite
     from c2am_tf.deploy.saved_model import export_saved_model
     from c2am_tf.utils.files import list_images
     from c2am_tf.presets import load_model

@@ -142,7 +142,7 @@ def masks_per_second(model, images, repeats=3):
         maps = np.asarray(model.predict_on_batch(x))[..., 0]
         forward = time.perf_counter() - start
         for image, m in zip(images[:8], maps):
-            model.refine(image, m)
+            model.edge_refine(image, m)
         total = time.perf_counter() - start
         best_f, best_r = max(best_f, len(x) / forward), max(best_r, len(x) / total)
     return best_f, best_r

@@ -157,7 +157,7 @@ def _extract(folder, out_path, beam_args):
     from c2am_tf.inference.beam_boxes import extract_boxes_beam
     from c2am_tf.inference.extract import extract_boxes, extraction_header
     from c2am_tf.maps.boxes_json import FORMAT
-    from c2am_tf.maps.geometry import model_box_band
+    from c2am_tf.models.settings import model_box_band
     from c2am_tf.presets import load
 
     model = load(None, "cub_lite0")

@@ -8,9 +8,9 @@
 Converts the model to fp32, fp16 and int8 (calibrated on 100 CUB *train* images), runs
 every eval image (resize 480, center crop 448, the benchmark's eval frame) through
 Keras and through each model in the LiteRT interpreter, and prints: the largest map
-difference, the share of images whose device-side box (``c2am_tf.deploy.litert.box_from_map``)
+difference, the share of images whose device-side box (``c2am_tf.deploy.on_device.box_from_map``)
 has IoU >= 0.5 with the Keras box (``c2am_tf.maps.boxes``, OpenCV), the share of identical
-boxes, the mean IoU of the device-side foreground mask (``c2am_tf.deploy.litert.mask_from_map``) with
+boxes, the mean IoU of the device-side foreground mask (``c2am_tf.deploy.on_device.mask_from_map``) with
 the Keras one (``c2am_tf.inference.postprocess.map_to_mask``) at the eval frame's size, GT-known Loc of
 each, and the model sizes. A mask model's masks are refined on both sides (its stored
 refinement, against the image), so the mask IoU compares what each runtime delivers.
@@ -24,13 +24,13 @@ import numpy as np
 
 from c2am_tf import data
 
-from c2am_tf.deploy import tflite
+from c2am_tf.deploy import tflite_export as tflite
 from c2am_tf.maps.boxes import box_iou, boxes_from_map
 from c2am_tf.presets import load_model
 from c2am_tf.inference.postprocess import map_to_mask
 from c2am_tf.maps.geometry import EVAL_CROP, EVAL_RESIZE
-from c2am_tf.maps.edges import refined_mask
-from c2am_tf.deploy.litert import ForegroundDetector, box_from_map, mask_from_map
+from c2am_tf.maps.edges import edge_refined_mask
+from c2am_tf.deploy.on_device import ForegroundDetector, box_from_map, mask_from_map
 
 SHARED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data")
 
@@ -83,7 +83,7 @@ def main(argv=None):
     def device_mask(m, image):
         if refinement == "none":
             return mask_from_map(m, threshold, args.size, args.size)
-        return refined_mask(image, m, refinement, threshold)
+        return edge_refined_mask(image, m, refinement, threshold)
 
     def mask_iou(maps):
         ious = []

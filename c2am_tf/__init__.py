@@ -1,7 +1,7 @@
 """c2am_tf: Contrastive learning of Class-agnostic Activation Maps (C2AM) in Keras 3 / TensorFlow.
 
 The public names are imported on first use, so that the device-side module
-``c2am_tf.deploy.litert`` (numpy and the LiteRT interpreter only) imports without TensorFlow.
+``c2am_tf.deploy.on_device`` (numpy and the LiteRT interpreter only) imports without TensorFlow.
 """
 
 import importlib

@@ -69,7 +69,7 @@ def test_background_map_of_a_mask_model_is_one_minus_its_refined_mask():
     p = np.asarray(model(image[None].astype(np.float32)))[0, ..., 0]
     cue = background_map(model, image, 64)
     assert cue.shape == (64, 64)  # the mask's refinement works at image size
-    np.testing.assert_allclose(cue, 1.0 - model.refine(image, p), atol=1e-6)
+    np.testing.assert_allclose(cue, 1.0 - model.edge_refine(image, p), atol=1e-6)
     assert not is_c2am(model)
 
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from c2am_tf.maps.edges import REFINEMENTS, refine_map
+from c2am_tf.maps.edges import REFINEMENTS, edge_refined_map
 
 
 def _square_scene(size=96, lo=24, hi=72):
@@ -28,8 +28,8 @@ def _coarse(truth, stride):
 def test_refinement_sharpens_a_coarse_map_along_the_image_edges(method):
     image, truth = _square_scene(lo=20, hi=76)  # edges inside the 16-pixel cells
     coarse = _coarse(truth, 16)
-    plain = refine_map(image, coarse, "none")
-    fine = refine_map(image, coarse, method)
+    plain = edge_refined_map(image, coarse, "none")
+    fine = edge_refined_map(image, coarse, method)
     assert fine.shape == truth.shape and fine.dtype == np.float32
     assert 0.0 <= fine.min() and fine.max() <= 1.0
     # Resized only, the ramp crosses the edges at 16-pixel cells; refined, the step sits on the edges
@@ -41,12 +41,12 @@ def test_refinement_sharpens_a_coarse_map_along_the_image_edges(method):
 def test_none_is_a_bilinear_resize_and_unknown_methods_are_refused():
     image, truth = _square_scene()
     coarse = _coarse(truth, 16)
-    out = refine_map(image, coarse, "none")
+    out = edge_refined_map(image, coarse, "none")
     assert out.shape == (96, 96)
     assert out[48, 48] == pytest.approx(1.0) and out[2, 2] == pytest.approx(0.0)
     assert "guided" in REFINEMENTS
     with pytest.raises(ValueError, match="refinement must be one of"):
-        refine_map(image, coarse, "bilateral")
+        edge_refined_map(image, coarse, "bilateral")
 
 
 def test_non_square_image_keeps_its_shape():
@@ -54,6 +54,6 @@ def test_non_square_image_keeps_its_shape():
     image[:, 50:] = 255
     coarse = np.zeros((4, 10), np.float32)
     coarse[:, 5:] = 1.0
-    out = refine_map(image, coarse, "guided")
+    out = edge_refined_map(image, coarse, "guided")
     assert out.shape == (40, 100)
     assert out[:, 60:].min() > 0.5 and out[:, :40].max() < 0.5

@@ -42,14 +42,14 @@ def test_a_perfect_map_scores_100_on_boxes_and_masks():
 
 
 def test_a_mask_model_is_scored_on_its_refined_masks():
-    from c2am_tf.maps.edges import refine_map
+    from c2am_tf.maps.edges import edge_refined_map
 
     images, boxes, masks = _batch()
     coarse = keras.Sequential([_oracle(), keras.layers.AveragePooling2D(2)])  # stride 8: blurry edges
     plain = evaluate(coarse, _dataset(image=images, boxes=boxes, mask=masks), thresholds=[0.5],
                      max_box_acc=False)[0]
     coarse.refinement = "guided"
-    coarse.refine = lambda image, m: refine_map(image, m, "guided")
+    coarse.edge_refine = lambda image, m: edge_refined_map(image, m, "guided")
     fine = evaluate(coarse, _dataset(image=images, boxes=boxes, mask=masks), thresholds=[0.5], max_box_acc=False)[0]
     assert fine["best"] == plain["best"]  # boxes come from the map itself
     assert fine["mae"] < 0.8 * plain["mae"] and fine["per_image_iou"] > plain["per_image_iou"]

@@ -96,8 +96,8 @@ def test_the_saved_model_runs_in_saved_model_cli(trained):
 
 def test_the_tflite_export_gives_the_keras_map(trained):
     pytest.importorskip("ai_edge_litert")
-    from c2am_tf.deploy import tflite
-    from c2am_tf.deploy.litert import ForegroundDetector
+    from c2am_tf.deploy import tflite_export as tflite
+    from c2am_tf.deploy.on_device import ForegroundDetector
 
     model, _, out, images = trained
     (out / "hub.tflite").write_bytes(tflite.convert(model, 64))

@@ -111,7 +111,7 @@ def test_self_training_beats_its_coarse_prior_and_round_trips(tmp_path):
     coarse_up = keras.ops.convert_to_numpy(keras.ops.image.resize(coarse[..., None], (64, 64)))[..., 0]
     learned = np.mean([_iou(_cut(u), m) for u, m in zip(up, masks)])
     before = np.mean([_iou(_cut(u), m) for u, m in zip(coarse_up, masks)])
-    refined = np.mean([_iou(_cut(model.refine(im, u)), m) for im, u, m in zip(images, maps, masks)])
+    refined = np.mean([_iou(_cut(model.edge_refine(im, u)), m) for im, u, m in zip(images, maps, masks)])
     # The decoder learns the refined pseudo-masks from random tiny features: close to the prior on its
     # own, better than it once refined along the image's edges (its stored refinement).
     assert learned > 0.6 and refined > before + 0.03, (before, learned, refined)

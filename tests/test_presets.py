@@ -160,7 +160,7 @@ def test_the_map_network_runs_without_tensorflow(backend, tmp_path):
 
 
 def test_a_routed_preset_reads_its_backbones_imagenet_classifier_from_the_package(general, tmp_path, monkeypatch):
-    from c2am_tf.backbones.convert_lite import imagenet_classifier_weights
+    from c2am_tf.backbones.efficientnet_lite_weights import imagenet_classifier_weights
     from c2am_tf.training.routing import routed_model
 
     kernel, bias = imagenet_classifier_weights("efficientnet_lite0", 1280)

@@ -102,7 +102,7 @@ def test_a_routed_model_exports_to_tflite_and_saved_model(trained, tmp_path):
     import shutil
     import subprocess
 
-    from c2am_tf.deploy import tflite
+    from c2am_tf.deploy import tflite_export as tflite
     from c2am_tf.deploy.saved_model import export_saved_model
 
     images, _, run, _ = trained
@@ -120,7 +120,7 @@ def test_a_routed_model_exports_to_tflite_and_saved_model(trained, tmp_path):
         assert proc.returncode == 0, proc.stderr[-2000:]
         np.testing.assert_allclose(np.load(tmp_path / "out" / "cam.npy"), want, atol=1e-4)
     pytest.importorskip("ai_edge_litert")
-    from c2am_tf.deploy.litert import ForegroundDetector
+    from c2am_tf.deploy.on_device import ForegroundDetector
 
     detector = ForegroundDetector(tflite.convert(routed, 224, "none"))
     np.testing.assert_allclose(np.stack([detector.map(im) for im in batch]), want, atol=1e-4)

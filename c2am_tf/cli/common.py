@@ -17,7 +17,7 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 def _checks():
     """flag dest -> the library's check of that setting: every command that takes one validates it alike."""
     from c2am_tf.maps.geometry import check_band, check_image_size, check_scale, check_threshold, check_weight
-    from c2am_tf.deploy.litert import check_threads
+    from c2am_tf.deploy.on_device import check_threads
 
     return {"threshold": check_threshold, "thresholds": check_threshold, "cue_threshold": check_threshold,
             "box_band": check_band, "size": check_image_size, "classifier_size": check_image_size,

@@ -4,7 +4,7 @@
         [--threads 2] [--threshold T] [--no-overlays]
 
 Runs the LiteRT interpreter (ai-edge-litert) on each image resized whole to the
-model's input size, computes the box on the device side (``c2am_tf.deploy.litert``) and
+model's input size, computes the box on the device side (``c2am_tf.deploy.on_device``) and
 writes ``OUT/boxes.json`` (boxes in original image pixels, the same
 ``c2am_tf.boxes/v1`` format as ``train/extract_boxes.py``) and heatmap overlays
 named like ``predict``'s (``photos/sub/x.jpg`` -> ``OUT/sub/x.jpg.png``; never an input).
@@ -24,7 +24,7 @@ from c2am_tf.utils.errors import ConfigError
 from c2am_tf.utils.files import OutputNames, image_paths
 from c2am_tf.maps.geometry import scale_box
 from c2am_tf.utils.image_io import UnreadableImageError, load_image
-from c2am_tf.deploy.litert import ForegroundDetector
+from c2am_tf.deploy.on_device import ForegroundDetector
 from c2am_tf.cli.common import add_box_band_flag, command_parser, output_folder
 
 

@@ -23,7 +23,8 @@ from c2am_tf.cli.common import (add_box_band_flag, add_classifier_flags, add_mod
 from c2am_tf.presets import load, load_classifier
 from c2am_tf.data import ANNOTATED_DATASETS
 from c2am_tf.maps.foreground import DEFAULT_THRESHOLDS
-from c2am_tf.maps.geometry import EVAL_FRAMES, default_frame, model_box_band
+from c2am_tf.maps.geometry import EVAL_FRAMES, default_frame
+from c2am_tf.models.settings import model_box_band
 
 def build_parser(prog=None):
     """This command's flags (the commands in the README and docs/ are checked against it)."""

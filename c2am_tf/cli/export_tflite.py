@@ -4,7 +4,7 @@
         [--quantize none|float16|int8] [--calibration-dir DIR] [--size 448]
 
 The model takes one uint8 RGB image (1, SIZE, SIZE, 3) and returns the
-foreground map (1, SIZE/16, SIZE/16); ``c2am_tf.deploy.litert.ForegroundDetector`` (numpy +
+foreground map (1, SIZE/16, SIZE/16); ``c2am_tf.deploy.on_device.ForegroundDetector`` (numpy +
 ai-edge-litert, no TensorFlow) runs it and computes the box on the device side.
 ``int8`` is full-integer quantization calibrated on the images of
 ``--calibration-dir`` (searched recursively; use real images like those the device sees).
@@ -12,7 +12,7 @@ ai-edge-litert, no TensorFlow) runs it and computes the box on the device side.
 
 import time
 
-from c2am_tf.deploy import tflite
+from c2am_tf.deploy import tflite_export as tflite
 from c2am_tf.utils.files import list_images
 from c2am_tf.utils.files import write_atomically
 from c2am_tf.cli.common import add_model_flags, claim_output, command_inputs, command_parser, output_file

@@ -41,7 +41,8 @@ from c2am_tf import data
 from c2am_tf.inference.beam_boxes import RUNNERS
 from c2am_tf.inference.extract import extract_boxes, extraction_header, write_psol
 from c2am_tf.maps.boxes_json import FORMAT
-from c2am_tf.maps.geometry import EVAL_CROP, model_box_band
+from c2am_tf.maps.geometry import EVAL_CROP
+from c2am_tf.models.settings import model_box_band
 from c2am_tf.presets import load, load_classifier
 from c2am_tf.utils.errors import ConfigError
 from c2am_tf.cli.common import (add_box_band_flag, add_classifier_flags, add_model_flags, check_classifier_flags,

@@ -17,7 +17,7 @@ best constant background threshold (swept on the ground truth), of the refinemen
 ``--bg-mask`` replaces the soft cue by the model's own binary mask at its stored threshold (the
 model's one threshold policy, no knob): foreground pixels take the CAMs' class, the rest is
 background. ``--bg-power G`` raises the cue to the power G before the argmax (default 1, the paper's
-rule); ``--bg-power auto`` chooses G from the images without labels (``c2am_tf.wsss.refine.PowerCalibration``:
+rule); ``--bg-power auto`` chooses G from the images without labels (``c2am_tf.wsss.labels.PowerCalibration``:
 at the cue's own boundary its score equals the median CAM score of the pixels it calls foreground), in
 a first pass over every image that keeps the cues in memory (uint8, the cue model's size). A soft cue such as 1 - P is on another scale than max-normalized CAMs, which
 are often low on most of the object (the best constant background is typically

@@ -27,7 +27,7 @@ from c2am_tf.deploy import serving_client as client
 from c2am_tf.utils.files import image_paths
 from c2am_tf.maps.geometry import scale_box
 from c2am_tf.utils.image_io import UnreadableImageError, load_image
-from c2am_tf.deploy.litert import resize_rgb
+from c2am_tf.deploy.on_device import resize_rgb
 from c2am_tf.cli.common import command_parser
 
 

@@ -26,8 +26,8 @@ import shutil
 import tensorflow as tf
 
 from c2am_tf.deploy.graph_boxes import boxes_from_maps_tf
-from c2am_tf.maps.geometry import model_box_band
-from c2am_tf.wsss.refine import refine_with_background
+from c2am_tf.models.settings import model_box_band
+from c2am_tf.wsss.labels import refine_with_background
 
 # Unknown rank on purpose: the signature wrapper does not check ranks, and a rank-3
 # tensor declared rank 4 reaches the convolutions and aborts the process. With an

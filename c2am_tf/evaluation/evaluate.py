@@ -27,7 +27,8 @@ import numpy as np
 
 from c2am_tf.maps.boxes import GTKnownLoc, best_box_per_threshold
 from c2am_tf.maps.foreground import DEFAULT_THRESHOLDS
-from c2am_tf.maps.geometry import check_band, model_box_band
+from c2am_tf.maps.geometry import check_band
+from c2am_tf.models.settings import model_box_band
 from c2am_tf.maps.normalize import min_max_normalized
 from c2am_tf.evaluation.metrics import MaxBoxAcc, PxAP, SaliencyMetrics, wsol_thresholds
 from c2am_tf.inference.maps import check_cam_weight, localization_maps, resize_maps, top_k_classes
@@ -352,7 +353,7 @@ def evaluate(model, dataset, thresholds=DEFAULT_THRESHOLDS, classifier=None, cla
 
     def update(maps, host, top_k, labels):
         # A mask model's refinement is per-image OpenCV work: it runs in the metric thread, not the model's.
-        fine = (np.stack([model.refine(im.astype(np.uint8), m) for im, m in zip(host["image"], maps)])
+        fine = (np.stack([model.edge_refine(im.astype(np.uint8), m) for im, m in zip(host["image"], maps)])
                 if refines and "mask" in host else None)
         ev.update(maps, host, top_k, labels, fine)
 

@@ -38,10 +38,10 @@ def map_to_mask(score_map, threshold, width, height, image=None, refinement="non
 
     score_map = np.clip(np.asarray(score_map, np.float32), 0, 1)
     if image is not None and refinement != "none":
-        from c2am_tf.maps.edges import refined_mask
+        from c2am_tf.maps.edges import edge_refined_mask
 
         if tuple(np.shape(image)[:2]) != (int(height), int(width)):
             raise ValueError(f"image is {np.shape(image)[:2]}, the mask ({int(height)}, {int(width)})")
-        return refined_mask(image, score_map, refinement, threshold)
+        return edge_refined_mask(image, score_map, refinement, threshold)
     up = cv2.resize(score_map, (int(width), int(height)), interpolation=cv2.INTER_LINEAR)
     return foreground_mask(np.clip(up, 0, 1), threshold)

@@ -15,7 +15,8 @@ from c2am_tf.maps.boxes_json import BoxesWriter, box_record, drop_own_outputs
 from c2am_tf.inference.maps import localization_maps
 from c2am_tf.utils.files import OutputNames, image_paths, write_json_atomically
 from c2am_tf.data.transforms import resize_square
-from c2am_tf.maps.geometry import EVAL_CROP, check_band, check_image_size, check_threshold, model_box_band, scale_box
+from c2am_tf.maps.geometry import EVAL_CROP, check_band, check_image_size, check_threshold, scale_box
+from c2am_tf.models.settings import model_box_band
 from c2am_tf.utils.image_io import UnreadableImageError, load_image
 from c2am_tf.inference.postprocess import map_to_box, map_to_mask
 from c2am_tf.presets import load, model_label

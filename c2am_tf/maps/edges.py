@@ -38,7 +38,7 @@ def check_refinement(method):
     return method
 
 
-def refine_map(image, score_map, method="guided", stride=None):
+def edge_refined_map(image, score_map, method="guided", stride=None):
     """The map (h, w) in [0, 1] resized to ``image`` (H, W, 3) uint8 and refined along its edges.
 
     Args:
@@ -52,7 +52,7 @@ def refine_map(image, score_map, method="guided", stride=None):
     Example (a blocky map snaps to the square in the image):
     >>> image = np.zeros((64, 64, 3), np.uint8); image[16:48, 16:48] = 255
     >>> coarse = np.zeros((4, 4), np.float32); coarse[1:3, 1:3] = 1
-    >>> fine = refine_map(image, coarse, "guided")
+    >>> fine = edge_refined_map(image, coarse, "guided")
     >>> fine.shape, bool(fine[20, 20] > 0.5), bool(fine[8, 8] < 0.5)
     ((64, 64), True, True)
     """
@@ -74,11 +74,11 @@ def refine_map(image, score_map, method="guided", stride=None):
     return np.clip(out, 0.0, 1.0).astype(np.float32)
 
 
-def refined_mask(image, score_map, method, threshold):
-    """Boolean (H, W) foreground of ``image``: the map refined along its edges (``refine_map``), then the
+def edge_refined_mask(image, score_map, method, threshold):
+    """Boolean (H, W) foreground of ``image``: the map refined along its edges (``edge_refined_map``), then the
     box rule's foreground test at ``threshold`` (``c2am_tf.maps.foreground.foreground_mask``). The one rule
     behind a mask model's masks in Keras (``map_to_mask``), on the device (``ForegroundDetector``) and in
     the benchmarks."""
     from c2am_tf.maps.foreground import foreground_mask
 
-    return foreground_mask(refine_map(image, score_map, method), threshold)
+    return foreground_mask(edge_refined_map(image, score_map, method), threshold)

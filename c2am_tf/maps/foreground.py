@@ -3,7 +3,7 @@
 The map in [0, 1] is truncated to uint8 (``(map * 255).astype(uint8)``, in float32,
 or in float64 for float64 maps as wsolevaluation does); the cut-off is
 ``int(t * max(uint8 map))`` computed in float64; pixels strictly above it are
-foreground. ``c2am_tf.maps.boxes`` (OpenCV contours) and ``c2am_tf.deploy.litert`` (numpy
+foreground. ``c2am_tf.maps.boxes`` (OpenCV contours) and ``c2am_tf.deploy.on_device`` (numpy
 components) both build their boxes on ``foreground_mask``.
 """
 

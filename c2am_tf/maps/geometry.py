@@ -126,12 +126,6 @@ def check_scale(scale, name="scales"):
     return number
 
 
-def model_box_band(model, band=None):
-    """The box band to box ``model``'s maps with: ``band`` when given (checked), else the model's own
-    ``box_band``; 0 for no model or one without the setting (a file saved before it, a mask model)."""
-    return check_band(band) if band is not None else float(getattr(model, "box_band", 0.0))
-
-
 # A banded box averages the boxes at threshold + band * k / BAND_STEPS for k = -BAND_STEPS..BAND_STEPS.
 BAND_STEPS = 2
 

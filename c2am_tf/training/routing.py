@@ -32,7 +32,7 @@ import numpy as np
 from c2am_tf import data
 from c2am_tf.data.grouping import cluster_centres, pooled_features, spherical_kmeans, unit_rows
 from c2am_tf.utils.files import write_atomically, write_json_atomically
-from c2am_tf.maps.geometry import model_box_band
+from c2am_tf.models.settings import model_box_band
 
 log = logging.getLogger(__name__)
 

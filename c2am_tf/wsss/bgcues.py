@@ -1,7 +1,7 @@
 """Background-cue model: a factory backbone and a light stride-8 decoder trained on C2AM's 1 - P.
 
 Paper section 3.5: C2AM's background map is used as pseudo labels for a network that
-predicts background cues, which then refine multi-class CAMs (``c2am_tf.wsss.refine``).
+predicts background cues, which then refine multi-class CAMs (``c2am_tf.wsss.labels``).
 The decoder fuses the backbone's last stride-8 features with its stride-16 output
 (DeepLabv3+-style, without ASPP) and predicts one sigmoid background map at stride 8.
 """
@@ -72,8 +72,8 @@ def background_map(model, image, size=EVAL_CROP):
     mask of a mask model (``c2am_tf.models.masks.mask_model``, at ``size`` x ``size``)."""
     square = resize_square(image, size)
     out = np.asarray(model(tf.cast(square, tf.float32)[None], training=False))[0, ..., 0]
-    if hasattr(model, "refine"):
-        return 1.0 - model.refine(np.asarray(square, np.uint8), out)
+    if hasattr(model, "edge_refine"):
+        return 1.0 - model.edge_refine(np.asarray(square, np.uint8), out)
     return 1.0 - out if is_c2am(model) else out
 
 

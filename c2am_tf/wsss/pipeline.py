@@ -2,7 +2,7 @@
 a label PNG, and with ground truth the confusion matrices of the initial CAMs (each constant background),
 of the cue at each power, and of C2AM's raw 1 - P.
 
-The refinement rule itself is ``c2am_tf.wsss.refine`` (one argmax over [cue, CAMs]); this module reads the
+The refinement rule itself is ``c2am_tf.wsss.labels`` (one argmax over [cue, CAMs]); this module reads the
 images, CAM files and cues, writes the label maps and keeps the scores. See ``c2am_tf.cli.refine`` for the
 options (cue powers, ``--bg-mask``).
 """
@@ -23,7 +23,7 @@ from c2am_tf.utils.files import list_images, write_atomically
 from c2am_tf.utils.image_io import UnreadableImageError, load_image
 from c2am_tf.wsss.bgcues import background_map, is_c2am
 from c2am_tf.wsss.cam import read_cams
-from c2am_tf.wsss.refine import DEFAULT_BG_THRESHOLDS, DEFAULT_CUE_THRESHOLD, PowerCalibration, refined_labels_batch
+from c2am_tf.wsss.labels import DEFAULT_BG_THRESHOLDS, DEFAULT_CUE_THRESHOLD, PowerCalibration, refined_labels_batch
 
 BG_POWERS = (1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0)
 

@@ -184,7 +184,7 @@ def save_preset(model, name, backbone, backbone_features, directory=HERE, real_i
     with the reference maps of the synthetic image and of ``real_image`` = (name, path) when given (the
     name is what tests look the image up by, e.g. its path below ``../shared/data``)."""
     from c2am_tf.utils.files import write_atomically, write_json_atomically
-    from c2am_tf.maps.geometry import model_box_band
+    from c2am_tf.models.settings import model_box_band
 
     os.makedirs(directory, exist_ok=True)
     path = os.path.join(directory, f"{name}.npz")

@@ -23,7 +23,7 @@ import keras
 import numpy as np
 
 from c2am_tf.backbones import layers_at_strides
-from c2am_tf.maps.edges import REFINEMENTS, check_refinement, refine_map
+from c2am_tf.maps.edges import REFINEMENTS, check_refinement, edge_refined_map
 from c2am_tf.maps.normalize import flat_maps, min_max_normalized
 
 DECODER_STRIDE = 4
@@ -205,9 +205,9 @@ class MaskModel(keras.Model):
         """Foreground probability (B, H/4, W/4, 1) of images (B, H, W, 3) in 0..255."""
         return self.decoder(self.features(images), training=training)
 
-    def refine(self, image, score_map):
+    def edge_refine(self, image, score_map):
         """The stored refinement of one map against its image: float32 (H, W) in [0, 1]."""
-        return refine_map(image, score_map, self.refinement)
+        return edge_refined_map(image, score_map, self.refinement)
 
     def get_config(self):
         config = super().get_config()
@@ -244,7 +244,7 @@ def refined_maps(images, score_maps, method, size):
 
     out = []
     for image, m in zip(np.asarray(images), np.asarray(score_maps)):
-        fine = refine_map(image, m, method)
+        fine = edge_refined_map(image, m, method)
         out.append(cv2.resize(fine, (size, size), interpolation=cv2.INTER_AREA))
     return np.stack(out)
 

@@ -236,9 +236,9 @@ class ForegroundDetector:
         if self.refinement == "none":
             mask = mask_from_map(score_map, self.threshold, width, height)
         else:
-            from c2am_tf.maps.edges import refined_mask
+            from c2am_tf.maps.edges import edge_refined_mask
 
-            mask = refined_mask(image, score_map, self.refinement, self.threshold)
+            mask = edge_refined_mask(image, score_map, self.refinement, self.threshold)
         return {"map": score_map, "box": box, "score": score, "foreground_fraction": fraction, "mask": mask}
 
 

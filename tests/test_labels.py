@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from c2am_tf.wsss.cam import write_cams
-from c2am_tf.wsss.refine import (POWER_RANGE, PowerCalibration, dense_cams, refine_with_background, refined_labels,
+from c2am_tf.wsss.labels import (POWER_RANGE, PowerCalibration, dense_cams, refine_with_background, refined_labels,
                              threshold_labels)
 from conftest import ROOT
 

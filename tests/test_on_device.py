@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from c2am_tf.maps.boxes import boxes_from_map
-from c2am_tf.deploy.litert import box_from_map, read_metadata
+from c2am_tf.deploy.on_device import box_from_map, read_metadata
 from conftest import ROOT, golden
 
 # Maps built to break contour heuristics (see test_boxes.py).
@@ -54,7 +54,7 @@ def test_hand_made_cases():
 
 
 def test_device_module_imports_without_tensorflow():
-    code = ("import sys; import c2am_tf.deploy.litert; "
+    code = ("import sys; import c2am_tf.deploy.on_device; "
             "assert 'tensorflow' not in sys.modules, 'tensorflow imported'; "
             "assert 'keras' not in sys.modules, 'keras imported'")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
@@ -78,7 +78,7 @@ def test_read_metadata_of_a_model_without_it_is_empty():
 def test_the_device_resize_is_the_tensorflow_pipelines(shape, size):
     import tensorflow as tf
 
-    from c2am_tf.deploy.litert import resize_rgb
+    from c2am_tf.deploy.on_device import resize_rgb
 
     rng = np.random.RandomState(0)
     smooth = np.cumsum(rng.randint(-3, 4, (*shape, 3)), axis=1) % 256  # edges and gradients, as photos have

@@ -5,7 +5,7 @@ returns the foreground-high map (1, S/16, S/16) of a C2AM model, or (1, S/4, S/4
 model (``c2am_tf.models.masks.mask_model``) (float32, or uint8 with its quantization parameters for ``int8``).
 A mask model's edge-aware refinement is OpenCV, outside the graph: its name travels in the
 metadata and ``ForegroundDetector`` applies it. Boxes are computed on the device by
-``c2am_tf.deploy.litert.box_from_map``; the model's box threshold, input size and
+``c2am_tf.deploy.on_device.box_from_map``; the model's box threshold, input size and
 quantization travel in the model file's ``c2am_tf`` metadata (JSON).
 
 Quantizations: ``none`` (fp32), ``float16`` (fp16 weights, fp32 compute) and
@@ -19,8 +19,9 @@ import numpy as np
 import tensorflow as tf
 
 from c2am_tf.deploy.saved_model import WeightsOnlyModule
-from c2am_tf.maps.geometry import EVAL_CROP, model_box_band
-from c2am_tf.deploy.litert import METADATA_NAME
+from c2am_tf.maps.geometry import EVAL_CROP
+from c2am_tf.models.settings import model_box_band
+from c2am_tf.deploy.on_device import METADATA_NAME
 
 QUANTIZATIONS = ("none", "float16", "int8")
 
