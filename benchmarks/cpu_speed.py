@@ -3,9 +3,9 @@
     python benchmarks/cpu_speed.py [--steps 6] [--batch 16]
 
 Each setting runs in a fresh process (oneDNN and thread pools are fixed when
-TensorFlow starts): oneDNN on/off x intra-op threads 1/2/auto. For each it times
+TensorFlow starts): oneDNN on/off, intra-op threads 1/2/auto, mixed_bfloat16, XLA. For each it times
 the EfficientNet-Lite0 C2AM training step (frozen backbone, the default recipe; and
-fine-tuned) at 224 and the eval forward pass at 448, and gives images/s and the
+fine-tuned) at 224, the frozen step's backbone forward alone, and the eval forward pass at 448, and gives images/s and the
 share of the float32 matmul rate measured in the same process (benchmarks/machine.py).
 A depthwise-only model shows what EfficientNet's depthwise convolutions cost.
 TensorFlow on CPU is channels-last (NHWC) already, which is what our models use.
@@ -23,6 +23,9 @@ SETTINGS = [  # (name, environment)
     ("oneDNN on, 1 intra-op thread", {"TF_ENABLE_ONEDNN_OPTS": "1", "C2AM_INTRA_THREADS": "1"}),
     ("oneDNN on, 2 intra + 1 inter-op", {"TF_ENABLE_ONEDNN_OPTS": "1", "C2AM_INTRA_THREADS": "2",
                                          "C2AM_INTER_THREADS": "1"}),
+    # bf16 matmuls where the CPU has them (avx512_bf16, AMX); float32 variables, as Keras's policy keeps them
+    ("oneDNN on, mixed_bfloat16", {"TF_ENABLE_ONEDNN_OPTS": "1", "C2AM_POLICY": "mixed_bfloat16"}),
+    ("oneDNN on, XLA (jit_compile)", {"TF_ENABLE_ONEDNN_OPTS": "1", "C2AM_JIT": "1"}),
 ]
 
 
@@ -43,6 +46,10 @@ def measure(steps, batch):
     import keras
     import numpy as np
 
+    if os.environ.get("C2AM_POLICY"):
+        keras.mixed_precision.set_global_policy(os.environ["C2AM_POLICY"])
+    jit = bool(os.environ.get("C2AM_JIT"))
+
     from c2am_tf.backbones import build_backbone
     from c2am_tf.models.c2am.model import C2AM
     from c2am_tf.models.c2am.optim import poly_sgd
@@ -58,13 +65,17 @@ def measure(steps, batch):
         backbone = build_backbone("efficientnet_lite0", "imagenet", features="head")
         backbone.trainable = not frozen
         model = C2AM(backbone, recipe="paper")
-        model.compile(optimizer=poly_sgd(1e-4, 1000), jit_compile=False)
+        model.compile(optimizer=poly_sgd(1e-4, 1000), jit_compile=jit)
         forward = forward_gflops(backbone, 224)
         # frozen: a forward pass; fine-tuned: forward + backward, about 3 forward passes
         out[f"train 224, {'frozen' if frozen else 'fine-tuned'} backbone"] = (
             _rate(lambda: model.train_on_batch(train_x), batch, steps), forward * (1 if frozen else 3))
         if frozen:
-            predict = tf.function(lambda x: model(x, training=False))
+            # the frozen step's forward pass alone: what the head, loss, backward and optimizer add is the rest
+            backbone_forward = tf.function(lambda x: backbone(x, training=False), jit_compile=jit)
+            out["frozen backbone forward 224"] = (_rate(lambda: backbone_forward(train_x).numpy(), batch, steps),
+                                                  forward)
+            predict = tf.function(lambda x: model(x, training=False), jit_compile=jit)
             out["eval forward 448"] = (_rate(lambda: predict(eval_x).numpy(), batch, steps),
                                        forward_gflops(backbone, 448))
     inputs = keras.Input((224, 224, 32))
