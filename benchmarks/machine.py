@@ -48,8 +48,8 @@ def matmul_gflops(size=1024, seconds=1.5):
     return 2 * size ** 3 / times[len(times) // 2] / 1e9
 
 
-def median_seconds(fn, repeats, warmup=2):
-    """Median wall time of ``fn()`` over ``repeats`` calls, after ``warmup`` untimed calls (tracing)."""
+def call_seconds(fn, repeats, warmup=2):
+    """Wall time of each of ``repeats`` calls of ``fn()``, after ``warmup`` untimed calls (tracing)."""
     for _ in range(warmup):
         fn()
     times = []
@@ -57,8 +57,12 @@ def median_seconds(fn, repeats, warmup=2):
         t = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t)
-    times.sort()
-    return times[len(times) // 2]
+    return times
+
+
+def median_seconds(fn, repeats, warmup=2):
+    """Median wall time of ``fn()`` over ``repeats`` calls, after ``warmup`` untimed calls (tracing)."""
+    return sorted(call_seconds(fn, repeats, warmup))[repeats // 2]
 
 
 def onednn_enabled():

@@ -185,6 +185,8 @@ def torch_trial(name, size, batch, steps, warmup):
     import numpy as np
     import torch
 
+    from machine import call_seconds
+
     torch.manual_seed(1)
     Network, loss_fn = torch_modules()
     net = Network()
@@ -214,7 +216,7 @@ def torch_trial(name, size, batch, steps, warmup):
             opt.step()
             done[0] += 1
             return float(loss)
-    return timed(step, steps, warmup), info
+    return call_seconds(step, steps, warmup), info
 
 
 # ---------------------------------------------------------------- ours
@@ -225,7 +227,7 @@ def tf_trial(name, size, batch, steps, warmup):
 
     from c2am_tf.models.c2am.model import C2AM
     from c2am_tf.training.trainer import TrainConfig, build_model
-    from machine import forward_gflops
+    from machine import call_seconds, forward_gflops
 
     rng = np.random.RandomState(0)
     threads = (f"TF intra-op {tf.config.threading.get_intra_op_parallelism_threads() or 'auto'}, inter-op "
@@ -241,7 +243,7 @@ def tf_trial(name, size, batch, steps, warmup):
         model = build_model(cfg, 1000)
         x = tf.constant(rng.randint(0, 255, (batch, crop, crop, 3)), tf.uint8)
         gflop = forward_gflops(model.backbone, crop) * (1 if cfg.freeze_backbone else 3)
-        return timed(lambda: model.train_on_batch(x), steps, warmup), {
+        return call_seconds(lambda: model.train_on_batch(x), steps, warmup), {
             "threads": threads, "gflop_per_image": gflop, "size": crop}
     if name == "infer_same":
         model = build_model(TrainConfig(backbone="resnet50", weights=None, backbone_features="concat"), 1000)
@@ -265,23 +267,11 @@ def tf_trial(name, size, batch, steps, warmup):
                 interpreter.set_tensor(inp, image[None])
                 interpreter.invoke()
                 interpreter.get_tensor(out)
-        return timed(step, steps, warmup), {"threads": f"LiteRT num_threads {os.cpu_count()}",
+        return call_seconds(step, steps, warmup), {"threads": f"LiteRT num_threads {os.cpu_count()}",
                                            "gflop_per_image": gflop}
     predict = tf.function(lambda v: model(v, training=False))
     xt = tf.constant(x)
-    return timed(lambda: predict(xt).numpy(), steps, warmup), {"threads": threads, "gflop_per_image": gflop}
-
-
-def timed(step, steps, warmup):
-    """Seconds of each of ``steps`` calls of ``step`` after ``warmup`` untimed ones."""
-    for _ in range(warmup):
-        step()
-    times = []
-    for _ in range(steps):
-        t = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t)
-    return times
+    return call_seconds(lambda: predict(xt).numpy(), steps, warmup), {"threads": threads, "gflop_per_image": gflop}
 
 
 def child(args):
