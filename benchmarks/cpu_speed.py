@@ -1,6 +1,7 @@
 """Does TensorFlow's CPU path leave speed on the table? Training and inference under each setting.
 
     python benchmarks/cpu_speed.py [--steps 6] [--batch 16]
+    python benchmarks/cpu_speed.py --profile   # tf.profiler: the frozen step's time by phase and op type
 
 Each setting runs in a fresh process (oneDNN and thread pools are fixed when
 TensorFlow starts): oneDNN on/off, intra-op threads 1/2/auto, mixed_bfloat16, XLA. For each it times
@@ -90,14 +91,58 @@ def measure(steps, batch):
     return {"peak": peak, "results": out}
 
 
+def profile(steps, batch):
+    """Where the recommended recipe's training step spends its time: TensorFlow's profiler over ``steps``
+    steps (after 3 untraced ones), self time by op type and by phase (idle host time left out)."""
+    import collections
+    import glob
+    import tempfile
+
+    import numpy as np
+    import tensorflow as tf
+    from tensorflow.python.profiler.internal import _pywrap_profiler_plugin as plugin
+
+    from c2am_tf.training.trainer import TrainConfig, build_model
+
+    model = build_model(TrainConfig(jit_compile="false"), 1000)
+    x = tf.constant(np.random.RandomState(0).randint(0, 255, (batch, 224, 224, 3)), tf.uint8)
+    for _ in range(3):
+        model.train_on_batch(x)
+    logdir = tempfile.mkdtemp()
+    tf.profiler.experimental.start(logdir)
+    for _ in range(steps):
+        model.train_on_batch(x)
+    tf.profiler.experimental.stop()
+    xspace = glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True)[-1]
+    table = json.loads(plugin.xspace_to_tools_data([xspace], "framework_op_stats", {})[0])[0]
+    names = [c["id"] for c in table["cols"]]
+    rows = [{k: (c or {}).get("v") for k, c in zip(names, r["c"])} for r in table["rows"]]
+    rows = [r for r in rows if r["type"] != "IDLE"]
+    total = sum(r["total_self_time"] for r in rows)
+    by_type, by_phase = collections.Counter(), collections.Counter()
+    for r in rows:
+        name = (r["operation"] or "").lower()
+        by_type[r["type"]] += r["total_self_time"]
+        phase = ("backward" if "grad" in name else "optimizer" if any(k in name for k in ("sgd", "resourceapply",
+                 "assign")) else "batch norm (inference: unfused mul + add)" if "bn" in name and r["type"] in
+                 ("Mul", "AddV2") else "forward (backbone, head, disentangler, loss)")
+        by_phase[phase] += r["total_self_time"]
+    print(f"profile of {steps} frozen Lite0 steps (batch {batch}, 224): {total / 1e3:.0f} ms busy")
+    for title, counter in (("phase", by_phase), ("op type", by_type)):
+        print(f"  by {title}: " + ", ".join(f"{k} {100 * v / total:.1f}%" for k, v in counter.most_common(8)))
+
+
 def main(argv=None):
     """Runs every setting in a child process and prints one table."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", type=int, default=6, help="timed steps per workload (median)")
     p.add_argument("--batch", type=int, default=16, help="images per step")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--profile", action="store_true", help="only profile the recommended recipe's step")
     args = p.parse_args(argv)
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    if args.profile:
+        return profile(args.steps, args.batch)
     if args.child:
         print("RESULT " + json.dumps(measure(args.steps, args.batch)))
         return
