@@ -137,3 +137,29 @@ def test_the_tensorflow_free_layers_import_no_tensorflow(module):
     wrong += [f"line {line}: {target}, which is not TensorFlow-free" for target, line, _ in graph[module]
               if not target.startswith(TF_FREE)]
     assert not wrong, f"{module}: " + "; ".join(wrong)
+
+
+# what a machine with Keras on JAX or PyTorch and no TensorFlow imports: the preset's map network
+# (tests/test_presets.py runs it there when torch or jax is installed; CI has neither, so this checks the imports)
+KERAS_ONLY = ("c2am_tf.presets",)
+
+
+@pytest.mark.parametrize("module", KERAS_ONLY)
+def test_the_keras_only_modules_import_no_tensorflow_when_imported(module):
+    graph, seen, wrong = _graph(), set(), []
+
+    def visit(name):  # what importing ``name`` runs: its top-level imports, and theirs
+        if name in seen:
+            return
+        seen.add(name)
+        wrong.extend(f"{name}:{line} imports {imported}" for imported, line, inner in _imports(MODULES[name])
+                     if not inner and imported.split(".")[0] in set(TENSORFLOW) - {"keras"})
+        for target, _, inner in graph[name]:
+            if not inner:
+                visit(target)
+        parent = name.rpartition(".")[0]
+        if parent in MODULES:  # importing a submodule runs its packages' __init__ first
+            visit(parent)
+
+    visit(module)
+    assert not wrong, "importing " + module + " imports TensorFlow: " + "; ".join(sorted(wrong))

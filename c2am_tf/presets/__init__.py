@@ -13,7 +13,6 @@ import os
 
 from c2am_tf.models.c2am.c2am_presets import (HERE, INDEX, PresetError, head_arrays, list_presets, map_network,
                                               preset_sha256, reference_image, reference_map, save_preset)
-from c2am_tf.models.c2am.model import C2AM
 
 __all__ = ["HERE", "INDEX", "PresetError", "from_preset", "head_arrays",
            "list_presets", "load", "load_classifier", "load_model", "load_named", "map_network", "model_label", "model_sha256",
@@ -22,6 +21,8 @@ __all__ = ["HERE", "INDEX", "PresetError", "from_preset", "head_arrays",
 
 def from_preset(name, weights="imagenet"):
     """``C2AM.from_preset(name, weights)``: the shipped preset ``name`` as a C2AM model (offline)."""
+    from c2am_tf.models.c2am.model import C2AM  # TensorFlow: map_network's callers on other backends lack it
+
     return C2AM.from_preset(name, weights)
 
 
