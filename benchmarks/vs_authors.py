@@ -15,7 +15,8 @@ is their computation. Random init on both sides (weights do not change speed).
 
 Ours, for the same setup: ``TrainConfig(backbone="resnet50", backbone_features="concat", freeze_backbone=False,
 recipe="reference", weights=None)`` through the trainer's ``build_model`` and ``train_on_batch``; and our
-recommended recipe (EfficientNet-Lite0, frozen, head features, its own 224 crop). Inference: the map alone
+recommended recipe (EfficientNet-Lite0, frozen, head features, its own 224 crop), with and without the folded
+BatchNorm twin it trains through (``C2AM.fold_frozen_backbone``). Inference: the map alone
 (``model(x, training=False)``, batch ``--batch``, at ``--size``) for both ResNet50 models, the ``cub_lite0``
 preset, and its TFLite int8 export (one image per invoke, ``--batch`` invokes).
 
@@ -40,13 +41,15 @@ TRIALS = {
     "train_authors": ("torch", "training step, authors' setup (ResNet50 concat, fine-tuned, reference recipe)"),
     "train_same": ("tf", "training step, same setup, ours"),
     "train_recommended": ("tf", "training step, our recommended recipe (Lite0 frozen, head features, 224)"),
+    "train_recommended_unfolded": ("tf", "the same, through the backbone itself (BN not folded)"),
     "infer_authors": ("torch", "map inference, authors' ResNet50 model"),
     "infer_same": ("tf", "map inference, our ResNet50 model"),
     "infer_cub_lite0": ("tf", "map inference, cub_lite0 preset"),
     "infer_cub_lite0_int8": ("tflite", "map inference, cub_lite0 TFLite int8"),
 }
-# (authors' trial, our trial): interleaved; a trial without a partner runs alone, interleaved with the pairs
-PAIRS = [("train_authors", "train_same"), ("train_recommended", None), ("infer_authors", "infer_same"),
+# (baseline, our trial): interleaved, the ratio printed; a trial without a partner runs alone
+PAIRS = [("train_authors", "train_same"), ("train_recommended_unfolded", "train_recommended"),
+         ("infer_authors", "infer_same"),
          ("infer_cub_lite0", "infer_cub_lite0_int8")]
 
 
@@ -233,7 +236,7 @@ def tf_trial(name, size, batch, steps, warmup):
     threads = (f"TF intra-op {tf.config.threading.get_intra_op_parallelism_threads() or 'auto'}, inter-op "
                f"{tf.config.threading.get_inter_op_parallelism_threads() or 'auto'}, oneDNN "
                f"{os.environ.get('TF_ENABLE_ONEDNN_OPTS', '1')}")
-    if name in ("train_same", "train_recommended"):
+    if name in ("train_same", "train_recommended", "train_recommended_unfolded"):
         if name == "train_same":
             cfg = TrainConfig(backbone="resnet50", weights=None, backbone_features="concat", freeze_backbone=False,
                               recipe="reference", lr=1e-4, jit_compile="false")
@@ -241,6 +244,8 @@ def tf_trial(name, size, batch, steps, warmup):
         else:
             cfg, crop = TrainConfig(jit_compile="false"), TrainConfig().crop
         model = build_model(cfg, 1000)
+        if name == "train_recommended_unfolded":
+            model._folded.value = None  # what the step cost before fold_frozen_backbone
         x = tf.constant(rng.randint(0, 255, (batch, crop, crop, 3)), tf.uint8)
         gflop = forward_gflops(model.backbone, crop) * (1 if cfg.freeze_backbone else 3)
         return call_seconds(lambda: model.train_on_batch(x), steps, warmup), {

@@ -84,3 +84,26 @@ def test_taps_are_the_last_layers_at_each_stride():
     assert layers_at_strides(build_backbone("efficientnet_lite0", weights=None), (8,)) == ["block5_expand_relu"]
     with pytest.raises(ValueError, match="no stride-32"):
         layers_at_strides(build_backbone("tiny", weights=None), (32,))
+
+
+def test_a_folded_frozen_backbone_gives_the_same_features_without_batch_norm():
+    import keras
+
+    from c2am_tf.backbones.folding import fold_batch_norm
+
+    keras.utils.set_random_seed(0)
+    backbone = build_backbone("efficientnet_lite0", weights=None, features="head")
+    rng = np.random.RandomState(0)
+    for layer in backbone.layers:  # statistics a trained network has, not the identity of a fresh one
+        if isinstance(layer, keras.layers.BatchNormalization):
+            c = layer.gamma.shape[0]
+            layer.set_weights([rng.uniform(0.5, 1.5, c), rng.normal(0, 0.2, c), rng.normal(0, 0.3, c),
+                               rng.uniform(0.5, 2.0, c)])
+    twin = fold_batch_norm(backbone)
+    assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in twin.layers)
+    assert not twin.trainable and len(twin.weights) < len(backbone.weights)
+    x = rng.randint(0, 255, (2, 64, 64, 3)).astype(np.float32)
+    want = np.asarray(backbone(x, training=False))
+    np.testing.assert_allclose(np.asarray(twin(x, training=False)), want, atol=1e-4 * np.abs(want).max())
+    # a backbone that nests a model (keras.applications' trunk) is left as it is
+    assert fold_batch_norm(build_backbone("resnet50", weights=None)) is None

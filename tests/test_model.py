@@ -128,3 +128,30 @@ def test_box_band_is_a_setting_that_round_trips_and_is_checked(tmp_path):
     assert _model().box_band == 0.0  # files saved before the setting existed load with it off
     with pytest.raises(ValueError, match="box_band"):
         _model(box_band=-0.1)
+
+
+def test_a_frozen_backbone_trains_through_its_folded_twin_and_saves_without_it(tmp_path):
+    import keras
+
+    from c2am_tf.training.trainer import TrainConfig, build_model
+
+    keras.utils.set_random_seed(0)
+    folded = build_model(TrainConfig(weights=None), 10)
+    keras.utils.set_random_seed(0)
+    plain = build_model(TrainConfig(weights=None), 10)
+    plain._folded.value = None  # the same model, trained through its backbone
+    assert folded._folded.value is not None
+    x = np.random.RandomState(0).randint(0, 255, (4, 64, 64, 3)).astype(np.uint8)
+    for _ in range(2):
+        a, b = folded.train_on_batch(x, return_dict=True), plain.train_on_batch(x, return_dict=True)
+    assert a["loss"] == pytest.approx(b["loss"], rel=1e-4)
+    for u, v in zip(folded.head.get_weights(), plain.head.get_weights()):
+        np.testing.assert_allclose(u, v, rtol=1e-3, atol=1e-5)
+    folded.save(tmp_path / "m.keras")
+    plain.save(tmp_path / "p.keras")
+    import zipfile
+
+    sizes = [zipfile.ZipFile(tmp_path / n).getinfo("model.weights.h5").file_size for n in ("m.keras", "p.keras")]
+    assert abs(sizes[0] - sizes[1]) < 1024  # the twin's weights are not saved
+    # a trained backbone, or BN in training mode, is not folded
+    assert not build_model(TrainConfig(weights=None, freeze_backbone=False, recipe="reference"), 10).fold_frozen_backbone()
