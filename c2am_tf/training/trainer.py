@@ -287,6 +287,7 @@ def build_model(cfg, total_steps):
     model = C2AM(backbone, alpha=cfg.alpha,
                  loss_variant=cfg.loss_variant, recipe=cfg.recipe,
                  weight_decay=cfg.weight_decay, backbone_bn=cfg.backbone_bn, box_band=cfg.box_band)
+    model.fold_frozen_backbone()
     model.compile(optimizer=poly_sgd(cfg.lr, total_steps, cfg.momentum), jit_compile=_jit(cfg.jit_compile))
     return model
 
