@@ -2,6 +2,7 @@
 
     python benchmarks/cpu_speed.py [--steps 6] [--batch 16]
     python benchmarks/cpu_speed.py --profile   # tf.profiler: the frozen step's time by phase and op type
+                                               # (C2AM_NO_FOLD=1: without the folded-BN twin)
 
 Each setting runs in a fresh process (oneDNN and thread pools are fixed when
 TensorFlow starts): oneDNN on/off, intra-op threads 1/2/auto, mixed_bfloat16, XLA. For each it times
@@ -66,6 +67,7 @@ def measure(steps, batch):
         backbone = build_backbone("efficientnet_lite0", "imagenet", features="head")
         backbone.trainable = not frozen
         model = C2AM(backbone, recipe="paper")
+        model.fold_frozen_backbone()  # as the trainer does: a frozen backbone trains through its BN-folded twin
         model.compile(optimizer=poly_sgd(1e-4, 1000), jit_compile=jit)
         forward = forward_gflops(backbone, 224)
         # frozen: a forward pass; fine-tuned: forward + backward, about 3 forward passes
@@ -105,6 +107,8 @@ def profile(steps, batch):
     from c2am_tf.training.trainer import TrainConfig, build_model
 
     model = build_model(TrainConfig(jit_compile="false"), 1000)
+    if os.environ.get("C2AM_NO_FOLD"):  # the step as it was before the BN fold (docs/results/speed.md)
+        model._folded.value = None
     x = tf.constant(np.random.RandomState(0).randint(0, 255, (batch, 224, 224, 3)), tf.uint8)
     for _ in range(3):
         model.train_on_batch(x)
