@@ -6,9 +6,10 @@
 
 Each setting runs in a fresh process (oneDNN and thread pools are fixed when
 TensorFlow starts): oneDNN on/off, intra-op threads 1/2/auto, mixed_bfloat16, XLA. For each it times
-the EfficientNet-Lite0 C2AM training step (frozen backbone, the default recipe; and
-fine-tuned) at 224, the frozen step's backbone forward alone, and the eval forward pass at 448, and gives images/s and the
-share of the float32 matmul rate measured in the same process (benchmarks/machine.py).
+the EfficientNet-Lite0 C2AM training step of the trainer's model (frozen backbone, the default
+recipe; and fine-tuned) at 224, the frozen step's backbone forward alone, and the eval forward pass
+at 448, and gives images/s and the share of the float32 matmul rate measured in the same process
+(benchmarks/machine.py).
 A depthwise-only model shows what EfficientNet's depthwise convolutions cost.
 TensorFlow on CPU is channels-last (NHWC) already, which is what our models use.
 """
@@ -52,9 +53,7 @@ def measure(steps, batch):
         keras.mixed_precision.set_global_policy(os.environ["C2AM_POLICY"])
     jit = bool(os.environ.get("C2AM_JIT"))
 
-    from c2am_tf.backbones import build_backbone
-    from c2am_tf.models.c2am.model import C2AM
-    from c2am_tf.models.c2am.optim import poly_sgd
+    from c2am_tf.training.trainer import TrainConfig, build_model
     from machine import forward_gflops, matmul_gflops
 
     peak = matmul_gflops()
@@ -64,11 +63,9 @@ def measure(steps, batch):
     out = {}
     for frozen in (True, False):
         keras.utils.set_random_seed(0)
-        backbone = build_backbone("efficientnet_lite0", "imagenet", features="head")
-        backbone.trainable = not frozen
-        model = C2AM(backbone, recipe="paper")
-        model.fold_frozen_backbone()  # as the trainer does: a frozen backbone trains through its BN-folded twin
-        model.compile(optimizer=poly_sgd(1e-4, 1000), jit_compile=jit)
+        # the trainer's model, default recipe (a frozen backbone trains through its BN-folded twin)
+        model = build_model(TrainConfig(freeze_backbone=frozen, jit_compile="true" if jit else "false"), 1000)
+        backbone = model.backbone
         forward = forward_gflops(backbone, 224)
         # frozen: a forward pass; fine-tuned: forward + backward, about 3 forward passes
         out[f"train 224, {'frozen' if frozen else 'fine-tuned'} backbone"] = (

@@ -146,18 +146,18 @@ def training_settings(args):
 
 
 def claim_training_output(parser, name, args):
-    """``claim_output`` for a trainer that checkpoints through ``c2am_tf.training.run_folder.fit_and_save``:
-    ``args.target`` becomes ``args.out/name`` (returned), and a killed run's checkpoint there that other flags
-    made ends the command now, naming them (exit 1), before any data is read or model built, unless
-    ``--overwrite``."""
+    """``claim_output`` for a trainer that checkpoints in a ``c2am_tf.training.run_folder`` (``fit-classifier``,
+    ``fit-regressor``, ``fit-bgcues``, ``fit-masks``): ``args.target`` becomes ``args.out/name`` (returned), and
+    a killed run's checkpoint there that other flags made ends the command now, naming them (exit 1), before
+    any data is read or model built, unless ``--overwrite``."""
     import os
     import sys
 
-    from c2am_tf.training.run_folder import RunConflictError, epochs_done
+    from c2am_tf.training.run_folder import RunConflictError, progress
 
     args.target = claim_output(parser, os.path.join(args.out, name), args.overwrite, inputs=command_inputs(args))
     try:
-        epochs_done(args.target, training_settings(args), args.overwrite)
+        progress(args.target, training_settings(args), args.overwrite)
     except RunConflictError as err:
         sys.exit(f"error: --out: {err}")
     return args.target

@@ -11,9 +11,9 @@ the target of a light FPN decoder on the teacher's frozen backbone (c2am_tf.mode
 on its own refined, flip-averaged masks. Writes OUT/masks.keras (atomically; an existing
 one is kept unless --overwrite), OUT/log.csv (the loss per round and epoch) and
 OUT/summary.json; after each round a checkpoint (OUT/last.keras, OUT/resume.json), so a killed
-run started again with the same flags goes on from the last round it finished. The model stores its threshold (0.5 of the peak) and refinement: ``predict
---model OUT/masks.keras --masks``, ``export-saved-model``, ``export-tflite`` and ``refine
---bg-cues`` take it like a C2AM model.
+run started again with the same flags goes on from the last round it finished. The model stores
+its threshold (0.5 of the peak) and refinement: ``predict --model OUT/masks.keras --masks``,
+``export-saved-model``, ``export-tflite`` and ``refine --bg-cues`` take it like a C2AM model.
 """
 
 import json
