@@ -128,13 +128,17 @@ def claim_output(parser, path, overwrite=False, flag="--out", inputs=()):
     (the files and folders the command reads, e.g. ``command_inputs(args)``), ``overwrite`` or not."""
     import os
 
-    from c2am_tf.utils.files import replaced_input
+    from c2am_tf.utils.files import inside, replaced_input
 
     clash = replaced_input(path, inputs)
     if clash is not None:
-        what = "is" if os.path.realpath(clash) == os.path.realpath(path) else "holds"
-        parser.error(f"{flag}: {path} {what} an input of this command ({clash}); outputs never replace inputs, "
-                     f"choose another {flag}")
+        if os.path.realpath(clash) == os.path.realpath(path):
+            what = f"is an input of this command ({clash})"
+        elif inside(clash, path):
+            what = f"holds an input of this command ({clash})"
+        else:
+            what = f"is a file in the input folder {clash}, which this command reads"
+        parser.error(f"{flag}: {path} {what}; outputs never replace inputs, choose another {flag}")
     if os.path.exists(path) and not overwrite:
         parser.error(f"{flag}: {path} exists; pass --overwrite to replace it, or choose another {flag}")
     return path

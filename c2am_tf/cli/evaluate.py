@@ -19,7 +19,7 @@ import sys
 import time
 
 from c2am_tf.cli.common import (add_box_band_flag, add_classifier_flags, add_model_flags, check_classifier_flags,
-                                command_parser, output_file)
+                                claim_output, command_inputs, command_parser, output_file)
 from c2am_tf.presets import load, load_classifier
 from c2am_tf.data import ANNOTATED_DATASETS
 from c2am_tf.maps.foreground import DEFAULT_THRESHOLDS
@@ -48,7 +48,8 @@ def build_parser(prog=None):
     add_box_band_flag(p)
     p.add_argument("--no-max-box-acc", dest="max_box_acc", action="store_false", help="skip MaxBoxAccV2")
     p.add_argument("--batch-size", type=int, default=16, help="images per batch")
-    p.add_argument("--json", type=output_file, help="also write the numbers here")
+    p.add_argument("--json", type=output_file, help="also write the numbers here (never an input of this command)")
+    p.add_argument("--overwrite", action="store_true", help="replace the --json file already there")
     p.add_argument("--strict", action="store_true",
                    help="an unusable box annotation (non-numeric, NaN, empty, outside its image, a size that is "
                         "not positive) is an error; by default its image is skipped with a warning")
@@ -66,6 +67,8 @@ def main(argv=None, prog=None):
     if args.box_band is not None and args.boxes:
         p.error("--box-band needs a model, not --boxes (a boxes file holds one box per image)")
     check_classifier_flags(p, args, threshold_needed=False)
+    if args.json:  # claimed before any work: never one of the files scored, never a file there already
+        claim_output(p, args.json, args.overwrite, "--json", inputs=command_inputs(args))
     if args.dataset != "synthetic" and not args.data_dir and not (args.dataset == "cub" and not args.boxes):
         p.error(f"--data-dir is needed for dataset {args.dataset}")
     from c2am_tf.evaluation.evaluate import evaluate, evaluate_boxes, format_result

@@ -24,14 +24,17 @@ def write_json_atomically(path, obj, **kwargs):
     write_atomically(path, json.dumps(obj, **kwargs))
 
 
-def _inside(path, folder):
+def inside(path, folder):
+    """Whether ``path`` is ``folder`` or lies below it, links resolved."""
     path, folder = os.path.realpath(path), os.path.realpath(folder)
     return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
 def replaced_input(path, inputs):
-    """The first of ``inputs`` (files or folders) that writing ``path`` would replace: ``path`` itself, or one
-    lying inside the folder ``path``; None when writing it leaves every input alone.
+    """The first of ``inputs`` (files or folders) that writing ``path`` would replace: ``path`` itself, one
+    lying inside the folder ``path``, or the input folder holding ``path`` where a file is there already (a
+    dataset's own file, such as CUB's ``images.txt``, is read from its folder without being named); None when
+    writing it leaves every input alone.
 
     >>> replaced_input("run/model.keras", ["data", "run/model.keras"])
     'run/model.keras'
@@ -39,8 +42,12 @@ def replaced_input(path, inputs):
     ('export/1/model.keras', None)
     """
     for item in inputs:
-        if item and _inside(item, path):
+        if item and inside(item, path):
             return os.fspath(item)
+    if os.path.lexists(path) and not os.path.isdir(path):
+        for item in inputs:
+            if item and os.path.isdir(item) and inside(path, item):
+                return os.fspath(item)
     return None
 
 
@@ -50,12 +57,12 @@ def list_images(directory, exclude=None):
     directory = os.fspath(directory)
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"image folder not found: {directory}")
-    if exclude is not None and _inside(directory, exclude):
+    if exclude is not None and inside(directory, exclude):
         exclude = None  # writing into the input folder itself: OutputNames keeps inputs safe
     found = []
     for root, dirs, files in os.walk(directory):
         if exclude is not None:
-            dirs[:] = [d for d in dirs if not _inside(os.path.join(root, d), exclude)]
+            dirs[:] = [d for d in dirs if not inside(os.path.join(root, d), exclude)]
         for name in files:
             if name.lower().endswith(IMAGE_EXTENSIONS):
                 found.append(os.path.join(root, name))
@@ -124,7 +131,7 @@ class OutputNames:
             if paths:
                 raise ValueError("give the input paths or their root folder, not both")
             for folder in roots:
-                if _inside(folder, out_dir) or _inside(out_dir, folder):
+                if inside(folder, out_dir) or inside(out_dir, folder):
                     raise ValueError(f"output folder {out_dir} overlaps the input folder {folder}: write elsewhere")
             root = roots[0] if roots else os.getcwd()
         folders = [os.path.dirname(os.path.abspath(p)) for p in paths]
@@ -159,7 +166,7 @@ class OutputNames:
         if path in self._names:
             return self._names[path]
         if self.layout == "stem" or os.path.isabs(path) or os.path.exists(path):
-            if self.layout == "mirror" and not _inside(path, self._root):
+            if self.layout == "mirror" and not inside(path, self._root):
                 raise ValueError(f"{path} is not below the input folder {self._root}")
             out = self._name(path)
         else:  # a name, not a file (tfds, synthetic data): nothing on disk to overwrite
