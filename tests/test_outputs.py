@@ -53,3 +53,95 @@ def test_evaluate_json_never_replaces_an_input(tmp_path, capsys, monkeypatch):
     line = _one_line_error(capsys, lambda: run_command("evaluate", common + ["--json", "scores.json"]))
     assert "scores.json exists; pass --overwrite" in line
     assert run_command("evaluate", common + ["--json", "scores.json", "--overwrite"]) == 0
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """A saved C2AM model on the tiny backbone (untrained: these tests are about files, not maps)."""
+    import keras
+
+    from c2am_tf.backbones import build_backbone
+    from c2am_tf.models.c2am.model import C2AM
+
+    path = tmp_path_factory.mktemp("model") / "m.keras"
+    C2AM(build_backbone("tiny", weights=None)).save(path)
+    keras.backend.clear_session()
+    return path
+
+
+def _photos(folder, n=2):
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.RandomState(0)
+    for i in range(n):
+        Image.fromarray(rng.randint(0, 255, (40, 48, 3)).astype(np.uint8)).save(folder / f"img{i}.jpg")
+    return folder
+
+
+def test_a_link_planted_at_a_temporary_name_is_never_followed(tmp_path, tiny_model):
+    from c2am_tf.training.callbacks import save_atomically
+    from c2am_tf.utils.files import write_atomically
+
+    photos = _photos(tmp_path / "in")
+    before = {p.name: p.read_bytes() for p in photos.iterdir()}
+    out = tmp_path / "out"
+    out.mkdir()
+    # the names the writers used before: .NAME.tmp beside each output, and .NAME.tmp.keras for models
+    for name in ("img0.jpg.png", "img0.jpg.json", "img1.jpg.png", "img1.jpg.json", "boxes.json"):
+        os.symlink(photos / "img0.jpg", out / f".{name}.tmp")
+    assert run_command("predict", [str(photos), "--model", str(tiny_model), "--out", str(out)]) == 0
+    assert {p.name: p.read_bytes() for p in photos.iterdir()} == before
+    assert json.loads((out / "boxes.json").read_text())["images"][0]["path"].endswith("img0.jpg")
+    victim = tmp_path / "victim.txt"
+    victim.write_text("mine")
+    os.symlink(victim, tmp_path / ".a.txt.tmp")
+    write_atomically(tmp_path / "a.txt", "written")
+    os.symlink(victim, out / ".last.keras.tmp.keras")
+    import keras
+
+    save_atomically(keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)]), str(out / "last.keras"))
+    assert victim.read_text() == "mine" and (tmp_path / "a.txt").read_text() == "written"
+    assert (out / "last.keras").stat().st_size > 1000
+    assert oct(os.stat(tmp_path / "a.txt").st_mode & 0o777) == oct(0o666 & ~_umask())  # as open() would make it
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_a_failed_write_is_one_line_and_leaves_no_temporary_file(tmp_path, monkeypatch):
+    from c2am_tf.utils import files
+    from c2am_tf.utils.files import OutputError, atomic_path, write_atomically
+
+    with pytest.raises(OutputError, match=r"cannot write it \(File name too long\)"):
+        write_atomically(tmp_path / ("x" * 300), b"data")
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    real_fdopen = os.fdopen
+
+    class Full:
+        def __init__(self, fd, mode):
+            self.f = real_fdopen(fd, mode)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+        write = staticmethod(full)
+
+    monkeypatch.setattr(files.os, "fdopen", Full)
+    with pytest.raises(OutputError, match=r"b\.json: cannot write it \(No space left on device\)"):
+        write_atomically(tmp_path / "b.json", b"{}")
+    monkeypatch.undo()
+    with pytest.raises(OutputError, match="No space left"):
+        with atomic_path(tmp_path / "c.keras"):
+            full()
+    assert os.listdir(tmp_path) == []
+

@@ -16,6 +16,8 @@ import glob
 import json
 import logging
 import os
+import shutil
+import tempfile
 
 import tensorflow as tf
 
@@ -80,6 +82,7 @@ def write_shards(source, out_dir, images_per_shard=1024, encoding="jpeg", qualit
             if os.path.exists(path):
                 os.remove(path)
     os.makedirs(out_dir, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".shards.", suffix=".tmp", dir=out_dir)  # private: nothing planted is followed
     encoded = source.map(lambda ex: _encode(ex, encoding, quality), num_parallel_calls=tf.data.AUTOTUNE)
     shards, writer, count, fields, boxes_per_image = [], None, 0, None, None
     try:
@@ -89,7 +92,7 @@ def write_shards(source, out_dir, images_per_shard=1024, encoding="jpeg", qualit
                 boxes_per_image = len(item["boxes"]) // 4
             if writer is None:
                 name = f"part-{len(shards):05d}.tfrecord"
-                tmp = os.path.join(out_dir, f".{name}.tmp")
+                tmp = os.path.join(staging, name)
                 writer = tf.io.TFRecordWriter(tmp)
                 shards.append({"file": name, "images": 0})
             writer.write(_example(item))
@@ -108,7 +111,7 @@ def write_shards(source, out_dir, images_per_shard=1024, encoding="jpeg", qualit
     finally:
         if writer is not None:
             writer.close()
-            os.remove(tmp)
+        shutil.rmtree(staging, ignore_errors=True)
     if not count:
         raise ValueError(f"nothing to write to {out_dir}: the source has no readable images")
     index = {"format": FORMAT, "images": count, "shards": shards, "encoding": encoding, "fields": fields,

@@ -22,6 +22,7 @@ Signatures (images: uint8 RGB (B, H, W, 3), any size):
 
 import os
 import shutil
+import tempfile
 
 import tensorflow as tf
 
@@ -130,22 +131,28 @@ def export_saved_model(model, out_dir, version=None, overwrite=False):
                               "or overwrite it explicitly")
     module = ServingModule(model)
     local = "://" not in out_dir
-    staging = os.path.join(out_dir, f".{version}.partial") if local else path
-    if local and os.path.exists(staging):
-        shutil.rmtree(staging)  # a killed export's leftovers
-    tf.saved_model.save(module, staging, signatures={
-        "serving_default": module.serving_default,
-        "cam": module.cam,
-        "masks": module.masks,
-        "refine": module.refine,
-    })
-    if local:
-        if os.path.exists(path):  # overwrite: the old version moves aside before the new one moves in
-            retired = os.path.join(out_dir, f".{version}.replaced")
-            shutil.rmtree(retired, ignore_errors=True)
-            os.rename(path, retired)
-            os.rename(staging, path)
-            shutil.rmtree(retired)
-        else:
-            os.rename(staging, path)
+    if local:  # a private folder of an unpredictable name: nothing planted in out_dir is followed
+        os.makedirs(out_dir, exist_ok=True)
+        staging = tempfile.mkdtemp(prefix=f".{version}.", suffix=".partial", dir=out_dir)
+    else:
+        staging = path
+    try:
+        tf.saved_model.save(module, staging, signatures={
+            "serving_default": module.serving_default,
+            "cam": module.cam,
+            "masks": module.masks,
+            "refine": module.refine,
+        })
+        if local:
+            os.chmod(staging, 0o755)
+            if os.path.exists(path):  # overwrite: the old version moves aside before the new one moves in
+                retired = tempfile.mkdtemp(prefix=f".{version}.", suffix=".replaced", dir=out_dir)
+                os.rename(path, os.path.join(retired, "old"))
+                os.rename(staging, path)
+                shutil.rmtree(retired)
+            else:
+                os.rename(staging, path)
+    finally:
+        if local and os.path.exists(staging):  # a failed export leaves nothing behind
+            shutil.rmtree(staging, ignore_errors=True)
     return path

@@ -21,6 +21,7 @@ Files are written to a temporary name and renamed, through Beam's ``FileSystems`
 
 import json
 import logging
+import uuid
 
 import numpy as np
 
@@ -149,7 +150,7 @@ def _write_shard(group, prefix, num_shards, header):
     lines = [json.dumps({"header": {**header, "shard": shard, "of": num_shards}})]
     lines += [json.dumps(r) for r in records]
     target = shard_file(prefix, shard, num_shards)
-    tmp = target + ".tmp"
+    tmp = f"{target}.{uuid.uuid4().hex}.tmp"  # unpredictable: a planted link is never the name written
     with FileSystems.create(tmp) as f:
         f.write(("\n".join(lines) + "\n").encode())
     FileSystems.rename([tmp], [target])

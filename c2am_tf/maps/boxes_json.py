@@ -27,7 +27,7 @@ import os
 import sys
 
 from c2am_tf.utils.errors import differences
-from c2am_tf.utils.files import write_atomically, write_json_atomically
+from c2am_tf.utils.files import open_for_append, write_atomically, write_json_atomically
 
 FORMAT = "c2am_tf.boxes/v1"
 
@@ -140,7 +140,7 @@ class BoxesWriter:
         if not self.done:
             write_atomically(self.partial, json.dumps({"header": self.header}) + "\n")
         self.done = {**finished, **self.done}
-        self._log = open(self.partial, "a")
+        self._log = open_for_append(self.partial)
 
     def add(self, record):
         """Appends one record (see ``box_record``) and flushes it to disk."""

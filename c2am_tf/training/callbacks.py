@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from c2am_tf.runtime.distribute import broadcast_from_chief
 from c2am_tf.evaluation.evaluate import evaluate, logged_values
-from c2am_tf.utils.files import write_json_atomically
+from c2am_tf.utils.files import atomic_path, open_for_append, write_json_atomically
 from c2am_tf.maps.foreground import DEFAULT_THRESHOLDS
 from c2am_tf.maps.viz import grid, overlay
 
@@ -97,7 +97,7 @@ class LocalizationCallback(keras.callbacks.Callback):
         os.makedirs(self.out_dir, exist_ok=True)
         path = os.path.join(self.out_dir, "per_threshold.csv")
         new = not os.path.exists(path)
-        with open(path, "a", newline="") as f:
+        with open_for_append(path) as f:
             w = csv.writer(f)
             if new:
                 w.writerow(["epoch"] + [f"{t:.2f}" for t in self.thresholds])
@@ -115,12 +115,9 @@ class LocalizationCallback(keras.callbacks.Callback):
 
 
 def save_atomically(model, path):
-    """Saves ``model`` to ``path`` (.keras) through a temporary file and a rename."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp.keras")
-    model.save(tmp)
-    os.replace(tmp, path)
+    """Saves ``model`` to ``path`` (.keras) through a private temporary folder and a rename (``atomic_path``)."""
+    with atomic_path(path) as tmp:
+        model.save(tmp)
 
 
 class AtomicCheckpoint(keras.callbacks.Callback):

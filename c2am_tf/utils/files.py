@@ -2,21 +2,104 @@
 atomic writes (a temporary file in the same folder, then a rename: a run killed mid-write leaves the previous file, or
 none, never a truncated one)."""
 
+import contextlib
 import hashlib
 import json
 import os
+import shutil
+import tempfile
+
+from c2am_tf.utils.errors import InputError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)  # read once: temporary files are made 0600, their final mode is what open() would have given
+
+
+class OutputError(InputError):
+    """An output that cannot be written (a read-only folder, a full disk, a name too long) or must not be (it would
+    replace an input or a file the run did not write); one line naming the file."""
+
+
+def _output_error(path, err):
+    return OutputError(f"{path}: cannot write it ({err.strerror or err})")
+
+
+def _make_folder(directory, path):
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as err:
+        raise _output_error(path, err) from None
+
 
 def write_atomically(path, data):
-    """Writes ``data`` (bytes or str) to ``path`` atomically; creates the folder."""
+    """Writes ``data`` (bytes or str, UTF-8) to ``path`` atomically; creates the folder.
+
+    The temporary file beside ``path`` is created exclusively under an unpredictable name (``mkstemp``:
+    ``O_CREAT|O_EXCL|O_NOFOLLOW``), so a link planted in the output folder is never followed, and two writers never
+    share one; the rename replaces a link at ``path`` itself, never its target. A failed write (full disk, read-only
+    folder, name too long) leaves no temporary file and raises ``OutputError``.
+    """
     directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp")
-    with open(tmp, "wb" if isinstance(data, (bytes, bytearray)) else "w") as f:
-        f.write(data)
-    os.replace(tmp, path)
+    _make_folder(directory, path)
+    data = data.encode("utf-8") if isinstance(data, str) else data
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)[:200]}.", suffix=".tmp", dir=directory)
+    except OSError as err:
+        raise _output_error(path, err) from None
+    try:
+        os.fchmod(fd, 0o666 & ~_UMASK)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException as err:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        if isinstance(err, OSError):
+            raise _output_error(path, err) from None
+        raise
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """A temporary path for a library that writes a file or folder itself (Keras's ``save``, a TFRecord writer,
+    ``tf.saved_model.save``): it lies in a fresh private folder beside ``path`` (``mkdtemp``: 0700, an
+    unpredictable name), so nothing planted can be followed; on success it is renamed to ``path``. The private
+    folder is removed either way; an ``OSError`` becomes an ``OutputError`` naming ``path``.
+
+    >>> import tempfile, os
+    >>> target = os.path.join(tempfile.mkdtemp(), "a.txt")
+    >>> with atomic_path(target) as tmp:
+    ...     _ = open(tmp, "w").write("done")
+    >>> open(target).read(), [n for n in os.listdir(os.path.dirname(target)) if n != "a.txt"]
+    ('done', [])
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    _make_folder(directory, path)
+    try:
+        staging = tempfile.mkdtemp(prefix=f".{os.path.basename(path)[:200]}.", suffix=".tmp", dir=directory)
+    except OSError as err:
+        raise _output_error(path, err) from None
+    try:
+        tmp = os.path.join(staging, os.path.basename(path))
+        yield tmp
+        if os.path.isdir(tmp):
+            os.chmod(tmp, 0o777 & ~_UMASK)
+        os.replace(tmp, path)
+    except OSError as err:
+        raise _output_error(path, err) from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def open_for_append(path):
+    """``path`` opened for appending text, never through a link (``O_NOFOLLOW``): a log a run keeps adding to."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
+    except OSError as err:
+        raise _output_error(path, err) from None
+    return os.fdopen(fd, "a", encoding="utf-8")
 
 
 def write_json_atomically(path, obj, **kwargs):
