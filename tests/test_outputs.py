@@ -145,3 +145,18 @@ def test_a_failed_write_is_one_line_and_leaves_no_temporary_file(tmp_path, monke
             full()
     assert os.listdir(tmp_path) == []
 
+
+@pytest.mark.parametrize("command, argv, message", [
+    ("extract-boxes", ["--preset", "cub_lite0", "--dataset", "synthetic", "--out", "x.json", "--psol-out", "x.json"],
+     "--psol-out: x.json is also --out"),
+    ("extract-boxes", ["--preset", "cub_lite0", "--dataset", "synthetic", "--out", "x.json", "--psol-out",
+                       "./sub/../x.json"], "is also --out"),
+    ("fit-classifier", ["--dataset", "cub", "--data-dir", "sub", "--out", "run", "--cams-out", "run"],
+     "--cams-out: run is also --out"),
+])
+def test_two_outputs_of_one_command_never_share_a_path(tmp_path, capsys, monkeypatch, command, argv, message):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sub").mkdir()
+    line = _one_line_error(capsys, lambda: run_command(command, argv))
+    assert message in line, line
+    assert os.listdir(tmp_path) == ["sub"] and os.listdir(tmp_path / "sub") == []  # nothing written

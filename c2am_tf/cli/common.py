@@ -43,7 +43,29 @@ class CommandParser(argparse.ArgumentParser):
             except ConfigError as err:
                 self.error(err.as_flag())
             setattr(parsed, name, checked)
+        self._check_outputs_apart(parsed)
         return parsed, rest
+
+    def _check_outputs_apart(self, parsed):
+        """Two output flags naming one path would write one output over the other (``extract-boxes --out X
+        --psol-out X`` left only the PSOL file), and an output naming an input would replace it: both are flag
+        errors in every command, before any work."""
+        import os
+
+        outputs = [(name, value) for name in OUTPUT_FLAGS if isinstance(value := getattr(parsed, name, None), str)]
+        inputs = {os.path.realpath(item): item for item in command_inputs(parsed)}
+        for k, (name, value) in enumerate(outputs):
+            for other, taken in outputs[:k]:
+                if os.path.realpath(value) == os.path.realpath(taken):
+                    self.error(f"{_flag(name)}: {value} is also {_flag(other)}; give each output its own path")
+            if os.path.realpath(value) in inputs:
+                self.error(f"{_flag(name)}: {value} is an input of this command ({inputs[os.path.realpath(value)]}); "
+                           f"outputs never replace inputs, choose another {_flag(name)}")
+
+
+def _flag(dest):
+    """``psol_out`` -> ``--psol-out``."""
+    return "--" + dest.replace("_", "-")
 
 
 def output_folder(text):
