@@ -48,8 +48,9 @@ class CommandParser(argparse.ArgumentParser):
 
     def _check_outputs_apart(self, parsed):
         """Two output flags naming one path would write one output over the other (``extract-boxes --out X
-        --psol-out X`` left only the PSOL file), and an output naming an input would replace it: both are flag
-        errors in every command, before any work."""
+        --psol-out X`` left only the PSOL file), and an output naming an input file would replace it: both are flag
+        errors in every command, before any work. An input folder may be an output folder (``predict photos --out
+        photos`` writes beside the images), where ``OutputNames`` keeps each input and each file of the user's."""
         import os
 
         outputs = [(name, value) for name in OUTPUT_FLAGS if isinstance(value := getattr(parsed, name, None), str)]
@@ -58,7 +59,7 @@ class CommandParser(argparse.ArgumentParser):
             for other, taken in outputs[:k]:
                 if os.path.realpath(value) == os.path.realpath(taken):
                     self.error(f"{_flag(name)}: {value} is also {_flag(other)}; give each output its own path")
-            if os.path.realpath(value) in inputs:
+            if os.path.realpath(value) in inputs and not os.path.isdir(value):  # a folder may take outputs beside
                 self.error(f"{_flag(name)}: {value} is an input of this command ({inputs[os.path.realpath(value)]}); "
                            f"outputs never replace inputs, choose another {_flag(name)}")
 
