@@ -18,6 +18,8 @@ def _one_line_error(capsys, call, code=2):
     except SystemExit as err:
         status = err.code
     lines = capsys.readouterr().err.strip().splitlines()
+    if isinstance(status, str):  # sys.exit(message): Python prints it and exits 1
+        lines, status = lines + [status], 1
     assert status == code and lines and "Traceback" not in "\n".join(lines), lines
     return lines[-1]
 
@@ -160,3 +162,44 @@ def test_two_outputs_of_one_command_never_share_a_path(tmp_path, capsys, monkeyp
     line = _one_line_error(capsys, lambda: run_command(command, argv))
     assert message in line, line
     assert os.listdir(tmp_path) == ["sub"] and os.listdir(tmp_path / "sub") == []  # nothing written
+
+
+def test_a_second_run_into_a_locked_output_is_one_line_and_a_dead_runs_lock_is_taken_over(tmp_path, capsys,
+                                                                                           tiny_model):
+    import signal
+    import subprocess
+    import sys
+
+    photos, out = _photos(tmp_path / "in"), tmp_path / "out"
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time\n"
+        "from c2am_tf.maps.boxes_json import BoxesWriter\n"
+        f"w = BoxesWriter({str(out / 'boxes.json')!r}, {{'model': 'other'}})\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(120)\n")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        line = _one_line_error(capsys, lambda: run_command(
+            "predict", [str(photos), "--model", str(tiny_model), "--out", str(out)]), code=1)
+        assert "boxes.json is being written by another run (pid " + str(holder.pid) in line, line
+        assert not (out / "img0.jpg.png").exists()
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(30)
+    assert (out / ".boxes.json.lock").exists()  # a killed run's lock file stays; the kernel released its lock
+    (out / "boxes.json.partial.jsonl").unlink()  # the killed run's records (of another model)
+    assert run_command("predict", [str(photos), "--model", str(tiny_model), "--out", str(out)]) == 0
+    assert len(json.loads((out / "boxes.json").read_text())["images"]) == 2
+    assert not (out / ".boxes.json.lock").exists()
+
+
+def test_a_trainer_refuses_a_run_folder_another_run_is_writing(tmp_path, capsys):
+    from c2am_tf.training import run_folder
+
+    out = tmp_path / "run"
+    with run_folder.lock(str(out)):
+        line = _one_line_error(capsys, lambda: run_command("fit", [
+            "--dataset", "synthetic", "--backbone", "tiny", "--weights", "none", "--out", str(out)]), code=1)
+    assert f"{out}{os.sep} is being written by another run (pid {os.getpid()}" in line, line
+    assert os.listdir(out) == []  # nothing of the refused run, and the lock gone with its holder
+

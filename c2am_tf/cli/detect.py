@@ -20,7 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from c2am_tf.maps.boxes_json import BoxesWriter, box_record, drop_own_outputs
-from c2am_tf.utils.errors import ConfigError
+from c2am_tf.utils.errors import ConfigError, InputError
 from c2am_tf.utils.files import OutputNames, image_paths
 from c2am_tf.maps.geometry import scale_box
 from c2am_tf.utils.image_io import UnreadableImageError, load_image
@@ -53,6 +53,8 @@ def main(argv=None, prog=None):
         paths = drop_own_outputs(image_paths(args.inputs, exclude=args.out), os.path.join(args.out, "boxes.json"),
                                  [".png"])
         pictures = OutputNames(paths, args.out, ".png")
+    except InputError:  # a file of the user's where an output goes: one line of its own (run_command)
+        raise
     except (FileNotFoundError, ValueError) as err:
         p.error(str(err))
     try:
@@ -68,6 +70,8 @@ def main(argv=None, prog=None):
         header["box_band"] = detector.box_band
     try:
         writer = BoxesWriter(os.path.join(args.out, "boxes.json"), header, replace=args.overwrite)
+    except InputError:  # a locked or unwritable --out: one line of its own (run_command)
+        raise
     except ValueError as err:
         p.error(f"--out: {err}")
     skipped, total_ms, model_ms = [], [], []

@@ -19,7 +19,7 @@ from c2am_tf.cli.common import (add_box_band_flag, add_classifier_flags, add_mod
 from c2am_tf.inference.predict import input_images, predict
 from c2am_tf.maps.geometry import EVAL_CROP
 from c2am_tf.presets import load_classifier
-from c2am_tf.utils.errors import ConfigError
+from c2am_tf.utils.errors import InputError
 
 
 def build_parser(prog=None):
@@ -51,8 +51,8 @@ def main(argv=None, prog=None):
         start = time.perf_counter()
         records = predict(paths, args.model, args.out, args.size, args.threshold, args.preset, args.masks,
                           classifier, classifier_size, args.cam_weight, args.box_band, args.overwrite, progress=True)
-    except ConfigError as err:
-        p.error(err.as_flag())
+    except InputError:  # an output that cannot or must not be written: one line of its own (run_command)
+        raise
     except (ValueError, FileNotFoundError) as err:
         p.error(str(err))
     seconds = time.perf_counter() - start

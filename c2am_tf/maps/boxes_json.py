@@ -27,7 +27,7 @@ import os
 import sys
 
 from c2am_tf.utils.errors import differences
-from c2am_tf.utils.files import open_for_append, write_atomically, write_json_atomically
+from c2am_tf.utils.files import OutputLock, open_for_append, write_atomically, write_json_atomically
 
 FORMAT = "c2am_tf.boxes/v1"
 
@@ -134,13 +134,17 @@ class BoxesWriter:
     def __init__(self, out, header, replace=False):
         self.out, self.header = os.fspath(out), dict(header)
         self.partial = self.out + ".partial.jsonl"
-        os.makedirs(os.path.dirname(os.path.abspath(self.out)), exist_ok=True)
-        finished = {} if replace else _finished_records(self.out, self.header)
-        self.done = read_partial(self.partial, self.header)
-        if not self.done:
-            write_atomically(self.partial, json.dumps({"header": self.header}) + "\n")
-        self.done = {**finished, **self.done}
-        self._log = open_for_append(self.partial)
+        self._lock = OutputLock(self.out).acquire()  # a second run into OUT is refused, naming the first
+        try:
+            finished = {} if replace else _finished_records(self.out, self.header)
+            self.done = read_partial(self.partial, self.header)
+            if not self.done:
+                write_atomically(self.partial, json.dumps({"header": self.header}) + "\n")
+            self.done = {**finished, **self.done}
+            self._log = open_for_append(self.partial)
+        except BaseException:
+            self._lock.release()
+            raise
 
     def add(self, record):
         """Appends one record (see ``box_record``) and flushes it to disk."""
@@ -152,8 +156,11 @@ class BoxesWriter:
         """Writes the final JSON atomically and removes the partial log; returns the records."""
         self._log.close()
         records = list(self.done.values())
-        write_json_atomically(self.out, {"format": FORMAT, **self.header, "images": records}, indent=1)
-        os.remove(self.partial)
+        try:
+            write_json_atomically(self.out, {"format": FORMAT, **self.header, "images": records}, indent=1)
+            os.remove(self.partial)
+        finally:
+            self._lock.release()
         return records
 
     def __enter__(self):
@@ -164,6 +171,7 @@ class BoxesWriter:
             self.close()
         else:  # keep the partial log: a run started again resumes from it
             self._log.close()
+            self._lock.release()
 
 
 def read_sharded_boxes(prefix):

@@ -21,32 +21,33 @@ def train_mask_model(model, images, target, settings, rounds=2, epochs=20, batch
     the round it was in. ``after_round(r, model, targets, log)`` sees each round's pseudo-masks and the log
     rows so far. Returns (the model, the final loss of each round, the log rows ``[round, epoch, loss]``).
     """
-    state = run_folder.progress(target, settings, overwrite)
-    done, losses, log = int(state.get("rounds_done", 0)), list(state.get("losses", [])), list(state.get("log", []))
-    if done:
-        model = run_folder.resumed_model(target, f"{done} of {rounds} rounds done")
+    with run_folder.lock(os.path.dirname(target)):
+        state = run_folder.progress(target, settings, overwrite)
+        done, losses, log = int(state.get("rounds_done", 0)), list(state.get("losses", [])), list(state.get("log", []))
+        if done:
+            model = run_folder.resumed_model(target, f"{done} of {rounds} rounds done")
 
-    class LogLoss(keras.callbacks.Callback):
-        def __init__(self):
-            super().__init__()
-            self.round, self.loss = done, None
+        class LogLoss(keras.callbacks.Callback):
+            def __init__(self):
+                super().__init__()
+                self.round, self.loss = done, None
 
-        def on_epoch_end(self, epoch, logs=None):
-            self.loss = float(logs["loss"])
-            log.append([self.round + 1, epoch + 1, f"{self.loss:.5f}"])
+            def on_epoch_end(self, epoch, logs=None):
+                self.loss = float(logs["loss"])
+                log.append([self.round + 1, epoch + 1, f"{self.loss:.5f}"])
 
-    logger = LogLoss()
+        logger = LogLoss()
 
-    def checkpoint(r, trained, wanted):
-        losses.append(logger.loss)  # the round's last epoch: what self_train returns for it
-        logger.round = r + 1
-        run_folder.save_progress(trained, target, settings, rounds_done=r + 1, losses=losses, log=log)
-        if after_round is not None:
-            after_round(r, trained, wanted, log)
+        def checkpoint(r, trained, wanted):
+            losses.append(logger.loss)  # the round's last epoch: what self_train returns for it
+            logger.round = r + 1
+            run_folder.save_progress(trained, target, settings, rounds_done=r + 1, losses=losses, log=log)
+            if after_round is not None:
+                after_round(r, trained, wanted, log)
 
-    self_train(model, images, rounds, epochs, batch_size, lr, seed, after_round=checkpoint, progress=True,
-               callbacks=[logger, *callbacks], targets=targets, start_round=done)
-    run_folder.finish(model, target)
-    write_atomically(os.path.join(os.path.dirname(target) or ".", "log.csv"),
-                     "\n".join(",".join(map(str, row)) for row in [["round", "epoch", "loss"], *log]) + "\n")
-    return model, losses, log
+        self_train(model, images, rounds, epochs, batch_size, lr, seed, after_round=checkpoint, progress=True,
+                   callbacks=[logger, *callbacks], targets=targets, start_round=done)
+        run_folder.finish(model, target)
+        write_atomically(os.path.join(os.path.dirname(target) or ".", "log.csv"),
+                         "\n".join(",".join(map(str, row)) for row in [["round", "epoch", "loss"], *log]) + "\n")
+        return model, losses, log

@@ -18,11 +18,17 @@ import keras
 
 from c2am_tf.training.callbacks import save_atomically
 from c2am_tf.utils.errors import differences
-from c2am_tf.utils.files import write_json_atomically
+from c2am_tf.utils.files import OutputLock, write_json_atomically
 
 
 class RunConflictError(ValueError):
     """``out`` holds another run: resuming it with these settings would mix two runs."""
+
+
+def lock(out_dir):
+    """The run folder's ``OutputLock``, held while a trainer writes there: a second run into it is one line
+    naming the first, never two runs mixing checkpoints."""
+    return OutputLock(os.path.join(out_dir or ".", ""))
 
 
 def resume_files(target):
@@ -92,15 +98,15 @@ def fit_and_save(model, data, target, epochs, settings, overwrite=False):
     saved atomically at ``target``; returns (the trained model, ``target``). A killed run of the same
     ``settings`` is resumed from its checkpoint (at most the epoch it was saving is done again)."""
     out_dir = os.path.dirname(resume_files(target)[0])
-    os.makedirs(out_dir, exist_ok=True)
-    done = epochs_done(target, settings, overwrite)
-    if done:
-        model = resumed_model(target, f"{done} of {epochs} epochs done")
+    with lock(out_dir):
+        done = epochs_done(target, settings, overwrite)
+        if done:
+            model = resumed_model(target, f"{done} of {epochs} epochs done")
 
-    class Checkpoint(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            save_progress(self.model, target, settings, epochs_done=epoch + 1)
+        class Checkpoint(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                save_progress(self.model, target, settings, epochs_done=epoch + 1)
 
-    log = keras.callbacks.CSVLogger(os.path.join(out_dir, "log.csv"), append=done > 0)
-    model.fit(data, epochs=epochs, initial_epoch=done, verbose=2, callbacks=[log, Checkpoint()])
-    return model, finish(model, target)
+        log = keras.callbacks.CSVLogger(os.path.join(out_dir, "log.csv"), append=done > 0)
+        model.fit(data, epochs=epochs, initial_epoch=done, verbose=2, callbacks=[log, Checkpoint()])
+        return model, finish(model, target)

@@ -24,6 +24,7 @@ from c2am_tf.backbones import LITE_FEATURES, backbone_entry, build_backbone, def
 from c2am_tf.evaluation.evaluate import logged_values
 from c2am_tf.training.callbacks import (AtomicCheckpoint, ClusterBackupAndRestore, LocalizationCallback,
                                NonFiniteLossGuard, PolarityCallback, save_atomically)
+from c2am_tf.training import run_folder
 from c2am_tf.training.run_folder import RunConflictError, check_same_run
 from c2am_tf.runtime.distribute import (STRATEGIES, is_chief, make_strategy, num_workers, remove_worker_dir,
                                 sum_over_workers, worker_dir, worker_index)
@@ -328,22 +329,28 @@ def run_training(cfg, extra_callbacks=(), overwrite=False):
     # First: MultiWorkerMirroredStrategy must exist before any other TensorFlow work.
     strategy = make_strategy(cfg.strategy)
     chief = is_chief(strategy)
-    if chief:
-        claim_out_dir(cfg, overwrite)
-    out = worker_dir(cfg.out, strategy)  # cfg.out on the chief, a temporary folder on the others
-    if not chief:
-        shutil.rmtree(out, ignore_errors=True)
-    keras.utils.set_random_seed(cfg.seed)
+    # the chief holds the run folder while it writes there: a second run into it is one line naming this one
+    held = run_folder.lock(cfg.out).acquire() if chief else None
     try:
-        train, steps, evaluation = build_datasets(cfg, strategy)
-    except ConfigError:
-        raise
-    except (FileNotFoundError, ValueError) as err:
-        raise DataError(str(err)) from err
-    try:
-        return _fit(cfg, strategy, out, train, steps, evaluation, extra_callbacks)
+        if chief:
+            claim_out_dir(cfg, overwrite)
+        out = worker_dir(cfg.out, strategy)  # cfg.out on the chief, a temporary folder on the others
+        if not chief:
+            shutil.rmtree(out, ignore_errors=True)
+        keras.utils.set_random_seed(cfg.seed)
+        try:
+            train, steps, evaluation = build_datasets(cfg, strategy)
+        except ConfigError:
+            raise
+        except (FileNotFoundError, ValueError) as err:
+            raise DataError(str(err)) from err
+        try:
+            return _fit(cfg, strategy, out, train, steps, evaluation, extra_callbacks)
+        finally:
+            remove_worker_dir(cfg.out, strategy)
     finally:
-        remove_worker_dir(cfg.out, strategy)
+        if held is not None:
+            held.release()
 
 
 def _fit(cfg, strategy, out, train, steps, evaluation, extra_callbacks):

@@ -134,6 +134,83 @@ def replaced_input(path, inputs):
     return None
 
 
+class OutputLock:
+    """A run's hold on an output (a folder, or a file such as ``boxes.json``) while it writes there: a second run
+    into it is an ``OutputError`` naming the process that holds it, instead of two runs sharing partial files.
+
+    The lock is ``fcntl.flock`` on ``LOCK_PATH`` (``OUT/.c2am_tf.lock`` for a folder, ``.NAME.lock`` beside a file),
+    so the kernel releases it when its process dies, however: a stale lock file of a killed run is taken over, never
+    waited for. The file names the holder (pid, host, command, start) for the message. Where ``fcntl`` does not exist
+    (Windows) nothing is locked.
+
+    >>> import tempfile
+    >>> folder = tempfile.mkdtemp()
+    >>> with OutputLock(folder):
+    ...     OutputLock(folder).acquire()
+    Traceback (most recent call last):
+    ...
+    c2am_tf.utils.files.OutputError: ... is being written by another run (pid ...); wait for it to end, or choose another output
+    """
+
+    def __init__(self, target):
+        self.target = os.fspath(target)
+        folder = os.path.isdir(self.target) or self.target.endswith(os.sep)
+        self.path = (os.path.join(self.target, ".c2am_tf.lock") if folder else
+                     os.path.join(os.path.dirname(os.path.abspath(self.target)), f".{os.path.basename(self.target)}.lock"))
+        self._fd = None
+
+    def acquire(self):
+        """Takes the lock (creating its folder); returns self. Raises ``OutputError`` when another process holds it."""
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows
+            return self
+        _make_folder(os.path.dirname(self.path), self.target)
+        while self._fd is None:
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+            except OSError as err:
+                raise _output_error(self.path, err) from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                holder = os.read(fd, 512).decode("utf-8", "replace").strip() or "a process"
+                os.close(fd)
+                raise OutputError(f"{self.target} is being written by another run ({holder}); wait for it to end, "
+                                  "or choose another output") from None
+            try:  # the file may have been removed by the holder we waited on: lock the one at the path
+                same = os.stat(self.path, follow_symlinks=False).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:
+                os.close(fd)
+                continue
+            import socket
+            import sys
+            import time
+
+            os.ftruncate(fd, 0)
+            command = " ".join(os.path.basename(a) if i == 0 else a for i, a in enumerate(sys.argv[:4]))
+            os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}, {command}, since "
+                         f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
+            self._fd = fd
+        return self
+
+    def release(self):
+        """Removes the lock file and lets go (also done by the kernel should the process die)."""
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.remove(self.path)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()
+
+
 def list_images(directory, exclude=None):
     """All image files under ``directory`` (recursive, sorted), leaving out the folder ``exclude``
     (an output folder inside the input folder: a second run must not read the first one's results)."""
