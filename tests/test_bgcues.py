@@ -103,6 +103,6 @@ def test_fit_bgcues_cli_writes_the_model_and_the_cues(c2am, tmp_path, capsys):
     assert err.value.code == 2 and "bgcues.keras exists; pass --overwrite" in capsys.readouterr().err
     assert (tmp_path / "run" / "bgcues.keras").read_bytes() == trained
     cues = sorted(os.listdir(tmp_path / "cues"))
-    assert cues == [f"im{i}.npy" for i in range(5)]
+    assert cues == [".c2am_tf-written"] + [f"im{i}.npy" for i in range(5)]  # and the record of what runs wrote
     cue = np.load(tmp_path / "cues" / "im0.npy")
     assert cue.shape == (8, 8) and 0.0 <= cue.min() and cue.max() <= 1.0

@@ -201,5 +201,36 @@ def test_a_trainer_refuses_a_run_folder_another_run_is_writing(tmp_path, capsys)
         line = _one_line_error(capsys, lambda: run_command("fit", [
             "--dataset", "synthetic", "--backbone", "tiny", "--weights", "none", "--out", str(out)]), code=1)
     assert f"{out}{os.sep} is being written by another run (pid {os.getpid()}" in line, line
-    assert os.listdir(out) == []  # nothing of the refused run, and the lock gone with its holder
+    assert not out.exists()  # nothing of the refused run; the folder the holder's lock made went with it
 
+
+def test_a_file_of_the_users_in_out_is_never_replaced_unasked(tmp_path, capsys, tiny_model):
+    photos = _photos(tmp_path / "in")
+    labels = (photos / "img0.jpg.json")
+    labels.write_text('{"label": "a labelling tool\'s"}')
+    argv = [str(photos), "--model", str(tiny_model), "--out", str(photos)]  # --out is the input folder
+    line = _one_line_error(capsys, lambda: run_command("predict", argv), code=1)
+    assert "img0.jpg.json: a file there was not written by c2am_tf" in line and "--overwrite" in line, line
+    assert labels.read_text() == '{"label": "a labelling tool\'s"}'
+    assert sorted(p.name for p in photos.iterdir() if not p.name.startswith(".")) == ["img0.jpg", "img0.jpg.json",
+                                                                                       "img1.jpg"]
+    out = tmp_path / "out"
+    assert run_command("predict", argv[:-1] + [str(out)]) == 0
+    assert run_command("predict", argv[:-1] + [str(out), "--threshold", "0.3", "--overwrite"]) == 0  # its own files
+    assert run_command("predict", argv + ["--overwrite"]) == 0  # asked
+    assert json.loads(labels.read_text())["path"].endswith("img0.jpg")
+
+
+def test_a_cam_file_of_the_users_stops_fit_classifier_before_training(tmp_path, capsys):
+    from test_evaluate import _cub_folder
+
+    cub = _cub_folder(tmp_path / "cub")
+    cams = tmp_path / "cams"
+    cams.mkdir()
+    np.savez(cams / "im001.npz", mine=np.ones(3))
+    before = (cams / "im001.npz").read_bytes()
+    argv = ["--dataset", "cub", "--data-dir", str(cub), "--backbone", "tiny", "--weights", "none", "--size", "32",
+            "--epochs", "1", "--batch-size", "2", "--out", str(tmp_path / "clf"), "--cams-out", str(cams)]
+    line = _one_line_error(capsys, lambda: run_command("fit-classifier", argv), code=1)
+    assert "im001.npz: a file there was not written by c2am_tf" in line, line
+    assert (cams / "im001.npz").read_bytes() == before and not (tmp_path / "clf" / "classifier.keras").exists()

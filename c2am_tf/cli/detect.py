@@ -52,7 +52,7 @@ def main(argv=None, prog=None):
     try:
         paths = drop_own_outputs(image_paths(args.inputs, exclude=args.out), os.path.join(args.out, "boxes.json"),
                                  [".png"])
-        pictures = OutputNames(paths, args.out, ".png")
+        pictures = OutputNames(paths, args.out, ".png", overwrite=args.overwrite)
     except InputError:  # a file of the user's where an output goes: one line of its own (run_command)
         raise
     except (FileNotFoundError, ValueError) as err:

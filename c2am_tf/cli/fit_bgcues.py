@@ -55,7 +55,8 @@ def main(argv=None, prog=None):
     keras.utils.set_random_seed(args.seed)
     images, paths = load_square_images(list_images(args.images), args.size)
     # Cue files are keyed by image name: clashing names are refused before training, not after.
-    outputs = OutputNames(paths, args.cues_out, ".npy", layout="stem") if args.cues_out else None
+    outputs = OutputNames(paths, args.cues_out, ".npy", layout="stem", overwrite=args.overwrite) \
+        if args.cues_out else None
     c2am = load_model(args.c2am)
     targets = cue_targets(c2am, images, args.pseudo, args.cue_threshold)
     print(f"{len(images)} images; {args.pseudo} pseudo labels, mean background {targets.mean():.3f}")

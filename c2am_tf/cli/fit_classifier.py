@@ -56,8 +56,8 @@ def main(argv=None, prog=None):
     """Entry point."""
     args = parse_args(argv, prog)
     try:  # checked before training, not after
-        cam_names = OutputNames(None, args.cams_out, ".npz", layout="stem", root=args.data_dir) \
-            if args.cams_out else None
+        cam_names = OutputNames(None, args.cams_out, ".npz", layout="stem", root=args.data_dir,
+                                overwrite=args.overwrite) if args.cams_out else None
     except ValueError as err:
         sys.exit(f"error: --cams-out: {err}")
     keras.utils.set_random_seed(args.seed)

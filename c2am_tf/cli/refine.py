@@ -44,6 +44,7 @@ def build_parser(prog=None):
     p.add_argument("--bg-cues", required=True,
                    help="mask model .keras (fit-masks), background-cue .keras, C2AM .keras, or folder of NAME.npy")
     p.add_argument("--out", required=True, type=output_folder, help="folder for the refined label PNGs")
+    p.add_argument("--overwrite", action="store_true", help="replace PNGs in --out that no c2am_tf run wrote")
     p.add_argument("--images", help="folder of images (searched recursively)")
     p.add_argument("--masks", help="ground-truth index PNGs NAME.png (255 = ignore) for --images")
     p.add_argument("--dataset", choices=SEGMENTATION_DATASETS, help="images and ground truth from a dataset")
@@ -105,7 +106,7 @@ def main(argv=None, prog=None):
     raw = CueSource(args.c2am, args.size) if args.c2am else (cues if cues.is_c2am and not args.bg_mask else None)
     try:  # label PNGs are keyed by image name; the dataset, its masks and the CAMs stay untouched
         outputs = OutputNames(None, args.out, ".png", layout="stem",
-                              root=[args.data_dir, args.images, args.masks, args.cams])
+                              root=[args.data_dir, args.images, args.masks, args.cams], overwrite=args.overwrite)
     except ValueError as err:
         sys.exit(f"error: --out: {err}")
     os.makedirs(args.out, exist_ok=True)

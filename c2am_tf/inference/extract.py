@@ -51,7 +51,7 @@ def extract_boxes(model, source, out, header, threshold, size, band=0.0, batch_s
     ds = source.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size).prefetch(2)
     pictures = None
     if overlays:
-        pictures = OutputNames(None, overlays, ".png", root=overlay_root or os.getcwd())
+        pictures = OutputNames(None, overlays, ".png", root=overlay_root or os.getcwd(), overwrite=overwrite)
     with writer, tqdm(desc="boxes", unit="img", initial=len(done), disable=not progress) as bar:
         for images, batch_paths, widths, heights in ds:
             maps, top = localization_maps(model, images, classifier, classifier_size, cam_weight)

@@ -34,7 +34,8 @@ def predict(paths, model_path, out_dir, size=EVAL_CROP, threshold=None, preset=N
     ``classifier`` (images 0..255 -> logits) each record holds its five best classes (``top5``); ``cam_weight`` > 0
     fuses the map with that class's CAM and needs ``threshold`` (the stored one is for the map alone).
     ``box_band``: the box rule's band (``c2am_tf.maps.boxes.best_box_per_threshold``); None: the model's own.
-    An ``out_dir`` holding the results of other settings raises ValueError naming them, unless ``overwrite``;
+    An ``out_dir`` holding the results of other settings raises ValueError naming them, and one holding a file
+    of the user's where an output goes raises ``OutputError``, unless ``overwrite``;
     of the same settings, only the images it lacks are predicted. ``progress``: a progress bar (stderr)."""
     size = check_image_size(size)
     if threshold is not None:
@@ -44,8 +45,10 @@ def predict(paths, model_path, out_dir, size=EVAL_CROP, threshold=None, preset=N
     if cam_weight and threshold is None:
         raise ValueError("cam_weight needs a threshold: the model's stored one was chosen for its map alone")
     classify = dict(classifier=classifier, classifier_size=classifier_size, cam_weight=cam_weight)
-    pictures, jsons = OutputNames(paths, out_dir, OUTPUT_SUFFIXES[0]), OutputNames(paths, out_dir, ".json")
-    mask_names = OutputNames(paths, out_dir, OUTPUT_SUFFIXES[1]) if masks else None
+    # a file in out_dir that no run wrote (a labelling tool's x.jpg.json) is refused here, before any work
+    pictures = OutputNames(paths, out_dir, OUTPUT_SUFFIXES[0], overwrite=overwrite)
+    jsons = OutputNames(paths, out_dir, ".json", overwrite=overwrite)
+    mask_names = OutputNames(paths, out_dir, OUTPUT_SUFFIXES[1], overwrite=overwrite) if masks else None
     model = load(model_path, preset)
     t = float(model.threshold.numpy()) if threshold is None else threshold
     band = model_box_band(model, box_band)

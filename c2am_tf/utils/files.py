@@ -157,7 +157,7 @@ class OutputLock:
         folder = os.path.isdir(self.target) or self.target.endswith(os.sep)
         self.path = (os.path.join(self.target, ".c2am_tf.lock") if folder else
                      os.path.join(os.path.dirname(os.path.abspath(self.target)), f".{os.path.basename(self.target)}.lock"))
-        self._fd = None
+        self._fd, self._made = None, False
 
     def acquire(self):
         """Takes the lock (creating its folder); returns self. Raises ``OutputError`` when another process holds it."""
@@ -165,6 +165,7 @@ class OutputLock:
             import fcntl
         except ImportError:  # pragma: no cover - Windows
             return self
+        self._made = not os.path.isdir(os.path.dirname(self.path))
         _make_folder(os.path.dirname(self.path), self.target)
         while self._fd is None:
             try:
@@ -197,12 +198,16 @@ class OutputLock:
         return self
 
     def release(self):
-        """Removes the lock file and lets go (also done by the kernel should the process die)."""
+        """Removes the lock file and lets go (also done by the kernel should the process die); a folder the lock
+        made stays only if the run wrote into it (a refused run leaves nothing)."""
         if self._fd is not None:
             with contextlib.suppress(OSError):
                 os.remove(self.path)
             os.close(self._fd)
             self._fd = None
+            if self._made:
+                with contextlib.suppress(OSError):
+                    os.rmdir(os.path.dirname(self.path))
 
     def __enter__(self):
         return self.acquire()
@@ -248,6 +253,65 @@ def image_paths(inputs, exclude=None):
     return paths
 
 
+WRITTEN_RECORD = ".c2am_tf-written"
+
+
+class WrittenRecord:
+    """The files c2am_tf's runs wrote in one output folder (``OUT/.c2am_tf-written``, one path below ``OUT`` a
+    line, appended as names are claimed): what a later run may replace without ``--overwrite``, so that a file of
+    the user's that only shares an output's name (a labelling tool's ``img0.jpg.json`` beside ``img0.jpg``) is
+    never replaced unasked.
+
+    >>> import tempfile, os
+    >>> out = tempfile.mkdtemp()
+    >>> open(os.path.join(out, "mine.json"), "w").close()
+    >>> record = WrittenRecord(out)
+    >>> record.add([os.path.join(out, "a.png")])
+    >>> record.foreign([os.path.join(out, "a.png"), os.path.join(out, "mine.json")])
+    ['mine.json']
+    """
+
+    def __init__(self, out_dir):
+        self.out_dir = os.fspath(out_dir)
+        self.path = os.path.join(self.out_dir, WRITTEN_RECORD)
+        try:
+            with open(self.path, encoding="utf-8") as f:
+                self.names = {line.rstrip("\n") for line in f if line.strip()}
+        except (FileNotFoundError, NotADirectoryError):
+            self.names = set()
+        except (OSError, UnicodeDecodeError) as err:
+            raise OutputError(f"{self.path}: unreadable ({err}); remove it, or pass --overwrite") from None
+
+    def _rel(self, path):
+        return os.path.relpath(os.path.abspath(path), os.path.abspath(self.out_dir))
+
+    def foreign(self, paths):
+        """Those of ``paths`` (below ``OUT``) that exist and that no run recorded: relative to ``OUT``."""
+        return [rel for rel in map(self._rel, paths) if rel not in self.names
+                and os.path.lexists(os.path.join(self.out_dir, rel))]
+
+    def add(self, paths):
+        """Records ``paths`` as written by this run (before the writes: a killed run's names stay its own)."""
+        new = [rel for rel in dict.fromkeys(map(self._rel, paths)) if rel not in self.names]
+        if new:
+            _make_folder(self.out_dir, self.path)
+            with open_for_append(self.path) as f:
+                f.write("".join(rel + "\n" for rel in new))
+            self.names.update(new)
+
+    def check(self, paths, overwrite=False, what="output", record=True):
+        """Raises ``OutputError`` for the first of ``paths`` that a file not written by c2am_tf occupies (unless
+        ``overwrite``); then records them all (with ``record``)."""
+        foreign = [] if overwrite else self.foreign(paths)
+        if foreign:
+            more = f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else ""
+            raise OutputError(f"{os.path.join(self.out_dir, foreign[0])}{more}: a file there was not written by "
+                              f"c2am_tf and would be replaced by this {what}; pass --overwrite to replace it, or "
+                              "choose another output folder")
+        if record:
+            self.add(paths)
+
+
 class OutputNames:
     """Names of the files a command writes for its input images: unique, and never an input.
 
@@ -263,7 +327,8 @@ class OutputNames:
     naming both.
 
     Either way a name that is one of the input files is refused (``ValueError``) before
-    anything is written.
+    anything is written, and so (``OutputError``) is a name that a file not written by c2am_tf occupies, unless
+    ``overwrite`` (``WrittenRecord``).
 
     Where the inputs stream from a dataset and are not known in advance, pass ``root``
     (the dataset's folder, or several) instead of ``paths``: an output folder that
@@ -280,7 +345,7 @@ class OutputNames:
     ValueError: two images would write out/x.npz: a/x.jpg and b/x.png (their names differ only in folder or extension)
     """
 
-    def __init__(self, paths, out_dir, suffix, layout="mirror", root=None):
+    def __init__(self, paths, out_dir, suffix, layout="mirror", root=None, overwrite=False):
         if layout not in ("mirror", "stem"):
             raise ValueError(f"layout must be 'mirror' or 'stem', got {layout!r}")
         paths = [os.fspath(p) for p in paths or ()]
@@ -302,6 +367,15 @@ class OutputNames:
             out = self._claim(path, self._name(path))
             if os.path.realpath(out) in inputs:
                 raise ValueError(f"{out} would overwrite an input image; write to another output folder")
+        self.overwrite, self._record = overwrite, WrittenRecord(self.out_dir)
+        if self._streaming:  # the names come later: any file of the kind written here that no run wrote is refused
+            found = []
+            if not overwrite and os.path.isdir(self.out_dir):
+                for folder, _, files in os.walk(self.out_dir):
+                    found += [os.path.join(folder, n) for n in files if n.endswith(suffix)]
+            self._record.check(found, overwrite, record=False)
+        else:
+            self._record.check(list(self._names.values()), overwrite)
 
     def _claim(self, path, out):
         """Records ``out`` as ``path``'s output; another image already owning it is an error."""
@@ -334,6 +408,7 @@ class OutputNames:
             if rel.startswith(".."):
                 raise ValueError(f"image name {path!r} leaves the output folder")
             out = os.path.join(self.out_dir, rel + self.suffix)
+        self._record.check([out], self.overwrite)
         return self._claim(path, out)
 
 
