@@ -71,6 +71,9 @@ def build_parser(prog=None):
     p.add_argument("--strategy", default=defaults.strategy, choices=STRATEGIES,
                    help="auto: mirrored (all local GPUs or the CPU), or multiworker when TF_CONFIG names several "
                         "workers; tpu is untested")
+    p.add_argument("--cluster-timeout", type=float, default=defaults.cluster_timeout,
+                   help="seconds a worker waits for the others of TF_CONFIG to start (a line every 30 s names "
+                        "those that do not answer), then gives up")
     p.add_argument("--no-cache", dest="cache", action="store_false",
                    help="stream the images every epoch (parallel reads) instead of caching them decoded in memory")
     p.add_argument("--synthetic-size", type=int, default=defaults.synthetic_size, help="side of the synthetic images")

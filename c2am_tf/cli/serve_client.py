@@ -19,6 +19,7 @@ request with its tensor summarized.
 """
 
 import json
+import re
 import sys
 
 import numpy as np
@@ -45,7 +46,8 @@ def build_parser(prog=None):
                    help="row (instances) or columnar (inputs) JSON")
     p.add_argument("--signature", default="serving_default", help="the SavedModel signature to call")
     p.add_argument("--resize", type=int, help="send images resized to N x N (smaller requests)")
-    p.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
+    p.add_argument("--timeout", type=float, default=60.0,
+                   help="seconds one request may take in all, connection to last byte")
     p.add_argument("--dry-run", action="store_true", help="print the requests, send nothing")
     return p
 
@@ -56,6 +58,10 @@ def parse_args(argv=None, prog=None):
     args = p.parse_args(argv)
     if args.port is None:
         args.port = 8501 if args.protocol == "rest" else 8500
+    if not re.fullmatch(r"[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\]", args.host):
+        p.error(f"--host must be a host name or address (e.g. localhost, 10.0.0.5, [::1]); got {args.host!r}")
+    if not 0 < args.port < 65536:
+        p.error(f"--port must be in 1..65535; got {args.port}")
     try:
         args.paths = image_paths(args.inputs)
     except (FileNotFoundError, ValueError) as err:

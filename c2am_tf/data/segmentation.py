@@ -101,9 +101,17 @@ def pets_records(root, split="trainval", classes=None):
 
 
 def read_label_png(path):
-    """(H, W) uint8 label indices of a PNG: palette indices as stored (VOC), or its gray values."""
+    """(H, W) uint8 label indices of a PNG: palette indices as stored (VOC), or its gray values. A file that is
+    not regular, or declares more pixels than ``C2AM_MAX_PIXELS``, is an ``InputError`` before it is decoded."""
     from PIL import Image
 
+    from c2am_tf.utils.image_io import image_size, max_pixels
+    from c2am_tf.utils.limits import check_regular_file, over_limit
+
+    check_regular_file(path, "label mask")
+    size = image_size(path)
+    if size is not None and size[0] * size[1] > max_pixels():
+        raise over_limit(path, size[0] * size[1], "C2AM_MAX_PIXELS", f"its {size[0]}x{size[1]} label mask")
     with Image.open(path) as image:
         if image.mode not in ("P", "L"):
             image = image.convert("L")

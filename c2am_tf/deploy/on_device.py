@@ -19,6 +19,7 @@ import warnings
 import numpy as np
 
 from c2am_tf.utils.errors import ConfigError, InputError, reason
+from c2am_tf.utils.limits import check_regular_file
 from c2am_tf.maps.foreground import foreground_mask as _foreground_mask
 from c2am_tf.maps.geometry import band_thresholds, check_band, check_threshold, scale_box
 
@@ -161,6 +162,7 @@ class ForegroundDetector:
         if isinstance(model, (bytes, bytearray)):
             content = bytes(model)
         else:
+            check_regular_file(model, "model")  # a FIFO would block the read for ever
             with open(model, "rb") as f:
                 content = f.read()
         try:  # a truncated, random or foreign file: one line naming it, not the flatbuffer reader's words

@@ -13,10 +13,18 @@ Example:
 (['inputs', 'signature_name'], [0, 0, 0])
 """
 
+import http.client
 import json
-import urllib.request
+import re
+import socket
+import threading
+import time
+import urllib.parse
 
 import numpy as np
+
+from c2am_tf.utils.errors import reason
+from c2am_tf.utils.limits import limit
 
 REST_FORMATS = ("instances", "inputs")
 
@@ -44,33 +52,109 @@ def rest_body(images, signature="serving_default", fmt="instances"):
     raise ValueError(f"REST format must be one of {REST_FORMATS}, got {fmt!r}")
 
 
+class ServingError(RuntimeError):
+    """TF Serving's answer cannot be used: an error status, a reply that is no predict answer, one over
+    ``C2AM_MAX_RESPONSE_BYTES``, or none complete within the request's deadline. One line naming the URL."""
+
+
 def parse_rest_response(answer):
-    """{output name: numpy array with the batch first} from a REST predict answer (dict or JSON text)."""
-    if isinstance(answer, (str, bytes)):
-        answer = json.loads(answer)
-    if "error" in answer:
-        raise RuntimeError(f"TF Serving refused the request: {answer['error']}")
-    if "outputs" in answer:  # columnar
-        outputs = answer["outputs"]
-        return {k: np.asarray(v) for k, v in outputs.items()} if isinstance(outputs, dict) else {
-            "output": np.asarray(outputs)}
-    rows = answer["predictions"]
-    if rows and isinstance(rows[0], dict):
-        return {k: np.asarray([row[k] for row in rows]) for k in rows[0]}
-    return {"output": np.asarray(rows)}
+    """{output name: numpy array with the batch first} from a REST predict answer (dict or JSON text); a reply
+    that is not one is a ``ServingError`` saying what it is."""
+    try:
+        if isinstance(answer, (str, bytes)):
+            answer = json.loads(answer)
+        if not isinstance(answer, dict):
+            raise ValueError(f"a JSON {type(answer).__name__}, not an object")
+        if "error" in answer:
+            raise ServingError(f"TF Serving refused the request: {short_text(str(answer['error']))}")
+        if "outputs" in answer:  # columnar
+            outputs = answer["outputs"]
+            return {k: np.asarray(v) for k, v in outputs.items()} if isinstance(outputs, dict) else {
+                "output": np.asarray(outputs)}
+        rows = answer["predictions"]
+        if rows and isinstance(rows[0], dict):
+            return {k: np.asarray([row[k] for row in rows]) for k in rows[0]}
+        return {"output": np.asarray(rows)}
+    except ServingError:
+        raise
+    except (ValueError, KeyError, TypeError, IndexError) as err:
+        raise ServingError(f"not a TF Serving predict answer ({type(err).__name__}: {short_text(reason(err))})") \
+            from None
+
+
+def short_text(text, width=200):
+    """One line of at most ``width`` characters from a reply: an HTML page's title, or its text without tags.
+
+    >>> short_text("<html><head><title>502 Bad Gateway</title></head><body><h1>Bad</h1></body></html>")
+    '502 Bad Gateway'
+    """
+    title = re.search(r"<title[^>]*>(.*?)</title>", text, re.I | re.S)
+    text = title.group(1) if title else re.sub(r"<[^>]+>", " ", text)
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[:width - 3] + "..."
+
+
+def _cut(sock):
+    """The deadline passed: shut the socket, so a read that waits (a server dripping bytes) returns at once."""
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
 
 
 def post_rest(url, body, timeout=60.0):
-    """POSTs ``body`` as JSON; returns the parsed answer (numpy arrays). Errors name the URL."""
+    """POSTs ``body`` as JSON; returns the parsed answer (numpy arrays). Errors name the URL.
+
+    ``timeout`` bounds the whole request, connection to last byte (a watchdog shuts the socket at the deadline,
+    so a server dripping one byte at a time cannot hold it), and the answer is read up to
+    ``C2AM_MAX_RESPONSE_BYTES`` (``c2am_tf.utils.limits``); either is a ``ServingError``."""
+    cap = limit("C2AM_MAX_RESPONSE_BYTES")
+    parts = urllib.parse.urlsplit(url)
     data = json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    deadline = time.monotonic() + timeout
+    connection = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=timeout)
+    watchdog = None
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as reply:
-            return parse_rest_response(reply.read())
-    except urllib.error.HTTPError as err:
-        raise RuntimeError(f"{url}: HTTP {err.code}: {err.read().decode(errors='replace')[:500]}") from err
-    except urllib.error.URLError as err:
-        raise ConnectionError(f"{url}: cannot connect ({err.reason}); is TF Serving running?") from err
+        try:
+            connection.connect()
+        except OSError as err:
+            raise ConnectionError(f"{url}: cannot connect ({reason(err)}); is TF Serving running?") from None
+        # the socket itself: an HTTP/1.0 reply detaches it from the connection, not from the response reading it
+        watchdog = threading.Timer(max(deadline - time.monotonic(), 0.0), _cut, (connection.sock,))
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            connection.request("POST", parts.path + (f"?{parts.query}" if parts.query else ""), body=data,
+                               headers={"Content-Type": "application/json"})
+            reply = connection.getresponse()
+            declared = reply.getheader("Content-Length")
+            if declared and declared.isdigit() and int(declared) > cap:
+                raise ServingError(f"{url}: the answer declares {int(declared):,} bytes, over the limit of {cap:,} "
+                                   "(C2AM_MAX_RESPONSE_BYTES)")
+            chunks, size = [], 0
+            while chunk := reply.read1(1 << 16):
+                size += len(chunk)
+                if size > cap:
+                    raise ServingError(f"{url}: the answer is over the limit of {cap:,} bytes "
+                                       "(C2AM_MAX_RESPONSE_BYTES)")
+                chunks.append(chunk)
+        except (OSError, http.client.HTTPException) as err:
+            if time.monotonic() >= deadline - 0.05:
+                raise ServingError(f"{url}: no complete answer within {timeout:g} s (--timeout)") from None
+            raise ServingError(f"{url}: the connection failed ({type(err).__name__}: {reason(err)})") from None
+        if time.monotonic() >= deadline:
+            raise ServingError(f"{url}: no complete answer within {timeout:g} s (--timeout)")
+        answer = b"".join(chunks)
+        if reply.status != 200:
+            raise ServingError(f"{url}: HTTP {reply.status}: {short_text(answer.decode(errors='replace'))}")
+        try:
+            return parse_rest_response(answer)
+        except ServingError as err:
+            raise ServingError(f"{url}: {err}") from None
+    finally:
+        if watchdog is not None:
+            watchdog.cancel()
+        connection.close()
 
 
 def grpc_request(images, model, signature="serving_default", version=None, output_filter=()):

@@ -47,18 +47,24 @@ def load_model(path, require_c2am=True):
 
     import c2am_tf
     from c2am_tf.utils.errors import InputError, reason
+    from c2am_tf.utils.limits import check_keras_archive
 
     c2am_tf.register_serializables()
     if not os.path.exists(path):
         raise FileNotFoundError(f"model file not found: {path}")
-    if os.path.isfile(path) and not zipfile.is_zipfile(path):  # keras would say "File not found"
-        raise InputError(f"{path}: not a readable .keras model (not a zip archive: truncated, or another format)")
+    # a regular file, a zip archive, no member inflating past the limits: checked before Keras reads it
+    check_keras_archive(path)
     _import_keras_hub_if_used(path)
     try:
         model = keras.saving.load_model(path)
-    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as err:
+    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile, MemoryError) as err:
         # keras says "File not found" for a truncated archive: name the file and what it is not
         raise InputError(f"{path}: not a readable .keras model ({type(err).__name__}: {reason(err)[:300]})") from None
+    except Exception as err:  # TensorFlow's ResourceExhaustedError: a config declaring layers no memory holds
+        if type(err).__name__ != "ResourceExhaustedError":
+            raise
+        raise InputError(f"{path}: its layers need more memory than there is ({reason(err)[:200]}); not a model "
+                         "this machine can load") from None
     if require_c2am and not hasattr(model, "threshold"):
         raise ValueError(f"{path}: not a C2AM model (no stored threshold)")
     return model

@@ -20,6 +20,9 @@ import tensorflow as tf
 from c2am_tf.utils.errors import InputError
 
 STRATEGIES = ("auto", "mirrored", "multiworker", "one_device", "tpu")
+# how long a worker waits for the others of its cluster to start, and how often it says whom it waits for
+CLUSTER_TIMEOUT = 600.0
+CLUSTER_REPORT_EVERY = 30.0
 
 
 def tf_config():
@@ -49,9 +52,86 @@ def workers_in_tf_config():
     return len(cluster.get("chief", [])) + len(cluster.get("worker", []))
 
 
-def make_strategy(name="auto"):
+def _peers():
+    """The ``host:port`` of every other task ``TF_CONFIG`` names."""
+    config = tf_config()
+    task = config.get("task", {})
+    return [address for job, addresses in config.get("cluster", {}).items() for index, address in enumerate(addresses)
+            if (job, index) != (task.get("type"), task.get("index"))]
+
+
+def _answering(address, seconds=2.0):
+    """Whether something accepts a TCP connection at ``host:port`` (a started worker's server)."""
+    import socket
+
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=seconds):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
+# The watchdog: a process of its own, since the waiting worker holds the GIL inside TensorFlow. It prints, every
+# REPORT seconds, the peers that refuse a connection, and the error line at the deadline; it ends when its stdin
+# closes (the cluster started, or the worker died).
+_WATCHDOG = r"""
+import select, socket, sys, time
+timeout, every, peers = float(sys.argv[1]), float(sys.argv[2]), sys.argv[3:]
+def silent():
+    out = []
+    for address in peers:
+        host, _, port = address.rpartition(":")
+        try:
+            socket.create_connection((host.strip("[]"), int(port)), timeout=2).close()
+        except (OSError, ValueError):
+            out.append(address)
+    return ", ".join(out) or "none refuses a connection; some have not joined yet"
+start = time.monotonic()
+while True:
+    left = timeout - (time.monotonic() - start)
+    if left <= 0:
+        sys.stderr.write("error: TF_CONFIG: the cluster did not start within %g s (--cluster-timeout); not answering: "
+                         "%s. Start the same command on every worker, or check the addresses\n" % (timeout, silent()))
+        sys.exit(0)
+    if select.select([sys.stdin], [], [], min(every, left))[0]:
+        sys.exit(0)
+    if time.monotonic() - start < timeout:
+        sys.stderr.write("waiting for the cluster: %.0f of %g s; not answering: %s\n"
+                         % (time.monotonic() - start, timeout, silent()))
+"""
+
+
+def wait_for_cluster(create, timeout=CLUSTER_TIMEOUT, report_every=CLUSTER_REPORT_EVERY):
+    """``create()`` (a multi-worker strategy, which blocks until every worker of ``TF_CONFIG`` has started),
+    with a deadline. Every ``report_every`` seconds a line on stderr names the workers that do not answer yet;
+    at ``timeout`` seconds one line names them and the process ends (exit 1). TensorFlow's wait holds the
+    interpreter and cannot be cancelled, so a watchdog process speaks and ``faulthandler``'s C timer ends the
+    process a moment later; checkpoints are written atomically, so nothing is lost."""
+    import faulthandler
+    import subprocess
+    import sys
+
+    from c2am_tf.utils.limits import check_timeout
+
+    timeout = check_timeout(timeout, "cluster_timeout")
+    watchdog = subprocess.Popen([sys.executable, "-c", _WATCHDOG, repr(timeout), repr(report_every), *_peers()],
+                                stdin=subprocess.PIPE)
+    devnull = open(os.devnull, "w")  # the C timer's traceback goes nowhere: the watchdog said what happened
+    faulthandler.dump_traceback_later(timeout + 1.0, exit=True, file=devnull)
+    try:
+        return create()
+    finally:
+        faulthandler.cancel_dump_traceback_later()
+        devnull.close()
+        watchdog.stdin.close()
+        watchdog.wait()
+
+
+def make_strategy(name="auto", cluster_timeout=CLUSTER_TIMEOUT):
     """A ``tf.distribute`` strategy by name (``STRATEGIES``); call before any other TensorFlow work,
-    as ``MultiWorkerMirroredStrategy`` requires.
+    as ``MultiWorkerMirroredStrategy`` requires. A multi-worker strategy waits for the cluster for at most
+    ``cluster_timeout`` seconds, saying whom it waits for (``wait_for_cluster``).
 
     ``tpu`` connects to the TPU that ``TPUClusterResolver`` finds (never run by this project's tests).
     """
@@ -63,7 +143,7 @@ def make_strategy(name="auto"):
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
     if name == "multiworker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        return wait_for_cluster(tf.distribute.MultiWorkerMirroredStrategy, cluster_timeout)
     if name == "one_device":
         gpus = tf.config.list_logical_devices("GPU")
         return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")

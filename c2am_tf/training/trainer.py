@@ -26,10 +26,11 @@ from c2am_tf.training.callbacks import (AtomicCheckpoint, ClusterBackupAndRestor
                                NonFiniteLossGuard, PolarityCallback, save_atomically)
 from c2am_tf.training import run_folder
 from c2am_tf.training.run_folder import RunConflictError, check_same_run
-from c2am_tf.runtime.distribute import (STRATEGIES, is_chief, make_strategy, num_workers, remove_worker_dir,
+from c2am_tf.runtime.distribute import (CLUSTER_TIMEOUT, STRATEGIES, is_chief, make_strategy, num_workers, remove_worker_dir,
                                 sum_over_workers, worker_dir, worker_index)
 from c2am_tf.data.grouping import feature_clusters
 from c2am_tf.utils.errors import ConfigError
+from c2am_tf.utils.limits import check_timeout
 from c2am_tf.utils.files import write_json_atomically
 from c2am_tf.maps.geometry import EVAL_CROP, EVAL_RESIZE, MIN_IMAGE_SIZE, STRIDE, check_band
 from c2am_tf.models.c2am.losses import VARIANTS
@@ -78,6 +79,7 @@ class TrainConfig:
     eval_batch_size: int = 16
     jit_compile: str = "auto"
     strategy: str = "auto"
+    cluster_timeout: float = CLUSTER_TIMEOUT
     cache: bool = True
     synthetic_size: int = 160
     synthetic_count: int = None
@@ -120,6 +122,7 @@ class TrainConfig:
         _number(self, "weight_decay", low=0.0)
         _number(self, "momentum", low=0.0, high=1.0)
         self.box_band = check_band(self.box_band)
+        self.cluster_timeout = check_timeout(self.cluster_timeout, "cluster_timeout")
         if self.dataset == "folder" and not self.data_dir:
             raise ConfigError("data_dir", "is needed for dataset 'folder' (a folder of images)")
         return self
@@ -127,7 +130,7 @@ class TrainConfig:
 
 JIT_CHOICES = ("auto", "true", "false")
 # Fields that do not change what a run computes: a resumed run may differ in these.
-NOT_FINGERPRINTED = ("out", "verbose", "num_pictures", "strict", "strategy")
+NOT_FINGERPRINTED = ("out", "verbose", "num_pictures", "strict", "strategy", "cluster_timeout")
 # What a run writes under ``out`` (--overwrite removes these, and nothing else).
 RUN_FILES = ("backup", "config.json", "summary.json", "best.keras", "best.json", "last.keras", "final.keras",
              "log.csv", "per_threshold.csv", "tb")
@@ -327,7 +330,7 @@ def run_training(cfg, extra_callbacks=(), overwrite=False):
     """
     cfg.validate()
     # First: MultiWorkerMirroredStrategy must exist before any other TensorFlow work.
-    strategy = make_strategy(cfg.strategy)
+    strategy = make_strategy(cfg.strategy, cfg.cluster_timeout)
     chief = is_chief(strategy)
     # the chief holds the run folder while it writes there: a second run into it is one line naming this one
     held = run_folder.lock(cfg.out).acquire() if chief else None

@@ -10,6 +10,7 @@ import shutil
 import tempfile
 
 from c2am_tf.utils.errors import InputError
+from c2am_tf.utils.limits import regular_file_problem
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 
@@ -224,13 +225,20 @@ def list_images(directory, exclude=None):
         raise FileNotFoundError(f"image folder not found: {directory}")
     if exclude is not None and inside(directory, exclude):
         exclude = None  # writing into the input folder itself: OutputNames keeps inputs safe
-    found = []
+    found, odd = [], []
     for root, dirs, files in os.walk(directory):
         if exclude is not None:
             dirs[:] = [d for d in dirs if not inside(os.path.join(root, d), exclude)]
         for name in files:
             if name.lower().endswith(IMAGE_EXTENSIONS):
-                found.append(os.path.join(root, name))
+                path = os.path.join(root, name)
+                problem = regular_file_problem(path)  # a FIFO named x.jpg would block its reader for ever
+                (found.append(path) if problem is None else odd.append(f"{path}: {problem}"))
+    if odd:
+        import sys
+
+        print(f"warning: skipping {len(odd)} image name{'s' * (len(odd) > 1)} that {'are' if len(odd) > 1 else 'is'}"
+              f" not a regular file ({odd[0]}{', ...' if len(odd) > 1 else ''})", file=sys.stderr)
     if not found:
         raise ValueError(f"{directory}: no image files ({', '.join(IMAGE_EXTENSIONS)})")
     return sorted(found)
@@ -248,6 +256,8 @@ def image_paths(inputs, exclude=None):
             paths += list_images(item, exclude)
         elif os.path.isfile(item):
             paths.append(os.fspath(item))
+        elif regular_file_problem(item) != "no such file":  # a FIFO, a socket, a device, a name too long
+            raise InputError(f"{item}: {regular_file_problem(item)}")
         else:
             raise FileNotFoundError(f"no such file or folder: {item} (images: {', '.join(IMAGE_EXTENSIONS)})")
     return paths
@@ -336,9 +346,11 @@ class OutputNames:
     meet files not yet read; two images with one stem are refused when the second comes.
 
     Example:
-    >>> names = OutputNames(["in/x.jpg", "in/x.png", "in/sub/x.jpg"], "out", ".png")
-    >>> [names(p) for p in ["in/x.jpg", "in/x.png", "in/sub/x.jpg"]]
-    ['out/x.jpg.png', 'out/x.png.png', 'out/sub/x.jpg.png']
+    >>> import tempfile
+    >>> out = os.path.join(tempfile.mkdtemp(), "out")
+    >>> names = OutputNames(["in/x.jpg", "in/x.png", "in/sub/x.jpg"], out, ".png")
+    >>> [os.path.relpath(names(p), out) for p in ["in/x.jpg", "in/x.png", "in/sub/x.jpg"]]
+    ['x.jpg.png', 'x.png.png', 'sub/x.jpg.png']
     >>> OutputNames(["a/x.jpg", "b/x.png"], "out", ".npz", layout="stem")("b/x.png")
     Traceback (most recent call last):
     ...
@@ -374,8 +386,8 @@ class OutputNames:
                 for folder, _, files in os.walk(self.out_dir):
                     found += [os.path.join(folder, n) for n in files if n.endswith(suffix)]
             self._record.check(found, overwrite, record=False)
-        else:
-            self._record.check(list(self._names.values()), overwrite)
+        else:  # checked now, before any work; each name is recorded when it is asked for, to be written
+            self._record.check(list(self._names.values()), overwrite, record=False)
 
     def _claim(self, path, out):
         """Records ``out`` as ``path``'s output; another image already owning it is an error."""
@@ -396,6 +408,7 @@ class OutputNames:
         """The output file of one of the input ``path``s (``write_atomically`` creates its folder)."""
         path = os.fspath(path)
         if not self._streaming:
+            self._record.add([self._names[path]])
             return self._names[path]
         if path in self._names:
             return self._names[path]
@@ -408,8 +421,9 @@ class OutputNames:
             if rel.startswith(".."):
                 raise ValueError(f"image name {path!r} leaves the output folder")
             out = os.path.join(self.out_dir, rel + self.suffix)
+        out = self._claim(path, out)
         self._record.check([out], self.overwrite)
-        return self._claim(path, out)
+        return out
 
 
 def sha256_of(path):

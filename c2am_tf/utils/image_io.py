@@ -25,7 +25,9 @@ import warnings
 
 import numpy as np
 
-MAX_PIXELS = 64_000_000  # 8000 x 8000; RGB uint8 at that size is 192 MB
+from c2am_tf.utils.limits import LIMITS, limit, regular_file_problem
+
+MAX_PIXELS = LIMITS["C2AM_MAX_PIXELS"][0]  # 8000 x 8000; RGB uint8 at that size is 192 MB
 
 
 class UnreadableImageError(ValueError):
@@ -33,17 +35,9 @@ class UnreadableImageError(ValueError):
 
 
 def max_pixels():
-    """The pixel limit in force: ``C2AM_MAX_PIXELS`` from the environment, else ``MAX_PIXELS``."""
-    value = os.environ.get("C2AM_MAX_PIXELS")
-    if value is None:
-        return MAX_PIXELS
-    try:
-        limit = int(value)
-        if limit > 0:
-            return limit
-    except ValueError:
-        pass
-    raise ValueError(f"C2AM_MAX_PIXELS must be a positive integer, got {value!r}")
+    """The pixel limit in force: ``C2AM_MAX_PIXELS`` from the environment, else ``MAX_PIXELS``; a value that is
+    not a positive integer is an ``InputError`` naming it (``c2am_tf.utils.limits``)."""
+    return limit("C2AM_MAX_PIXELS")
 
 
 # the deepest JPEG draft scale: 1/8 on each side, so a JPEG of up to 64x the limit can be decoded under it
@@ -117,7 +111,10 @@ def load_image(path, exif=True, downscale=True, limit=None, return_size=False):
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     path = os.fspath(path)
-    limit = _pillow_limit(limit or max_pixels())
+    cap = _pillow_limit(limit or max_pixels())
+    problem = regular_file_problem(path)  # a FIFO would block the decoder for ever
+    if problem is not None:
+        raise UnreadableImageError(f"{path}: {problem}")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit decides
@@ -125,19 +122,19 @@ def load_image(path, exif=True, downscale=True, limit=None, return_size=False):
                 width, height = image.size
                 if width * height == 0:
                     raise UnreadableImageError(f"{path}: empty image ({width}x{height})")
-                if width * height > limit:
+                if width * height > cap:
                     if not (downscale and image.format == "JPEG"):
                             raise UnreadableImageError(
                             f"{path}: {width}x{height} is {_megapixels(width * height)} megapixels, over the limit "
-                            f"of {_megapixels(limit)} (set C2AM_MAX_PIXELS to read it)")
+                            f"of {_megapixels(cap)} (set C2AM_MAX_PIXELS to read it)")
                     factor = 1
-                    while factor < MAX_DRAFT_FACTOR and width * height / (factor * factor) > limit:
+                    while factor < MAX_DRAFT_FACTOR and width * height / (factor * factor) > cap:
                         factor *= 2
                     image.draft("RGB", (-(-width // factor), -(-height // factor)))
-                    if image.size[0] * image.size[1] > limit:
+                    if image.size[0] * image.size[1] > cap:
                         raise UnreadableImageError(
                             f"{path}: {width}x{height} is {_megapixels(width * height)} megapixels, over the limit "
-                            f"of {_megapixels(limit)} even at 1/{MAX_DRAFT_FACTOR} scale "
+                            f"of {_megapixels(cap)} even at 1/{MAX_DRAFT_FACTOR} scale "
                             "(set C2AM_MAX_PIXELS to read it)")
                 size = (width, height)
                 if exif:
@@ -151,7 +148,7 @@ def load_image(path, exif=True, downscale=True, limit=None, return_size=False):
     except Image.DecompressionBombError as err:  # Pillow's own check, at open, for the hugest files
         pixels = re.search(r"\((\d+) pixels\)", str(err))
         count = f"{_megapixels(int(pixels.group(1)))} megapixels, " if pixels else ""
-        raise UnreadableImageError(f"{path}: {count}over the limit of {_megapixels(limit)} "
+        raise UnreadableImageError(f"{path}: {count}over the limit of {_megapixels(cap)} "
                                    "(a decompression bomb, or set C2AM_MAX_PIXELS to read it)") from None
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError,
             MemoryError, EOFError) as err:

@@ -27,6 +27,7 @@ import pickle
 import numpy as np
 
 from c2am_tf.utils.errors import InputError
+from c2am_tf.utils.limits import check_array, npy_header, read_npy_header
 
 PLAIN_TYPES = (int, float, bool, str, bytes, type(None))
 
@@ -187,15 +188,14 @@ def load_npy(path):
     >>> load_npy(path).item()["hr_cam"].shape
     (1, 2, 2)
     """
+    shape, fortran, dtype = npy_header(path)  # a regular file, its header read alone
     with open(path, "rb") as f:
-        version = np.lib.format.read_magic(f)
-        if version not in ((1, 0), (2, 0), (3, 0)):
-            raise ValueError(f"{path}: unsupported .npy version {version}")
-        reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        shape, fortran, dtype = reader(f)
+        read_npy_header(f)  # to the data
         if not dtype.hasobject:
+            check_array(path, shape, dtype)  # before np.load allocates what the header declares
             f.seek(0)
             return np.load(f, allow_pickle=False)
+        # a pickle: read from the bytes the file holds, each array it builds checked as it is made
         record = restricted_load(io.BytesIO(f.read()), path, NUMPY_ALLOWED, what=".npy object array")
     array = unwrap_numpy(record)
     if not isinstance(array, np.ndarray) or array.shape != shape:

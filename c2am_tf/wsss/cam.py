@@ -23,6 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from c2am_tf.utils.files import write_atomically
+from c2am_tf.utils.limits import LimitError, load_npz
 from c2am_tf.utils.safe_pickle import UnsafePickleError, load_npy
 
 
@@ -95,8 +96,8 @@ def read_cams(path):
     """(keys (k,) int, cams (k, H, W) float32) from our ``.npz`` or the common ``.npy`` dict layout."""
     try:
         if path.endswith(".npz"):
-            with np.load(path) as f:
-                keys, cams = f["keys"], f["cams"]
+            stored = load_npz(path)  # each array's declared size checked before it is inflated
+            keys, cams = stored["keys"], stored["cams"]
         else:
             d = load_npy(path).item()
             if not isinstance(d, dict) or "keys" not in d:
@@ -109,6 +110,8 @@ def read_cams(path):
         raise UnsafePickleError(
             f"{err} - a CAM .npy dict may hold only numpy arrays, lists and numbers; if this file comes "
             "from a tool you trust, convert it with write_cams (see c2am_tf/wsss/cam.py)") from None
+    except LimitError:  # over a limit, or not a regular file: its own line
+        raise
     except (OSError, ValueError, KeyError, AttributeError) as err:
         raise ValueError(f"{path}: not a CAM file ({err})") from err
     keys = np.asarray(keys, np.int64).reshape(-1)

@@ -21,6 +21,7 @@ from c2am_tf.maps.foreground import foreground_mask
 from c2am_tf.presets import load_model
 from c2am_tf.utils.files import list_images, write_atomically
 from c2am_tf.utils.image_io import UnreadableImageError, load_image
+from c2am_tf.utils.safe_pickle import load_npy
 from c2am_tf.wsss.bgcues import background_map, is_c2am
 from c2am_tf.wsss.cam import read_cams
 from c2am_tf.wsss.labels import DEFAULT_BG_THRESHOLDS, DEFAULT_CUE_THRESHOLD, PowerCalibration, refined_labels_batch
@@ -86,7 +87,7 @@ class CueSource:
         path = os.path.join(self.folder, name + ".npy")
         if not os.path.exists(path):
             raise FileNotFoundError(f"no background map {path}")
-        return np.load(path).astype(np.float32)
+        return load_npy(path).astype(np.float32)  # bounded, and never a pickle that runs code
 
 
 def _resized(cams, shape):
