@@ -1,33 +1,47 @@
 """CUB-200-2011: the raw ``CUB_200_2011`` folder layout, or tfds ``caltech_birds2011``."""
 
+import logging
 import os
 
 import tensorflow as tf
 
+from c2am_tf.utils.errors import InputError
 from c2am_tf.data.annotations import AnnotationError, BoxAudit, parse_box
 from c2am_tf.utils.image_io import image_size
 from c2am_tf.data.records import records_source
 from c2am_tf.data.tfds_source import prepared_tfds_split
 
 SPLITS = ("train", "test")
+log = logging.getLogger("c2am_tf.data")
 
 
-def _read_table(path, columns):
-    """{id: (fields, line number)} of a whitespace-separated CUB table."""
+def _read_table(path, columns, strict=False):
+    """{id: (fields, line number)} of a whitespace-separated CUB table. A byte-order mark is read past (it made
+    the first id unknown, dropping its image); an id given twice keeps its first line, with one counted warning
+    (an ``InputError`` naming both lines with ``strict``); a malformed line is an ``InputError`` naming it."""
     if not os.path.exists(path):
         raise FileNotFoundError(
             f"{path} not found: a CUB_200_2011 folder holds images/, images.txt, "
             "train_test_split.txt and bounding_boxes.txt"
         )
-    rows = {}
-    with open(path) as f:
+    rows, repeated = {}, []
+    with open(path, encoding="utf-8-sig") as f:
         for line_no, line in enumerate(f, 1):
             parts = line.split()
             if not parts:
                 continue
             if len(parts) != columns:
-                raise ValueError(f"{path}:{line_no}: expected {columns} fields, got {line.strip()!r}")
+                raise InputError(f"{path}:{line_no}: expected {columns} fields, got {line.strip()[:200]!r}")
+            if parts[0] in rows:
+                repeated.append(f"{path}:{line_no}: id {parts[0]} again (first at line {rows[parts[0]][1]})")
+                if strict:
+                    raise InputError(f"{repeated[0]}; each id once")
+                continue
             rows[parts[0]] = (parts[1:], line_no)
+    if repeated:
+        log.warning("%d repeated id%s in %s, each line after the first ignored (strict mode makes this an error): "
+                    "%s%s", len(repeated), "s" * (len(repeated) > 1), path, repeated[0],
+                    ", ..." if len(repeated) > 1 else "")
     return rows
 
 
@@ -41,10 +55,10 @@ def cub_records(data_dir, split, strict=False):
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    images = _read_table(os.path.join(data_dir, "images.txt"), 2)
-    is_train = _read_table(os.path.join(data_dir, "train_test_split.txt"), 2)
+    images = _read_table(os.path.join(data_dir, "images.txt"), 2, strict)
+    is_train = _read_table(os.path.join(data_dir, "train_test_split.txt"), 2, strict)
     box_file = os.path.join(data_dir, "bounding_boxes.txt")
-    boxes = _read_table(box_file, 5)
+    boxes = _read_table(box_file, 5, strict)
     labels = _class_indices(data_dir)
     want = "1" if split == "train" else "0"
     audit = BoxAudit(f"{box_file} ({split})", strict)
@@ -53,7 +67,7 @@ def cub_records(data_dir, split, strict=False):
         if is_train.get(image_id, ([None], 0))[0][0] != want:
             continue
         if image_id not in boxes:
-            raise ValueError(f"{box_file}: no box for image id {image_id}")
+            raise InputError(f"{box_file}: no box for image id {image_id} (images.txt:{images[image_id][1]})")
         fields, line_no = boxes[image_id]
         path = os.path.join(data_dir, "images", rel)
         where = f"{box_file}:{line_no}"

@@ -49,7 +49,7 @@ def _rows(path, columns, required=True):
             raise FileNotFoundError(f"{path} not found: wsolevaluation metadata holds {', '.join(METADATA_FILES)}")
         return []
     rows = []
-    with open(path, newline="") as f:
+    with open(path, newline="", encoding="utf-8-sig") as f:  # a byte-order mark is no part of the first id
         for line_no, fields in enumerate(csv.reader(f), 1):
             if not fields or not "".join(fields).strip():
                 continue
@@ -78,7 +78,18 @@ def wsol_metadata_records(root, strict=False):
     meta = metadata_dir(root)
     if meta is None:
         raise FileNotFoundError(f"{root}: no wsolevaluation metadata (metadata/image_ids.txt)")
-    ids = [f[0] for f, _ in _rows(os.path.join(meta, "image_ids.txt"), 1)]
+    repeated = []
+    ids_file = os.path.join(meta, "image_ids.txt")
+    ids, first = [], {}
+    for (image_id,), line_no in _rows(ids_file, 1):
+        if image_id in first:  # scored twice before: counted, or an error with strict
+            problem = f"{ids_file}:{line_no}: {image_id} again (first at line {first[image_id]}); scored once"
+            if strict:
+                raise AnnotationError(problem)
+            repeated.append(problem)
+            continue
+        first[image_id] = line_no
+        ids.append(image_id)
     labels = {f[0]: int(f[1]) for f, _ in _rows(os.path.join(meta, "class_labels.txt"), 2, required=False)}
     sizes = {f[0]: (f[1:], n) for f, n in _rows(os.path.join(meta, "image_sizes.txt"), 3)}
     loc_file = os.path.join(meta, "localization.txt")
@@ -86,6 +97,7 @@ def wsol_metadata_records(root, strict=False):
     for fields, line_no in _rows(loc_file, 5):
         boxes.setdefault(fields[0], []).append((fields[1:], f"{loc_file}:{line_no}"))
     audit = BoxAudit(loc_file, strict)
+    audit.skipped += repeated
     records = []
     for image_id in ids:
         path = os.path.join(root, image_id)
@@ -101,7 +113,13 @@ def wsol_metadata_records(root, strict=False):
             continue
         actual = image_size(path)
         scale = None if actual is None else (actual[0] / recorded[0], actual[1] / recorded[1])
-        checked = (audit.check(fields, actual, where, scale) for fields, where in boxes.get(image_id, []))
+        if image_id not in boxes:  # dropped without a word before
+            problem = f"{loc_file}: no box for {image_id} ({ids_file}:{first[image_id]})"
+            if strict:
+                raise AnnotationError(problem)
+            audit.skipped.append(problem)
+            continue
+        checked = (audit.check(fields, actual, where, scale) for fields, where in boxes[image_id])
         kept = [box for box in checked if box is not None]
         if kept:
             records.append((path, kept, labels.get(image_id, -1)))

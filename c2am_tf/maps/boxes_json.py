@@ -26,7 +26,7 @@ import json
 import os
 import sys
 
-from c2am_tf.utils.errors import differences
+from c2am_tf.utils.errors import InputError, differences
 from c2am_tf.utils.files import OutputLock, open_for_append, write_atomically, write_json_atomically
 
 FORMAT = "c2am_tf.boxes/v1"
@@ -41,6 +41,42 @@ def box_record(path, width, height, box, foreground_fraction, score=None, top5=N
         record["score"] = round(float(score), 4)
     if top5 is not None:
         record["top5"] = [int(c) for c in top5]
+    return record
+
+
+def check_record(record, where):
+    """``record`` when it is a box record (a dict with a ``path`` string and a ``box`` of four finite numbers;
+    ``width``/``height`` positive integers and ``top5`` a list of class indices where present); else an
+    ``InputError`` naming ``where`` (``boxes.json: images[3]``, ``boxes.json.partial.jsonl:7``) and what is wrong:
+    a hand-edited file is one line, never a traceback.
+
+    >>> check_record({"path": "a.jpg", "box": [1, 2, 3, "x"]}, "b.json: images[0]")
+    Traceback (most recent call last):
+    ...
+    c2am_tf.utils.errors.InputError: b.json: images[0]: 'box' must be four numbers [x0, y0, x1, y1]; got [1, 2, 3, 'x']
+    """
+    import math
+
+    def bad(problem):
+        return InputError(f"{where}: {problem}")
+
+    if not isinstance(record, dict):
+        raise bad(f"not a box record (a JSON {type(record).__name__}, not an object)")
+    if not isinstance(record.get("path"), str) or not record["path"]:
+        raise bad("no 'path' (the image the box is of)")
+    box = record.get("box")
+    if not (isinstance(box, list) and len(box) == 4 and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                            and math.isfinite(v) for v in box)):
+        raise bad(f"'box' must be four numbers [x0, y0, x1, y1]; got {box!r}"[:300])
+    for key in ("width", "height"):
+        if key in record and not (isinstance(record[key], int) and not isinstance(record[key], bool)
+                                  and record[key] > 0):
+            raise bad(f"'{key}' must be a positive integer; got {record[key]!r}"[:300])
+    if "top5" in record:
+        top = record["top5"]
+        if not (isinstance(top, list) and top and all(isinstance(c, int) and not isinstance(c, bool) and c >= 0
+                                                      for c in top)):
+            raise bad(f"'top5' must be a list of class indices, best first; got {top!r}"[:300])
     return record
 
 
@@ -74,6 +110,7 @@ def read_partial(path, header):
                 raise ValueError(f"{path} was written by another run ({differences(theirs, header)}); delete it to "
                                  "start over, or rerun with that run's settings")
             continue
+        entry = check_record(entry, f"{path}:{number}")
         done[entry["path"]] = entry
     return done
 
@@ -203,7 +240,7 @@ def read_sharded_boxes(prefix):
             header = theirs
         elif theirs != header:
             raise ValueError(f"{path}: written by another run than {files[0]}")
-        images += lines[1:]
+        images += [check_record(r, f"{path}:{k}") for k, r in enumerate(lines[1:], 2)]
     if header.get("format") != FORMAT:
         raise ValueError(f"{files[0]}: not a {FORMAT} boxes file")
     return {**header, "images": images}
@@ -223,4 +260,6 @@ def read_boxes(path):
             raise ValueError(f"{path}: not JSON ({err})") from None
     if not isinstance(content, dict) or content.get("format") != FORMAT or not isinstance(content.get("images"), list):
         raise ValueError(f"{path}: not a {FORMAT} boxes file")
+    for k, record in enumerate(content["images"]):
+        check_record(record, f"{path}: images[{k}]")
     return content

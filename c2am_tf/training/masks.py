@@ -23,7 +23,8 @@ def train_mask_model(model, images, target, settings, rounds=2, epochs=20, batch
     """
     with run_folder.lock(os.path.dirname(target)):
         state = run_folder.progress(target, settings, overwrite)
-        done, losses, log = int(state.get("rounds_done", 0)), list(state.get("losses", [])), list(state.get("log", []))
+        done = run_folder.count_done(target, state, "rounds_done", rounds)
+        losses, log = list(state.get("losses", [])), list(state.get("log", []))
         if done:
             model = run_folder.resumed_model(target, f"{done} of {rounds} rounds done")
 

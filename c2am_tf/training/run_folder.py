@@ -17,7 +17,7 @@ import os
 import keras
 
 from c2am_tf.training.callbacks import save_atomically
-from c2am_tf.utils.errors import differences
+from c2am_tf.utils.errors import InputError, differences, reason
 from c2am_tf.utils.files import OutputLock, write_json_atomically
 
 
@@ -58,22 +58,44 @@ def progress(target, settings, overwrite=False):
     _, state_path = resume_files(target)
     if overwrite or not os.path.exists(state_path):
         return {}
-    with open(state_path) as f:
-        state = json.load(f)
+    try:
+        with open(state_path, encoding="utf-8") as f:
+            state = json.load(f)
+    except (OSError, ValueError) as err:
+        raise InputError(f"{state_path}: not a readable resume state ({reason(err)}); delete it, or pass "
+                         "--overwrite to start over") from None
+    if not isinstance(state, dict):
+        raise InputError(f"{state_path}: not a resume state (a JSON {type(state).__name__}); delete it, or pass "
+                         "--overwrite to start over")
     check_same_run(state_path, state.pop("settings", None) or {}, run_settings(settings))
     return state
 
 
-def epochs_done(target, settings, overwrite=False):
-    """The epochs a killed run of these ``settings`` finished beside ``target`` (0: none, or ``overwrite``)."""
-    return int(progress(target, settings, overwrite).get("epochs_done", 0))
+def count_done(target, state, key, most):
+    """``state[key]`` (how many epochs or rounds a killed run beside ``target`` finished): an integer in
+    0..``most``, else an ``InputError`` (an edited state would pass off a run of one epoch as finished)."""
+    state_path = resume_files(target)[1]
+    value = state.get(key, 0)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= most:
+        raise InputError(f"{state_path}: {key} {value!r} is not a count of 0..{most} (this run's total); delete it, "
+                         "or pass --overwrite to start over")
+    return value
+
+
+def epochs_done(target, settings, overwrite=False, epochs=None):
+    """The epochs a killed run of these ``settings`` finished beside ``target`` (0: none, or ``overwrite``); with
+    ``epochs``, a count above it (or not a count) is an ``InputError`` naming the state file."""
+    state = progress(target, settings, overwrite)
+    return count_done(target, state, "epochs_done", epochs if epochs is not None else 1 << 30)
 
 
 def resumed_model(target, what):
     """The checkpoint beside ``target``, loaded, with a line saying ``what`` was done."""
+    from c2am_tf.presets import load_model
+
     checkpoint, _ = resume_files(target)
     print(f"resuming from {checkpoint}: {what}", flush=True)
-    return keras.saving.load_model(checkpoint)
+    return load_model(checkpoint, require_c2am=False)  # a truncated or missing checkpoint is one line naming it
 
 
 def save_progress(model, target, settings, **state):
@@ -99,7 +121,7 @@ def fit_and_save(model, data, target, epochs, settings, overwrite=False):
     ``settings`` is resumed from its checkpoint (at most the epoch it was saving is done again)."""
     out_dir = os.path.dirname(resume_files(target)[0])
     with lock(out_dir):
-        done = epochs_done(target, settings, overwrite)
+        done = epochs_done(target, settings, overwrite, epochs)
         if done:
             model = resumed_model(target, f"{done} of {epochs} epochs done")
 

@@ -1,0 +1,114 @@
+"""Bad input is one line naming the file (and line), and a silent drop is a counted warning, an error under
+strict (issue 35, items 10-12)."""
+
+import json
+import logging
+
+import keras
+import numpy as np
+import pytest
+
+from c2am_tf.utils.errors import InputError
+
+
+@pytest.mark.parametrize("record, message", [
+    ({"box": [1, 2, 3, 4]}, "images[1]: no 'path'"),
+    ("a.jpg", "images[1]: not a box record (a JSON str, not an object)"),
+    ({"path": "b.jpg", "box": [1, 2, 3]}, "images[1]: 'box' must be four numbers"),
+    ({"path": "b.jpg", "box": [1, 2, 3, 4], "top5": "7"}, "images[1]: 'top5' must be a list of class indices"),
+    ({"path": "b.jpg", "box": [1, 2, 3, 4], "width": -3}, "images[1]: 'width' must be a positive integer"),
+])
+def test_a_hand_edited_boxes_file_is_one_line_naming_its_record(tmp_path, record, message):
+    from c2am_tf.maps.boxes_json import read_boxes
+
+    path = tmp_path / "b.json"
+    good = {"path": "a.jpg", "width": 4, "height": 4, "box": [0, 0, 2, 2], "foreground_fraction": 0.2}
+    path.write_text(json.dumps({"format": "c2am_tf.boxes/v1", "images": [good, record]}))
+    with pytest.raises(InputError) as err:
+        read_boxes(str(path))
+    assert str(err.value).startswith(f"{path}: {message}"), err.value
+
+
+@pytest.mark.parametrize("line", ["[]", "null", '{"path": 3}'])
+def test_a_hand_edited_partial_log_is_one_line_naming_its_line(tmp_path, line):
+    from c2am_tf.maps.boxes_json import BoxesWriter
+
+    out = tmp_path / "boxes.json"
+    (tmp_path / "boxes.json.partial.jsonl").write_text(json.dumps({"header": {"m": 1}}) + "\n" + line + "\n"
+                                                       + json.dumps({"path": "x", "box": [0, 0, 1, 1]}) + "\n")
+    with pytest.raises(InputError, match=r"boxes\.json\.partial\.jsonl:2: "):
+        BoxesWriter(str(out), {"m": 1})
+    assert not (tmp_path / ".boxes.json.lock").exists()  # the refused writer let go of its lock
+
+
+def _cub(tmp_path):
+    from test_evaluate import _cub_folder
+
+    return _cub_folder(tmp_path / "cub")
+
+
+def test_cub_tables_with_a_bom_repeated_ids_or_a_missing_box(tmp_path, caplog):
+    from c2am_tf.data.cub import cub_records
+
+    cub = _cub(tmp_path)
+    before = len(cub_records(str(cub), "train"))
+    for name in ("images.txt", "train_test_split.txt"):
+        (cub / name).write_bytes(b"\xef\xbb\xbf" + (cub / name).read_bytes())  # saved by a Windows editor
+    assert len(cub_records(str(cub), "train")) == before  # the first image is no longer dropped
+    lines = (cub / "images.txt").read_text(encoding="utf-8-sig").splitlines()
+    (cub / "images.txt").write_text("\n".join(lines + [lines[1].split()[0] + " 002.Bird/other.jpg"]) + "\n")
+    with caplog.at_level(logging.WARNING, logger="c2am_tf.data"):
+        assert len(cub_records(str(cub), "train")) == before
+    assert "1 repeated id in" in caplog.text and f"images.txt:{len(lines) + 1}: id 2 again (first at line 2)" \
+        in caplog.text
+    with pytest.raises(InputError, match=r"images\.txt:9: id 2 again \(first at line 2\); each id once"):
+        cub_records(str(cub), "train", strict=True)
+    boxes = (cub / "bounding_boxes.txt").read_text().splitlines()
+    (cub / "bounding_boxes.txt").write_text("\n".join(boxes[:1] + boxes[2:]) + "\n")
+    with pytest.raises(InputError, match=r"bounding_boxes\.txt: no box for image id 2 \(images\.txt:2\)"):
+        cub_records(str(cub), "train")
+
+
+def test_wsol_metadata_with_repeated_ids_or_ids_without_boxes(tmp_path, caplog):
+    from PIL import Image
+
+    from c2am_tf.data.annotations import AnnotationError
+    from c2am_tf.data.wsol import wsol_metadata_records
+
+    meta = tmp_path / "metadata"
+    meta.mkdir()
+    for name in ("a", "b", "c"):
+        Image.fromarray(np.zeros((10, 10, 3), np.uint8)).save(tmp_path / f"{name}.jpg")
+    (meta / "image_ids.txt").write_text("a.jpg\nb.jpg\na.jpg\nc.jpg\n")
+    (meta / "image_sizes.txt").write_text("a.jpg,10,10\nb.jpg,10,10\nc.jpg,10,10\n")
+    (meta / "localization.txt").write_text("a.jpg,1,1,5,5\nb.jpg,2,2,6,6\n")
+    with caplog.at_level(logging.WARNING, logger="c2am_tf.data"):
+        records = wsol_metadata_records(str(tmp_path))
+    assert [r[0].rsplit("/", 1)[1] for r in records] == ["a.jpg", "b.jpg"]  # a.jpg once, c.jpg counted
+    assert "skipped 2 images" in caplog.text and "image_ids.txt:3: a.jpg again (first at line 1)" in caplog.text
+    with pytest.raises(AnnotationError, match=r"image_ids\.txt:3: a\.jpg again"):
+        wsol_metadata_records(str(tmp_path), strict=True)
+    (meta / "image_ids.txt").write_text("a.jpg\nb.jpg\nc.jpg\n")
+    with pytest.raises(AnnotationError, match=r"localization\.txt: no box for c\.jpg \(.*image_ids\.txt:3\)"):
+        wsol_metadata_records(str(tmp_path), strict=True)
+
+
+def test_an_edited_or_broken_resume_state_is_one_line(tmp_path):
+    from c2am_tf.training import run_folder
+
+    target = str(tmp_path / "model.keras")
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    data = (np.zeros((4, 2)), np.zeros((4, 1)))
+    run_folder.save_progress(model, target, {"a": 1}, epochs_done=7)
+    with pytest.raises(InputError, match=r"resume\.json: epochs_done 7 is not a count of 0\.\.3"):
+        run_folder.fit_and_save(model, data, target, 3, {"a": 1})
+    state = json.loads((tmp_path / "resume.json").read_text())
+    for edited in ("[]", "{", json.dumps({**state, "epochs_done": "2"})):
+        (tmp_path / "resume.json").write_text(edited)
+        with pytest.raises(InputError, match=r"resume\.json: "):
+            run_folder.fit_and_save(model, data, target, 3, {"a": 1})
+    run_folder.save_progress(model, target, {"a": 1}, epochs_done=1)
+    (tmp_path / "last.keras").write_bytes((tmp_path / "last.keras").read_bytes()[:500])  # killed mid-copy
+    with pytest.raises(InputError, match=r"last\.keras: not a readable \.keras model \(not a zip archive"):
+        run_folder.fit_and_save(model, data, target, 3, {"a": 1})
