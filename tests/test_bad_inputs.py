@@ -112,3 +112,116 @@ def test_an_edited_or_broken_resume_state_is_one_line(tmp_path):
     (tmp_path / "last.keras").write_bytes((tmp_path / "last.keras").read_bytes()[:500])  # killed mid-copy
     with pytest.raises(InputError, match=r"last\.keras: not a readable \.keras model \(not a zip archive"):
         run_folder.fit_and_save(model, data, target, 3, {"a": 1})
+
+
+def test_tflite_metadata_that_cannot_be_used_names_the_file_not_a_flag(tmp_path):
+    pytest.importorskip("ai_edge_litert")
+    from c2am_tf.backbones import build_backbone
+    from c2am_tf.deploy import tflite_export
+    from c2am_tf.deploy.on_device import ForegroundDetector
+    from c2am_tf.models.c2am.model import C2AM
+
+    content = tflite_export.convert(C2AM(build_backbone("tiny", weights=None)), 64, "none")
+    cases = [(["a", "list"], "its c2am_tf metadata is a JSON list, not an object"),
+             ({"refinement": "sharpen"}, "metadata holds refinement 'sharpen', which cannot be used"),
+             ({"threshold": 7}, "metadata holds threshold 7, which cannot be used"),
+             ({"box_band": "wide"}, "metadata holds box_band 'wide', which cannot be used")]
+    for metadata, message in cases:
+        path = tmp_path / "m.tflite"
+        path.write_bytes(tflite_export.add_metadata(content, metadata))
+        with pytest.raises(InputError) as err:
+            ForegroundDetector(str(path))
+        assert str(err.value).startswith(f"{path}: ") and message in str(err.value), err.value
+        assert "--threshold must" not in str(err.value)
+    assert ForegroundDetector(str(path), box_band=0.1).box_band == 0.1  # the caller's setting stands
+
+
+def test_a_c2am_model_given_as_classifier_is_one_line(tmp_path, capsys):
+    from c2am_tf.cli import run_command
+    from test_outputs import _photos
+
+    from c2am_tf.backbones import build_backbone
+    from c2am_tf.models.c2am.model import C2AM
+
+    C2AM(build_backbone("tiny", weights=None)).save(tmp_path / "m.keras")
+    photos = _photos(tmp_path / "in", 1)
+    status = run_command("predict", [str(photos), "--model", str(tmp_path / "m.keras"), "--classifier",
+                                     str(tmp_path / "m.keras"), "--out", str(tmp_path / "out")])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert status == 1 and "m.keras: a C2AM model, not a classifier" in lines[-1], lines
+    assert "Traceback" not in "\n".join(lines)
+
+
+def _refine_folder(tmp_path):
+    """One 4x4 image with its CAM file, cue and ground truth (3 classes): the pieces refine reads."""
+    from PIL import Image
+
+    from c2am_tf.wsss.cam import write_cams
+
+    folders = [tmp_path / d for d in ("images", "cams", "cues", "masks")]
+    for d in folders:
+        d.mkdir()
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / "images" / "a.png")
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "masks" / "a.png")
+    write_cams(str(tmp_path / "cams" / "a.npz"), [1], np.full((1, 4, 4), 0.5, np.float32))
+    np.save(tmp_path / "cues" / "a.npy", np.zeros((4, 4), np.float32))
+    return ["--cams", str(tmp_path / "cams"), "--bg-cues", str(tmp_path / "cues"), "--images",
+            str(tmp_path / "images"), "--masks", str(tmp_path / "masks"), "--num-classes", "3", "--out",
+            str(tmp_path / "out")]
+
+
+def _refine_line(argv, capsys):
+    from c2am_tf.cli import run_command
+
+    status = run_command("refine", argv)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert status == 1 and lines and "Traceback" not in "\n".join(lines), lines
+    return lines[-1]
+
+
+def test_refine_names_the_file_of_every_bad_input(tmp_path, capsys):
+    from PIL import Image
+
+    from c2am_tf.cli import run_command
+
+    argv = _refine_folder(tmp_path)
+    assert run_command("refine", argv) == 0
+    capsys.readouterr()
+    cam = tmp_path / "cams" / "a.npz"
+    cases = [
+        (lambda: np.savez(cam, keys=np.array([7]), cams=np.ones((1, 4, 4), np.float16)),
+         "a.npz: CAM keys [7] fall outside the 3 classes (0..2)"),
+        (lambda: np.savez(cam, keys=np.array([], np.int32), cams=np.ones((0, 4, 4), np.float16)),
+         "a.npz: CAMs must be (classes, H, W) with at least one class and pixel; got shape (0, 4, 4)"),
+        (lambda: np.savez(cam, keys=np.array([1]), cams=np.ones((1, 1, 4, 4), np.float16)),
+         "a.npz: CAMs must be (classes, H, W)"),
+        (lambda: np.savez(cam, keys=np.array([1]), cams=np.full((1, 4, 4), np.nan, np.float16)),
+         "a.npz: 16 of 16 CAM values are NaN or infinite"),
+    ]
+    for make, message in cases:
+        make()
+        line = _refine_line(argv + ["--overwrite"], capsys)
+        assert message in line, line
+    (tmp_path / "c").mkdir()
+    argv = _refine_folder(tmp_path / "c")
+    masks = tmp_path / "c" / "masks" / "a.png"
+    for picture, message in ((np.zeros((4, 4, 3), np.uint8), "its label mask is RGB, not class indices"),
+                             (np.zeros((5, 4), np.uint8), "its ground-truth mask is 4x5, the image 4x4"),
+                             (np.full((4, 4), 9, np.uint8), "its ground-truth mask holds labels [9]")):
+        Image.fromarray(picture).save(masks)
+        line = _refine_line(argv + ["--overwrite"], capsys)
+        assert message in line, line
+    line = _refine_line(argv[:1] + [str(tmp_path / "nowhere")] + argv[2:] + ["--overwrite"], capsys)
+    assert line.endswith("nowhere: CAM folder not found (--cams)"), line
+
+
+def test_an_unreadable_image_in_a_pipeline_is_skipped_without_a_tensorflow_traceback(tmp_path, capfd):
+    from PIL import Image
+
+    from c2am_tf.data.images import find_unreadable
+
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "ok.png")
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    assert find_unreadable([str(tmp_path / "ok.png"), str(tmp_path / "bad.png")]) == [1]
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "UnreadableImageError" not in err, err[-2000:]

@@ -66,7 +66,7 @@ def test_bad_cam_files_name_the_file(tmp_path):
         read_cams(str(tmp_path / "z.npz"))
     with pytest.raises(ValueError, match="len\\(keys\\)"):
         write_cams(str(tmp_path / "w.npz"), [1, 2], np.zeros((1, 3, 3)))
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(ValueError, match=r"none: CAM folder not found \(--cams\)"):  # an InputError: one line
         cam_files(str(tmp_path / "none"))
 
 

@@ -113,6 +113,9 @@ def main(argv=None, prog=None):
     scores = refine_dataset(items, cams_by_name, cues, outputs, num_classes, args.bg_power, raw, cached)
     if scores.missing:
         print(f"warning: {scores.missing} images have no CAM file in {args.cams}", file=sys.stderr)
+    if scores.resized:
+        print(f"warning: {len(scores.resized)} CAM files were not at their image's size and were resized "
+              f"(e.g. {scores.resized[0]}); CAMs of other images?", file=sys.stderr)
     print(f"{scores.written} label maps -> {args.out}")
     if scores.with_gt:
         print("\n".join(scores.lines(names, args.bg_cues + (" (its mask)" if args.bg_mask else ""), args.bg_power,

@@ -2,12 +2,13 @@
 
 import logging
 
+import numpy as np
 import tensorflow as tf
 
-log = logging.getLogger("c2am_tf.data")
-
 from c2am_tf.utils.files import IMAGE_EXTENSIONS, list_images  # noqa: F401  (re-exported)
-from c2am_tf.utils.image_io import load_image  # noqa: E402
+from c2am_tf.utils.image_io import UnreadableImageError, load_image
+
+log = logging.getLogger("c2am_tf.data")
 
 
 def read_rgb(path, exif=False, downscale=False):
@@ -15,14 +16,20 @@ def read_rgb(path, exif=False, downscale=False):
 
     The defaults suit annotated datasets (stored pixels, never resized: boxes and masks
     stay aligned); unannotated folders pass ``exif=True, downscale=True``. An unreadable
-    file raises a tf error, which the sources' ``ignore_errors`` skip.
+    file raises a tf error, which the sources' ``ignore_errors`` skip: an empty image out of the Python function
+    and an assertion on its size, since an exception raised inside ``py_function`` makes TensorFlow print its
+    whole traceback beside the skip counts the sources give.
     """
     def load(p):
-        return load_image(p.numpy().decode(), exif=bool(exif), downscale=bool(downscale))
+        try:
+            return load_image(p.numpy().decode(), exif=bool(exif), downscale=bool(downscale))
+        except UnreadableImageError:
+            return np.zeros((0, 0, 3), np.uint8)
 
     image = tf.py_function(load, [path], tf.uint8)
     image.set_shape([None, None, 3])
-    return image
+    with tf.control_dependencies([tf.debugging.assert_positive(tf.size(image), message="unreadable image")]):
+        return tf.identity(image)
 
 
 def find_unreadable(paths, num_parallel_calls=tf.data.AUTOTUNE, exif=False, downscale=False):

@@ -11,6 +11,8 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import tensorflow as tf
 
+from c2am_tf.utils.errors import InputError
+
 from c2am_tf.data.images import drop_unreadable, read_rgb
 
 VOC_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -113,6 +115,9 @@ def read_label_png(path):
     if size is not None and size[0] * size[1] > max_pixels():
         raise over_limit(path, size[0] * size[1], "C2AM_MAX_PIXELS", f"its {size[0]}x{size[1]} label mask")
     with Image.open(path) as image:
+        if image.mode in ("RGB", "RGBA", "CMYK", "YCbCr", "LAB", "HSV"):  # gray values of colours are no classes
+            raise InputError(f"{path}: its label mask is {image.mode}, not class indices (a palette or 8-bit gray "
+                             "PNG, e.g. VOC's SegmentationClass)")
         if image.mode not in ("P", "L"):
             image = image.convert("L")
         return np.asarray(image, np.uint8)

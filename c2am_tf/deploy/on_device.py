@@ -179,18 +179,36 @@ class ForegroundDetector:
                              "not one RGB image (1, H, W, 3)")
         _, self.height, self.width, _ = shape
         self.last_invoke_ms = None  # duration of the latest interpreter call
-        self.threshold = check_threshold(threshold if threshold is not None else self.metadata.get("threshold", 0.5))
-        self.box_band = check_band(box_band if box_band is not None else self.metadata.get("box_band", 0.0))
-        self.refinement = refinement or self.metadata.get("refinement", "none")
+        if not isinstance(self.metadata, dict):
+            raise InputError(f"{name}: its {METADATA_NAME} metadata is a JSON {type(self.metadata).__name__}, not an "
+                             "object; export the model again")
+        # a setting given here is the caller's (a flag: ConfigError); one read from the file is the file's fault
+        self.threshold = check_threshold(threshold) if threshold is not None else \
+            self._stored("threshold", 0.5, check_threshold, name)
+        self.box_band = check_band(box_band) if box_band is not None else \
+            self._stored("box_band", 0.0, check_band, name)
+        from c2am_tf.maps.edges import check_refinement
+
+        self.refinement = check_refinement(refinement) if refinement else \
+            self._stored("refinement", "none", check_refinement, name)
         if self.refinement != "none":
             try:
-                from c2am_tf.maps.edges import _ximgproc, check_refinement
+                from c2am_tf.maps.edges import _ximgproc
 
-                check_refinement(self.refinement)
                 _ximgproc()
             except ImportError as err:
                 warnings.warn(f"masks are not refined ({self.refinement!r}): {err}")
                 self.refinement = "none"
+
+    def _stored(self, key, default, check, name):
+        """The metadata's ``key`` through ``check``; a value no run can use is an ``InputError`` naming the file."""
+        value = self.metadata.get(key, default)
+        try:
+            return check(value)
+        except ValueError as err:
+            hint = "" if key == "refinement" else f", or pass --{key.replace('_', '-')}"
+            raise InputError(f"{name}: its {METADATA_NAME} metadata holds {key} {value!r}, which cannot be used "
+                             f"({getattr(err, 'message', err)}); export the model again{hint}") from None
 
     @property
     def size(self):

@@ -114,4 +114,12 @@ def load_classifier(name, size=None):
     entry = REGISTRY.get(name)
     if entry is not None and entry.classifier is not None:
         return entry.classifier(), size or entry.classifier_size
-    return load_model(name, require_c2am=False), size
+    model = load_model(name, require_c2am=False)
+    outputs = getattr(model, "outputs", None) or []
+    if hasattr(model, "threshold") or (len(outputs) == 1 and len(outputs[0].shape) != 2):
+        from c2am_tf.utils.errors import InputError
+
+        what = "a C2AM model" if hasattr(model, "threshold") else f"a model with output shape {outputs[0].shape}"
+        raise InputError(f"{name}: {what}, not a classifier (images -> class scores (B, classes)); --classifier "
+                         "takes one made by fit-classifier, or an ImageNet backbone's name")
+    return model, size

@@ -22,6 +22,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from c2am_tf.utils.errors import InputError
 from c2am_tf.utils.files import write_atomically
 from c2am_tf.utils.limits import LimitError, load_npz
 from c2am_tf.utils.safe_pickle import UnsafePickleError, load_npy
@@ -118,15 +119,30 @@ def read_cams(path):
     cams = np.asarray(cams, np.float32)
     if cams.ndim == 2:
         cams = cams[None]
+    if cams.ndim != 3 or 0 in cams.shape:
+        raise InputError(f"{path}: CAMs must be (classes, H, W) with at least one class and pixel; got shape "
+                         f"{cams.shape}")
     if cams.shape[0] != keys.size:
-        raise ValueError(f"{path}: {keys.size} keys but {cams.shape[0]} maps")
+        raise InputError(f"{path}: {keys.size} keys but {cams.shape[0]} maps")
     return keys, cams
+
+
+def check_cams(path, keys, cams, num_classes):
+    """``InputError`` naming the CAM file when its keys fall outside the ``num_classes`` foreground classes (a
+    file of another dataset, or a wrong ``--num-classes``) or its maps hold NaN or infinite values (a diverged
+    classifier): either would be used as it is and give wrong labels without a word."""
+    if keys.min() < 0 or keys.max() >= num_classes:
+        raise InputError(f"{path}: CAM keys {keys.tolist()[:10]} fall outside the {num_classes} classes "
+                         f"(0..{num_classes - 1}); CAMs of another dataset, or check --num-classes")
+    bad = int(np.count_nonzero(~np.isfinite(cams)))
+    if bad:
+        raise InputError(f"{path}: {bad} of {cams.size} CAM values are NaN or infinite")
 
 
 def cam_files(directory):
     """{image name without extension: CAM file path} for the ``.npy``/``.npz`` files of a folder."""
     if not os.path.isdir(directory):
-        raise FileNotFoundError(f"CAM folder not found: {directory}")
+        raise InputError(f"{directory}: CAM folder not found (--cams)")
     found = {os.path.splitext(n)[0]: os.path.join(directory, n) for n in sorted(os.listdir(directory))
              if n.endswith((".npy", ".npz"))}
     if not found:

@@ -21,9 +21,10 @@ from c2am_tf.maps.foreground import foreground_mask
 from c2am_tf.presets import load_model
 from c2am_tf.utils.files import list_images, write_atomically
 from c2am_tf.utils.image_io import UnreadableImageError, load_image
+from c2am_tf.utils.errors import InputError
 from c2am_tf.utils.safe_pickle import load_npy
 from c2am_tf.wsss.bgcues import background_map, is_c2am
-from c2am_tf.wsss.cam import read_cams
+from c2am_tf.wsss.cam import check_cams, read_cams
 from c2am_tf.wsss.labels import DEFAULT_BG_THRESHOLDS, DEFAULT_CUE_THRESHOLD, PowerCalibration, refined_labels_batch
 
 BG_POWERS = (1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0)
@@ -141,11 +142,12 @@ def calibrated_power(items, cues, cams_by_name):
 
 class RefinementScores:
     """What ``refine_dataset`` counted: label maps written, images with ground truth, images without a CAM
-    file, and the scores of the initial CAMs (by constant background), of the cue and of C2AM's raw 1 - P
+    file, CAM files resized to their image, and the scores of the initial CAMs (by constant background), of the cue and of C2AM's raw 1 - P
     (by power; ``raw`` None when not scored, the cue's own scores when the cue is 1 - P)."""
 
     def __init__(self, num_classes, powers, raw_is_cue, with_raw):
         self.written = self.with_gt = self.missing = 0
+        self.resized = []  # CAM files not at their image's size ("file WxH for image WxH")
         self.initial = {t: Scores(num_classes) for t in DEFAULT_BG_THRESHOLDS}
         self.powers = powers
         self.cue = {g: Scores(num_classes) for g in powers}
@@ -167,6 +169,19 @@ class RefinementScores:
         return out
 
 
+def check_ground_truth(gt, image, path, num_classes):
+    """``InputError`` naming the image when its ground-truth labels are not at its size, or hold a value that
+    is no class (0..``num_classes``, 255 ignored): a confusion matrix would fail on it, or count it wrongly."""
+    if gt.shape != image.shape[:2]:
+        raise InputError(f"{path}: its ground-truth mask is {gt.shape[1]}x{gt.shape[0]}, the image "
+                         f"{image.shape[1]}x{image.shape[0]}; masks are the labels of the image's own pixels")
+    values = np.unique(gt)
+    wrong = values[(values > num_classes) & (values != 255)]
+    if wrong.size:
+        raise InputError(f"{path}: its ground-truth mask holds labels {wrong.tolist()[:10]}, not classes of 0.."
+                         f"{num_classes} (0 background) or 255 (ignored); check --num-classes")
+
+
 def refine_dataset(items, cams_by_name, cues, outputs, num_classes, power=1.0, raw=None, cached=None):
     """Refines every image of ``items`` (``examples``) that has a CAM file in ``cams_by_name`` with its
     ``cues`` (a ``CueSource``) raised to ``power``, and writes the label map as a palette PNG at
@@ -185,7 +200,13 @@ def refine_dataset(items, cams_by_name, cues, outputs, num_classes, power=1.0, r
             scores.missing += 1
             continue
         keys, cams = read_cams(cams_by_name[name])
+        check_cams(cams_by_name[name], keys, cams, num_classes)
+        if cams.shape[1:] != image.shape[:2]:  # resized, and counted: a CAM of another image would be too
+            scores.resized.append(f"{cams_by_name[name]} {cams.shape[2]}x{cams.shape[1]} for {path} "
+                                  f"{image.shape[1]}x{image.shape[0]}")
         cams = _resized(cams, image.shape[:2])
+        if gt is not None:
+            check_ground_truth(gt, image, path, num_classes)
         # With ground truth, every power of the cue in one batched call; the written map is one of them.
         wanted = powers if gt is not None else [power]
         cue = cached.pop(name) / 255.0 if name in cached else np.clip(cues(name, image), 0.0, 1.0)
