@@ -279,3 +279,29 @@ def test_serve_client_refuses_settings_without_a_deadline_or_a_host(tmp_path, ca
         run_command("serve-client", [str(tmp_path / "a.png"), *flags])
     lines = capsys.readouterr().err.strip().splitlines()
     assert err.value.code == 2 and message in lines[-1], lines
+
+
+def test_a_keras_config_declaring_layers_no_memory_holds_is_one_line(tmp_path):
+    """In a child process with its address space capped at 20 GB, so the refused allocation can never succeed."""
+    script = f"""
+import json, os, resource, zipfile
+resource.setrlimit(resource.RLIMIT_AS, (20 << 30, 20 << 30))
+import keras
+os.chdir({str(tmp_path)!r})
+keras.Sequential([keras.Input((64, 64, 3)), keras.layers.Conv2D(8, 3)]).save("small.keras")
+with zipfile.ZipFile("small.keras") as z:
+    files = {{i.filename: z.read(i) for i in z.infolist()}}
+config = json.loads(files["config.json"])
+config["config"]["layers"][-1]["config"].update(filters=1 << 20, kernel_size=[64, 64])  # 51 GB of weights
+files["config.json"] = json.dumps(config).encode()
+with zipfile.ZipFile("big.keras", "w") as z:
+    for name, data in files.items():
+        z.writestr(name, data)
+from c2am_tf.cli import run_command
+raise SystemExit(run_command("predict", ["small.keras", "--model", "big.keras", "--out", "o"]))
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert lines[-1].endswith("big.keras: its layers need more memory than there is (a weight of "
+                              "shape[64,64,3,1048576]); not a model this machine can load"), lines[-1]

@@ -63,8 +63,11 @@ def load_model(path, require_c2am=True):
     except Exception as err:  # TensorFlow's ResourceExhaustedError: a config declaring layers no memory holds
         if type(err).__name__ != "ResourceExhaustedError":
             raise
-        raise InputError(f"{path}: its layers need more memory than there is ({reason(err)[:200]}); not a model "
-                         "this machine can load") from None
+        import re
+
+        shape = re.search(r"tensor with (shape\[[^\]]*\])", str(err))
+        raise InputError(f"{path}: its layers need more memory than there is (a weight of "
+                         f"{shape.group(1) if shape else 'its config'}); not a model this machine can load") from None
     if require_c2am and not hasattr(model, "threshold"):
         raise ValueError(f"{path}: not a C2AM model (no stored threshold)")
     return model
