@@ -234,3 +234,18 @@ def test_a_cam_file_of_the_users_stops_fit_classifier_before_training(tmp_path, 
     line = _one_line_error(capsys, lambda: run_command("fit-classifier", argv), code=1)
     assert "im001.npz: a file there was not written by c2am_tf" in line, line
     assert (cams / "im001.npz").read_bytes() == before and not (tmp_path / "clf" / "classifier.keras").exists()
+
+
+@pytest.mark.parametrize("command, argv", [
+    ("predict", ["a.png", "--preset", "cub_lite0", "--out", "x" * 300]),
+    ("extract-boxes", ["--preset", "cub_lite0", "--dataset", "synthetic", "--out", "x" * 300 + "/b.json"]),
+    ("export-tflite", ["--preset", "cub_lite0", "--out", "x" * 300 + ".tflite"]),
+])
+def test_an_output_that_cannot_be_written_is_one_line(tmp_path, capsys, monkeypatch, command, argv):
+    from PIL import Image
+
+    monkeypatch.chdir(tmp_path)
+    Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save("a.png")
+    line = _one_line_error(capsys, lambda: run_command(command, argv), code=1)
+    assert "File name too long" in line, line
+    assert sorted(os.listdir(tmp_path)) == ["a.png"]

@@ -45,6 +45,7 @@ from c2am_tf.maps.geometry import EVAL_CROP
 from c2am_tf.models.settings import model_box_band
 from c2am_tf.presets import load, load_classifier
 from c2am_tf.utils.errors import ConfigError
+from c2am_tf.utils.files import make_folder
 from c2am_tf.cli.common import (add_box_band_flag, add_classifier_flags, add_model_flags, check_classifier_flags,
                                 claim_output, command_inputs, command_parser, output_file, output_folder)
 
@@ -107,7 +108,7 @@ def main(argv=None, prog=None):
     if args.runner:
         return _main_beam(args, beam_args, parser)
     out_dir = os.path.dirname(os.path.abspath(args.out))
-    os.makedirs(out_dir, exist_ok=True)  # before loading anything: a bad --out fails at once
+    make_folder(out_dir, args.out)  # before loading anything: a bad --out fails at once, in one line
     if not os.access(out_dir, os.W_OK):
         sys.exit(f"error: --out: cannot write to {out_dir}")
     size = args.size  # checked with the flags (CommandParser)

@@ -32,7 +32,7 @@ import sys
 from c2am_tf.cli.common import command_parser, output_folder
 from c2am_tf.data.segmentation import SEGMENTATION_DATASETS, VOC_CLASSES
 from c2am_tf.maps.geometry import EVAL_CROP
-from c2am_tf.utils.files import OutputNames
+from c2am_tf.utils.files import OutputNames, make_folder
 from c2am_tf.wsss.cam import cam_files
 from c2am_tf.wsss.pipeline import CueSource, calibrated_power, examples, refine_dataset
 
@@ -109,7 +109,7 @@ def main(argv=None, prog=None):
                               root=[args.data_dir, args.images, args.masks, args.cams], overwrite=args.overwrite)
     except ValueError as err:
         sys.exit(f"error: --out: {err}")
-    os.makedirs(args.out, exist_ok=True)
+    make_folder(args.out)
     scores = refine_dataset(items, cams_by_name, cues, outputs, num_classes, args.bg_power, raw, cached)
     if scores.missing:
         print(f"warning: {scores.missing} images have no CAM file in {args.cams}", file=sys.stderr)

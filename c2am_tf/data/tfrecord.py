@@ -22,7 +22,7 @@ import tempfile
 import tensorflow as tf
 
 from c2am_tf.data.sharding import shard_dataset, take_shard
-from c2am_tf.utils.files import write_json_atomically
+from c2am_tf.utils.files import make_folder, write_json_atomically
 
 log = logging.getLogger("c2am_tf.data")
 
@@ -81,7 +81,7 @@ def write_shards(source, out_dir, images_per_shard=1024, encoding="jpeg", qualit
         for path in existing + [os.path.join(out_dir, INDEX)]:
             if os.path.exists(path):
                 os.remove(path)
-    os.makedirs(out_dir, exist_ok=True)
+    make_folder(out_dir)
     staging = tempfile.mkdtemp(prefix=".shards.", suffix=".tmp", dir=out_dir)  # private: nothing planted is followed
     encoded = source.map(lambda ex: _encode(ex, encoding, quality), num_parallel_calls=tf.data.AUTOTUNE)
     shards, writer, count, fields, boxes_per_image = [], None, 0, None, None

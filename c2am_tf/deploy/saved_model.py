@@ -28,6 +28,7 @@ import tensorflow as tf
 
 from c2am_tf.deploy.graph_boxes import boxes_from_maps_tf
 from c2am_tf.models.settings import model_box_band
+from c2am_tf.utils.files import make_folder
 from c2am_tf.wsss.labels import refine_with_background
 
 # Unknown rank on purpose: the signature wrapper does not check ranks, and a rank-3
@@ -132,7 +133,7 @@ def export_saved_model(model, out_dir, version=None, overwrite=False):
     module = ServingModule(model)
     local = "://" not in out_dir
     if local:  # a private folder of an unpredictable name: nothing planted in out_dir is followed
-        os.makedirs(out_dir, exist_ok=True)
+        make_folder(out_dir)
         staging = tempfile.mkdtemp(prefix=f".{version}.", suffix=".partial", dir=out_dir)
     else:
         staging = path

@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from c2am_tf.runtime.distribute import broadcast_from_chief
 from c2am_tf.evaluation.evaluate import evaluate, logged_values
-from c2am_tf.utils.files import atomic_path, open_for_append, write_json_atomically
+from c2am_tf.utils.files import atomic_path, make_folder, open_for_append, write_json_atomically
 from c2am_tf.maps.foreground import DEFAULT_THRESHOLDS
 from c2am_tf.maps.viz import grid, overlay
 
@@ -94,7 +94,7 @@ class LocalizationCallback(keras.callbacks.Callback):
             self._write(epoch, result, examples)
 
     def _write(self, epoch, result, examples):
-        os.makedirs(self.out_dir, exist_ok=True)
+        make_folder(self.out_dir)
         path = os.path.join(self.out_dir, "per_threshold.csv")
         new = not os.path.exists(path)
         with open_for_append(path) as f:

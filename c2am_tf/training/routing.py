@@ -31,7 +31,7 @@ import numpy as np
 
 from c2am_tf import data
 from c2am_tf.data.grouping import cluster_centres, pooled_features, spherical_kmeans, unit_rows
-from c2am_tf.utils.files import write_atomically, write_json_atomically
+from c2am_tf.utils.files import make_folder, write_atomically, write_json_atomically
 from c2am_tf.models.settings import model_box_band
 
 log = logging.getLogger(__name__)
@@ -229,7 +229,7 @@ def fit_routed(general, cfg, k, own, seed=0, overwrite=False, class_votes=0, cla
         raise ValueError(f"each cluster's head trains on a list of image files; --dataset {cfg.dataset} gives "
                          f"none ({paths[0]!r}): use a folder or a list of images")
     lines = describe_clusters(paths, ids, k)
-    os.makedirs(cfg.out, exist_ok=True)
+    make_folder(cfg.out)
     write_json_atomically(os.path.join(cfg.out, "clusters.json"), dict(zip(paths, ids.tolist())), indent=0)
     specialists = {}
     for j in own:

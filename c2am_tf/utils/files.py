@@ -27,7 +27,10 @@ def _output_error(path, err):
     return OutputError(f"{path}: cannot write it ({err.strerror or err})")
 
 
-def _make_folder(directory, path):
+def make_folder(directory, path=None):
+    """``os.makedirs(directory, exist_ok=True)``, an ``OSError`` (read-only, name too long, a file in the way)
+    becoming an ``OutputError`` naming ``path`` (default: the folder): every output folder is made here."""
+    path = directory if path is None else path
     try:
         os.makedirs(directory, exist_ok=True)
     except OSError as err:
@@ -43,7 +46,7 @@ def write_atomically(path, data):
     folder, name too long) leaves no temporary file and raises ``OutputError``.
     """
     directory = os.path.dirname(os.path.abspath(path))
-    _make_folder(directory, path)
+    make_folder(directory, path)
     data = data.encode("utf-8") if isinstance(data, str) else data
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)[:200]}.", suffix=".tmp", dir=directory)
@@ -77,7 +80,7 @@ def atomic_path(path):
     ('done', [])
     """
     directory = os.path.dirname(os.path.abspath(path))
-    _make_folder(directory, path)
+    make_folder(directory, path)
     try:
         staging = tempfile.mkdtemp(prefix=f".{os.path.basename(path)[:200]}.", suffix=".tmp", dir=directory)
     except OSError as err:
@@ -167,7 +170,7 @@ class OutputLock:
         except ImportError:  # pragma: no cover - Windows
             return self
         self._made = not os.path.isdir(os.path.dirname(self.path))
-        _make_folder(os.path.dirname(self.path), self.target)
+        make_folder(os.path.dirname(self.path), self.target)
         while self._fd is None:
             try:
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
@@ -304,7 +307,7 @@ class WrittenRecord:
         """Records ``paths`` as written by this run (before the writes: a killed run's names stay its own)."""
         new = [rel for rel in dict.fromkeys(map(self._rel, paths)) if rel not in self.names]
         if new:
-            _make_folder(self.out_dir, self.path)
+            make_folder(self.out_dir, self.path)
             with open_for_append(self.path) as f:
                 f.write("".join(rel + "\n" for rel in new))
             self.names.update(new)

@@ -21,7 +21,7 @@ import os
 
 import numpy as np
 
-from c2am_tf.utils.files import sha256_of
+from c2am_tf.utils.files import make_folder, sha256_of
 
 # the files ship in c2am_tf/presets/ (package data); this module is their registry, beside the model it builds
 HERE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "presets")
@@ -186,7 +186,7 @@ def save_preset(model, name, backbone, backbone_features, directory=HERE, real_i
     from c2am_tf.utils.files import write_atomically, write_json_atomically
     from c2am_tf.models.settings import model_box_band
 
-    os.makedirs(directory, exist_ok=True)
+    make_folder(directory)
     path = os.path.join(directory, f"{name}.npz")
     arrays = head_arrays(model)
     imagenet_classes = _imagenet_class_weights_kept(arrays, backbone)
