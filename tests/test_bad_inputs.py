@@ -225,3 +225,16 @@ def test_an_unreadable_image_in_a_pipeline_is_skipped_without_a_tensorflow_trace
     assert find_unreadable([str(tmp_path / "ok.png"), str(tmp_path / "bad.png")]) == [1]
     err = capfd.readouterr().err
     assert "Traceback" not in err and "UnreadableImageError" not in err, err[-2000:]
+
+
+def test_a_lambda_layer_deep_in_a_model_is_refused_in_words_that_say_so(tmp_path):
+    from c2am_tf.backbones import build_backbone
+    from c2am_tf.models.c2am.model import C2AM
+    from c2am_tf.presets import load_model
+
+    inputs = keras.Input((None, None, 3))
+    doubled = keras.layers.Lambda(lambda x: x * 2)(inputs)  # nested in the backbone, as a crafted file would
+    C2AM(keras.Model(inputs, build_backbone("tiny", weights=None)(doubled))).save(tmp_path / "lam.keras")
+    with pytest.raises(InputError, match=r"lam\.keras: refusing its Lambda layer, whose Python code would run on "
+                                         r"loading \(Keras's safe mode\)"):
+        load_model(str(tmp_path / "lam.keras"))

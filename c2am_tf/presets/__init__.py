@@ -58,6 +58,9 @@ def load_model(path, require_c2am=True):
     try:
         model = keras.saving.load_model(path)
     except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile, MemoryError) as err:
+        if _mentions(err, "Lambda"):  # Keras's safe mode, however deep the layer sits ("Functional could not...")
+            raise InputError(f"{path}: refusing its Lambda layer, whose Python code would run on loading (Keras's "
+                             "safe mode); a C2AM model has none: use a model saved by c2am_tf") from None
         # keras says "File not found" for a truncated archive: name the file and what it is not
         raise InputError(f"{path}: not a readable .keras model ({type(err).__name__}: {reason(err)[:300]})") from None
     except Exception as err:  # TensorFlow's ResourceExhaustedError: a config declaring layers no memory holds
@@ -71,6 +74,17 @@ def load_model(path, require_c2am=True):
     if require_c2am and not hasattr(model, "threshold"):
         raise ValueError(f"{path}: not a C2AM model (no stored threshold)")
     return model
+
+
+def _mentions(err, word):
+    """Whether ``word`` is in the message of ``err`` or of any exception it was raised from."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if word in str(err):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
 
 
 def _import_keras_hub_if_used(path):
