@@ -238,3 +238,32 @@ def test_a_lambda_layer_deep_in_a_model_is_refused_in_words_that_say_so(tmp_path
     with pytest.raises(InputError, match=r"lam\.keras: refusing its Lambda layer, whose Python code would run on "
                                          r"loading \(Keras's safe mode\)"):
         load_model(str(tmp_path / "lam.keras"))
+
+
+def test_extract_boxes_on_a_cub_folder_with_a_missing_box_line_or_table_is_one_line(tmp_path, capsys):
+    from c2am_tf.cli import run_command
+
+    cub = _cub(tmp_path)
+    boxes = (cub / "bounding_boxes.txt").read_text().splitlines()
+    (cub / "bounding_boxes.txt").write_text("\n".join(boxes[1:]) + "\n")
+    argv = ["--preset", "cub_lite0", "--dataset", "cub", "--data-dir", str(cub), "--split", "test",
+            "--out", str(tmp_path / "b.json")]
+    for broken in (lambda: None, lambda: (cub / "images.txt").unlink()):
+        broken()
+        with pytest.raises(SystemExit) as err:
+            run_command("extract-boxes", argv)
+        assert isinstance(err.value.code, str) and err.value.code.startswith("error: ") and \
+            ("no box for image id 1" in err.value.code or "images.txt not found" in err.value.code), err.value.code
+    assert not (tmp_path / "b.json").exists()
+
+
+def test_a_cam_of_another_size_is_resized_and_counted(tmp_path, capsys):
+    from c2am_tf.cli import run_command
+    from c2am_tf.wsss.cam import write_cams
+
+    argv = _refine_folder(tmp_path)
+    write_cams(str(tmp_path / "cams" / "a.npz"), [1], np.full((1, 8, 6), 0.5, np.float32))
+    assert run_command("refine", argv) == 0
+    err = capsys.readouterr().err
+    assert "warning: 1 CAM files were not at their image's size and were resized (e.g. " in err
+    assert "a.npz 6x8 for " in err and "a.png 4x4)" in err

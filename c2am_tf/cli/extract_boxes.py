@@ -119,7 +119,10 @@ def main(argv=None, prog=None):
     except (ConfigError, OSError, ValueError) as err:
         sys.exit(f"error: {err}")
     threshold = args.threshold if args.threshold is not None else float(model.threshold.numpy())
-    source = data.make_source(args.dataset, args.split, args.data_dir)
+    try:  # a missing or malformed annotation file: one line naming it
+        source = data.make_source(args.dataset, args.split, args.data_dir)
+    except (OSError, ValueError) as err:
+        sys.exit(f"error: {err}")
     header = extraction_header(args.model, args.preset, threshold, size, args.dataset, args.split, band)
     if classifier is not None:  # a resumed run must not mix boxes of another classifier or weight
         header.update(classifier=args.classifier, classifier_size=classifier_size, cam_weight=float(args.cam_weight))
