@@ -174,3 +174,23 @@ def test_a_bad_weights_file_is_one_line_and_does_not_block_the_corrected_retry(t
     assert not (out / "config.json").exists()
     assert run_command("fit", flags + ["--weights", "none"]) == 0  # the same --out, corrected, no --overwrite
     assert (out / "final.keras").exists()
+
+
+def test_a_run_can_start_from_a_shipped_head_and_keeps_its_threshold():
+    import numpy as np
+
+    from c2am_tf import C2AM
+    from c2am_tf.training.trainer import TrainConfig, build_model
+    from c2am_tf.utils.errors import ConfigError
+
+    for fields, message in ((dict(init_preset="bogus"), "must be 'none' or a shipped preset"),
+                            (dict(init_preset="general_routed_lite0"), "routes images to several heads"),
+                            (dict(init_preset="general_lite0", backbone="tiny"), "this run trains on tiny")):
+        with pytest.raises(ConfigError, match=message):
+            TrainConfig(dataset="synthetic", **fields).validate()
+    cfg = TrainConfig(dataset="synthetic", init_preset="cub_lite0").validate()
+    model = build_model(cfg, total_steps=10)
+    preset = C2AM.from_preset("cub_lite0")
+    assert float(model.threshold.numpy()) == pytest.approx(0.35) and float(model.polarity.numpy()) == -1.0
+    images = np.random.RandomState(0).randint(0, 256, (2, 224, 224, 3)).astype("float32")
+    np.testing.assert_allclose(model.predict(images, verbose=0), preset.predict(images, verbose=0), atol=1e-5)

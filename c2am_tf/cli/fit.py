@@ -71,6 +71,9 @@ def build_parser(prog=None):
     p.add_argument("--strategy", default=defaults.strategy, choices=STRATEGIES,
                    help="auto: mirrored (all local GPUs or the CPU), or multiworker when TF_CONFIG names several "
                         "workers; tpu is untested")
+    p.add_argument("--init-preset", default=defaults.init_preset, metavar="NAME",
+                   help="start from a shipped head (its weights, polarity and threshold): general_lite0, cub_lite0; "
+                        "'none' trains the head from scratch")
     p.add_argument("--cluster-timeout", type=float, default=defaults.cluster_timeout,
                    help="seconds a worker waits for the others of TF_CONFIG to start (a line every 30 s names "
                         "those that do not answer), then gives up")

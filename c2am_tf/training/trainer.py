@@ -87,6 +87,7 @@ class TrainConfig:
     verbose: int = 1
     num_pictures: int = 8
     strict: bool = False  # an unusable box annotation is an error, not a skipped image
+    init_preset: str = "none"  # a shipped head to start from (its head, polarity and threshold), or "none"
 
     def validate(self):
         """Raises ``ConfigError`` (naming the field) for a value no run can use."""
@@ -123,6 +124,8 @@ class TrainConfig:
         _number(self, "momentum", low=0.0, high=1.0)
         self.box_band = check_band(self.box_band)
         self.cluster_timeout = check_timeout(self.cluster_timeout, "cluster_timeout")
+        if self.init_preset != "none":
+            check_start(self.init_preset, self.backbone, self.backbone_features or default_features(self.backbone))
         if self.dataset == "folder" and not self.data_dir:
             raise ConfigError("data_dir", "is needed for dataset 'folder' (a folder of images)")
         return self
@@ -205,6 +208,36 @@ def claim_out_dir(cfg, overwrite=False, reuse=False):
             shutil.rmtree(target)
         elif os.path.exists(target):
             os.remove(target)
+
+
+def check_start(name, backbone, features):
+    """``name`` when the shipped preset ``name`` can start a run on ``backbone`` with ``features``: one head of the
+    same structure (a routed preset holds several). Else a ``ConfigError`` naming ``init_preset``."""
+    from c2am_tf.models.c2am import c2am_presets
+
+    presets = c2am_presets.list_presets()
+    if name not in presets:
+        raise ConfigError("init_preset", f"must be 'none' or a shipped preset ({', '.join(sorted(presets))}); "
+                                         f"got {name!r}")
+    entry = presets[name]
+    if "head_config" in entry:
+        raise ConfigError("init_preset", f"{name} routes images to several heads; start from a single head "
+                                         "such as general_lite0")
+    if (entry["backbone"], entry["backbone_features"]) != (backbone, features):
+        raise ConfigError("init_preset", f"{name} is a head on {entry['backbone']} ({entry['backbone_features']} "
+                                         f"features); this run trains on {backbone} ({features})")
+    return name
+
+
+def start_from_preset(model, name):
+    """Gives ``model`` the preset's head weights, polarity and threshold (a run that adapts a shipped head starts
+    where it is good, and keeps its calibrated threshold: no boxes are needed to choose one)."""
+    from c2am_tf.models.c2am import c2am_presets
+
+    _, arrays = c2am_presets.head_file(name)
+    c2am_presets.assign_head(model.head, arrays, name)
+    model.polarity.assign(float(arrays["polarity"]))
+    model.threshold.assign(float(arrays["threshold"]))
 
 
 def _jit(flag):
@@ -291,6 +324,9 @@ def build_model(cfg, total_steps):
     model = C2AM(backbone, alpha=cfg.alpha,
                  loss_variant=cfg.loss_variant, recipe=cfg.recipe,
                  weight_decay=cfg.weight_decay, backbone_bn=cfg.backbone_bn, box_band=cfg.box_band)
+    if cfg.init_preset != "none":
+        model(np.zeros((1, cfg.crop, cfg.crop, 3), np.float32))  # builds the head, so it can take the weights
+        start_from_preset(model, cfg.init_preset)
     model.fold_frozen_backbone()
     model.compile(optimizer=poly_sgd(cfg.lr, total_steps, cfg.momentum), jit_compile=_jit(cfg.jit_compile))
     return model
