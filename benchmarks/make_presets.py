@@ -1,7 +1,7 @@
 """Writes the shipped presets (c2am_tf/presets/) from trained runs, each threshold chosen on held-out boxes.
 
     python benchmarks/imagenet_dev.py --lists-only    # the general head's training list
-    python train/fit.py --dataset folder --data-dir runs/lists/general_half1.txt --out runs/general_half1 --eval-every 0
+    python train/fit.py --dataset folder --data-dir runs/lists/general_half1.txt --out runs/general_half1 --eval-every 0 --init-preset none
     python train/fit.py --dataset cub --data-dir ../shared/data/CUB_200_2011_dev --out runs/cub_lite0
     python -m c2am_tf fit-routed --preset general_lite0 --dataset folder --data-dir runs/lists/general_half1.txt \
         --clusters 3 --own 1 --class-votes 5 --out runs/general_routed_votes
@@ -54,7 +54,7 @@ def main(names=(), from_shipped=False):
          "every unlabeled image of ../shared/data except CUB_200_2011_dev test and ILSVRC_val_dev half2 "
          "(CUB train 750, DUTS-TE_dev500 500, oxford_pets_dev 300, ILSVRC_val_dev half1 325)",
          "python train/fit.py --dataset folder --data-dir runs/lists/general_half1.txt --out runs/general_half1 "
-         "--eval-every 0 (list: python benchmarks/imagenet_dev.py --lists-only); python benchmarks/make_presets.py"),
+         "--eval-every 0 --init-preset none (list: python benchmarks/imagenet_dev.py --lists-only); python benchmarks/make_presets.py"),
         ("cub_lite0", "runs/cub_lite0/final.keras", [("cub", CUB, "train")],
          "CUB_200_2011_dev train (750 images, classes 001-025)",
          "python train/fit.py --dataset cub --data-dir ../shared/data/CUB_200_2011_dev --out runs/cub_lite0; "

@@ -31,7 +31,7 @@ from c2am_tf.data.masks import mask_pairs
 from c2am_tf.data.wsol import select_split, wsol_records
 from c2am_tf.evaluation.evaluate import evaluate
 from c2am_tf.presets import load_named
-from c2am_tf.training.trainer import TrainConfig, run_training
+from c2am_tf.training.trainer import TrainConfig, run_training, training_maps
 
 from machine import header
 
@@ -82,10 +82,19 @@ def domains(work):
     return out
 
 
-def score(model, dataset, root, half):
-    """(GT-known at the model's stored threshold, the best GT-known, the best threshold) on ``half``."""
-    result, _ = evaluate(model, data.eval_dataset(dataset, half, root, cache=False), max_box_acc=False)
+def score(model, dataset, root, half, threshold="model"):
+    """(GT-known at the model's stored threshold (or ``threshold``), the best GT-known, the best threshold)."""
+    result, _ = evaluate(model, data.eval_dataset(dataset, half, root, cache=False), max_box_acc=False,
+                         stored_threshold=threshold)
     return result["at_stored"], result["best"], result["best_threshold"]
+
+
+def first_images(paths, size=224, count=256):
+    """The first ``count`` of ``paths`` (the order ``fit --dataset folder`` reads a list in), resized whole."""
+    from c2am_tf.data.transforms import resize_square
+    from c2am_tf.utils.image_io import load_image
+
+    return np.stack([resize_square(load_image(p), size).numpy() for p in paths[:count]])
 
 
 def main():
@@ -94,6 +103,9 @@ def main():
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--configs", nargs="+", default=["scratch", "warm-1e-4", "warm-1e-3"], choices=sorted(CONFIGS))
     p.add_argument("--domains", nargs="+", default=["duts", "pets", "cub", "imagenet"])
+    p.add_argument("--matched", action="store_true",
+                   help="also score each warm run at the label-free matched threshold (maps.foreground.matched_"
+                        "threshold on its training images)")
     args = p.parse_args()
     print(header())
     os.makedirs(args.out, exist_ok=True)
@@ -133,7 +145,20 @@ def main():
                                         polarity=summary["polarity"])
                     json.dump(results, open(results_path, "w"), indent=1)
                 r = results[key]
-                print(f"| {name} | {scored} | {config} | {r['at_stored']:.1f} | {r['best']:.1f} "
+                if args.matched and CONFIGS[config]["init_preset"] != "none" and "at_matched" not in r:
+                    from c2am_tf.maps.foreground import matched_threshold
+                    from c2am_tf.presets import load_model
+
+                    keras.backend.clear_session()
+                    start = load_named(CONFIGS[config]["init_preset"])
+                    trained = load_model(os.path.join(args.out, f"{name}_{train_half}_{config}", "final.keras"))
+                    images = first_images(paths[train_half])
+                    t = matched_threshold(training_maps(start, images), float(start.threshold.numpy()),
+                                          training_maps(trained, images))
+                    r["matched_threshold"], r["at_matched"] = t, score(trained, dataset, root, scored, t)[0]
+                    json.dump(results, open(results_path, "w"), indent=1)
+                matched = f"; matched {r['matched_threshold']:.2f}: {r['at_matched']:.1f}" if "at_matched" in r else ""
+                print(f"| {name} | {scored} | {config} | {r['at_stored']:.1f}{matched} | {r['best']:.1f} "
                       f"({r['best_threshold']:.2f}) | {r['train_s']:.0f} |", flush=True)
         json.dump(results, open(results_path, "w"), indent=1)
     print("\nmean over domains and halves:")
@@ -141,7 +166,9 @@ def main():
     for model in models:
         values = [v for k, v in results.items() if k.split("/")[2] == model and k.split("/")[0] in args.domains]
         if values:
-            print(f"  {model}: {np.mean([v['at_stored'] for v in values]):.2f} at its threshold, "
+            matched = (f", {np.mean([v['at_matched'] for v in values]):.2f} at the matched threshold"
+                       if all("at_matched" in v for v in values) else "")
+            print(f"  {model}: {np.mean([v['at_stored'] for v in values]):.2f} at its threshold{matched}, "
                   f"{np.mean([v['best'] for v in values]):.2f} at the best ({len(values)} halves)")
 
 

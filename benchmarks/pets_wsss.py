@@ -55,7 +55,7 @@ def main(argv=None):
           "--out", classifier, "--cams-out", os.path.join(classifier, "cams")]
          + (["--train-backbone", "--lr", "0.01"] if args.fine_tune else []))
     step("C2AM", os.path.join(out, "c2am", "final.keras"),
-         ["train/fit.py", "--dataset", "folder", "--data-dir", images, "--out", os.path.join(out, "c2am")])
+         ["train/fit.py", "--dataset", "folder", "--data-dir", images, "--init-preset", "none", "--out", os.path.join(out, "c2am")])
     cues = os.path.join(out, f"bgcues_{args.pseudo}")
     step("background-cue model", os.path.join(cues, "bgcues.keras"),
          ["train/fit_bgcues.py", "--c2am", os.path.join(out, "c2am", "final.keras"), "--images", images,

@@ -114,7 +114,8 @@ def test_every_command_has_help_with_its_defaults():
         text = importlib.import_module(f"c2am_tf.cli.{module}").build_parser(f"c2am-tf {name}").format_help()
         assert "BENCHMARK.md" not in text and "(default: None)" not in text, name
     fit_help = importlib.import_module("c2am_tf.cli.fit").build_parser().format_help()
-    assert "--lr LR" in fit_help and "(default: 0.001)" in fit_help
+    assert "--lr LR" in fit_help and "default 1e-4 when starting from a preset, else 1e-3" in " ".join(fit_help.split())
+    assert "(default: auto)" in fit_help and "(default: 0.9)" in fit_help  # --init-preset, --momentum
 
 
 def _anchor(heading):

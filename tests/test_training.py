@@ -194,3 +194,33 @@ def test_a_run_can_start_from_a_shipped_head_and_keeps_its_threshold():
     assert float(model.threshold.numpy()) == pytest.approx(0.35) and float(model.polarity.numpy()) == -1.0
     images = np.random.RandomState(0).randint(0, 256, (2, 224, 224, 3)).astype("float32")
     np.testing.assert_allclose(model.predict(images, verbose=0), preset.predict(images, verbose=0), atol=1e-5)
+
+
+def test_a_warm_start_without_boxes_carries_its_threshold_over_by_the_foreground_it_keeps(tmp_path):
+    from c2am_tf.maps.foreground import DEFAULT_THRESHOLDS
+    from c2am_tf.training.trainer import TrainConfig, run_training
+
+    common = dict(dataset="synthetic", epochs=1, steps_per_epoch=2, batch_size=4, eval_every=0, resize=64, crop=64,
+                  synthetic_count=8, synthetic_size=64, verbose=0)
+    _, _, summary = run_training(TrainConfig(init_preset="general_lite0", out=str(tmp_path / "warm"), **common))
+    assert summary["threshold_rule"] == ("matched to general_lite0's foreground at its threshold 0.40 on 8 "
+                                         "training images")
+    assert any(abs(summary["threshold"] - t) < 1e-6 for t in DEFAULT_THRESHOLDS)
+    assert "polarity_margin" in summary
+    _, _, summary = run_training(TrainConfig(out=str(tmp_path / "cold"), **common))
+    assert summary["threshold_rule"].startswith("none: the default 0.5") and summary["threshold"] == 0.5
+
+
+def test_auto_starts_a_run_on_images_without_boxes_from_the_general_head():
+    from c2am_tf.training.trainer import TrainConfig
+
+    def resolved(**fields):
+        cfg = TrainConfig(init_preset="auto", lr=None, **fields).validate()
+        return cfg.init_preset, cfg.lr
+
+    assert resolved(dataset="folder", data_dir="photos") == ("general_lite0", 1e-4)
+    assert resolved(dataset="masks", data_dir="duts") == ("general_lite0", 1e-4)
+    assert resolved(dataset="cub") == ("none", 1e-3)  # boxes: the recipe measured on CUB
+    assert resolved(dataset="folder", data_dir="photos", backbone="tiny") == ("none", 1e-3)
+    assert resolved(dataset="folder", data_dir="photos", weights="none") == ("none", 1e-3)
+    assert TrainConfig(dataset="folder", data_dir="photos", init_preset="auto", lr=3e-4).validate().lr == 3e-4

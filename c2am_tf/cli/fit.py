@@ -34,7 +34,9 @@ def build_parser(prog=None):
                    help="'imagenet', 'none', or a weights file (.pth for EfficientNet-Lite, Keras otherwise)")
     p.add_argument("--epochs", type=int, default=defaults.epochs, help="passes over the training images")
     p.add_argument("--batch-size", type=int, default=defaults.batch_size, help="global batch (all replicas)")
-    p.add_argument("--lr", type=float, default=defaults.lr, help="base learning rate (head x10/x20 by --recipe)")
+    p.add_argument("--lr", type=float, default=None,
+                   help="base learning rate (head x10/x20 by --recipe); default 1e-4 when starting from a preset, "
+                        "else 1e-3")
     p.add_argument("--momentum", type=float, default=defaults.momentum, help="SGD momentum")
     p.add_argument("--weight-decay", type=float, default=defaults.weight_decay, help="coupled L2 weight decay")
     p.add_argument("--alpha", type=float, default=defaults.alpha, help="rank weighting of the contrastive loss (eq. 5)")
@@ -71,9 +73,10 @@ def build_parser(prog=None):
     p.add_argument("--strategy", default=defaults.strategy, choices=STRATEGIES,
                    help="auto: mirrored (all local GPUs or the CPU), or multiworker when TF_CONFIG names several "
                         "workers; tpu is untested")
-    p.add_argument("--init-preset", default=defaults.init_preset, metavar="NAME",
+    p.add_argument("--init-preset", default="auto", metavar="NAME",
                    help="start from a shipped head (its weights, polarity and threshold): general_lite0, cub_lite0; "
-                        "'none' trains the head from scratch")
+                        "'none' trains the head from scratch; 'auto': general_lite0 for images without boxes "
+                        "(folder, masks, tfrecord) on its backbone, else none")
     p.add_argument("--cluster-timeout", type=float, default=defaults.cluster_timeout,
                    help="seconds a worker waits for the others of TF_CONFIG to start (a line every 30 s names "
                         "those that do not answer), then gives up")

@@ -26,6 +26,7 @@ from c2am_tf.training.trainer import ConfigError, DataError, NonFiniteLossError,
 def build_parser(prog=None):
     """``fit``'s flags (the cluster heads' recipe) plus the general model, --clusters and --own."""
     p = fit.build_parser(prog)
+    p.set_defaults(init_preset="none", lr=1e-3)  # each cluster's head is trained from scratch, as the routed preset
     p.description = __doc__
     add_model_flags(p)
     p.add_argument("--clusters", type=int, default=3, help="k-means clusters of the training images")

@@ -42,3 +42,22 @@ def foreground_mask(score_map, threshold):
     """
     image, peak = uint8_and_peak(check_map(score_map))
     return image > int(float(threshold) * peak)
+
+
+def foreground_fraction(maps, threshold):
+    """The mean share of pixels that ``foreground_mask`` keeps at ``threshold`` over ``maps`` (each in [0, 1])."""
+    return float(np.mean([foreground_mask(m, threshold).mean() for m in maps])) if len(maps) else 0.0
+
+
+def matched_threshold(start_maps, start_threshold, maps, thresholds=DEFAULT_THRESHOLDS):
+    """A threshold chosen without boxes: the one of ``thresholds`` at which ``maps`` (a trained model's, on the
+    training images) keep the share of foreground that ``start_maps`` (its start's, same images) kept at
+    ``start_threshold``. Training moves a map's scale, so the start's calibrated threshold alone would cut
+    the new maps elsewhere; matching the foreground it kept carries its calibration over.
+
+    >>> start = [np.linspace(0, 1, 100).reshape(10, 10)]
+    >>> matched_threshold(start, 0.5, [np.linspace(0, 1, 100).reshape(10, 10) ** 2])  # the same region at 0.25
+    0.25
+    """
+    target = foreground_fraction(start_maps, start_threshold)
+    return min(thresholds, key=lambda t: (abs(foreground_fraction(maps, t) - target), abs(t - start_threshold)))

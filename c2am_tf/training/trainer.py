@@ -32,6 +32,7 @@ from c2am_tf.data.grouping import feature_clusters
 from c2am_tf.utils.errors import ConfigError
 from c2am_tf.utils.limits import check_timeout
 from c2am_tf.utils.files import write_json_atomically
+from c2am_tf.maps.foreground import matched_threshold
 from c2am_tf.maps.geometry import EVAL_CROP, EVAL_RESIZE, MIN_IMAGE_SIZE, STRIDE, check_band
 from c2am_tf.models.c2am.losses import VARIANTS
 from c2am_tf.models.c2am.model import BACKBONE_BN_MODES, C2AM
@@ -87,7 +88,7 @@ class TrainConfig:
     verbose: int = 1
     num_pictures: int = 8
     strict: bool = False  # an unusable box annotation is an error, not a skipped image
-    init_preset: str = "none"  # a shipped head to start from (its head, polarity and threshold), or "none"
+    init_preset: str = "none"  # a shipped head to start from (its head, polarity and threshold), "none" or "auto"
 
     def validate(self):
         """Raises ``ConfigError`` (naming the field) for a value no run can use."""
@@ -118,6 +119,10 @@ class TrainConfig:
             if getattr(self, crop) > getattr(self, resize):
                 raise ConfigError(crop, f"{getattr(self, crop)} is larger than {resize} {getattr(self, resize)}: "
                                         "the crop is cut from the resized image")
+        if self.init_preset == "auto":
+            self.init_preset = auto_start(self)
+        if self.lr is None:
+            self.lr = WARM_LR if self.init_preset != "none" else COLD_LR
         _number(self, "lr", low=0.0, low_open=True)
         _number(self, "alpha", low=0.0, low_open=True)
         _number(self, "weight_decay", low=0.0)
@@ -132,6 +137,11 @@ class TrainConfig:
 
 
 JIT_CHOICES = ("auto", "true", "false")
+# init_preset "auto": a run on images without boxes adapts this shipped head at WARM_LR, any other run trains
+# from scratch at COLD_LR (measured in docs/results/own_photos.md)
+UNLABELED_DATASETS = ("folder", "masks", "tfrecord")
+DEFAULT_START = "general_lite0"
+WARM_LR, COLD_LR = 1e-4, 1e-3
 # Fields that do not change what a run computes: a resumed run may differ in these.
 NOT_FINGERPRINTED = ("out", "verbose", "num_pictures", "strict", "strategy", "cluster_timeout")
 # What a run writes under ``out`` (--overwrite removes these, and nothing else).
@@ -229,6 +239,17 @@ def check_start(name, backbone, features):
     return name
 
 
+def auto_start(cfg):
+    """``DEFAULT_START`` for a run on images without boxes whose backbone (with ImageNet weights) and features the
+    preset's head fits; else "none"."""
+    from c2am_tf.models.c2am import c2am_presets
+
+    entry = c2am_presets.list_presets()[DEFAULT_START]
+    features = cfg.backbone_features or default_features(cfg.backbone)
+    fits = (entry["backbone"], entry["backbone_features"]) == (cfg.backbone, features) and cfg.weights == "imagenet"
+    return DEFAULT_START if cfg.dataset in UNLABELED_DATASETS and fits else "none"
+
+
 def start_from_preset(model, name):
     """Gives ``model`` the preset's head weights, polarity and threshold (a run that adapts a shipped head starts
     where it is good, and keeps its calibrated threshold: no boxes are needed to choose one)."""
@@ -238,6 +259,26 @@ def start_from_preset(model, name):
     c2am_presets.assign_head(model.head, arrays, name)
     model.polarity.assign(float(arrays["polarity"]))
     model.threshold.assign(float(arrays["threshold"]))
+
+
+def training_maps(model, images):
+    """Min-max normalized maps (N, h, w) of ``model`` for ``images`` (N, S, S, 3), in batches of 32."""
+    from c2am_tf.inference.maps import predict_maps
+    from c2am_tf.maps.normalize import min_max_normalized
+
+    return min_max_normalized(np.concatenate([predict_maps(model, images[i:i + 32])
+                                              for i in range(0, len(images), 32)]))
+
+
+def threshold_reference(cfg, model, count=256):
+    """(up to ``count`` training images resized whole to the crop, the started ``model``'s maps of them, its
+    threshold): what ``matched_threshold`` compares the trained model's maps with."""
+    from c2am_tf.data.transforms import resize_square
+
+    source = data.make_source(cfg.dataset, "train", cfg.data_dir, cfg.synthetic_size, cfg.synthetic_count, cfg.seed,
+                              cfg.tfds_download, cfg.strict)
+    images = np.stack([resize_square(ex["image"], cfg.crop).numpy() for ex in source.take(count)])
+    return images, training_maps(model, images), float(model.threshold.numpy())
 
 
 def _jit(flag):
@@ -411,6 +452,8 @@ def _fit(cfg, strategy, out, train, steps, evaluation, extra_callbacks):
         ClusterBackupAndRestore(os.path.join(cfg.out, "backup"), write=out == cfg.out),
         *extra_callbacks,
     ]
+    # no boxes to choose a threshold on: the start's calibrated one, carried over by the foreground it keeps
+    reference = threshold_reference(cfg, model) if cfg.init_preset != "none" and evaluation is None else None
     start = time.perf_counter()
     history = model.fit(train, epochs=cfg.epochs, steps_per_epoch=steps, callbacks=callbacks, shuffle=False,
                         verbose=cfg.verbose)
@@ -423,6 +466,15 @@ def _fit(cfg, strategy, out, train, steps, evaluation, extra_callbacks):
         raise NonFiniteLossError(f"the loss became {value} at epoch {epoch + 1}, step {step + 1}; training stopped. "
                                  f"{cfg.out}/last.keras and best.keras hold the last good epoch, if any; "
                                  "try a lower learning rate")
+    if reference is not None:
+        images, start_maps, start_threshold = reference
+        model.threshold.assign(matched_threshold(start_maps, start_threshold, training_maps(model, images)))
+        rule = (f"matched to {cfg.init_preset}'s foreground at its threshold {start_threshold:.2f} on "
+                f"{len(images)} training images")
+    elif loc is not None:
+        rule = "the best GT-known Loc on the eval split's boxes"
+    else:
+        rule = "none: the default 0.5 (no boxes, no start to carry a threshold from)"
     save_atomically(model, os.path.join(out, "final.keras"))
     later = timer.times[5:] or timer.times
     summary = {
@@ -435,7 +487,11 @@ def _fit(cfg, strategy, out, train, steps, evaluation, extra_callbacks):
         "images_per_s": cfg.batch_size / float(np.median(later)) if later else None,
         "polarity": float(model.polarity.numpy()),
         "threshold": float(model.threshold.numpy()),
+        "threshold_rule": rule,
     }
+    margins = history.history.get("border_minus_center")
+    if margins:  # how clearly the map tells border from centre: the polarity's evidence
+        summary["polarity_margin"] = float(margins[-1])
     if loc is not None and loc.last is not None:
         values = dict((key, value) for key, value, _ in logged_values(loc.last))
         summary["gt_known_loc"] = values.pop("gt_known_loc")
