@@ -88,3 +88,39 @@ def test_the_device_resize_is_the_tensorflow_pipelines(shape, size):
     got = resize_rgb(image, width, height)
     assert got.shape == want.shape and np.abs(got.astype(int) - want).max() <= 1
     assert np.mean(got != want) < 0.01  # rounding ties only (Pillow's bilinear: about 16% of the pixels)
+
+
+def test_detect_writes_each_images_mask_at_its_size(tmp_path):
+    pytest.importorskip("ai_edge_litert")
+    from PIL import Image
+
+    from c2am_tf.backbones import build_backbone
+    from c2am_tf.cli import run_command
+    from c2am_tf.deploy import tflite_export
+    from c2am_tf.deploy.on_device import ForegroundDetector
+    from c2am_tf.models.c2am.model import C2AM
+
+    (tmp_path / "m.tflite").write_bytes(tflite_export.convert(C2AM(build_backbone("tiny", weights=None)), 64, "none"))
+    photos = tmp_path / "in"
+    photos.mkdir()
+    rng = np.random.RandomState(0)
+    for i, shape in enumerate(((40, 56, 3), (33, 21, 3))):
+        image = rng.randint(0, 60, shape).astype(np.uint8)
+        image[5:20, 5:15] = 230
+        Image.fromarray(image).save(photos / f"im{i}.png")
+    out = tmp_path / "out"
+    assert run_command("detect", [str(photos), "--model", str(tmp_path / "m.tflite"), "--out", str(out), "--masks",
+                                  "--no-overlays"]) == 0
+    detector = ForegroundDetector(str(tmp_path / "m.tflite"))
+    for i in range(2):
+        image = np.asarray(Image.open(photos / f"im{i}.png"))
+        mask = np.asarray(Image.open(out / f"im{i}.png.mask.png"))
+        assert mask.shape == image.shape[:2] and set(np.unique(mask)) <= {0, 255}
+        np.testing.assert_array_equal(mask == 255, detector.detect(image)["mask"])
+    assert not (out / "im0.png.png").exists()  # --no-overlays
+    # a second run reads the input folder without the masks it wrote when --out is inside it
+    assert run_command("detect", [str(photos), "--model", str(tmp_path / "m.tflite"), "--out", str(photos),
+                                  "--masks"]) == 0
+    assert run_command("detect", [str(photos), "--model", str(tmp_path / "m.tflite"), "--out", str(photos),
+                                  "--masks"]) == 0
+    assert not list(photos.glob("*.mask.png.mask.png")) and not list(photos.glob("*.mask.png.png"))

@@ -7,7 +7,9 @@ Runs the LiteRT interpreter (ai-edge-litert) on each image resized whole to the
 model's input size, computes the box on the device side (``c2am_tf.deploy.on_device``) and
 writes ``OUT/boxes.json`` (boxes in original image pixels, the same
 ``c2am_tf.boxes/v1`` format as ``train/extract_boxes.py``) and heatmap overlays
-named like ``predict``'s (``photos/sub/x.jpg`` -> ``OUT/sub/x.jpg.png``; never an input).
+named like ``predict``'s (``photos/sub/x.jpg`` -> ``OUT/sub/x.jpg.png``; never an input); with ``--masks``
+also each image's foreground mask (``OUT/sub/x.jpg.mask.png``, 0 / 255, at the size the image was decoded at,
+the model's stored refinement applied), written with Pillow: no OpenCV needed for it.
 Prints the time per image: the whole detection (resize, model,
 box) and the interpreter call alone. Unreadable images are skipped and counted.
 """
@@ -21,12 +23,26 @@ from tqdm import tqdm
 
 from c2am_tf.maps.boxes_json import BoxesWriter, box_record, drop_own_outputs
 from c2am_tf.utils.errors import ConfigError, InputError
-from c2am_tf.utils.files import OutputNames, image_paths
+from c2am_tf.utils.files import OutputNames, image_paths, write_atomically
 from c2am_tf.maps.geometry import scale_box
 from c2am_tf.utils.image_io import UnreadableImageError, load_image
 from c2am_tf.deploy.on_device import ForegroundDetector
 from c2am_tf.cli.common import add_box_band_flag, command_parser, output_folder
 
+
+
+MASK_AND_OVERLAY = (".png", ".mask.png")  # the pictures written beside each image's name
+
+
+def mask_png(mask):
+    """PNG bytes of a bool (H, W) mask as 0 / 255 gray, by Pillow (the device side has no OpenCV to need)."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.asarray(mask, bool).astype(np.uint8) * 255).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def build_parser(prog=None):
@@ -38,7 +54,8 @@ def build_parser(prog=None):
     p.add_argument("--threads", type=int, default=2, help="interpreter threads")
     p.add_argument("--threshold", type=float, help="override the threshold stored in the model")
     add_box_band_flag(p)
-    p.add_argument("--no-overlays", action="store_true", help="write boxes.json only")
+    p.add_argument("--no-overlays", action="store_true", help="write no heatmap overlays")
+    p.add_argument("--masks", action="store_true", help="also write each image's foreground mask (.mask.png)")
     p.add_argument("--overwrite", action="store_true", help="replace the results of other settings in --out")
     return p
 
@@ -51,8 +68,9 @@ def main(argv=None, prog=None):
         p.error(f"--model: no such file: {args.model}")
     try:
         paths = drop_own_outputs(image_paths(args.inputs, exclude=args.out), os.path.join(args.out, "boxes.json"),
-                                 [".png"])
+                                 MASK_AND_OVERLAY)
         pictures = OutputNames(paths, args.out, ".png", overwrite=args.overwrite)
+        mask_names = OutputNames(paths, args.out, ".mask.png", overwrite=args.overwrite) if args.masks else None
     except InputError:  # a file of the user's where an output goes: one line of its own (run_command)
         raise
     except (FileNotFoundError, ValueError) as err:
@@ -92,6 +110,8 @@ def main(argv=None, prog=None):
             writer.add(box_record(path, width, height, box, result["foreground_fraction"], result["score"]))
             if not args.no_overlays:
                 write_png(pictures(path), overlay(image, result["map"], [result["box"]]))
+            if mask_names is not None:
+                write_atomically(mask_names(path), mask_png(result["mask"]))
     records = list(writer.done.values())
     if skipped:
         shown = ", ".join(skipped[:5]) + (" ..." if len(skipped) > 5 else "")
