@@ -63,3 +63,40 @@ def test_a_finished_file_of_another_run_is_refused_and_one_of_this_run_is_kept(t
     with BoxesWriter(out, {**HEADER, "threshold": 0.5}, replace=True) as writer:
         assert writer.done == {}
     assert read_boxes(out)["threshold"] == 0.5 and read_boxes(out)["images"] == []
+
+
+def test_predict_and_extract_boxes_write_coco_json_of_the_same_boxes(tmp_path):
+    import json
+    import os
+
+    import keras
+    import numpy as np
+
+    from c2am_tf.backbones import build_backbone
+    from c2am_tf.cli import run_command
+    from c2am_tf.models.c2am.model import C2AM
+    from PIL import Image
+
+    C2AM(build_backbone("tiny", weights=None)).save(tmp_path / "m.keras")
+    keras.backend.clear_session()
+    photos = tmp_path / "in"
+    (photos / "sub").mkdir(parents=True)
+    rng = np.random.RandomState(0)
+    for rel in ("a.jpg", "sub/b.png"):
+        Image.fromarray(rng.randint(0, 255, (30, 40, 3)).astype(np.uint8)).save(photos / rel)
+    assert run_command("predict", [str(photos), "--model", str(tmp_path / "m.keras"), "--out", str(tmp_path / "o"),
+                                   "--coco", str(tmp_path / "coco.json")]) == 0
+    coco = json.loads((tmp_path / "coco.json").read_text())
+    boxes = {os.path.relpath(r["path"], photos): r for r in json.loads((tmp_path / "o" / "boxes.json").read_text())["images"]}
+    assert sorted(i["file_name"] for i in coco["images"]) == sorted(boxes) == ["a.jpg", os.path.join("sub", "b.png")]
+    by_id = {i["id"]: i for i in coco["images"]}
+    for a in coco["annotations"]:
+        image = by_id[a["image_id"]]
+        x0, y0, x1, y1 = boxes[image["file_name"]]["box"]
+        assert a["bbox"] == pytest.approx([x0, y0, x1 - x0, y1 - y0], abs=0.011) and a["category_id"] == 1
+        assert (image["width"], image["height"]) == (40, 30)
+    assert run_command("extract-boxes", ["--model", str(tmp_path / "m.keras"), "--dataset", "folder", "--data-dir",
+                                         str(photos), "--size", "64", "--out", str(tmp_path / "b.json"),
+                                         "--coco", str(tmp_path / "coco2.json")]) == 0
+    coco2 = json.loads((tmp_path / "coco2.json").read_text())
+    assert sorted(i["file_name"] for i in coco2["images"]) == ["a.jpg", os.path.join("sub", "b.png")]

@@ -129,7 +129,7 @@ def add_training_flags(parser, epochs, batch_size, lr, seed=1):
 
 
 # the flags through which commands write; every other flag naming an existing file or folder is an input
-OUTPUT_FLAGS = ("out", "psol_out", "overlays", "cues_out", "cams_out", "json", "target")
+OUTPUT_FLAGS = ("out", "psol_out", "coco", "overlays", "cues_out", "cams_out", "json", "target")
 
 
 def command_inputs(args):

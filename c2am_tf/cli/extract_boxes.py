@@ -40,7 +40,7 @@ import sys
 from c2am_tf import data
 from c2am_tf.inference.beam_boxes import RUNNERS
 from c2am_tf.inference.extract import extract_boxes, extraction_header, write_psol
-from c2am_tf.maps.boxes_json import FORMAT
+from c2am_tf.maps.boxes_json import FORMAT, write_coco
 from c2am_tf.maps.geometry import EVAL_CROP
 from c2am_tf.models.settings import model_box_band
 from c2am_tf.presets import load, load_classifier
@@ -63,6 +63,8 @@ def build_parser(prog=None):
                    help="which split (half1/half2: the halves of an annotated ImageNet-style set)")
     p.add_argument("--out", required=True, type=output_file, help="boxes JSON")
     p.add_argument("--psol-out", type=output_file, help="also write PSOL-format JSON here")
+    p.add_argument("--coco", type=output_file, help="also write the boxes as COCO JSON here (pre-annotations for "
+                                                    "CVAT or Label Studio; file names relative to --data-dir)")
     p.add_argument("--overlays", type=output_folder, help="folder for heatmap overlay PNGs")
     p.add_argument("--overwrite", action="store_true", help="replace a finished --out (and --psol-out) of an earlier run")
     p.add_argument("--batch-size", type=int, default=16, help="images per batch")
@@ -99,6 +101,8 @@ def parse_args(argv=None, prog=None):
         claim_output(p, args.out, args.overwrite, inputs=inputs)
         if args.psol_out:
             claim_output(p, args.psol_out, args.overwrite, "--psol-out", inputs=inputs)
+        if args.coco:
+            claim_output(p, args.coco, args.overwrite, "--coco", inputs=inputs)
     return args, beam_args, p
 
 
@@ -134,6 +138,8 @@ def main(argv=None, prog=None):
         sys.exit(f"error: {err}")
     if args.psol_out:
         write_psol(args.psol_out, records)
+    if args.coco:
+        write_coco(args.coco, records, args.data_dir if args.data_dir and os.path.isdir(args.data_dir) else None)
     print(f"{len(records)} boxes at threshold {threshold:.2f} -> {args.out}")
 
 

@@ -12,10 +12,12 @@ image, and an output folder inside the input folder is not read. The workflow is
 ``c2am_tf.inference.predict``.
 """
 
+import os
 import time
 
 from c2am_tf.cli.common import (add_box_band_flag, add_classifier_flags, add_model_flags, check_classifier_flags,
-                                command_parser, output_folder)
+                                claim_output, command_inputs, command_parser, output_file, output_folder)
+from c2am_tf.maps.boxes_json import write_coco
 from c2am_tf.inference.predict import input_images, predict
 from c2am_tf.maps.geometry import EVAL_CROP
 from c2am_tf.presets import load_classifier
@@ -33,6 +35,8 @@ def build_parser(prog=None):
     add_box_band_flag(p)
     p.add_argument("--masks", action="store_true", help="also write each image's foreground mask (.mask.png)")
     add_classifier_flags(p, "its top-1 class")
+    p.add_argument("--coco", type=output_file, help="also write the boxes as COCO JSON here (pre-annotations for "
+                                                    "CVAT or Label Studio; file names relative to the input folder)")
     p.add_argument("--overwrite", action="store_true", help="replace the results of other settings in --out")
     return p
 
@@ -42,6 +46,8 @@ def main(argv=None, prog=None):
     p = build_parser(prog)
     args = p.parse_args(argv)
     check_classifier_flags(p, args, threshold_needed=True)
+    if args.coco:
+        claim_output(p, args.coco, args.overwrite, "--coco", inputs=command_inputs(args))
     try:
         paths = input_images(args.inputs, args.out)
     except (FileNotFoundError, ValueError) as err:
@@ -56,6 +62,8 @@ def main(argv=None, prog=None):
     except (ValueError, FileNotFoundError) as err:
         p.error(str(err))
     seconds = time.perf_counter() - start
+    if args.coco:
+        write_coco(args.coco, records, args.inputs if os.path.isdir(args.inputs) else None)
     print(f"{len(records)} of {len(paths)} images -> {args.out}/boxes.json ({len(paths) - len(records)} unreadable "
           f"skipped; {seconds:.1f} s, {len(paths) / max(seconds, 1e-9):.1f} img/s)")
     return 0 if records else 1

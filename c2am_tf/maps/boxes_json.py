@@ -211,6 +211,41 @@ class BoxesWriter:
             self._lock.release()
 
 
+def coco_from_records(records, root=None):
+    """Box records as COCO detection JSON (one category, ``foreground``), the format CVAT, Label Studio and
+    most labelling tools import as pre-annotations: ``file_name`` relative to ``root`` (default: the records'
+    common folder), ``bbox`` ``[x, y, w, h]`` in the image's pixels, the map's ``score`` where the record has one.
+
+    >>> coco = coco_from_records([box_record("in/a.jpg", 40, 30, [1, 2, 21, 12], 0.2)])
+    >>> coco["images"][0]["file_name"], coco["annotations"][0]["bbox"], coco["categories"][0]["name"]
+    ('a.jpg', [1.0, 2.0, 20.0, 10.0], 'foreground')
+    """
+    records = list(records)
+    if root is None:
+        folders = [os.path.dirname(os.path.abspath(r["path"])) for r in records]
+        root = os.path.commonpath(folders) if folders else ""
+    images, annotations = [], []
+    for k, record in enumerate(records, 1):
+        name = os.path.relpath(os.path.abspath(record["path"]), os.path.abspath(root)) if root else record["path"]
+        images.append({"id": k, "file_name": name, "width": record["width"], "height": record["height"]})
+        x0, y0, x1, y1 = record["box"]
+        if x1 <= x0 or y1 <= y0:  # an empty map: the image is listed, with no box
+            continue
+        box = [round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)]
+        annotation = {"id": len(annotations) + 1, "image_id": k, "category_id": 1, "bbox": box,
+                      "area": round(box[2] * box[3], 2), "iscrowd": 0}
+        if "score" in record:
+            annotation["score"] = record["score"]
+        annotations.append(annotation)
+    return {"info": {"description": f"class-agnostic boxes from c2am_tf ({FORMAT})"}, "images": images,
+            "annotations": annotations, "categories": [{"id": 1, "name": "foreground", "supercategory": "object"}]}
+
+
+def write_coco(path, records, root=None):
+    """``coco_from_records`` written atomically at ``path``."""
+    write_json_atomically(path, coco_from_records(records, root), indent=1)
+
+
 def read_sharded_boxes(prefix):
     """The JSON-lines parts ``PREFIX-00000-of-0000N.jsonl`` written by ``c2am_tf.inference.beam_boxes``, as one
     boxes dict; ValueError names a missing part or parts written by different runs."""
