@@ -1,6 +1,7 @@
 """Your own photos: which start and learning rate adapt a head to a folder of unlabeled images best (issue 36).
 
     python benchmarks/own_photos.py [--out runs/own_photos] [--epochs 5] [--configs scratch warm-1e-4 warm-1e-3]
+    python benchmarks/own_photos.py --out runs/own_photos80 --images 80 --configs warm-1e-4 --matched
 
 Protocol, 2-fold on every dev domain of ../shared/data: ``fit --dataset folder`` trains on the images of one half
 (their annotations unused) and is scored on the other half, then the halves swap.
@@ -103,6 +104,7 @@ def main():
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--configs", nargs="+", default=["scratch", "warm-1e-4", "warm-1e-3"], choices=sorted(CONFIGS))
     p.add_argument("--domains", nargs="+", default=["duts", "pets", "cub", "imagenet"])
+    p.add_argument("--images", type=int, help="train on the first N images of each half only (a small folder)")
     p.add_argument("--matched", action="store_true",
                    help="also score each warm run at the label-free matched threshold (maps.foreground.matched_"
                         "threshold on its training images)")
@@ -126,6 +128,8 @@ def main():
                 r = results[key]
                 print(f"| {name} | {scored} | {preset} | {r['at_stored']:.1f} | {r['best']:.1f} "
                       f"({r['best_threshold']:.2f}) | |", flush=True)
+            if args.images:
+                paths = {**paths, train_half: paths[train_half][:args.images]}
             listing = os.path.join(args.out, f"{name}_{train_half}.txt")
             with open(listing, "w") as f:
                 f.write("".join(os.path.abspath(x) + "\n" for x in paths[train_half]))
