@@ -21,7 +21,7 @@ import time
 import numpy as np
 from tqdm import tqdm
 
-from c2am_tf.maps.boxes_json import BoxesWriter, box_record, drop_own_outputs
+from c2am_tf.maps.boxes_json import PICTURE_SUFFIXES, BoxesWriter, box_record, drop_own_outputs
 from c2am_tf.utils.errors import ConfigError, InputError
 from c2am_tf.utils.files import OutputNames, image_paths, write_atomically
 from c2am_tf.maps.geometry import scale_box
@@ -29,9 +29,6 @@ from c2am_tf.utils.image_io import UnreadableImageError, load_image
 from c2am_tf.deploy.on_device import ForegroundDetector
 from c2am_tf.cli.common import add_box_band_flag, command_parser, output_folder
 
-
-
-MASK_AND_OVERLAY = (".png", ".mask.png")  # the pictures written beside each image's name
 
 
 def mask_png(mask):
@@ -68,7 +65,7 @@ def main(argv=None, prog=None):
         p.error(f"--model: no such file: {args.model}")
     try:
         paths = drop_own_outputs(image_paths(args.inputs, exclude=args.out), os.path.join(args.out, "boxes.json"),
-                                 MASK_AND_OVERLAY)
+                                 PICTURE_SUFFIXES)
         pictures = OutputNames(paths, args.out, ".png", overwrite=args.overwrite)
         mask_names = OutputNames(paths, args.out, ".mask.png", overwrite=args.overwrite) if args.masks else None
     except InputError:  # a file of the user's where an output goes: one line of its own (run_command)

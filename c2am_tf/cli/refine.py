@@ -26,7 +26,6 @@ background of the initial CAMs, and reports the best of both. The workflow is ``
 """
 
 import argparse
-import os
 import sys
 
 from c2am_tf.cli.common import command_parser, output_folder

@@ -11,7 +11,7 @@ import sys
 import numpy as np
 from tqdm import tqdm
 
-from c2am_tf.maps.boxes_json import BoxesWriter, box_record, drop_own_outputs
+from c2am_tf.maps.boxes_json import PICTURE_SUFFIXES, BoxesWriter, box_record, drop_own_outputs
 from c2am_tf.inference.maps import localization_maps
 from c2am_tf.utils.files import OutputNames, image_paths, write_json_atomically
 from c2am_tf.data.transforms import resize_square
@@ -23,7 +23,6 @@ from c2am_tf.presets import load, model_label
 from c2am_tf.maps.viz import overlay, write_png
 
 
-OUTPUT_SUFFIXES = (".png", ".mask.png")  # the pictures written beside each image's name (.json is no image)
 
 
 def predict(paths, model_path, out_dir, size=EVAL_CROP, threshold=None, preset=None, masks=False,
@@ -46,9 +45,9 @@ def predict(paths, model_path, out_dir, size=EVAL_CROP, threshold=None, preset=N
         raise ValueError("cam_weight needs a threshold: the model's stored one was chosen for its map alone")
     classify = dict(classifier=classifier, classifier_size=classifier_size, cam_weight=cam_weight)
     # a file in out_dir that no run wrote (a labelling tool's x.jpg.json) is refused here, before any work
-    pictures = OutputNames(paths, out_dir, OUTPUT_SUFFIXES[0], overwrite=overwrite)
+    pictures = OutputNames(paths, out_dir, PICTURE_SUFFIXES[0], overwrite=overwrite)
     jsons = OutputNames(paths, out_dir, ".json", overwrite=overwrite)
-    mask_names = OutputNames(paths, out_dir, OUTPUT_SUFFIXES[1], overwrite=overwrite) if masks else None
+    mask_names = OutputNames(paths, out_dir, PICTURE_SUFFIXES[1], overwrite=overwrite) if masks else None
     model = load(model_path, preset)
     t = float(model.threshold.numpy()) if threshold is None else threshold
     band = model_box_band(model, box_band)
@@ -72,7 +71,7 @@ def input_images(inputs, out_dir):
     """The images below ``inputs`` (a file or a folder, searched recursively) that ``predict`` into ``out_dir``
     reads: an output folder inside the input folder is not read, nor the pictures an earlier run there wrote."""
     return drop_own_outputs(image_paths(inputs, exclude=out_dir), os.path.join(out_dir, "boxes.json"),
-                            OUTPUT_SUFFIXES)
+                            PICTURE_SUFFIXES)
 
 
 def _predict_one(model, path, size, t, pictures, jsons, mask_names=None, classify=None, band=0.0):

@@ -30,6 +30,9 @@ from c2am_tf.utils.errors import InputError, differences
 from c2am_tf.utils.files import OutputLock, open_for_append, write_atomically, write_json_atomically
 
 FORMAT = "c2am_tf.boxes/v1"
+# the pictures predict and detect write beside each image's name (x.jpg.png, x.jpg.mask.png; .json is no image):
+# a later run reading the same folder leaves them out (``drop_own_outputs``)
+PICTURE_SUFFIXES = (".png", ".mask.png")
 
 
 def box_record(path, width, height, box, foreground_fraction, score=None, top5=None):

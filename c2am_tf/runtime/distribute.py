@@ -60,18 +60,6 @@ def _peers():
             if (job, index) != (task.get("type"), task.get("index"))]
 
 
-def _answering(address, seconds=2.0):
-    """Whether something accepts a TCP connection at ``host:port`` (a started worker's server)."""
-    import socket
-
-    host, _, port = address.rpartition(":")
-    try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=seconds):
-            return True
-    except (OSError, ValueError):
-        return False
-
-
 # The watchdog: a process of its own, since the waiting worker holds the GIL inside TensorFlow. It prints, every
 # REPORT seconds, the peers that refuse a connection, and the error line at the deadline; it ends when its stdin
 # closes (the cluster started, or the worker died).

@@ -241,24 +241,13 @@ def check_start(name, backbone, features):
 
 def auto_start(cfg):
     """``DEFAULT_START`` for a run on images without boxes whose backbone (with ImageNet weights) and features the
-    preset's head fits; else "none"."""
-    from c2am_tf.models.c2am import c2am_presets
-
-    entry = c2am_presets.list_presets()[DEFAULT_START]
-    features = cfg.backbone_features or default_features(cfg.backbone)
-    fits = (entry["backbone"], entry["backbone_features"]) == (cfg.backbone, features) and cfg.weights == "imagenet"
-    return DEFAULT_START if cfg.dataset in UNLABELED_DATASETS and fits else "none"
-
-
-def start_from_preset(model, name):
-    """Gives ``model`` the preset's head weights, polarity and threshold (a run that adapts a shipped head starts
-    where it is good, and keeps its calibrated threshold: no boxes are needed to choose one)."""
-    from c2am_tf.models.c2am import c2am_presets
-
-    _, arrays = c2am_presets.head_file(name)
-    c2am_presets.assign_head(model.head, arrays, name)
-    model.polarity.assign(float(arrays["polarity"]))
-    model.threshold.assign(float(arrays["threshold"]))
+    preset's head fits (``check_start``); else "none"."""
+    if cfg.dataset not in UNLABELED_DATASETS or cfg.weights != "imagenet":
+        return "none"
+    try:
+        return check_start(DEFAULT_START, cfg.backbone, cfg.backbone_features or default_features(cfg.backbone))
+    except ConfigError:
+        return "none"
 
 
 def training_maps(model, images):
@@ -365,9 +354,11 @@ def build_model(cfg, total_steps):
     model = C2AM(backbone, alpha=cfg.alpha,
                  loss_variant=cfg.loss_variant, recipe=cfg.recipe,
                  weight_decay=cfg.weight_decay, backbone_bn=cfg.backbone_bn, box_band=cfg.box_band)
-    if cfg.init_preset != "none":
+    if cfg.init_preset != "none":  # a shipped head's weights, polarity and calibrated threshold to start from
+        from c2am_tf.models.c2am import c2am_presets
+
         model(np.zeros((1, cfg.crop, cfg.crop, 3), np.float32))  # builds the head, so it can take the weights
-        start_from_preset(model, cfg.init_preset)
+        c2am_presets.assign_preset(model, c2am_presets.head_file(cfg.init_preset)[1], cfg.init_preset)
     model.fold_frozen_backbone()
     model.compile(optimizer=poly_sgd(cfg.lr, total_steps, cfg.momentum), jit_compile=_jit(cfg.jit_compile))
     return model

@@ -259,8 +259,8 @@ def image_paths(inputs, exclude=None):
             paths += list_images(item, exclude)
         elif os.path.isfile(item):
             paths.append(os.fspath(item))
-        elif regular_file_problem(item) != "no such file":  # a FIFO, a socket, a device, a name too long
-            raise InputError(f"{item}: {regular_file_problem(item)}")
+        elif (problem := regular_file_problem(item)) != "no such file":  # a FIFO, a socket, a device, a long name
+            raise InputError(f"{item}: {problem}")
         else:
             raise FileNotFoundError(f"no such file or folder: {item} (images: {', '.join(IMAGE_EXTENSIONS)})")
     return paths
@@ -312,14 +312,14 @@ class WrittenRecord:
                 f.write("".join(rel + "\n" for rel in new))
             self.names.update(new)
 
-    def check(self, paths, overwrite=False, what="output", record=True):
+    def check(self, paths, overwrite=False, record=True):
         """Raises ``OutputError`` for the first of ``paths`` that a file not written by c2am_tf occupies (unless
         ``overwrite``); then records them all (with ``record``)."""
         foreign = [] if overwrite else self.foreign(paths)
         if foreign:
             more = f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else ""
             raise OutputError(f"{os.path.join(self.out_dir, foreign[0])}{more}: a file there was not written by "
-                              f"c2am_tf and would be replaced by this {what}; pass --overwrite to replace it, or "
+                              "c2am_tf and would be replaced by this output; pass --overwrite to replace it, or "
                               "choose another output folder")
         if record:
             self.add(paths)

@@ -125,6 +125,15 @@ def assign_head(head, arrays, name):
         variable.assign(arrays[key])
 
 
+def assign_preset(model, arrays, name):
+    """A preset's stored ``arrays`` onto ``model`` (a C2AM whose head has the preset's structure): the head's
+    weights, the polarity and the threshold. ``C2AM.from_preset`` and a run that starts from a preset
+    (``fit --init-preset``) both load a preset this way."""
+    assign_head(model.head, arrays, name)
+    model.polarity.assign(float(arrays["polarity"]))
+    model.threshold.assign(float(arrays["threshold"]))
+
+
 def map_network(name, weights="imagenet", directory=None):
     """A preset's map as a plain functional Keras model: images (B, H, W, 3) in 0..255 -> the foreground-high
     map (B, H/16, W/16, 1), the same numbers as ``from_preset(name)(images)``.

@@ -256,9 +256,7 @@ class C2AM(keras.Model):
         backbone.trainable = False
         model = cls(backbone, Disentangler(c2am_presets.build_head(entry), name="disentangler"), recipe="paper",
                     box_band=entry.get("box_band", 0.0), name=f"c2am_{name}")
-        c2am_presets.assign_head(model.head, arrays, name)
-        model.polarity.assign(float(arrays["polarity"]))
-        model.threshold.assign(float(arrays["threshold"]))
+        c2am_presets.assign_preset(model, arrays, name)
         return model
 
     def set_polarity_from_statistic(self, border_minus_center_value):
