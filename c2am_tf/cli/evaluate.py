@@ -5,13 +5,18 @@
     c2am-tf evaluate --model runs/cub/final.keras --dataset cub --data-dir path/to/CUB_200_2011 \\
         --classifier runs/cub_classifier/classifier.keras
     c2am-tf evaluate --boxes boxes.json --dataset imagenet --data-dir path/to/ILSVRC
+    c2am-tf evaluate --model runs/mine/final.keras --dataset folder --data-dir photos --annotations labels.json
 
 Prints GT-known Loc per threshold, at the model's stored threshold and the best; Top-1/Top-5 Loc with
 a classifier (a ``.keras`` classifier from ``fit-classifier``, or ``efficientnet_lite0/1/2``: the
 ImageNet classifiers, offline), and with ``--cam-weight`` the map fused with that classifier's CAM;
 MaxBoxAccV2 (IoU 30/50/70); PxAP and the best mask IoU when the dataset has masks. Frames: ``crop448``
 is the authors' CUB test transform (resize 480, center crop 448); ``whole224`` resizes the whole image
-to 224 (wsolevaluation; the default for imagenet); ``whole448``.
+to 224 (wsolevaluation; the default for imagenet and folder); ``whole448``.
+
+Your own photos: ``--dataset folder --data-dir IMAGES --annotations FILE`` reads boxes as COCO JSON, a
+Pascal VOC XML folder, a YOLO txt folder or a CSV ``path,x0,y0,x1,y1`` (``c2am_tf.data.box_files``), with
+``--model``, ``--preset`` or ``--boxes``.
 """
 
 import os
@@ -33,8 +38,11 @@ def build_parser(prog=None):
     p.add_argument("--boxes", help="score this boxes JSON (c2am_tf.boxes/v1, original pixels), or the --out prefix of "
                                    "extract-boxes --runner parts, instead of a model")
     p.add_argument("--dataset", required=True, choices=ANNOTATED_DATASETS, help="annotated dataset")
-    p.add_argument("--data-dir", help="its folder (CUB_200_2011, wsolevaluation metadata or raw ILSVRC, masks)")
-    p.add_argument("--split", default="test", help="cub: train|test; imagenet, masks: test|half1|half2")
+    p.add_argument("--data-dir", help="its folder (CUB_200_2011, wsolevaluation metadata or raw ILSVRC, masks, "
+                                      "your images)")
+    p.add_argument("--annotations", help="dataset folder: the images' boxes, as COCO JSON (.json), Pascal VOC XML "
+                                         "(a folder of .xml), YOLO (a folder of .txt) or CSV (path,x0,y0,x1,y1)")
+    p.add_argument("--split", default="test", help="cub: train|test; imagenet, masks, folder: test|half1|half2")
     p.add_argument("--frame", choices=sorted(EVAL_FRAMES), help="default: whole224 for imagenet, crop448 otherwise")
     add_classifier_flags(p, "each image's true class (needs labelled images)")
     p.add_argument("--thresholds", type=float, nargs="+", default=list(DEFAULT_THRESHOLDS),
@@ -71,6 +79,9 @@ def main(argv=None, prog=None):
         claim_output(p, args.json, args.overwrite, "--json", inputs=command_inputs(args))
     if args.dataset != "synthetic" and not args.data_dir and not (args.dataset == "cub" and not args.boxes):
         p.error(f"--data-dir is needed for dataset {args.dataset}")
+    if (args.dataset == "folder") != (args.annotations is not None):
+        p.error("--annotations goes with --dataset folder (the boxes of the images in --data-dir)"
+                if args.annotations else "--dataset folder needs --annotations (the images' boxes)")
     from c2am_tf.evaluation.evaluate import evaluate, evaluate_boxes, format_result
 
     start = time.perf_counter()
@@ -79,7 +90,8 @@ def main(argv=None, prog=None):
         from c2am_tf.maps.boxes_json import read_boxes
 
         try:
-            result = evaluate_boxes(read_boxes(args.boxes), data.box_records(args.dataset, args.data_dir, args.split, args.strict))
+            result = evaluate_boxes(read_boxes(args.boxes), data.box_records(args.dataset, args.data_dir, args.split,
+                                                                             args.strict, args.annotations))
         except (OSError, ValueError) as err:
             sys.exit(f"error: {err}")
     else:
@@ -89,7 +101,7 @@ def main(argv=None, prog=None):
         try:
             model = load(args.model, args.preset)
             batches = data.eval_dataset(args.dataset, args.split, args.data_dir, args.batch_size, frame, cache=False,
-                                        strict=args.strict)
+                                        strict=args.strict, annotations=args.annotations)
         except (OSError, ValueError) as err:
             sys.exit(f"error: {err}")
         classifier, size = load_classifier(args.classifier, args.classifier_size)

@@ -10,11 +10,13 @@ import os
 
 import tensorflow as tf
 
+from c2am_tf.data.box_files import FORMATS as ANNOTATION_FORMATS, read_annotations
 from c2am_tf.data.cub import cub_records, cub_source, tfds_cub_source
 from c2am_tf.data.folder import folder_source, read_image_list
 from c2am_tf.data.images import find_unreadable, list_images, read_rgb
 from c2am_tf.data.masks import mask_pairs, masks_source, tfds_cub_masks_source
-from c2am_tf.data.wsol import imagenet_source, tfds_imagenet_source, wsol_records
+from c2am_tf.data.records import records_source
+from c2am_tf.data.wsol import imagenet_source, select_split, tfds_imagenet_source, wsol_records
 from c2am_tf.data.sharding import Shard, shard_of, take_shard
 from c2am_tf.data.tfrecord import tfrecord_source, write_shards
 from c2am_tf.data.synthetic import synthetic_arrays, synthetic_example, synthetic_source
@@ -23,8 +25,9 @@ from c2am_tf.data.transforms import (eval_image, eval_mask_transform, eval_trans
 from c2am_tf.maps.geometry import EVAL_CROP, EVAL_FRAMES, EVAL_RESIZE, default_frame
 
 DATASETS = ("synthetic", "cub", "imagenet", "folder", "masks", "tfrecord")
-# the datasets with ground truth (boxes, or masks): what evaluate and threshold calibration read
-ANNOTATED_DATASETS = ("cub", "imagenet", "masks", "synthetic")
+# the datasets with ground truth (boxes, or masks): what evaluate and threshold calibration read; "folder" has
+# boxes when annotations (c2am_tf.data.box_files) come with it
+ANNOTATED_DATASETS = ("cub", "imagenet", "masks", "synthetic", "folder")
 AUTOTUNE = tf.data.AUTOTUNE
 
 
@@ -119,22 +122,30 @@ def eval_pipeline(source, batch_size, resize=EVAL_RESIZE, crop=EVAL_CROP, cache=
     return ds.batch(batch_size).prefetch(AUTOTUNE)
 
 
-def eval_dataset(name, split, data_dir=None, batch_size=16, frame=None, cache=True, strict=False):
+def eval_dataset(name, split, data_dir=None, batch_size=16, frame=None, cache=True, strict=False, annotations=None):
     """Eval batches (see ``eval_pipeline``) of a dataset's split in an eval frame of
     ``c2am_tf.maps.geometry.EVAL_FRAMES`` (default: the dataset's own, ``default_frame``); ``strict``: an unusable
-    box annotation is an error instead of a skipped image (``make_source``)."""
+    box annotation is an error instead of a skipped image (``make_source``); ``annotations``: a folder's boxes."""
     resize, crop = EVAL_FRAMES[frame or default_frame(name)]
-    return eval_pipeline(make_source(name, split, data_dir, strict=strict), batch_size, resize, crop, cache)
+    return eval_pipeline(make_source(name, split, data_dir, strict=strict, annotations=annotations), batch_size,
+                         resize, crop, cache)
 
 
 def make_source(name, split="train", data_dir=None, synthetic_size=160, synthetic_count=None,
-                seed=0, tfds_download=False, strict=False, shard=None):
+                seed=0, tfds_download=False, strict=False, shard=None, annotations=None):
     """A source by dataset name: ``synthetic``, ``cub`` (raw folder, else tfds), ``imagenet``,
     ``folder``, ``masks`` or ``tfrecord`` (shards written by ``write_shards``, in ``data_dir/split``).
 
     ``strict`` makes an unusable box annotation an error instead of a skipped image. ``shard``
-    (``c2am_tf.data.sharding.Shard``) reads only one input pipeline's files.
+    (``c2am_tf.data.sharding.Shard``) reads only one input pipeline's files. ``annotations`` (a ``folder``'s
+    boxes in any of ``ANNOTATION_FORMATS``) makes it an annotated source: its annotated images, with their
+    boxes (splits ``half1`` / ``half2``: every other image in path order).
     """
+    if annotations is not None:
+        if name != "folder":
+            raise ValueError(f"annotations come with dataset 'folder' (a folder of images), not {name!r}")
+        return records_source(box_records(name, data_dir, split, strict, annotations),
+                              f"annotated images of {data_dir}", shard=shard)
     if name == "synthetic":
         count = synthetic_count or (512 if split == "train" else 128)
         return synthetic_source(count, synthetic_size, seed, split, shard=shard)
@@ -157,7 +168,8 @@ def make_source(name, split="train", data_dir=None, synthetic_size=160, syntheti
         if not data_dir:
             raise ValueError("dataset 'folder' needs data_dir, a folder of images")
         if split != "train":
-            raise ValueError("an image folder has no boxes: it cannot be evaluated")
+            raise ValueError("an image folder has no boxes: give its annotations (COCO JSON, Pascal VOC XML, "
+                             "YOLO txt or CSV) to evaluate it")
         return folder_source(data_dir, shard=shard)
     if name == "tfrecord":
         if not data_dir:
@@ -183,25 +195,29 @@ def source_files(name, split="train", data_dir=None):
             return list_images(train), True
         return [r[0] for r in wsol_records(data_dir, split)], False
     if name == "masks" and data_dir:
-        from c2am_tf.data.wsol import select_split
-
         return [p[0] for p in select_split(mask_pairs(data_dir), split)], False
     raise ValueError(f"dataset {name!r}{'' if data_dir else ' without data_dir'} has no image files to hand out; "
                      "use folder, cub, imagenet or masks with a folder")
 
 
-def box_records(name, data_dir, split, strict=False):
+def box_records(name, data_dir, split, strict=False, annotations=None):
     """[(image path, [[x0, y0, x1, y1]], class index or -1)] of a dataset annotated with boxes in original pixels (cub,
-    imagenet): what a boxes file made elsewhere is scored against. ``strict``: an unusable box is an error."""
+    imagenet, or a folder with its ``annotations``): what a boxes file made elsewhere is scored against.
+    ``strict``: an unusable box is an error."""
+    if name == "folder":
+        if annotations is None:
+            raise ValueError("dataset 'folder' needs its annotations (COCO JSON, Pascal VOC XML, YOLO txt or CSV)")
+        return select_split(read_annotations(annotations, data_dir, strict), split)
     if name == "cub":
         return cub_records(data_dir, split, strict)
     if name == "imagenet":
         return wsol_records(data_dir, split, strict)
-    raise ValueError(f"--boxes needs box annotations in original pixels: dataset cub or imagenet, not {name}")
+    raise ValueError(f"--boxes needs box annotations in original pixels: dataset cub, imagenet, or folder with "
+                     f"--annotations; not {name}")
 
 
 __all__ = [
-    "ANNOTATED_DATASETS", "DATASETS", "box_records", "train_pipeline", "eval_pipeline", "eval_dataset", "make_source", "cub_records", "cub_source",
+    "ANNOTATED_DATASETS", "ANNOTATION_FORMATS", "DATASETS", "read_annotations", "records_source", "box_records", "train_pipeline", "eval_pipeline", "eval_dataset", "make_source", "cub_records", "cub_source",
     "tfds_cub_source", "folder_source", "masks_source", "mask_pairs", "tfds_cub_masks_source",
     "eval_mask_transform", "eval_image", "synthetic_source", "synthetic_arrays", "synthetic_example",
     "imagenet_source", "tfds_imagenet_source", "wsol_records", "read_rgb", "find_unreadable", "list_images", "eval_transform",

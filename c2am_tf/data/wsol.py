@@ -21,11 +21,11 @@ correct).
 import csv
 import glob
 import os
-import xml.etree.ElementTree as ET
 
 import tensorflow as tf
 
 from c2am_tf.data.annotations import AnnotationError, BoxAudit, parse_box
+from c2am_tf.data.box_files import voc_objects
 from c2am_tf.utils.image_io import image_size
 from c2am_tf.data.records import records_source
 from c2am_tf.data.tfds_source import prepared_tfds_split
@@ -147,22 +147,6 @@ def _first_dir(root, names):
     return None
 
 
-def _xml_boxes(path):
-    """(synset names, box fields as strings) of one PASCAL-style annotation file."""
-    try:
-        tree = ET.parse(path).getroot()
-    except (OSError, ET.ParseError) as err:
-        raise AnnotationError(f"{path}: cannot parse ({err})") from None
-    names, boxes = [], []
-    for obj in tree.iter("object"):
-        bb = obj.find("bndbox")
-        if bb is None:
-            continue
-        names.append(obj.findtext("name", "").strip())
-        boxes.append([(bb.findtext(k) or "").strip() for k in ("xmin", "ymin", "xmax", "ymax")])
-    return names, boxes
-
-
 def ilsvrc_val_records(root, strict=False):
     """[(path, boxes, class)] of the raw ILSVRC 2012 validation layout (XML files or LOC_val_solution.csv)."""
     val = _first_dir(root, ("val", os.path.join("Data", "CLS-LOC", "val")))
@@ -185,13 +169,13 @@ def ilsvrc_val_records(root, strict=False):
         for xml in sorted(glob.glob(os.path.join(xml_dir, "*.xml"))):
             stem = os.path.splitext(os.path.basename(xml))[0]
             try:
-                names, boxes = _xml_boxes(xml)
+                _, _, objects = voc_objects(xml)
             except AnnotationError as err:
                 if strict:
                     raise
                 audit.skipped.append(str(err))
                 continue
-            annotations[stem] = [(n, b, xml) for n, b in zip(names, boxes)]
+            annotations[stem] = [(name, fields, f"{xml}:{line}") for name, fields, line in objects]
     if not annotations:
         raise FileNotFoundError(f"{root}: no validation boxes (LOC_val_solution.csv, or XML files in "
                                 "Annotations/CLS-LOC/val/ or beside the images)")

@@ -21,12 +21,13 @@ EVAL_FRAMES = {"crop448": (EVAL_RESIZE, EVAL_CROP), "whole224": (224, 224), "who
 
 
 def default_frame(dataset):
-    """The eval frame a dataset is scored in: "whole224" for ImageNet (wsolevaluation), "crop448" otherwise.
+    """The eval frame a dataset is scored in: "whole224" (wsolevaluation's) for ImageNet and a user's folder, whose
+    objects may reach the image's edge, where a centre crop would cut them; "crop448" (the authors') otherwise.
 
-    >>> default_frame("imagenet"), default_frame("cub")
-    ('whole224', 'crop448')
+    >>> default_frame("imagenet"), default_frame("cub"), default_frame("folder")
+    ('whole224', 'crop448', 'whole224')
     """
-    return "whole224" if dataset == "imagenet" else "crop448"
+    return "whole224" if dataset in ("imagenet", "folder") else "crop448"
 
 
 def scale_box(box, from_size, to_size):
