@@ -224,3 +224,63 @@ def test_auto_starts_a_run_on_images_without_boxes_from_the_general_head():
     assert resolved(dataset="folder", data_dir="photos", backbone="tiny") == ("none", 1e-3)
     assert resolved(dataset="folder", data_dir="photos", weights="none") == ("none", 1e-3)
     assert TrainConfig(dataset="folder", data_dir="photos", init_preset="auto", lr=3e-4).validate().lr == 3e-4
+
+
+def _labelled_folder(tmp_path, count=12, size=64):
+    """A folder of synthetic photos and a CSV of their boxes (the user's few labelled images)."""
+    from PIL import Image
+
+    from c2am_tf.data import synthetic_arrays
+
+    images, _, boxes = synthetic_arrays(count, size, seed=3)
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    lines = []
+    for k, (image, box) in enumerate(zip(images, boxes)):
+        Image.fromarray(image).save(folder / f"p{k:02d}.png")
+        lines.append(f"p{k:02d}.png," + ",".join(f"{v:.1f}" for v in box[0]))
+    (tmp_path / "boxes.csv").write_text("\n".join(lines[: count // 2]) + "\n")  # half of them labelled
+    return str(folder), str(tmp_path / "boxes.csv")
+
+
+def test_a_few_labelled_images_choose_the_epoch_and_final_keras_is_never_below_its_start(tmp_path):
+    from c2am_tf.presets import load_model
+
+    folder, labels = _labelled_folder(tmp_path)
+    out = tmp_path / "mine"
+    cfg = TrainConfig(dataset="folder", data_dir=folder, val_annotations=labels, init_preset="general_lite0",
+                      epochs=2, batch_size=4, resize=64, crop=64, verbose=0, out=str(out))
+    model, _, summary = run_training(cfg)
+    assert summary["val_images"] == 6 and cfg.val_images == folder
+    assert summary["threshold_rule"] == f"the best GT-known Loc on the labelled images of {labels}"
+    scores = summary["val_gt_known_loc"]
+    assert set(scores) == {"trained", "trained_epoch", "start"}
+    kept = "start.keras" if scores["start"] >= scores["trained"] else "best.keras"
+    assert summary["kept"].startswith("general_lite0, the start" if kept == "start.keras" else "epoch ")
+    final, chosen = load_model(str(out / "final.keras")), load_model(str(out / kept))
+    for a, b in zip(final.weights, chosen.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    assert float(final.threshold.numpy()) == pytest.approx(summary["threshold"])
+    # the kept model scores what the summary says on the labelled images
+    from c2am_tf import data
+    from c2am_tf.evaluation.evaluate import evaluate
+
+    batches = data.eval_dataset("folder", "test", folder, annotations=labels)
+    result, _ = evaluate(final, batches, max_box_acc=False, stored_threshold="model")
+    assert result["total"] == 6
+    assert result["at_stored"] == pytest.approx(max(scores["start"], scores["trained"]), abs=1e-6)
+    assert summary["verdict"] and "median_iou_with_start" in summary["label_free"]
+
+
+def test_val_annotations_are_checked_before_any_work(tmp_path):
+    from c2am_tf.utils.errors import ConfigError
+
+    folder, labels = _labelled_folder(tmp_path, count=4)
+    for fields, flag, message in (
+            (dict(dataset="cub", val_annotations=labels), "val_annotations", "are for images without boxes"),
+            (dict(dataset="tfrecord", data_dir=folder, val_annotations=labels), "val_images", "is needed"),
+            (dict(dataset="folder", data_dir=folder, val_annotations=folder), "val_annotations", "neither"),
+            (dict(dataset="folder", data_dir=folder, val_images=folder), "val_images", "goes with")):
+        with pytest.raises(ConfigError, match=message) as err:
+            TrainConfig(**fields).validate()
+        assert err.value.field == flag

@@ -77,6 +77,12 @@ def build_parser(prog=None):
                    help="start from a shipped head (its weights, polarity and threshold): general_lite0, cub_lite0; "
                         "'none' trains the head from scratch; 'auto': general_lite0 for images without boxes "
                         "(folder, masks, tfrecord) on its backbone, else none")
+    p.add_argument("--val-annotations", metavar="FILE",
+                   help="boxes of a few of your images (COCO .json, Pascal VOC .xml folder, YOLO .txt folder, or CSV "
+                        "path,x0,y0,x1,y1): they choose the threshold and the epoch to keep, and final.keras is the "
+                        "start when training does not beat it on them (docs/train.md: how few suffice)")
+    p.add_argument("--val-images", metavar="DIR",
+                   help="the folder the --val-annotations paths are in (default: --data-dir of a folder dataset)")
     p.add_argument("--cluster-timeout", type=float, default=defaults.cluster_timeout,
                    help="seconds a worker waits for the others of TF_CONFIG to start (a line every 30 s names "
                         "those that do not answer), then gives up")
@@ -125,7 +131,13 @@ def main(argv=None, prog=None):
         if isinstance(err.__cause__, TfdsNotPreparedError):
             hint = " Use --data-dir for a raw folder, or --tfds-download (online)."
         parser.exit(1, f"{parser.prog}: error: {err}{hint}\n")
-    print("summary:", {k: v for k, v in summary.items() if k != "per_threshold"})
+    print("summary:", {k: v for k, v in summary.items() if k not in ("per_threshold", "label_free", "verdict")})
+    if "val_gt_known_loc" in summary:
+        scores = summary["val_gt_known_loc"]
+        start = f", {cfg.init_preset} (the start) {scores['start']:.2f}" if "start" in scores else ""
+        print(f"on {summary['val_images']} labelled images: GT-known Loc trained {scores['trained']:.2f} (epoch "
+              f"{scores['trained_epoch']}){start}; final.keras is {summary['kept']}")
+    print(f"verdict: {summary['verdict']}")
     print(f"saved: {os.path.join(cfg.out, 'final.keras')} (best: {os.path.join(cfg.out, 'best.keras')})")
     return summary
 

@@ -10,7 +10,7 @@ import os
 
 import tensorflow as tf
 
-from c2am_tf.data.box_files import FORMATS as ANNOTATION_FORMATS, read_annotations
+from c2am_tf.data.box_files import FORMATS as ANNOTATION_FORMATS, annotation_format, read_annotations
 from c2am_tf.data.cub import cub_records, cub_source, tfds_cub_source
 from c2am_tf.data.folder import folder_source, read_image_list
 from c2am_tf.data.images import find_unreadable, list_images, read_rgb
@@ -217,7 +217,7 @@ def box_records(name, data_dir, split, strict=False, annotations=None):
 
 
 __all__ = [
-    "ANNOTATED_DATASETS", "ANNOTATION_FORMATS", "DATASETS", "read_annotations", "records_source", "box_records", "train_pipeline", "eval_pipeline", "eval_dataset", "make_source", "cub_records", "cub_source",
+    "ANNOTATED_DATASETS", "ANNOTATION_FORMATS", "DATASETS", "annotation_format", "read_annotations", "records_source", "box_records", "train_pipeline", "eval_pipeline", "eval_dataset", "make_source", "cub_records", "cub_source",
     "tfds_cub_source", "folder_source", "masks_source", "mask_pairs", "tfds_cub_masks_source",
     "eval_mask_transform", "eval_image", "synthetic_source", "synthetic_arrays", "synthetic_example",
     "imagenet_source", "tfds_imagenet_source", "wsol_records", "read_rgb", "find_unreadable", "list_images", "eval_transform",

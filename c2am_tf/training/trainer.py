@@ -31,9 +31,10 @@ from c2am_tf.runtime.distribute import (CLUSTER_TIMEOUT, STRATEGIES, is_chief, m
 from c2am_tf.data.grouping import feature_clusters
 from c2am_tf.utils.errors import ConfigError
 from c2am_tf.utils.limits import check_timeout
-from c2am_tf.utils.files import write_json_atomically
+from c2am_tf.utils.files import atomic_path, write_json_atomically
+from c2am_tf.evaluation.label_free import label_free_report
 from c2am_tf.maps.foreground import matched_threshold
-from c2am_tf.maps.geometry import EVAL_CROP, EVAL_RESIZE, MIN_IMAGE_SIZE, STRIDE, check_band
+from c2am_tf.maps.geometry import EVAL_CROP, EVAL_FRAMES, EVAL_RESIZE, MIN_IMAGE_SIZE, STRIDE, check_band, default_frame
 from c2am_tf.models.c2am.losses import VARIANTS
 from c2am_tf.models.c2am.model import BACKBONE_BN_MODES, C2AM
 from c2am_tf.models.c2am.optim import RECIPES, poly_sgd
@@ -89,6 +90,8 @@ class TrainConfig:
     num_pictures: int = 8
     strict: bool = False  # an unusable box annotation is an error, not a skipped image
     init_preset: str = "none"  # a shipped head to start from (its head, polarity and threshold), "none" or "auto"
+    val_annotations: str = None  # boxes of a few images (c2am_tf.data.box_files): they choose threshold and epoch
+    val_images: str = None  # the folder their paths are relative to (default: data_dir of a folder dataset)
 
     def validate(self):
         """Raises ``ConfigError`` (naming the field) for a value no run can use."""
@@ -133,7 +136,25 @@ class TrainConfig:
             check_start(self.init_preset, self.backbone, self.backbone_features or default_features(self.backbone))
         if self.dataset == "folder" and not self.data_dir:
             raise ConfigError("data_dir", "is needed for dataset 'folder' (a folder of images)")
+        if self.val_annotations is not None:
+            self._check_val()
+        elif self.val_images is not None:
+            raise ConfigError("val_images", "goes with val_annotations (the folder their image paths are in)")
         return self
+
+    def _check_val(self):
+        if self.dataset not in UNLABELED_DATASETS:
+            raise ConfigError("val_annotations", f"are for images without boxes ({', '.join(UNLABELED_DATASETS)}); "
+                                                 f"dataset {self.dataset} is scored on its own test split")
+        if self.val_images is None:
+            if self.dataset != "folder" or not os.path.isdir(self.data_dir or ""):
+                raise ConfigError("val_images", "is needed: the folder the annotated images are in (by default "
+                                                "the data_dir of a folder dataset)")
+            self.val_images = self.data_dir
+        try:
+            data.annotation_format(self.val_annotations)
+        except (OSError, ValueError) as err:
+            raise ConfigError("val_annotations", str(err)) from None
 
 
 JIT_CHOICES = ("auto", "true", "false")
@@ -146,7 +167,7 @@ WARM_LR, COLD_LR = 1e-4, 1e-3
 NOT_FINGERPRINTED = ("out", "verbose", "num_pictures", "strict", "strategy", "cluster_timeout")
 # What a run writes under ``out`` (--overwrite removes these, and nothing else).
 RUN_FILES = ("backup", "config.json", "summary.json", "best.keras", "best.json", "last.keras", "final.keras",
-             "log.csv", "per_threshold.csv", "tb")
+             "start.keras", "log.csv", "per_threshold.csv", "tb")
 
 
 def _choice(cfg, name, choices):
@@ -260,14 +281,16 @@ def training_maps(model, images):
 
 
 def threshold_reference(cfg, model, count=256):
-    """(up to ``count`` training images resized whole to the crop, the started ``model``'s maps of them, its
-    threshold): what ``matched_threshold`` compares the trained model's maps with."""
+    """(up to ``count`` training images resized whole to the crop, the started ``model``'s maps of them (None when
+    it starts from scratch), its threshold): what ``matched_threshold`` and the label-free report
+    (``c2am_tf.evaluation.label_free``) compare the trained model's maps with."""
     from c2am_tf.data.transforms import resize_square
 
     source = data.make_source(cfg.dataset, "train", cfg.data_dir, cfg.synthetic_size, cfg.synthetic_count, cfg.seed,
                               cfg.tfds_download, cfg.strict)
     images = np.stack([resize_square(ex["image"], cfg.crop).numpy() for ex in source.take(count)])
-    return images, training_maps(model, images), float(model.threshold.numpy())
+    start_maps = training_maps(model, images) if cfg.init_preset != "none" else None
+    return images, start_maps, float(model.threshold.numpy())
 
 
 def _jit(flag):
@@ -324,7 +347,12 @@ def build_datasets(cfg, strategy):
 
     train = strategy.distribute_datasets_from_function(train_fn)
     evaluation = None
-    if cfg.dataset != "folder" and cfg.eval_every > 0:
+    if cfg.val_annotations is not None:  # a user's few labelled images, scored whole as evaluate scores a folder
+        eval_src = data.records_source(data.read_annotations(cfg.val_annotations, cfg.val_images, cfg.strict),
+                                       f"images of {cfg.val_annotations}")
+        evaluation = data.eval_pipeline(eval_src, cfg.eval_batch_size, *EVAL_FRAMES[default_frame("folder")],
+                                        cfg.cache)
+    elif cfg.dataset != "folder" and cfg.eval_every > 0:
         eval_src = data.make_source(cfg.dataset, "test", cfg.data_dir, cfg.synthetic_size,
                                     cfg.synthetic_count, cfg.seed, cfg.tfds_download, cfg.strict)
         evaluation = data.eval_pipeline(eval_src, cfg.eval_batch_size, cfg.eval_resize,
@@ -433,7 +461,8 @@ def _fit(cfg, strategy, out, train, steps, evaluation, extra_callbacks):
     callbacks = [guard, PolarityCallback(), timer]
     loc = None
     if evaluation is not None:
-        loc = LocalizationCallback(evaluation, every=cfg.eval_every, out_dir=out, num_pictures=cfg.num_pictures)
+        loc = LocalizationCallback(evaluation, every=max(cfg.eval_every, 1), out_dir=out,
+                                   num_pictures=cfg.num_pictures)
         callbacks.append(loc)
     callbacks += [
         AtomicCheckpoint(out, monitor="gt_known_loc" if loc else "loss", mode="max" if loc else "min"),
@@ -443,8 +472,10 @@ def _fit(cfg, strategy, out, train, steps, evaluation, extra_callbacks):
         ClusterBackupAndRestore(os.path.join(cfg.out, "backup"), write=out == cfg.out),
         *extra_callbacks,
     ]
-    # no boxes to choose a threshold on: the start's calibrated one, carried over by the foreground it keeps
-    reference = threshold_reference(cfg, model) if cfg.init_preset != "none" and evaluation is None else None
+    # the model is its start until fit restores a backup: what the trained model is compared with
+    reference = threshold_reference(cfg, model)
+    start_score = _score_start(cfg, model, evaluation, out) if cfg.val_annotations and cfg.init_preset != "none" \
+        else None
     start = time.perf_counter()
     history = model.fit(train, epochs=cfg.epochs, steps_per_epoch=steps, callbacks=callbacks, shuffle=False,
                         verbose=cfg.verbose)
@@ -457,17 +488,18 @@ def _fit(cfg, strategy, out, train, steps, evaluation, extra_callbacks):
         raise NonFiniteLossError(f"the loss became {value} at epoch {epoch + 1}, step {step + 1}; training stopped. "
                                  f"{cfg.out}/last.keras and best.keras hold the last good epoch, if any; "
                                  "try a lower learning rate")
-    if reference is not None:
-        images, start_maps, start_threshold = reference
+    images, start_maps, start_threshold = reference
+    if cfg.init_preset != "none" and evaluation is None:
+        # no boxes to choose a threshold on: the start's calibrated one, carried over by the foreground it keeps
         model.threshold.assign(matched_threshold(start_maps, start_threshold, training_maps(model, images)))
         rule = (f"matched to {cfg.init_preset}'s foreground at its threshold {start_threshold:.2f} on "
                 f"{len(images)} training images")
+    elif cfg.val_annotations:
+        rule = f"the best GT-known Loc on the labelled images of {cfg.val_annotations}"
     elif loc is not None:
         rule = "the best GT-known Loc on the eval split's boxes"
     else:
         rule = "none: the default 0.5 (no boxes, no start to carry a threshold from)"
-    save_atomically(model, os.path.join(out, "final.keras"))
-    later = timer.times[5:] or timer.times
     summary = {
         "dataset": cfg.dataset,
         "replicas": strategy.num_replicas_in_sync,
@@ -475,18 +507,72 @@ def _fit(cfg, strategy, out, train, steps, evaluation, extra_callbacks):
         "steps_per_epoch": steps,
         "epochs": cfg.epochs,
         "wall_s": wall,
-        "images_per_s": cfg.batch_size / float(np.median(later)) if later else None,
         "polarity": float(model.polarity.numpy()),
         "threshold": float(model.threshold.numpy()),
         "threshold_rule": rule,
     }
+    later = timer.times[5:] or timer.times
+    summary["images_per_s"] = cfg.batch_size / float(np.median(later)) if later else None
     margins = history.history.get("border_minus_center")
     if margins:  # how clearly the map tells border from centre: the polarity's evidence
         summary["polarity_margin"] = float(margins[-1])
+    if cfg.val_annotations:  # the labelled images choose the epoch, and whether training beat its start
+        model = _keep_best(cfg, out, model, loc, start_score, summary)
+    else:
+        save_atomically(model, os.path.join(out, "final.keras"))
     if loc is not None and loc.last is not None:
         values = dict((key, value) for key, value, _ in logged_values(loc.last))
         summary["gt_known_loc"] = values.pop("gt_known_loc")
         summary["per_threshold"] = [float(v) for v in loc.last["per_threshold"]]
         summary.update((key, value) for key, value in values.items() if key != "best_threshold")
+    report = label_free_report(training_maps(model, images), float(model.threshold.numpy()),
+                               summary.get("polarity_margin"), start_maps, start_threshold,
+                               cfg.init_preset if cfg.init_preset != "none" else "its start")
+    summary["label_free"] = {k: v for k, v in report.items() if k not in ("verdict", "facts")}
+    summary["verdict"] = report["verdict"]
+    for warning in report["warnings"]:
+        log.warning("%s: %s", cfg.out, warning)
     write_json_atomically(os.path.join(out, "summary.json"), summary, indent=1)
     return model, history, summary
+
+
+def _score_start(cfg, model, evaluation, out):
+    """The starting head's GT-known Loc on the labelled images, at its best threshold there; the start, with that
+    threshold, is saved as ``start.keras``, the model ``final.keras`` becomes if training does not beat it."""
+    from c2am_tf.evaluation.evaluate import evaluate
+
+    result, _ = evaluate(model, evaluation, max_box_acc=False, stored_threshold=None)
+    kept = float(model.threshold.numpy())
+    model.threshold.assign(result["best_threshold"] or kept)
+    save_atomically(model, os.path.join(out, "start.keras"))
+    model.threshold.assign(kept)
+    log.info("%s on the %d labelled images: GT-known Loc %.2f at threshold %.2f", cfg.init_preset, result["total"],
+             result["best"], result["best_threshold"] or kept)
+    return result
+
+
+def _keep_best(cfg, out, model, loc, start_score, summary):
+    """``final.keras``: the best epoch on the labelled images (``best.keras``), or the start (``start.keras``) when
+    training did not beat it there. Returns that model; ``summary`` says which, and both scores."""
+    from c2am_tf.presets import load_model
+
+    with open(os.path.join(out, "best.json")) as f:
+        best = json.load(f)
+    summary["val_images"] = int(loc.last["total"]) if loc is not None and loc.last else None
+    summary["val_gt_known_loc"] = {"trained": float(best["value"]), "trained_epoch": int(best["epoch"])}
+    chosen = "best.keras"
+    if start_score is not None:
+        summary["val_gt_known_loc"]["start"] = float(start_score["best"])
+        if start_score["best"] >= best["value"]:
+            chosen = "start.keras"
+    summary["kept"] = (f"{cfg.init_preset}, the start: training did not beat it on the labelled images"
+                       if chosen == "start.keras" else f"epoch {best['epoch']}, the best on the labelled images")
+    if chosen == "start.keras":
+        log.warning("%s: the trained model scored %.2f on the %s labelled images, its start %s %.2f: final.keras is "
+                    "the start", cfg.out, best["value"], summary["val_images"], cfg.init_preset, start_score["best"])
+    with atomic_path(os.path.join(out, "final.keras")) as tmp:
+        shutil.copyfile(os.path.join(out, chosen), tmp)
+    kept = load_model(os.path.join(out, "final.keras"))
+    summary["threshold"] = float(kept.threshold.numpy())
+    summary["polarity"] = float(kept.polarity.numpy())
+    return kept
