@@ -1,7 +1,7 @@
 """Your own photos: which start and learning rate adapt a head to a folder of unlabeled images best (issue 36).
 
     python benchmarks/own_photos.py [--out runs/own_photos] [--epochs 5] [--configs scratch warm-1e-4 warm-1e-3]
-    python benchmarks/own_photos.py --out runs/own_photos80 --images 80 --configs warm-1e-4 --matched
+    python benchmarks/own_photos.py --out runs/own_photos80 --images 80 --configs warm-1e-4
 
 Protocol, 2-fold on every dev domain of ../shared/data: ``fit --dataset folder`` trains on the images of one half
 (their annotations unused) and is scored on the other half, then the halves swap.
@@ -9,7 +9,7 @@ Protocol, 2-fold on every dev domain of ../shared/data: ``fit --dataset folder``
 - CUB_200_2011_dev: its train (750) and test (652) images;
 - ILSVRC_val_dev: half1 / half2 of its 650 images.
 Each half is scored with GT-known Loc at the threshold the run ends with, chosen without boxes (the label-free
-rule under test: a warm start keeps its preset's calibrated threshold, a scratch run has 0.5), and at the best
+rule under test: a warm start's threshold is matched to its preset's foreground, a scratch run has 0.5), and at the best
 threshold for reference (an oracle: it looks at the boxes). The shipped general presets are scored on the same
 halves. **They saw images of these domains**: ``general_lite0`` (and the routed preset built on it) trained on
 every DUTS and pets image, CUB train and ImageNet half1 (unlabeled), so on DUTS, pets, CUB train and ImageNet half1
@@ -32,7 +32,7 @@ from c2am_tf.data.masks import mask_pairs
 from c2am_tf.data.wsol import select_split, wsol_records
 from c2am_tf.evaluation.evaluate import evaluate
 from c2am_tf.presets import load_named
-from c2am_tf.training.trainer import TrainConfig, run_training, training_maps
+from c2am_tf.training.trainer import TrainConfig, run_training
 
 from machine import header
 
@@ -90,14 +90,6 @@ def score(model, dataset, root, half, threshold="model"):
     return result["at_stored"], result["best"], result["best_threshold"]
 
 
-def first_images(paths, size=224, count=256):
-    """The first ``count`` of ``paths`` (the order ``fit --dataset folder`` reads a list in), resized whole."""
-    from c2am_tf.data.transforms import resize_square
-    from c2am_tf.utils.image_io import load_image
-
-    return np.stack([resize_square(load_image(p), size).numpy() for p in paths[:count]])
-
-
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="runs/own_photos")
@@ -105,9 +97,6 @@ def main():
     p.add_argument("--configs", nargs="+", default=["scratch", "warm-1e-4", "warm-1e-3"], choices=sorted(CONFIGS))
     p.add_argument("--domains", nargs="+", default=["duts", "pets", "cub", "imagenet"])
     p.add_argument("--images", type=int, help="train on the first N images of each half only (a small folder)")
-    p.add_argument("--matched", action="store_true",
-                   help="also score each warm run at the label-free matched threshold (maps.foreground.matched_"
-                        "threshold on its training images)")
     args = p.parse_args()
     print(header())
     os.makedirs(args.out, exist_ok=True)
@@ -149,20 +138,7 @@ def main():
                                         polarity=summary["polarity"])
                     json.dump(results, open(results_path, "w"), indent=1)
                 r = results[key]
-                if args.matched and CONFIGS[config]["init_preset"] != "none" and "at_matched" not in r:
-                    from c2am_tf.maps.foreground import matched_threshold
-                    from c2am_tf.presets import load_model
-
-                    keras.backend.clear_session()
-                    start = load_named(CONFIGS[config]["init_preset"])
-                    trained = load_model(os.path.join(args.out, f"{name}_{train_half}_{config}", "final.keras"))
-                    images = first_images(paths[train_half])
-                    t = matched_threshold(training_maps(start, images), float(start.threshold.numpy()),
-                                          training_maps(trained, images))
-                    r["matched_threshold"], r["at_matched"] = t, score(trained, dataset, root, scored, t)[0]
-                    json.dump(results, open(results_path, "w"), indent=1)
-                matched = f"; matched {r['matched_threshold']:.2f}: {r['at_matched']:.1f}" if "at_matched" in r else ""
-                print(f"| {name} | {scored} | {config} | {r['at_stored']:.1f}{matched} | {r['best']:.1f} "
+                print(f"| {name} | {scored} | {config} | {r['at_stored']:.1f} | {r['best']:.1f} "
                       f"({r['best_threshold']:.2f}) | {r['train_s']:.0f} |", flush=True)
         json.dump(results, open(results_path, "w"), indent=1)
     print("\nmean over domains and halves:")
@@ -170,9 +146,7 @@ def main():
     for model in models:
         values = [v for k, v in results.items() if k.split("/")[2] == model and k.split("/")[0] in args.domains]
         if values:
-            matched = (f", {np.mean([v['at_matched'] for v in values]):.2f} at the matched threshold"
-                       if all("at_matched" in v for v in values) else "")
-            print(f"  {model}: {np.mean([v['at_stored'] for v in values]):.2f} at its threshold{matched}, "
+            print(f"  {model}: {np.mean([v['at_stored'] for v in values]):.2f} at its threshold, "
                   f"{np.mean([v['best'] for v in values]):.2f} at the best ({len(values)} halves)")
 
 

@@ -1,0 +1,171 @@
+"""Your own photos, measured per epoch: quality against steps, and how few labelled images choose well (issue 36).
+
+    python benchmarks/few_labels.py [--out runs/few_labels] [--epochs 5] [--draws 50]
+
+Protocol, 2-fold on every dev domain (the halves of ``benchmarks/own_photos.py``): ``fit --dataset folder`` with
+its defaults (a warm start from ``general_lite0`` at lr 1e-4) trains on one half's images. After every epoch (and
+for the start, epoch 0) a callback records, for each image of both halves and each of the 19 thresholds, whether
+its box is right (GT-known), plus the label-free matched threshold on the first 256 training images.
+
+- **Step curve**: the scored half's GT-known per epoch, at the matched threshold (what ``fit`` keeps without
+  labels) and at the best threshold (an oracle).
+- **Few labels**: N labelled images drawn from the training half (the user's own folder) choose the epoch (the
+  start included) and the threshold as ``fit --val-annotations`` does (the start on a tie, then the earliest
+  epoch, then the lowest threshold); the choice is scored on the other half. Mean and spread over ``--draws``.
+
+The presets saw DUTS, pets, CUB train and ImageNet half1 (unlabeled) in their own training (own_photos.py says
+where). Prints tables; writes OUT/per_image.npz and OUT/results.json.
+"""
+
+import argparse
+import json
+import os
+import time
+
+import keras
+import numpy as np
+
+from c2am_tf import data
+from c2am_tf.evaluation.evaluate import Evaluation
+from c2am_tf.inference.maps import localization_maps
+from c2am_tf.maps.foreground import DEFAULT_THRESHOLDS, matched_threshold
+from c2am_tf.models.c2am.model import C2AM
+from c2am_tf.models.settings import model_box_band
+from c2am_tf.training.trainer import TrainConfig, run_training, threshold_reference, training_maps
+
+from machine import header
+from own_photos import domains
+
+COUNTS = (5, 10, 25, 50)
+
+
+def per_image_correct(model, batches):
+    """(N, T) bool: each image's GT-known verdict at each of ``DEFAULT_THRESHOLDS`` (the library's own boxing)."""
+    ev = Evaluation(DEFAULT_THRESHOLDS, None, max_box_acc=False, band=model_box_band(model))
+    rows = []
+    for batch in batches:
+        maps, _ = localization_maps(model, batch["image"])
+        host = {"image": batch["image"].numpy(), "boxes": batch["boxes"].numpy().astype(np.float32)}
+        boxes = ev.update(maps, host)
+        rows.append(ev.gt_known.per_image_correct(boxes, host["boxes"]))
+    return np.concatenate(rows)
+
+
+class EpochRecorder(keras.callbacks.Callback):
+    """Per-image verdicts on both halves and the matched threshold, for the start and after every epoch."""
+
+    def __init__(self, halves, reference):
+        super().__init__()
+        self.halves, self.reference = halves, reference
+        self.correct = {h: [] for h in halves}
+        self.matched = []
+
+    def record(self):
+        images, start_maps, start_threshold = self.reference
+        self.matched.append(matched_threshold(start_maps, start_threshold, training_maps(self.model, images)))
+        for half, batches in self.halves.items():
+            self.correct[half].append(per_image_correct(self.model, batches))
+
+    def on_train_begin(self, logs=None):
+        self.record()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.record()
+
+
+def choose(train_correct, idx):
+    """(epoch, threshold index) ``fit --val-annotations`` keeps on images ``idx``: the start (epoch 0) unless an
+    epoch beats it, the earliest best epoch, the lowest best threshold."""
+    scores = train_correct[:, idx, :].mean(axis=1)  # (E + 1, T)
+    best_per_epoch = scores.max(axis=1)
+    trained = 1 + int(np.argmax(best_per_epoch[1:]))
+    epoch = trained if best_per_epoch[trained] > best_per_epoch[0] else 0
+    return epoch, int(np.argmax(scores[epoch]))
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="runs/few_labels")
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--draws", type=int, default=50)
+    p.add_argument("--domains", nargs="+", default=["duts", "pets", "cub", "imagenet"])
+    args = p.parse_args()
+    print(header())
+    os.makedirs(args.out, exist_ok=True)
+    store_path = os.path.join(args.out, "per_image.npz")
+    store = dict(np.load(store_path)) if os.path.exists(store_path) else {}
+    for name, (dataset, root, halves, paths) in domains(args.out).items():
+        if name not in args.domains:
+            continue
+        for train_half, scored in (halves, halves[::-1]):
+            key = f"{name}/{train_half}"
+            if f"{key}/matched" in store:
+                continue
+            keras.backend.clear_session()
+            listing = os.path.join(args.out, f"{name}_{train_half}.txt")
+            with open(listing, "w") as f:
+                f.write("".join(os.path.abspath(x) + "\n" for x in paths[train_half]))
+            cfg = TrainConfig(dataset="folder", data_dir=listing, epochs=args.epochs, verbose=0, init_preset="auto",
+                              lr=None, out=os.path.join(args.out, f"{name}_{train_half}")).validate()
+            halves_batches = {h: data.eval_dataset(dataset, h, root) for h in (train_half, scored)}
+            start_model = C2AM.from_preset(cfg.init_preset)
+            images = threshold_reference(cfg, start_model)[0]
+            reference = (images, training_maps(start_model, images), float(start_model.threshold.numpy()))
+            recorder = EpochRecorder(halves_batches, reference)
+            t0 = time.perf_counter()
+            _, _, summary = run_training(cfg, extra_callbacks=[recorder], overwrite=True)
+            print(f"{key}: trained {summary['epochs']} x {summary['steps_per_epoch']} steps in "
+                  f"{time.perf_counter() - t0:.0f} s (with per-epoch scoring)", flush=True)
+            for h in (train_half, scored):
+                store[f"{key}/{h}"] = np.stack(recorder.correct[h])  # (E + 1, N, T)
+            store[f"{key}/matched"] = np.asarray(recorder.matched)
+            store[f"{key}/scored"] = np.asarray(scored)
+            np.savez(store_path, **store)
+
+    thresholds = np.asarray(DEFAULT_THRESHOLDS)
+    rng = np.random.default_rng(0)
+    results = {"step_curve": {}, "few_labels": {}}
+    print(f"\n## Step curve: GT-known on the scored half after each epoch (0 = the start, {args.epochs} = the "
+          "default run); at the matched threshold / at the best (oracle)")
+    print("| domain | trained on | " + " | ".join(f"epoch {e}" for e in range(args.epochs + 1)) + " |")
+    print("|---|---|" + "---|" * (args.epochs + 1))
+    curves, few = [], {n: [] for n in COUNTS}
+    for name in args.domains:
+        for key in sorted(k[:-len("/matched")] for k in store if k.startswith(name + "/") and k.endswith("/matched")):
+            scored = str(store[f"{key}/scored"])
+            train_half = key.split("/")[1]
+            test = store[f"{key}/{scored}"].mean(axis=1) * 100  # (E + 1, T)
+            matched = store[f"{key}/matched"]
+            at_matched = [test[e, int(np.argmin(abs(thresholds - matched[e])))] for e in range(len(matched))]
+            curves.append(at_matched)
+            results["step_curve"][key] = {"at_matched": at_matched, "best": test.max(axis=1).tolist()}
+            print(f"| {name} | {train_half} | " + " | ".join(f"{a:.1f} / {b:.1f}" for a, b in
+                                                           zip(at_matched, test.max(axis=1))) + " |")
+            train = store[f"{key}/{train_half}"]
+            results["few_labels"][key] = {}
+            for n in COUNTS:
+                picks = [choose(train, rng.choice(train.shape[1], n, replace=False)) for _ in range(args.draws)]
+                values = [test[e, t] for e, t in picks]
+                few[n].append(values)
+                results["few_labels"][key][n] = {"mean": float(np.mean(values)), "sd": float(np.std(values)),
+                                                 "kept_start": float(np.mean([e == 0 for e, _ in picks]))}
+            results["few_labels"][key]["label_free"] = at_matched[-1]
+            results["few_labels"][key]["oracle"] = float(test.max())
+    mean_curve = np.mean(curves, axis=0)
+    print("| mean | | " + " | ".join(f"{v:.1f}" for v in mean_curve) + " |")
+    print(f"\n## Few labels: GT-known on the scored half when N labelled training images choose epoch and threshold "
+          f"(mean ± sd of {args.draws} draws; label-free = the default run at the matched threshold)")
+    print("| domain / trained on | label-free | " + " | ".join(f"N={n}" for n in COUNTS) + " | oracle |")
+    print("|---|---|" + "---|" * len(COUNTS) + "---|")
+    for key, row in results["few_labels"].items():
+        print(f"| {key} | {row['label_free']:.1f} | " + " | ".join(
+            f"{row[n]['mean']:.1f} ± {row[n]['sd']:.1f}" for n in COUNTS) + f" | {row['oracle']:.1f} |")
+    rows = list(results["few_labels"].values())
+    print(f"| mean | {np.mean([r['label_free'] for r in rows]):.1f} | " + " | ".join(
+        f"{np.mean([r[n]['mean'] for r in rows]):.1f}" for n in COUNTS) + f" | {np.mean([r['oracle'] for r in rows]):.1f} |")
+    with open(os.path.join(args.out, "results.json"), "w") as f:
+        json.dump(results, f, indent=1, default=float)
+
+
+if __name__ == "__main__":
+    main()
