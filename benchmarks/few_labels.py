@@ -3,7 +3,7 @@
     python benchmarks/few_labels.py [--out runs/few_labels] [--epochs 5] [--draws 50]
 
 Protocol, 2-fold on every dev domain (the halves of ``benchmarks/own_photos.py``): ``fit --dataset folder`` with
-its defaults (a warm start from ``general_lite0`` at lr 1e-4) trains on one half's images. After every epoch (and
+its defaults (a warm start from ``general_routed_lite0``'s head for the folder, at lr 1e-4) trains on one half's images. After every epoch (and
 for the start, epoch 0) a callback records, for each image of both halves and each of the 19 thresholds, whether
 its box is right (GT-known), plus the label-free matched threshold on the first 256 training images.
 
@@ -29,9 +29,9 @@ from c2am_tf import data
 from c2am_tf.evaluation.evaluate import Evaluation
 from c2am_tf.inference.maps import localization_maps
 from c2am_tf.maps.foreground import DEFAULT_THRESHOLDS, matched_threshold
-from c2am_tf.models.c2am.model import C2AM
 from c2am_tf.models.settings import model_box_band
-from c2am_tf.training.trainer import TrainConfig, run_training, threshold_reference, training_maps
+from c2am_tf.training.trainer import (TrainConfig, build_model, choose_start, reference_images, run_training,
+                                      training_maps)
 
 from machine import header
 from own_photos import domains
@@ -108,8 +108,8 @@ def main():
             cfg = TrainConfig(dataset="folder", data_dir=listing, epochs=args.epochs, verbose=0, init_preset="auto",
                               lr=None, out=os.path.join(args.out, f"{name}_{train_half}")).validate()
             halves_batches = {h: data.eval_dataset(dataset, h, root) for h in (train_half, scored)}
-            start_model = C2AM.from_preset(cfg.init_preset)
-            images = threshold_reference(cfg, start_model)[0]
+            images = reference_images(cfg)
+            start_model = build_model(cfg, 1, choose_start(cfg, images)[0])  # the run's start
             reference = (images, training_maps(start_model, images), float(start_model.threshold.numpy()))
             recorder = EpochRecorder(halves_batches, reference)
             t0 = time.perf_counter()

@@ -180,3 +180,28 @@ def test_a_routed_preset_reads_its_backbones_imagenet_classifier_from_the_packag
     assert loaded.head.class_routes == routes and loaded.head.class_votes == 5
     images = np.random.RandomState(0).uniform(0, 255, (2, 224, 224, 3)).astype("float32")
     np.testing.assert_allclose(np.asarray(loaded(images)), np.asarray(routed(images)), atol=1e-5)
+
+
+def test_a_routed_presets_sub_head_starts_a_run_as_the_router_would_box_its_images():
+    """fit --init-preset general_routed_lite0 starts from one of its heads: head 0 is general_lite0 itself, and
+    head 1 as a single head gives the routed model's own map of that head, polarity and threshold included."""
+    from c2am_tf.training.trainer import TrainConfig, build_model, pick_head
+
+    name = "general_routed_lite0"
+    head0 = c2am_presets.routed_sub_head(name, 0)
+    general = c2am_presets.head_file("general_lite0")[1]
+    assert set(head0) == set(general)
+    for key in general:
+        np.testing.assert_array_equal(head0[key], general[key])
+    assert c2am_presets.routed_default_head(name) == 0
+    cfg = TrainConfig(dataset="folder", data_dir="photos", init_preset=name).validate()
+    single = build_model(cfg, 10, start=c2am_presets.routed_sub_head(name, 1))
+    routed = C2AM.from_preset(name)
+    images = np.random.RandomState(1).randint(0, 256, (2, 96, 96, 3)).astype("float32")
+    features = routed.backbone(images, training=False)
+    expected = np.asarray(routed.head.head_maps(features))[..., 1:2]
+    np.testing.assert_allclose(single.predict(images, verbose=0), expected, atol=1e-5)
+    assert float(single.threshold.numpy()) == pytest.approx(float(routed.threshold.numpy()))
+    assert pick_head([0.2, 0.8], 0) == 1 and pick_head([0.3, 0.7], 0) == 0 and pick_head([0.9, 0.1], 0) == 0
+    with pytest.raises(c2am_presets.PresetError, match="no head 2"):
+        c2am_presets.routed_sub_head(name, 2)

@@ -184,7 +184,6 @@ def test_a_run_can_start_from_a_shipped_head_and_keeps_its_threshold():
     from c2am_tf.utils.errors import ConfigError
 
     for fields, message in ((dict(init_preset="bogus"), "must be 'none' or a shipped preset"),
-                            (dict(init_preset="general_routed_lite0"), "routes images to several heads"),
                             (dict(init_preset="general_lite0", backbone="tiny"), "this run trains on tiny")):
         with pytest.raises(ConfigError, match=message):
             TrainConfig(dataset="synthetic", **fields).validate()
@@ -218,8 +217,8 @@ def test_auto_starts_a_run_on_images_without_boxes_from_the_general_head():
         cfg = TrainConfig(init_preset="auto", lr=None, **fields).validate()
         return cfg.init_preset, cfg.lr
 
-    assert resolved(dataset="folder", data_dir="photos") == ("general_lite0", 1e-4)
-    assert resolved(dataset="masks", data_dir="duts") == ("general_lite0", 1e-4)
+    assert resolved(dataset="folder", data_dir="photos") == ("general_routed_lite0", 1e-4)
+    assert resolved(dataset="masks", data_dir="duts") == ("general_routed_lite0", 1e-4)
     assert resolved(dataset="cub") == ("none", 1e-3)  # boxes: the recipe measured on CUB
     assert resolved(dataset="folder", data_dir="photos", backbone="tiny") == ("none", 1e-3)
     assert resolved(dataset="folder", data_dir="photos", weights="none") == ("none", 1e-3)
@@ -256,7 +255,7 @@ def test_a_few_labelled_images_choose_the_epoch_and_final_keras_is_never_below_i
     scores = summary["val_gt_known_loc"]
     assert set(scores) == {"trained", "trained_epoch", "start"}
     kept = "start.keras" if scores["start"] >= scores["trained"] else "best.keras"
-    assert summary["kept"].startswith("general_lite0, the start" if kept == "start.keras" else "epoch ")
+    assert summary["kept"].startswith("the start, general_lite0" if kept == "start.keras" else "epoch ")
     final, chosen = load_model(str(out / "final.keras")), load_model(str(out / kept))
     for a, b in zip(final.weights, chosen.weights):
         np.testing.assert_array_equal(a.numpy(), b.numpy())

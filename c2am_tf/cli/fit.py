@@ -74,9 +74,10 @@ def build_parser(prog=None):
                    help="auto: mirrored (all local GPUs or the CPU), or multiworker when TF_CONFIG names several "
                         "workers; tpu is untested")
     p.add_argument("--init-preset", default="auto", metavar="NAME",
-                   help="start from a shipped head (its weights, polarity and threshold): general_lite0, cub_lite0; "
-                        "'none' trains the head from scratch; 'auto': general_lite0 for images without boxes "
-                        "(folder, masks, tfrecord) on its backbone, else none")
+                   help="start from a shipped head (its weights, polarity and threshold): general_lite0, cub_lite0, "
+                        "or general_routed_lite0 (the head its router sends 75%% of the training images to, else "
+                        "its general head); 'none' trains the head from scratch; 'auto': general_routed_lite0 for "
+                        "images without boxes (folder, masks, tfrecord) on its backbone, else none")
     p.add_argument("--val-annotations", metavar="FILE",
                    help="boxes of a few of your images (COCO .json, Pascal VOC .xml folder, YOLO .txt folder, or CSV "
                         "path,x0,y0,x1,y1): they choose the threshold and the epoch to keep, and final.keras is the "
@@ -134,7 +135,7 @@ def main(argv=None, prog=None):
     print("summary:", {k: v for k, v in summary.items() if k not in ("per_threshold", "label_free", "verdict")})
     if "val_gt_known_loc" in summary:
         scores = summary["val_gt_known_loc"]
-        start = f", {cfg.init_preset} (the start) {scores['start']:.2f}" if "start" in scores else ""
+        start = f", the start ({summary['start']}) {scores['start']:.2f}" if "start" in scores else ""
         print(f"on {summary['val_images']} labelled images: GT-known Loc trained {scores['trained']:.2f} (epoch "
               f"{scores['trained_epoch']}){start}; final.keras is {summary['kept']}")
     print(f"verdict: {summary['verdict']}")

@@ -161,7 +161,10 @@ JIT_CHOICES = ("auto", "true", "false")
 # init_preset "auto": a run on images without boxes adapts this shipped head at WARM_LR, any other run trains
 # from scratch at COLD_LR (measured in docs/results/own_photos.md)
 UNLABELED_DATASETS = ("folder", "masks", "tfrecord")
-DEFAULT_START = "general_lite0"
+DEFAULT_START = "general_routed_lite0"
+# a routed start gives a run its specialised head (the birds') when at least this share of the training images
+# route there, else its general head: a folder that is mostly birds adapts the bird head
+SPECIALIST_SHARE = 0.75
 WARM_LR, COLD_LR = 1e-4, 1e-3
 # Fields that do not change what a run computes: a resumed run may differ in these.
 NOT_FINGERPRINTED = ("out", "verbose", "num_pictures", "strict", "strategy", "cluster_timeout")
@@ -242,8 +245,8 @@ def claim_out_dir(cfg, overwrite=False, reuse=False):
 
 
 def check_start(name, backbone, features):
-    """``name`` when the shipped preset ``name`` can start a run on ``backbone`` with ``features``: one head of the
-    same structure (a routed preset holds several). Else a ``ConfigError`` naming ``init_preset``."""
+    """``name`` when the shipped preset ``name`` can start a run on ``backbone`` with ``features`` (a routed preset
+    starts it from one of its heads: ``choose_start``). Else a ``ConfigError`` naming ``init_preset``."""
     from c2am_tf.models.c2am import c2am_presets
 
     presets = c2am_presets.list_presets()
@@ -251,9 +254,6 @@ def check_start(name, backbone, features):
         raise ConfigError("init_preset", f"must be 'none' or a shipped preset ({', '.join(sorted(presets))}); "
                                          f"got {name!r}")
     entry = presets[name]
-    if "head_config" in entry:
-        raise ConfigError("init_preset", f"{name} routes images to several heads; start from a single head "
-                                         "such as general_lite0")
     if (entry["backbone"], entry["backbone_features"]) != (backbone, features):
         raise ConfigError("init_preset", f"{name} is a head on {entry['backbone']} ({entry['backbone_features']} "
                                          f"features); this run trains on {backbone} ({features})")
@@ -280,17 +280,44 @@ def training_maps(model, images):
                                               for i in range(0, len(images), 32)]))
 
 
-def threshold_reference(cfg, model, count=256):
-    """(up to ``count`` training images resized whole to the crop, the started ``model``'s maps of them (None when
-    it starts from scratch), its threshold): what ``matched_threshold`` and the label-free report
-    (``c2am_tf.evaluation.label_free``) compare the trained model's maps with."""
+def reference_images(cfg, count=256):
+    """Up to ``count`` training images resized whole to the crop (N, S, S, 3): what the start is chosen on
+    (``choose_start``) and the trained maps are compared with the start's on (``matched_threshold``, the
+    label-free report of ``c2am_tf.evaluation.label_free``)."""
     from c2am_tf.data.transforms import resize_square
 
     source = data.make_source(cfg.dataset, "train", cfg.data_dir, cfg.synthetic_size, cfg.synthetic_count, cfg.seed,
                               cfg.tfds_download, cfg.strict)
-    images = np.stack([resize_square(ex["image"], cfg.crop).numpy() for ex in source.take(count)])
-    start_maps = training_maps(model, images) if cfg.init_preset != "none" else None
-    return images, start_maps, float(model.threshold.numpy())
+    return np.stack([resize_square(ex["image"], cfg.crop).numpy() for ex in source.take(count)])
+
+
+def pick_head(shares, default, specialist_share=SPECIALIST_SHARE):
+    """The routed head a run starts from: the head most images route to when it takes at least ``specialist_share``
+    of them, else ``default`` (the general head).
+
+    >>> pick_head([0.02, 0.98], default=0), pick_head([0.47, 0.53], default=0)
+    (1, 0)
+    """
+    best = int(np.argmax(shares))
+    return best if best != default and shares[best] >= specialist_share else default
+
+
+def choose_start(cfg, images):
+    """(preset arrays for ``assign_preset``, its name, why) of the head ``cfg.init_preset`` starts the run from.
+    A routed preset gives the head its router sends the training ``images`` to (``pick_head``)."""
+    from c2am_tf.models.c2am import c2am_presets
+
+    name = cfg.init_preset
+    if "head_config" not in c2am_presets.list_presets()[name]:
+        return c2am_presets.head_file(name)[1], name, "the preset named"
+    routed = C2AM.from_preset(name)
+    features = np.concatenate([routed.backbone(images[i:i + 32].astype(np.float32), training=False).numpy()
+                               for i in range(0, len(images), 32)])
+    heads = np.asarray(routed.head.routed_heads(features))
+    shares = np.bincount(heads, minlength=len(routed.head.heads)) / max(len(heads), 1)
+    index = pick_head(shares, c2am_presets.routed_default_head(name))
+    return (c2am_presets.routed_sub_head(name, index), f"{name} head {index}",
+            f"{shares[index]:.0%} of {len(images)} training images route to it")
 
 
 def _jit(flag):
@@ -374,8 +401,9 @@ def _features(cfg):
     return cfg.backbone_features or default_features(cfg.backbone)
 
 
-def build_model(cfg, total_steps):
-    """A compiled C2AM (call inside the strategy scope)."""
+def build_model(cfg, total_steps, start=None):
+    """A compiled C2AM (call inside the strategy scope); ``start``: the preset arrays it starts from
+    (``choose_start``; default: those of ``cfg.init_preset``, a single head)."""
     backbone = build_backbone(cfg.backbone, weights=cfg.weights, features=_features(cfg))
     if cfg.freeze_backbone:
         backbone.trainable = False  # only the head trains (parameter groups skip frozen layers)
@@ -386,7 +414,8 @@ def build_model(cfg, total_steps):
         from c2am_tf.models.c2am import c2am_presets
 
         model(np.zeros((1, cfg.crop, cfg.crop, 3), np.float32))  # builds the head, so it can take the weights
-        c2am_presets.assign_preset(model, c2am_presets.head_file(cfg.init_preset)[1], cfg.init_preset)
+        arrays = start if start is not None else c2am_presets.head_file(cfg.init_preset)[1]
+        c2am_presets.assign_preset(model, arrays, cfg.init_preset)
     model.fold_frozen_backbone()
     model.compile(optimizer=poly_sgd(cfg.lr, total_steps, cfg.momentum), jit_compile=_jit(cfg.jit_compile))
     return model
@@ -453,8 +482,10 @@ def run_training(cfg, extra_callbacks=(), overwrite=False):
 
 
 def _fit(cfg, strategy, out, train, steps, evaluation, extra_callbacks):
+    images = reference_images(cfg)
+    start, start_name, why = choose_start(cfg, images) if cfg.init_preset != "none" else (None, "its start", "")
     with strategy.scope():
-        model = build_model(cfg, steps * cfg.epochs)
+        model = build_model(cfg, steps * cfg.epochs, start)
     # only now: a run that fails to build its model (a bad --weights file) leaves nothing to block its retry
     write_json_atomically(os.path.join(out, "config.json"), dataclasses.asdict(cfg), indent=1)
     timer, guard = StepTimer(), NonFiniteLossGuard()
@@ -473,9 +504,10 @@ def _fit(cfg, strategy, out, train, steps, evaluation, extra_callbacks):
         *extra_callbacks,
     ]
     # the model is its start until fit restores a backup: what the trained model is compared with
-    reference = threshold_reference(cfg, model)
-    start_score = _score_start(cfg, model, evaluation, out) if cfg.val_annotations and cfg.init_preset != "none" \
-        else None
+    start_maps = training_maps(model, images) if cfg.init_preset != "none" else None
+    start_threshold = float(model.threshold.numpy())
+    start_score = _score_start(start_name, model, evaluation, out) \
+        if cfg.val_annotations and cfg.init_preset != "none" else None
     start = time.perf_counter()
     history = model.fit(train, epochs=cfg.epochs, steps_per_epoch=steps, callbacks=callbacks, shuffle=False,
                         verbose=cfg.verbose)
@@ -488,11 +520,10 @@ def _fit(cfg, strategy, out, train, steps, evaluation, extra_callbacks):
         raise NonFiniteLossError(f"the loss became {value} at epoch {epoch + 1}, step {step + 1}; training stopped. "
                                  f"{cfg.out}/last.keras and best.keras hold the last good epoch, if any; "
                                  "try a lower learning rate")
-    images, start_maps, start_threshold = reference
     if cfg.init_preset != "none" and evaluation is None:
         # no boxes to choose a threshold on: the start's calibrated one, carried over by the foreground it keeps
         model.threshold.assign(matched_threshold(start_maps, start_threshold, training_maps(model, images)))
-        rule = (f"matched to {cfg.init_preset}'s foreground at its threshold {start_threshold:.2f} on "
+        rule = (f"matched to {start_name}'s foreground at its threshold {start_threshold:.2f} on "
                 f"{len(images)} training images")
     elif cfg.val_annotations:
         rule = f"the best GT-known Loc on the labelled images of {cfg.val_annotations}"
@@ -510,6 +541,7 @@ def _fit(cfg, strategy, out, train, steps, evaluation, extra_callbacks):
         "polarity": float(model.polarity.numpy()),
         "threshold": float(model.threshold.numpy()),
         "threshold_rule": rule,
+        "start": f"{start_name} ({why})" if cfg.init_preset != "none" else "none (from scratch)",
     }
     later = timer.times[5:] or timer.times
     summary["images_per_s"] = cfg.batch_size / float(np.median(later)) if later else None
@@ -517,7 +549,7 @@ def _fit(cfg, strategy, out, train, steps, evaluation, extra_callbacks):
     if margins:  # how clearly the map tells border from centre: the polarity's evidence
         summary["polarity_margin"] = float(margins[-1])
     if cfg.val_annotations:  # the labelled images choose the epoch, and whether training beat its start
-        model = _keep_best(cfg, out, model, loc, start_score, summary)
+        model = _keep_best(cfg, out, loc, start_name, start_score, summary)
     else:
         save_atomically(model, os.path.join(out, "final.keras"))
     if loc is not None and loc.last is not None:
@@ -526,8 +558,7 @@ def _fit(cfg, strategy, out, train, steps, evaluation, extra_callbacks):
         summary["per_threshold"] = [float(v) for v in loc.last["per_threshold"]]
         summary.update((key, value) for key, value in values.items() if key != "best_threshold")
     report = label_free_report(training_maps(model, images), float(model.threshold.numpy()),
-                               summary.get("polarity_margin"), start_maps, start_threshold,
-                               cfg.init_preset if cfg.init_preset != "none" else "its start")
+                               summary.get("polarity_margin"), start_maps, start_threshold, start_name)
     summary["label_free"] = {k: v for k, v in report.items() if k not in ("verdict", "facts")}
     summary["verdict"] = report["verdict"]
     for warning in report["warnings"]:
@@ -536,7 +567,7 @@ def _fit(cfg, strategy, out, train, steps, evaluation, extra_callbacks):
     return model, history, summary
 
 
-def _score_start(cfg, model, evaluation, out):
+def _score_start(start_name, model, evaluation, out):
     """The starting head's GT-known Loc on the labelled images, at its best threshold there; the start, with that
     threshold, is saved as ``start.keras``, the model ``final.keras`` becomes if training does not beat it."""
     from c2am_tf.evaluation.evaluate import evaluate
@@ -546,12 +577,12 @@ def _score_start(cfg, model, evaluation, out):
     model.threshold.assign(result["best_threshold"] or kept)
     save_atomically(model, os.path.join(out, "start.keras"))
     model.threshold.assign(kept)
-    log.info("%s on the %d labelled images: GT-known Loc %.2f at threshold %.2f", cfg.init_preset, result["total"],
+    log.info("%s on the %d labelled images: GT-known Loc %.2f at threshold %.2f", start_name, result["total"],
              result["best"], result["best_threshold"] or kept)
     return result
 
 
-def _keep_best(cfg, out, model, loc, start_score, summary):
+def _keep_best(cfg, out, loc, start_name, start_score, summary):
     """``final.keras``: the best epoch on the labelled images (``best.keras``), or the start (``start.keras``) when
     training did not beat it there. Returns that model; ``summary`` says which, and both scores."""
     from c2am_tf.presets import load_model
@@ -565,11 +596,11 @@ def _keep_best(cfg, out, model, loc, start_score, summary):
         summary["val_gt_known_loc"]["start"] = float(start_score["best"])
         if start_score["best"] >= best["value"]:
             chosen = "start.keras"
-    summary["kept"] = (f"{cfg.init_preset}, the start: training did not beat it on the labelled images"
+    summary["kept"] = (f"the start, {start_name}: training did not beat it on the labelled images"
                        if chosen == "start.keras" else f"epoch {best['epoch']}, the best on the labelled images")
     if chosen == "start.keras":
         log.warning("%s: the trained model scored %.2f on the %s labelled images, its start %s %.2f: final.keras is "
-                    "the start", cfg.out, best["value"], summary["val_images"], cfg.init_preset, start_score["best"])
+                    "the start", cfg.out, best["value"], summary["val_images"], start_name, start_score["best"])
     with atomic_path(os.path.join(out, "final.keras")) as tmp:
         shutil.copyfile(os.path.join(out, chosen), tmp)
     kept = load_model(os.path.join(out, "final.keras"))

