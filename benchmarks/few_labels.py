@@ -119,6 +119,7 @@ def main():
             for h in (train_half, scored):
                 store[f"{key}/{h}"] = np.stack(recorder.correct[h])  # (E + 1, N, T)
             store[f"{key}/matched"] = np.asarray(recorder.matched)
+            store[f"{key}/start_threshold"] = np.asarray(reference[2])
             store[f"{key}/scored"] = np.asarray(scored)
             np.savez(store_path, **store)
 
@@ -153,6 +154,20 @@ def main():
             results["few_labels"][key]["oracle"] = float(test.max())
     mean_curve = np.mean(curves, axis=0)
     print("| mean | | " + " | ".join(f"{v:.1f}" for v in mean_curve) + " |")
+    print("\n## Label-free threshold rules after the last epoch: the start's threshold kept, the matched one, their "
+          "mean; the best (oracle)")
+    print("| domain / trained on | kept | matched | mean of the two | oracle |")
+    print("|---|---|---|---|---|")
+    rules = []
+    for key in results["step_curve"]:
+        scored = str(store[f"{key}/scored"])
+        last = store[f"{key}/{scored}"][-1].mean(axis=0) * 100  # (T,)
+        kept, matched = float(store[f"{key}/start_threshold"]), float(store[f"{key}/matched"][-1])
+        row = [last[int(np.argmin(abs(thresholds - t)))] for t in (kept, matched, (kept + matched) / 2)]
+        rules.append(row + [last.max()])
+        print(f"| {key} | " + " | ".join(f"{v:.1f}" for v in rules[-1]) + " |")
+    print("| mean | " + " | ".join(f"{v:.1f}" for v in np.mean(rules, axis=0)) + " |")
+    results["threshold_rules"] = dict(zip(results["step_curve"], rules))
     print(f"\n## Few labels: GT-known on the scored half when N labelled training images choose epoch and threshold "
           f"(mean ± sd of {args.draws} draws; label-free = the default run at the matched threshold)")
     print("| domain / trained on | label-free | " + " | ".join(f"N={n}" for n in COUNTS) + " | oracle |")

@@ -1,7 +1,7 @@
 """Your own photos: which start and learning rate adapt a head to a folder of unlabeled images best (issue 36).
 
     python benchmarks/own_photos.py [--out runs/own_photos] [--epochs 5] [--configs scratch warm-1e-4 warm-1e-3]
-    python benchmarks/own_photos.py --out runs/own_photos80 --images 80 --configs warm-1e-4
+    python benchmarks/own_photos.py --out runs/own_photos80 --images 80 --configs default --starts
 
 Protocol, 2-fold on every dev domain of ../shared/data: ``fit --dataset folder`` trains on the images of one half
 (their annotations unused) and is scored on the other half, then the halves swap.
@@ -32,12 +32,13 @@ from c2am_tf.data.masks import mask_pairs
 from c2am_tf.data.wsol import select_split, wsol_records
 from c2am_tf.evaluation.evaluate import evaluate
 from c2am_tf.presets import load_named
-from c2am_tf.training.trainer import TrainConfig, run_training
+from c2am_tf.training.trainer import TrainConfig, build_model, choose_start, reference_images, run_training
 
 from machine import header
 
 SHARED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data")
 CONFIGS = {  # name -> TrainConfig fields
+    "default": dict(init_preset="auto", lr=None),  # what fit --dataset folder does with no flags
     "scratch": dict(init_preset="none", lr=1e-3),
     "warm-1e-4": dict(init_preset="general_lite0", lr=1e-4),
     "warm-1e-3": dict(init_preset="general_lite0", lr=1e-3),
@@ -97,6 +98,7 @@ def main():
     p.add_argument("--configs", nargs="+", default=["scratch", "warm-1e-4", "warm-1e-3"], choices=sorted(CONFIGS))
     p.add_argument("--domains", nargs="+", default=["duts", "pets", "cub", "imagenet"])
     p.add_argument("--images", type=int, help="train on the first N images of each half only (a small folder)")
+    p.add_argument("--starts", action="store_true", help="also score each warm run's start, before training")
     args = p.parse_args()
     print(header())
     os.makedirs(args.out, exist_ok=True)
@@ -140,9 +142,22 @@ def main():
                 r = results[key]
                 print(f"| {name} | {scored} | {config} | {r['at_stored']:.1f} | {r['best']:.1f} "
                       f"({r['best_threshold']:.2f}) | {r['train_s']:.0f} |", flush=True)
+                start_key = f"{key}-start"
+                if args.starts and CONFIGS[config]["init_preset"] != "none" and start_key not in results:
+                    keras.backend.clear_session()  # the run's start, before training: what it must not end below
+                    cfg = TrainConfig(dataset="folder", data_dir=listing, **CONFIGS[config]).validate()
+                    arrays, start_name, _ = choose_start(cfg, reference_images(cfg))
+                    results[start_key] = dict(zip(("at_stored", "best", "best_threshold"),
+                                                  score(build_model(cfg, 1, arrays), dataset, root, scored)),
+                                              start=start_name)
+                    json.dump(results, open(results_path, "w"), indent=1)
+                if start_key in results:
+                    r = results[start_key]
+                    print(f"| {name} | {scored} | its start, {r['start']} | {r['at_stored']:.1f} | {r['best']:.1f} "
+                          f"({r['best_threshold']:.2f}) | |", flush=True)
         json.dump(results, open(results_path, "w"), indent=1)
     print("\nmean over domains and halves:")
-    models = list(PRESETS) + args.configs
+    models = list(PRESETS) + args.configs + [f"{c}-start" for c in args.configs]
     for model in models:
         values = [v for k, v in results.items() if k.split("/")[2] == model and k.split("/")[0] in args.domains]
         if values:

@@ -27,6 +27,7 @@ def test_fit_script_smoke_run(tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "GT-known Loc" in proc.stdout
+    assert "\nverdict: " in proc.stdout  # the label-free report's one line, always printed
     for name in ("final.keras", "best.keras", "last.keras", "log.csv", "per_threshold.csv", "summary.json"):
         assert (out / name).exists(), name
     summary = json.loads((out / "summary.json").read_text())

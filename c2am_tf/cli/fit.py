@@ -133,6 +133,8 @@ def main(argv=None, prog=None):
             hint = " Use --data-dir for a raw folder, or --tfds-download (online)."
         parser.exit(1, f"{parser.prog}: error: {err}{hint}\n")
     print("summary:", {k: v for k, v in summary.items() if k not in ("per_threshold", "label_free", "verdict")})
+    speed = f" ({summary['images_per_s']:.1f} images/s)" if summary.get("images_per_s") else ""
+    print(f"trained {summary['epochs']} epochs of {summary['steps_per_epoch']} steps in {summary['wall_s']:.0f} s{speed}")
     if "val_gt_known_loc" in summary:
         scores = summary["val_gt_known_loc"]
         start = f", the start ({summary['start']}) {scores['start']:.2f}" if "start" in scores else ""
