@@ -244,6 +244,8 @@ def _labelled_folder(tmp_path, count=12, size=64):
 
 
 def test_a_few_labelled_images_choose_the_epoch_and_final_keras_is_never_below_its_start(tmp_path):
+    """final.keras is the start or the best epoch, whichever scores higher on the labelled images at its own
+    label-free threshold, and it scores there what the summary says."""
     from c2am_tf.presets import load_model
 
     folder, labels = _labelled_folder(tmp_path)
@@ -252,10 +254,13 @@ def test_a_few_labelled_images_choose_the_epoch_and_final_keras_is_never_below_i
                       epochs=2, batch_size=4, resize=64, crop=64, verbose=0, out=str(out))
     model, _, summary = run_training(cfg)
     assert summary["val_images"] == 6 and cfg.val_images == folder
-    assert summary["threshold_rule"] == f"the best GT-known Loc on the labelled images of {labels}"
+    # the labelled images choose the epoch; the threshold stays the label-free one (chosen among 19 thresholds,
+    # a few images overfit: docs/results/own_photos.md)
+    assert summary["threshold_rule"].startswith("matched to general_lite0's foreground at its threshold 0.40")
+    assert summary["threshold_rule"].endswith(f"the labelled images of {labels} chose the epoch")
     scores = summary["val_gt_known_loc"]
     assert set(scores) == {"trained", "trained_epoch", "start"}
-    kept = "start.keras" if scores["start"] >= scores["trained"] else "best.keras"
+    kept = "start.keras" if scores["start"] > scores["trained"] else "best.keras"  # a tie keeps the trained
     assert summary["kept"].startswith("the start, general_lite0" if kept == "start.keras" else "epoch ")
     final, chosen = load_model(str(out / "final.keras")), load_model(str(out / kept))
     for a, b in zip(final.weights, chosen.weights):

@@ -55,6 +55,20 @@ class NonFiniteLossGuard(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+class LabelFreeThreshold(keras.callbacks.Callback):
+    """Stores a threshold chosen without boxes in the model at the end of every epoch: ``choose(model)`` (the
+    trainer's matched threshold, ``c2am_tf.maps.foreground.matched_threshold``). Runs before the
+    ``LocalizationCallback`` of a run scored at that threshold (``fit --val-annotations``)."""
+
+    def __init__(self, choose):
+        super().__init__()
+        self.choose = choose
+
+    def on_epoch_end(self, epoch, logs=None):
+        if np.isfinite(float((logs or {}).get("loss", 0.0))):
+            self.model.threshold.assign(float(self.choose(self.model)))
+
+
 class LocalizationCallback(keras.callbacks.Callback):
     """GT-known Loc on an eval split after each ``every`` epochs.
 
@@ -62,15 +76,21 @@ class LocalizationCallback(keras.callbacks.Callback):
     the eval split has masks; ``c2am_tf.evaluation.evaluate.METRICS``) to the epoch logs, stores the
     best threshold in the model, appends every threshold's value to
     ``per_threshold.csv`` and writes heatmap overlays to TensorBoard.
+
+    ``at_stored``: score the model at the threshold it stores (set by a ``LabelFreeThreshold`` before it) and
+    leave it there; ``gt_known_loc`` is then the value at that threshold. A few labelled images choose an
+    epoch this way better than they choose a threshold among 19 (docs/results/own_photos.md).
     """
 
-    def __init__(self, dataset, thresholds=DEFAULT_THRESHOLDS, every=1, out_dir=None, num_pictures=8):
+    def __init__(self, dataset, thresholds=DEFAULT_THRESHOLDS, every=1, out_dir=None, num_pictures=8,
+                 at_stored=False):
         super().__init__()
         self.dataset = dataset
         self.thresholds = tuple(thresholds)
         self.every = max(int(every), 1)
         self.out_dir = out_dir
         self.num_pictures = num_pictures
+        self.at_stored = bool(at_stored)
         self._writer = None
         self.last = None
 
@@ -80,16 +100,22 @@ class LocalizationCallback(keras.callbacks.Callback):
         if (epoch + 1) % self.every and not last_epoch or not np.isfinite(float(logs.get("loss", 0.0))):
             return
         result, examples = evaluate(self.model, self.dataset, self.thresholds, max_box_acc=False,
-                                    keep=self.num_pictures, stored_threshold=None)
+                                    keep=self.num_pictures, stored_threshold="model" if self.at_stored else None)
         self.last = result
-        # every worker evaluates the same images; the chief's choice makes the workers' models identical
-        self.model.threshold.assign(broadcast_from_chief(self.model.distribute_strategy,
-                                                         result["best_threshold"] or 0.5))
         values = logged_values(result)  # every metric's logged keys (c2am_tf.evaluation.evaluate.METRICS)
         logs.update((key, value) for key, value, _ in values)
         more = "".join(f", {label} {value:.2f}" for _, value, label in values if label)
-        print(f"\nepoch {epoch + 1}: GT-known Loc {result['best']:.2f} at threshold "
-              f"{result['best_threshold']:.2f}{more} ({result['total']} images)", flush=True)
+        if self.at_stored:
+            logs["gt_known_loc"] = result["at_stored"]
+            print(f"\nepoch {epoch + 1}: GT-known Loc {result['at_stored']:.2f} at its label-free threshold "
+                  f"{result['stored_threshold']:.2f} (best {result['best']:.2f} at {result['best_threshold']:.2f})"
+                  f"{more} ({result['total']} labelled images)", flush=True)
+        else:
+            # every worker evaluates the same images; the chief's choice makes the workers' models identical
+            self.model.threshold.assign(broadcast_from_chief(self.model.distribute_strategy,
+                                                             result["best_threshold"] or 0.5))
+            print(f"\nepoch {epoch + 1}: GT-known Loc {result['best']:.2f} at threshold "
+                  f"{result['best_threshold']:.2f}{more} ({result['total']} images)", flush=True)
         if self.out_dir:
             self._write(epoch, result, examples)
 
@@ -121,18 +147,20 @@ def save_atomically(model, path):
 
 
 class AtomicCheckpoint(keras.callbacks.Callback):
-    """Writes ``last.keras`` every epoch and ``best.keras`` when ``monitor`` improves.
+    """Writes ``last.keras`` every epoch and ``best.keras`` when ``monitor`` improves (or ties, with
+    ``ties_to_later``).
 
     Files are written to a temporary name and renamed, so a run killed while
     saving never leaves a truncated model. The best value survives restarts in
     ``best.json``.
     """
 
-    def __init__(self, out_dir, monitor="gt_known_loc", mode="max"):
+    def __init__(self, out_dir, monitor="gt_known_loc", mode="max", ties_to_later=False):
         super().__init__()
         self.out_dir = out_dir
         self.monitor = monitor
         self.sign = 1 if mode == "max" else -1
+        self.ties_to_later = bool(ties_to_later)  # an equal value replaces best.keras (the later epoch wins)
         self._state_path = os.path.join(out_dir, "best.json")
 
     def _best(self):
@@ -151,7 +179,7 @@ class AtomicCheckpoint(keras.callbacks.Callback):
         if value is None:
             return
         best = self._best()
-        if best is None or self.sign * value > self.sign * best:
+        if best is None or self.sign * value > self.sign * best or (self.ties_to_later and value == best):
             save_atomically(self.model, os.path.join(self.out_dir, "best.keras"))
             write_json_atomically(self._state_path, {"value": float(value), "epoch": epoch + 1})
 

@@ -22,8 +22,8 @@ import tensorflow as tf
 from c2am_tf import data
 from c2am_tf.backbones import LITE_FEATURES, backbone_entry, build_backbone, default_features, weights_choice
 from c2am_tf.evaluation.evaluate import logged_values
-from c2am_tf.training.callbacks import (AtomicCheckpoint, ClusterBackupAndRestore, LocalizationCallback,
-                               NonFiniteLossGuard, PolarityCallback, save_atomically)
+from c2am_tf.training.callbacks import (AtomicCheckpoint, ClusterBackupAndRestore, LabelFreeThreshold,
+                                       LocalizationCallback, NonFiniteLossGuard, PolarityCallback, save_atomically)
 from c2am_tf.training import run_folder
 from c2am_tf.training.run_folder import RunConflictError, check_same_run
 from c2am_tf.runtime.distribute import (CLUSTER_TIMEOUT, STRATEGIES, is_chief, make_strategy, num_workers, remove_worker_dir,
@@ -488,24 +488,31 @@ def _fit(cfg, strategy, out, train, steps, evaluation, extra_callbacks):
         model = build_model(cfg, steps * cfg.epochs, start)
     # only now: a run that fails to build its model (a bad --weights file) leaves nothing to block its retry
     write_json_atomically(os.path.join(out, "config.json"), dataclasses.asdict(cfg), indent=1)
+    # the model is its start until fit restores a backup: what the trained model is compared with
+    start_maps = training_maps(model, images) if cfg.init_preset != "none" else None
+    start_threshold = float(model.threshold.numpy())
     timer, guard = StepTimer(), NonFiniteLossGuard()
     callbacks = [guard, PolarityCallback(), timer]
+    # a few labelled images choose the epoch (the start included), each at its label-free threshold: choosing
+    # among 19 thresholds, 5 to 50 of them lost to the label-free rule (docs/results/own_photos.md)
+    label_free = bool(cfg.val_annotations) and start_maps is not None
+    if label_free:
+        callbacks.append(LabelFreeThreshold(
+            lambda m: matched_threshold(start_maps, start_threshold, training_maps(m, images))))
     loc = None
     if evaluation is not None:
         loc = LocalizationCallback(evaluation, every=max(cfg.eval_every, 1), out_dir=out,
-                                   num_pictures=cfg.num_pictures)
+                                   num_pictures=cfg.num_pictures, at_stored=label_free)
         callbacks.append(loc)
     callbacks += [
-        AtomicCheckpoint(out, monitor="gt_known_loc" if loc else "loss", mode="max" if loc else "min"),
+        AtomicCheckpoint(out, monitor="gt_known_loc" if loc else "loss", mode="max" if loc else "min",
+                         ties_to_later=label_free),
         keras.callbacks.CSVLogger(os.path.join(out, "log.csv"), append=True),
         keras.callbacks.TensorBoard(os.path.join(out, "tb"), write_graph=False),
         # every worker resumes from the chief's backup (``out`` must be a folder all workers see)
         ClusterBackupAndRestore(os.path.join(cfg.out, "backup"), write=out == cfg.out),
         *extra_callbacks,
     ]
-    # the model is its start until fit restores a backup: what the trained model is compared with
-    start_maps = training_maps(model, images) if cfg.init_preset != "none" else None
-    start_threshold = float(model.threshold.numpy())
     start_score = _score_start(start_name, model, evaluation, out) \
         if cfg.val_annotations and cfg.init_preset != "none" else None
     start = time.perf_counter()
@@ -525,6 +532,9 @@ def _fit(cfg, strategy, out, train, steps, evaluation, extra_callbacks):
         model.threshold.assign(matched_threshold(start_maps, start_threshold, training_maps(model, images)))
         rule = (f"matched to {start_name}'s foreground at its threshold {start_threshold:.2f} on "
                 f"{len(images)} training images")
+    elif label_free:
+        rule = (f"matched to {start_name}'s foreground at its threshold {start_threshold:.2f} on {len(images)} "
+                f"training images, after each epoch; the labelled images of {cfg.val_annotations} chose the epoch")
     elif cfg.val_annotations:
         rule = f"the best GT-known Loc on the labelled images of {cfg.val_annotations}"
     elif loc is not None:
@@ -568,17 +578,14 @@ def _fit(cfg, strategy, out, train, steps, evaluation, extra_callbacks):
 
 
 def _score_start(start_name, model, evaluation, out):
-    """The starting head's GT-known Loc on the labelled images, at its best threshold there; the start, with that
-    threshold, is saved as ``start.keras``, the model ``final.keras`` becomes if training does not beat it."""
+    """The starting head's GT-known Loc on the labelled images at its own calibrated threshold; the start is saved
+    as ``start.keras``, the model ``final.keras`` becomes if no epoch beats it there."""
     from c2am_tf.evaluation.evaluate import evaluate
 
-    result, _ = evaluate(model, evaluation, max_box_acc=False, stored_threshold=None)
-    kept = float(model.threshold.numpy())
-    model.threshold.assign(result["best_threshold"] or kept)
+    result, _ = evaluate(model, evaluation, max_box_acc=False, stored_threshold="model")
     save_atomically(model, os.path.join(out, "start.keras"))
-    model.threshold.assign(kept)
-    log.info("%s on the %d labelled images: GT-known Loc %.2f at threshold %.2f", start_name, result["total"],
-             result["best"], result["best_threshold"] or kept)
+    log.info("%s on the %d labelled images: GT-known Loc %.2f at its threshold %.2f", start_name, result["total"],
+             result["at_stored"], result["stored_threshold"])
     return result
 
 
@@ -593,14 +600,14 @@ def _keep_best(cfg, out, loc, start_name, start_score, summary):
     summary["val_gt_known_loc"] = {"trained": float(best["value"]), "trained_epoch": int(best["epoch"])}
     chosen = "best.keras"
     if start_score is not None:
-        summary["val_gt_known_loc"]["start"] = float(start_score["best"])
-        if start_score["best"] >= best["value"]:
+        summary["val_gt_known_loc"]["start"] = float(start_score["at_stored"])
+        if start_score["at_stored"] > best["value"]:  # a tie keeps the trained model: the label-free default
             chosen = "start.keras"
     summary["kept"] = (f"the start, {start_name}: training did not beat it on the labelled images"
                        if chosen == "start.keras" else f"epoch {best['epoch']}, the best on the labelled images")
     if chosen == "start.keras":
         log.warning("%s: the trained model scored %.2f on the %s labelled images, its start %s %.2f: final.keras is "
-                    "the start", cfg.out, best["value"], summary["val_images"], start_name, start_score["best"])
+                    "the start", cfg.out, best["value"], summary["val_images"], start_name, start_score["at_stored"])
     with atomic_path(os.path.join(out, "final.keras")) as tmp:
         shutil.copyfile(os.path.join(out, chosen), tmp)
     kept = load_model(os.path.join(out, "final.keras"))
