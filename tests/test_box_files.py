@@ -91,6 +91,13 @@ def test_coco_boxes_recorded_for_another_size_are_scaled_to_the_file(tmp_path):
         np.testing.assert_allclose(boxes, want, atol=1e-4)
 
 
+def _refused(path, content, root, error, pattern, strict=False):
+    """Writes ``content`` at ``path`` and checks that reading it raises ``error`` matching ``pattern``."""
+    path.write_text(content)
+    with pytest.raises(error, match=pattern):
+        read_annotations(str(path.parent if path.suffix in (".xml", ".txt") else path), root, strict=strict)
+
+
 def test_a_bad_record_names_its_file_and_line_and_is_skipped_or_strict_error(tmp_path, caplog):
     root = _images(tmp_path)
     csv_path = tmp_path / "boxes.csv"
@@ -103,9 +110,7 @@ def test_a_bad_record_names_its_file_and_line_and_is_skipped_or_strict_error(tmp
     assert "skipped 2 images" in text and f"{csv_path}:4" in text  # the missing image, counted
     with pytest.raises(AnnotationError, match=f"{csv_path}:2: non-numeric"):
         read_annotations(str(csv_path), root, strict=True)
-    csv_path.write_text("a.jpg,10,5,50\n")
-    with pytest.raises(ValueError, match=f"{csv_path}:1: expected path,x0,y0,x1,y1"):
-        read_annotations(str(csv_path), root)
+    _refused(csv_path, "a.jpg,10,5,50\n", root, ValueError, f"{csv_path}:1: expected path,x0,y0,x1,y1")
 
 
 def test_voc_and_yolo_errors_name_the_line(tmp_path):
@@ -125,28 +130,20 @@ def test_voc_and_yolo_errors_name_the_line(tmp_path):
     assert read_annotations(str(voc), root)[0][1] == [[10.0, 5.0, 50.0, 40.0]]
     yolo = tmp_path / "labels"
     yolo.mkdir()
-    (yolo / "a.txt").write_text("0 0.5 0.5 0.2 0.2\n\n0 0.5 0.5 0.2\n")
-    with pytest.raises(ValueError, match=r"a\.txt:3: a YOLO line is 'class cx cy w h'"):
-        read_annotations(str(yolo), root)
-    (yolo / "a.txt").write_text("0 40 30 20 20\n")
-    with pytest.raises(ValueError, match=r"a\.txt:1: YOLO coordinates are fractions"):
-        read_annotations(str(yolo), root)
+    _refused(yolo / "a.txt", "0 0.5 0.5 0.2 0.2\n\n0 0.5 0.5 0.2\n", root, ValueError,
+             r"a\.txt:3: a YOLO line is 'class cx cy w h'")
+    _refused(yolo / "a.txt", "0 40 30 20 20\n", root, ValueError, r"a\.txt:1: YOLO coordinates are fractions")
 
 
 def test_coco_errors_name_the_record(tmp_path):
     root = _images(tmp_path)
     path = tmp_path / "labels.json"
-    path.write_text(json.dumps({"images": [{"id": 1, "file_name": "a.jpg"}],
-                                "annotations": [{"image_id": 2, "bbox": [1, 1, 5, 5]}]}))
-    with pytest.raises(ValueError, match=r"labels\.json: annotations\[0\]: its image_id is not an id"):
-        read_annotations(str(path), root)
-    path.write_text(json.dumps({"images": [{"id": 1, "file_name": "a.jpg"}],
-                                "annotations": [{"image_id": 1, "bbox": ["10", 5, 20, 20]}]}))
-    with pytest.raises(AnnotationError, match=r"labels\.json: annotations\[0\]: non-numeric"):
-        read_annotations(str(path), root, strict=True)
-    path.write_text("{not json")
-    with pytest.raises(ValueError, match=r"labels\.json: not JSON"):
-        read_annotations(str(path), root)
+    image = {"id": 1, "file_name": "a.jpg"}
+    _refused(path, json.dumps({"images": [image], "annotations": [{"image_id": 2, "bbox": [1, 1, 5, 5]}]}), root,
+             ValueError, r"labels\.json: annotations\[0\]: its image_id is not an id")
+    _refused(path, json.dumps({"images": [image], "annotations": [{"image_id": 1, "bbox": ["10", 5, 20, 20]}]}),
+             root, AnnotationError, r"labels\.json: annotations\[0\]: non-numeric", strict=True)
+    _refused(path, "{not json", root, ValueError, r"labels\.json: not JSON")
 
 
 def test_a_folder_with_annotations_is_an_annotated_source_and_halves_split_it(tmp_path):
