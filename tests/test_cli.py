@@ -154,3 +154,16 @@ def test_refused_pickles_are_one_line_and_run_nothing(tmp_path, capsys):
     line = _one_line(capsys, status, 1)
     assert "a.npy: refusing to load 'posix.mkdir'" in line, line
     assert not marker.exists()
+
+
+def test_fits_progress_is_a_line_an_epoch_in_a_log_file_and_a_bar_on_a_terminal(monkeypatch):
+    """Keras's bar redraws itself: in a log file that was hundreds of lines an epoch."""
+    import sys
+
+    from c2am_tf.cli.fit import parse_args
+
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: False, raising=False)
+    assert parse_args(["--backbone", "tiny", "--weights", "none"])[0].verbose == 2
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True, raising=False)
+    assert parse_args(["--backbone", "tiny", "--weights", "none"])[0].verbose == 1
+    assert parse_args(["--backbone", "tiny", "--weights", "none", "--verbose", "0"])[0].verbose == 0

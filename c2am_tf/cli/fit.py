@@ -8,6 +8,7 @@ on the built-in synthetic dataset. A run killed at any point resumes from
 import argparse
 import logging
 import os
+import sys
 
 from c2am_tf.backbones import LITE_FEATURES
 from c2am_tf.cli.common import add_backbone_flag, command_parser, output_folder
@@ -93,8 +94,9 @@ def build_parser(prog=None):
     p.add_argument("--synthetic-count", type=int, help="synthetic training images (default 512, 128 eval)")
     p.add_argument("--tfds-download", action="store_true",
                    help="let tfds download and prepare caltech_birds2011 (needs internet)")
-    p.add_argument("--verbose", type=int, default=defaults.verbose, choices=[0, 1, 2],
-                   help="Keras progress: 0 silent, 1 bar, 2 a line an epoch")
+    p.add_argument("--verbose", type=int, default=None, choices=[0, 1, 2],
+                   help="Keras progress: 0 silent, 1 bar, 2 a line an epoch (default: the bar on a terminal, a line an "
+                        "epoch in a log file, where the bar's redraws would be hundreds of lines)")
     p.add_argument("--strict", action="store_true",
                    help="an unusable box annotation (non-numeric, NaN, empty, outside its image) is an error; "
                         "by default its image is skipped (boxes partly outside are clamped) with a warning")
@@ -109,6 +111,8 @@ def parse_args(argv=None, prog=None):
     args = p.parse_args(argv)
     values = vars(args)
     overwrite = values.pop("overwrite")
+    if values["verbose"] is None:
+        values["verbose"] = 1 if sys.stdout.isatty() else 2
     cfg = TrainConfig(**values)
     try:
         cfg.validate()

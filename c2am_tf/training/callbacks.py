@@ -36,7 +36,9 @@ class PolarityCallback(keras.callbacks.Callback):
         after = float(self.model.polarity.numpy())
         logs["polarity"] = after
         if after != before:
-            log.info("epoch %d: polarity %+d (border - center = %.4f)", epoch + 1, after, value)
+            meaning = ("the head's map is high inside the image: it is the foreground" if after > 0 else
+                       "the head's map is high on the border: it found the background, so 1 - map is the foreground")
+            log.info("epoch %d: polarity %+d (border - centre = %.4f): %s", epoch + 1, after, value, meaning)
 
 
 class NonFiniteLossGuard(keras.callbacks.Callback):
