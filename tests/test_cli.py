@@ -167,3 +167,15 @@ def test_fits_progress_is_a_line_an_epoch_in_a_log_file_and_a_bar_on_a_terminal(
     monkeypatch.setattr(sys.stdout, "isatty", lambda: True, raising=False)
     assert parse_args(["--backbone", "tiny", "--weights", "none"])[0].verbose == 1
     assert parse_args(["--backbone", "tiny", "--weights", "none", "--verbose", "0"])[0].verbose == 0
+
+
+@pytest.mark.parametrize("name", sorted(__import__("c2am_tf.cli", fromlist=["COMMANDS"]).COMMANDS))
+def test_help_texts_name_commands_and_no_development_paths(name):
+    """A user reads --help: it named the repository's scripts (python export/tflite.py) and our dev data."""
+    import importlib
+
+    from c2am_tf.cli import COMMANDS
+
+    text = importlib.import_module(f"c2am_tf.cli.{COMMANDS[name][0]}").build_parser(f"c2am-tf {name}").format_help()
+    for needle in ("../shared", "python train/", "python export/", "export/tflite.py"):
+        assert needle not in text, (name, needle)

@@ -1,6 +1,6 @@
 """On-device style foreground detection with a C2AM ``.tflite`` model (no TensorFlow needed).
 
-    python export/tflite_detect.py IMAGE_OR_DIR --model c2am.tflite [--out detections] \\
+    c2am-tf detect IMAGE_OR_DIR --model c2am.tflite [--out detections] \\
         [--threads 2] [--threshold T] [--no-overlays]
 
 Runs the LiteRT interpreter (ai-edge-litert) on each image resized whole to the
@@ -46,7 +46,7 @@ def build_parser(prog=None):
     """This command's flags (the commands in the README and docs/ are checked against it)."""
     p = command_parser(__doc__, prog)
     p.add_argument("inputs", help="an image file or a folder of images (searched recursively)")
-    p.add_argument("--model", required=True, help="a .tflite model written by export/tflite.py")
+    p.add_argument("--model", required=True, help="a .tflite model written by c2am-tf export-tflite")
     p.add_argument("--out", default="detections", type=output_folder, help="output folder")
     p.add_argument("--threads", type=int, default=2, help="interpreter threads")
     p.add_argument("--threshold", type=float, help="override the threshold stored in the model")

@@ -1,6 +1,6 @@
 """Score a model, a shipped preset or a boxes file on an annotated dataset: every WSOL number in one pass.
 
-    c2am-tf evaluate --preset general_lite0 --dataset imagenet --data-dir ../shared/data/ILSVRC_val_dev \\
+    c2am-tf evaluate --preset general_lite0 --dataset imagenet --data-dir path/to/ILSVRC \\
         --classifier efficientnet_lite0 --json scores.json
     c2am-tf evaluate --model runs/cub/final.keras --dataset cub --data-dir path/to/CUB_200_2011 \\
         --classifier runs/cub_classifier/classifier.keras

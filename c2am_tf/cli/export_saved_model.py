@@ -1,6 +1,6 @@
 """Export a trained C2AM model for TensorFlow Serving.
 
-    python export/saved_model.py --model runs/cub/final.keras --out models/c2am [--version N]
+    c2am-tf export-saved-model --model runs/cub/final.keras --out models/c2am [--version N]
 
 Writes models/c2am/1/ (the next free version when models/c2am holds some: TF Serving then serves the new
 one; an existing version is replaced only with --overwrite) with the signatures serving_default, cam and

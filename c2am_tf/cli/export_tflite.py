@@ -1,6 +1,6 @@
 """Export a trained C2AM model to TFLite for on-device foreground detection.
 
-    python export/tflite.py --model runs/cub/final.keras --out c2am.tflite \\
+    c2am-tf export-tflite --model runs/cub/final.keras --out c2am.tflite \\
         [--quantize none|float16|int8] [--calibration-dir DIR] [--size 448]
 
 The model takes one uint8 RGB image (1, SIZE, SIZE, 3) and returns the

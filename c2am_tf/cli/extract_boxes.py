@@ -1,9 +1,9 @@
 """Pseudo boxes for a whole dataset at the model's stored threshold.
 
-    python train/extract_boxes.py --model runs/cub/final.keras --dataset cub \
+    c2am-tf extract-boxes --model runs/cub/final.keras --dataset cub \
         --data-dir path/to/CUB_200_2011 --split train --out boxes.json [--psol-out psol.json]
-    python train/extract_boxes.py --preset general_lite0 --dataset folder --data-dir photos/ --out boxes.json
-    python train/extract_boxes.py --preset general_lite0 --dataset folder --data-dir photos/ --out boxes.json \
+    c2am-tf extract-boxes --preset general_lite0 --dataset folder --data-dir photos/ --out boxes.json
+    c2am-tf extract-boxes --preset general_lite0 --dataset folder --data-dir photos/ --out boxes.json \
         --classifier efficientnet_lite0 --cam-weight 0.5 --threshold 0.4   # + each image's classes and its top-1 CAM
 
 Output (``--out``), one entry per image, boxes in original image pixels:

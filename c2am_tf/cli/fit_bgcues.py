@@ -1,6 +1,6 @@
 """Train a background-cue model on a C2AM model's background maps (paper section 3.5).
 
-    python train/fit_bgcues.py --c2am runs/c2am/final.keras --images DIR --out runs/bgcues \\
+    c2am-tf fit-bgcues --c2am runs/c2am/final.keras --images DIR --out runs/bgcues \\
         [--pseudo soft|hard] [--epochs 10] [--size 448]
 
 Pseudo labels: ``soft`` is 1 - P itself, ``hard`` the pixels at or below

@@ -1,8 +1,8 @@
 """Train a classifier on image-level labels: for Top-1/Top-5 Loc (CUB), or its CAMs for WSSS.
 
-    python train/fit_classifier.py --dataset pets --data-dir ../shared/data/oxford_pets_dev \\
+    c2am-tf fit-classifier --dataset pets --data-dir path/to/oxford_pets \\
         --out runs/classifier [--cams-out runs/classifier/cams] [--train-backbone]
-    python train/fit_classifier.py --dataset cub --data-dir ../shared/data/CUB_200_2011_dev --out runs/cub_classifier
+    c2am-tf fit-classifier --dataset cub --data-dir path/to/CUB_200_2011 --out runs/cub_classifier
 
 The classifier is a factory backbone + global average pooling + dense (c2am_tf.wsss.cam):
 softmax cross-entropy for single-label CUB, binary cross-entropy per class for the

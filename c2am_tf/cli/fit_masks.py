@@ -1,6 +1,6 @@
 """Train a mask model: a stride-4 decoder self-trained on a C2AM model's pseudo-masks (no labels).
 
-    python train/fit_masks.py --preset cub_lite0 --images DIR --out runs/masks \\
+    c2am-tf fit-masks --preset cub_lite0 --images DIR --out runs/masks \\
         [--model C2AM.keras] [--rounds 2] [--epochs 20] [--size 448] [--refinement guided]
 
 The C2AM model (``--model`` or ``--preset``) is the teacher. Its map of each image, spread over the

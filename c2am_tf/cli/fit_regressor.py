@@ -1,9 +1,9 @@
 """Train a PSOL box regressor on C2AM's pseudo boxes, and score its boxes beside the ones it learned from.
 
-    python train/extract_boxes.py --preset general_lite0 --dataset imagenet --data-dir ILSVRC --split train \\
+    c2am-tf extract-boxes --preset general_lite0 --dataset imagenet --data-dir ILSVRC --split train \\
         --out runs/psol/pseudo.json
-    python train/fit_regressor.py --boxes runs/psol/pseudo.json --out runs/psol \\
-        [--eval-dataset imagenet --eval-data-dir ../shared/data/ILSVRC_val_dev --classifier efficientnet_lite0]
+    c2am-tf fit-regressor --boxes runs/psol/pseudo.json --out runs/psol \\
+        [--eval-dataset imagenet --eval-data-dir path/to/ILSVRC --classifier efficientnet_lite0]
 
 Writes OUT/regressor.keras (atomically) and OUT/log.csv. With --eval-dataset it prints GT-known and
 Top-1/Top-5 Loc of the regressor's boxes on that split (in the dataset's eval frame).

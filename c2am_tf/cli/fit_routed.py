@@ -9,7 +9,7 @@
 so --backbone must match it). Each --own cluster trains under OUT/cluster<J> and resumes like ``fit``. With an
 EfficientNet-Lite backbone its ImageNet classes vote too (--class-votes, 5 by default). The routed model keeps the general
 model's threshold unless --calibrate names held-out annotated images: each head's threshold is then chosen on
-the images routed to it, e.g. ``--calibrate imagenet ../shared/data/ILSVRC_val_dev half1``.
+the images routed to it, e.g. ``--calibrate imagenet path/to/ILSVRC half1``.
 See ``c2am_tf/training/routing.py`` for why and docs/results/imagenet.md for what it measured.
 """
 

@@ -1,8 +1,8 @@
 """Refine multi-class CAMs with background cues (paper section 3.5) and measure mIoU.
 
-    python train/refine.py --cams DIR --bg-cues MODEL_OR_DIR --images DIR --out DIR \\
+    c2am-tf refine --cams DIR --bg-cues MODEL_OR_DIR --images DIR --out DIR \\
         [--masks DIR] [--c2am C2AM.keras] [--num-classes 20]
-    python train/refine.py --cams DIR --bg-cues MODEL_OR_DIR --dataset pets --data-dir ROOT --out DIR
+    c2am-tf refine --cams DIR --bg-cues MODEL_OR_DIR --dataset pets --data-dir ROOT --out DIR
 
 ``--cams``: one CAM file per image (c2am_tf.wsss.cam: PSA/SEAM/PuzzleCAM/AdvCAM ``.npy`` dicts
 with ``keys`` and ``hr_cam``, or our ``.npz``). ``--bg-cues``: a background-cue model

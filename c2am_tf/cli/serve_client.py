@@ -1,10 +1,10 @@
 """Ask a C2AM model served by TensorFlow Serving for boxes, over REST or gRPC.
 
-    python export/serve_client.py IMAGE_OR_DIR [...] [--host localhost] [--model c2am] \\
+    c2am-tf serve-client IMAGE_OR_DIR [...] [--host localhost] [--model c2am] \\
         [--protocol rest|grpc] [--rest-format instances|inputs] [--version V] \\
         [--resize N] [--signature serving_default] [--dry-run]
 
-Serve the export (``python export/saved_model.py --out models/c2am``) with the official
+Serve the export (``c2am-tf export-saved-model --out models/c2am``) with the official
 container (REST on 8501, gRPC on 8500):
 
     docker run --rm -p 8501:8501 -p 8500:8500 \\

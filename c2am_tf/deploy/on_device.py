@@ -1,11 +1,11 @@
 """Device side of the TFLite export: numpy and the LiteRT interpreter, no TensorFlow.
 
-A device runs the ``.tflite`` model written by ``export/tflite.py`` (uint8 image of a
+A device runs the ``.tflite`` model written by ``c2am-tf export-tflite`` (uint8 image of a
 fixed size in, foreground map out) and turns the map into a box with ``box_from_map``,
 a numpy port of the reference rule (largest contour of the thresholded map, see
 ``c2am_tf.maps.boxes``) that needs neither OpenCV nor TensorFlow.
 
-Example (with a model exported by ``python export/tflite.py``):
+Example (with a model exported by ``c2am-tf export-tflite``):
 
     detector = ForegroundDetector("c2am.tflite", num_threads=2)
     result = detector.detect(rgb_uint8_array)    # any size
@@ -148,7 +148,7 @@ class ForegroundDetector:
         model: path to the ``.tflite`` file, or its bytes.
         num_threads: interpreter threads.
         threshold: box threshold (fraction of the map's peak); default the one stored
-            in the model's metadata by ``export/tflite.py``, else 0.5.
+            in the model's metadata by ``c2am-tf export-tflite``, else 0.5.
         box_band: the box rule's band (``box_from_map``); default the metadata's, else 0.
         refinement: the mask's edge-aware refinement (``c2am_tf.maps.edges``, OpenCV contrib); default
             the one in the metadata (a mask model's), else ``"none"``. Without OpenCV contrib on the
@@ -322,7 +322,7 @@ METADATA_NAME = "c2am_tf"
 
 
 def read_metadata(content):
-    """The JSON dict that ``export/tflite.py`` stores in the model's ``c2am_tf`` metadata, or {}.
+    """The JSON dict that ``c2am-tf export-tflite`` stores in the model's ``c2am_tf`` metadata, or {}.
 
     Read with the flatbuffer schema that ships with ai-edge-litert (no TensorFlow).
     """
