@@ -148,8 +148,9 @@ def test_grpc_client_prints_the_keras_boxes(served, capsys):
 def test_dry_run_prints_a_request_that_decodes_to_the_image(served, capsys):
     _, _, images, paths = served
     assert _cli().main([paths[0], "--dry-run", "--rest-format", "inputs", "--version", "3"]) == 0
-    url, body = capsys.readouterr().out.strip().split("\n")
-    assert url == "POST http://localhost:8501/v1/models/c2am/versions/3:predict"
+    printed = capsys.readouterr()
+    body = printed.out  # the body alone: `> body.json` then `curl -d @body.json URL` sends it
+    assert "POST http://localhost:8501/v1/models/c2am/versions/3:predict" in printed.err.splitlines()
     np.testing.assert_array_equal(np.asarray(json.loads(body)["inputs"]["images"], np.uint8), images[0][None])
     assert _cli().main([paths[1], "--dry-run", "--protocol", "grpc", "--resize", "32"]) == 0
     assert "uint8 [1, 32, 32, 3]" in capsys.readouterr().out

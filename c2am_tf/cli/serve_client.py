@@ -13,9 +13,10 @@ container (REST on 8501, gRPC on 8500):
 
 Each image is one request (uint8 RGB, its own size; ``--resize N`` sends N x N instead
 and maps the box back). Prints one line per image: path, box x0 y0 x1 y1 in original
-pixels, score. ``--dry-run`` prints the request instead of sending it: the REST URL
-and JSON body (save it and ``curl -d @body.json URL`` sends the same), or the gRPC
-request with its tensor summarized.
+pixels, score. ``--dry-run`` prints the request instead of sending it: each image's REST JSON body on
+standard output, one a line, and the URL on standard error, so that
+``c2am-tf serve-client x.jpg --dry-run > body.json`` then ``curl -d @body.json URL`` sends the same;
+or the gRPC request with its tensor summarized.
 """
 
 import json
@@ -88,8 +89,9 @@ def main(argv=None, prog=None):
             print(warning, file=sys.stderr)
         if args.protocol == "rest":
             body = client.rest_body(sent[None], args.signature, args.rest_format)
-            if args.dry_run:
-                print(f"POST {url}\n{json.dumps(body)}")
+            if args.dry_run:  # the body alone on stdout: what curl -d @FILE sends
+                print(f"POST {url}", file=sys.stderr)
+                print(json.dumps(body))
                 continue
             send = lambda: client.post_rest(url, body, args.timeout)  # noqa: E731
         else:
