@@ -68,7 +68,7 @@ def test_detect_returns_the_keras_box_in_image_pixels(tiny):
     assert (mask & want).sum() / max((mask | want).sum(), 1) > 0.95
 
 
-def test_mask_model_exports_with_its_refinement_fp32_and_int8():
+def test_mask_model_exports_with_its_refinement_fp32_and_int8(caplog, capsys):
     from c2am_tf.models.masks.mask_model import MaskModel
 
     keras.utils.set_random_seed(0)
@@ -92,7 +92,12 @@ def test_mask_model_exports_with_its_refinement_fp32_and_int8():
     np.testing.assert_array_equal(mask, map_to_mask(keras_map, 0.45, 128, 64, wide, "guided"))
     unrefined = ForegroundDetector(content, refinement="none").detect(wide)["mask"]
     np.testing.assert_array_equal(unrefined, map_to_mask(keras_map, 0.45, 128, 64))
-    int8 = ForegroundDetector(tflite.convert(model, SIZE, "int8", representative_images=images))
+    import logging
+
+    with caplog.at_level(logging.INFO, "c2am_tf"):
+        int8 = ForegroundDetector(tflite.convert(model, SIZE, "int8", representative_images=images))
+    assert "int8 calibration used 8 images" in caplog.text  # it ran 30 s silently and never said how many
+    assert "int8 calibration" in capsys.readouterr().err  # the progress bar
     q = np.stack([int8.map(im) for im in images])
     assert q.shape == maps.shape and np.abs(q - maps).mean() < 0.1  # a random model, 8 calibration images
 

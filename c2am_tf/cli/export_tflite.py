@@ -52,6 +52,7 @@ def main(argv=None, prog=None):
     claim_output(p, args.out, args.overwrite, inputs=command_inputs(args) + paths)
     if paths:
         images = tflite.calibration_images(paths, args.size, args.calibration_steps)
+        print(f"int8 calibration: up to {args.calibration_steps} of the {len(paths)} images in {args.calibration_dir}")
     start = time.time()
     content = tflite.convert(load(args.model, args.preset), args.size, args.quantize, images, args.calibration_steps)
     write_atomically(args.out, content)

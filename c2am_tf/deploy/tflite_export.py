@@ -14,6 +14,7 @@ calibrated on real images).
 """
 
 import json
+import logging
 
 import numpy as np
 import tensorflow as tf
@@ -22,6 +23,8 @@ from c2am_tf.deploy.saved_model import WeightsOnlyModule
 from c2am_tf.maps.geometry import EVAL_CROP
 from c2am_tf.models.settings import model_box_band
 from c2am_tf.deploy.on_device import METADATA_NAME
+
+log = logging.getLogger("c2am_tf")
 
 QUANTIZATIONS = ("none", "float16", "int8")
 
@@ -78,17 +81,23 @@ def convert(model, size=EVAL_CROP, quantize="none", representative_images=None, 
 
 def _representative(images, size, steps):
     def generate():
+        from tqdm import tqdm
+
         count = 0
-        for image in images:
-            image = np.asarray(image)
-            if image.shape != (size, size, 3):
-                raise ValueError(f"representative images must be ({size}, {size}, 3), got {image.shape}")
-            yield [image[None].astype(np.float32)]
-            count += 1
-            if count >= steps:
-                break
+        # the converter runs every calibration image through the float model: seconds each on a CPU
+        with tqdm(total=steps, desc="int8 calibration", unit="img") as bar:
+            for image in images:
+                image = np.asarray(image)
+                if image.shape != (size, size, 3):
+                    raise ValueError(f"representative images must be ({size}, {size}, 3), got {image.shape}")
+                yield [image[None].astype(np.float32)]
+                count += 1
+                bar.update(1)
+                if count >= steps:
+                    break
         if count == 0:
             raise ValueError("representative_images is empty: int8 calibration needs real images")
+        log.info("int8 calibration used %d images", count)
     return generate
 
 
