@@ -65,7 +65,7 @@ def test_a_finished_file_of_another_run_is_refused_and_one_of_this_run_is_kept(t
     assert read_boxes(out)["threshold"] == 0.5 and read_boxes(out)["images"] == []
 
 
-def test_predict_and_extract_boxes_write_coco_json_of_the_same_boxes(tmp_path):
+def test_predict_and_extract_boxes_write_coco_json_of_the_same_boxes(tmp_path, capsys):
     import json
     import os
 
@@ -84,8 +84,9 @@ def test_predict_and_extract_boxes_write_coco_json_of_the_same_boxes(tmp_path):
     rng = np.random.RandomState(0)
     for rel in ("a.jpg", "sub/b.png"):
         Image.fromarray(rng.randint(0, 255, (30, 40, 3)).astype(np.uint8)).save(photos / rel)
-    assert run_command("predict", [str(photos), "--model", str(tmp_path / "m.keras"), "--out", str(tmp_path / "o"),
+    assert run_command("predict", [str(photos), "--model", str(tmp_path / "m.keras"), "--out", str(tmp_path / "o") + "/",
                                    "--coco", str(tmp_path / "coco.json")]) == 0
+    assert f"-> {tmp_path / 'o' / 'boxes.json'} " in capsys.readouterr().out  # no 'o//boxes.json'
     coco = json.loads((tmp_path / "coco.json").read_text())
     boxes = {os.path.relpath(r["path"], photos): r for r in json.loads((tmp_path / "o" / "boxes.json").read_text())["images"]}
     assert sorted(i["file_name"] for i in coco["images"]) == sorted(boxes) == ["a.jpg", os.path.join("sub", "b.png")]

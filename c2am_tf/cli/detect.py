@@ -116,10 +116,10 @@ def main(argv=None, prog=None):
     if total_ms:
         # The first call includes the interpreter's one-off setup: leave it out of the median.
         steady = slice(1, None) if len(total_ms) > 1 else slice(None)
-        print(f"{len(records)} images -> {args.out}/boxes.json; ms/image (median after the first): "
+        print(f"{len(records)} images -> {os.path.join(args.out, 'boxes.json')}; ms/image (median after the first): "
               f"detection {np.median(total_ms[steady]):.1f}, model alone {np.median(model_ms[steady]):.1f} "
               f"({args.threads} threads, input {detector.height}x{detector.width})")
     else:
-        print(f"{len(records)} images -> {args.out}/boxes.json (none left to detect)")
+        print(f"{len(records)} images -> {os.path.join(args.out, 'boxes.json')} (none left to detect)")
     return 0 if records else 1
 

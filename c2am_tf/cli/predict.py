@@ -64,7 +64,7 @@ def main(argv=None, prog=None):
     seconds = time.perf_counter() - start
     if args.coco:
         write_coco(args.coco, records, args.inputs if os.path.isdir(args.inputs) else None)
-    print(f"{len(records)} of {len(paths)} images -> {args.out}/boxes.json ({len(paths) - len(records)} unreadable "
+    print(f"{len(records)} of {len(paths)} images -> {os.path.join(args.out, 'boxes.json')} ({len(paths) - len(records)} unreadable "
           f"skipped; {seconds:.1f} s, {len(paths) / max(seconds, 1e-9):.1f} img/s)")
     return 0 if records else 1
 

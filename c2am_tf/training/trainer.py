@@ -525,7 +525,7 @@ def _fit(cfg, strategy, out, train, steps, evaluation, extra_callbacks):
             shutil.rmtree(os.path.join(cfg.out, "backup"), ignore_errors=True)
         epoch, step, value = guard.failed_at
         raise NonFiniteLossError(f"the loss became {value} at epoch {epoch + 1}, step {step + 1}; training stopped. "
-                                 f"{cfg.out}/last.keras and best.keras hold the last good epoch, if any; "
+                                 f"{os.path.join(cfg.out, 'last.keras')} and best.keras hold the last good epoch, if any; "
                                  "try a lower learning rate")
     if cfg.init_preset != "none" and evaluation is None:
         # no boxes to choose a threshold on: the start's calibrated one, carried over by the foreground it keeps
