@@ -303,7 +303,6 @@ register_backbone("mobilenet_v2", Backbone(
 register_backbone("tiny", Backbone(
     build=lambda weights, input_shape, features: tiny(None if weights == "imagenet" else weights, input_shape),
     weights_from="none: random init (tests and quick experiments)"))
-BACKBONES = tuple(REGISTRY)
 
 
 def backbone_names():
@@ -370,7 +369,7 @@ def build_backbone(name, weights="imagenet", input_shape=(None, None, 3), featur
     """Returns a Keras model: images (B, H, W, 3) in 0..255 -> Z (B, H/16, W/16, C).
 
     Args:
-        name: a registered backbone (``BACKBONES``).
+        name: a registered backbone (``REGISTRY``, or a registered family's name).
         weights: ``"imagenet"``, a weights file, or None / ``"none"`` (random init).
         features: the backbone's feature choice (``Backbone.features``; EfficientNet-Lite's, see
             ``efficientnet_lite``).

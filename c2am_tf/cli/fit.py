@@ -127,8 +127,6 @@ def main(argv=None, prog=None):
     cfg, overwrite, parser = parse_args(argv, prog)
     try:
         _, _, summary = run_training(cfg, overwrite=overwrite)
-    except ConfigError as err:
-        parser.error(err.as_flag())
     except RunConflictError as err:
         parser.error(f"--out: {err}; pass --overwrite to replace it, or choose another --out")
     except (DataError, NonFiniteLossError) as err:

@@ -17,7 +17,7 @@ from c2am_tf.data.images import find_unreadable, list_images, read_rgb
 from c2am_tf.data.masks import mask_pairs, masks_source, tfds_cub_masks_source
 from c2am_tf.data.records import records_source
 from c2am_tf.data.wsol import imagenet_source, select_split, tfds_imagenet_source, wsol_records
-from c2am_tf.data.sharding import Shard, shard_of, take_shard
+from c2am_tf.data.sharding import Shard, take_shard
 from c2am_tf.data.tfrecord import tfrecord_source, write_shards
 from c2am_tf.data.synthetic import synthetic_arrays, synthetic_example, synthetic_source
 from c2am_tf.data.transforms import (eval_image, eval_mask_transform, eval_transform, random_flip_crop,
@@ -221,6 +221,6 @@ __all__ = [
     "tfds_cub_source", "folder_source", "masks_source", "mask_pairs", "tfds_cub_masks_source",
     "eval_mask_transform", "eval_image", "synthetic_source", "synthetic_arrays", "synthetic_example",
     "imagenet_source", "tfds_imagenet_source", "wsol_records", "read_rgb", "find_unreadable", "list_images", "eval_transform",
-    "random_flip_crop", "resize_square", "Shard", "shard_of", "take_shard", "tfrecord_source", "write_shards",
+    "random_flip_crop", "resize_square", "Shard", "take_shard", "tfrecord_source", "write_shards",
     "source_files", "count_examples",
 ]

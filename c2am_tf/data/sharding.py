@@ -12,13 +12,6 @@ Shard = collections.namedtuple("Shard", ["count", "index"])
 Shard.__doc__ = "Input pipeline ``index`` of ``count``: it reads items index, index + count, ..."
 
 
-def shard_of(input_context):
-    """The ``Shard`` of a ``tf.distribute.InputContext`` (None for a single pipeline)."""
-    if input_context is None or input_context.num_input_pipelines <= 1:
-        return None
-    return Shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
-
-
 def take_shard(items, shard, what="items"):
     """``items[index::count]``: this pipeline's part of a list of files (all of it for ``shard`` None).
 

@@ -1,6 +1,6 @@
 """One training run, from a plain config: datasets, model, callbacks, ``model.fit``.
 
-``train/fit.py`` turns command-line flags into a ``TrainConfig``; benchmarks
+``c2am-tf fit`` (``c2am_tf.cli.fit``) turns command-line flags into a ``TrainConfig``; benchmarks
 build one directly. Always under a ``tf.distribute`` strategy (``c2am_tf.runtime.distribute``):
 ``MirroredStrategy`` on one host (all local GPUs, or the CPU), or
 ``MultiWorkerMirroredStrategy`` when ``TF_CONFIG`` names several workers; then every
