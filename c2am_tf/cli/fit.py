@@ -73,7 +73,7 @@ def build_parser(prog=None):
                    help="XLA ('auto': on with a GPU only)")
     p.add_argument("--strategy", default=defaults.strategy, choices=STRATEGIES,
                    help="auto: mirrored (all local GPUs or the CPU), or multiworker when TF_CONFIG names several "
-                        "workers; tpu is untested")
+                        "workers")
     p.add_argument("--init-preset", default="auto", metavar="NAME",
                    help="start from a shipped head (its weights, polarity and threshold): general_lite0, cub_lite0, "
                         "or general_routed_lite0 (the head its router sends 75%% of the training images to, else "

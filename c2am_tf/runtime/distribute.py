@@ -19,7 +19,7 @@ import tensorflow as tf
 
 from c2am_tf.utils.errors import InputError
 
-STRATEGIES = ("auto", "mirrored", "multiworker", "one_device", "tpu")
+STRATEGIES = ("auto", "mirrored", "multiworker", "one_device")  # each run by the tests
 # how long a worker waits for the others of its cluster to start, and how often it says whom it waits for
 CLUSTER_TIMEOUT = 600.0
 CLUSTER_REPORT_EVERY = 30.0
@@ -120,8 +120,6 @@ def make_strategy(name="auto", cluster_timeout=CLUSTER_TIMEOUT):
     """A ``tf.distribute`` strategy by name (``STRATEGIES``); call before any other TensorFlow work,
     as ``MultiWorkerMirroredStrategy`` requires. A multi-worker strategy waits for the cluster for at most
     ``cluster_timeout`` seconds, saying whom it waits for (``wait_for_cluster``).
-
-    ``tpu`` connects to the TPU that ``TPUClusterResolver`` finds (never run by this project's tests).
     """
     if name not in STRATEGIES:
         raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}; got {name!r}")
@@ -132,18 +130,11 @@ def make_strategy(name="auto", cluster_timeout=CLUSTER_TIMEOUT):
         return tf.distribute.MirroredStrategy()
     if name == "multiworker":
         return wait_for_cluster(tf.distribute.MultiWorkerMirroredStrategy, cluster_timeout)
-    if name == "one_device":
-        gpus = tf.config.list_logical_devices("GPU")
-        return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
-    resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
-    tf.config.experimental_connect_to_cluster(resolver)
-    tf.tpu.experimental.initialize_tpu_system(resolver)
-    return tf.distribute.TPUStrategy(resolver)
+    gpus = tf.config.list_logical_devices("GPU")  # one_device
+    return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
 
 
 def _task(strategy):
-    if isinstance(strategy, tf.distribute.TPUStrategy):
-        return None, None, {}  # one client drives every TPU host
     resolver = getattr(strategy, "cluster_resolver", None)
     if resolver is None or not getattr(resolver, "task_type", None):
         return None, None, {}
