@@ -1,16 +1,15 @@
 """A routed model: a head trained on every image, plus heads trained on chosen look-alike clusters.
 
 C2AM's contrast needs batches whose foregrounds look alike. On a mixed collection one head learns a
-compromise: the general head trained on CUB, DUTS, pets and ImageNet images scores 79 GT-known on CUB
-where a head trained on CUB alone scores 89. Measured (docs/results/imagenet.md), with 3 k-means clusters of the
-same 1,875 unlabeled images: the head of the bird cluster scores like the CUB head on CUB, the head of the
-street-scene cluster far below the general head on ImageNet. So each chosen cluster gets its own head and
-every other image keeps the general head; ``layers.RoutedHead`` sends each image to its nearest centre.
+compromise, well below a head trained on one domain alone (birds). K-means clusters of the same unlabeled
+images separate such domains: the head of the bird cluster boxes birds like a head trained on birds, while the
+head of a diverse cluster (street scenes) does worse than the general head. So each chosen cluster gets its own
+head and every other image keeps the general head; ``layers.RoutedHead`` sends each image to its nearest centre.
+The measurements behind each choice are in docs/results/imagenet.md.
 
-Two refinements, both in the shipped ``general_routed_lite0`` (``fit-routed --class-votes 5 --calibrate ...``;
-measured in docs/results/imagenet.md: CUB dev test 86.8 -> 88.8, ImageNet dev half2 64.3 -> 65.5):
-- class votes: the nearest centre sends 17% of CUB test (birds on water, in wide scenes) to the general
-  head. An EfficientNet-Lite backbone's own ImageNet classifier, on the same pooled features, knows most
+Two refinements, both in the shipped ``general_routed_lite0`` (``fit-routed --class-votes 5 --calibrate ...``):
+- class votes: the nearest centre sends birds in wide scenes (on water, in the sky) to the general head. An
+  EfficientNet-Lite backbone's own ImageNet classifier, on the same pooled features, knows most of them
   are birds: each ImageNet class goes to the cluster most of the training images it is the top class of fell
   in, and an image goes to a cluster's head when one of its best classes went there.
 - one threshold per head (``calibrate_heads``): a head trained on birds and one trained on everything box

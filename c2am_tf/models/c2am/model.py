@@ -139,8 +139,8 @@ class C2AM(keras.Model):
 
     def fold_frozen_backbone(self):
         """Trains through a twin of the frozen backbone with its BatchNorm folded into its convolutions
-        (``c2am_tf.backbones.folding``): the same features to float rounding, ~1.3x the frozen Lite0 step on a
-        CPU (docs/results/speed.md). Maps, saved files and exports keep the backbone itself. Call where the
+        (``c2am_tf.backbones.folding``): the same features to float rounding, and a faster step on a CPU, where
+        BatchNorm is a separate pass (docs/results/speed.md). Maps, saved files and exports keep the backbone itself. Call where the
         model's variables are made (a strategy's scope), after the backbone's weights are final; returns
         whether the twin is in use (not for a trained backbone or BN in training mode)."""
         from c2am_tf.backbones.folding import fold_batch_norm
