@@ -1,4 +1,4 @@
-"""Writes the shipped presets (c2am_tf/presets/) from trained runs, each threshold chosen on held-out boxes.
+"""Writes the shipped presets (c2am_tf/models/c2am/presets/) from trained runs, each threshold chosen on held-out boxes.
 
     python benchmarks/imagenet_dev.py --lists-only    # the general head's training list
     python train/fit.py --dataset folder --data-dir runs/lists/general_half1.txt --out runs/general_half1 --eval-every 0 --init-preset none

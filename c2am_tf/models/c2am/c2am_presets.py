@@ -1,4 +1,4 @@
-"""The C2AM presets' registry: the trained heads that ship with the package (``c2am_tf/presets/``), read,
+"""The C2AM presets' registry: the trained heads that ship with the package (``c2am_tf/models/c2am/presets/``), read,
 checked and written here, beside the model they build (``C2AM.from_preset``; keras-hub keeps a model's
 presets beside it the same way). ``c2am_tf.presets`` is where a model is loaded by path or by name.
 
@@ -23,8 +23,9 @@ import numpy as np
 
 from c2am_tf.utils.files import make_folder, sha256_of
 
-# the files ship in c2am_tf/presets/ (package data); this module is their registry, beside the model it builds
-HERE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "presets")
+# the files ship beside this module, their registry, in presets/ (package data), as keras-hub keeps a model's presets
+# beside it; ``c2am_tf.presets`` stays the public name that loads them
+HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "presets")
 INDEX = os.path.join(HERE, "presets.json")
 
 
