@@ -1,7 +1,6 @@
 """keras-hub ViTs as a backbone family (c2am_tf/backbones/keras_hub.py), on a small random-init DINOv2 config
 of the class the presets use: nothing downloads."""
 
-import os
 import shutil
 import subprocess
 import sys
