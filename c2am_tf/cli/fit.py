@@ -139,7 +139,7 @@ def main(argv=None, prog=None):
     print(f"trained {summary['epochs']} epochs of {summary['steps_per_epoch']} steps in {summary['wall_s']:.0f} s{speed}")
     if "val_gt_known_loc" in summary:
         scores = summary["val_gt_known_loc"]
-        start = f", the start ({summary['start']}) {scores['start']:.2f}" if "start" in scores else ""
+        start = f", its start {scores['start']:.2f}" if "start" in scores else ""
         print(f"on {summary['val_images']} labelled images: GT-known Loc trained {scores['trained']:.2f} (epoch "
               f"{scores['trained_epoch']}){start}; final.keras is {summary['kept']}")
     print(f"verdict: {summary['verdict']}")
