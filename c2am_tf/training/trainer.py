@@ -21,7 +21,10 @@ import tensorflow as tf
 
 from c2am_tf import data
 from c2am_tf.backbones import LITE_FEATURES, backbone_entry, build_backbone, default_features, weights_choice
-from c2am_tf.evaluation.evaluate import logged_values
+from c2am_tf.data.transforms import resize_square
+from c2am_tf.evaluation.evaluate import evaluate, logged_values
+from c2am_tf.inference.maps import predict_maps
+from c2am_tf.maps.normalize import min_max_normalized
 from c2am_tf.training.callbacks import (AtomicCheckpoint, ClusterBackupAndRestore, LabelFreeThreshold,
                                        LocalizationCallback, NonFiniteLossGuard, PolarityCallback, save_atomically)
 from c2am_tf.training import run_folder
@@ -35,9 +38,11 @@ from c2am_tf.utils.files import atomic_path, write_json_atomically
 from c2am_tf.evaluation.label_free import label_free_report
 from c2am_tf.maps.foreground import matched_threshold
 from c2am_tf.maps.geometry import EVAL_CROP, EVAL_FRAMES, EVAL_RESIZE, MIN_IMAGE_SIZE, STRIDE, check_band, default_frame
+from c2am_tf.models.c2am import c2am_presets
 from c2am_tf.models.c2am.losses import VARIANTS
 from c2am_tf.models.c2am.model import BACKBONE_BN_MODES, C2AM
 from c2am_tf.models.c2am.optim import RECIPES, poly_sgd
+from c2am_tf.presets import load_model
 
 log = logging.getLogger("c2am_tf")
 
@@ -247,8 +252,6 @@ def claim_out_dir(cfg, overwrite=False, reuse=False):
 def check_start(name, backbone, features):
     """``name`` when the shipped preset ``name`` can start a run on ``backbone`` with ``features`` (a routed preset
     starts it from one of its heads: ``choose_start``). Else a ``ConfigError`` naming ``init_preset``."""
-    from c2am_tf.models.c2am import c2am_presets
-
     presets = c2am_presets.list_presets()
     if name not in presets:
         raise ConfigError("init_preset", f"must be 'none' or a shipped preset ({', '.join(sorted(presets))}); "
@@ -273,9 +276,6 @@ def auto_start(cfg):
 
 def training_maps(model, images):
     """Min-max normalized maps (N, h, w) of ``model`` for ``images`` (N, S, S, 3), in batches of 32."""
-    from c2am_tf.inference.maps import predict_maps
-    from c2am_tf.maps.normalize import min_max_normalized
-
     return min_max_normalized(np.concatenate([predict_maps(model, images[i:i + 32])
                                               for i in range(0, len(images), 32)]))
 
@@ -284,8 +284,6 @@ def reference_images(cfg, count=256):
     """Up to ``count`` training images resized whole to the crop (N, S, S, 3): what the start is chosen on
     (``choose_start``) and the trained maps are compared with the start's on (``matched_threshold``, the
     label-free report of ``c2am_tf.evaluation.label_free``)."""
-    from c2am_tf.data.transforms import resize_square
-
     source = data.make_source(cfg.dataset, "train", cfg.data_dir, cfg.synthetic_size, cfg.synthetic_count, cfg.seed,
                               cfg.tfds_download, cfg.strict)
     return np.stack([resize_square(ex["image"], cfg.crop).numpy() for ex in source.take(count)])
@@ -305,8 +303,6 @@ def pick_head(shares, default, specialist_share=SPECIALIST_SHARE):
 def choose_start(cfg, images):
     """(preset arrays for ``assign_preset``, its name, why) of the head ``cfg.init_preset`` starts the run from.
     A routed preset gives the head its router sends the training ``images`` to (``pick_head``)."""
-    from c2am_tf.models.c2am import c2am_presets
-
     name = cfg.init_preset
     if "head_config" not in c2am_presets.list_presets()[name]:
         return c2am_presets.head_file(name)[1], name, "the preset named"
@@ -411,8 +407,6 @@ def build_model(cfg, total_steps, start=None):
                  loss_variant=cfg.loss_variant, recipe=cfg.recipe,
                  weight_decay=cfg.weight_decay, backbone_bn=cfg.backbone_bn, box_band=cfg.box_band)
     if cfg.init_preset != "none":  # a shipped head's weights, polarity and calibrated threshold to start from
-        from c2am_tf.models.c2am import c2am_presets
-
         model(np.zeros((1, cfg.crop, cfg.crop, 3), np.float32))  # builds the head, so it can take the weights
         arrays = start if start is not None else c2am_presets.head_file(cfg.init_preset)[1]
         c2am_presets.assign_preset(model, arrays, cfg.init_preset)
@@ -525,11 +519,14 @@ def _fit(cfg, strategy, out, train, steps, evaluation, extra_callbacks):
             shutil.rmtree(os.path.join(cfg.out, "backup"), ignore_errors=True)
         epoch, step, value = guard.failed_at
         raise NonFiniteLossError(f"the loss became {value} at epoch {epoch + 1}, step {step + 1}; training stopped. "
-                                 f"{os.path.join(cfg.out, 'last.keras')} and best.keras hold the last good epoch, if any; "
-                                 "try a lower learning rate")
+                                 f"{os.path.join(cfg.out, 'last.keras')} and best.keras hold the last good epoch, "
+                                 "if any; try a lower learning rate")
+    # the trained model's maps of the reference images, which the matched threshold and the label-free report read
+    # (with labelled images, of the model they keep: below)
+    trained_maps = None if cfg.val_annotations else training_maps(model, images)
     if cfg.init_preset != "none" and evaluation is None:
         # no boxes to choose a threshold on: the start's calibrated one, carried over by the foreground it keeps
-        model.threshold.assign(matched_threshold(start_maps, start_threshold, training_maps(model, images)))
+        model.threshold.assign(matched_threshold(start_maps, start_threshold, trained_maps))
         rule = (f"matched to {start_name}'s foreground at its threshold {start_threshold:.2f} on "
                 f"{len(images)} training images")
     elif label_free:
@@ -560,6 +557,7 @@ def _fit(cfg, strategy, out, train, steps, evaluation, extra_callbacks):
         summary["polarity_margin"] = float(margins[-1])
     if cfg.val_annotations:  # the labelled images choose the epoch, and whether training beat its start
         model = _keep_best(cfg, out, loc, start_name, start_score, summary)
+        trained_maps = training_maps(model, images)  # the kept model: the start or the best epoch
     else:
         save_atomically(model, os.path.join(out, "final.keras"))
     if loc is not None and loc.last is not None:
@@ -567,7 +565,7 @@ def _fit(cfg, strategy, out, train, steps, evaluation, extra_callbacks):
         summary["gt_known_loc"] = values.pop("gt_known_loc")
         summary["per_threshold"] = [float(v) for v in loc.last["per_threshold"]]
         summary.update((key, value) for key, value in values.items() if key != "best_threshold")
-    report = label_free_report(training_maps(model, images), float(model.threshold.numpy()),
+    report = label_free_report(trained_maps, float(model.threshold.numpy()),
                                summary.get("polarity_margin"), start_maps, start_threshold, start_name)
     summary["label_free"] = {k: v for k, v in report.items() if k not in ("verdict", "facts")}
     summary["verdict"] = report["verdict"]
@@ -580,8 +578,6 @@ def _fit(cfg, strategy, out, train, steps, evaluation, extra_callbacks):
 def _score_start(start_name, model, evaluation, out):
     """The starting head's GT-known Loc on the labelled images at its own calibrated threshold; the start is saved
     as ``start.keras``, the model ``final.keras`` becomes if no epoch beats it there."""
-    from c2am_tf.evaluation.evaluate import evaluate
-
     result, _ = evaluate(model, evaluation, max_box_acc=False, stored_threshold="model")
     save_atomically(model, os.path.join(out, "start.keras"))
     log.info("%s on the %d labelled images: GT-known Loc %.2f at its threshold %.2f", start_name, result["total"],
@@ -592,8 +588,6 @@ def _score_start(start_name, model, evaluation, out):
 def _keep_best(cfg, out, loc, start_name, start_score, summary):
     """``final.keras``: the best epoch on the labelled images (``best.keras``), or the start (``start.keras``) when
     training did not beat it there. Returns that model; ``summary`` says which, and both scores."""
-    from c2am_tf.presets import load_model
-
     with open(os.path.join(out, "best.json")) as f:
         best = json.load(f)
     summary["val_images"] = int(loc.last["total"]) if loc is not None and loc.last else None
