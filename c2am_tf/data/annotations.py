@@ -9,6 +9,7 @@ the first few problems; with ``strict`` the first problem is an
 ``AnnotationError``.
 """
 
+import csv
 import logging
 import math
 
@@ -17,6 +18,24 @@ log = logging.getLogger("c2am_tf.data")
 
 class AnnotationError(ValueError):
     """A box annotation that cannot be used (raised in strict mode)."""
+
+
+def csv_rows(path, columns, expected=None):
+    """[(fields stripped of spaces, line number)] of a comma-separated annotation file: blank lines are skipped and a
+    byte-order mark is read past (it is no part of the first path); a line of another field count is a
+    ValueError naming ``path:line`` and ``expected`` (the fields' names), for wsolevaluation's metadata and a
+    user's CSV boxes alike."""
+    rows = []
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        for line_no, fields in enumerate(csv.reader(f), 1):
+            if not fields or not "".join(fields).strip():
+                continue
+            if len(fields) != columns:
+                what = f"{columns} comma-separated fields"
+                what = f"{expected} ({what})" if expected else what
+                raise ValueError(f"{path}:{line_no}: expected {what}, got {fields!r}")
+            rows.append(([x.strip() for x in fields], line_no))
+    return rows
 
 
 def parse_box(fields, where):

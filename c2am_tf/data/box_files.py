@@ -18,13 +18,12 @@ with ``strict``. An annotated image that is not in the images folder is a counte
 The boxes are class-agnostic: every class counts as foreground.
 """
 
-import csv
 import json
 import logging
 import os
 import xml.parsers.expat
 
-from c2am_tf.data.annotations import AnnotationError, BoxAudit
+from c2am_tf.data.annotations import AnnotationError, BoxAudit, csv_rows
 from c2am_tf.data.images import list_images
 from c2am_tf.utils.image_io import image_size
 from c2am_tf.utils.limits import check_regular_file
@@ -236,17 +235,10 @@ def _yolo(path, images_dir):
 
 def _csv(path, images_dir):
     check_regular_file(path, "CSV annotations")
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        for line_no, fields in enumerate(csv.reader(f), 1):
-            if not fields or not "".join(fields).strip():
-                continue
-            where = f"{path}:{line_no}"
-            if len(fields) != 5:
-                raise ValueError(f"{where}: expected path,x0,y0,x1,y1 (5 comma-separated fields); got {fields!r}")
-            fields = [v.strip() for v in fields]
-            if line_no == 1 and not _numeric(fields[1]):  # a header line
-                continue
-            yield _image_path(images_dir, fields[0]), fields[1:], None, where
+    for fields, line_no in csv_rows(path, 5, "path,x0,y0,x1,y1"):
+        if line_no == 1 and not _numeric(fields[1]):  # a header line
+            continue
+        yield _image_path(images_dir, fields[0]), fields[1:], None, f"{path}:{line_no}"
 
 
 def _numeric(text):

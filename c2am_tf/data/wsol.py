@@ -24,7 +24,7 @@ import os
 
 import tensorflow as tf
 
-from c2am_tf.data.annotations import AnnotationError, BoxAudit, parse_box
+from c2am_tf.data.annotations import AnnotationError, BoxAudit, csv_rows, parse_box
 from c2am_tf.data.box_files import voc_objects
 from c2am_tf.utils.image_io import image_size
 from c2am_tf.data.records import records_source
@@ -43,20 +43,12 @@ def metadata_dir(root):
 
 
 def _rows(path, columns, required=True):
-    """[(fields, line number)] of a comma-separated metadata file."""
+    """[(fields, line number)] of a comma-separated metadata file (``csv_rows``)."""
     if not os.path.exists(path):
         if required:
             raise FileNotFoundError(f"{path} not found: wsolevaluation metadata holds {', '.join(METADATA_FILES)}")
         return []
-    rows = []
-    with open(path, newline="", encoding="utf-8-sig") as f:  # a byte-order mark is no part of the first id
-        for line_no, fields in enumerate(csv.reader(f), 1):
-            if not fields or not "".join(fields).strip():
-                continue
-            if len(fields) != columns:
-                raise ValueError(f"{path}:{line_no}: expected {columns} comma-separated fields, got {fields!r}")
-            rows.append(([x.strip() for x in fields], line_no))
-    return rows
+    return csv_rows(path, columns)
 
 
 def select_split(records, split):
