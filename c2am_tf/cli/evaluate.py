@@ -43,7 +43,7 @@ def build_parser(prog=None):
     p.add_argument("--annotations", help="dataset folder: the images' boxes, as COCO JSON (.json), Pascal VOC XML "
                                          "(a folder of .xml), YOLO (a folder of .txt) or CSV (path,x0,y0,x1,y1)")
     p.add_argument("--split", default="test", help="cub: train|test; imagenet, masks, folder: test|half1|half2")
-    p.add_argument("--frame", choices=sorted(EVAL_FRAMES), help="default: whole224 for imagenet, crop448 otherwise")
+    p.add_argument("--frame", choices=sorted(EVAL_FRAMES), help="default: whole224 for imagenet and folder, crop448 otherwise")
     add_classifier_flags(p, "each image's true class (needs labelled images)")
     p.add_argument("--thresholds", type=float, nargs="+", default=list(DEFAULT_THRESHOLDS),
                    help="map thresholds for GT-known / Top-k Loc")
