@@ -174,7 +174,7 @@ def conv_gflops_torch(net, size):
 
     handles = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
     with torch.no_grad():
-        net.eval()
+        net.train(False)  # inference mode (Module.eval() is this call; no file is read)
         fg, _, ccam = net(torch.zeros(1, 3, size, size))
         total[0] += 2 * 2 * fg.shape[1] * ccam.shape[-1] * ccam.shape[-2]  # the disentangler's two matmuls
     for h in handles:
@@ -197,7 +197,7 @@ def torch_trial(name, size, batch, steps, warmup):
     info = {"threads": f"torch intra-op {torch.get_num_threads()}, inter-op {torch.get_num_interop_threads()}",
             "gflop_per_image": gflop * (3 if name.startswith("train") else 1)}
     if name == "infer_authors":
-        net.eval()
+        net.train(False)  # inference mode, as Module.eval()
 
         def step():
             with torch.no_grad():
