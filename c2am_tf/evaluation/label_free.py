@@ -85,5 +85,4 @@ def label_free_report(maps, threshold, margin=None, start_maps=None, start_thres
     else:
         report["verdict"] = (f"no sign of a worse result ({', '.join(facts)}); without labels this cannot say it is "
                              "better")
-    report["facts"] = ", ".join(facts)
     return report

@@ -567,7 +567,7 @@ def _fit(cfg, strategy, out, train, steps, evaluation, extra_callbacks):
         summary.update((key, value) for key, value in values.items() if key != "best_threshold")
     report = label_free_report(trained_maps, float(model.threshold.numpy()),
                                summary.get("polarity_margin"), start_maps, start_threshold, start_name)
-    summary["label_free"] = {k: v for k, v in report.items() if k not in ("verdict", "facts")}
+    summary["label_free"] = {k: v for k, v in report.items() if k != "verdict"}
     summary["verdict"] = report["verdict"]
     for warning in report["warnings"]:
         log.warning("%s: %s", cfg.out, warning)
