@@ -68,7 +68,9 @@ class LabelFreeThreshold(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         if np.isfinite(float((logs or {}).get("loss", 0.0))):
-            self.model.threshold.assign(float(self.choose(self.model)))
+            # as LocalizationCallback's choice: the chief's, so the workers' models stay identical
+            self.model.threshold.assign(broadcast_from_chief(self.model.distribute_strategy,
+                                                             float(self.choose(self.model))))
 
 
 class LocalizationCallback(keras.callbacks.Callback):
