@@ -66,13 +66,16 @@ def read_annotations(path, images_dir, strict=False):
     audit = BoxAudit(f"annotations {path}", strict)
     missing = []
     boxes = {}  # image path -> [box]
+    sizes = {}  # image path -> (width, height) from its header, False when missing: read once per image, not per box
     for image, box, size, where in READERS[kind](path, images_dir):
-        if not os.path.isfile(image):
+        if image not in sizes:
+            sizes[image] = image_size(image) if os.path.isfile(image) else False
+        actual = sizes[image]
+        if actual is False:
             if strict:
                 raise AnnotationError(f"{where}: image {image} not found")
             missing.append(where)
             continue
-        actual = image_size(image)
         scale = None
         if size is not None and actual is not None and tuple(size) != tuple(actual):
             scale = (actual[0] / size[0], actual[1] / size[1])
