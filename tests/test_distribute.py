@@ -135,7 +135,7 @@ def test_two_workers_on_localhost_compute_the_one_process_run_also_when_killed_a
     # the cluster killed at the start of epoch 2 and started again resumes from the chief's backup,
     # with the images it would have seen next: the same model as the run never killed
     cluster(tmp_path / "killed", "k", "1", expect=3)
-    assert json.loads((tmp_path / "killed" / "backup" / "training_metadata.json").read_text())["epoch"] == 1
+    assert json.loads((tmp_path / "killed" / "resume.json").read_text())["epochs_done"] == 1
     cluster(tmp_path / "killed", "k")
     resumed = np.load(tmp_path / "k0.npz")
     np.testing.assert_allclose(resumed["loss"], ref["loss"][1:], atol=1e-4)  # epochs 2 and 3 only

@@ -50,7 +50,10 @@ def test_a_killed_run_resumes_where_it_stopped(tmp_path):
     with pytest.raises(RuntimeError, match="simulated crash"):
         run_training(cfg, extra_callbacks=[_Crash()])
     assert (tmp_path / "r" / "backup").exists() and (tmp_path / "r" / "last.keras").exists()
+    # the run folder's own count (c2am_tf.training.run_folder.EpochCount), not Keras's private metadata
+    assert json.loads((tmp_path / "r" / "resume.json").read_text())["epochs_done"] == 1
     model, history, _ = run_training(cfg)
+    assert not (tmp_path / "r" / "resume.json").exists() and (tmp_path / "r" / "last.keras").exists()
     assert len(history.history["loss"]) == 2  # epochs 2 and 3 only
     assert int(model.optimizer.iterations.numpy()) == 3 * 2
     with open(tmp_path / "r" / "log.csv") as f:
@@ -60,6 +63,21 @@ def test_a_killed_run_resumes_where_it_stopped(tmp_path):
     whole, _, _ = run_training(TrainConfig(**{**vars(cfg), "out": str(tmp_path / "whole")}))
     for a, b in zip(model.weights, whole.weights):
         np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-5, err_msg=a.path)
+
+
+def test_a_run_folder_written_before_resume_json_still_resumes(tmp_path):
+    cfg = TrainConfig(out=str(tmp_path / "r"), epochs=3, steps_per_epoch=2, eval_every=0, **QUICK)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run_training(cfg, extra_callbacks=[_Crash()])
+    os.remove(tmp_path / "r" / "resume.json")  # as an older c2am_tf left it: the backup and log.csv only
+    model, history, _ = run_training(cfg)
+    assert len(history.history["loss"]) == 2 and int(model.optimizer.iterations.numpy()) == 3 * 2
+
+
+def test_no_module_reads_keras_private_run_files():
+    sources = [os.path.join(folder, name) for folder, _, names in os.walk(os.path.join(ROOT, "c2am_tf"))
+               for name in names if name.endswith(".py")]
+    assert [p for p in sources if "training_metadata" in open(p).read()] == []
 
 
 def test_atomic_checkpoint_keeps_the_best(tmp_path):
@@ -90,7 +108,7 @@ def test_masks_dataset_reports_pxap_and_mask_iou(tmp_path):
 
 
 def test_reusing_out_with_other_settings_is_refused_and_overwrite_replaces_only_run_files(tmp_path):
-    from c2am_tf.training.trainer import RunConflictError
+    from c2am_tf.training.run_folder import RunConflictError
 
     out = tmp_path / "r"
     cfg = TrainConfig(out=str(out), epochs=1, steps_per_epoch=1, eval_every=0, **QUICK)

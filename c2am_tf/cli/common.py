@@ -182,11 +182,11 @@ def claim_training_output(parser, name, args):
     import os
     import sys
 
-    from c2am_tf.training.run_folder import RunConflictError, progress
+    from c2am_tf.training.run_folder import RunConflictError, claim_target
 
-    args.target = claim_output(parser, os.path.join(args.out, name), args.overwrite, inputs=command_inputs(args))
+    claim_output(parser, os.path.join(args.out, name), args.overwrite, inputs=command_inputs(args))
     try:
-        progress(args.target, training_settings(args), args.overwrite)
+        args.target = claim_target(args.out, name, training_settings(args), args.overwrite)
     except RunConflictError as err:
         sys.exit(f"error: --out: {err}")
     return args.target

@@ -18,7 +18,8 @@ from c2am_tf.runtime.distribute import STRATEGIES
 from c2am_tf.models.c2am.losses import VARIANTS
 from c2am_tf.models.c2am.model import BACKBONE_BN_MODES
 from c2am_tf.models.c2am.optim import RECIPES
-from c2am_tf.training.trainer import (JIT_CHOICES, ConfigError, DataError, NonFiniteLossError, RunConflictError,
+from c2am_tf.training.run_folder import RunConflictError
+from c2am_tf.training.trainer import (JIT_CHOICES, ConfigError, DataError, NonFiniteLossError,
                                TrainConfig, run_training)
 
 

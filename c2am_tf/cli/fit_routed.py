@@ -20,7 +20,8 @@ import os
 from c2am_tf.cli import fit
 from c2am_tf.cli.common import add_model_flags, claim_output, command_inputs
 from c2am_tf.presets import load
-from c2am_tf.training.trainer import ConfigError, DataError, NonFiniteLossError, RunConflictError, TrainConfig
+from c2am_tf.training.run_folder import RunConflictError
+from c2am_tf.training.trainer import ConfigError, DataError, NonFiniteLossError, TrainConfig
 
 
 def build_parser(prog=None):

@@ -11,7 +11,8 @@ import tensorflow as tf
 
 from c2am_tf.runtime.distribute import broadcast_from_chief
 from c2am_tf.evaluation.evaluate import evaluate, logged_values
-from c2am_tf.utils.files import atomic_path, make_folder, open_for_append, write_json_atomically
+from c2am_tf.training.run_folder import save_atomically
+from c2am_tf.utils.files import make_folder, open_for_append, write_json_atomically
 from c2am_tf.maps.foreground import DEFAULT_THRESHOLDS
 from c2am_tf.maps.viz import grid, overlay
 
@@ -144,12 +145,6 @@ class LocalizationCallback(keras.callbacks.Callback):
         self._writer.flush()
 
 
-def save_atomically(model, path):
-    """Saves ``model`` to ``path`` (.keras) through a private temporary folder and a rename (``atomic_path``)."""
-    with atomic_path(path) as tmp:
-        model.save(tmp)
-
-
 class AtomicCheckpoint(keras.callbacks.Callback):
     """Writes ``last.keras`` every epoch and ``best.keras`` when ``monitor`` improves (or ties, with
     ``ties_to_later``).
@@ -186,24 +181,3 @@ class AtomicCheckpoint(keras.callbacks.Callback):
         if best is None or self.sign * value > self.sign * best or (self.ties_to_later and value == best):
             save_atomically(self.model, os.path.join(self.out_dir, "best.keras"))
             write_json_atomically(self._state_path, {"value": float(value), "epoch": epoch + 1})
-
-
-class ClusterBackupAndRestore(keras.callbacks.BackupAndRestore):
-    """``BackupAndRestore`` for one host or a cluster: every worker restores from ``backup_dir``
-    (on a cluster, a folder every worker sees), and only the worker given ``write=True``
-    (the chief) writes and finally deletes it. Resumes at the start of the epoch after the
-    last completed one; ``double_checkpoint`` keeps the previous backup should the last be corrupt.
-    """
-
-    def __init__(self, backup_dir, write=True, **kwargs):
-        kwargs.setdefault("double_checkpoint", True)
-        super().__init__(backup_dir, **kwargs)
-        self.write = bool(write)
-
-    def _save_model(self):
-        if self.write:
-            super()._save_model()
-
-    def on_train_end(self, logs=None):
-        if self.write:
-            super().on_train_end(logs)

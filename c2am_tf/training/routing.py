@@ -32,6 +32,7 @@ from c2am_tf import data
 from c2am_tf.data.grouping import cluster_centres, pooled_features, spherical_kmeans, unit_rows
 from c2am_tf.utils.files import make_folder, write_atomically, write_json_atomically
 from c2am_tf.models.settings import model_box_band
+from c2am_tf.training import run_folder
 
 log = logging.getLogger(__name__)
 
@@ -211,7 +212,7 @@ def fit_routed(general, cfg, k, own, seed=0, overwrite=False, class_votes=0, cla
     Class votes (``class_votes`` > 0): ``class_weights`` is (kernel, bias) of a classifier on the pooled
     features, or ``"imagenet"`` for the backbone's own (``imagenet_class_weights``; a backbone without one is
     a ValueError)."""
-    from c2am_tf.training.trainer import claim_out_dir, finished, run_training
+    from c2am_tf.training.trainer import claim_out_dir, run_training
 
     own = sorted(set(own))
     bad = [j for j in own if not 0 <= j < k]
@@ -236,7 +237,7 @@ def fit_routed(general, cfg, k, own, seed=0, overwrite=False, class_votes=0, cla
         write_atomically(images, ("\n".join(p for p, i in zip(paths, ids) if i == j) + "\n").encode())
         sub = dataclasses.replace(cfg, dataset="folder", data_dir=images, out=os.path.join(cfg.out, f"cluster{j}"),
                                   eval_every=0)
-        if finished(sub.out) and not overwrite:
+        if run_folder.finished(sub.out) and not overwrite:
             claim_out_dir(sub, reuse=True)  # a finished head of other settings is refused, not reused
             from c2am_tf.presets import load_model
 

@@ -1,24 +1,31 @@
-"""The run folder: checkpoints and resume for every trainer. A killed run started again with the same
-settings goes on from its last checkpoint; one with other settings is a ``RunConflictError`` naming the
-difference (``check_same_run``, the one rule every trainer applies).
+"""The run folder of every trainer: its settings (the fingerprint), the claim on the folder, the lock,
+atomic checkpoints, resume and the epoch count. A killed run started again with the same settings goes on
+from its last checkpoint; one with other settings is a ``RunConflictError`` naming the difference
+(``check_same_run``, the one rule every trainer applies).
 
-Trainers that save a model at the end (``fit-classifier``, ``fit-regressor``, ``fit-bgcues``: one
-checkpoint per epoch; ``fit-masks``: one per self-training round) write, beside the model's file
-(``target``), ``last.keras`` (the model, with its optimizer state where it has one) and ``resume.json``
-(how far the run got, and its settings), both atomically (``save_progress``); both go once the model is
-saved (``finish``). The C2AM trainer (``fit``, and each head of ``fit-routed``) keeps Keras's
-``BackupAndRestore`` folder beside its ``config.json`` (``c2am_tf.training.trainer.claim_out_dir``), under
-the same rule.
+Every trainer writes, beside the model's file (``target``), ``resume.json``: how far the run got
+(``epochs_done``, or ``rounds_done``) and its settings, written atomically after the checkpoint it counts
+(``save_progress``, ``EpochCount``), so the count never points past a checkpoint. It is this module's own
+count: no trainer reads Keras's private files to learn where a run stopped.
+
+- Trainers that save one model at the end (``fit-classifier``, ``fit-regressor``, ``fit-bgcues``: one
+  checkpoint per epoch; ``fit-masks``: one per self-training round) checkpoint ``last.keras`` (the model,
+  with its optimizer state where it has one) and go on from it (``fit_and_save``); both files go once the
+  model is saved (``finish``).
+- The C2AM trainer (``fit``, and each head of ``fit-routed``) claims its folder by its ``config.json``
+  (``claim``), restores its weights and optimizer from Keras's public ``BackupAndRestore`` folder, and
+  counts epochs with ``EpochCount``.
 """
 
 import json
 import os
+import shutil
 
 import keras
 
-from c2am_tf.training.callbacks import save_atomically
+from c2am_tf.presets import load_model
 from c2am_tf.utils.errors import InputError, differences, reason
-from c2am_tf.utils.files import OutputLock, write_json_atomically
+from c2am_tf.utils.files import OutputLock, atomic_path, write_json_atomically
 
 
 class RunConflictError(ValueError):
@@ -29,6 +36,71 @@ def lock(out_dir):
     """The run folder's ``OutputLock``, held while a trainer writes there: a second run into it is one line
     naming the first, never two runs mixing checkpoints."""
     return OutputLock(os.path.join(out_dir or ".", ""))
+
+
+def save_atomically(model, path):
+    """Saves ``model`` to ``path`` (.keras) through a private temporary folder and a rename (``atomic_path``): a run
+    killed while saving never leaves a truncated checkpoint."""
+    with atomic_path(path) as tmp:
+        model.save(tmp)
+
+
+def fingerprint(config, ignored=()):
+    """The settings of ``config`` (a dict) that define a run, as they read back from JSON: what must match to resume
+    it. ``ignored``: the fields that change nothing the run computes (its output folder, its verbosity)."""
+    return run_settings({k: v for k, v in config.items() if k not in ignored})
+
+
+def finished(out, names=("final.keras", "summary.json")):
+    """Whether ``out`` holds a run that trained to its end (each of ``names`` is there)."""
+    return all(os.path.exists(os.path.join(out, name)) for name in names)
+
+
+def stored_settings(out, defaults, ignored=(), markers=()):
+    """The settings of the run whose ``config.json`` is in ``out`` (a field added after that run was written has its
+    value in ``defaults``); ``None`` when there is no run, ``{"config.json": "missing"}`` when one of ``markers``
+    (a run's checkpoints) is there without it, ``{"config.json": "unreadable"}`` when it cannot be read."""
+    path = os.path.join(out, "config.json")
+    if not os.path.exists(path):
+        if any(os.path.exists(os.path.join(out, name)) for name in markers):
+            return {"config.json": "missing"}
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            stored = json.load(f)
+        return {**{k: v for k, v in defaults.items() if k not in stored}, **fingerprint(stored, ignored)}
+    except (OSError, ValueError, TypeError, AttributeError):  # unreadable, or not a JSON object
+        return {"config.json": "unreadable"}
+
+
+def claim(out, theirs, ours, run_files, overwrite=False, reuse=False):
+    """Makes ``out`` this run's. ``theirs``: the settings stored there (``stored_settings``), ``ours``: this run's.
+    The same settings resume; other settings raise ``RunConflictError``, and so does a finished run of the same
+    settings (training again would replace its ``final.keras``) unless ``reuse`` (the caller loads that run's
+    model instead of training). ``overwrite`` removes the other run's files (``run_files`` only; the folder's
+    other files stay)."""
+    if theirs is None or (theirs == ours and (reuse or not finished(out))):
+        return
+    if not overwrite and theirs == ours:
+        raise RunConflictError(f"{out} holds this run, finished ({os.path.join(out, 'final.keras')}); "
+                               "training again would replace it")
+    if not overwrite:
+        check_same_run(out, theirs, ours, hint="")
+    for name in run_files:
+        target = os.path.join(out, name)
+        if os.path.isdir(target):
+            shutil.rmtree(target)
+        elif os.path.exists(target):
+            os.remove(target)
+
+
+def claim_target(out, name, settings, overwrite=False):
+    """``out/name``, the model a trainer that checkpoints here will save, once the folder is known to hold no
+    killed run of other settings (a ``RunConflictError`` naming them, before any data is read or model built,
+    unless ``overwrite``)."""
+    target = os.path.join(out, name)
+    progress(target, settings, overwrite)
+    return target
 
 
 def resume_files(target):
@@ -89,10 +161,37 @@ def epochs_done(target, settings, overwrite=False, epochs=None):
     return count_done(target, state, "epochs_done", epochs if epochs is not None else 1 << 30)
 
 
+def legacy_epochs(out):
+    """Epochs finished by a run folder written before ``resume.json`` existed: the rows of its ``log.csv``, which
+    Keras's ``CSVLogger`` appends once per finished epoch (0 when there is none)."""
+    try:
+        with open(os.path.join(out, "log.csv"), encoding="utf-8") as f:
+            return max(sum(1 for line in f if line.strip()) - 1, 0)  # the header is not an epoch
+    except OSError:
+        return 0
+
+
+class EpochCount(keras.callbacks.Callback):
+    """Writes ``resume.json`` beside ``target`` (``epochs_done`` and the run's ``settings``) at the end of every
+    epoch, after the callbacks before it saved the epoch's checkpoint; with ``save_model``, it saves that
+    checkpoint (``last.keras``) itself first. ``write=False`` (a cluster's non-chief worker) writes nothing."""
+
+    def __init__(self, target, settings, save_model=False, write=True):
+        super().__init__()
+        self.target, self.settings = target, settings
+        self.save_model, self.write = bool(save_model), bool(write)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.write:
+            if self.save_model:
+                save_progress(self.model, self.target, self.settings, epochs_done=epoch + 1)
+            else:
+                write_json_atomically(resume_files(self.target)[1],
+                                      {"epochs_done": epoch + 1, "settings": run_settings(self.settings)})
+
+
 def resumed_model(target, what):
     """The checkpoint beside ``target``, loaded, with a line saying ``what`` was done."""
-    from c2am_tf.presets import load_model
-
     checkpoint, _ = resume_files(target)
     print(f"resuming from {checkpoint}: {what}", flush=True)
     return load_model(checkpoint, require_c2am=False)  # a truncated or missing checkpoint is one line naming it
@@ -106,11 +205,14 @@ def save_progress(model, target, settings, **state):
     write_json_atomically(state_path, {**state, "settings": run_settings(settings)})
 
 
-def finish(model, target):
-    """Saves the trained ``model`` at ``target`` (atomically), then removes the run's checkpoint."""
-    save_atomically(model, target)
-    for leftover in reversed(resume_files(target)):  # the state first: it must never outlive its model
-        if os.path.exists(leftover):
+def finish(model, target, keep_checkpoint=False):
+    """Saves the trained ``model`` at ``target`` (atomically), then removes the run's resume state and (unless
+    ``keep_checkpoint``) its checkpoint; ``model=None``: the model is saved already."""
+    if model is not None:
+        save_atomically(model, target)
+    checkpoint, state = resume_files(target)
+    for leftover in (state,) if keep_checkpoint else (state, checkpoint):  # the state first: it never outlives
+        if os.path.exists(leftover):                                         # its model
             os.remove(leftover)
     return target
 
@@ -125,10 +227,7 @@ def fit_and_save(model, data, target, epochs, settings, overwrite=False):
         if done:
             model = resumed_model(target, f"{done} of {epochs} epochs done")
 
-        class Checkpoint(keras.callbacks.Callback):
-            def on_epoch_end(self, epoch, logs=None):
-                save_progress(self.model, target, settings, epochs_done=epoch + 1)
-
         log = keras.callbacks.CSVLogger(os.path.join(out_dir, "log.csv"), append=done > 0)
-        model.fit(data, epochs=epochs, initial_epoch=done, verbose=2, callbacks=[log, Checkpoint()])
+        model.fit(data, epochs=epochs, initial_epoch=done, verbose=2,
+                  callbacks=[log, EpochCount(target, settings, save_model=True)])
         return model, finish(model, target)

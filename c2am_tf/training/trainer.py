@@ -25,10 +25,10 @@ from c2am_tf.data.transforms import resize_square
 from c2am_tf.evaluation.evaluate import evaluate, logged_values
 from c2am_tf.inference.maps import predict_maps
 from c2am_tf.maps.normalize import min_max_normalized
-from c2am_tf.training.callbacks import (AtomicCheckpoint, ClusterBackupAndRestore, LabelFreeThreshold,
-                                       LocalizationCallback, NonFiniteLossGuard, PolarityCallback, save_atomically)
+from c2am_tf.training.callbacks import (AtomicCheckpoint, LabelFreeThreshold, LocalizationCallback,
+                                       NonFiniteLossGuard, PolarityCallback)
 from c2am_tf.training import run_folder
-from c2am_tf.training.run_folder import RunConflictError, check_same_run
+from c2am_tf.training.run_folder import save_atomically
 from c2am_tf.runtime.distribute import (CLUSTER_TIMEOUT, STRATEGIES, is_chief, make_strategy, num_workers, remove_worker_dir,
                                 sum_over_workers, worker_dir, worker_index)
 from c2am_tf.data.grouping import feature_clusters
@@ -174,8 +174,8 @@ WARM_LR, COLD_LR = 1e-4, 1e-3
 # Fields that do not change what a run computes: a resumed run may differ in these.
 NOT_FINGERPRINTED = ("out", "verbose", "num_pictures", "strict", "strategy", "cluster_timeout")
 # What a run writes under ``out`` (--overwrite removes these, and nothing else).
-RUN_FILES = ("backup", "config.json", "summary.json", "best.keras", "best.json", "last.keras", "final.keras",
-             "start.keras", "log.csv", "per_threshold.csv", "tb")
+RUN_FILES = ("backup", "config.json", "resume.json", "summary.json", "best.keras", "best.json", "last.keras",
+             "final.keras", "start.keras", "log.csv", "per_threshold.csv", "tb")
 
 
 def _choice(cfg, name, choices):
@@ -204,49 +204,16 @@ class DataError(ValueError):
 
 
 def fingerprint(cfg):
-    """The config fields that define a run (what must match to resume it)."""
-    return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NOT_FINGERPRINTED}
-
-
-def finished(out):
-    """Whether ``out`` holds a run that trained to its end (``final.keras`` and ``summary.json``)."""
-    return all(os.path.exists(os.path.join(out, name)) for name in ("final.keras", "summary.json"))
+    """The config fields that define a run (what must match to resume it), as JSON reads them back."""
+    return run_folder.fingerprint(dataclasses.asdict(cfg), NOT_FINGERPRINTED)
 
 
 def claim_out_dir(cfg, overwrite=False, reuse=False):
-    """Makes ``cfg.out`` this run's: same fingerprint resumes, another raises ``RunConflictError``, and so
-    does a finished run of the same settings (training again would replace its ``final.keras``) unless
-    ``reuse`` (the caller loads that run's model instead of training).
-
-    ``overwrite`` removes the other run's files (``RUN_FILES`` only; the folder's other files stay).
-    """
-    path = os.path.join(cfg.out, "config.json")
-    theirs = None
-    if os.path.exists(path):
-        try:
-            with open(path) as f:
-                stored = json.load(f)
-            # a field added after that run was written has its default there
-            defaults = {k: v for k, v in fingerprint(TrainConfig()).items() if k not in stored}
-            theirs = {**defaults, **{k: v for k, v in stored.items() if k not in NOT_FINGERPRINTED}}
-        except (OSError, ValueError, TypeError, AttributeError):  # unreadable, or not a JSON object
-            theirs = {"config.json": "unreadable"}
-    elif any(os.path.exists(os.path.join(cfg.out, name)) for name in ("backup", "final.keras", "last.keras")):
-        theirs = {"config.json": "missing"}
-    ours = fingerprint(cfg)
-    if theirs is None or (theirs == ours and (reuse or not finished(cfg.out))):
-        return
-    if not overwrite and theirs == ours:
-        raise RunConflictError(f"{cfg.out} holds this run, finished ({os.path.join(cfg.out, 'final.keras')}); "
-                               "training again would replace it")
-    if not overwrite:
-        check_same_run(cfg.out, theirs, ours, hint="")
-    for name in RUN_FILES:
-        target = os.path.join(cfg.out, name)
-        if os.path.isdir(target):
-            shutil.rmtree(target)
-        elif os.path.exists(target):
-            os.remove(target)
+    """Makes ``cfg.out`` this run's (``run_folder.claim``): the same settings resume, others raise
+    ``RunConflictError``, as does a finished run unless ``reuse``; ``overwrite`` removes ``RUN_FILES`` only."""
+    theirs = run_folder.stored_settings(cfg.out, fingerprint(TrainConfig()), NOT_FINGERPRINTED,
+                                        markers=("backup", "final.keras", "last.keras"))
+    run_folder.claim(cfg.out, theirs, fingerprint(cfg), RUN_FILES, overwrite, reuse)
 
 
 def check_start(name, backbone, features):
@@ -351,7 +318,7 @@ def build_datasets(cfg, strategy):
     per_worker = cfg.batch_size // num_workers(strategy)
     passes = -(-(steps * cfg.epochs + 1) * per_worker // local) + 1
     # a resumed run goes on with the images the killed one would have seen next
-    done = resumed_epochs(cfg.out) * steps * per_worker
+    done = resumed_epochs(cfg) * steps * per_worker
     groups = None
     if cfg.batch_groups:
         groups = feature_clusters(train_src, build_backbone(cfg.backbone, weights=cfg.weights,
@@ -383,14 +350,13 @@ def build_datasets(cfg, strategy):
     return train, steps, evaluation
 
 
-def resumed_epochs(out):
-    """Epochs completed by the run whose backup is in ``out/backup`` (0 when there is none)."""
-    path = os.path.join(out, "backup", "training_metadata.json")
-    try:
-        with open(path) as f:
-            return int(json.load(f)["epoch"])
-    except (OSError, ValueError, KeyError):
-        return 0
+def resumed_epochs(cfg):
+    """Epochs a killed run of ``cfg`` finished in ``cfg.out``: its ``resume.json`` (``run_folder.EpochCount``); a
+    folder written before that file existed counts its ``log.csv`` rows; 0 when nothing is there to resume."""
+    target = os.path.join(cfg.out, "final.keras")
+    if os.path.exists(run_folder.resume_files(target)[1]):
+        return run_folder.epochs_done(target, fingerprint(cfg), epochs=cfg.epochs)
+    return run_folder.legacy_epochs(cfg.out) if os.path.isdir(os.path.join(cfg.out, "backup")) else 0
 
 
 def _features(cfg):
@@ -503,8 +469,9 @@ def _fit(cfg, strategy, out, train, steps, evaluation, extra_callbacks):
                          ties_to_later=label_free),
         keras.callbacks.CSVLogger(os.path.join(out, "log.csv"), append=True),
         keras.callbacks.TensorBoard(os.path.join(out, "tb"), write_graph=False),
-        # every worker resumes from the chief's backup (``out`` must be a folder all workers see)
-        ClusterBackupAndRestore(os.path.join(cfg.out, "backup"), write=out == cfg.out),
+        # weights and optimizer: every worker restores the chief's backup (``cluster_backup``)
+        keras.callbacks.BackupAndRestore(cluster_backup(cfg.out, out), double_checkpoint=True),
+        run_folder.EpochCount(os.path.join(cfg.out, "final.keras"), fingerprint(cfg), write=out == cfg.out),
         *extra_callbacks,
     ]
     start_score = _score_start(start_name, model, evaluation, out) \
@@ -517,6 +484,7 @@ def _fit(cfg, strategy, out, train, steps, evaluation, extra_callbacks):
         # The backup holds the diverged weights: resuming from it would only repeat them.
         if out == cfg.out:
             shutil.rmtree(os.path.join(cfg.out, "backup"), ignore_errors=True)
+            run_folder.finish(None, os.path.join(cfg.out, "final.keras"), keep_checkpoint=True)
         epoch, step, value = guard.failed_at
         raise NonFiniteLossError(f"the loss became {value} at epoch {epoch + 1}, step {step + 1}; training stopped. "
                                  f"{os.path.join(cfg.out, 'last.keras')} and best.keras hold the last good epoch, "
@@ -560,6 +528,8 @@ def _fit(cfg, strategy, out, train, steps, evaluation, extra_callbacks):
         trained_maps = training_maps(model, images)  # the kept model: the start or the best epoch
     else:
         save_atomically(model, os.path.join(out, "final.keras"))
+    if out == cfg.out:
+        run_folder.finish(None, os.path.join(out, "final.keras"), keep_checkpoint=True)  # last.keras stays
     if loc is not None and loc.last is not None:
         values = dict((key, value) for key, value, _ in logged_values(loc.last))
         summary["gt_known_loc"] = values.pop("gt_known_loc")
@@ -573,6 +543,18 @@ def _fit(cfg, strategy, out, train, steps, evaluation, extra_callbacks):
         log.warning("%s: %s", cfg.out, warning)
     write_json_atomically(os.path.join(out, "summary.json"), summary, indent=1)
     return model, history, summary
+
+
+def cluster_backup(run_out, out):
+    """The ``BackupAndRestore`` folder of a worker writing in ``out``: the run's own (``run_out/backup``) on the
+    chief; on another worker a copy of it in its temporary folder, so that every worker restores the chief's
+    backup while only the chief's is written and kept."""
+    backup = os.path.join(out, "backup")
+    if out != run_out:
+        shutil.rmtree(backup, ignore_errors=True)
+        if os.path.isdir(os.path.join(run_out, "backup")):
+            shutil.copytree(os.path.join(run_out, "backup"), backup)
+    return backup
 
 
 def _score_start(start_name, model, evaluation, out):
