@@ -40,8 +40,9 @@ def run_command(name, argv=None, prog=None):
     """Runs one command by name; returns its exit status (0 where it returns nothing).
 
     The library's plain errors become one line here, for every command alike: a ``ConfigError`` names its
-    flag (exit 2), an ``InputError`` the file or setting that cannot be used (exit 1)."""
-    from c2am_tf.utils.errors import ConfigError, InputError
+    flag (exit 2), an ``InputError`` the file or setting that cannot be used, a ``RunError`` why work that
+    started could not finish (exit 1)."""
+    from c2am_tf.utils.errors import ConfigError, InputError, RunError
 
     prog = prog or f"c2am-tf {name}"
     module = importlib.import_module(f"c2am_tf.cli.{COMMANDS[name][0]}")
@@ -50,7 +51,7 @@ def run_command(name, argv=None, prog=None):
     except ConfigError as err:
         sys.stderr.write(f"{prog}: error: {err.as_flag()}\n")
         return 2
-    except InputError as err:
+    except (InputError, RunError) as err:
         sys.stderr.write(f"{prog}: error: {err}\n")
         return 1
     return status if isinstance(status, int) else 0

@@ -12,15 +12,12 @@ import sys
 
 from c2am_tf.backbones import LITE_FEATURES
 from c2am_tf.cli.common import add_backbone_flag, command_parser, output_folder
-from c2am_tf.data.tfds_source import TfdsNotPreparedError
 from c2am_tf.data import DATASETS
 from c2am_tf.runtime.distribute import STRATEGIES
 from c2am_tf.models.c2am.losses import VARIANTS
 from c2am_tf.models.c2am.model import BACKBONE_BN_MODES
 from c2am_tf.models.c2am.optim import RECIPES
-from c2am_tf.training.run_folder import RunConflictError
-from c2am_tf.training.trainer import (JIT_CHOICES, ConfigError, DataError, NonFiniteLossError,
-                               TrainConfig, run_training)
+from c2am_tf.training.trainer import (JIT_CHOICES, ConfigError, TrainConfig, run_training)
 
 
 
@@ -126,15 +123,7 @@ def main(argv=None, prog=None):
     """Entry point."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     cfg, overwrite, parser = parse_args(argv, prog)
-    try:
-        _, _, summary = run_training(cfg, overwrite=overwrite)
-    except RunConflictError as err:
-        parser.error(f"--out: {err}; pass --overwrite to replace it, or choose another --out")
-    except (DataError, NonFiniteLossError) as err:
-        hint = ""
-        if isinstance(err.__cause__, TfdsNotPreparedError):
-            hint = " Use --data-dir for a raw folder, or --tfds-download (online)."
-        parser.exit(1, f"{parser.prog}: error: {err}{hint}\n")
+    _, _, summary = run_training(cfg, overwrite=overwrite)
     print("summary:", {k: v for k, v in summary.items() if k not in ("per_threshold", "label_free", "verdict")})
     speed = f" ({summary['images_per_s']:.1f} images/s)" if summary.get("images_per_s") else ""
     print(f"trained {summary['epochs']} epochs of {summary['steps_per_epoch']} steps in {summary['wall_s']:.0f} s{speed}")

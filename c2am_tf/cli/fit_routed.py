@@ -13,15 +13,17 @@ the images routed to it, e.g. ``--calibrate imagenet path/to/ILSVRC half1``.
 See ``c2am_tf/training/routing.py`` for why and docs/results/imagenet.md for what it measured.
 """
 
-import itertools
 import logging
 import os
 
 from c2am_tf.cli import fit
 from c2am_tf.cli.common import add_model_flags, claim_output, command_inputs
+from c2am_tf.data import ANNOTATED_DATASETS
 from c2am_tf.presets import load
-from c2am_tf.training.run_folder import RunConflictError
-from c2am_tf.training.trainer import ConfigError, DataError, NonFiniteLossError, TrainConfig
+from c2am_tf.training.routing import run_routed
+from c2am_tf.training.run_folder import save_atomically
+from c2am_tf.training.trainer import TrainConfig
+from c2am_tf.utils.errors import ConfigError
 
 
 def build_parser(prog=None):
@@ -48,75 +50,48 @@ def build_parser(prog=None):
 
 def main(argv=None, prog=None):
     """Entry point."""
-    from c2am_tf.training.routing import cluster_images, describe_clusters, fit_routed
-
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     p = build_parser(prog)
     args = p.parse_args(argv)
     values = vars(args)
-    overwrite = values.pop("overwrite")
-    k, own, seed = values.pop("clusters"), values.pop("own"), values.pop("cluster_seed")
-    votes, calibrate = values.pop("class_votes"), values.pop("calibrate")
-    model_args = {key: values.pop(key) for key in ("model", "preset")}
-    cfg = TrainConfig(**values)
+    options = {key: values.pop(key) for key in ROUTED_FLAGS}
+    cfg = TrainConfig(**values).validate()
+    _check_flags(p, options)
+    args.model, args.preset = options["model"], options["preset"]
+    path = claim_output(p, os.path.join(cfg.out, "routed.keras"), options["overwrite"] or options["own"] is None,
+                        inputs=command_inputs(args) + [directory for _, directory, _ in options["calibrate"]])
     try:
-        cfg.validate()
-    except ConfigError as err:
-        p.error(err.as_flag())
+        routed, lines = run_routed(load(args.model, args.preset), cfg, options["clusters"], options["own"],
+                                   options["cluster_seed"], options["overwrite"], options["class_votes"],
+                                   options["calibrate"])
+    except ConfigError:
+        raise  # a flag's error (exit 2), by c2am_tf.cli.run_command
+    except (ValueError, OSError) as err:  # a cluster's images: one line
+        p.exit(1, f"{p.prog}: error: {err}\n")
+    print("\n".join(lines))
+    if routed is None:
+        p.exit(2, f"{p.prog}: choose the clusters that get their own head with --own J [J ...]\n")
+    save_atomically(routed, path)
+    print(f"saved: {path} (heads of their own: clusters {', '.join(map(str, options['own']))})")
+    return 0
+
+
+# the flags that are fit-routed's own, not the cluster heads' recipe (TrainConfig's)
+ROUTED_FLAGS = ("overwrite", "clusters", "own", "cluster_seed", "class_votes", "calibrate", "model", "preset")
+
+
+def _check_flags(p, options):
+    """Flag errors (exit 2) for a cluster count, --own, --class-votes or --calibrate no run can use."""
+    k, own = options["clusters"], options["own"]
     if k < 1:
         p.error("--clusters must be at least 1")
     if own is not None and any(not 0 <= j < k for j in own):
         p.error(f"--own {own}: there are {k} clusters (0..{k - 1})")
-    if votes is not None and votes < 0:
+    if options["class_votes"] is not None and options["class_votes"] < 0:
         p.error("--class-votes must be 0 (off) or more")
-    from c2am_tf.data import ANNOTATED_DATASETS as ANNOTATED
-
-    for dataset, directory, _ in calibrate or ():
-        if dataset not in ANNOTATED:
-            p.error(f"--calibrate {dataset}: the annotated datasets are {', '.join(ANNOTATED)}")
+    options["calibrate"] = options["calibrate"] or []
+    for dataset, directory, _ in options["calibrate"]:
+        if dataset not in ANNOTATED_DATASETS:
+            p.error(f"--calibrate {dataset}: the annotated datasets are {', '.join(ANNOTATED_DATASETS)}")
         if dataset != "synthetic" and not os.path.exists(directory):
             p.error(f"--calibrate: {directory} does not exist")
-    args.model, args.preset = model_args["model"], model_args["preset"]
-    path = claim_output(p, os.path.join(cfg.out, "routed.keras"), overwrite or own is None,
-                        inputs=command_inputs(args) + [directory for _, directory, _ in calibrate or ()])
-    general = load(args.model, args.preset)
-    if general.backbone.name != cfg.backbone:
-        p.error(f"--backbone {cfg.backbone}: the general model's backbone is {general.backbone.name}, "
-                "and every head reads its features")
-    try:
-        if own is None:
-            paths, ids, _, _ = cluster_images(general, cfg, k, seed)
-            print("\n".join(describe_clusters(paths, ids, k)))
-            p.exit(2, f"{p.prog}: choose the clusters that get their own head with --own J [J ...]\n")
-        from c2am_tf import data
-        from c2am_tf.training.routing import calibrate_heads, imagenet_class_weights
-
-        # read before any training, so that a wrong split fails first
-        held_out = [data.eval_dataset(dataset, split, directory) for dataset, directory, split in calibrate or ()]
-        weights = imagenet_class_weights(general.backbone) if votes != 0 else None
-        if votes and weights is None:
-            p.error(f"--class-votes: the {general.backbone.name} backbone has no ImageNet classifier "
-                    "(EfficientNet-Lite has)")
-        if votes is None:
-            votes = 5 if weights is not None else 0
-            logging.info("class votes: %s", f"the {votes} best ImageNet classes" if votes else
-                         f"off (the {general.backbone.name} backbone has no ImageNet classifier)")
-        routed, lines = fit_routed(general, cfg, k, own, seed, overwrite=overwrite, class_votes=votes,
-                                   class_weights=weights)
-        if held_out:
-            routed, found = calibrate_heads(routed, itertools.chain(*held_out))
-            sets = " + ".join(f"{dataset} {split}" for dataset, _, split in calibrate)
-            lines += [f"head {j}: threshold {'-' if t is None else t} from {n} images of {sets}"
-                      for j, (t, n) in found.items()]
-    except RunConflictError as err:
-        p.error(f"--out: {err}; pass --overwrite to replace it, or choose another --out")
-    except ConfigError as err:
-        p.exit(1, f"{p.prog}: error: a cluster's run: {err.as_flag()}\n")
-    except (DataError, NonFiniteLossError, ValueError, OSError) as err:
-        p.exit(1, f"{p.prog}: error: {err}\n")
-    print("\n".join(lines))
-    from c2am_tf.training.callbacks import save_atomically
-
-    save_atomically(routed, path)
-    print(f"saved: {path} (heads of their own: clusters {', '.join(map(str, own))})")
-    return 0

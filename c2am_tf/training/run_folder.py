@@ -24,12 +24,19 @@ import shutil
 import keras
 
 from c2am_tf.presets import load_model
-from c2am_tf.utils.errors import InputError, differences, reason
+from c2am_tf.utils.errors import ConfigError, InputError, differences, reason
 from c2am_tf.utils.files import OutputLock, atomic_path, write_json_atomically
 
 
-class RunConflictError(ValueError):
-    """``out`` holds another run: resuming it with these settings would mix two runs."""
+class RunConflictError(ConfigError):
+    """``out`` holds another run: resuming it with these settings would mix two runs. A ``ConfigError`` of the
+    output folder (``out``): every command shows it as that flag's error."""
+
+    def __init__(self, message):
+        super().__init__("out", message)
+
+
+REPLACE_HINT = "pass --overwrite to replace it, or choose another --out"
 
 
 def lock(out_dir):
@@ -82,10 +89,10 @@ def claim(out, theirs, ours, run_files, overwrite=False, reuse=False):
     if theirs is None or (theirs == ours and (reuse or not finished(out))):
         return
     if not overwrite and theirs == ours:
-        raise RunConflictError(f"{out} holds this run, finished ({os.path.join(out, 'final.keras')}); "
-                               "training again would replace it")
+        raise RunConflictError(f"{out} holds this run, finished ({os.path.join(out, 'final.keras')}); training "
+                               f"again would replace it: {REPLACE_HINT}")
     if not overwrite:
-        check_same_run(out, theirs, ours, hint="")
+        check_same_run(out, theirs, ours, hint=REPLACE_HINT)
     for name in run_files:
         target = os.path.join(out, name)
         if os.path.isdir(target):

@@ -21,6 +21,7 @@ import tensorflow as tf
 
 from c2am_tf import data
 from c2am_tf.backbones import LITE_FEATURES, backbone_entry, build_backbone, default_features, weights_choice
+from c2am_tf.data.tfds_source import TfdsNotPreparedError
 from c2am_tf.data.transforms import resize_square
 from c2am_tf.evaluation.evaluate import evaluate, logged_values
 from c2am_tf.inference.maps import predict_maps
@@ -32,7 +33,7 @@ from c2am_tf.training.run_folder import save_atomically
 from c2am_tf.runtime.distribute import (CLUSTER_TIMEOUT, STRATEGIES, is_chief, make_strategy, num_workers, remove_worker_dir,
                                 sum_over_workers, worker_dir, worker_index)
 from c2am_tf.data.grouping import feature_clusters
-from c2am_tf.utils.errors import ConfigError
+from c2am_tf.utils.errors import ConfigError, InputError, RunError
 from c2am_tf.utils.limits import check_timeout
 from c2am_tf.utils.files import atomic_path, write_json_atomically
 from c2am_tf.evaluation.label_free import label_free_report
@@ -199,7 +200,7 @@ def _number(cfg, name, low=None, high=None, low_open=False):
         raise ConfigError(name, f"must be a finite number {bounds}; got {value!r}")
 
 
-class DataError(ValueError):
+class DataError(InputError):
     """The run's data cannot be read: a missing or empty folder, a malformed annotation file."""
 
 
@@ -395,7 +396,7 @@ class StepTimer(keras.callbacks.Callback):
         self.times.append(time.perf_counter() - self._t)
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(RunError):
     """The loss became NaN or infinite; the checkpoints hold the last good epoch."""
 
 
@@ -431,7 +432,9 @@ def run_training(cfg, extra_callbacks=(), overwrite=False):
         except ConfigError:
             raise
         except (FileNotFoundError, ValueError) as err:
-            raise DataError(str(err)) from err
+            hint = (" Use --data-dir for a raw folder, or --tfds-download (online)."
+                    if isinstance(err, TfdsNotPreparedError) else "")
+            raise DataError(f"{err}{hint}") from err
         try:
             return _fit(cfg, strategy, out, train, steps, evaluation, extra_callbacks)
         finally:

@@ -28,6 +28,11 @@ class InputError(ValueError):
     """
 
 
+class RunError(RuntimeError):
+    """Work that started and could not finish (a loss that diverged); the message says why and what was kept.
+    Every command prints it as one line (exit 1)."""
+
+
 def reason(err):
     """An exception's first line for a one-line message (its type where it says nothing).
 
