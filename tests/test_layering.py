@@ -14,7 +14,7 @@ LAYERS = {"utils": 0, "maps": 0, "backbones": 1, "data": 1, "runtime": 1, "model
           "training": 3, "inference": 3, "evaluation": 3, "wsss": 3, "deploy": 3, "cli": 4}
 TOP = 5
 # what imports without TensorFlow: layer 0, and the device side of deploy/ (numpy and the LiteRT interpreter)
-TF_FREE = ("c2am_tf.utils", "c2am_tf.maps", "c2am_tf.deploy.on_device")
+TF_FREE = ("c2am_tf.utils", "c2am_tf.maps", "c2am_tf.deploy.on_device", "c2am_tf.deploy.detect")
 TENSORFLOW = ("tensorflow", "keras", "tf_keras", "tensorflow_datasets", "tensorflow_hub")
 
 

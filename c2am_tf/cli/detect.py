@@ -14,32 +14,10 @@ Prints the time per image: the whole detection (resize, model,
 box) and the interpreter call alone. Unreadable images are skipped and counted.
 """
 
-import os
 import sys
-import time
 
-import numpy as np
-from tqdm import tqdm
-
-from c2am_tf.maps.boxes_json import PICTURE_SUFFIXES, BoxesWriter, box_record, drop_own_outputs
-from c2am_tf.utils.errors import ConfigError, InputError
-from c2am_tf.utils.files import OutputNames, image_paths, write_atomically
-from c2am_tf.maps.geometry import scale_box
-from c2am_tf.utils.image_io import UnreadableImageError, load_image
-from c2am_tf.deploy.on_device import ForegroundDetector
 from c2am_tf.cli.common import add_box_band_flag, command_parser, output_folder
-
-
-
-def mask_png(mask):
-    """PNG bytes of a bool (H, W) mask as 0 / 255 gray, by Pillow (the device side has no OpenCV to need)."""
-    import io
-
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(np.asarray(mask, bool).astype(np.uint8) * 255).save(buffer, format="PNG")
-    return buffer.getvalue()
+from c2am_tf.deploy.detect import detect_images, timing_line
 
 
 def build_parser(prog=None):
@@ -58,68 +36,13 @@ def build_parser(prog=None):
 
 
 def main(argv=None, prog=None):
-    """Entry point; returns the exit status."""
-    p = build_parser(prog)
-    args = p.parse_args(argv)
-    if not os.path.isfile(args.model):
-        p.error(f"--model: no such file: {args.model}")
-    try:
-        paths = drop_own_outputs(image_paths(args.inputs, exclude=args.out), os.path.join(args.out, "boxes.json"),
-                                 PICTURE_SUFFIXES)
-        pictures = OutputNames(paths, args.out, ".png", overwrite=args.overwrite)
-        mask_names = OutputNames(paths, args.out, ".mask.png", overwrite=args.overwrite) if args.masks else None
-    except InputError:  # a file of the user's where an output goes: one line of its own (run_command)
-        raise
-    except (FileNotFoundError, ValueError) as err:
-        p.error(str(err))
-    try:
-        detector = ForegroundDetector(args.model, num_threads=args.threads, threshold=args.threshold,
-                                      box_band=args.box_band)
-    except ConfigError as err:
-        p.error(err.as_flag())
-    if not args.no_overlays:
-        from c2am_tf.maps.viz import overlay, write_png  # OpenCV, only for the pictures
-    header = {"model": os.path.abspath(args.model), "threshold": detector.threshold,
-              "quantize": detector.metadata.get("quantize")}
-    if detector.box_band:
-        header["box_band"] = detector.box_band
-    try:
-        writer = BoxesWriter(os.path.join(args.out, "boxes.json"), header, replace=args.overwrite)
-    except InputError:  # a locked or unwritable --out: one line of its own (run_command)
-        raise
-    except ValueError as err:
-        p.error(f"--out: {err}")
-    skipped, total_ms, model_ms = [], [], []
-    todo = [path for path in paths if path not in writer.done]
-    # each result reaches the disk as it comes: a crash keeps what was done
-    with writer, tqdm(todo, desc="detect", unit="img", initial=len(paths) - len(todo), total=len(paths)) as bar:
-        for path in bar:
-            try:
-                image, (width, height) = load_image(path, return_size=True)
-            except UnreadableImageError as err:
-                skipped.append(str(err))
-                continue
-            start = time.perf_counter()
-            result = detector.detect(image)
-            total_ms.append((time.perf_counter() - start) * 1e3)
-            model_ms.append(detector.last_invoke_ms)
-            box = scale_box(result["box"], image.shape[1::-1], (width, height))  # original pixels
-            writer.add(box_record(path, width, height, box, result["foreground_fraction"], result["score"]))
-            if not args.no_overlays:
-                write_png(pictures(path), overlay(image, result["map"], [result["box"]]))
-            if mask_names is not None:
-                write_atomically(mask_names(path), mask_png(result["mask"]))
-    records = list(writer.done.values())
+    """Entry point; returns the exit status (1 when no image could be read)."""
+    args = build_parser(prog).parse_args(argv)
+    report = detect_images(args.inputs, args.model, args.out, args.threads, args.threshold, args.box_band,
+                           overlays=not args.no_overlays, masks=args.masks, overwrite=args.overwrite)
+    skipped = report["skipped"]
     if skipped:
         shown = ", ".join(skipped[:5]) + (" ..." if len(skipped) > 5 else "")
-        print(f"warning: skipped {len(skipped)} unreadable images of {len(paths)}: {shown}", file=sys.stderr)
-    if total_ms:
-        # The first call includes the interpreter's one-off setup: leave it out of the median.
-        steady = slice(1, None) if len(total_ms) > 1 else slice(None)
-        print(f"{len(records)} images -> {os.path.join(args.out, 'boxes.json')}; ms/image (median after the first): "
-              f"detection {np.median(total_ms[steady]):.1f}, model alone {np.median(model_ms[steady]):.1f} "
-              f"({args.threads} threads, input {detector.height}x{detector.width})")
-    else:
-        print(f"{len(records)} images -> {os.path.join(args.out, 'boxes.json')} (none left to detect)")
-    return 0 if records else 1
-
+        print(f"warning: skipped {len(skipped)} unreadable images of {report['images']}: {shown}", file=sys.stderr)
+    print(timing_line(report, args.out, args.threads))
+    return 0 if report["records"] else 1
