@@ -66,7 +66,7 @@ def green_classifier():
     class 1 reads green and class 2 blue; class 0 reads nothing."""
     import keras
 
-    from c2am_tf.wsss.cam import build_classifier
+    from c2am_tf.models.classifier import build_classifier
 
     inputs = keras.Input((None, None, 3))
     backbone = keras.Model(inputs, keras.layers.AveragePooling2D(4)(keras.layers.Rescaling(1 / 255.0)(inputs)))

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from c2am_tf.backbones import build_backbone
-from c2am_tf.wsss.bgcues import background_map, build_cue_model, is_c2am, pseudo_labels
+from c2am_tf.models.cue_model import build_cue_model
+from c2am_tf.wsss.bgcues import background_map, is_c2am, pseudo_labels
 from c2am_tf.models.c2am.model import C2AM
 
 

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from c2am_tf.backbones import build_backbone
-from c2am_tf.wsss.cam import build_classifier, cam_files, class_activation_maps, read_cams, write_cams
+from c2am_tf.models.classifier import build_classifier, class_activation_maps
+from c2am_tf.wsss.cam import cam_files, read_cams, write_cams
 
 
 def _identity_backbone():

@@ -52,7 +52,7 @@ def test_without_labels_the_cam_is_of_the_classifiers_top_class():
 
 def test_cams_of_the_imagenet_lite_classifier_come_with_its_logits():
     from c2am_tf.backbones import efficientnet_lite
-    from c2am_tf.wsss.cam import cam_model, maps_of_classes
+    from c2am_tf.models.classifier import cam_model, maps_of_classes
 
     classifier = efficientnet_lite("efficientnet_lite0", weights=None, include_top=True)
     both, dense = cam_model(classifier)

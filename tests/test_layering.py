@@ -33,13 +33,18 @@ MODULES = _modules()
 
 
 def _imports(path):
-    """[(imported dotted name, line, inside a function)] of a module, each ``from c2am_tf import X`` as c2am_tf.X."""
+    """[(imported dotted name, line, inside a function)] of a module, each ``from c2am_tf import X`` as c2am_tf.X,
+    and each ``importlib.import_module("c2am_tf.X")`` (a literal name) as an import of c2am_tf.X."""
     tree = ast.parse(open(path).read())
     found = []
 
     def visit(node, in_function):
         for child in ast.iter_child_nodes(node):
             inner = in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
+            if (isinstance(child, ast.Call) and getattr(child.func, "attr", getattr(child.func, "id", None))
+                    == "import_module" and child.args and isinstance(child.args[0], ast.Constant)
+                    and isinstance(child.args[0].value, str)):
+                found.append((child.args[0].value, child.lineno, in_function))
             if isinstance(child, ast.Import):
                 found.extend((alias.name, child.lineno, in_function) for alias in child.names)
             elif isinstance(child, ast.ImportFrom) and child.level == 0 and child.module:
@@ -127,6 +132,39 @@ def test_no_import_cycles():
     # a package's __init__ that re-exports its own modules is no cycle of ideas: leave those out
     cycles = [c for c in cycles if not all(m == c[0] or m.startswith(c[0] + ".") for m in c)]
     assert not cycles, cycles
+
+
+def _folder(module):
+    """``c2am_tf.training.trainer`` -> ``c2am_tf.training``: the folder (one idea) a module belongs to."""
+    return ".".join(module.split(".")[:2])
+
+
+def test_no_folder_imports_in_a_circle():
+    # module cycles are caught above; two folders of one layer that import each other through different
+    # modules are a cycle of ideas too (evaluation -> inference -> wsss -> evaluation was one)
+    edges = {}
+    for module, targets in _graph().items():
+        for target, line, _ in targets:
+            if _folder(target) != _folder(module) and _layer(module) < TOP:
+                edges.setdefault(_folder(module), {}).setdefault(_folder(target), f"{module}:{line} -> {target}")
+
+    def reach(start):
+        seen, todo = set(), [start]
+        while todo:
+            for nxt in edges.get(todo.pop(), {}):
+                if nxt not in seen:
+                    seen.add(nxt)
+                    todo.append(nxt)
+        return seen
+
+    circles = [f"{a} -> {b} ({edges[a][b]}), and back" for a in sorted(edges) for b in sorted(edges[a])
+               if a in reach(b)]
+    assert not circles, "\n".join(circles)
+
+
+def test_the_imports_reader_sees_importlib():
+    assert any(name == "c2am_tf.backbones.keras_hub" for name, _, _ in _imports(
+        os.path.join(PACKAGE, "backbones", "__init__.py"))), "the keras-hub family is registered by import"
 
 
 @pytest.mark.parametrize("module", sorted(m for m in MODULES if m.startswith(TF_FREE)))

@@ -15,7 +15,8 @@ every training image (``NAME.npy``, stride 8, in [0, 1]), which ``--bg-cues DIR`
 import keras
 
 from c2am_tf.backbones import default_features
-from c2am_tf.wsss.bgcues import PSEUDO_LABELS, build_cue_model, write_cue_files
+from c2am_tf.models.cue_model import build_cue_model
+from c2am_tf.wsss.bgcues import PSEUDO_LABELS, write_cue_files
 from c2am_tf.data.images import load_square_images
 from c2am_tf.utils.files import OutputNames, list_images
 from c2am_tf.presets import load_model

@@ -10,6 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 from c2am_tf.maps.normalize import min_max_normalized
+from c2am_tf.models.classifier import cam_model, maps_of_classes
 from c2am_tf.runtime.distribute import num_workers
 
 TOP_K = 5
@@ -73,10 +74,8 @@ def top_k_classes(classifier, images, size=None, k=TOP_K):
 
 def classify_with_cams(classifier, images, labels=None, size=None, k=TOP_K):
     """((B, k) top classes, (B, h, w) one CAM per image) in one forward pass of a global-average-pooling
-    classifier (``c2am_tf.wsss.cam.cam_model``). The CAM is that of each image's ``labels`` class (evaluation:
+    classifier (``c2am_tf.models.classifier.cam_model``). The CAM is that of each image's ``labels`` class (evaluation:
     the true class) or, with ``labels=None``, of the classifier's own top-1 class (unlabelled images)."""
-    from c2am_tf.wsss.cam import cam_model, maps_of_classes
-
     both, dense = cam_model(classifier)
     logits, features = both.predict_on_batch(_classifier_input(images, size))
     top = np.argsort(-np.asarray(logits), axis=1)[:, :k]

@@ -13,7 +13,7 @@ from c2am_tf.data.cub import cub_classes, cub_source
 from c2am_tf.data.segmentation import segmentation_dataset
 from c2am_tf.data.transforms import resize_square
 from c2am_tf.models.c2am.optim import poly_sgd
-from c2am_tf.wsss.cam import build_classifier
+from c2am_tf.models.classifier import build_classifier
 
 
 def labelled_source(dataset, data_dir, split=None):
