@@ -20,7 +20,8 @@ Example:
 import keras
 from keras import layers, ops
 
-from c2am_tf.backbones import Backbone, ImagePreprocessing, register_family
+from c2am_tf.backbones.preprocessing import ImagePreprocessing
+from c2am_tf.backbones.registry import Backbone
 from c2am_tf.utils.errors import ConfigError
 
 FAMILY = "keras_hub"
@@ -105,5 +106,3 @@ def entry(spec):
 
     return Backbone(build=build, weights_from="keras-hub's preset (downloads, online)")
 
-
-register_family(FAMILY, entry)
