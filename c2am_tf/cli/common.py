@@ -177,19 +177,14 @@ def training_settings(args):
 def claim_training_output(parser, name, args):
     """``claim_output`` for a trainer that checkpoints in a ``c2am_tf.training.run_folder`` (``fit-classifier``,
     ``fit-regressor``, ``fit-bgcues``, ``fit-masks``): ``args.target`` becomes ``args.out/name`` (returned), and
-    a killed run's checkpoint there that other flags made ends the command now, naming them (exit 1), before
-    any data is read or model built, unless ``--overwrite``."""
+    a killed run's checkpoint there that other flags made ends the command now (a ``RunConflictError`` naming
+    them: the flag error of ``--out``), before any data is read or model built, unless ``--overwrite``."""
     import os
-    import sys
 
-    from c2am_tf.training.run_folder import RunConflictError, claim_target
+    from c2am_tf.training.run_folder import claim_target
 
-    claim_output(parser, os.path.join(args.out, name), args.overwrite, inputs=command_inputs(args))
-    try:
-        args.target = claim_target(args.out, name, training_settings(args), args.overwrite)
-    except RunConflictError as err:
-        sys.exit(f"error: --out: {err}")
-    return args.target
+    args.target = claim_output(parser, os.path.join(args.out, name), args.overwrite, inputs=command_inputs(args))
+    return claim_target(args.out, name, training_settings(args), args.overwrite)  # settings include the target
 
 
 def add_model_flags(parser, required=True):

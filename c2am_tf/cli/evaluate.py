@@ -21,15 +21,15 @@ Pascal VOC XML folder, a YOLO txt folder or a CSV ``path,x0,y0,x1,y1`` (``c2am_t
 
 import os
 import sys
-import time
 
 from c2am_tf.cli.common import (add_box_band_flag, add_classifier_flags, add_model_flags, check_classifier_flags,
                                 claim_output, command_inputs, command_parser, output_file)
-from c2am_tf.presets import load, load_classifier
+from c2am_tf.evaluation.evaluate import evaluate_dataset, format_result, write_result
+from c2am_tf.presets import load
 from c2am_tf.data import ANNOTATED_DATASETS
 from c2am_tf.maps.foreground import DEFAULT_THRESHOLDS
-from c2am_tf.maps.geometry import EVAL_FRAMES, default_frame
-from c2am_tf.models.settings import model_box_band
+from c2am_tf.maps.geometry import EVAL_FRAMES
+
 
 def build_parser(prog=None):
     """This command's flags (the commands in the README and docs/ are checked against it)."""
@@ -68,6 +68,24 @@ def main(argv=None, prog=None):
     """Entry point."""
     p = build_parser(prog)
     args = p.parse_args(argv)
+    _check_flags(p, args)
+    if args.json:  # claimed before any work: never one of the files scored, never a file there already
+        claim_output(p, args.json, args.overwrite, "--json", inputs=command_inputs(args))
+    model = None if args.boxes else load(args.model, args.preset)
+    result = evaluate_dataset(args.dataset, args.split, args.data_dir, model, args.boxes, args.annotations, args.frame,
+                              args.batch_size, args.strict, args.classifier, args.classifier_size, args.threshold,
+                              thresholds=args.thresholds, max_box_acc=args.max_box_acc, flip=args.flip,
+                              cam_weight=args.cam_weight, scales=tuple(args.scales), box_band=args.box_band)
+    print(format_result(result))
+    print(f"{result['total']} images in {result['seconds']:.1f} s ({result['total'] / result['seconds']:.1f} img/s)")
+    if args.json:
+        write_result(args.json, result)
+        print(f"-> {os.path.abspath(args.json)}")
+    return 0
+
+
+def _check_flags(p, args):
+    """Flag errors (exit 2) for flags that do not go together."""
     if (args.boxes is None) == (args.model is None and args.preset is None):
         p.error("give one of --model, --preset or --boxes")
     if args.cam_weight and args.boxes:
@@ -75,56 +93,11 @@ def main(argv=None, prog=None):
     if args.box_band is not None and args.boxes:
         p.error("--box-band needs a model, not --boxes (a boxes file holds one box per image)")
     check_classifier_flags(p, args, threshold_needed=False)
-    if args.json:  # claimed before any work: never one of the files scored, never a file there already
-        claim_output(p, args.json, args.overwrite, "--json", inputs=command_inputs(args))
     if args.dataset != "synthetic" and not args.data_dir and not (args.dataset == "cub" and not args.boxes):
         p.error(f"--data-dir is needed for dataset {args.dataset}")
     if (args.dataset == "folder") != (args.annotations is not None):
         p.error("--annotations goes with --dataset folder (the boxes of the images in --data-dir)"
                 if args.annotations else "--dataset folder needs --annotations (the images' boxes)")
-    from c2am_tf.evaluation.evaluate import evaluate, evaluate_boxes, format_result
-
-    start = time.perf_counter()
-    if args.boxes:
-        from c2am_tf import data
-        from c2am_tf.maps.boxes_json import read_boxes
-
-        try:
-            result = evaluate_boxes(read_boxes(args.boxes), data.box_records(args.dataset, args.data_dir, args.split,
-                                                                             args.strict, args.annotations))
-        except (OSError, ValueError) as err:
-            sys.exit(f"error: {err}")
-    else:
-        from c2am_tf import data
-
-        frame = args.frame or default_frame(args.dataset)
-        try:
-            model = load(args.model, args.preset)
-            batches = data.eval_dataset(args.dataset, args.split, args.data_dir, args.batch_size, frame, cache=False,
-                                        strict=args.strict, annotations=args.annotations)
-        except (OSError, ValueError) as err:
-            sys.exit(f"error: {err}")
-        classifier, size = load_classifier(args.classifier, args.classifier_size)
-        # the stored threshold was chosen for the map alone, not for a map fused with a CAM
-        stored = args.threshold if args.threshold is not None else (None if args.cam_weight else "model")
-        try:
-            result, _ = evaluate(model, batches, args.thresholds, classifier, size,
-                                 args.max_box_acc, flip=args.flip, progress=True, stored_threshold=stored,
-                                 cam_weight=args.cam_weight, scales=tuple(args.scales),
-                                 box_band=model_box_band(model, args.box_band))
-        except ValueError as err:
-            sys.exit(f"error: {err}")
-        result["frame"] = frame
-    result["seconds"] = time.perf_counter() - start
-    print(format_result(result))
-    print(f"{result['total']} images in {result['seconds']:.1f} s ({result['total'] / result['seconds']:.1f} img/s)")
-    if args.json:
-        from c2am_tf.utils.files import write_json_atomically
-
-        clean = {k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in result.items()}
-        write_json_atomically(args.json, clean, indent=1)
-        print(f"-> {os.path.abspath(args.json)}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -21,10 +21,19 @@ model's forward pass stays the bottleneck.
 import concurrent.futures
 import dataclasses
 import os
+import time
 from typing import Optional
 
 import numpy as np
+from tqdm import tqdm
 
+from c2am_tf import data
+from c2am_tf.maps.boxes_json import read_boxes
+from c2am_tf.maps.geometry import default_frame
+from c2am_tf.models.psol.regressor import predict_boxes
+from c2am_tf.presets import load_classifier
+from c2am_tf.utils.errors import ConfigError, InputError
+from c2am_tf.utils.files import write_json_atomically
 from c2am_tf.maps.boxes import GTKnownLoc, best_box_per_threshold
 from c2am_tf.maps.foreground import DEFAULT_THRESHOLDS
 from c2am_tf.maps.geometry import check_band
@@ -360,8 +369,6 @@ def evaluate(model, dataset, thresholds=DEFAULT_THRESHOLDS, classifier=None, cla
     examples = []
     bar = None
     if progress:
-        from tqdm import tqdm
-
         bar = tqdm(desc="evaluate", unit="img")
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         pending = None
@@ -402,8 +409,6 @@ def choose_threshold(model, dataset, thresholds=DEFAULT_THRESHOLDS, flip=False, 
 
 def evaluate_regressor(regressor, dataset, classifier=None, classifier_size=None):
     """GT-known and Top-1/Top-5 Loc of a box regressor (``c2am_tf.models.psol.regressor``): one box per image."""
-    from c2am_tf.models.psol.regressor import predict_boxes
-
     ev = Evaluation(thresholds=[0.5], max_box_acc=False)
     for batch in dataset:
         images = batch["image"]
@@ -448,6 +453,43 @@ def evaluate_boxes(boxes, records, iou_threshold=0.5):
     out = ev.result()
     out["missing"] = missing
     return out
+
+
+def evaluate_dataset(dataset, split="test", data_dir=None, model=None, boxes_file=None, annotations=None, frame=None,
+                     batch_size=16, strict=False, classifier=None, classifier_size=None, threshold=None, **options):
+    """``c2am-tf evaluate``'s workflow: the result of ``model`` (or of the boxes file ``boxes_file``) on a
+    dataset's annotated ``split`` (``c2am_tf.data.eval_dataset``; a folder's boxes in ``annotations``), with
+    'seconds' and, for a model, 'frame' (default: the dataset's, ``default_frame``). ``classifier``: a name or file
+    (``c2am_tf.presets.load_classifier``). ``threshold``: report there instead of at the model's stored threshold,
+    which was chosen for the map alone (so a map fused with a CAM, ``cam_weight``, has none). ``options``:
+    ``evaluate``'s (thresholds, flip, scales, cam_weight, box_band, max_box_acc). A dataset that cannot be read is
+    an ``InputError``."""
+    start = time.perf_counter()
+    try:
+        if boxes_file is not None:
+            result = evaluate_boxes(read_boxes(boxes_file), data.box_records(dataset, data_dir, split, strict,
+                                                                             annotations))
+        else:
+            frame = frame or default_frame(dataset)
+            batches = data.eval_dataset(dataset, split, data_dir, batch_size, frame, cache=False, strict=strict,
+                                        annotations=annotations)
+            classifier, classifier_size = load_classifier(classifier, classifier_size)
+            stored = threshold if threshold is not None else (None if options.get("cam_weight") else "model")
+            options["box_band"] = model_box_band(model, options.get("box_band"))
+            result, _ = evaluate(model, batches, classifier=classifier, classifier_size=classifier_size,
+                                 progress=True, stored_threshold=stored, **options)
+            result["frame"] = frame
+    except ConfigError:
+        raise
+    except (OSError, ValueError) as err:  # a dataset, annotation or boxes file that cannot be used: one line
+        raise InputError(str(err)) from err
+    result["seconds"] = time.perf_counter() - start
+    return result
+
+
+def write_result(path, result):
+    """Writes ``result`` (``evaluate_dataset``'s) as JSON at ``path``, atomically; arrays become lists."""
+    write_json_atomically(path, {k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in result.items()}, indent=1)
 
 
 def format_result(result):
