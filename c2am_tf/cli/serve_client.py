@@ -19,19 +19,11 @@ standard output, one a line, and the URL on standard error, so that
 or the gRPC request with its tensor summarized.
 """
 
-import json
 import re
-import sys
 
-import numpy as np
-
+from c2am_tf.cli.common import command_parser
 from c2am_tf.deploy import serving_client as client
 from c2am_tf.utils.files import image_paths
-from c2am_tf.maps.geometry import scale_box
-from c2am_tf.utils.image_io import UnreadableImageError, load_image
-from c2am_tf.deploy.on_device import resize_rgb
-from c2am_tf.cli.common import command_parser
-
 
 
 def build_parser(prog=None):
@@ -73,45 +65,5 @@ def parse_args(argv=None, prog=None):
 def main(argv=None, prog=None):
     """Entry point; returns the exit status."""
     args = parse_args(argv, prog)
-    url = client.rest_url(args.host, args.model, args.version, args.port)
-    target = f"{args.host}:{args.port}"
-    failures = 0
-    for path in args.paths:
-        try:
-            image, (width, height) = load_image(path, return_size=True)
-        except UnreadableImageError as err:
-            print(f"skipping {err}", file=sys.stderr)
-            failures += 1
-            continue
-        sent = resize_rgb(image, args.resize, args.resize) if args.resize else image
-        warning = client.large_request_warning(path, sent[None], args.protocol)
-        if warning:
-            print(warning, file=sys.stderr)
-        if args.protocol == "rest":
-            body = client.rest_body(sent[None], args.signature, args.rest_format)
-            if args.dry_run:  # the body alone on stdout: what curl -d @FILE sends
-                print(f"POST {url}", file=sys.stderr)
-                print(json.dumps(body))
-                continue
-            send = lambda: client.post_rest(url, body, args.timeout)  # noqa: E731
-        else:
-            # The upsampled map is as large as the image: ask only for what is printed.
-            wanted = ["boxes", "scores"] if args.signature == "serving_default" else []
-            request = client.grpc_request(sent[None], args.model, args.signature, args.version, wanted)
-            if args.dry_run:
-                print(f"gRPC {target} PredictionService.Predict\n{client.describe_grpc_request(request)}")
-                continue
-            send = lambda: client.call_grpc(target, request, args.timeout)  # noqa: E731
-        try:
-            outputs = send()
-        except (RuntimeError, ConnectionError) as err:
-            print(f"{path}: {err}", file=sys.stderr)
-            return 1  # the server is the problem, not this image: stop
-        if "boxes" not in outputs:
-            print(f"{path}: outputs {sorted(outputs)}")
-            continue
-        box = scale_box(outputs["boxes"][0], (sent.shape[1], sent.shape[0]), (width, height))
-        score = float(np.asarray(outputs["scores"])[0])
-        print(f"{path}\t{' '.join(f'{v:.1f}' for v in box)}\t{score:.4f}")
-    return 1 if failures == len(args.paths) else 0
-
+    return client.send_images(args.paths, args.host, args.port, args.model, args.version, args.protocol,
+                              args.rest_format, args.signature, args.resize, args.timeout, args.dry_run)

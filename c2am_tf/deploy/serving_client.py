@@ -17,13 +17,17 @@ import http.client
 import json
 import re
 import socket
+import sys
 import threading
 import time
 import urllib.parse
 
 import numpy as np
 
+from c2am_tf.deploy.on_device import resize_rgb
+from c2am_tf.maps.geometry import scale_box
 from c2am_tf.utils.errors import reason
+from c2am_tf.utils.image_io import UnreadableImageError, load_image
 from c2am_tf.utils.limits import limit
 
 REST_FORMATS = ("instances", "inputs")
@@ -231,3 +235,52 @@ def large_request_warning(path, images, protocol, limit=LARGE_REQUEST_BYTES):
     side = max(np.asarray(images).shape[1:3])
     return (f"warning: {path}: the {protocol} request is about {size / 2 ** 20:.1f} MB "
             f"(image side {side}); pass --resize 448 to send a smaller one")
+
+
+def send_images(paths, host="localhost", port=8501, model="c2am", version=None, protocol="rest", rest_format="instances",
+                signature="serving_default", resize=None, timeout=60.0, dry_run=False, out=None, err=None):
+    """``serve-client``'s workflow: each image of ``paths`` (resized to ``resize`` x ``resize`` when given) sent to
+    the served ``model``, one line per image on ``out`` (its path, its box in original pixels, its score), the
+    skipped and failed ones on ``err``. ``dry_run``: REST writes each request's JSON body on ``out`` (what
+    ``curl -d @FILE`` sends) and its URL on ``err``; gRPC describes each request. Returns the exit status: 1 when
+    the server fails (the rest is not sent) or no image could be read."""
+    out, err = out or sys.stdout, err or sys.stderr
+    url, target, failures = rest_url(host, model, version, port), f"{host}:{port}", 0
+    for path in paths:
+        try:
+            image, (width, height) = load_image(path, return_size=True)
+        except UnreadableImageError as error:
+            print(f"skipping {error}", file=err)
+            failures += 1
+            continue
+        sent = resize_rgb(image, resize, resize) if resize else image
+        warning = large_request_warning(path, sent[None], protocol)
+        if warning:
+            print(warning, file=err)
+        if protocol == "rest":
+            body = rest_body(sent[None], signature, rest_format)
+            if dry_run:  # the body alone on stdout: what curl -d @FILE sends
+                print(f"POST {url}", file=err)
+                print(json.dumps(body), file=out)
+                continue
+            send = lambda: post_rest(url, body, timeout)  # noqa: E731
+        else:
+            # The upsampled map is as large as the image: ask only for what is printed.
+            wanted = ["boxes", "scores"] if signature == "serving_default" else []
+            request = grpc_request(sent[None], model, signature, version, wanted)
+            if dry_run:
+                print(f"gRPC {target} PredictionService.Predict\n{describe_grpc_request(request)}", file=out)
+                continue
+            send = lambda: call_grpc(target, request, timeout)  # noqa: E731
+        try:
+            outputs = send()
+        except (RuntimeError, ConnectionError) as error:
+            print(f"{path}: {error}", file=err)
+            return 1  # the server is the problem, not this image: stop
+        if "boxes" not in outputs:
+            print(f"{path}: outputs {sorted(outputs)}", file=out)
+            continue
+        box = scale_box(outputs["boxes"][0], (sent.shape[1], sent.shape[0]), (width, height))
+        score = float(np.asarray(outputs["scores"])[0])
+        print(f"{path}\t{' '.join(f'{v:.1f}' for v in box)}\t{score:.4f}", file=out)
+    return 1 if failures == len(paths) else 0
