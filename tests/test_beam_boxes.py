@@ -53,7 +53,9 @@ def test_direct_runner_writes_the_local_extractors_boxes_and_resumes(tmp_path, c
     with open(parts[1]) as f:
         assert json.loads(f.readline())["header"]["shard"] == 1
     # another shard count on the same prefix would split the images differently: refused
-    with pytest.raises(SystemExit, match="another number of shards"):
+    from c2am_tf.utils.errors import InputError
+
+    with pytest.raises(InputError, match="another number of shards"):  # run_command prints it as one line
         extract_boxes.main(common + ["--runner", "DirectRunner", "--num-shards", "4", "--out", prefix])
 
 

@@ -34,18 +34,12 @@ every part of the image (the authors' extraction center-cropped 448 of 480 and c
 killed run started again skips the images already done.
 """
 
-import os
-import sys
 
 from c2am_tf import data
 from c2am_tf.inference.beam_boxes import RUNNERS
-from c2am_tf.inference.extract import extract_boxes, extraction_header, write_psol
-from c2am_tf.maps.boxes_json import FORMAT, write_coco
+from c2am_tf.inference.extract import extract_dataset, extract_dataset_beam
 from c2am_tf.maps.geometry import EVAL_CROP
-from c2am_tf.models.settings import model_box_band
-from c2am_tf.presets import load, load_classifier
-from c2am_tf.utils.errors import ConfigError
-from c2am_tf.utils.files import make_folder
+from c2am_tf.presets import load
 from c2am_tf.cli.common import (add_box_band_flag, add_classifier_flags, add_model_flags, check_classifier_flags,
                                 claim_output, command_inputs, command_parser, output_file, output_folder)
 
@@ -110,69 +104,16 @@ def main(argv=None, prog=None):
     """Entry point."""
     args, beam_args, parser = parse_args(argv, prog)
     if args.runner:
-        return _main_beam(args, beam_args, parser)
-    out_dir = os.path.dirname(os.path.abspath(args.out))
-    make_folder(out_dir, args.out)  # before loading anything: a bad --out fails at once, in one line
-    if not os.access(out_dir, os.W_OK):
-        sys.exit(f"error: --out: cannot write to {out_dir}")
-    size = args.size  # checked with the flags (CommandParser)
-    try:
-        model = load(args.model, args.preset)
-        classifier, classifier_size = load_classifier(args.classifier, args.classifier_size)
-        band = model_box_band(model, args.box_band)
-    except (ConfigError, OSError, ValueError) as err:
-        sys.exit(f"error: {err}")
-    threshold = args.threshold if args.threshold is not None else float(model.threshold.numpy())
-    try:  # a missing or malformed annotation file: one line naming it
-        source = data.make_source(args.dataset, args.split, args.data_dir)
-    except (OSError, ValueError) as err:
-        sys.exit(f"error: {err}")
-    header = extraction_header(args.model, args.preset, threshold, size, args.dataset, args.split, band)
-    if classifier is not None:  # a resumed run must not mix boxes of another classifier or weight
-        header.update(classifier=args.classifier, classifier_size=classifier_size, cam_weight=float(args.cam_weight))
-    try:
-        records = extract_boxes(model, source, args.out, header, threshold, size, band, args.batch_size, classifier,
-                                classifier_size, args.cam_weight, args.overlays, args.data_dir, args.overwrite,
-                                progress=True)
-    except ValueError as err:  # a finished --out of another run
-        sys.exit(f"error: {err}")
-    if args.psol_out:
-        write_psol(args.psol_out, records)
-    if args.coco:
-        write_coco(args.coco, records, args.data_dir if args.data_dir and os.path.isdir(args.data_dir) else None)
+        summary = extract_dataset_beam(args.dataset, args.split, args.data_dir, args.out,
+                                       ["--runner", args.runner, *beam_args], args.model, args.preset, args.saved_model,
+                                       args.threshold, args.size, args.box_band, args.num_shards, args.batch_size)
+        print(f"{summary['boxes']} boxes in {summary['shards_written']} new parts ({summary['shards_skipped']} "
+              f"already written), {summary['unreadable']} unreadable images skipped -> "
+              f"{args.out}-*-of-{args.num_shards:05d}.jsonl")
+        return 0
+    records, threshold = extract_dataset(load(args.model, args.preset), args.model, args.preset, args.dataset,
+                                         args.split, args.data_dir, args.out, args.threshold, args.size, args.box_band,
+                                         args.batch_size, args.classifier, args.classifier_size, args.cam_weight,
+                                         args.overlays, args.overwrite, args.psol_out, args.coco)
     print(f"{len(records)} boxes at threshold {threshold:.2f} -> {args.out}")
-
-
-def _main_beam(args, beam_args, parser):
-    from c2am_tf.inference.beam_boxes import extract_boxes_beam, require_beam
-
-    size = args.size  # checked with the flags (CommandParser)
-    try:
-        require_beam()
-        paths, unannotated = data.source_files(args.dataset, args.split, args.data_dir)
-    except (ImportError, ConfigError, OSError, ValueError) as err:
-        sys.exit(f"error: {err}")
-    if args.saved_model:
-        threshold, band = args.threshold, model_box_band(None, args.box_band)
-        header = {"format": FORMAT, "model": args.saved_model, "model_sha256": None, "threshold": threshold,
-                  "size": size, "dataset": args.dataset, "split": args.split}
-        if band:
-            header["box_band"] = band
-    else:
-        try:
-            model = load(args.model, args.preset)  # here only for its threshold and a clear error before the job
-            band = model_box_band(model, args.box_band)
-        except (ConfigError, OSError, ValueError) as err:
-            sys.exit(f"error: {err}")
-        threshold = args.threshold if args.threshold is not None else float(model.threshold.numpy())
-        header = {"format": FORMAT, **extraction_header(args.model, args.preset, threshold, size, args.dataset,
-                                                        args.split, band)}
-    try:
-        summary = extract_boxes_beam(paths, args.out, header, threshold, size, unannotated, args.num_shards,
-                                     args.model, args.preset, args.saved_model, args.batch_size,
-                                     ["--runner", args.runner, *beam_args], band)
-    except ValueError as err:
-        sys.exit(f"error: {err}")
-    print(f"{summary['boxes']} boxes in {summary['shards_written']} new parts ({summary['shards_skipped']} already "
-          f"written), {summary['unreadable']} unreadable images skipped -> {args.out}-*-of-{args.num_shards:05d}.jsonl")
     return 0
