@@ -29,11 +29,9 @@ import argparse
 import sys
 
 from c2am_tf.cli.common import command_parser, output_folder
-from c2am_tf.data.segmentation import SEGMENTATION_DATASETS, VOC_CLASSES
+from c2am_tf.data.segmentation import SEGMENTATION_DATASETS
 from c2am_tf.maps.geometry import EVAL_CROP
-from c2am_tf.utils.files import OutputNames, make_folder
-from c2am_tf.wsss.cam import cam_files
-from c2am_tf.wsss.pipeline import CueSource, calibrated_power, examples, refine_dataset
+from c2am_tf.wsss.pipeline import refine_folder
 
 
 def build_parser(prog=None):
@@ -88,28 +86,12 @@ def parse_args(argv=None, prog=None):
 def main(argv=None, prog=None):
     """Entry point."""
     args = parse_args(argv, prog)
-    where = dict(dataset=args.dataset, data_dir=args.data_dir, split=args.split, images=args.images, masks=args.masks)
-    classes, items = examples(**where)
-    num_classes = len(classes) if classes else (args.num_classes or len(VOC_CLASSES))
-    names = ["background"] + (list(classes) if classes else
-                              list(VOC_CLASSES) if num_classes == len(VOC_CLASSES) else
-                              [f"class{k}" for k in range(num_classes)])
-    cams_by_name = cam_files(args.cams)
-    cues = CueSource(args.bg_cues, args.size, binary=args.bg_mask)
-    cached, how = {}, ""
-    if args.bg_power == "auto":
-        how = ", calibrated without labels"
-        args.bg_power, cached, said = calibrated_power(examples(**where)[1], cues, cams_by_name)
-        print(said)
-    # When --bg-cues is the C2AM model itself, its refinement is the raw one: scored once.
-    raw = CueSource(args.c2am, args.size) if args.c2am else (cues if cues.is_c2am and not args.bg_mask else None)
-    try:  # label PNGs are keyed by image name; the dataset, its masks and the CAMs stay untouched
-        outputs = OutputNames(None, args.out, ".png", layout="stem",
-                              root=[args.data_dir, args.images, args.masks, args.cams], overwrite=args.overwrite)
-    except ValueError as err:
-        sys.exit(f"error: --out: {err}")
-    make_folder(args.out)
-    scores = refine_dataset(items, cams_by_name, cues, outputs, num_classes, args.bg_power, raw, cached)
+    done = refine_folder(args.cams, args.bg_cues, args.out, args.images, args.masks, args.dataset, args.data_dir,
+                         args.split, args.c2am, args.num_classes, args.size, args.bg_power, args.bg_mask,
+                         args.overwrite)
+    scores = done["scores"]
+    if done["calibration"]:
+        print(done["calibration"])
     if scores.missing:
         print(f"warning: {scores.missing} images have no CAM file in {args.cams}", file=sys.stderr)
     if scores.resized:
@@ -117,5 +99,5 @@ def main(argv=None, prog=None):
               f"(e.g. {scores.resized[0]}); CAMs of other images?", file=sys.stderr)
     print(f"{scores.written} label maps -> {args.out}")
     if scores.with_gt:
-        print("\n".join(scores.lines(names, args.bg_cues + (" (its mask)" if args.bg_mask else ""), args.bg_power,
-                                      how)))
+        print("\n".join(scores.lines(done["names"], args.bg_cues + (" (its mask)" if args.bg_mask else ""),
+                                      done["power"], done["how"])))

@@ -15,16 +15,16 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from c2am_tf.data.segmentation import read_label_png, segmentation_dataset, voc_palette
+from c2am_tf.data.segmentation import VOC_CLASSES, read_label_png, segmentation_dataset, voc_palette
 from c2am_tf.evaluation.metrics import ConfusionMatrix
 from c2am_tf.maps.foreground import foreground_mask
 from c2am_tf.presets import load_model
-from c2am_tf.utils.files import list_images, write_atomically
+from c2am_tf.utils.files import OutputNames, list_images, make_folder, write_atomically
 from c2am_tf.utils.image_io import UnreadableImageError, load_image
-from c2am_tf.utils.errors import InputError
+from c2am_tf.utils.errors import ConfigError, InputError
 from c2am_tf.utils.safe_pickle import load_npy
 from c2am_tf.wsss.bgcues import background_map, is_c2am
-from c2am_tf.wsss.cam import check_cams, read_cams
+from c2am_tf.wsss.cam import cam_files, check_cams, read_cams
 from c2am_tf.wsss.labels import DEFAULT_BG_THRESHOLDS, DEFAULT_CUE_THRESHOLD, PowerCalibration, refined_labels_batch
 
 BG_POWERS = (1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0)
@@ -231,3 +231,37 @@ def refine_dataset(items, cams_by_name, cues, outputs, num_classes, power=1.0, r
         for matrix, labels in zip(scores.initial.values(), refined_labels_batch(constants, keys, cams, num_classes)):
             matrix.update(labels, gt)
     return scores
+
+
+def refine_folder(cams, bg_cues, out, images=None, masks=None, dataset=None, data_dir=None, split=None, c2am=None,
+                  num_classes=None, size=448, bg_power=1.0, bg_mask=False, overwrite=False):
+    """``refine``'s workflow: the CAM files of ``cams`` refined by the background cues of ``bg_cues`` (a model or a
+    folder of cue files; ``bg_mask``: its binary mask) into label PNGs in ``out`` (never over an input or a file
+    of the user's), for the images of a ``dataset`` or of the folder ``images`` (``masks``: their ground truth).
+    ``bg_power`` "auto" calibrates the cue's power without labels; ``c2am``: a C2AM model whose raw 1 - P is
+    scored beside. Returns {"scores" (``RefinementScores``), "names" (class names, background first), "power",
+    "how" (how the power was chosen), "calibration" (the calibration's line, or None)}."""
+    where = dict(dataset=dataset, data_dir=data_dir, split=split, images=images, masks=masks)
+    classes, items = examples(**where)
+    num_classes = len(classes) if classes else (num_classes or len(VOC_CLASSES))
+    names = ["background"] + (list(classes) if classes else
+                              list(VOC_CLASSES) if num_classes == len(VOC_CLASSES) else
+                              [f"class{k}" for k in range(num_classes)])
+    cams_by_name = cam_files(cams)
+    cues = CueSource(bg_cues, size, binary=bg_mask)
+    cached, how, said = {}, "", None
+    if bg_power == "auto":
+        how = ", calibrated without labels"
+        bg_power, cached, said = calibrated_power(examples(**where)[1], cues, cams_by_name)
+    # When bg_cues is the C2AM model itself, its refinement is the raw one: scored once.
+    raw = CueSource(c2am, size) if c2am else (cues if cues.is_c2am and not bg_mask else None)
+    try:  # label PNGs are keyed by image name; the dataset, its masks and the CAMs stay untouched
+        outputs = OutputNames(None, out, ".png", layout="stem", root=[data_dir, images, masks, cams],
+                              overwrite=overwrite)
+    except InputError:
+        raise
+    except ValueError as err:
+        raise ConfigError("out", str(err)) from None
+    make_folder(out)
+    scores = refine_dataset(items, cams_by_name, cues, outputs, num_classes, bg_power, raw, cached)
+    return {"scores": scores, "names": names, "power": bg_power, "how": how, "calibration": said}
