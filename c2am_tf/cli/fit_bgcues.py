@@ -5,23 +5,15 @@
 
 Pseudo labels: ``soft`` is 1 - P itself, ``hard`` the pixels at or below
 --cue-threshold x the map's peak (0.3, the authors' value; they train a saliency
-network on such thresholded cues). The model (c2am_tf.wsss.bgcues) is a frozen factory
+network on such thresholded cues). The model (c2am_tf.models.cue_model) is a frozen factory
 backbone with a stride-8 decoder, trained with binary cross-entropy and random flips.
 Writes OUT/bgcues.keras (atomically) and OUT/log.csv; ``train/refine.py --bg-cues``
 takes that file. ``--cues-out DIR`` also writes the trained model's background cue of
 every training image (``NAME.npy``, stride 8, in [0, 1]), which ``--bg-cues DIR`` reads.
 """
 
-import keras
-
-from c2am_tf.backbones import default_features
-from c2am_tf.models.cue_model import build_cue_model
-from c2am_tf.wsss.bgcues import PSEUDO_LABELS, write_cue_files
-from c2am_tf.data.images import load_square_images
-from c2am_tf.utils.files import OutputNames, list_images
-from c2am_tf.presets import load_model
-from c2am_tf.training.cue_model import compile_cue_model, cue_targets, cue_training_set
-from c2am_tf.training.run_folder import fit_and_save
+from c2am_tf.training.cue_model import train_cue_model
+from c2am_tf.wsss.bgcues import PSEUDO_LABELS
 from c2am_tf.cli.common import add_training_flags, claim_training_output, command_parser, training_settings, output_folder
 from c2am_tf.maps.geometry import EVAL_CROP
 
@@ -53,20 +45,10 @@ def parse_args(argv=None, prog=None):
 def main(argv=None, prog=None):
     """Entry point."""
     args = parse_args(argv, prog)
-    keras.utils.set_random_seed(args.seed)
-    images, paths = load_square_images(list_images(args.images), args.size)
-    # Cue files are keyed by image name: clashing names are refused before training, not after.
-    outputs = OutputNames(paths, args.cues_out, ".npy", layout="stem", overwrite=args.overwrite) \
-        if args.cues_out else None
-    c2am = load_model(args.c2am)
-    targets = cue_targets(c2am, images, args.pseudo, args.cue_threshold)
-    print(f"{len(images)} images; {args.pseudo} pseudo labels, mean background {targets.mean():.3f}")
-    model = build_cue_model(args.backbone, args.weights, default_features(args.backbone))
-    train, steps = cue_training_set(images, targets, args.batch_size, args.seed)
-    compile_cue_model(model, args.lr, steps * args.epochs)
-    model, path = fit_and_save(model, train, args.target, args.epochs, training_settings(args), args.overwrite)
-    print(f"background-cue model -> {path}")
+    done = train_cue_model(args.target, training_settings(args), args.images, args.c2am, args.backbone, args.weights,
+                           args.pseudo, args.cue_threshold, args.size, args.batch_size, args.lr, args.epochs, args.seed,
+                           args.overwrite, args.cues_out)
+    print(f"{done['images']} images; {args.pseudo} pseudo labels, mean background {done['mean_background']:.3f}")
+    print(f"background-cue model -> {done['path']}")
     if args.cues_out:
-        count = write_cue_files(model, images, paths, outputs, args.batch_size)
-        print(f"{count} background cues -> {args.cues_out}")
-
+        print(f"{done['cues']} background cues -> {args.cues_out}")

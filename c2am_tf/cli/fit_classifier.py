@@ -4,7 +4,7 @@
         --out runs/classifier [--cams-out runs/classifier/cams] [--train-backbone]
     c2am-tf fit-classifier --dataset cub --data-dir path/to/CUB_200_2011 --out runs/cub_classifier
 
-The classifier is a factory backbone + global average pooling + dense (c2am_tf.wsss.cam):
+The classifier is a factory backbone + global average pooling + dense (c2am_tf.models.classifier):
 softmax cross-entropy for single-label CUB, binary cross-entropy per class for the
 multi-label segmentation datasets. Images are resized to --size square with a random
 flip. After training, ``--cams-out`` receives one CAM file per image of the split
@@ -12,17 +12,9 @@ flip. After training, ``--cams-out`` receives one CAM file per image of the spli
 resolution). Writes OUT/classifier.keras (atomically) and OUT/log.csv.
 """
 
-import sys
-
-import keras
-
 from c2am_tf.backbones import LITE_FEATURES
 from c2am_tf.data.segmentation import SEGMENTATION_DATASETS
-from c2am_tf.training.classifier import (backbone_classifier, classifier_training_set, compile_classifier,
-                                         labelled_source)
-from c2am_tf.training.run_folder import fit_and_save
-from c2am_tf.utils.files import OutputNames
-from c2am_tf.wsss.cam import write_split_cams
+from c2am_tf.training.classifier import train_classifier
 from c2am_tf.cli.common import add_training_flags, claim_training_output, command_parser, training_settings, output_folder
 from c2am_tf.maps.geometry import EVAL_CROP
 
@@ -55,20 +47,9 @@ def parse_args(argv=None, prog=None):
 def main(argv=None, prog=None):
     """Entry point."""
     args = parse_args(argv, prog)
-    try:  # checked before training, not after
-        cam_names = OutputNames(None, args.cams_out, ".npz", layout="stem", root=args.data_dir,
-                                overwrite=args.overwrite) if args.cams_out else None
-    except ValueError as err:
-        sys.exit(f"error: --cams-out: {err}")
-    keras.utils.set_random_seed(args.seed)
-    source, classes, single_label = labelled_source(args.dataset, args.data_dir, args.split)
-    classifier = backbone_classifier(args.backbone, args.weights, args.backbone_features, args.train_backbone,
-                                     len(classes))
-    train, steps = classifier_training_set(source, args.size, args.batch_size, args.seed)
-    compile_classifier(classifier, single_label, args.lr, steps * args.epochs)
-    classifier, path = fit_and_save(classifier, train, args.target, args.epochs, training_settings(args), args.overwrite)
-    print(f"classes: {classes}; model -> {path}")
+    done = train_classifier(args.target, training_settings(args), args.dataset, args.data_dir, args.split, args.backbone,
+                            args.weights, args.backbone_features, args.train_backbone, args.size, args.batch_size,
+                            args.lr, args.epochs, args.seed, args.overwrite, args.cams_out)
+    print(f"classes: {done['classes']}; model -> {done['path']}")
     if args.cams_out:
-        count = write_split_cams(classifier, source, cam_names, args.size)
-        print(f"{count} CAM files -> {args.cams_out}")
-
+        print(f"{done['cams']} CAM files -> {args.cams_out}")

@@ -9,14 +9,10 @@ Writes OUT/regressor.keras (atomically) and OUT/log.csv. With --eval-dataset it 
 Top-1/Top-5 Loc of the regressor's boxes on that split (in the dataset's eval frame).
 """
 
-import sys
-
-import keras
-
-from c2am_tf.training.run_folder import fit_and_save
 from c2am_tf.cli.common import (add_training_flags, claim_training_output, command_parser, output_folder,
                                 training_settings)
-from c2am_tf.presets import load_classifier
+from c2am_tf.evaluation.evaluate import format_result
+from c2am_tf.training.regressor import train_regressor
 from c2am_tf.models.psol.regressor import REGRESSOR_SIZE
 
 
@@ -39,28 +35,10 @@ def main(argv=None, prog=None):
     p = build_parser(prog)
     args = p.parse_args(argv)
     claim_training_output(p, "regressor.keras", args)
-    from c2am_tf.backbones import build_backbone, default_features
-    from c2am_tf.maps.boxes_json import read_boxes
-    from c2am_tf.models.psol.regressor import build_regressor, pseudo_box_dataset
-
-    try:
-        records = read_boxes(args.boxes)["images"]
-        train = pseudo_box_dataset(records, args.batch_size, args.size, args.seed)
-    except (OSError, ValueError) as err:
-        sys.exit(f"error: --boxes: {err}")
-    keras.utils.set_random_seed(args.seed)
-    backbone = build_backbone(args.backbone, args.weights, features=default_features(args.backbone))
-    backbone.trainable = False
-    regressor = build_regressor(backbone, args.size)
-    regressor.compile(optimizer=keras.optimizers.Adam(args.lr), loss="mse")
-    regressor, path = fit_and_save(regressor, train, args.target, args.epochs, training_settings(args), args.overwrite)
-    print(f"{len(records)} pseudo boxes; regressor -> {path}")
-    if args.eval_dataset:
-        from c2am_tf import data
-        from c2am_tf.evaluation.evaluate import evaluate_regressor, format_result
-
-        batches = data.eval_dataset(args.eval_dataset, args.eval_split, args.eval_data_dir, cache=False)
-        classifier, size = load_classifier(args.classifier)
-        result = evaluate_regressor(regressor, batches, classifier, size)
-        print(format_result(result))
+    done = train_regressor(args.target, training_settings(args), args.boxes, args.backbone, args.weights, args.size,
+                           args.batch_size, args.lr, args.epochs, args.seed, args.overwrite, args.eval_dataset,
+                           args.eval_data_dir, args.eval_split, args.classifier)
+    print(f"{done['boxes']} pseudo boxes; regressor -> {done['path']}")
+    if done["result"] is not None:
+        print(format_result(done["result"]))
     return 0

@@ -1,5 +1,5 @@
 """Training a classifier on image-level labels (``fit-classifier``): for Top-1/Top-5 Loc on CUB, or its
-CAMs for WSSS. The model is ``c2am_tf.wsss.cam.build_classifier`` (a factory backbone, global average
+CAMs for WSSS. The model is ``c2am_tf.models.classifier.build_classifier`` (a factory backbone, global average
 pooling, a dense layer); single-label CUB trains with softmax cross-entropy, the multi-label segmentation
 datasets with a binary cross-entropy per class.
 """
@@ -14,6 +14,10 @@ from c2am_tf.data.segmentation import segmentation_dataset
 from c2am_tf.data.transforms import resize_square
 from c2am_tf.models.c2am.optim import poly_sgd
 from c2am_tf.models.classifier import build_classifier
+from c2am_tf.training.run_folder import fit_and_save
+from c2am_tf.utils.errors import ConfigError, InputError
+from c2am_tf.utils.files import OutputNames
+from c2am_tf.wsss.cam import write_split_cams
 
 
 def labelled_source(dataset, data_dir, split=None):
@@ -59,3 +63,27 @@ def compile_classifier(classifier, single_label, lr, total_steps):
                         keras.metrics.BinaryAccuracy(threshold=0.0, name="acc"))
     classifier.compile(optimizer=poly_sgd(lr, total_steps), loss=loss, metrics=[metric])
     return classifier
+
+
+def train_classifier(target, settings, dataset, data_dir, split=None, backbone="efficientnet_lite0", weights="imagenet",
+                     features=None, train_backbone=False, size=448, batch_size=16, lr=0.01, epochs=10, seed=1,
+                     overwrite=False, cams_out=None):
+    """``fit-classifier``'s workflow: a classifier trained on the labelled images of ``dataset`` and saved at
+    ``target`` (resumable: ``run_folder.fit_and_save`` with the run's ``settings``); with ``cams_out`` the CAM file of
+    every image of the split there (names checked before training). Returns {"classes", "path", "model", "cams"}."""
+    cam_names = None
+    if cams_out:
+        try:
+            cam_names = OutputNames(None, cams_out, ".npz", layout="stem", root=data_dir, overwrite=overwrite)
+        except InputError:
+            raise
+        except ValueError as err:
+            raise ConfigError("cams_out", str(err)) from None
+    keras.utils.set_random_seed(seed)
+    source, classes, single_label = labelled_source(dataset, data_dir, split)
+    classifier = backbone_classifier(backbone, weights, features, train_backbone, len(classes))
+    train, steps = classifier_training_set(source, size, batch_size, seed)
+    compile_classifier(classifier, single_label, lr, steps * epochs)
+    classifier, path = fit_and_save(classifier, train, target, epochs, settings, overwrite)
+    count = write_split_cams(classifier, source, cam_names, size) if cam_names is not None else None
+    return {"classes": classes, "path": path, "model": classifier, "cams": count}
