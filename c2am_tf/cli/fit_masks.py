@@ -16,20 +16,12 @@ its threshold (0.5 of the peak) and refinement: ``predict --model OUT/masks.kera
 ``export-saved-model``, ``export-tflite`` and ``refine --bg-cues`` take it like a C2AM model.
 """
 
-import json
-import os
-import time
-
-import keras
-
 from c2am_tf.cli.common import add_model_flags, claim_training_output, command_parser, output_folder, training_settings
-from c2am_tf.presets import load, model_label
-from c2am_tf.data.images import load_square_images
 from c2am_tf.maps.edges import REFINEMENTS
-from c2am_tf.models.masks.mask_model import TARGETS
-from c2am_tf.data import source_files
-from c2am_tf.utils.files import write_atomically
 from c2am_tf.maps.geometry import EVAL_CROP
+from c2am_tf.models.masks.mask_model import TARGETS
+from c2am_tf.presets import load, model_label
+from c2am_tf.training.masks import fit_masks
 
 
 def build_parser(prog=None):
@@ -65,28 +57,8 @@ def parse_args(argv=None, prog=None):
 
 def main(argv=None, prog=None):
     """Entry point."""
-    import numpy as np
-
-    from c2am_tf.models.masks.mask_model import MaskModel
-    from c2am_tf.training.masks import train_mask_model
-
     args = parse_args(argv, prog)
-    keras.utils.set_random_seed(args.seed)
-    images, paths = load_square_images(source_files("folder", "train", args.images)[0], args.size)
-    model = MaskModel(load(args.model, args.preset), refinement=args.refinement)
-    print(f"{len(images)} images at {args.size}; teacher {model_label(args.model, args.preset)}; {args.rounds} round(s) "
-          f"x {args.epochs} epochs", flush=True)
-
-    def after_round(r, _model, targets, log):
-        known = targets != 255
-        print(f"round {r + 1}: loss {log[-1][2]}; targets {known.mean():.1%} decided, "
-              f"mean foreground {targets[known].mean():.1%}", flush=True)
-
-    start = time.time()
-    model, losses, _ = train_mask_model(model, images, args.target, training_settings(args), args.rounds, args.epochs,
-                                        args.batch_size, args.lr, args.seed, args.targets, args.overwrite, after_round)
-    summary = {"images": len(images), "teacher": model_label(args.model, args.preset), "rounds": args.rounds, "epochs": args.epochs,
-               "size": args.size, "refinement": args.refinement, "targets": args.targets, "threshold": float(np.asarray(model.threshold)),
-               "final_losses": losses, "seconds": round(time.time() - start, 1)}
-    write_atomically(os.path.join(args.out, "summary.json"), json.dumps(summary, indent=1) + "\n")
+    fit_masks(load(args.model, args.preset), model_label(args.model, args.preset), args.images, args.target,
+              training_settings(args), args.size, args.refinement, args.rounds, args.epochs, args.batch_size, args.lr,
+              args.seed, args.targets, args.overwrite, say=lambda line: print(line, flush=True))
     print(f"mask model -> {args.target}")

@@ -13,15 +13,11 @@ image, and an output folder inside the input folder is not read. The workflow is
 """
 
 import os
-import time
 
 from c2am_tf.cli.common import (add_box_band_flag, add_classifier_flags, add_model_flags, check_classifier_flags,
                                 claim_output, command_inputs, command_parser, output_file, output_folder)
-from c2am_tf.maps.boxes_json import write_coco
-from c2am_tf.inference.predict import input_images, predict
+from c2am_tf.inference.predict import predict_inputs
 from c2am_tf.maps.geometry import EVAL_CROP
-from c2am_tf.presets import load_classifier
-from c2am_tf.utils.errors import InputError
 
 
 def build_parser(prog=None):
@@ -48,23 +44,10 @@ def main(argv=None, prog=None):
     check_classifier_flags(p, args, threshold_needed=True)
     if args.coco:
         claim_output(p, args.coco, args.overwrite, "--coco", inputs=command_inputs(args))
-    try:
-        paths = input_images(args.inputs, args.out)
-    except (FileNotFoundError, ValueError) as err:
-        p.error(str(err))
-    try:
-        classifier, classifier_size = load_classifier(args.classifier, args.classifier_size)
-        start = time.perf_counter()
-        records = predict(paths, args.model, args.out, args.size, args.threshold, args.preset, args.masks,
-                          classifier, classifier_size, args.cam_weight, args.box_band, args.overwrite, progress=True)
-    except InputError:  # an output that cannot or must not be written: one line of its own (run_command)
-        raise
-    except (ValueError, FileNotFoundError) as err:
-        p.error(str(err))
-    seconds = time.perf_counter() - start
-    if args.coco:
-        write_coco(args.coco, records, args.inputs if os.path.isdir(args.inputs) else None)
-    print(f"{len(records)} of {len(paths)} images -> {os.path.join(args.out, 'boxes.json')} ({len(paths) - len(records)} unreadable "
-          f"skipped; {seconds:.1f} s, {len(paths) / max(seconds, 1e-9):.1f} img/s)")
+    done = predict_inputs(args.inputs, args.model, args.out, args.size, args.threshold, args.preset, args.masks,
+                          args.classifier, args.classifier_size, args.cam_weight, args.box_band, args.overwrite,
+                          args.coco)
+    records, images, seconds = done["records"], done["images"], done["seconds"]
+    print(f"{len(records)} of {images} images -> {os.path.join(args.out, 'boxes.json')} ({images - len(records)} "
+          f"unreadable skipped; {seconds:.1f} s, {images / max(seconds, 1e-9):.1f} img/s)")
     return 0 if records else 1
-

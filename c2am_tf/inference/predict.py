@@ -7,11 +7,12 @@
 
 import os
 import sys
+import time
 
 import numpy as np
 from tqdm import tqdm
 
-from c2am_tf.maps.boxes_json import PICTURE_SUFFIXES, BoxesWriter, box_record, drop_own_outputs
+from c2am_tf.maps.boxes_json import PICTURE_SUFFIXES, BoxesWriter, box_record, drop_own_outputs, write_coco
 from c2am_tf.inference.maps import localization_maps
 from c2am_tf.utils.files import OutputNames, image_paths, write_json_atomically
 from c2am_tf.data.transforms import resize_square
@@ -19,7 +20,8 @@ from c2am_tf.maps.geometry import EVAL_CROP, check_band, check_image_size, check
 from c2am_tf.models.settings import model_box_band
 from c2am_tf.utils.image_io import UnreadableImageError, load_image
 from c2am_tf.inference.postprocess import map_to_box, map_to_mask
-from c2am_tf.presets import load, model_label
+from c2am_tf.presets import load, load_classifier, model_label
+from c2am_tf.utils.errors import ConfigError, InputError
 from c2am_tf.maps.viz import overlay, write_png
 
 
@@ -65,6 +67,34 @@ def predict(paths, model_path, out_dir, size=EVAL_CROP, threshold=None, preset=N
             if record is not None:
                 writer.add(record)
     return list(writer.done.values())
+
+
+def predict_inputs(inputs, model_path, out_dir, size=EVAL_CROP, threshold=None, preset=None, masks=False,
+                   classifier=None, classifier_size=None, cam_weight=0.0, box_band=None, overwrite=False, coco=None,
+                   progress=True):
+    """``predict``'s workflow: ``predict`` on the images below ``inputs`` (``input_images``), with ``classifier`` a
+    name or file (``load_classifier``) and, with ``coco``, the boxes also written there as COCO JSON. Returns
+    {"records", "images" (how many were found), "seconds"}. Results of other settings in ``out_dir`` are the
+    ``ConfigError`` of ``out``; inputs that cannot be listed an ``InputError``."""
+    try:
+        paths = input_images(inputs, out_dir)
+    except InputError:
+        raise
+    except (FileNotFoundError, ValueError) as err:
+        raise InputError(str(err)) from None
+    classifier, classifier_size = load_classifier(classifier, classifier_size)
+    start = time.perf_counter()
+    try:
+        records = predict(paths, model_path, out_dir, size, threshold, preset, masks, classifier, classifier_size,
+                          cam_weight, box_band, overwrite, progress)
+    except (ConfigError, InputError):
+        raise
+    except ValueError as err:  # out_dir holds the results of other settings
+        raise ConfigError("out", str(err)) from None
+    seconds = time.perf_counter() - start
+    if coco:
+        write_coco(coco, records, inputs if os.path.isdir(inputs) else None)
+    return {"records": records, "images": len(paths), "seconds": seconds}
 
 
 def input_images(inputs, out_dir):

@@ -3,11 +3,16 @@
 so a killed run started again with the same settings goes on from the last round it finished.
 """
 
+import json
 import os
+import time
 
 import keras
+import numpy as np
 
-from c2am_tf.models.masks.mask_model import self_train
+from c2am_tf.data import source_files
+from c2am_tf.data.images import load_square_images
+from c2am_tf.models.masks.mask_model import MaskModel, self_train
 from c2am_tf.training import run_folder
 from c2am_tf.utils.files import write_atomically
 
@@ -52,3 +57,30 @@ def train_mask_model(model, images, target, settings, rounds=2, epochs=20, batch
         write_atomically(os.path.join(os.path.dirname(target) or ".", "log.csv"),
                          "\n".join(",".join(map(str, row)) for row in [["round", "epoch", "loss"], *log]) + "\n")
         return model, losses, log
+
+
+def fit_masks(teacher, teacher_label, images_dir, target, settings, size=448, refinement="guided", rounds=2, epochs=20,
+              batch_size=8, lr=1e-3, seed=1, targets="soft", overwrite=False, say=print):
+    """``fit-masks``' workflow: a ``MaskModel`` on the C2AM model ``teacher`` (named ``teacher_label``) self-trained
+    on the images of ``images_dir`` (a folder or a list, resized whole to ``size``) and saved at ``target``
+    (``train_mask_model``), with ``summary.json`` beside it; ``say`` gets a line before training and one per
+    round. Returns (the model, the summary)."""
+    keras.utils.set_random_seed(seed)
+    images, _ = load_square_images(source_files("folder", "train", images_dir)[0], size)
+    model = MaskModel(teacher, refinement=refinement)
+    say(f"{len(images)} images at {size}; teacher {teacher_label}; {rounds} round(s) x {epochs} epochs")
+
+    def after_round(r, _model, pseudo, log):
+        known = pseudo != 255
+        say(f"round {r + 1}: loss {log[-1][2]}; targets {known.mean():.1%} decided, "
+            f"mean foreground {pseudo[known].mean():.1%}")
+
+    start = time.time()
+    model, losses, _ = train_mask_model(model, images, target, settings, rounds, epochs, batch_size, lr, seed, targets,
+                                        overwrite, after_round)
+    summary = {"images": len(images), "teacher": teacher_label, "rounds": rounds, "epochs": epochs, "size": size,
+               "refinement": refinement, "targets": targets, "threshold": float(np.asarray(model.threshold)),
+               "final_losses": losses, "seconds": round(time.time() - start, 1)}
+    write_atomically(os.path.join(os.path.dirname(target) or ".", "summary.json"),
+                     (json.dumps(summary, indent=1) + "\n").encode())
+    return model, summary
