@@ -16,7 +16,6 @@ import os
 import time
 
 import numpy as np
-
 from machine import cpu_info, median_seconds
 
 PARITY_SHAPE = (4, 224, 224, 3)

@@ -53,8 +53,9 @@ def measure(steps, batch):
         keras.mixed_precision.set_global_policy(os.environ["C2AM_POLICY"])
     jit = bool(os.environ.get("C2AM_JIT"))
 
-    from c2am_tf.training.trainer import TrainConfig, build_model
     from machine import forward_gflops, matmul_gflops
+
+    from c2am_tf.training.trainer import TrainConfig, build_model
 
     peak = matmul_gflops()
     rng = np.random.RandomState(0)

@@ -22,9 +22,9 @@ import tensorflow as tf
 
 from c2am_tf import data
 from c2am_tf.backbones import build_backbone
-from c2am_tf.maps.boxes import DEFAULT_THRESHOLDS, GTKnownLoc
-from c2am_tf.evaluation.evaluate import evaluate
 from c2am_tf.evaluation.ddt import DDT
+from c2am_tf.evaluation.evaluate import evaluate
+from c2am_tf.maps.boxes import DEFAULT_THRESHOLDS, GTKnownLoc
 from c2am_tf.models.c2am.model import C2AM
 from c2am_tf.training.trainer import TrainConfig, run_training
 

@@ -21,21 +21,19 @@ import argparse
 import os
 
 import numpy as np
+from machine import header
 
 from c2am_tf import presets
-
-from c2am_tf.deploy import tflite_export as tflite
-from c2am_tf.maps.boxes import box_iou
 from c2am_tf.data.transforms import resize_square
+from c2am_tf.deploy import tflite_export as tflite
+from c2am_tf.deploy.on_device import ForegroundDetector, box_from_map, resize_rgb
 from c2am_tf.inference.maps import localization_maps
-from c2am_tf.utils.files import list_images
+from c2am_tf.inference.postprocess import map_to_box
+from c2am_tf.maps.boxes import box_iou
 from c2am_tf.maps.geometry import EVAL_CROP, scale_box
 from c2am_tf.models.settings import model_box_band
+from c2am_tf.utils.files import list_images
 from c2am_tf.utils.image_io import load_image
-from c2am_tf.inference.postprocess import map_to_box
-from c2am_tf.deploy.on_device import ForegroundDetector, box_from_map, resize_rgb
-
-from machine import header
 
 SHARED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data")
 

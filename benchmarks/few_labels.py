@@ -25,17 +25,22 @@ import time
 
 import keras
 import numpy as np
+from machine import header
+from own_photos import domains
 
 from c2am_tf import data
 from c2am_tf.evaluation.evaluate import Evaluation
 from c2am_tf.inference.maps import localization_maps
 from c2am_tf.maps.foreground import DEFAULT_THRESHOLDS, matched_threshold
 from c2am_tf.models.settings import model_box_band
-from c2am_tf.training.trainer import (TrainConfig, build_model, choose_start, reference_images, run_training,
-                                      training_maps)
-
-from machine import header
-from own_photos import domains
+from c2am_tf.training.trainer import (
+    TrainConfig,
+    build_model,
+    choose_start,
+    reference_images,
+    run_training,
+    training_maps,
+)
 
 COUNTS = (5, 10, 25, 50)
 

@@ -27,19 +27,18 @@ import sys
 import time
 
 import numpy as np
+from machine import header
 
 from c2am_tf import data
 from c2am_tf.backbones import build_backbone, efficientnet_lite
-from c2am_tf.maps.boxes import box_iou
 from c2am_tf.evaluation.ddt import DDT
 from c2am_tf.evaluation.evaluate import Evaluation, choose_threshold, evaluate, evaluate_regressor
 from c2am_tf.inference.maps import localization_maps, predict_maps, top_k_classes
+from c2am_tf.maps.boxes import box_iou
 from c2am_tf.maps.geometry import EVAL_FRAMES
 from c2am_tf.models.c2am.model import C2AM
 from c2am_tf.presets import load_model, load_named
 from c2am_tf.training.trainer import TrainConfig, run_training
-
-from machine import header
 
 SHARED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data")
 HALVES = ("half1", "half2")
@@ -392,8 +391,8 @@ def psol(model, args, classifier):
 
     from c2am_tf.inference.extract import extract_boxes, extraction_header
     from c2am_tf.maps.boxes_json import read_boxes
-    from c2am_tf.models.settings import model_box_band
     from c2am_tf.models.psol.regressor import build_regressor, pseudo_box_dataset
+    from c2am_tf.models.settings import model_box_band
 
     out = os.path.join(args.runs, "psol_half1")
     boxes = os.path.join(out, "pseudo.json")

@@ -45,8 +45,8 @@ def time_all(work, sizes, threads, repeats):
 
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(1)
-    from c2am_tf.presets import load_model
     from c2am_tf.deploy.on_device import ForegroundDetector, box_from_map
+    from c2am_tf.presets import load_model
 
     model = load_model(os.path.join(work, "model.keras"))
     loaded = tf.saved_model.load(os.path.join(work, "saved_model", "1"))
@@ -75,8 +75,8 @@ def export_all(model_path, work, sizes, calibration_dir):
 
     from c2am_tf.deploy import tflite_export as tflite
     from c2am_tf.deploy.saved_model import export_saved_model
-    from c2am_tf.utils.files import list_images
     from c2am_tf.presets import load_model
+    from c2am_tf.utils.files import list_images
 
     model = load_model(model_path)
     shutil.copy(model_path, os.path.join(work, "model.keras"))

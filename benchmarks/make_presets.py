@@ -29,9 +29,8 @@ import sys
 
 from c2am_tf import data
 from c2am_tf.evaluation.evaluate import choose_threshold
-from c2am_tf.presets import load_model
 from c2am_tf.models.c2am.layers import RoutedHead
-from c2am_tf.presets import from_preset, save_preset
+from c2am_tf.presets import from_preset, load_model, save_preset
 from c2am_tf.training.routing import calibrate_heads
 from c2am_tf.training.trainer import TrainConfig
 

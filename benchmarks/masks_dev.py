@@ -23,17 +23,23 @@ import time
 
 import numpy as np
 import tensorflow as tf
+from machine import header
 
 from c2am_tf import data
 from c2am_tf.data.segmentation import segmentation_dataset
 from c2am_tf.data.transforms import resize_square
 from c2am_tf.data.wsol import select_split
 from c2am_tf.evaluation.evaluate import upsample_normalized
-from c2am_tf.models.masks.mask_model import DECODER_STRIDE, MaskModel, cached_features, predict_features, refined_maps, self_train
 from c2am_tf.evaluation.metrics import PxAP, SaliencyMetrics
+from c2am_tf.models.masks.mask_model import (
+    DECODER_STRIDE,
+    MaskModel,
+    cached_features,
+    predict_features,
+    refined_maps,
+    self_train,
+)
 from c2am_tf.presets import load_named
-
-from machine import header
 
 SHARED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data")
 

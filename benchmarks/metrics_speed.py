@@ -8,8 +8,8 @@ import time
 import cv2
 import numpy as np
 
-from c2am_tf.maps.boxes import DEFAULT_THRESHOLDS, GTKnownLoc, best_box_per_threshold
 from c2am_tf.evaluation.metrics import MaxBoxAcc, PxAP
+from c2am_tf.maps.boxes import DEFAULT_THRESHOLDS, GTKnownLoc, best_box_per_threshold
 
 
 def timed(label, fn, repeats=3):

@@ -25,6 +25,7 @@ import time
 
 import keras
 import numpy as np
+from machine import header
 
 from c2am_tf import data
 from c2am_tf.data.cub import cub_records
@@ -33,8 +34,6 @@ from c2am_tf.data.wsol import select_split, wsol_records
 from c2am_tf.evaluation.evaluate import evaluate
 from c2am_tf.presets import load_named
 from c2am_tf.training.trainer import TrainConfig, build_model, choose_start, reference_images, run_training
-
-from machine import header
 
 SHARED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data")
 CONFIGS = {  # name -> TrainConfig fields

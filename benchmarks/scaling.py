@@ -46,7 +46,6 @@ tf.config.set_logical_device_configuration(_CPU, [tf.config.LogicalDeviceConfigu
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-
 from machine import header, median_seconds  # noqa: E402
 
 IMAGENET_TRAIN = 1_281_167

@@ -23,14 +23,13 @@ import time
 import numpy as np
 
 from c2am_tf import data
-
 from c2am_tf.deploy import tflite_export as tflite
-from c2am_tf.maps.boxes import box_iou, boxes_from_map
-from c2am_tf.presets import load_model
-from c2am_tf.inference.postprocess import map_to_mask
-from c2am_tf.maps.geometry import EVAL_CROP, EVAL_RESIZE
-from c2am_tf.maps.edges import edge_refined_mask
 from c2am_tf.deploy.on_device import ForegroundDetector, box_from_map, mask_from_map
+from c2am_tf.inference.postprocess import map_to_mask
+from c2am_tf.maps.boxes import box_iou, boxes_from_map
+from c2am_tf.maps.edges import edge_refined_mask
+from c2am_tf.maps.geometry import EVAL_CROP, EVAL_RESIZE
+from c2am_tf.presets import load_model
 
 SHARED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data")
 

@@ -56,8 +56,8 @@ PAIRS = [("train_authors", "train_same"), ("train_recommended_unfolded", "train_
 def torch_modules():
     """(ResNet50 at stride 16 with concat(layer3, layer4) features, the C2AM head + disentangler, the loss)."""
     import torch
-    from torch import nn
     import torch.nn.functional as F
+    from torch import nn
 
     class Bottleneck(nn.Module):
         expansion = 4
@@ -186,7 +186,6 @@ def torch_trial(name, size, batch, steps, warmup):
     """Per-step seconds of the authors' training step or map inference in PyTorch."""
     import numpy as np
     import torch
-
     from machine import call_seconds
 
     torch.manual_seed(1)
@@ -226,10 +225,10 @@ def tf_trial(name, size, batch, steps, warmup):
     """Per-step seconds of our training step or map inference (TensorFlow, or the LiteRT interpreter)."""
     import numpy as np
     import tensorflow as tf
+    from machine import call_seconds, forward_gflops
 
     from c2am_tf.models.c2am.model import C2AM
     from c2am_tf.training.trainer import TrainConfig, build_model
-    from machine import call_seconds, forward_gflops
 
     rng = np.random.RandomState(0)
     threads = (f"TF intra-op {tf.config.threading.get_intra_op_parallelism_threads() or 'auto'}, inter-op "

@@ -137,10 +137,10 @@ def test_tflite_metadata_that_cannot_be_used_names_the_file_not_a_flag(tmp_path)
 
 
 def test_a_c2am_model_given_as_classifier_is_one_line(tmp_path, capsys):
-    from c2am_tf.cli import run_command
     from test_outputs import _photos
 
     from c2am_tf.backbones import build_backbone
+    from c2am_tf.cli import run_command
     from c2am_tf.models.c2am.model import C2AM
 
     C2AM(build_backbone("tiny", weights=None)).save(tmp_path / "m.keras")

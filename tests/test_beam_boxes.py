@@ -6,10 +6,10 @@ import os
 import shutil
 
 import pytest
-
-from c2am_tf.maps.boxes_json import read_boxes
-from c2am_tf.cli import extract_boxes
 from conftest import data_dir
+
+from c2am_tf.cli import extract_boxes
+from c2am_tf.maps.boxes_json import read_boxes
 
 pytest.importorskip("apache_beam", reason="Apache Beam is the optional extra 'beam' (requirements-beam.txt)")
 

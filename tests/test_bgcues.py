@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from c2am_tf.backbones import build_backbone
+from c2am_tf.models.c2am.model import C2AM
 from c2am_tf.models.cue_model import build_cue_model
 from c2am_tf.wsss.bgcues import background_map, is_c2am, pseudo_labels
-from c2am_tf.models.c2am.model import C2AM
 
 
 @pytest.fixture(scope="module")
@@ -79,9 +79,8 @@ def test_fit_bgcues_cli_writes_the_model_and_the_cues(c2am, tmp_path, capsys):
     import subprocess
     import sys
 
-    from PIL import Image
-
     from conftest import ROOT
+    from PIL import Image
 
     c2am.save(tmp_path / "c2am.keras")
     (tmp_path / "images").mkdir()

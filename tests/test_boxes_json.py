@@ -71,11 +71,11 @@ def test_predict_and_extract_boxes_write_coco_json_of_the_same_boxes(tmp_path, c
 
     import keras
     import numpy as np
+    from PIL import Image
 
     from c2am_tf.backbones import build_backbone
     from c2am_tf.cli import run_command
     from c2am_tf.models.c2am.model import C2AM
-    from PIL import Image
 
     C2AM(build_backbone("tiny", weights=None)).save(tmp_path / "m.keras")
     keras.backend.clear_session()

@@ -3,8 +3,8 @@
 import pytest
 
 from c2am_tf.backbones import build_backbone
-from c2am_tf.training.callbacks import PolarityCallback
 from c2am_tf.models.c2am.model import C2AM
+from c2am_tf.training.callbacks import PolarityCallback
 
 
 @pytest.mark.parametrize("statistic,polarity", [(0.1, -1.0), (-0.1, 1.0)])

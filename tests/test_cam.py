@@ -106,9 +106,8 @@ def test_fit_classifier_cli_writes_cams_of_the_labelled_class_at_image_size(tmp_
     import subprocess
     import sys
 
-    from PIL import Image
-
     from conftest import ROOT
+    from PIL import Image
 
     root = tmp_path / "pets"
     (root / "images").mkdir(parents=True)

@@ -79,8 +79,8 @@ def test_a_bad_tflite_file_is_one_line(tmp_path, capsys):
     pytest.importorskip("ai_edge_litert")
     import keras
 
-    from c2am_tf.deploy import tflite_export as tflite
     from c2am_tf.backbones import build_backbone
+    from c2am_tf.deploy import tflite_export as tflite
     from c2am_tf.models.c2am.model import C2AM
 
     Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(tmp_path / "a.png")

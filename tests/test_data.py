@@ -1,7 +1,6 @@
 """tf.data sources and transforms: CUB layout, corrupt files, odd formats, folders, synthetic, tfds."""
 
 import logging
-
 import os
 
 import numpy as np

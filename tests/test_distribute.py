@@ -13,6 +13,7 @@ import pytest
 import tensorflow as tf
 
 from c2am_tf.runtime import distribute
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 

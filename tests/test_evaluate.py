@@ -6,11 +6,18 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import green_classifier, two_object_batch
+from conftest import oracle_model as _oracle
 
+from c2am_tf.evaluation.evaluate import (
+    Accumulator,
+    Evaluation,
+    evaluate,
+    evaluate_boxes,
+    format_result,
+    upsample_normalized,
+)
 from c2am_tf.maps.boxes_json import read_boxes
-from conftest import green_classifier, oracle_model as _oracle, two_object_batch
-from c2am_tf.evaluation.evaluate import (Accumulator, Evaluation, evaluate, evaluate_boxes, format_result,
-                                         upsample_normalized)
 
 
 def _batch():
@@ -161,8 +168,9 @@ def test_evaluate_cli_scores_a_model_with_a_classifier_and_a_boxes_file(tmp_path
     import subprocess
     import sys
 
-    from c2am_tf.cli import run_command
     from conftest import ROOT
+
+    from c2am_tf.cli import run_command
     from c2am_tf.training.trainer import TrainConfig, run_training
 
     cub = _cub_folder(tmp_path / "CUB")
@@ -244,8 +252,8 @@ def test_a_banded_evaluation_scores_the_mean_box_and_takes_the_models_band():
 def test_evaluate_strict_makes_an_unusable_annotation_an_error(tmp_path, capsys):
     from PIL import Image
 
-    from c2am_tf.maps.boxes_json import BoxesWriter, box_record
     from c2am_tf.cli import run_command
+    from c2am_tf.maps.boxes_json import BoxesWriter, box_record
 
     root = tmp_path / "inet"
     (root / "val").mkdir(parents=True)

@@ -11,9 +11,9 @@ import pytest
 import tensorflow as tf
 
 from c2am_tf.backbones import build_backbone
-from c2am_tf.maps.boxes import best_box_per_threshold
 from c2am_tf.deploy.saved_model import export_saved_model, next_version
 from c2am_tf.inference.postprocess import map_to_mask
+from c2am_tf.maps.boxes import best_box_per_threshold
 from c2am_tf.models.c2am.model import C2AM
 
 FRESH = """

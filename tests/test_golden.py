@@ -6,7 +6,6 @@ import os
 
 import numpy as np
 import pytest
-
 from conftest import GOLDEN, SUBSET
 
 SOURCES = json.load(open(os.path.join(SUBSET, "SOURCES.json")))

@@ -11,9 +11,9 @@ import pytest
 from PIL import Image
 
 from c2am_tf.__main__ import main as cli
+from c2am_tf.inference.postprocess import map_to_box, map_to_mask
 from c2am_tf.maps.geometry import eval_box_to_original
 from c2am_tf.presets import load_model
-from c2am_tf.inference.postprocess import map_to_box, map_to_mask
 from c2am_tf.training.trainer import TrainConfig, run_training
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -261,10 +261,10 @@ def test_the_library_workflows_agree_with_the_map_and_box_rule(tmp_path, saved_m
     """``inference.predict`` and ``inference.extract`` are callable without the CLI, and both cut the box
     of ``localization_maps`` by ``map_to_box`` (the same box for the same image)."""
     from c2am_tf import data
+    from c2am_tf.data.transforms import resize_square
     from c2am_tf.inference.extract import extract_boxes, extraction_header
     from c2am_tf.inference.maps import localization_maps
     from c2am_tf.inference.predict import input_images, predict
-    from c2am_tf.data.transforms import resize_square
     from c2am_tf.utils.image_io import load_image
 
     photos = tmp_path / "photos"

@@ -2,8 +2,9 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import green_classifier, two_object_batch
+from conftest import oracle_model as _oracle
 
-from conftest import green_classifier, oracle_model as _oracle, two_object_batch
 from c2am_tf.inference.maps import fuse_cams, localization_maps, predict_maps
 
 

@@ -6,12 +6,18 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import ROOT
 from PIL import Image
 
 from c2am_tf.wsss.cam import write_cams
-from c2am_tf.wsss.labels import (POWER_RANGE, PowerCalibration, dense_cams, refine_with_background, refined_labels,
-                             threshold_labels)
-from conftest import ROOT
+from c2am_tf.wsss.labels import (
+    POWER_RANGE,
+    PowerCalibration,
+    dense_cams,
+    refine_with_background,
+    refined_labels,
+    threshold_labels,
+)
 
 
 def test_background_channel_in_front_then_argmax():
@@ -148,9 +154,9 @@ def test_bg_mask_cue_is_the_models_own_mask_at_its_threshold(tmp_path):
     import keras
 
     from c2am_tf.backbones import build_backbone
-    from c2am_tf.wsss.pipeline import CueSource
     from c2am_tf.maps.foreground import foreground_mask
     from c2am_tf.models.c2am.model import C2AM
+    from c2am_tf.wsss.pipeline import CueSource
 
     keras.utils.set_random_seed(0)
     model = C2AM(build_backbone("tiny", weights=None))

@@ -5,7 +5,6 @@ import ast
 import os
 
 import pytest
-
 from conftest import ROOT
 
 PACKAGE = os.path.join(ROOT, "c2am_tf")
@@ -158,6 +157,23 @@ def test_no_folder_imports_in_a_circle():
     circles = [f"{a} -> {b} ({edges[a][b]}), and back" for a in sorted(edges) for b in sorted(edges[a])
                if a in reach(b)]
     assert not circles, "\n".join(circles)
+
+
+def test_an_import_inside_a_function_says_why():
+    # imports sit at a module's top, unless they defer TensorFlow, OpenCV or an optional extra: then the first
+    # import of the function says which, in a comment (the commands in cli/ import their work when run)
+    silent = []
+    for module, path in MODULES.items():
+        if module.startswith("c2am_tf.cli"):
+            continue
+        lines = open(path).read().split("\n")
+        for function in ast.walk(ast.parse("\n".join(lines))):
+            if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            imports = [n for n in ast.walk(function) if isinstance(n, (ast.Import, ast.ImportFrom))]
+            if imports and not any("#" in lines[n.lineno - 1] for n in imports):
+                silent.append(f"{module}:{imports[0].lineno}: {lines[imports[0].lineno - 1].strip()}")
+    assert not silent, "\n".join(sorted(silent))
 
 
 def test_the_imports_reader_sees_importlib():

@@ -8,9 +8,18 @@ import pytest
 
 from c2am_tf.backbones import build_backbone
 from c2am_tf.maps.foreground import foreground_mask
+from c2am_tf.models.masks.mask_model import (
+    IGNORE,
+    MaskModel,
+    cached_features,
+    masked_binary_crossentropy,
+    mirrored_average,
+    predict_features,
+    prototype_maps,
+    pseudo_masks,
+    self_train,
+)
 from c2am_tf.presets import load_model
-from c2am_tf.models.masks.mask_model import (IGNORE, MaskModel, cached_features, masked_binary_crossentropy,
-                                mirrored_average, predict_features, prototype_maps, pseudo_masks, self_train)
 
 
 def _scenes(n=16, size=64, seed=0):
@@ -139,10 +148,10 @@ def test_fit_masks_cli_trains_saves_and_keeps_an_existing_model(tmp_path):
     import subprocess
     import sys
 
+    from conftest import ROOT
     from PIL import Image
 
     from c2am_tf.models.c2am.model import C2AM
-    from conftest import ROOT
 
     keras.utils.set_random_seed(0)
     C2AM(build_backbone("tiny", weights=None)).save(tmp_path / "c2am.keras")

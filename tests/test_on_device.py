@@ -5,10 +5,10 @@ import sys
 
 import numpy as np
 import pytest
-
-from c2am_tf.maps.boxes import boxes_from_map
-from c2am_tf.deploy.on_device import box_from_map, read_metadata
 from conftest import ROOT, golden
+
+from c2am_tf.deploy.on_device import box_from_map, read_metadata
+from c2am_tf.maps.boxes import boxes_from_map
 
 # Maps built to break contour heuristics (see test_boxes.py).
 _ADVERSARIAL = {"diagonal_chain", "uniform_random", "uint8_exact_values", "just_below_k_over_255"}

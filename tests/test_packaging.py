@@ -2,13 +2,12 @@
 
 import importlib.metadata as metadata
 import os
-import tomllib
 
 import pytest
+import tomllib
+from conftest import ROOT
 from packaging.requirements import Requirement
 from packaging.version import Version
-
-from conftest import ROOT
 
 PROJECT = tomllib.load(open(os.path.join(ROOT, "pyproject.toml"), "rb"))["project"]
 

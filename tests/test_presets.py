@@ -5,14 +5,13 @@ import os
 
 import numpy as np
 import pytest
+from conftest import DATA
 
 from c2am_tf import presets
-from c2am_tf.models.c2am import c2am_presets
 from c2am_tf.backbones import build_backbone
-from c2am_tf.utils.files import sha256_of
+from c2am_tf.models.c2am import c2am_presets
 from c2am_tf.models.c2am.model import C2AM
-
-from conftest import DATA
+from c2am_tf.utils.files import sha256_of
 
 # float32 convolutions differ between CPUs (AVX2 / AVX-512, oneDNN paths) in the last bits; a map in
 # [0, 1] averaged over 16 pixels moves by far less than this.
@@ -37,8 +36,8 @@ def general():
 
 
 def test_a_routed_preset_reproduces_its_reference_maps():
-    from c2am_tf.utils.image_io import load_image
     from c2am_tf.models.c2am.layers import RoutedHead
+    from c2am_tf.utils.image_io import load_image
 
     name = "general_routed_lite0"
     model = C2AM.from_preset(name)

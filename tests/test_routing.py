@@ -8,10 +8,10 @@ import tensorflow as tf
 from PIL import Image
 
 from c2am_tf import presets
-from c2am_tf.models.c2am import c2am_presets
 from c2am_tf.cli import run_command
 from c2am_tf.data.synthetic import synthetic_example
 from c2am_tf.data.transforms import resize_square
+from c2am_tf.models.c2am import c2am_presets
 from c2am_tf.presets import load_model
 
 TINY = ["--backbone", "tiny", "--weights", "none", "--epochs", "1", "--batch-size", "4", "--verbose", "0"]

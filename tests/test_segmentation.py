@@ -4,8 +4,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from c2am_tf.data.segmentation import (VOC_CLASSES, pets_records, segmentation_dataset, trimap_to_labels,
-                                       voc_palette, voc_records)
+from c2am_tf.data.segmentation import (
+    VOC_CLASSES,
+    pets_records,
+    segmentation_dataset,
+    trimap_to_labels,
+    voc_palette,
+    voc_records,
+)
 
 
 def _voc(root, with_aug=False):

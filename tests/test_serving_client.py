@@ -12,8 +12,8 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from c2am_tf.deploy import serving_client as client
 from c2am_tf.backbones import build_backbone
+from c2am_tf.deploy import serving_client as client
 from c2am_tf.deploy.saved_model import export_saved_model
 from c2am_tf.inference.postprocess import map_to_box
 from c2am_tf.models.c2am.model import C2AM

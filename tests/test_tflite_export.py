@@ -7,13 +7,13 @@ import sys
 import keras
 import numpy as np
 import pytest
-
-from c2am_tf.deploy import tflite_export as tflite
-from c2am_tf.backbones import build_backbone
-from c2am_tf.maps.boxes import box_iou, boxes_from_map
-from c2am_tf.inference.postprocess import map_to_box, map_to_mask
-from c2am_tf.models.c2am.model import C2AM
 from conftest import ROOT, data_dir
+
+from c2am_tf.backbones import build_backbone
+from c2am_tf.deploy import tflite_export as tflite
+from c2am_tf.inference.postprocess import map_to_box, map_to_mask
+from c2am_tf.maps.boxes import box_iou, boxes_from_map
+from c2am_tf.models.c2am.model import C2AM
 
 pytest.importorskip("ai_edge_litert")
 from c2am_tf.deploy.on_device import ForegroundDetector, box_from_map, read_metadata, resize_rgb  # noqa: E402

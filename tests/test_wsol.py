@@ -115,8 +115,8 @@ def test_tfds_workers_read_their_own_files_or_their_share_of_examples(monkeypatc
     tfds = pytest.importorskip("tensorflow_datasets")
     import tensorflow as tf
 
-    from c2am_tf.data.tfds_source import prepared_tfds_split
     from c2am_tf.data.sharding import Shard
+    from c2am_tf.data.tfds_source import prepared_tfds_split
 
     asked = []
 

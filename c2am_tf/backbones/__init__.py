@@ -18,9 +18,21 @@ normalization. Registered here, one module each:
 from c2am_tf.backbones import applications, keras_hub, lite, tiny_convs
 from c2am_tf.backbones.lite import LITE_FEATURES, efficientnet_lite  # noqa: F401 (public names)
 from c2am_tf.backbones.preprocessing import ImagePreprocessing  # noqa: F401
-from c2am_tf.backbones.registry import (FAMILIES, REGISTRY, Backbone, backbone_entry, backbone_names,  # noqa: F401
-                                        build_backbone, classifier_backbones, default_features, has_feature_choice,
-                                        layers_at_strides, register_backbone, register_family, weights_choice)
+from c2am_tf.backbones.registry import (  # noqa: F401
+    FAMILIES,
+    REGISTRY,
+    Backbone,
+    backbone_entry,
+    backbone_names,
+    build_backbone,
+    classifier_backbones,
+    default_features,
+    has_feature_choice,
+    layers_at_strides,
+    register_backbone,
+    register_family,
+    weights_choice,
+)
 from c2am_tf.backbones.tiny_convs import tiny  # noqa: F401
 
 for _name in lite.VARIANTS:

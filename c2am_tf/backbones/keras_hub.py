@@ -82,7 +82,7 @@ MISSING = "needs keras-hub, the optional extra: pip install -e .[keras-hub]"
 def import_keras_hub():
     """The ``keras_hub`` module, or None when the optional extra is not installed (callers say ``MISSING``)."""
     try:
-        import keras_hub
+        import keras_hub  # the optional keras-hub extra, only when such a backbone is built
     except ImportError:
         return None
     return keras_hub

@@ -16,8 +16,8 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 def _checks():
     """flag dest -> the library's check of that setting: every command that takes one validates it alike."""
-    from c2am_tf.maps.geometry import check_band, check_image_size, check_scale, check_threshold, check_weight
     from c2am_tf.deploy.on_device import check_threads
+    from c2am_tf.maps.geometry import check_band, check_image_size, check_scale, check_threshold, check_weight
     from c2am_tf.utils.limits import check_timeout
 
     return {"threshold": check_threshold, "thresholds": check_threshold, "cue_threshold": check_threshold,

@@ -22,13 +22,21 @@ Pascal VOC XML folder, a YOLO txt folder or a CSV ``path,x0,y0,x1,y1`` (``c2am_t
 import os
 import sys
 
-from c2am_tf.cli.common import (add_box_band_flag, add_classifier_flags, add_model_flags, check_classifier_flags,
-                                claim_output, command_inputs, command_parser, output_file)
-from c2am_tf.evaluation.evaluate import evaluate_dataset, format_result, write_result
-from c2am_tf.presets import load
+from c2am_tf.cli.common import (
+    add_box_band_flag,
+    add_classifier_flags,
+    add_model_flags,
+    check_classifier_flags,
+    claim_output,
+    command_inputs,
+    command_parser,
+    output_file,
+)
 from c2am_tf.data import ANNOTATED_DATASETS
+from c2am_tf.evaluation.evaluate import evaluate_dataset, format_result, write_result
 from c2am_tf.maps.foreground import DEFAULT_THRESHOLDS
 from c2am_tf.maps.geometry import EVAL_FRAMES
+from c2am_tf.presets import load
 
 
 def build_parser(prog=None):

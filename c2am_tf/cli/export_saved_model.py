@@ -13,9 +13,8 @@ refine (see c2am_tf/deploy/saved_model.py). Check it with the loader TF Serving 
 import os
 
 from c2am_tf.cli.common import add_model_flags, claim_output, command_inputs, command_parser, output_folder
-from c2am_tf.presets import load
 from c2am_tf.deploy.saved_model import export_saved_model
-
+from c2am_tf.presets import load
 
 
 def build_parser(prog=None):

@@ -12,13 +12,11 @@ ai-edge-litert, no TensorFlow) runs it and computes the box on the device side.
 
 import time
 
-from c2am_tf.deploy import tflite_export as tflite
-from c2am_tf.utils.files import list_images
-from c2am_tf.utils.files import write_atomically
 from c2am_tf.cli.common import add_model_flags, claim_output, command_inputs, command_parser, output_file
-from c2am_tf.presets import load
+from c2am_tf.deploy import tflite_export as tflite
 from c2am_tf.maps.geometry import EVAL_CROP
-
+from c2am_tf.presets import load
+from c2am_tf.utils.files import list_images, write_atomically
 
 
 def build_parser(prog=None):

@@ -36,13 +36,21 @@ killed run started again skips the images already done.
 
 
 from c2am_tf import data
+from c2am_tf.cli.common import (
+    add_box_band_flag,
+    add_classifier_flags,
+    add_model_flags,
+    check_classifier_flags,
+    claim_output,
+    command_inputs,
+    command_parser,
+    output_file,
+    output_folder,
+)
 from c2am_tf.inference.beam_boxes import RUNNERS
 from c2am_tf.inference.extract import extract_dataset, extract_dataset_beam
 from c2am_tf.maps.geometry import EVAL_CROP
 from c2am_tf.presets import load
-from c2am_tf.cli.common import (add_box_band_flag, add_classifier_flags, add_model_flags, check_classifier_flags,
-                                claim_output, command_inputs, command_parser, output_file, output_folder)
-
 
 
 def build_parser(prog=None):

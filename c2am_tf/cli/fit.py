@@ -13,12 +13,11 @@ import sys
 from c2am_tf.backbones import LITE_FEATURES
 from c2am_tf.cli.common import add_backbone_flag, command_parser, output_folder
 from c2am_tf.data import DATASETS
-from c2am_tf.runtime.distribute import STRATEGIES
 from c2am_tf.models.c2am.losses import VARIANTS
 from c2am_tf.models.c2am.model import BACKBONE_BN_MODES
 from c2am_tf.models.c2am.optim import RECIPES
-from c2am_tf.training.trainer import (JIT_CHOICES, ConfigError, TrainConfig, run_training)
-
+from c2am_tf.runtime.distribute import STRATEGIES
+from c2am_tf.training.trainer import JIT_CHOICES, ConfigError, TrainConfig, run_training
 
 
 def build_parser(prog=None):

@@ -12,11 +12,16 @@ takes that file. ``--cues-out DIR`` also writes the trained model's background c
 every training image (``NAME.npy``, stride 8, in [0, 1]), which ``--bg-cues DIR`` reads.
 """
 
+from c2am_tf.cli.common import (
+    add_training_flags,
+    claim_training_output,
+    command_parser,
+    output_folder,
+    training_settings,
+)
+from c2am_tf.maps.geometry import EVAL_CROP
 from c2am_tf.training.cue_model import train_cue_model
 from c2am_tf.wsss.bgcues import PSEUDO_LABELS
-from c2am_tf.cli.common import add_training_flags, claim_training_output, command_parser, training_settings, output_folder
-from c2am_tf.maps.geometry import EVAL_CROP
-
 
 
 def build_parser(prog=None):

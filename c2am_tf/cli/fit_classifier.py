@@ -13,11 +13,16 @@ resolution). Writes OUT/classifier.keras (atomically) and OUT/log.csv.
 """
 
 from c2am_tf.backbones import LITE_FEATURES
+from c2am_tf.cli.common import (
+    add_training_flags,
+    claim_training_output,
+    command_parser,
+    output_folder,
+    training_settings,
+)
 from c2am_tf.data.segmentation import SEGMENTATION_DATASETS
-from c2am_tf.training.classifier import train_classifier
-from c2am_tf.cli.common import add_training_flags, claim_training_output, command_parser, training_settings, output_folder
 from c2am_tf.maps.geometry import EVAL_CROP
-
+from c2am_tf.training.classifier import train_classifier
 
 
 def build_parser(prog=None):

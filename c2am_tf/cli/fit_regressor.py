@@ -9,11 +9,16 @@ Writes OUT/regressor.keras (atomically) and OUT/log.csv. With --eval-dataset it 
 Top-1/Top-5 Loc of the regressor's boxes on that split (in the dataset's eval frame).
 """
 
-from c2am_tf.cli.common import (add_training_flags, claim_training_output, command_parser, output_folder,
-                                training_settings)
+from c2am_tf.cli.common import (
+    add_training_flags,
+    claim_training_output,
+    command_parser,
+    output_folder,
+    training_settings,
+)
 from c2am_tf.evaluation.evaluate import format_result
-from c2am_tf.training.regressor import train_regressor
 from c2am_tf.models.psol.regressor import REGRESSOR_SIZE
+from c2am_tf.training.regressor import train_regressor
 
 
 def build_parser(prog=None):

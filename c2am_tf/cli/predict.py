@@ -14,8 +14,17 @@ image, and an output folder inside the input folder is not read. The workflow is
 
 import os
 
-from c2am_tf.cli.common import (add_box_band_flag, add_classifier_flags, add_model_flags, check_classifier_flags,
-                                claim_output, command_inputs, command_parser, output_file, output_folder)
+from c2am_tf.cli.common import (
+    add_box_band_flag,
+    add_classifier_flags,
+    add_model_flags,
+    check_classifier_flags,
+    claim_output,
+    command_inputs,
+    command_parser,
+    output_file,
+    output_folder,
+)
 from c2am_tf.inference.predict import predict_inputs
 from c2am_tf.maps.geometry import EVAL_CROP
 

@@ -10,18 +10,18 @@ import os
 
 import tensorflow as tf
 
-from c2am_tf.data.box_files import FORMATS as ANNOTATION_FORMATS, annotation_format, read_annotations
+from c2am_tf.data.box_files import FORMATS as ANNOTATION_FORMATS
+from c2am_tf.data.box_files import annotation_format, read_annotations
 from c2am_tf.data.cub import cub_records, cub_source, tfds_cub_source
 from c2am_tf.data.folder import folder_source, read_image_list
 from c2am_tf.data.images import find_unreadable, list_images, read_rgb
 from c2am_tf.data.masks import mask_pairs, masks_source, tfds_cub_masks_source
 from c2am_tf.data.records import records_source
-from c2am_tf.data.wsol import imagenet_source, select_split, tfds_imagenet_source, wsol_records
 from c2am_tf.data.sharding import Shard, take_shard
-from c2am_tf.data.tfrecord import tfrecord_source, write_shards
 from c2am_tf.data.synthetic import synthetic_arrays, synthetic_example, synthetic_source
-from c2am_tf.data.transforms import (eval_image, eval_mask_transform, eval_transform, random_flip_crop,
-                                      resize_square)
+from c2am_tf.data.tfrecord import tfrecord_source, write_shards
+from c2am_tf.data.transforms import eval_image, eval_mask_transform, eval_transform, random_flip_crop, resize_square
+from c2am_tf.data.wsol import imagenet_source, select_split, tfds_imagenet_source, unlabeled_train_dir, wsol_records
 from c2am_tf.maps.geometry import EVAL_CROP, EVAL_FRAMES, EVAL_RESIZE, default_frame
 
 DATASETS = ("synthetic", "cub", "imagenet", "folder", "masks", "tfrecord")
@@ -182,7 +182,6 @@ def source_files(name, split="train", data_dir=None):
     """(image paths, unannotated) of a dataset split, listed without decoding anything: what a
     distributed job (``c2am_tf.inference.beam_boxes``) hands out. ``unannotated`` images are read with their
     EXIF orientation and large JPEGs downscaled, exactly as ``make_source`` reads them."""
-    from c2am_tf.data.wsol import unlabeled_train_dir
 
     if name == "folder" and data_dir:
         listed = os.path.isfile(data_dir) and data_dir.endswith(".txt")

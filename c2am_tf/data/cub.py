@@ -5,11 +5,11 @@ import os
 
 import tensorflow as tf
 
-from c2am_tf.utils.errors import InputError
 from c2am_tf.data.annotations import AnnotationError, BoxAudit, parse_box
-from c2am_tf.utils.image_io import image_size
 from c2am_tf.data.records import records_source
 from c2am_tf.data.tfds_source import prepared_tfds_split
+from c2am_tf.utils.errors import InputError
+from c2am_tf.utils.image_io import image_size
 
 SPLITS = ("train", "test")
 log = logging.getLogger("c2am_tf.data")

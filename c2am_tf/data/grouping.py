@@ -11,6 +11,8 @@ domain that forms its own clusters (birds) and leaves a diverse one unchanged (d
 import numpy as np
 import tensorflow as tf
 
+from c2am_tf.data.transforms import resize_square
+
 
 def unit_rows(x):
     """``x`` with each row scaled to unit L2 norm (a zero row stays zero)."""
@@ -44,7 +46,6 @@ def spherical_kmeans(x, k, seed=0, iterations=50):
 def pooled_features(source, backbone, size=224, batch_size=32, normalize=True):
     """(paths, (N, C) features) of a training source ({'image', 'path'} elements): each image resized whole
     to ``size``, its ``backbone`` features average-pooled (each row unit-norm when ``normalize``)."""
-    from c2am_tf.data.transforms import resize_square
 
     batches = source.map(lambda ex: (tf.cast(resize_square(ex["image"], size), tf.float32), ex["path"]),
                          num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size)

@@ -5,6 +5,7 @@ import logging
 import numpy as np
 import tensorflow as tf
 
+from c2am_tf.data.transforms import resize_square
 from c2am_tf.utils.files import IMAGE_EXTENSIONS, list_images  # noqa: F401  (re-exported)
 from c2am_tf.utils.image_io import UnreadableImageError, load_image
 
@@ -72,9 +73,6 @@ def drop_unreadable(paths, *columns, what="images", exif=False, downscale=False)
 def load_square_images(paths, size):
     """((N, size, size, 3) uint8 of the readable images, resized whole; their paths). Unreadable images
     are skipped with a count and a warning (``drop_unreadable``)."""
-    import numpy as np
-
-    from c2am_tf.data.transforms import resize_square
 
     paths, _ = drop_unreadable(paths)
     if not paths:

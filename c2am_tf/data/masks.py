@@ -10,8 +10,10 @@ import os
 
 import tensorflow as tf
 
+from c2am_tf.data.cub import tfds_cub_source
 from c2am_tf.data.images import IMAGE_EXTENSIONS, drop_unreadable, read_rgb
 from c2am_tf.data.sharding import take_shard
+from c2am_tf.data.wsol import select_split
 
 # (image folder, mask folder) names of the common layouts, tried in order.
 LAYOUTS = (
@@ -82,7 +84,6 @@ def masks_source(data_dir, num_parallel_calls=tf.data.AUTOTUNE, shard=None, spli
     Unreadable images or masks are skipped with a warning; a mask whose size
     differs from its image is an error naming both files.
     """
-    from c2am_tf.data.wsol import select_split
 
     pairs = take_shard(select_split(mask_pairs(data_dir), split), shard, f"images in {data_dir}")
     images, masks, _ = drop_unreadable([p[0] for p in pairs], [p[1] for p in pairs], what="images")
@@ -102,6 +103,5 @@ def masks_source(data_dir, num_parallel_calls=tf.data.AUTOTUNE, shard=None, spli
 
 def tfds_cub_masks_source(split="test", data_dir=None, download=False, shard=None):
     """tfds ``caltech_birds2011`` with its ``segmentation_mask`` (prepared, or ``download``)."""
-    from c2am_tf.data.cub import tfds_cub_source
 
     return tfds_cub_source(split, data_dir, download, with_masks=True, shard=shard)

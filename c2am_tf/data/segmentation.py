@@ -10,10 +10,12 @@ import xml.etree.ElementTree as ET
 
 import numpy as np
 import tensorflow as tf
-
-from c2am_tf.utils.errors import InputError
+from PIL import Image
 
 from c2am_tf.data.images import drop_unreadable, read_rgb
+from c2am_tf.utils.errors import InputError
+from c2am_tf.utils.image_io import image_size, max_pixels
+from c2am_tf.utils.limits import check_regular_file, over_limit
 
 VOC_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
                "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
@@ -105,10 +107,6 @@ def pets_records(root, split="trainval", classes=None):
 def read_label_png(path):
     """(H, W) uint8 label indices of a PNG: palette indices as stored (VOC), or its gray values. A file that is
     not regular, or declares more pixels than ``C2AM_MAX_PIXELS``, is an ``InputError`` before it is decoded."""
-    from PIL import Image
-
-    from c2am_tf.utils.image_io import image_size, max_pixels
-    from c2am_tf.utils.limits import check_regular_file, over_limit
 
     check_regular_file(path, "label mask")
     size = image_size(path)

@@ -16,7 +16,7 @@ def prepared_tfds_split(name, split, data_dir=None, download=False, hint="", sha
     ``shard``: this input pipeline reads its own tfds files; with fewer files than pipelines,
     every pipeline reads all files and keeps its share of the examples.
     """
-    import tensorflow_datasets as tfds
+    import tensorflow_datasets as tfds  # the optional tensorflow-datasets, only for a tfds source
 
     builder = tfds.builder(name, data_dir=data_dir)
     if download:

@@ -26,9 +26,10 @@ import tensorflow as tf
 
 from c2am_tf.data.annotations import AnnotationError, BoxAudit, csv_rows, parse_box
 from c2am_tf.data.box_files import voc_objects
-from c2am_tf.utils.image_io import image_size
+from c2am_tf.data.folder import folder_source
 from c2am_tf.data.records import records_source
 from c2am_tf.data.tfds_source import prepared_tfds_split
+from c2am_tf.utils.image_io import image_size
 
 SPLITS = ("train", "test", "half1", "half2")
 METADATA_FILES = ("image_ids.txt", "class_labels.txt", "image_sizes.txt", "localization.txt")
@@ -209,7 +210,6 @@ def unlabeled_train_dir(data_dir, split):
 def imagenet_source(data_dir, split="test", strict=False, shard=None):
     """ImageNet-style WSOL data: ``train`` of a raw ILSVRC folder is its unlabeled ``train/`` images;
     otherwise the annotated images of ``split`` (see ``wsol_records``)."""
-    from c2am_tf.data.folder import folder_source
 
     train = unlabeled_train_dir(data_dir, split)
     if train:

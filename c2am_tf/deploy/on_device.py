@@ -12,16 +12,19 @@ Example (with a model exported by ``c2am-tf export-tflite``):
     result["box"], result["score"], result["map"]
 """
 
+import json
 import os
 import time
 import warnings
 
 import numpy as np
+from PIL import Image
 
-from c2am_tf.utils.errors import ConfigError, InputError, reason
-from c2am_tf.utils.limits import check_regular_file
+from c2am_tf.maps.edges import _ximgproc, check_refinement, edge_refined_mask
 from c2am_tf.maps.foreground import foreground_mask as _foreground_mask
 from c2am_tf.maps.geometry import band_thresholds, check_band, check_threshold, scale_box
+from c2am_tf.utils.errors import ConfigError, InputError, reason
+from c2am_tf.utils.limits import check_regular_file
 
 
 def _neighbourhood_max(labels, connectivity):
@@ -122,7 +125,7 @@ def box_from_map(score_map, threshold, band=0.0):
 
 def _interpreter_class():
     try:
-        from ai_edge_litert.interpreter import Interpreter
+        from ai_edge_litert.interpreter import Interpreter  # the LiteRT runtime, only when a model runs
     except ImportError as err:  # pragma: no cover - depends on the install
         raise ImportError("the LiteRT interpreter is missing: pip install ai-edge-litert") from err
     return Interpreter
@@ -187,13 +190,11 @@ class ForegroundDetector:
             self._stored("threshold", 0.5, check_threshold, name)
         self.box_band = check_band(box_band) if box_band is not None else \
             self._stored("box_band", 0.0, check_band, name)
-        from c2am_tf.maps.edges import check_refinement
 
         self.refinement = check_refinement(refinement) if refinement else \
             self._stored("refinement", "none", check_refinement, name)
         if self.refinement != "none":
             try:
-                from c2am_tf.maps.edges import _ximgproc
 
                 _ximgproc()
             except ImportError as err:
@@ -256,7 +257,6 @@ class ForegroundDetector:
         if self.refinement == "none":
             mask = mask_from_map(score_map, self.threshold, width, height)
         else:
-            from c2am_tf.maps.edges import edge_refined_mask
 
             mask = edge_refined_mask(image, score_map, self.refinement, self.threshold)
         return {"map": score_map, "box": box, "score": score, "foreground_fraction": fraction, "mask": mask}
@@ -272,7 +272,6 @@ def mask_from_map(score_map, threshold, width, height):
     >>> mask.shape, bool(mask[2, 1]), bool(mask[2, 7])
     ((4, 8), True, False)
     """
-    from PIL import Image
 
     score_map = np.clip(np.asarray(score_map, np.float32), 0, 1)
     up = np.asarray(Image.fromarray(score_map).resize((int(width), int(height)), Image.BILINEAR))  # mode F
@@ -326,9 +325,8 @@ def read_metadata(content):
 
     Read with the flatbuffer schema that ships with ai-edge-litert (no TensorFlow).
     """
-    import json
 
-    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert import schema_py_generated as schema  # the LiteRT runtime, only to read a model's metadata
 
     model = schema.Model.GetRootAsModel(bytearray(content), 0)
     for i in range(model.MetadataLength()):

@@ -163,7 +163,7 @@ def post_rest(url, body, timeout=60.0):
 
 def grpc_request(images, model, signature="serving_default", version=None, output_filter=()):
     """A ``PredictRequest`` for a uint8 (B, H, W, 3) batch (needs ``tensorflow-serving-api``)."""
-    import tensorflow as tf
+    import tensorflow as tf  # defers TensorFlow and the tensorflow-serving-api extra: REST needs neither
     from tensorflow_serving.apis import predict_pb2
 
     request = predict_pb2.PredictRequest()
@@ -178,7 +178,7 @@ def grpc_request(images, model, signature="serving_default", version=None, outpu
 
 def describe_grpc_request(request):
     """The request as text with each tensor summarized (dtype, shape) instead of its bytes."""
-    import tensorflow as tf
+    import tensorflow as tf  # defers TensorFlow: REST needs none
 
     lines = [f"model_spec {{ name: {request.model_spec.name!r} signature_name: "
              f"{request.model_spec.signature_name!r}"
@@ -194,7 +194,7 @@ def describe_grpc_request(request):
 
 def call_grpc(target, request, timeout=60.0):
     """Sends ``request`` to ``target`` (host:port); returns {output name: numpy array}."""
-    import grpc
+    import grpc  # defers TensorFlow and the grpc extra: REST needs neither
     import tensorflow as tf
     from tensorflow_serving.apis import prediction_service_pb2_grpc
 

@@ -18,11 +18,16 @@ import logging
 
 import numpy as np
 import tensorflow as tf
+from tensorflow.lite.python import schema_py_generated as schema
+from tensorflow.lite.tools import flatbuffer_utils
+from tqdm import tqdm
 
+from c2am_tf.data.transforms import resize_square
+from c2am_tf.deploy.on_device import METADATA_NAME
 from c2am_tf.deploy.saved_model import WeightsOnlyModule
 from c2am_tf.maps.geometry import EVAL_CROP
 from c2am_tf.models.settings import model_box_band
-from c2am_tf.deploy.on_device import METADATA_NAME
+from c2am_tf.utils.image_io import read_image
 
 log = logging.getLogger("c2am_tf")
 
@@ -81,7 +86,6 @@ def convert(model, size=EVAL_CROP, quantize="none", representative_images=None, 
 
 def _representative(images, size, steps):
     def generate():
-        from tqdm import tqdm
 
         count = 0
         # the converter runs every calibration image through the float model: seconds each on a CPU
@@ -103,8 +107,6 @@ def _representative(images, size, steps):
 
 def add_metadata(content, metadata):
     """``content`` (a .tflite flatbuffer) with ``metadata`` stored as JSON under ``c2am_tf``."""
-    from tensorflow.lite.python import schema_py_generated as schema
-    from tensorflow.lite.tools import flatbuffer_utils
 
     model = flatbuffer_utils.read_model_from_bytearray(bytearray(content))
     buffer = schema.BufferT()
@@ -121,8 +123,6 @@ def calibration_images(paths, size, count=None):
     """Yields uint8 (size, size, 3) arrays (resized whole) of the readable images among ``paths``;
     with ``count``, of about that many paths spread evenly over the list (folders of
     images are often sorted by class)."""
-    from c2am_tf.data.transforms import resize_square
-    from c2am_tf.utils.image_io import read_image
 
     paths = list(paths)
     if count:

@@ -28,19 +28,18 @@ import numpy as np
 from tqdm import tqdm
 
 from c2am_tf import data
+from c2am_tf.evaluation.metrics import MaxBoxAcc, PxAP, SaliencyMetrics, wsol_thresholds
+from c2am_tf.inference.maps import check_cam_weight, localization_maps, resize_maps, top_k_classes
+from c2am_tf.maps.boxes import GTKnownLoc, best_box_per_threshold
 from c2am_tf.maps.boxes_json import read_boxes
-from c2am_tf.maps.geometry import default_frame
+from c2am_tf.maps.foreground import DEFAULT_THRESHOLDS
+from c2am_tf.maps.geometry import check_band, default_frame
+from c2am_tf.maps.normalize import min_max_normalized
 from c2am_tf.models.psol.regressor import predict_boxes
+from c2am_tf.models.settings import model_box_band
 from c2am_tf.presets import load_classifier
 from c2am_tf.utils.errors import ConfigError, InputError
 from c2am_tf.utils.files import write_json_atomically
-from c2am_tf.maps.boxes import GTKnownLoc, best_box_per_threshold
-from c2am_tf.maps.foreground import DEFAULT_THRESHOLDS
-from c2am_tf.maps.geometry import check_band
-from c2am_tf.models.settings import model_box_band
-from c2am_tf.maps.normalize import min_max_normalized
-from c2am_tf.evaluation.metrics import MaxBoxAcc, PxAP, SaliencyMetrics, wsol_thresholds
-from c2am_tf.inference.maps import check_cam_weight, localization_maps, resize_maps, top_k_classes
 
 # wsolevaluation scores CAMs at 224 x 224; MaxBoxAcc's 101 thresholds x contours cost 4x more at 448.
 MAX_BOX_ACC_SIZE = 224

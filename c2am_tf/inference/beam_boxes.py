@@ -34,7 +34,7 @@ COUNTER_NAMESPACE = "c2am_tf"
 def require_beam():
     """Apache Beam's version, or ImportError saying how to install it."""
     try:
-        import apache_beam
+        import apache_beam  # the optional apache-beam extra
     except ImportError:
         raise ImportError("--runner needs Apache Beam: pip install -r requirements-beam.txt "
                           "(or pip install 'c2am-tf[beam]')") from None
@@ -49,7 +49,7 @@ def shard_file(prefix, shard, num_shards):
 def pending_shards(prefix, num_shards):
     """Parts whose file does not exist yet. ValueError if parts of another ``num_shards`` exist
     (their images would be split differently: the two runs cannot be mixed)."""
-    from apache_beam.io.filesystems import FileSystems
+    from apache_beam.io.filesystems import FileSystems  # apache-beam (optional extra)
 
     others = [m.path for r in FileSystems.match([f"{prefix}-*-of-*.jsonl"]) for m in r.metadata_list
               if not m.path.endswith(f"-of-{num_shards:05d}.jsonl")]
@@ -63,12 +63,12 @@ class _SavedModelMaps:
     """An exported SavedModel's ``cam`` signature as a callable: images -> (B, h, w, 1) maps."""
 
     def __init__(self, path):
-        import tensorflow as tf
+        import tensorflow as tf  # defers TensorFlow: the Beam launcher needs none
 
         self._cam = tf.saved_model.load(path).signatures["cam"]
 
     def __call__(self, images, **_):
-        import tensorflow as tf
+        import tensorflow as tf  # defers TensorFlow (as above)
 
         return self._cam(images=tf.cast(images, tf.uint8))["cam"][..., None]
 
@@ -76,7 +76,7 @@ class _SavedModelMaps:
 def model_handler(model=None, preset=None, saved_model=None, batch_size=16):
     """A Beam ``TFModelHandlerTensor`` that loads a C2AM ``.keras`` model, a preset or a SavedModel
     (exactly one) once per worker process and maps batches of images to foreground-high maps."""
-    from apache_beam.ml.inference.tensorflow_inference import TFModelHandlerTensor
+    from apache_beam.ml.inference.tensorflow_inference import TFModelHandlerTensor  # apache-beam (optional extra)
 
     if sum(x is not None for x in (model, preset, saved_model)) != 1:
         raise ValueError("give exactly one of model, preset, saved_model")
@@ -85,9 +85,9 @@ def model_handler(model=None, preset=None, saved_model=None, batch_size=16):
         def load_model(self):
             if saved_model is not None:
                 return _SavedModelMaps(saved_model)
-            from c2am_tf.presets import load
+            import tensorflow as tf  # a Beam worker: imported where it runs
 
-            import tensorflow as tf
+            from c2am_tf.presets import load
 
             loaded = load(model, preset)
             # compiled once per batch shape, as Keras's predict does; an eager call is several times slower
@@ -103,7 +103,7 @@ def model_handler(model=None, preset=None, saved_model=None, batch_size=16):
 def _maps(model, batch, inference_args, model_id=None):
     """Beam's default stacks with tf.stack, which converts a list of numpy images element by
     element, a large part of a batch's time on a CPU; np.stack is one copy."""
-    from apache_beam.ml.inference.base import PredictionResult
+    from apache_beam.ml.inference.base import PredictionResult  # apache-beam (optional extra)
 
     maps = np.asarray(model(np.stack(batch)))
     return [PredictionResult(example, m, model_id) for example, m in zip(batch, maps)]
@@ -111,7 +111,7 @@ def _maps(model, batch, inference_args, model_id=None):
 
 def _read(item, size, unannotated):
     """(key, image at size x size) for one (shard, path), or nothing for an unreadable file."""
-    import apache_beam as beam
+    import apache_beam as beam  # a Beam worker: imported where it runs
     import tensorflow as tf
 
     from c2am_tf.data.transforms import eval_image
@@ -131,9 +131,9 @@ def _read(item, size, unannotated):
 
 def _record(keyed, threshold, size, band=0.0):
     """(shard, box record) of one image's map."""
+    from c2am_tf.inference.postprocess import map_to_box  # a Beam worker: imported where it runs
     from c2am_tf.maps.boxes_json import box_record
     from c2am_tf.maps.geometry import scale_box
-    from c2am_tf.inference.postprocess import map_to_box
 
     (shard, path, width, height), result = keyed
     score_map = np.asarray(result.inference)[..., 0]
@@ -143,7 +143,7 @@ def _record(keyed, threshold, size, band=0.0):
 
 def _write_shard(group, prefix, num_shards, header):
     """Writes one part (header line + its records, sorted by path) atomically; returns its record count."""
-    from apache_beam.io.filesystems import FileSystems
+    from apache_beam.io.filesystems import FileSystems  # apache-beam (optional extra)
 
     shard, records = group
     records = sorted((r for r in records if r is not None), key=lambda r: r["path"])
@@ -167,7 +167,7 @@ def extract_boxes_beam(paths, prefix, header, threshold, size=448, unannotated=F
     ``band``: the box rule's band (``c2am_tf.maps.boxes.best_box_per_threshold``).
     """
     require_beam()
-    import apache_beam as beam
+    import apache_beam as beam  # apache-beam (optional extra)
     from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
     from apache_beam.options.pipeline_options import PipelineOptions
 

@@ -13,9 +13,9 @@ from tqdm import tqdm
 
 from c2am_tf import data
 from c2am_tf.data.transforms import eval_image
+from c2am_tf.inference.beam_boxes import extract_boxes_beam, require_beam
 from c2am_tf.inference.maps import localization_maps
 from c2am_tf.inference.postprocess import map_to_box
-from c2am_tf.inference.beam_boxes import extract_boxes_beam, require_beam
 from c2am_tf.maps.boxes_json import FORMAT, BoxesWriter, box_record, write_coco
 from c2am_tf.maps.geometry import scale_box
 from c2am_tf.maps.viz import overlay, write_png

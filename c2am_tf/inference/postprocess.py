@@ -1,8 +1,10 @@
 """Inference helpers shared by extract_boxes, predict and export: maps -> boxes in image pixels."""
 
+import cv2
 import numpy as np
 
 from c2am_tf.maps.boxes import best_box_per_threshold
+from c2am_tf.maps.edges import edge_refined_mask
 from c2am_tf.maps.foreground import foreground_mask
 from c2am_tf.maps.geometry import scale_box
 
@@ -34,11 +36,9 @@ def map_to_mask(score_map, threshold, width, height, image=None, refinement="non
     >>> mask.shape, bool(mask[2, 1]), bool(mask[2, 7])
     ((4, 8), True, False)
     """
-    import cv2
 
     score_map = np.clip(np.asarray(score_map, np.float32), 0, 1)
     if image is not None and refinement != "none":
-        from c2am_tf.maps.edges import edge_refined_mask
 
         if tuple(np.shape(image)[:2]) != (int(height), int(width)):
             raise ValueError(f"image is {np.shape(image)[:2]}, the mask ({int(height)}, {int(width)})")

@@ -12,19 +12,17 @@ import time
 import numpy as np
 from tqdm import tqdm
 
-from c2am_tf.maps.boxes_json import PICTURE_SUFFIXES, BoxesWriter, box_record, drop_own_outputs, write_coco
-from c2am_tf.inference.maps import localization_maps
-from c2am_tf.utils.files import OutputNames, image_paths, write_json_atomically
 from c2am_tf.data.transforms import resize_square
-from c2am_tf.maps.geometry import EVAL_CROP, check_band, check_image_size, check_threshold, scale_box
-from c2am_tf.models.settings import model_box_band
-from c2am_tf.utils.image_io import UnreadableImageError, load_image
+from c2am_tf.inference.maps import localization_maps
 from c2am_tf.inference.postprocess import map_to_box, map_to_mask
+from c2am_tf.maps.boxes_json import PICTURE_SUFFIXES, BoxesWriter, box_record, drop_own_outputs, write_coco
+from c2am_tf.maps.geometry import EVAL_CROP, check_band, check_image_size, check_threshold, scale_box
+from c2am_tf.maps.viz import overlay, write_png
+from c2am_tf.models.settings import model_box_band
 from c2am_tf.presets import load, load_classifier, model_label
 from c2am_tf.utils.errors import ConfigError, InputError
-from c2am_tf.maps.viz import overlay, write_png
-
-
+from c2am_tf.utils.files import OutputNames, image_paths, write_json_atomically
+from c2am_tf.utils.image_io import UnreadableImageError, load_image
 
 
 def predict(paths, model_path, out_dir, size=EVAL_CROP, threshold=None, preset=None, masks=False,

@@ -22,8 +22,11 @@ Example:
 [1.0, 2.0, 30.0, 20.0]
 """
 
+import glob
 import json
+import math
 import os
+import re
 import sys
 
 from c2am_tf.utils.errors import InputError, differences
@@ -58,7 +61,6 @@ def check_record(record, where):
     ...
     c2am_tf.utils.errors.InputError: b.json: images[0]: 'box' must be four numbers [x0, y0, x1, y1]; got [1, 2, 3, 'x']
     """
-    import math
 
     def bad(problem):
         return InputError(f"{where}: {problem}")
@@ -252,8 +254,6 @@ def write_coco(path, records, root=None):
 def read_sharded_boxes(prefix):
     """The JSON-lines parts ``PREFIX-00000-of-0000N.jsonl`` written by ``c2am_tf.inference.beam_boxes``, as one
     boxes dict; ValueError names a missing part or parts written by different runs."""
-    import glob
-    import re
 
     files = sorted(glob.glob(glob.escape(prefix) + "-[0-9][0-9][0-9][0-9][0-9]-of-[0-9][0-9][0-9][0-9][0-9].jsonl"))
     if not files:

@@ -16,6 +16,8 @@ smoother's lambda is that stride squared (its smoothing area) and its colour sig
 
 import numpy as np
 
+from c2am_tf.maps.foreground import foreground_mask
+
 REFINEMENTS = ("none", "guided", "global_smoother")
 # eps of the guided filter in (0..255 intensity)^2: edges weaker than ~0.1 x 255 are smoothed over.
 GUIDED_EPS = (0.1 * 255) ** 2
@@ -23,7 +25,7 @@ GLOBAL_SIGMA_COLOR = 8.0
 
 
 def _ximgproc():
-    import cv2
+    import cv2  # defers OpenCV's contrib module: the device side imports this file without it
 
     if not hasattr(cv2, "ximgproc"):
         raise ImportError("edge-aware refinement needs OpenCV contrib: pip install opencv-contrib-python-headless "
@@ -56,7 +58,7 @@ def edge_refined_map(image, score_map, method="guided", stride=None):
     >>> fine.shape, bool(fine[20, 20] > 0.5), bool(fine[8, 8] < 0.5)
     ((64, 64), True, True)
     """
-    import cv2
+    import cv2  # defers OpenCV: the device side imports this file without it
 
     check_refinement(method)
     image = np.ascontiguousarray(np.asarray(image, np.uint8))
@@ -79,6 +81,5 @@ def edge_refined_mask(image, score_map, method, threshold):
     box rule's foreground test at ``threshold`` (``c2am_tf.maps.foreground.foreground_mask``). The one rule
     behind a mask model's masks in Keras (``map_to_mask``), on the device (``ForegroundDetector``) and in
     the benchmarks."""
-    from c2am_tf.maps.foreground import foreground_mask
 
     return foreground_mask(edge_refined_map(image, score_map, method), threshold)

@@ -11,6 +11,7 @@ import math
 import numpy as np
 
 from c2am_tf.utils.errors import ConfigError
+from c2am_tf.utils.image_io import max_pixels
 
 EVAL_RESIZE = 480
 EVAL_CROP = 448
@@ -66,7 +67,6 @@ def check_image_size(size, name="size"):
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < MIN_IMAGE_SIZE:
         raise ConfigError(name, f"must be an integer >= {MIN_IMAGE_SIZE} (the backbone has stride {STRIDE}); "
                                 f"got {size!r}")
-    from c2am_tf.utils.image_io import max_pixels
 
     limit = max_pixels()
     if size * size > limit:  # the image, its map and pictures at that size would not fit in memory

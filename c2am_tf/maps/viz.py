@@ -3,6 +3,8 @@
 import cv2
 import numpy as np
 
+from c2am_tf.utils.files import write_atomically
+
 
 def overlay(image, score_map, boxes=(), gt_boxes=(), alpha=0.5):
     """RGB uint8 picture: ``image`` (H, W, 3) under a JET heatmap of ``score_map``.
@@ -45,7 +47,6 @@ def grid(pictures, columns=4, pad=2):
 
 def write_png(path, rgb):
     """Writes an RGB (H, W, 3) or grayscale (H, W) uint8 picture as PNG, atomically (creates the folder)."""
-    from c2am_tf.utils.files import write_atomically
 
     picture = np.asarray(rgb, np.uint8)
     ok, encoded = cv2.imencode(".png", np.ascontiguousarray(picture if picture.ndim == 2 else picture[..., ::-1]))

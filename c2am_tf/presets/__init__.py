@@ -10,9 +10,29 @@ Example:
 """
 
 import os
+import re
+import zipfile
 
-from c2am_tf.models.c2am.c2am_presets import (HERE, INDEX, PresetError, head_arrays, list_presets, map_network,
-                                              preset_sha256, reference_image, reference_map, save_preset)
+import keras
+
+import c2am_tf
+from c2am_tf.backbones import REGISTRY
+from c2am_tf.backbones.keras_hub import MISSING, import_keras_hub
+from c2am_tf.models.c2am.c2am_presets import (
+    HERE,
+    INDEX,
+    PresetError,
+    head_arrays,
+    list_presets,
+    map_network,
+    preset_sha256,
+    reference_image,
+    reference_map,
+    save_preset,
+)
+from c2am_tf.utils.errors import InputError, reason
+from c2am_tf.utils.files import sha256_of
+from c2am_tf.utils.limits import check_keras_archive
 
 __all__ = ["HERE", "INDEX", "PresetError", "from_preset", "head_arrays",
            "list_presets", "load", "load_classifier", "load_model", "load_named", "map_network", "model_label", "model_sha256",
@@ -34,20 +54,12 @@ def model_label(model=None, preset=None):
 def model_sha256(model=None, preset=None):
     """What a run's header records as the model's identity: the sha256 of the ``.keras`` file, or the
     preset's head file's."""
-    from c2am_tf.utils.files import sha256_of
 
     return preset_sha256(preset) if preset is not None else sha256_of(model)
 
 
 def load_model(path, require_c2am=True):
     """Loads a saved ``.keras`` model with c2am_tf's classes registered; by default it must be C2AM."""
-    import zipfile
-
-    import keras
-
-    import c2am_tf
-    from c2am_tf.utils.errors import InputError, reason
-    from c2am_tf.utils.limits import check_keras_archive
 
     c2am_tf.register_serializables()
     if not os.path.exists(path):
@@ -66,7 +78,6 @@ def load_model(path, require_c2am=True):
     except Exception as err:  # TensorFlow's ResourceExhaustedError: a config declaring layers no memory holds
         if type(err).__name__ != "ResourceExhaustedError":
             raise
-        import re
 
         shape = re.search(r"tensor with (shape\[[^\]]*\])", str(err))
         raise InputError(f"{path}: its layers need more memory than there is (a weight of "
@@ -90,10 +101,6 @@ def _mentions(err, word):
 def _import_keras_hub_if_used(path):
     """keras-hub registers its classes when imported: a ``.keras`` file on a keras-hub backbone needs it
     (and only such a file pays for the import)."""
-    import zipfile
-
-    from c2am_tf.backbones.keras_hub import MISSING, import_keras_hub
-    from c2am_tf.utils.errors import InputError
 
     if not os.path.isfile(path):  # load_model has checked that a file is a zip archive
         return
@@ -124,7 +131,6 @@ def load_classifier(name, size=None):
     backbone's own ImageNet classifier by the backbone's name (``c2am_tf.backbones.classifier_backbones()``,
     at its ``classifier_size`` unless ``size``), or a ``.keras`` classifier (at ``size``; None: the frame);
     (None, None) when ``name`` is None."""
-    from c2am_tf.backbones import REGISTRY
 
     if not name:
         return None, None
@@ -134,7 +140,6 @@ def load_classifier(name, size=None):
     model = load_model(name, require_c2am=False)
     outputs = getattr(model, "outputs", None) or []
     if hasattr(model, "threshold") or (len(outputs) == 1 and len(outputs[0].shape) != 2):
-        from c2am_tf.utils.errors import InputError
 
         what = "a C2AM model" if hasattr(model, "threshold") else f"a model with output shape {outputs[0].shape}"
         raise InputError(f"{name}: {what}, not a classifier (images -> class scores (B, classes)); --classifier "

@@ -12,12 +12,17 @@ folder that is removed at the end (``worker_dir``), and values chosen in callbac
 every worker holds the same model.
 """
 
+import faulthandler
 import json
 import os
+import shutil
+import subprocess
+import sys
 
 import tensorflow as tf
 
 from c2am_tf.utils.errors import InputError
+from c2am_tf.utils.limits import check_timeout
 
 STRATEGIES = ("auto", "mirrored", "multiworker", "one_device")  # each run by the tests
 # how long a worker waits for the others of its cluster to start, and how often it says whom it waits for
@@ -96,11 +101,6 @@ def wait_for_cluster(create, timeout=CLUSTER_TIMEOUT, report_every=CLUSTER_REPOR
     at ``timeout`` seconds one line names them and the process ends (exit 1). TensorFlow's wait holds the
     interpreter and cannot be cancelled, so a watchdog process speaks and ``faulthandler``'s C timer ends the
     process a moment later; checkpoints are written atomically, so nothing is lost."""
-    import faulthandler
-    import subprocess
-    import sys
-
-    from c2am_tf.utils.limits import check_timeout
 
     timeout = check_timeout(timeout, "cluster_timeout")
     watchdog = subprocess.Popen([sys.executable, "-c", _WATCHDOG, repr(timeout), repr(report_every), *_peers()],
@@ -174,7 +174,6 @@ def worker_dir(out, strategy):
 
 def remove_worker_dir(out, strategy):
     """Deletes what ``worker_dir`` gave a non-chief worker (nothing on the chief)."""
-    import shutil
 
     path = worker_dir(out, strategy)
     if path != out:

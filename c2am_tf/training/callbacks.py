@@ -9,12 +9,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from c2am_tf.runtime.distribute import broadcast_from_chief
 from c2am_tf.evaluation.evaluate import evaluate, logged_values
-from c2am_tf.training.run_folder import save_atomically
-from c2am_tf.utils.files import make_folder, open_for_append, write_json_atomically
 from c2am_tf.maps.foreground import DEFAULT_THRESHOLDS
 from c2am_tf.maps.viz import grid, overlay
+from c2am_tf.runtime.distribute import broadcast_from_chief
+from c2am_tf.training.run_folder import save_atomically
+from c2am_tf.utils.files import make_folder, open_for_append, write_json_atomically
 
 log = logging.getLogger("c2am_tf")
 

@@ -21,29 +21,43 @@ import tensorflow as tf
 
 from c2am_tf import data
 from c2am_tf.backbones import LITE_FEATURES, backbone_entry, build_backbone, default_features, weights_choice
+from c2am_tf.data.grouping import feature_clusters
 from c2am_tf.data.tfds_source import TfdsNotPreparedError
 from c2am_tf.data.transforms import resize_square
 from c2am_tf.evaluation.evaluate import evaluate, logged_values
-from c2am_tf.inference.maps import predict_maps
-from c2am_tf.maps.normalize import min_max_normalized
-from c2am_tf.training.callbacks import (AtomicCheckpoint, LabelFreeThreshold, LocalizationCallback,
-                                       NonFiniteLossGuard, PolarityCallback)
-from c2am_tf.training import run_folder
-from c2am_tf.training.run_folder import save_atomically
-from c2am_tf.runtime.distribute import (CLUSTER_TIMEOUT, STRATEGIES, is_chief, make_strategy, num_workers, remove_worker_dir,
-                                sum_over_workers, worker_dir, worker_index)
-from c2am_tf.data.grouping import feature_clusters
-from c2am_tf.utils.errors import ConfigError, InputError, RunError
-from c2am_tf.utils.limits import check_timeout
-from c2am_tf.utils.files import atomic_path, write_json_atomically
 from c2am_tf.evaluation.label_free import label_free_report
+from c2am_tf.inference.maps import predict_maps
 from c2am_tf.maps.foreground import matched_threshold
 from c2am_tf.maps.geometry import EVAL_CROP, EVAL_FRAMES, EVAL_RESIZE, MIN_IMAGE_SIZE, STRIDE, check_band, default_frame
+from c2am_tf.maps.normalize import min_max_normalized
 from c2am_tf.models.c2am import c2am_presets
 from c2am_tf.models.c2am.losses import VARIANTS
 from c2am_tf.models.c2am.model import BACKBONE_BN_MODES, C2AM
 from c2am_tf.models.c2am.optim import RECIPES, poly_sgd
 from c2am_tf.presets import load_model
+from c2am_tf.runtime.distribute import (
+    CLUSTER_TIMEOUT,
+    STRATEGIES,
+    is_chief,
+    make_strategy,
+    num_workers,
+    remove_worker_dir,
+    sum_over_workers,
+    worker_dir,
+    worker_index,
+)
+from c2am_tf.training import run_folder
+from c2am_tf.training.callbacks import (
+    AtomicCheckpoint,
+    LabelFreeThreshold,
+    LocalizationCallback,
+    NonFiniteLossGuard,
+    PolarityCallback,
+)
+from c2am_tf.training.run_folder import save_atomically
+from c2am_tf.utils.errors import ConfigError, InputError, RunError
+from c2am_tf.utils.files import atomic_path, write_json_atomically
+from c2am_tf.utils.limits import check_timeout
 
 log = logging.getLogger("c2am_tf")
 

@@ -7,7 +7,10 @@ import hashlib
 import json
 import os
 import shutil
+import socket
+import sys
 import tempfile
+import time
 
 from c2am_tf.utils.errors import InputError
 from c2am_tf.utils.limits import regular_file_problem
@@ -166,7 +169,7 @@ class OutputLock:
     def acquire(self):
         """Takes the lock (creating its folder); returns self. Raises ``OutputError`` when another process holds it."""
         try:
-            import fcntl
+            import fcntl  # POSIX only: on Windows there is no lock
         except ImportError:  # pragma: no cover - Windows
             return self
         self._made = not os.path.isdir(os.path.dirname(self.path))
@@ -190,9 +193,6 @@ class OutputLock:
             if not same:
                 os.close(fd)
                 continue
-            import socket
-            import sys
-            import time
 
             os.ftruncate(fd, 0)
             command = " ".join(os.path.basename(a) if i == 0 else a for i, a in enumerate(sys.argv[:4]))
@@ -238,7 +238,6 @@ def list_images(directory, exclude=None):
                 problem = regular_file_problem(path)  # a FIFO named x.jpg would block its reader for ever
                 (found.append(path) if problem is None else odd.append(f"{path}: {problem}"))
     if odd:
-        import sys
 
         print(f"warning: skipping {len(odd)} image name{'s' * (len(odd) > 1)} that {'are' if len(odd) > 1 else 'is'}"
               f" not a regular file ({odd[0]}{', ...' if len(odd) > 1 else ''})", file=sys.stderr)

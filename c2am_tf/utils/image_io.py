@@ -24,6 +24,7 @@ import re
 import warnings
 
 import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from c2am_tf.utils.limits import LIMITS, limit, regular_file_problem
 
@@ -53,7 +54,6 @@ def _pillow_limit(limit):
     """Sets Pillow's own bomb check from ``limit`` and returns it. Pillow's fires at open, before ours could
     draft a JPEG down (at 179 MP by default, whatever C2AM_MAX_PIXELS says): it now refuses only what no draft
     scale brings under the limit (Pillow errs above twice its setting)."""
-    from PIL import Image
 
     Image.MAX_IMAGE_PIXELS = limit * MAX_DRAFT_FACTOR ** 2 // 2
     return limit
@@ -62,7 +62,6 @@ def _pillow_limit(limit):
 def image_size(path):
     """(width, height) from the file's header (Pillow, no decoding), or None when it cannot be read; a bomb's
     too (its boxes are still checked against it; ``load_image`` refuses its pixels)."""
-    from PIL import Image, UnidentifiedImageError
 
     try:
         with warnings.catch_warnings():
@@ -108,7 +107,6 @@ def load_image(path, exif=True, downscale=True, limit=None, return_size=False):
     Raises:
         UnreadableImageError: missing, unreadable, empty, or over the limit.
     """
-    from PIL import Image, ImageOps, UnidentifiedImageError
 
     path = os.fspath(path)
     cap = _pillow_limit(limit or max_pixels())

@@ -33,11 +33,14 @@ c2am_tf.utils.errors.InputError: C2AM_MAX_ARRAY_BYTES must be a positive integer
 True
 """
 
+import math
 import os
 import stat
 import zipfile
 
-from c2am_tf.utils.errors import InputError
+import numpy as np
+
+from c2am_tf.utils.errors import ConfigError, InputError
 
 # name -> (default, what it bounds)
 LIMITS = {
@@ -82,9 +85,6 @@ def check_timeout(value, name="timeout"):
     ...
     c2am_tf.utils.errors.ConfigError: timeout must be a finite number of seconds > 0; got inf
     """
-    import math
-
-    from c2am_tf.utils.errors import ConfigError
 
     try:
         seconds = float(value)
@@ -143,7 +143,6 @@ def check_regular_file(path, what="file"):
 def check_array(path, shape, dtype, name=None):
     """An ``InputError`` when an array of ``shape`` and ``dtype``, declared by ``path``'s header, exceeds
     ``C2AM_MAX_ARRAY_BYTES``: checked before the array is allocated."""
-    import numpy as np
 
     count = int(np.prod(shape, dtype=np.float64)) if len(shape) else 1
     declared = count * max(np.dtype(dtype).itemsize, 1)
@@ -155,7 +154,6 @@ def check_array(path, shape, dtype, name=None):
 def read_npy_header(stream):
     """(shape, fortran, dtype) from a ``.npy`` stream positioned at its start, leaving it at the data; ValueError
     when it is none."""
-    import numpy as np
 
     version = np.lib.format.read_magic(stream)
     if version not in ((1, 0), (2, 0), (3, 0)):
@@ -184,7 +182,6 @@ def load_npz(path):
     >>> sorted((k, v.shape) for k, v in load_npz(path).items())
     [('cams', (1, 4, 4)), ('keys', (1,))]
     """
-    import numpy as np
 
     check_regular_file(path)
     cap = limit("C2AM_MAX_ARRAY_BYTES")

@@ -2,12 +2,15 @@
 model's background map of an image, and the cue files the refine step reads.
 """
 
+import io
+
 import numpy as np
 import tensorflow as tf
 
-from c2am_tf.maps.foreground import foreground_mask
 from c2am_tf.data.transforms import resize_square
+from c2am_tf.maps.foreground import foreground_mask
 from c2am_tf.maps.geometry import EVAL_CROP
+from c2am_tf.utils.files import write_atomically
 
 PSEUDO_LABELS = ("soft", "hard")
 
@@ -44,9 +47,6 @@ def write_cue_files(model, images, paths, outputs, batch_size=16):
     """The background cue of each of ``images`` (a cue model's, stride 8, in [0, 1]) as ``NAME.npy`` at
     ``outputs(path)`` (an ``OutputNames`` of layout "stem", what ``refine --bg-cues DIR`` reads); returns
     the count."""
-    import io
-
-    from c2am_tf.utils.files import write_atomically
 
     cues = model.predict(images, batch_size=batch_size, verbose=0)[..., 0]
     for path, cue in zip(paths, cues):

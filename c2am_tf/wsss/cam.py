@@ -14,6 +14,7 @@ import os
 
 import numpy as np
 import tensorflow as tf
+from tqdm import tqdm
 
 from c2am_tf.data.transforms import resize_square
 from c2am_tf.models.classifier import class_activation_maps
@@ -97,7 +98,6 @@ def write_split_cams(classifier, source, outputs, size):
     ``outputs`` is an ``OutputNames`` of layout "stem": ``OUT/<image stem>.npz``, the name
     CAM readers look up.
     """
-    from tqdm import tqdm
 
     count = 0
     for ex in tqdm(source.prefetch(4), desc="CAMs", unit="img"):

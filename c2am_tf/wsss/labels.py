@@ -11,6 +11,8 @@ signature.
 import numpy as np
 import tensorflow as tf
 
+from c2am_tf.maps.foreground import foreground_mask
+
 DEFAULT_BG_THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(1, 20))
 
 
@@ -95,7 +97,6 @@ class PowerCalibration:
 
     def update(self, cue, cams):
         """Adds one image: its cue (h, w) in [0, 1] at any size, and its CAMs (K, H, W)."""
-        from c2am_tf.maps.foreground import foreground_mask
 
         cams = np.asarray(cams, np.float32)
         cue = np.clip(np.asarray(cue, np.float32), 0.0, 1.0)

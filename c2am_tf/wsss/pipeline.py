@@ -13,15 +13,16 @@ import sys
 
 import numpy as np
 import tensorflow as tf
+from PIL import Image
 from tqdm import tqdm
 
 from c2am_tf.data.segmentation import VOC_CLASSES, read_label_png, segmentation_dataset, voc_palette
 from c2am_tf.evaluation.metrics import ConfusionMatrix
 from c2am_tf.maps.foreground import foreground_mask
 from c2am_tf.presets import load_model
+from c2am_tf.utils.errors import ConfigError, InputError
 from c2am_tf.utils.files import OutputNames, list_images, make_folder, write_atomically
 from c2am_tf.utils.image_io import UnreadableImageError, load_image
-from c2am_tf.utils.errors import ConfigError, InputError
 from c2am_tf.utils.safe_pickle import load_npy
 from c2am_tf.wsss.bgcues import background_map, is_c2am
 from c2am_tf.wsss.cam import cam_files, check_cams, read_cams
@@ -188,7 +189,6 @@ def refine_dataset(items, cams_by_name, cues, outputs, num_classes, power=1.0, r
     ``outputs(path)``; returns the ``RefinementScores``. With ground truth every power of ``BG_POWERS`` is
     scored in one batched call, and ``raw`` (a ``CueSource`` of C2AM's 1 - P, or ``cues`` itself) too.
     ``cached``: cues as uint8 by image name (from ``calibrated_power``), used once each."""
-    from PIL import Image
 
     cached = {} if cached is None else cached
     powers = sorted(set(BG_POWERS) | {power})

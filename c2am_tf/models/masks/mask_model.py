@@ -19,8 +19,12 @@ at the image's size outside the graph), and everything that takes a C2AM map (bo
 ``predict``, the SavedModel ``masks`` signature, TFLite, the background cue of ``refine``) takes its map.
 """
 
+import cv2
 import keras
 import numpy as np
+import tensorflow as tf
+from keras import ops
+from tqdm import tqdm
 
 from c2am_tf.backbones import layers_at_strides
 from c2am_tf.maps.edges import REFINEMENTS, check_refinement, edge_refined_map
@@ -46,7 +50,6 @@ class ResizeLike(keras.layers.Layer):
     run time: any input size, in eager, ``tf.function``, SavedModel and TFLite graphs alike)."""
 
     def call(self, inputs):
-        import tensorflow as tf
 
         x, reference = inputs
         return tf.image.resize(x, tf.shape(reference)[1:3], method="bilinear")
@@ -76,7 +79,6 @@ def prototype_maps(features, score_maps, low=None, high=None):
     >>> np.asarray(prototype_maps(f, m))[..., 0].round(2).tolist()   # the whole first column is foreground
     [[[1.0, 0.0], [1.0, 0.0]]]
     """
-    import tensorflow as tf
 
     low = PSEUDO_LOW if low is None else low
     high = PSEUDO_HIGH if high is None else high
@@ -101,7 +103,6 @@ def prototype_maps(features, score_maps, low=None, high=None):
 def normalized_tf(maps):
     """Each map of (B, h, w, 1) min-max normalized to [0, 1] (a flat map: zeros): the graph twin of
     ``c2am_tf.maps.normalize.min_max_normalized``."""
-    import tensorflow as tf
 
     lo = tf.reduce_min(maps, axis=[1, 2, 3], keepdims=True)
     span = tf.reduce_max(maps, axis=[1, 2, 3], keepdims=True) - lo
@@ -125,7 +126,6 @@ class Logit(keras.layers.Layer):
     """log(p / (1 - p)) with p clipped to [1e-4, 1 - 1e-4]: the prior's logit, to which the decoder adds."""
 
     def call(self, p):
-        from keras import ops
 
         p = ops.clip(p, 1e-4, 1.0 - 1e-4)
         return ops.log(p) - ops.log(1.0 - p)
@@ -240,7 +240,6 @@ def pseudo_masks(score_maps, low=PSEUDO_LOW, high=PSEUDO_HIGH):
 
 def refined_maps(images, score_maps, method, size):
     """(B, size, size) float32: each map refined against its image (uint8 (B, H, W, 3)), then resized."""
-    import cv2
 
     out = []
     for image, m in zip(np.asarray(images), np.asarray(score_maps)):
@@ -251,7 +250,6 @@ def refined_maps(images, score_maps, method, size):
 
 def masked_binary_crossentropy(targets, probs):
     """Mean binary cross-entropy over the pixels whose target is not ``IGNORE`` (255)."""
-    from keras import ops
 
     targets = ops.cast(targets, "float32")
     keep = ops.cast(ops.not_equal(targets, float(IGNORE)), "float32")
@@ -266,8 +264,6 @@ def cached_features(model, images, batch_size=8, flip=True, progress=False):
     (N, S, S, 3) uint8, and for their mirrors when ``flip``: four float16 arrays (2N or N, ...), the
     images first. The backbone and the teacher are frozen, so one forward pass serves every epoch and
     every self-training round."""
-    import tensorflow as tf
-    from tqdm import tqdm
 
     views = [images, images[:, :, ::-1]] if flip else [images]
     total = sum(len(v) for v in views)
