@@ -50,13 +50,13 @@ def main(names=(), from_shipped=False):
     from the shipped preset of that name instead of its run."""
     plans = [
         ("general_lite0", "runs/general_half1/final.keras", [("imagenet", os.path.join(SHARED, "ILSVRC_val_dev"), "half1")],
-         "every unlabeled image of ../shared/data except CUB_200_2011_dev test and ILSVRC_val_dev half2 "
+         "every unlabeled image of the development data except the CUB test split and ImageNet val half2 "
          "(CUB train 750, DUTS-TE_dev500 500, oxford_pets_dev 300, ILSVRC_val_dev half1 325)",
          "python train/fit.py --dataset folder --data-dir runs/lists/general_half1.txt --out runs/general_half1 "
          "--eval-every 0 --init-preset none (list: python benchmarks/imagenet_dev.py --lists-only); python benchmarks/make_presets.py"),
         ("cub_lite0", "runs/cub_lite0/final.keras", [("cub", CUB, "train")],
          "CUB_200_2011_dev train (750 images, classes 001-025)",
-         "python train/fit.py --dataset cub --data-dir ../shared/data/CUB_200_2011_dev --out runs/cub_lite0; "
+         "c2am-tf fit --dataset cub --data-dir CUB_200_2011 --out runs/cub_lite0 (classes 001-025 only); "
          "python benchmarks/make_presets.py"),
         ("general_routed_lite0", "runs/general_routed_votes/routed.keras",
          [("imagenet", os.path.join(SHARED, "ILSVRC_val_dev"), "half1"), ("cub", CUB, "train")],

@@ -178,3 +178,18 @@ def test_help_texts_name_commands_and_no_development_paths(name):
     text = importlib.import_module(f"c2am_tf.cli.{COMMANDS[name][0]}").build_parser(f"c2am-tf {name}").format_help()
     for needle in ("../shared", "python train/", "python export/", "export/tflite.py"):
         assert needle not in text, (name, needle)
+
+
+def test_no_shipped_file_carries_a_development_path():
+    """What the wheel ships (the package's code, presets.json, docstrings) names no folder of our machines."""
+    from conftest import ROOT
+
+    root = os.path.join(ROOT, "c2am_tf")
+    found = []
+    for folder, _, names in os.walk(root):
+        for name in names:
+            if name.endswith((".py", ".json", ".md", ".txt")):
+                path = os.path.join(folder, name)
+                if "../shared" in open(path, encoding="utf-8").read():
+                    found.append(os.path.relpath(path, ROOT))
+    assert not found, found

@@ -1,4 +1,6 @@
-"""What every command's parser shares: the help format and the program name."""
+"""What the commands' parsers share: the help format, the flags several commands take (backbone, model or preset,
+classifier, box band, a trainer's flags), the library's checks of every threshold, size and band they parse,
+and the claims on output paths (never an input, never something there already unless --overwrite)."""
 
 import argparse
 

@@ -212,7 +212,7 @@ def reference_map(model, image=None):
 def save_preset(model, name, backbone, backbone_features, directory=HERE, real_image=None, **metadata):
     """Writes ``<name>.npz`` (the head, polarity, threshold) and its entry in ``presets.json`` in ``directory``,
     with the reference maps of the synthetic image and of ``real_image`` = (name, path) when given (the
-    name is what tests look the image up by, e.g. its path below ``../shared/data``)."""
+    name is what tests look the image up by, e.g. its path below the data folder)."""
 
     make_folder(directory)
     path = os.path.join(directory, f"{name}.npz")
