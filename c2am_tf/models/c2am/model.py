@@ -53,7 +53,8 @@ def border_minus_center(p):
 
 
 class _Unsaved:
-    """Holds a value where Keras's saving, which walks a model's attributes, does not look."""
+    """Holds a value where Keras's tracking does not look: Keras tracks (and saves) the layers and variables it
+    finds among a model's attributes, and in lists and dicts of them, but not inside an object of another class."""
 
     __slots__ = ("value",)
 
@@ -116,8 +117,8 @@ class C2AM(keras.Model):
                                          trainable=False, aggregation="only_first_replica")
         self._trackers = {k: keras.metrics.Mean(name=k) for k in
                           ("loss", "sim_max_bg", "sim_min", "sim_max_fg", "border_minus_center")}
-        object.__setattr__(self, "_groups", None)
-        object.__setattr__(self, "_folded", _Unsaved(None))  # fold_frozen_backbone
+        self._groups = _Unsaved(None)  # parameter_groups: their variables are the backbone's and the head's
+        self._folded = _Unsaved(None)  # fold_frozen_backbone's twin, never saved
         # Build now (the backbone knows its input rank): the parameter groups,
         # and so the optimizer's variables, must exist before the first step.
         self.build(tuple(backbone.input_shape))
@@ -149,8 +150,7 @@ class C2AM(keras.Model):
         folded = None
         if not self.backbone.trainable and self.backbone_bn == "frozen":
             folded = fold_batch_norm(self.backbone)
-        # Keras saves every layer it finds among a model's attributes: the holder hides the twin from it
-        object.__setattr__(self, "_folded", _Unsaved(folded))
+        self._folded = _Unsaved(folded)
         return folded is not None
 
     def features(self, images, training=False):
@@ -173,11 +173,9 @@ class C2AM(keras.Model):
 
     def parameter_groups(self):
         """[(variable, lr multiplier, decays)] updated by train_step (see c2am_tf.models.c2am.optim)."""
-        if self._groups is None:
+        if self._groups.value is None:
             groups = parameter_groups(self.backbone, self.head, self.recipe)
-            # Plain attribute: Keras would otherwise track the listed variables as
-            # this model's own (and save them twice).
-            object.__setattr__(self, "_groups", groups)
+            self._groups = _Unsaved(groups)  # tracked, the listed variables would be saved twice
             # Variables a recipe never updates are marked non-trainable, so that
             # the optimizer (also when rebuilt by load_model) sees exactly the
             # updated set.
@@ -185,7 +183,7 @@ class C2AM(keras.Model):
             for v in self.backbone.trainable_variables + self.head.trainable_variables:
                 if id(v) not in updated:
                     v.trainable = False
-        return self._groups
+        return self._groups.value
 
     def _step_loss(self, images, training):
         """(loss parts for the gradient, the same parts for the logs, P, whether the parts are this
