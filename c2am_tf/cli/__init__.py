@@ -6,7 +6,10 @@ under ``train/`` and ``export/`` call the same modules.
 """
 
 import importlib
+import os
 import sys
+
+from c2am_tf.utils.native_logs import SHOW_ENV, quiet_native_logs
 
 # command -> (module, one-line summary)
 COMMANDS = {
@@ -32,7 +35,8 @@ def usage():
     """The top-level help text."""
     width = max(map(len, COMMANDS))
     lines = [f"  {name:<{width}}  {summary}" for name, (_, summary) in COMMANDS.items()]
-    return ("usage: c2am-tf <command> [flags]   (c2am-tf <command> --help for its flags)\n\ncommands:\n"
+    return ("usage: c2am-tf [--verbose] <command> [flags]   (c2am-tf <command> --help for its flags)\n\n"
+            "--verbose: also show TensorFlow's C++ log lines (left out by default)\n\ncommands:\n"
             + "\n".join(lines) + "\n")
 
 
@@ -44,6 +48,8 @@ def run_command(name, argv=None, prog=None):
     started could not finish (exit 1)."""
     from c2am_tf.utils.errors import ConfigError, InputError, RunError
 
+    if argv is None:  # a process of its own (c2am-tf, the scripts): TensorFlow's C++ logs stay out of its output
+        quiet_native_logs()
     prog = prog or f"c2am-tf {name}"
     module = importlib.import_module(f"c2am_tf.cli.{COMMANDS[name][0]}")
     try:
@@ -58,8 +64,15 @@ def run_command(name, argv=None, prog=None):
 
 
 def main(argv=None):
-    """Entry point of ``c2am-tf`` and ``python -m c2am_tf``; returns the exit status."""
+    """Entry point of ``c2am-tf`` and ``python -m c2am_tf``; returns the exit status. ``--verbose`` before the
+    command shows TensorFlow's C++ log lines, which are left out otherwise (``c2am_tf.utils.native_logs``)."""
+    own_process = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in ("-v", "--verbose"):
+        os.environ[SHOW_ENV] = "1"
+        argv = argv[1:]
+    if own_process:
+        quiet_native_logs()
     if not argv or argv[0] in ("-h", "--help"):
         sys.stdout.write(usage())
         return 0 if argv else 2
