@@ -303,8 +303,8 @@ def _resample_rows(array, size_out):
 def resize_rgb(image, width, height):
     """Resize of a uint8 RGB array to (height, width, 3) with numpy alone, the same filter as the TensorFlow
     pipeline's (``c2am_tf.data.transforms.resize_square``: bilinear, antialiased, rounded): the device sees
-    the pixels ``predict`` sees, within one level in a few pixels in 10,000 (Pillow's bilinear differed in
-    16% of them, and moved half of the boxes: ``benchmarks/detect_vs_predict.py``).
+    the pixels ``predict`` sees, within one level in a few pixels (Pillow's bilinear differs in many, and moves
+    boxes: ``benchmarks/detect_vs_predict.py``, docs/results/deploy.md).
 
     >>> resize_rgb(np.full((3, 5, 3), 7, np.uint8), 4, 2).shape
     (2, 4, 3)

@@ -300,7 +300,7 @@ def choose_start(cfg, images):
 
 def _jit(flag):
     if flag == "auto":
-        # XLA wins on GPUs; on CPUs it runs EfficientNet's depthwise convs ~14x slower.
+        # XLA wins on GPUs; on CPUs its depthwise convolutions are several times slower (docs/results/speed.md)
         return bool(tf.config.list_physical_devices("GPU"))
     return flag == "true"
 
