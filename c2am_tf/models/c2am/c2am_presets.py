@@ -158,6 +158,15 @@ def assign_preset(model, arrays, name):
     model.threshold.assign(float(arrays["threshold"]))
 
 
+def preset_parts(name, weights="imagenet", directory=None):
+    """(entry, arrays, backbone, head) of the preset ``name``: its registry entry and stored arrays, its backbone
+    (``weights`` passed to ``build_backbone``) and its head, not built yet. ``map_network`` and
+    ``C2AM.from_preset`` both build from these."""
+    entry, arrays = head_file(name, directory)
+    backbone = build_backbone(entry["backbone"], weights=weights, features=entry["backbone_features"])
+    return entry, arrays, backbone, build_head(entry)
+
+
 def map_network(name, weights="imagenet", directory=None):
     """A preset's map as a plain functional Keras model: images (B, H, W, 3) in 0..255 -> the foreground-high
     map (B, H/16, W/16, 1), the same numbers as ``from_preset(name)(images)``.
@@ -173,10 +182,8 @@ def map_network(name, weights="imagenet", directory=None):
     (1, 14, 14, 1)
     """
 
-    entry, arrays = head_file(name, directory)
-    backbone = build_backbone(entry["backbone"], weights=weights, features=entry["backbone_features"])
+    _, arrays, backbone, head = preset_parts(name, weights, directory)
     images = keras.Input((None, None, 3), name="images")
-    head = build_head(entry)
     p = head(backbone(images))
     assign_head(head, arrays, name)
     if float(arrays["polarity"]) < 0:  # the head learned the background (see C2AM.orient)

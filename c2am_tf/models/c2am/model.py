@@ -4,7 +4,6 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from c2am_tf.backbones import build_backbone
 from c2am_tf.backbones.folding import fold_batch_norm
 from c2am_tf.maps.geometry import check_band
 from c2am_tf.models.c2am import c2am_presets
@@ -248,10 +247,9 @@ class C2AM(keras.Model):
         (``box_band``) from its entry. Raises ``PresetError`` for an unknown name or a changed file.
         """
 
-        entry, arrays = c2am_presets.head_file(name)
-        backbone = build_backbone(entry["backbone"], weights=weights, features=entry["backbone_features"])
+        entry, arrays, backbone, head = c2am_presets.preset_parts(name, weights)
         backbone.trainable = False
-        model = cls(backbone, Disentangler(c2am_presets.build_head(entry), name="disentangler"), recipe="paper",
+        model = cls(backbone, Disentangler(head, name="disentangler"), recipe="paper",
                     box_band=entry.get("box_band", 0.0), name=f"c2am_{name}")
         c2am_presets.assign_preset(model, arrays, name)
         return model
