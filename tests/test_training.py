@@ -52,9 +52,11 @@ def test_a_killed_run_resumes_where_it_stopped(tmp_path):
     assert (tmp_path / "r" / "backup").exists() and (tmp_path / "r" / "last.keras").exists()
     # the run folder's own count (c2am_tf.training.run_folder.EpochCount), not Keras's private metadata
     assert json.loads((tmp_path / "r" / "resume.json").read_text())["epochs_done"] == 1
-    model, history, _ = run_training(cfg)
+    model, history, summary = run_training(cfg)
     assert not (tmp_path / "r" / "resume.json").exists() and (tmp_path / "r" / "last.keras").exists()
     assert len(history.history["loss"]) == 2  # epochs 2 and 3 only
+    # its time and speed are of the epochs it ran, and say so
+    assert summary["epochs_run"] == 2 and summary["epochs"] == 3 and summary["timed_steps"] <= 2 * 2
     assert int(model.optimizer.iterations.numpy()) == 3 * 2
     with open(tmp_path / "r" / "log.csv") as f:
         epochs = [row["epoch"] for row in csv.DictReader(f)]

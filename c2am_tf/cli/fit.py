@@ -124,8 +124,11 @@ def main(argv=None, prog=None):
     cfg, overwrite, parser = parse_args(argv, prog)
     _, _, summary = run_training(cfg, overwrite=overwrite)
     print("summary:", {k: v for k, v in summary.items() if k not in ("per_threshold", "label_free", "verdict")})
-    speed = f" ({summary['images_per_s']:.1f} images/s)" if summary.get("images_per_s") else ""
-    print(f"trained {summary['epochs']} epochs of {summary['steps_per_epoch']} steps in {summary['wall_s']:.0f} s{speed}")
+    speed = (f" ({summary['images_per_s']:.1f} images/s, median of {summary['timed_steps']} steps)"
+             if summary.get("images_per_s") else "")
+    resumed = summary["epochs"] - summary["epochs_run"]
+    print(f"trained {summary['epochs_run']} epochs of {summary['steps_per_epoch']} steps in {summary['wall_s']:.0f} s"
+          f"{speed}" + (f", resumed after {resumed} of {summary['epochs']} epochs done before" if resumed else ""))
     if "val_gt_known_loc" in summary:
         scores = summary["val_gt_known_loc"]
         start = f", its start {scores['start']:.2f}" if "start" in scores else ""

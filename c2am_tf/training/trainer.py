@@ -535,8 +535,10 @@ def _fit(cfg, strategy, out, train, steps, evaluation, extra_callbacks):
         "threshold_rule": rule,
         "start": f"{start_name} ({why})" if cfg.init_preset != "none" else "none (from scratch)",
     }
-    later = timer.times[5:] or timer.times
+    later = timer.times[5:] or timer.times  # the first steps trace the graph and fill the cache
     summary["images_per_s"] = cfg.batch_size / float(np.median(later)) if later else None
+    summary["timed_steps"] = len(later)  # this process's steps: a resumed run times only the epochs it ran
+    summary["epochs_run"] = len(history.history.get("loss", []))  # wall_s and images_per_s are of these
     margins = history.history.get("border_minus_center")
     if margins:  # how clearly the map tells border from centre: the polarity's evidence
         summary["polarity_margin"] = float(margins[-1])
