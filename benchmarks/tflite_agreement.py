@@ -1,6 +1,6 @@
-"""Agreement of the TFLite exports with the Keras model on the CUB dev eval split (or DUTS).
+"""Agreement of the TFLite and ONNX exports with the Keras model on the CUB dev eval split (or DUTS).
 
-    python benchmarks/tflite_agreement.py --model runs/cub_dev/final.keras \\
+    python benchmarks/tflite_agreement.py --model cub_lite0 (a preset, or a .keras file) \\
         [--data-dir ../shared/data/CUB_200_2011_dev] [--size 448]
     python benchmarks/tflite_agreement.py --model runs/masks/masks.keras --dataset masks \\
         --data-dir ../shared/data/DUTS-TE_dev500     (calibrated on half1, scored on half2, whole images)
@@ -12,7 +12,8 @@ difference, the share of images whose device-side box (``c2am_tf.deploy.on_devic
 has IoU >= 0.5 with the Keras box (``c2am_tf.maps.boxes``, OpenCV), the share of identical
 boxes, the mean IoU of the device-side foreground mask (``c2am_tf.deploy.on_device.mask_from_map``) with
 the Keras one (``c2am_tf.inference.postprocess.map_to_mask``) at the eval frame's size, GT-known Loc of
-each, and the model sizes. A mask model's masks are refined on both sides (its stored
+each, and the model sizes; the ONNX export (Keras's own, ``c2am_tf.deploy.onnx_export``, run by onnxruntime
+in the same ``ForegroundDetector``) is one more row where the onnx extra is installed. A mask model's masks are refined on both sides (its stored
 refinement, against the image), so the mask IoU compares what each runtime delivers.
 """
 
@@ -29,7 +30,7 @@ from c2am_tf.inference.postprocess import map_to_mask
 from c2am_tf.maps.boxes import box_iou, boxes_from_map
 from c2am_tf.maps.edges import edge_refined_mask
 from c2am_tf.maps.geometry import EVAL_CROP, EVAL_RESIZE
-from c2am_tf.presets import load_model
+from c2am_tf.presets import load_named
 
 SHARED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data")
 
@@ -48,7 +49,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     print(header()[0], flush=True)
 
-    model = load_model(args.model)
+    model = load_named(args.model)
     threshold = float(model.threshold.numpy())
     refinement = getattr(model, "refinement", "none")
     if args.dataset == "cub":
@@ -94,10 +95,17 @@ def main(argv=None):
 
     print(f"{'model':8s} {'MiB':>6s} {'max |map diff|':>15s} {'IoU>=0.5 vs Keras':>18s} "
           f"{'identical':>9s} {'mask IoU':>9s} {'GT-known Loc':>12s} {'masks/s':>8s}")
-    for quantize in tflite.QUANTIZATIONS:
-        calibration = (tflite.calibration_images(train, args.size, args.calibration_steps)
-                       if quantize == "int8" else None)
-        content = tflite.convert(model, args.size, quantize, calibration, args.calibration_steps)
+    for quantize in tflite.QUANTIZATIONS + ("onnx",):
+        if quantize == "onnx":
+            try:
+                from c2am_tf.deploy import onnx_export
+            except ImportError:
+                continue
+            content = onnx_export.convert(model, args.size)
+        else:
+            calibration = (tflite.calibration_images(train, args.size, args.calibration_steps)
+                           if quantize == "int8" else None)
+            content = tflite.convert(model, args.size, quantize, calibration, args.calibration_steps)
         detector = ForegroundDetector(content, num_threads=2)
         start = time.perf_counter()
         maps = np.stack([detector.map(image) for image in images])

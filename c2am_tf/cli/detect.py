@@ -1,4 +1,4 @@
-"""On-device style foreground detection with a C2AM ``.tflite`` model (no TensorFlow needed).
+"""On-device style foreground detection with a C2AM ``.tflite`` or ``.onnx`` model (no TensorFlow needed).
 
     c2am-tf detect IMAGE_OR_DIR --model c2am.tflite [--out detections] \\
         [--threads 2] [--threshold T] [--no-overlays]
@@ -24,7 +24,8 @@ def build_parser(prog=None):
     """This command's flags (the commands in the README and docs/ are checked against it)."""
     p = command_parser(__doc__, prog)
     p.add_argument("inputs", help="an image file or a folder of images (searched recursively)")
-    p.add_argument("--model", required=True, help="a .tflite model written by c2am-tf export-tflite")
+    p.add_argument("--model", required=True, help="a .tflite model written by c2am-tf export-tflite, or an .onnx "
+                                                  "one by c2am-tf export-onnx (needs onnxruntime)")
     p.add_argument("--out", default="detections", type=output_folder, help="output folder")
     p.add_argument("--threads", type=int, default=2, help="interpreter threads")
     p.add_argument("--threshold", type=float, help="override the threshold stored in the model")

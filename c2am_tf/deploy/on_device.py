@@ -1,7 +1,8 @@
-"""Device side of the TFLite export: numpy and the LiteRT interpreter, no TensorFlow.
+"""Device side of the TFLite and ONNX exports: numpy and the LiteRT interpreter (or onnxruntime), no TensorFlow.
 
 A device runs the ``.tflite`` model written by ``c2am-tf export-tflite`` (uint8 image of a
-fixed size in, foreground map out) and turns the map into a box with ``box_from_map``,
+fixed size in, foreground map out), or the ``.onnx`` one of ``c2am-tf export-onnx`` (with onnxruntime, the
+``onnx`` extra), and turns the map into a box with ``box_from_map``,
 a numpy port of the reference rule (largest contour of the thresholded map, see
 ``c2am_tf.maps.boxes``) that needs neither OpenCV nor TensorFlow.
 
@@ -145,10 +146,10 @@ def check_threads(threads, name="threads"):
 
 
 class ForegroundDetector:
-    """Runs a C2AM ``.tflite`` model (fp32, fp16 or int8) and extracts boxes on the device side.
+    """Runs a C2AM ``.tflite`` model (fp32, fp16 or int8), or an ``.onnx`` one, and extracts boxes on the device side.
 
     Args:
-        model: path to the ``.tflite`` file, or its bytes.
+        model: path to the ``.tflite`` or ``.onnx`` file, or its bytes.
         num_threads: interpreter threads.
         threshold: box threshold (fraction of the map's peak); default the one stored
             in the model's metadata by ``c2am-tf export-tflite``, else 0.5.
@@ -160,7 +161,6 @@ class ForegroundDetector:
 
     def __init__(self, model, num_threads=1, threshold=None, refinement=None, box_band=None):
         num_threads = check_threads(num_threads)
-        Interpreter = _interpreter_class()
         name = "model" if isinstance(model, (bytes, bytearray)) else os.fspath(model)
         if isinstance(model, (bytes, bytearray)):
             content = bytes(model)
@@ -168,19 +168,11 @@ class ForegroundDetector:
             check_regular_file(model, "model")  # a FIFO would block the read for ever
             with open(model, "rb") as f:
                 content = f.read()
-        try:  # a truncated, random or foreign file: one line naming it, not the flatbuffer reader's words
-            self.interpreter = Interpreter(model_content=content, num_threads=num_threads)
-            self.interpreter.allocate_tensors()
-            self.metadata = read_metadata(content)
-        except (ValueError, RuntimeError, IndexError, TypeError, UnicodeDecodeError) as err:
-            raise InputError(f"{name}: not a readable TFLite model ({reason(err)})") from None
-        self._input = self.interpreter.get_input_details()[0]
-        self._output = self.interpreter.get_output_details()[0]
-        shape = [int(d) for d in self._input["shape"]]
-        if len(shape) != 4 or shape[3] != 3:
-            raise InputError(f"{name}: not a C2AM TFLite model: it takes input of shape {shape}, "
-                             "not one RGB image (1, H, W, 3)")
-        _, self.height, self.width, _ = shape
+        self.session = None  # onnxruntime's, for an .onnx model (c2am-tf export-onnx)
+        if is_onnx(content, name):
+            self._open_onnx(content, num_threads, name)
+        else:
+            self._open_tflite(content, num_threads, name)
         self.last_invoke_ms = None  # duration of the latest interpreter call
         if not isinstance(self.metadata, dict):
             raise InputError(f"{name}: its {METADATA_NAME} metadata is a JSON {type(self.metadata).__name__}, not an "
@@ -200,6 +192,42 @@ class ForegroundDetector:
             except ImportError as err:
                 warnings.warn(f"masks are not refined ({self.refinement!r}): {err}")
                 self.refinement = "none"
+
+    def _open_tflite(self, content, num_threads, name):
+        try:  # a truncated, random or foreign file: one line naming it, not the flatbuffer reader's words
+            self.interpreter = _interpreter_class()(model_content=content, num_threads=num_threads)
+            self.interpreter.allocate_tensors()
+            self.metadata = read_metadata(content)
+        except (ValueError, RuntimeError, IndexError, TypeError, UnicodeDecodeError) as err:
+            raise InputError(f"{name}: not a readable TFLite model ({reason(err)})") from None
+        self._input = self.interpreter.get_input_details()[0]
+        self._output = self.interpreter.get_output_details()[0]
+        shape = [int(d) for d in self._input["shape"]]
+        if len(shape) != 4 or shape[3] != 3:
+            raise InputError(f"{name}: not a C2AM TFLite model: it takes input of shape {shape}, "
+                             "not one RGB image (1, H, W, 3)")
+        _, self.height, self.width, _ = shape
+
+    def _open_onnx(self, content, num_threads, name):
+        try:
+            import onnxruntime  # the optional onnx extra, only for an .onnx model
+        except ImportError:
+            raise InputError(f"{name}: an ONNX model needs onnxruntime: pip install onnxruntime") from None
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads, options.inter_op_num_threads = num_threads, 1
+        try:
+            self.session = onnxruntime.InferenceSession(content, options, providers=["CPUExecutionProvider"])
+            stored = self.session.get_modelmeta().custom_metadata_map.get(METADATA_NAME)
+            self.metadata = json.loads(stored) if stored else {}
+        except Exception as err:  # onnxruntime's own (InvalidProtobuf, Fail, ...) derive from Exception alone
+            raise InputError(f"{name}: not a readable ONNX model ({reason(err)})") from None
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1 or len(inputs[0].shape) != 4 or inputs[0].type != "tensor(uint8)":
+            raise InputError(f"{name}: not a C2AM ONNX model: it takes {[(i.name, i.type) for i in inputs]}, not "
+                             "uint8 RGB images (B, H, W, 3)")
+        self._input_name = inputs[0].name
+        size = self.metadata.get("input_size", [448, 448]) if isinstance(self.metadata, dict) else [448, 448]
+        self.height, self.width = (int(v) for v in size)
 
     def _stored(self, key, default, check, name):
         """The metadata's ``key`` through ``check``; a value no run can use is an ``InputError`` naming the file."""
@@ -223,6 +251,11 @@ class ForegroundDetector:
             raise ValueError(f"image must be uint8 ({self.height}, {self.width}, 3), "
                              f"got {image.dtype} {image.shape}")
         x = image[None]
+        if self.session is not None:
+            start = time.perf_counter()
+            out = self.session.run(None, {self._input_name: x})[0][0, ..., 0]
+            self.last_invoke_ms = (time.perf_counter() - start) * 1e3
+            return np.clip(out.astype(np.float32), 0.0, 1.0)
         scale, zero = self._input["quantization"]
         if self._input["dtype"] != np.uint8:
             x = x.astype(self._input["dtype"])
@@ -318,6 +351,19 @@ def resize_rgb(image, width, height):
 
 
 METADATA_NAME = "c2am_tf"
+
+
+def is_onnx(content, name=""):
+    """Whether ``content`` (a model file's bytes) is an ONNX model rather than a TFLite flatbuffer, whose bytes
+    4..8 are ``TFL3``: by its name's ending, else by its first byte (a protobuf that opens with ``ir_version``).
+
+    >>> is_onnx(b"abcdTFL3"), is_onnx(b"xy", "m.onnx"), is_onnx(b"xy", "m.tflite")
+    (False, True, False)
+    """
+    name = str(name).lower()
+    if content[4:8] == b"TFL3" or name.endswith(".tflite"):
+        return False
+    return name.endswith(".onnx") or content[:1] == b"\x08"
 
 
 def read_metadata(content):

@@ -74,14 +74,15 @@ def convert(model, size=EVAL_CROP, quantize="none", representative_images=None, 
         converter.inference_input_type = tf.uint8
         converter.inference_output_type = tf.uint8
     content = converter.convert()
-    return add_metadata(content, {
-        "format": "c2am_tf.tflite/v1",
-        "threshold": float(model.threshold.numpy()),
-        "box_band": model_box_band(model),
-        "input_size": [int(size), int(size)],
-        "quantize": quantize,
-        "refinement": getattr(model, "refinement", "none"),
-    })
+    return add_metadata(content, export_metadata(model, size, quantize))
+
+
+def export_metadata(model, size, quantize="none", fmt="c2am_tf.tflite/v1"):
+    """What an export stores beside its graph for the device side (``ForegroundDetector``): the box threshold,
+    the box rule's band, the input size, the quantization and a mask model's refinement."""
+    return {"format": fmt, "threshold": float(np.asarray(model.threshold)), "box_band": model_box_band(model),
+            "input_size": [int(size), int(size)], "quantize": quantize,
+            "refinement": getattr(model, "refinement", "none")}
 
 
 def _representative(images, size, steps):
