@@ -8,10 +8,10 @@ import subprocess
 
 import numpy as np
 import pytest
+from conftest import ROOT
 
 from c2am_tf.deploy.on_device import box_from_map, resize_rgb
 from c2am_tf.maps.geometry import band_thresholds, scale_box
-from conftest import ROOT
 
 RULES = os.path.join(ROOT, "c2am_tf", "deploy", "web", "c2am_rules.js")
 NODE = shutil.which("node")
