@@ -94,3 +94,107 @@ def test_the_resize_is_numpys_to_the_level():
     for (image, (oh, ow)), pixels in zip(cases, got):
         want = resize_rgb(image, ow, oh)
         np.testing.assert_array_equal(np.asarray(pixels, np.uint8).reshape(oh, ow, 3), want)
+
+
+# ---- the exported page in a real browser: headless Chromium, LiteRT.js from npm (installed by .ci/run)
+LITERT_JS = os.environ.get("C2AM_LITERT_JS", os.path.join(ROOT, ".ci", "web", "node_modules"))
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+
+
+def _browser_or_skip():
+    try:
+        from selenium import webdriver
+    except ImportError:
+        pytest.skip("selenium is not installed (pip install -r requirements-dev.txt)")
+    if not (CHROMIUM and CHROMEDRIVER):
+        pytest.skip("no chromium and chromedriver (apt-get install chromium chromium-driver; .ci/run does)")
+    if not os.path.isdir(os.path.join(LITERT_JS, "@litertjs", "core")):
+        pytest.skip(f"no LiteRT.js in {LITERT_JS} (npm install --prefix .ci/web @litertjs/core@2.5.3; .ci/run does)")
+    options = webdriver.ChromeOptions()
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
+        options.add_argument(flag)
+    options.binary_location = CHROMIUM
+    return webdriver.Chrome(service=webdriver.ChromeService(CHROMEDRIVER), options=options)
+
+
+def _serve(folder):
+    """A static server on 127.0.0.1 with the headers that let LiteRT.js use threads (cross-origin isolation)."""
+    import functools
+    import http.server
+    import threading
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map, ".wasm": "application/wasm",
+                          ".js": "text/javascript"}
+
+        def end_headers(self):
+            self.send_header("Cross-Origin-Opener-Policy", "same-origin")
+            self.send_header("Cross-Origin-Embedder-Policy", "require-corp")
+            super().end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(folder)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def _wait(driver, script, deadline_s):
+    import time
+
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        value = driver.execute_script(script)
+        if value:
+            return value
+        time.sleep(0.2)
+    pytest.fail(f"the page did not get there in {deadline_s} s ({script}): "
+                f"{driver.execute_script('return window.c2am && window.c2am.errors')}")
+
+
+def test_the_page_boxes_photos_in_chromium_as_detect_does(tmp_path):
+    from PIL import Image
+    from selenium.webdriver.common.by import By
+
+    from c2am_tf.cli import run_command
+
+    driver = _browser_or_skip()
+    try:
+        photos = tmp_path / "photos"
+        photos.mkdir()
+        rng = np.random.RandomState(0)
+        for i in range(22):  # photos of several sizes and shapes: a bright object on a textured ground
+            h, w = rng.randint(60, 400), rng.randint(60, 400)
+            image = (rng.rand(h, w, 3) * 90).astype(np.uint8)
+            y0, x0 = rng.randint(0, h // 2), rng.randint(0, w // 2)
+            image[y0:y0 + h // 3, x0:x0 + w // 3] = rng.randint(150, 255, 3)
+            Image.fromarray(image).save(photos / (f"p{i:02d}.png" if i % 2 else f"p{i:02d}.jpg"))
+        (tmp_path / "broken.jpg").write_bytes(b"not an image at all")
+        site = tmp_path / "site"
+        assert run_command("export-web", ["--preset", "cub_lite0", "--out", str(site), "--size", "224",
+                                          "--litert-js", LITERT_JS]) == 0
+        assert run_command("detect", [str(photos), "--model", str(site / "model.tflite"), "--out",
+                                      str(tmp_path / "detect"), "--no-overlays"]) == 0
+        want = {os.path.basename(r["path"]): r for r in
+                json.loads((tmp_path / "detect" / "boxes.json").read_text())["images"]}
+        server = _serve(site)
+        driver.get(f"http://127.0.0.1:{server.server_port}/index.html")
+        _wait(driver, "return window.c2am && (window.c2am.ready || window.c2am.errors.length)", 120)
+        assert driver.execute_script("return window.c2am.ready"), driver.execute_script("return window.c2am.errors")
+        files = sorted(str(p) for p in photos.iterdir()) + [str(tmp_path / "broken.jpg")]
+        driver.find_element(By.ID, "files").send_keys("\n".join(files))
+        _wait(driver, f"return window.c2am.done === {len(files)}", 300)
+        records = driver.execute_script("return window.c2am.records")
+        got = {r["path"]: r for r in records}
+        assert sorted(got) == sorted(want) and len(got) == 22
+        for name, record in want.items():  # the page's box is detect's, to a pixel
+            assert (got[name]["width"], got[name]["height"]) == (record["width"], record["height"])
+            np.testing.assert_allclose(got[name]["box"], record["box"], atol=1.0, err_msg=name)
+        # a file that is no image: a message on the page, not a blank one
+        errors = [e.text for e in driver.find_elements(By.CSS_SELECTOR, "#results .error")]
+        assert len(errors) == 1 and errors[0].startswith("broken.jpg: not an image")
+        assert "could not be read" in driver.find_element(By.ID, "status").text
+        server.shutdown()
+    finally:
+        driver.quit()

@@ -21,6 +21,7 @@ COMMANDS = {
     "export-saved-model": ("export_saved_model", "SavedModel for TensorFlow Serving"),
     "export-tflite": ("export_tflite", "TFLite model (fp32, fp16, int8) for on-device foreground detection"),
     "export-onnx": ("export_onnx", "ONNX model (Keras's own export) for onnxruntime"),
+    "export-web": ("export_web", "a static web page that boxes photos in the browser (LiteRT.js)"),
     "detect": ("detect", "foreground boxes with a .tflite model (no TensorFlow needed)"),
     "serve-client": ("serve_client", "send images to a TensorFlow Serving model (REST or gRPC)"),
     "fit-routed": ("fit_routed", "heads of their own for look-alike clusters, the general model's for the rest"),

@@ -24,33 +24,50 @@ def build_parser(prog=None):
     p = command_parser(__doc__, prog)
     add_model_flags(p)
     p.add_argument("--out", required=True, type=output_file, help="output .tflite file")
+    add_quantize_flags(p)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    return p
+
+
+def add_quantize_flags(p):
+    """--quantize, --calibration-dir, --calibration-steps and --size: what a TFLite export is made with."""
     p.add_argument("--quantize", choices=tflite.QUANTIZATIONS, default="none",
                    help="weights and activations: float32, float16, or full int8")
     p.add_argument("--calibration-dir", help="folder of real images for int8 calibration")
     p.add_argument("--calibration-steps", type=int, default=100, help="images used for calibration")
     p.add_argument("--size", type=int, default=EVAL_CROP, help="input height and width (multiple of 16)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
-    return p
+
+
+def calibration_paths(p, args):
+    """The images of --calibration-dir for an int8 export ([] otherwise); flag errors for a size or folder no
+    export can use, before any work."""
+    if args.size % 16:  # at least 32 and under the pixel limit: checked with the flags (CommandParser)
+        p.error(f"--size must be a positive multiple of 16, got {args.size}")
+    if args.quantize != "int8":
+        return []
+    if not args.calibration_dir:
+        p.error("--quantize int8 needs --calibration-dir (real images for calibration)")
+    try:
+        return list_images(args.calibration_dir)
+    except (FileNotFoundError, ValueError) as err:
+        p.error(f"--calibration-dir: {err}")
+
+
+def calibration(args, paths):
+    """The calibration images of ``paths`` (None for no int8), saying how many are used."""
+    if not paths:
+        return None
+    print(f"int8 calibration: up to {args.calibration_steps} of the {len(paths)} images in {args.calibration_dir}")
+    return tflite.calibration_images(paths, args.size, args.calibration_steps)
 
 
 def main(argv=None, prog=None):
     """Entry point."""
     p = build_parser(prog)
     args = p.parse_args(argv)
-    if args.size % 16:  # at least 32 and under the pixel limit: checked with the flags (CommandParser)
-        p.error(f"--size must be a positive multiple of 16, got {args.size}")
-    images, paths = None, []
-    if args.quantize == "int8":
-        if not args.calibration_dir:
-            p.error("--quantize int8 needs --calibration-dir (real images for calibration)")
-        try:
-            paths = list_images(args.calibration_dir)
-        except (FileNotFoundError, ValueError) as err:
-            p.error(f"--calibration-dir: {err}")
+    paths = calibration_paths(p, args)
     claim_output(p, args.out, args.overwrite, inputs=command_inputs(args) + paths)
-    if paths:
-        images = tflite.calibration_images(paths, args.size, args.calibration_steps)
-        print(f"int8 calibration: up to {args.calibration_steps} of the {len(paths)} images in {args.calibration_dir}")
+    images = calibration(args, paths)
     start = time.time()
     content = tflite.convert(load(args.model, args.preset), args.size, args.quantize, images, args.calibration_steps)
     write_atomically(args.out, content)

@@ -124,7 +124,9 @@ def box_from_map(score_map, threshold, band=0.0):
                     np.float32)
 
 
-def _interpreter_class():
+def litert_interpreter():
+    """LiteRT's ``Interpreter`` class (ai-edge-litert), imported when a model runs; an ImportError saying how to
+    install it where it is missing."""
     try:
         from ai_edge_litert.interpreter import Interpreter  # the LiteRT runtime, only when a model runs
     except ImportError as err:  # pragma: no cover - depends on the install
@@ -195,7 +197,7 @@ class ForegroundDetector:
 
     def _open_tflite(self, content, num_threads, name):
         try:  # a truncated, random or foreign file: one line naming it, not the flatbuffer reader's words
-            self.interpreter = _interpreter_class()(model_content=content, num_threads=num_threads)
+            self.interpreter = litert_interpreter()(model_content=content, num_threads=num_threads)
             self.interpreter.allocate_tensors()
             self.metadata = read_metadata(content)
         except (ValueError, RuntimeError, IndexError, TypeError, UnicodeDecodeError) as err:
