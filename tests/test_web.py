@@ -153,6 +153,21 @@ def _wait(driver, script, deadline_s):
                 f"{driver.execute_script('return window.c2am && window.c2am.errors')}")
 
 
+def test_the_pinned_litert_js_hashes_are_npms():
+    import base64
+    import hashlib
+
+    from c2am_tf.deploy.web_export import INTEGRITY, LITERT_VERSION
+
+    root = os.path.join(LITERT_JS, "@litertjs")
+    if not os.path.isdir(os.path.join(root, "core")):
+        pytest.skip(f"no LiteRT.js in {LITERT_JS} (npm install --prefix .ci/web @litertjs/core@2.5.3; .ci/run does)")
+    assert json.load(open(os.path.join(root, "core", "package.json")))["version"] == LITERT_VERSION
+    for name, pinned in INTEGRITY.items():
+        digest = base64.b64encode(hashlib.sha384(open(os.path.join(root, name), "rb").read()).digest()).decode()
+        assert pinned == f"sha384-{digest}", name
+
+
 def test_the_page_boxes_photos_in_chromium_as_detect_does(tmp_path):
     from PIL import Image
     from selenium.webdriver.common.by import By
@@ -195,6 +210,12 @@ def test_the_page_boxes_photos_in_chromium_as_detect_does(tmp_path):
         errors = [e.text for e in driver.find_elements(By.CSS_SELECTOR, "#results .error")]
         assert len(errors) == 1 and errors[0].startswith("broken.jpg: not an image")
         assert "could not be read" in driver.find_element(By.ID, "status").text
+        # LiteRT.js that is not the pinned file (a changed CDN, a bad copy): refused, and said on the page
+        page = (site / "index.html").read_text()
+        (site / "index.html").write_text(page.replace('": "sha384-', '": "sha384-X', 1))
+        driver.get(f"http://127.0.0.1:{server.server_port}/index.html")
+        _wait(driver, "return document.getElementById('status').className === 'error'", 60)
+        assert driver.find_element(By.ID, "status").text.startswith("The page could not load its code")
         server.shutdown()
     finally:
         driver.quit()

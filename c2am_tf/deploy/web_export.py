@@ -21,6 +21,10 @@ from c2am_tf.utils.files import make_folder, write_atomically
 
 LITERT_VERSION = "2.5.3"
 CDN = "https://cdn.jsdelivr.net/npm/@litertjs/{package}@" + LITERT_VERSION
+# the sha384 of the two ES modules of that version (npm's files, which jsDelivr serves): the page's import map
+# pins them, so a changed file on the CDN is refused by the browser (tests/test_web.py checks them against npm's)
+INTEGRITY = {"core/dist/index.js": "sha384-MapSVJ/DPwvaWpp7q+Bid9O3uY1oB0KOU1QRMP+Mm5zdz5oMme/BUyX6dVAMWnPg",
+             "wasm-utils/dist/index.js": "sha384-HIPwlWsctS5BRqrnvJKDVJ8SvqKB0QmiImdr6+hpP7+8UqeMJX/qrBkdfKQV2WZ/"}
 HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "web")
 PAGE_FILES = ("index.html", "c2am.js", "c2am_rules.js")
 # what the page needs of the npm packages: the ES modules and the two wasm builds it may pick (threads or not)
@@ -85,7 +89,10 @@ def export_web(model, out, label, size=EVAL_CROP, quantize="none", calibration=N
         with open(os.path.join(HERE, name), encoding="utf-8") as f:
             text = f.read()
         if name == "index.html":
+            urls = {f"{core}/dist/index.js": INTEGRITY["core/dist/index.js"],
+                    f"{utils}/dist/index.js": INTEGRITY["wasm-utils/dist/index.js"]}
             text = text.replace("__LITERT__/core", core).replace("__LITERT__/wasm-utils", utils)
+            text = text.replace('"__INTEGRITY__"', json.dumps(urls)).replace("__VERSION__", LITERT_VERSION)
         written[name] = text.encode()
     for name, data in written.items():
         write_atomically(os.path.join(out, name), data)
