@@ -80,18 +80,18 @@ def main(argv=None):
             got, page_ms, threads = page_run(driver, site, paths)
             size = sum(os.path.getsize(f) for f in glob.glob(os.path.join(site, "**"), recursive=True)
                        if os.path.isfile(f))
-            row = []
+            row, differences = [], []
             for threads_used in (2, 1):
                 detector = ForegroundDetector(os.path.join(site, "model.tflite"), num_threads=threads_used)
-                diffs, ms = [], []
+                ms = []
                 for path in paths:
                     result = detector.detect(load_image(path))
                     ms.append(detector.last_invoke_ms)
                     if threads_used == 2:
-                        diffs.append(np.abs(np.asarray(got[os.path.basename(path)]["box"]) - np.round(result["box"], 2)))
+                        page_box = np.asarray(got[os.path.basename(path)]["box"])
+                        differences.append(np.abs(page_box - np.round(result["box"], 2)))
                 row.append(statistics.median(ms[1:]))
-                if threads_used == 2:
-                    diffs = np.stack(diffs)
+            diffs = np.stack(differences)
             same = 100.0 * np.mean(np.all(diffs < 0.011, axis=1))
             print(f"| {quantize} | {same:.1f}% | {diffs.max():.2f} | {statistics.median(page_ms[1:]):.1f} "
                   f"({'yes' if threads else 'no'}) | {row[0]:.1f} | {row[1]:.1f} | {size / 2**20:.1f} "
