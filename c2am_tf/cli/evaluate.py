@@ -22,16 +22,7 @@ Pascal VOC XML folder, a YOLO txt folder or a CSV ``path,x0,y0,x1,y1`` (``c2am_t
 import os
 import sys
 
-from c2am_tf.cli.common import (
-    add_box_band_flag,
-    add_classifier_flags,
-    add_model_flags,
-    check_classifier_flags,
-    claim_output,
-    command_inputs,
-    command_parser,
-    output_file,
-)
+from c2am_tf.cli import common
 from c2am_tf.data import ANNOTATED_DATASETS
 from c2am_tf.evaluation.evaluate import evaluate_dataset, format_result, write_result
 from c2am_tf.maps.foreground import DEFAULT_THRESHOLDS
@@ -41,8 +32,8 @@ from c2am_tf.presets import load
 
 def build_parser(prog=None):
     """This command's flags (the commands in the README and docs/ are checked against it)."""
-    p = command_parser(__doc__, prog)
-    add_model_flags(p, required=False)
+    p = common.command_parser(__doc__, prog)
+    common.add_model_flags(p, required=False)
     p.add_argument("--boxes", help="score this boxes JSON (c2am_tf.boxes/v1, original pixels), or the --out prefix of "
                                    "extract-boxes --runner parts, instead of a model")
     p.add_argument("--dataset", required=True, choices=ANNOTATED_DATASETS, help="annotated dataset")
@@ -52,7 +43,7 @@ def build_parser(prog=None):
                                          "(a folder of .xml), YOLO (a folder of .txt) or CSV (path,x0,y0,x1,y1)")
     p.add_argument("--split", default="test", help="cub: train|test; imagenet, masks, folder: test|half1|half2")
     p.add_argument("--frame", choices=sorted(EVAL_FRAMES), help="default: whole224 for imagenet and folder, crop448 otherwise")
-    add_classifier_flags(p, "each image's true class (needs labelled images)")
+    common.add_classifier_flags(p, "each image's true class (needs labelled images)")
     p.add_argument("--thresholds", type=float, nargs="+", default=list(DEFAULT_THRESHOLDS),
                    help="map thresholds for GT-known / Top-k Loc")
     p.add_argument("--flip", action="store_true", help="average each map with its mirrored image's map")
@@ -61,10 +52,10 @@ def build_parser(prog=None):
                         "sets the map's grid)")
     p.add_argument("--threshold", type=float,
                    help="report at this map threshold instead of the model's stored one (chosen for the map alone)")
-    add_box_band_flag(p)
+    common.add_box_band_flag(p)
     p.add_argument("--no-max-box-acc", dest="max_box_acc", action="store_false", help="skip MaxBoxAccV2")
     p.add_argument("--batch-size", type=int, default=16, help="images per batch")
-    p.add_argument("--json", type=output_file, help="also write the numbers here (never an input of this command)")
+    p.add_argument("--json", type=common.output_file, help="also write the numbers here (never an input of this command)")
     p.add_argument("--overwrite", action="store_true", help="replace the --json file already there")
     p.add_argument("--strict", action="store_true",
                    help="an unusable box annotation (non-numeric, NaN, empty, outside its image, a size that is "
@@ -78,7 +69,7 @@ def main(argv=None, prog=None):
     args = p.parse_args(argv)
     _check_flags(p, args)
     if args.json:  # claimed before any work: never one of the files scored, never a file there already
-        claim_output(p, args.json, args.overwrite, "--json", inputs=command_inputs(args))
+        common.claim_output(p, args.json, args.overwrite, "--json", inputs=common.command_inputs(args))
     model = None if args.boxes else load(args.model, args.preset)
     result = evaluate_dataset(args.dataset, args.split, args.data_dir, model, args.boxes, args.annotations, args.frame,
                               args.batch_size, args.strict, args.classifier, args.classifier_size, args.threshold,
@@ -100,7 +91,7 @@ def _check_flags(p, args):
         p.error("--cam-weight needs a model, not --boxes")
     if args.box_band is not None and args.boxes:
         p.error("--box-band needs a model, not --boxes (a boxes file holds one box per image)")
-    check_classifier_flags(p, args, threshold_needed=False)
+    common.check_classifier_flags(p, args, threshold_needed=False)
     if args.dataset != "synthetic" and not args.data_dir and not (args.dataset == "cub" and not args.boxes):
         p.error(f"--data-dir is needed for dataset {args.dataset}")
     if (args.dataset == "folder") != (args.annotations is not None):

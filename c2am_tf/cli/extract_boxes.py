@@ -36,17 +36,7 @@ killed run started again skips the images already done.
 
 
 from c2am_tf import data
-from c2am_tf.cli.common import (
-    add_box_band_flag,
-    add_classifier_flags,
-    add_model_flags,
-    check_classifier_flags,
-    claim_output,
-    command_inputs,
-    command_parser,
-    output_file,
-    output_folder,
-)
+from c2am_tf.cli import common
 from c2am_tf.inference.beam_boxes import RUNNERS
 from c2am_tf.inference.extract import extract_dataset, extract_dataset_beam
 from c2am_tf.maps.geometry import EVAL_CROP
@@ -55,25 +45,25 @@ from c2am_tf.presets import load
 
 def build_parser(prog=None):
     """This command's flags (the commands in the README and docs/ are checked against it)."""
-    p = command_parser(__doc__, prog)
-    add_model_flags(p, required=False)
+    p = common.command_parser(__doc__, prog)
+    common.add_model_flags(p, required=False)
     p.add_argument("--saved-model", help="with --runner: an exported SavedModel folder (its 'cam' signature); "
                                          "needs --threshold")
     p.add_argument("--dataset", default="cub", choices=list(data.DATASETS), help="dataset to read")
     p.add_argument("--data-dir", help="its folder")
     p.add_argument("--split", default="train", choices=["train", "test", "half1", "half2"],
                    help="which split (half1/half2: the halves of an annotated ImageNet-style set)")
-    p.add_argument("--out", required=True, type=output_file, help="boxes JSON")
-    p.add_argument("--psol-out", type=output_file, help="also write PSOL-format JSON here")
-    p.add_argument("--coco", type=output_file, help="also write the boxes as COCO JSON here (pre-annotations for "
+    p.add_argument("--out", required=True, type=common.output_file, help="boxes JSON")
+    p.add_argument("--psol-out", type=common.output_file, help="also write PSOL-format JSON here")
+    p.add_argument("--coco", type=common.output_file, help="also write the boxes as COCO JSON here (pre-annotations for "
                                                     "CVAT or Label Studio; file names relative to --data-dir)")
-    p.add_argument("--overlays", type=output_folder, help="folder for heatmap overlay PNGs")
+    p.add_argument("--overlays", type=common.output_folder, help="folder for heatmap overlay PNGs")
     p.add_argument("--overwrite", action="store_true", help="replace a finished --out (and --psol-out) of an earlier run")
     p.add_argument("--batch-size", type=int, default=16, help="images per batch")
     p.add_argument("--size", type=int, default=EVAL_CROP, help="each image is resized whole to this square")
     p.add_argument("--threshold", type=float, help="override the model's stored threshold")
-    add_box_band_flag(p)
-    add_classifier_flags(p, "its top-1 class (needs --threshold)")
+    common.add_box_band_flag(p)
+    common.add_classifier_flags(p, "its top-1 class (needs --threshold)")
     p.add_argument("--runner", choices=RUNNERS,
                    help="run as an Apache Beam pipeline on this runner (default: one local process)")
     p.add_argument("--num-shards", type=int, default=16, help="with --runner: output parts (the unit of resuming)")
@@ -97,14 +87,14 @@ def parse_args(argv=None, prog=None):
         p.error("--num-shards: must be >= 1")
     if args.runner and args.classifier:
         p.error("--classifier / --cam-weight: only in the local extractor, not with --runner")
-    check_classifier_flags(p, args, threshold_needed=True)
+    common.check_classifier_flags(p, args, threshold_needed=True)
     if not args.runner:  # a killed run leaves OUT.partial.jsonl, not OUT: it still resumes
-        inputs = command_inputs(args)
-        claim_output(p, args.out, args.overwrite, inputs=inputs)
+        inputs = common.command_inputs(args)
+        common.claim_output(p, args.out, args.overwrite, inputs=inputs)
         if args.psol_out:
-            claim_output(p, args.psol_out, args.overwrite, "--psol-out", inputs=inputs)
+            common.claim_output(p, args.psol_out, args.overwrite, "--psol-out", inputs=inputs)
         if args.coco:
-            claim_output(p, args.coco, args.overwrite, "--coco", inputs=inputs)
+            common.claim_output(p, args.coco, args.overwrite, "--coco", inputs=inputs)
     return args, beam_args, p
 
 

@@ -14,33 +14,23 @@ image, and an output folder inside the input folder is not read. The workflow is
 
 import os
 
-from c2am_tf.cli.common import (
-    add_box_band_flag,
-    add_classifier_flags,
-    add_model_flags,
-    check_classifier_flags,
-    claim_output,
-    command_inputs,
-    command_parser,
-    output_file,
-    output_folder,
-)
+from c2am_tf.cli import common
 from c2am_tf.inference.predict import predict_inputs
 from c2am_tf.maps.geometry import EVAL_CROP
 
 
 def build_parser(prog=None):
     """This command's flags (the commands in the README and docs/ are checked against it)."""
-    p = command_parser(__doc__, prog)
+    p = common.command_parser(__doc__, prog)
     p.add_argument("inputs", help="an image file or a folder of images (searched recursively)")
-    add_model_flags(p)
-    p.add_argument("--out", required=True, type=output_folder, help="output folder")
+    common.add_model_flags(p)
+    p.add_argument("--out", required=True, type=common.output_folder, help="output folder")
     p.add_argument("--size", type=int, default=EVAL_CROP, help="the image is resized whole to size x size")
     p.add_argument("--threshold", type=float, help="override the model's stored threshold, in [0, 1]")
-    add_box_band_flag(p)
+    common.add_box_band_flag(p)
     p.add_argument("--masks", action="store_true", help="also write each image's foreground mask (.mask.png)")
-    add_classifier_flags(p, "its top-1 class")
-    p.add_argument("--coco", type=output_file, help="also write the boxes as COCO JSON here (pre-annotations for "
+    common.add_classifier_flags(p, "its top-1 class")
+    p.add_argument("--coco", type=common.output_file, help="also write the boxes as COCO JSON here (pre-annotations for "
                                                     "CVAT or Label Studio; file names relative to the input folder)")
     p.add_argument("--overwrite", action="store_true", help="replace the results of other settings in --out")
     return p
@@ -50,9 +40,9 @@ def main(argv=None, prog=None):
     """``c2am-tf predict``; returns the exit status."""
     p = build_parser(prog)
     args = p.parse_args(argv)
-    check_classifier_flags(p, args, threshold_needed=True)
+    common.check_classifier_flags(p, args, threshold_needed=True)
     if args.coco:
-        claim_output(p, args.coco, args.overwrite, "--coco", inputs=command_inputs(args))
+        common.claim_output(p, args.coco, args.overwrite, "--coco", inputs=common.command_inputs(args))
     done = predict_inputs(args.inputs, args.model, args.out, args.size, args.threshold, args.preset, args.masks,
                           args.classifier, args.classifier_size, args.cam_weight, args.box_band, args.overwrite,
                           args.coco)
