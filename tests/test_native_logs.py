@@ -14,7 +14,8 @@ NATIVE = [b"I0000 00:00:1796672554.445794   26113 port.cc:153] oneDNN custom ope
           b"W0000 00:00:1796671026.295941    7043 rendezvous.cc:1] Local rendezvous is aborting with status: CANCELLED",
           b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
           b"To enable the following instructions: AVX2 FMA, in other operations, rebuild TensorFlow with the "
-          b"appropriate compiler flags."]
+          b"appropriate compiler flags.",
+          b"\t [[{{node MultiDeviceIteratorGetNextFromShard}}]]"]
 KEPT = [b"F0000 00:00:1.5 1 check.cc:1] Check failed: a fatal line says why the process dies",
         b"c2am-tf fit: error: --lr must be a finite number > 0; got nan",
         b"WARNING c2am_tf: runs/x: the trained model's boxes moved",

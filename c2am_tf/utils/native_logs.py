@@ -20,9 +20,10 @@ import time
 SHOW_ENV = "C2AM_TF_NATIVE_LOGS"
 _NATIVE = re.compile(rb"^(?:[IWE]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ [^\]\s]+:\d+\] "
                      rb"|WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
-                     rb"|To enable the following instructions: .* rebuild TensorFlow with the appropriate compiler flags)")
+                     rb"|To enable the following instructions: .* rebuild TensorFlow with the appropriate compiler flags"
+                     rb"|\t \[\[\{\{node [^}]*\}\}\]\]$)")  # the op a native warning's previous line was about
 # a partial line that may still become a native log line is held until its end; any other is forwarded at once
-_MAYBE_NATIVE = (b"I", b"W", b"E", b"T")
+_MAYBE_NATIVE = (b"I", b"W", b"E", b"T", b"\t")
 
 
 _FILTER = None  # the filter's process id, once it runs
