@@ -264,7 +264,8 @@ def test_the_library_workflows_agree_with_the_map_and_box_rule(tmp_path, saved_m
     from c2am_tf.data.transforms import resize_square
     from c2am_tf.inference.extract import extract_boxes, extraction_header
     from c2am_tf.inference.maps import localization_maps
-    from c2am_tf.inference.predict import input_images, predict
+    from c2am_tf.inference.predict import predict
+    from c2am_tf.maps.boxes_json import input_images
     from c2am_tf.utils.image_io import load_image
 
     photos = tmp_path / "photos"

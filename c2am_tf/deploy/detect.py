@@ -11,10 +11,10 @@ from PIL import Image
 from tqdm import tqdm
 
 from c2am_tf.deploy.on_device import ForegroundDetector
-from c2am_tf.maps.boxes_json import PICTURE_SUFFIXES, BoxesWriter, box_record, drop_own_outputs
+from c2am_tf.maps.boxes_json import BoxesWriter, box_record, input_images
 from c2am_tf.maps.geometry import scale_box
 from c2am_tf.utils.errors import ConfigError, InputError
-from c2am_tf.utils.files import OutputNames, image_paths, write_atomically
+from c2am_tf.utils.files import OutputNames, write_atomically
 from c2am_tf.utils.image_io import UnreadableImageError, load_image
 
 
@@ -36,12 +36,7 @@ def detect_images(inputs, model, out, threads=2, threshold=None, box_band=None, 
     if not os.path.isfile(model):
         raise ConfigError("model", f"no such file: {model}")
     boxes_path = os.path.join(out, "boxes.json")
-    try:
-        paths = drop_own_outputs(image_paths(inputs, exclude=out), boxes_path, PICTURE_SUFFIXES)
-    except InputError:
-        raise
-    except (FileNotFoundError, ValueError) as err:
-        raise InputError(str(err)) from None
+    paths = input_images(inputs, out)
     pictures = OutputNames(paths, out, ".png", overwrite=overwrite)
     mask_names = OutputNames(paths, out, ".mask.png", overwrite=overwrite) if masks else None
     detector = ForegroundDetector(model, num_threads=threads, threshold=threshold, box_band=box_band)

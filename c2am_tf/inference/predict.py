@@ -1,6 +1,7 @@
 """Heatmap overlays, boxes and masks for a user's images: the workflow behind ``c2am-tf predict``.
 
-``input_images`` finds the images below a file or folder (leaving out this workflow's own outputs), and
+``maps.boxes_json.input_images`` finds the images below a file or folder (leaving out this workflow's own
+outputs), and
 ``predict`` writes, for each one, the overlay PNG with the box, a JSON record, optionally the mask, and
 ``OUT/boxes.json`` streamed as results come, so a stopped run goes on where it stopped.
 """
@@ -15,13 +16,13 @@ from tqdm import tqdm
 from c2am_tf.data.transforms import resize_square
 from c2am_tf.inference.maps import localization_maps
 from c2am_tf.inference.postprocess import map_to_box, map_to_mask
-from c2am_tf.maps.boxes_json import PICTURE_SUFFIXES, BoxesWriter, box_record, drop_own_outputs, write_coco
+from c2am_tf.maps.boxes_json import PICTURE_SUFFIXES, BoxesWriter, box_record, input_images, write_coco
 from c2am_tf.maps.geometry import EVAL_CROP, check_band, check_image_size, check_threshold, scale_box
 from c2am_tf.maps.viz import overlay, write_png
 from c2am_tf.models.settings import model_box_band
 from c2am_tf.presets import load, load_classifier, model_label
 from c2am_tf.utils.errors import ConfigError, InputError
-from c2am_tf.utils.files import OutputNames, image_paths, write_json_atomically
+from c2am_tf.utils.files import OutputNames, write_json_atomically
 from c2am_tf.utils.image_io import UnreadableImageError, load_image
 
 
@@ -74,12 +75,7 @@ def predict_inputs(inputs, model_path, out_dir, size=EVAL_CROP, threshold=None, 
     name or file (``load_classifier``) and, with ``coco``, the boxes also written there as COCO JSON. Returns
     {"records", "images" (how many were found), "seconds"}. Results of other settings in ``out_dir`` are the
     ``ConfigError`` of ``out``; inputs that cannot be listed an ``InputError``."""
-    try:
-        paths = input_images(inputs, out_dir)
-    except InputError:
-        raise
-    except (FileNotFoundError, ValueError) as err:
-        raise InputError(str(err)) from None
+    paths = input_images(inputs, out_dir)
     classifier, classifier_size = load_classifier(classifier, classifier_size)
     start = time.perf_counter()
     try:
@@ -93,13 +89,6 @@ def predict_inputs(inputs, model_path, out_dir, size=EVAL_CROP, threshold=None, 
     if coco:
         write_coco(coco, records, inputs if os.path.isdir(inputs) else None)
     return {"records": records, "images": len(paths), "seconds": seconds}
-
-
-def input_images(inputs, out_dir):
-    """The images below ``inputs`` (a file or a folder, searched recursively) that ``predict`` into ``out_dir``
-    reads: an output folder inside the input folder is not read, nor the pictures an earlier run there wrote."""
-    return drop_own_outputs(image_paths(inputs, exclude=out_dir), os.path.join(out_dir, "boxes.json"),
-                            PICTURE_SUFFIXES)
 
 
 def _predict_one(model, path, size, t, pictures, jsons, mask_names=None, classify=None, band=0.0):

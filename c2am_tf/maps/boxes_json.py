@@ -29,8 +29,8 @@ import os
 import re
 import sys
 
-from c2am_tf.utils.errors import InputError, differences
-from c2am_tf.utils.files import OutputLock, open_for_append, write_atomically, write_json_atomically
+from c2am_tf.utils.errors import InputError, as_input_error, differences
+from c2am_tf.utils.files import OutputLock, image_paths, open_for_append, write_atomically, write_json_atomically
 
 FORMAT = "c2am_tf.boxes/v1"
 # the pictures predict and detect write beside each image's name (x.jpg.png, x.jpg.mask.png; .json is no image):
@@ -214,6 +214,15 @@ class BoxesWriter:
         else:  # keep the partial log: a run started again resumes from it
             self._log.close()
             self._lock.release()
+
+
+def input_images(inputs, out_dir):
+    """The images below ``inputs`` (a file or a folder, searched recursively) that a workflow writing pictures and
+    ``boxes.json`` into ``out_dir`` reads (``predict``, ``detect``): an output folder inside the input folder is
+    not read, nor the pictures an earlier run there wrote. Inputs that cannot be listed are an ``InputError``."""
+    with as_input_error():
+        return drop_own_outputs(image_paths(inputs, exclude=out_dir), os.path.join(out_dir, "boxes.json"),
+                                PICTURE_SUFFIXES)
 
 
 def coco_from_records(records, root=None):
