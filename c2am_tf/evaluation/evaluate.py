@@ -38,7 +38,7 @@ from c2am_tf.maps.normalize import min_max_normalized
 from c2am_tf.models.psol.regressor import predict_boxes
 from c2am_tf.models.settings import model_box_band
 from c2am_tf.presets import load_classifier
-from c2am_tf.utils.errors import ConfigError, InputError
+from c2am_tf.utils.errors import as_input_error
 from c2am_tf.utils.files import write_json_atomically
 
 # wsolevaluation scores CAMs at 224 x 224; MaxBoxAcc's 101 thresholds x contours cost 4x more at 448.
@@ -464,7 +464,7 @@ def evaluate_dataset(dataset, split="test", data_dir=None, model=None, boxes_fil
     ``evaluate``'s (thresholds, flip, scales, cam_weight, box_band, max_box_acc). A dataset that cannot be read is
     an ``InputError``."""
     start = time.perf_counter()
-    try:
+    with as_input_error():  # a dataset, annotation or boxes file that cannot be used: one line
         if boxes_file is not None:
             result = evaluate_boxes(read_boxes(boxes_file), data.box_records(dataset, data_dir, split, strict,
                                                                              annotations))
@@ -478,10 +478,6 @@ def evaluate_dataset(dataset, split="test", data_dir=None, model=None, boxes_fil
             result, _ = evaluate(model, batches, classifier=classifier, classifier_size=classifier_size,
                                  progress=True, stored_threshold=stored, **options)
             result["frame"] = frame
-    except ConfigError:
-        raise
-    except (OSError, ValueError) as err:  # a dataset, annotation or boxes file that cannot be used: one line
-        raise InputError(str(err)) from err
     result["seconds"] = time.perf_counter() - start
     return result
 

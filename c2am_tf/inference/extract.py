@@ -21,7 +21,7 @@ from c2am_tf.maps.geometry import scale_box
 from c2am_tf.maps.viz import overlay, write_png
 from c2am_tf.models.settings import model_box_band
 from c2am_tf.presets import load, load_classifier, model_label, model_sha256
-from c2am_tf.utils.errors import ConfigError, InputError
+from c2am_tf.utils.errors import ConfigError, as_input_error
 from c2am_tf.utils.files import OutputNames, make_folder, write_json_atomically
 
 
@@ -94,17 +94,13 @@ def extract_dataset(model, model_path, preset, dataset, split, data_dir, out, th
     band = model_box_band(model, box_band)
     threshold = threshold if threshold is not None else float(model.threshold.numpy())
     header = extraction_header(model_path, preset, threshold, size, dataset, split, band)
-    try:
+    with as_input_error():  # an annotation file, a finished out of another run: one line
         loaded, classifier_size = load_classifier(classifier, classifier_size)
         if loaded is not None:  # a resumed run must not mix boxes of another classifier or weight
             header.update(classifier=classifier, classifier_size=classifier_size, cam_weight=float(cam_weight))
         source = data.make_source(dataset, split, data_dir)
         records = extract_boxes(model, source, out, header, threshold, size, band, batch_size, loaded,
                                 classifier_size, cam_weight, overlays, data_dir, overwrite, progress=True)
-    except ConfigError:
-        raise
-    except (OSError, ValueError) as err:  # an annotation file, a finished out of another run: one line
-        raise InputError(str(err)) from err
     if psol_out:
         write_psol(psol_out, records)
     if coco:
@@ -118,7 +114,7 @@ def extract_dataset_beam(dataset, split, data_dir, out, pipeline_args, model_pat
     ``out-*-of-N.jsonl`` by Apache Beam (``beam_boxes.extract_boxes_beam``; ``pipeline_args``: Beam's options), from
     the model file ``model_path``, the preset ``preset`` or the exported ``saved_model`` (which needs
     ``threshold``). Returns the pipeline's summary. A missing Beam or unreadable data is an ``InputError``."""
-    try:
+    with as_input_error(ImportError, OSError, ValueError):  # no Beam, unreadable data: one line
         require_beam()
         paths, unannotated = data.source_files(dataset, split, data_dir)
         if saved_model:
@@ -134,7 +130,3 @@ def extract_dataset_beam(dataset, split, data_dir, out, pipeline_args, model_pat
             header = {"format": FORMAT, **extraction_header(model_path, preset, threshold, size, dataset, split, band)}
         return extract_boxes_beam(paths, out, header, threshold, size, unannotated, num_shards, model_path, preset,
                                   saved_model, batch_size, pipeline_args, band)
-    except ConfigError:
-        raise
-    except (ImportError, OSError, ValueError) as err:
-        raise InputError(str(err)) from err

@@ -1,5 +1,7 @@
 """Errors the library raises for bad settings, worded by the command line as flags (no TensorFlow)."""
 
+import contextlib
+
 
 class ConfigError(ValueError):
     """A setting no run can use; ``field`` names it (``lr``), and CLIs show it as the flag (``--lr``).
@@ -31,6 +33,26 @@ class InputError(ValueError):
 class RunError(RuntimeError):
     """Work that started and could not finish (a loss that diverged); the message says why and what was kept.
     Every command prints it as one line (exit 1)."""
+
+
+@contextlib.contextmanager
+def as_input_error(*kinds):
+    """Inside it, an exception of ``kinds`` (default: ``OSError``, ``ValueError``) from reading the user's data
+    becomes an ``InputError`` with its message (one line, exit 1, in every command); a ``ConfigError`` or an
+    ``InputError`` passes unchanged (a flag's error stays the flag's).
+
+    >>> with as_input_error():
+    ...     raise FileNotFoundError("photos/: no such folder")
+    Traceback (most recent call last):
+    ...
+    c2am_tf.utils.errors.InputError: photos/: no such folder
+    """
+    try:
+        yield
+    except (ConfigError, InputError):
+        raise
+    except kinds or (OSError, ValueError) as err:
+        raise InputError(str(err)) from err
 
 
 def reason(err):
