@@ -61,12 +61,11 @@ async function foregroundMap(rgb, width, height) {
   return map;
 }
 
-function draw(canvas, map, h, w, box, showMask) {
+function draw(canvas, map, mask, h, w, box, showMask) {
   const context = canvas.getContext("2d");
   const heat = document.createElement("canvas");
   heat.width = w; heat.height = h;
   const image = heat.getContext("2d").createImageData(w, h);
-  const mask = foregroundMask(map, config.threshold);
   for (let i = 0; i < map.length; i++) {
     image.data[4 * i] = 255 * map[i]; image.data[4 * i + 1] = 64; image.data[4 * i + 2] = 255 * (1 - map[i]);
     image.data[4 * i + 3] = showMask ? (mask[i] ? 150 : 40) : 110;
@@ -94,7 +93,7 @@ async function detect(file) {
   const mask = foregroundMask(map, config.threshold);
   const fraction = mask.reduce((a, b) => a + b, 0) / mask.length;
   const box = scaleBox(mapBox, w, h, width, height);
-  draw(canvas, map, h, w, box, document.getElementById("show-mask").checked);
+  draw(canvas, map, mask, h, w, box, document.getElementById("show-mask").checked);
   const round = (v, d) => Math.round(v * 10 ** d) / 10 ** d;
   records.push({path: file.name, width, height, box: box.map((v) => round(v, 2)),
                 foreground_fraction: round(fraction, 4), score: round(score, 4)});
