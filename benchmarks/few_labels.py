@@ -15,7 +15,15 @@ its box is right (GT-known), plus the label-free matched threshold on the first 
   (among 19), which fit did first.
 
 The presets saw DUTS, pets, CUB train and ImageNet half1 (unlabeled) in their own training (own_photos.py says
-where). Prints tables; writes OUT/per_image.npz and OUT/results.json.
+where), so on these domains a run adapts a head to images its start has already seen. ``--leave-out`` measures
+adaptation to a kind of image the start never saw: for each domain a general head is trained as
+``general_lite0`` was (from scratch, lr 1e-3, 5 epochs) on the presets' training images of the *other* domains,
+its threshold chosen on held-out boxes of another domain (ImageNet half1; DUTS half1 when ImageNet is left out),
+and each fold starts from it (``fit --init-preset OUT/without_<domain>/start.keras``).
+
+    python benchmarks/few_labels.py --leave-out --out runs/few_labels_lodo [--lr 1e-4] [--scored-only]
+
+Prints tables; writes OUT/per_image.npz and OUT/results.json.
 """
 
 import argparse
@@ -29,10 +37,11 @@ from machine import header
 from own_photos import domains
 
 from c2am_tf import data
-from c2am_tf.evaluation.evaluate import Evaluation
+from c2am_tf.evaluation.evaluate import Evaluation, choose_threshold
 from c2am_tf.inference.maps import localization_maps
 from c2am_tf.maps.foreground import DEFAULT_THRESHOLDS, matched_threshold
 from c2am_tf.models.settings import model_box_band
+from c2am_tf.training.run_folder import save_atomically
 from c2am_tf.training.trainer import (
     TrainConfig,
     build_model,
@@ -98,20 +107,57 @@ def choose_any_threshold(train_correct, idx):
     return epoch, int(np.argmax(scores[epoch]))
 
 
+PRESET_HALVES = {"duts": ("half1", "half2"), "pets": ("half1", "half2"), "cub": ("train",), "imagenet": ("half1",)}
+
+
+def start_without(name, all_domains, out):
+    """A general head that never saw domain ``name``: trained as ``general_lite0`` was, on the presets' training
+    images (``PRESET_HALVES``) of the other domains, its threshold chosen on another domain's held-out boxes.
+    Returns the path of the calibrated model (kept: a second call reads it)."""
+    path = os.path.join(out, f"without_{name}", "start.keras")
+    if os.path.exists(path):
+        return path
+    listing = os.path.join(out, f"without_{name}.txt")
+    with open(listing, "w") as f:
+        for other, (_, _, _, paths) in all_domains.items():
+            if other != name:
+                f.write("".join(os.path.abspath(x) + "\n" for h in PRESET_HALVES[other] for x in paths[h]))
+    keras.backend.clear_session()
+    cfg = TrainConfig(dataset="folder", data_dir=listing, init_preset="none", lr=1e-3, eval_every=0, verbose=0,
+                      out=os.path.join(out, f"without_{name}"))
+    t0 = time.perf_counter()
+    model, _, summary = run_training(cfg, overwrite=True)
+    held = "duts" if name == "imagenet" else "imagenet"
+    dataset, root, _, _ = all_domains[held]
+    model.threshold.assign(choose_threshold(model, data.eval_dataset(dataset, "half1", root)))
+    save_atomically(model, path)
+    print(f"start without {name}: {summary['epochs']} x {summary['steps_per_epoch']} steps, threshold "
+          f"{float(model.threshold.numpy()):.2f} from {held} half1's boxes, {time.perf_counter() - t0:.0f} s",
+          flush=True)
+    return path
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="runs/few_labels")
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--draws", type=int, default=50)
     p.add_argument("--domains", nargs="+", default=["duts", "pets", "cub", "imagenet"])
+    p.add_argument("--leave-out", action="store_true",
+                   help="start each domain's runs from a general head that never saw the domain (see above)")
+    p.add_argument("--lr", type=float, help="the runs' learning rate (default: fit's)")
+    p.add_argument("--scored-only", action="store_true",
+                   help="score only the other half after each epoch (no few-label tables; faster)")
     args = p.parse_args()
     print(header())
     os.makedirs(args.out, exist_ok=True)
     store_path = os.path.join(args.out, "per_image.npz")
     store = dict(np.load(store_path)) if os.path.exists(store_path) else {}
-    for name, (dataset, root, halves, paths) in domains(args.out).items():
+    all_domains = domains(args.out)
+    for name, (dataset, root, halves, paths) in all_domains.items():
         if name not in args.domains:
             continue
+        start = start_without(name, all_domains, args.out) if args.leave_out else "auto"
         for train_half, scored in (halves, halves[::-1]):
             key = f"{name}/{train_half}"
             if f"{key}/matched" in store:
@@ -120,9 +166,10 @@ def main():
             listing = os.path.join(args.out, f"{name}_{train_half}.txt")
             with open(listing, "w") as f:
                 f.write("".join(os.path.abspath(x) + "\n" for x in paths[train_half]))
-            cfg = TrainConfig(dataset="folder", data_dir=listing, epochs=args.epochs, verbose=0, init_preset="auto",
-                              lr=None, out=os.path.join(args.out, f"{name}_{train_half}")).validate()
-            halves_batches = {h: data.eval_dataset(dataset, h, root) for h in (train_half, scored)}
+            cfg = TrainConfig(dataset="folder", data_dir=listing, epochs=args.epochs, verbose=0, init_preset=start,
+                              lr=args.lr, out=os.path.join(args.out, f"{name}_{train_half}")).validate()
+            recorded = (scored,) if args.scored_only else (train_half, scored)
+            halves_batches = {h: data.eval_dataset(dataset, h, root) for h in recorded}
             images = reference_images(cfg)
             start_model = build_model(cfg, 1, choose_start(cfg, images)[0])  # the run's start
             reference = (images, training_maps(start_model, images), float(start_model.threshold.numpy()))
@@ -131,7 +178,7 @@ def main():
             _, _, summary = run_training(cfg, extra_callbacks=[recorder], overwrite=True)
             print(f"{key}: trained {summary['epochs']} x {summary['steps_per_epoch']} steps in "
                   f"{time.perf_counter() - t0:.0f} s (with per-epoch scoring)", flush=True)
-            for h in (train_half, scored):
+            for h in recorded:
                 store[f"{key}/{h}"] = np.stack(recorder.correct[h])  # (E + 1, N, T)
             store[f"{key}/matched"] = np.asarray(recorder.matched)
             store[f"{key}/start_threshold"] = np.asarray(reference[2])
@@ -157,6 +204,8 @@ def main():
             results["step_curve"][key] = {"at_matched": at_matched, "best": test.max(axis=1).tolist()}
             print(f"| {name} | {train_half} | " + " | ".join(f"{a:.1f} / {b:.1f}" for a, b in
                                                            zip(at_matched, test.max(axis=1))) + " |")
+            if f"{key}/{train_half}" not in store:  # --scored-only
+                continue
             train = store[f"{key}/{train_half}"]
             start_threshold = float(store[f"{key}/start_threshold"])
             per_epoch = [int(np.argmin(abs(thresholds - t))) for t in [start_threshold] + list(matched[1:])]
@@ -193,15 +242,21 @@ def main():
           "draws; label-free = the default run at the matched threshold)")
     print("| domain / trained on | label-free | " + " | ".join(f"N={n}" for n in COUNTS) + " | oracle |")
     print("|---|---|" + "---|" * len(COUNTS) + "---|")
+    rows = list(results["few_labels"].values())
+    if not rows:
+        return _save(args.out, results)
     for key, row in results["few_labels"].items():
         print(f"| {key} | {row['label_free']:.1f} | " + " | ".join(
             f"{row[n]['mean']:.1f} ± {row[n]['sd']:.1f}" for n in COUNTS) + f" | {row['oracle']:.1f} |")
-    rows = list(results["few_labels"].values())
     print(f"| mean | {np.mean([r['label_free'] for r in rows]):.1f} | " + " | ".join(
         f"{np.mean([r[n]['mean'] for r in rows]):.1f}" for n in COUNTS) + f" | {np.mean([r['oracle'] for r in rows]):.1f} |")
     print("| mean, when they also choose the threshold among 19 | | " + " | ".join(
         f"{np.mean([r[n]['any_threshold'] for r in rows]):.1f}" for n in COUNTS) + " | |")
-    with open(os.path.join(args.out, "results.json"), "w") as f:
+    _save(args.out, results)
+
+
+def _save(out, results):
+    with open(os.path.join(out, "results.json"), "w") as f:
         json.dump(results, f, indent=1, default=float)
 
 

@@ -203,7 +203,7 @@ def test_a_run_can_start_from_a_shipped_head_and_keeps_its_threshold():
     from c2am_tf.training.trainer import TrainConfig, build_model
     from c2am_tf.utils.errors import ConfigError
 
-    for fields, message in ((dict(init_preset="bogus"), "must be 'none' or a shipped preset"),
+    for fields, message in ((dict(init_preset="bogus"), "must be 'none', a shipped preset"),
                             (dict(init_preset="general_lite0", backbone="tiny"), "this run trains on tiny")):
         with pytest.raises(ConfigError, match=message):
             TrainConfig(dataset="synthetic", **fields).validate()
@@ -213,6 +213,43 @@ def test_a_run_can_start_from_a_shipped_head_and_keeps_its_threshold():
     assert float(model.threshold.numpy()) == pytest.approx(0.35) and float(model.polarity.numpy()) == -1.0
     images = np.random.RandomState(0).randint(0, 256, (2, 224, 224, 3)).astype("float32")
     np.testing.assert_allclose(model.predict(images, verbose=0), preset.predict(images, verbose=0), atol=1e-5)
+
+
+def test_a_run_can_go_on_from_an_earlier_runs_model_and_a_model_that_does_not_fit_is_one_line(tmp_path):
+    """--init-preset runs/mine/final.keras: a run on new photos starts from the user's own model (its head,
+    polarity and threshold), as the leave-one-domain-out benchmark starts from a head that never saw a domain."""
+    from c2am_tf.presets import load_model
+    from c2am_tf.training.trainer import build_model, choose_start
+    from c2am_tf.utils.errors import ConfigError
+
+    first, _, _ = run_training(TrainConfig(epochs=1, steps_per_epoch=2, out=str(tmp_path / "first"), **QUICK))
+    path = str(tmp_path / "first" / "final.keras")
+    earlier = load_model(path)
+    earlier.threshold.assign(0.3)  # a threshold the start must carry over, not the default 0.5
+    earlier.save(str(tmp_path / "calibrated.keras"))
+    cfg = TrainConfig(init_preset=str(tmp_path / "calibrated.keras"), **QUICK).validate()
+    assert cfg.lr == 1e-3  # the config's own rate: only "auto" with lr unset picks the warm one
+    images = np.random.RandomState(0).randint(0, 256, (2, 56, 56, 3)).astype("float32")
+    start, name, why = choose_start(cfg, images)
+    assert (name, why) == (str(tmp_path / "calibrated.keras"), "the model named")
+    model = build_model(cfg, total_steps=4, start=start)
+    assert float(model.threshold.numpy()) == pytest.approx(0.3)
+    assert float(model.polarity.numpy()) == float(earlier.polarity.numpy())
+    for a, b in zip(model.head.weights, earlier.head.weights):  # the head (a tiny backbone without weights differs)
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    # a run from it trains and says where it started
+    _, _, summary = run_training(TrainConfig(init_preset=path, epochs=1, steps_per_epoch=2, eval_every=0,
+                                             out=str(tmp_path / "second"), **QUICK))
+    assert summary["start"] == f"{path} (the model named)"
+    assert summary["threshold_rule"].startswith(f"matched to {path}'s foreground")
+    with pytest.raises(ConfigError, match="init_preset .*nowhere.keras: no such model file"):
+        TrainConfig(init_preset=str(tmp_path / "nowhere.keras"), **QUICK).validate()
+    wider = TrainConfig(**{**QUICK, "backbone": "efficientnet_lite0", "weights": None}, init_preset=path).validate()
+    with pytest.raises(ConfigError, match="is a head on tiny; this run trains on efficientnet_lite0"):
+        choose_start(wider, images)
+    (tmp_path / "junk.keras").write_bytes(b"not a zip")
+    with pytest.raises(ConfigError, match="init_preset .*junk.keras"):
+        choose_start(TrainConfig(init_preset=str(tmp_path / "junk.keras"), **QUICK).validate(), images)
 
 
 def test_a_warm_start_without_boxes_carries_its_threshold_over_by_the_foreground_it_keeps(tmp_path):

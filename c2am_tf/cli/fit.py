@@ -71,10 +71,11 @@ def build_parser(prog=None):
     p.add_argument("--strategy", default=defaults.strategy, choices=STRATEGIES,
                    help="auto: mirrored (all local GPUs or the CPU), or multiworker when TF_CONFIG names several "
                         "workers")
-    p.add_argument("--init-preset", default="auto", metavar="NAME",
+    p.add_argument("--init-preset", default="auto", metavar="NAME|FILE",
                    help="start from a shipped head (its weights, polarity and threshold): general_lite0, cub_lite0, "
                         "or general_routed_lite0 (the head its router sends 75%% of the training images to, else "
-                        "its general head); 'none' trains the head from scratch; 'auto': general_routed_lite0 for "
+                        "its general head); a final.keras of an earlier run goes on from that model; 'none' trains "
+                        "the head from scratch; 'auto': general_routed_lite0 for "
                         "images without boxes (folder, masks, tfrecord) on its backbone, else none")
     p.add_argument("--val-annotations", metavar="FILE",
                    help="boxes of a few of your images (COCO .json, Pascal VOC .xml folder, YOLO .txt folder, or CSV "

@@ -55,7 +55,7 @@ from c2am_tf.training.callbacks import (
     PolarityCallback,
 )
 from c2am_tf.training.run_folder import save_atomically
-from c2am_tf.utils.errors import ConfigError, InputError, RunError
+from c2am_tf.utils.errors import ConfigError, InputError, RunError, reason
 from c2am_tf.utils.files import atomic_path, write_json_atomically
 from c2am_tf.utils.limits import check_timeout
 
@@ -233,11 +233,16 @@ def claim_out_dir(cfg, overwrite=False, reuse=False):
 
 def check_start(name, backbone, features):
     """``name`` when the shipped preset ``name`` can start a run on ``backbone`` with ``features`` (a routed preset
-    starts it from one of its heads: ``choose_start``). Else a ``ConfigError`` naming ``init_preset``."""
+    starts it from one of its heads: ``choose_start``), or when ``name`` is a ``.keras`` file (an earlier run's
+    model; ``choose_start`` loads and checks it). Else a ``ConfigError`` naming ``init_preset``."""
+    if name.endswith(".keras"):
+        if not os.path.isfile(name):
+            raise ConfigError("init_preset", f"{name}: no such model file")
+        return name
     presets = c2am_presets.list_presets()
     if name not in presets:
-        raise ConfigError("init_preset", f"must be 'none' or a shipped preset ({', '.join(sorted(presets))}); "
-                                         f"got {name!r}")
+        raise ConfigError("init_preset", f"must be 'none', a shipped preset ({', '.join(sorted(presets))}) or a "
+                                         f"model file (.keras) of an earlier run; got {name!r}")
     entry = presets[name]
     if (entry["backbone"], entry["backbone_features"]) != (backbone, features):
         raise ConfigError("init_preset", f"{name} is a head on {entry['backbone']} ({entry['backbone_features']} "
@@ -286,6 +291,8 @@ def choose_start(cfg, images):
     """(preset arrays for ``assign_preset``, its name, why) of the head ``cfg.init_preset`` starts the run from.
     A routed preset gives the head its router sends the training ``images`` to (``pick_head``)."""
     name = cfg.init_preset
+    if name.endswith(".keras"):
+        return model_start(name, cfg), name, "the model named"
     if "head_config" not in c2am_presets.list_presets()[name]:
         return c2am_presets.head_file(name)[1], name, "the preset named"
     routed = C2AM.from_preset(name)
@@ -296,6 +303,23 @@ def choose_start(cfg, images):
     index = pick_head(shares, c2am_presets.routed_default_head(name))
     return (c2am_presets.routed_sub_head(name, index), f"{name} head {index}",
             f"{shares[index]:.0%} of {len(images)} training images route to it")
+
+
+def model_start(path, cfg):
+    """The preset arrays (``assign_preset``) of an earlier run's single-head C2AM model ``path``: its head, polarity
+    and threshold, so that a run goes on from it (on new photos, say). ``ConfigError`` naming ``init_preset`` for a
+    file that is no such model on ``cfg``'s backbone."""
+    try:
+        model = load_model(path)
+    except (OSError, ValueError) as err:
+        raise ConfigError("init_preset", str(err)) from None
+    if not isinstance(model, C2AM) or type(model.head).__name__ != "ActivationHead":
+        raise ConfigError("init_preset", f"{path}: not a single-head C2AM model (what fit writes); a routed model "
+                                         "starts a run through its preset name")
+    if model.backbone.name != cfg.backbone:  # the features' channels are checked as the head takes the weights
+        raise ConfigError("init_preset", f"{path} is a head on {model.backbone.name}; this run trains on "
+                                         f"{cfg.backbone}")
+    return c2am_presets.head_arrays(model)
 
 
 def _jit(flag):
@@ -389,8 +413,13 @@ def build_model(cfg, total_steps, start=None):
                  weight_decay=cfg.weight_decay, backbone_bn=cfg.backbone_bn, box_band=cfg.box_band)
     if cfg.init_preset != "none":  # a shipped head's weights, polarity and calibrated threshold to start from
         model(np.zeros((1, cfg.crop, cfg.crop, 3), np.float32))  # builds the head, so it can take the weights
-        arrays = start if start is not None else c2am_presets.head_file(cfg.init_preset)[1]
-        c2am_presets.assign_preset(model, arrays, cfg.init_preset)
+        arrays = start if start is not None else (model_start(cfg.init_preset, cfg) if cfg.init_preset.endswith(
+            ".keras") else c2am_presets.head_file(cfg.init_preset)[1])
+        try:
+            c2am_presets.assign_preset(model, arrays, cfg.init_preset)
+        except ValueError as err:  # another head structure, or features of another width
+            raise ConfigError("init_preset", f"{cfg.init_preset}: its head does not fit this run's model "
+                                             f"({reason(err)})") from None
     model.fold_frozen_backbone()
     model.compile(optimizer=poly_sgd(cfg.lr, total_steps, cfg.momentum), jit_compile=_jit(cfg.jit_compile))
     return model
