@@ -204,3 +204,38 @@ def test_a_routed_presets_sub_head_starts_a_run_as_the_router_would_box_its_imag
     assert pick_head([0.2, 0.8], 0) == 1 and pick_head([0.3, 0.7], 0) == 0 and pick_head([0.9, 0.1], 0) == 0
     with pytest.raises(c2am_presets.PresetError, match="no head 2"):
         c2am_presets.routed_sub_head(name, 2)
+
+
+def test_a_mask_preset_round_trips_through_its_file_and_is_refused_where_a_head_is_needed(tmp_path):
+    """save_mask_preset -> MaskModel.from_preset gives the same masks (the decoder in float16, which the saved
+    model took first); the head presets' loaders, fit and fit-masks refuse a mask preset in one line."""
+    from c2am_tf.models.masks.mask_model import MaskModel, save_mask_preset
+    from c2am_tf.training.trainer import TrainConfig
+    from c2am_tf.utils.errors import ConfigError
+
+    model = MaskModel(C2AM.from_preset("general_lite0"))
+    rng = np.random.RandomState(0)
+    for v in model.decoder.trainable_weights:  # a decoder that is not the prior alone
+        v.assign(rng.normal(0, 0.05, v.shape).astype("float32"))
+    model.threshold.assign(0.45)
+    path = save_mask_preset(model, "masks_test", "general_lite0", directory=str(tmp_path), trained_on="noise",
+                            command="none")
+    entry = presets.list_presets(str(tmp_path))["masks_test"]
+    assert entry["kind"] == "masks" and entry["teacher"] == "general_lite0" and entry["threshold"] == pytest.approx(0.45)
+    assert sha256_of(path) == entry["sha256"]
+    loaded = MaskModel.from_preset("masks_test", directory=str(tmp_path))
+    images = rng.randint(0, 256, (2, 96, 96, 3)).astype("float32")
+    np.testing.assert_allclose(loaded.predict(images, verbose=0), model.predict(images, verbose=0), atol=1e-5)
+    assert float(loaded.threshold.numpy()) == pytest.approx(0.45) and loaded.refinement == model.refinement
+    np.testing.assert_allclose(presets.reference_map(loaded), entry["reference_maps"]["synthetic:0"],
+                               atol=MAP_TOLERANCE)
+    with pytest.raises(presets.PresetError, match="is a mask model's"):
+        c2am_presets.preset_parts("masks_test", directory=str(tmp_path))
+    with pytest.raises(presets.PresetError, match="is a C2AM head, not a mask model"):
+        MaskModel.from_preset("general_lite0")
+    with pytest.raises(presets.PresetError, match="teacher is not the preset cub_lite0"):
+        save_mask_preset(model, "wrong", "cub_lite0", directory=str(tmp_path))
+    shipped_masks = [n for n, e in presets.list_presets().items() if presets.preset_kind(e) == "masks"]
+    for name in shipped_masks:
+        with pytest.raises(ConfigError, match="a shipped head preset"):
+            TrainConfig(dataset="folder", data_dir="photos", init_preset=name).validate()

@@ -189,13 +189,14 @@ def claim_training_output(parser, name, args):
     return claim_target(args.out, name, training_settings(args), args.overwrite)  # settings include the target
 
 
-def add_model_flags(parser, required=True):
-    """``--model M.keras`` or ``--preset NAME`` (a trained head shipped with the package), one of them."""
-    from c2am_tf.presets import list_presets
+def add_model_flags(parser, required=True, heads_only=False):
+    """``--model M.keras`` or ``--preset NAME`` (a trained model shipped with the package), one of them;
+    ``heads_only``: the C2AM head presets alone (a command that builds on a head, not on a mask model)."""
+    from c2am_tf.presets import head_presets, list_presets
 
     group = parser.add_mutually_exclusive_group(required=required)
     group.add_argument("--model", help="a C2AM .keras model")
-    group.add_argument("--preset", choices=sorted(list_presets()),
+    group.add_argument("--preset", choices=sorted(head_presets() if heads_only else list_presets()),
                        help="a trained model shipped with c2am_tf (offline, no training)")
 
 

@@ -27,7 +27,7 @@ from c2am_tf.training.masks import fit_masks
 def build_parser(prog=None):
     """This command's flags (the commands in the README and docs/ are checked against it)."""
     p = command_parser(__doc__, prog)
-    add_model_flags(p)
+    add_model_flags(p, heads_only=True)
     p.add_argument("--images", required=True, help="folder of training images (searched recursively) or a .txt list")
     p.add_argument("--out", default="runs/masks", type=output_folder, help="output folder (masks.keras, log.csv, summary.json)")
     p.add_argument("--rounds", type=int, default=2, help="self-training rounds (1: the teacher's masks only)")

@@ -31,7 +31,7 @@ def build_parser(prog=None):
     p = fit.build_parser(prog)
     p.set_defaults(init_preset="none", lr=1e-3)  # each cluster's head is trained from scratch, as the routed preset
     p.description = __doc__
-    add_model_flags(p)
+    add_model_flags(p, heads_only=True)
     p.add_argument("--clusters", type=int, default=3, help="k-means clusters of the training images")
     p.add_argument("--cluster-seed", type=int, default=0,
                    help="k-means seed (k-means can split a collection differently from seed to seed)")

@@ -23,8 +23,10 @@ from c2am_tf.models.c2am.c2am_presets import (
     INDEX,
     PresetError,
     head_arrays,
+    head_presets,
     list_presets,
     map_network,
+    preset_kind,
     preset_sha256,
     reference_image,
     reference_map,
@@ -34,13 +36,18 @@ from c2am_tf.utils.errors import InputError, reason
 from c2am_tf.utils.files import sha256_of
 from c2am_tf.utils.limits import check_keras_archive
 
-__all__ = ["HERE", "INDEX", "PresetError", "from_preset", "head_arrays",
+__all__ = ["HERE", "INDEX", "PresetError", "from_preset", "head_arrays", "head_presets", "preset_kind",
            "list_presets", "load", "load_classifier", "load_model", "load_named", "map_network", "model_label", "model_sha256",
            "preset_sha256", "reference_image", "reference_map", "save_preset"]
 
 
 def from_preset(name, weights="imagenet"):
-    """``C2AM.from_preset(name, weights)``: the shipped preset ``name`` as a C2AM model (offline)."""
+    """The shipped preset ``name`` (offline): ``C2AM.from_preset(name, weights)`` for a head, or
+    ``MaskModel.from_preset`` for a mask model (``general_masks_lite0``)."""
+    if preset_kind(list_presets().get(name, {})) == "masks":
+        from c2am_tf.models.masks.mask_model import MaskModel  # TensorFlow and OpenCV, for mask presets only
+
+        return MaskModel.from_preset(name, weights)
     from c2am_tf.models.c2am.model import C2AM  # TensorFlow: map_network's callers on other backends lack it
 
     return C2AM.from_preset(name, weights)

@@ -239,10 +239,10 @@ def check_start(name, backbone, features):
         if not os.path.isfile(name):
             raise ConfigError("init_preset", f"{name}: no such model file")
         return name
-    presets = c2am_presets.list_presets()
+    presets = c2am_presets.head_presets()
     if name not in presets:
-        raise ConfigError("init_preset", f"must be 'none', a shipped preset ({', '.join(sorted(presets))}) or a "
-                                         f"model file (.keras) of an earlier run; got {name!r}")
+        raise ConfigError("init_preset", f"must be 'none', a shipped head preset ({', '.join(sorted(presets))}) or "
+                                         f"a model file (.keras) of an earlier run; got {name!r}")
     entry = presets[name]
     if (entry["backbone"], entry["backbone_features"]) != (backbone, features):
         raise ConfigError("init_preset", f"{name} is a head on {entry['backbone']} ({entry['backbone_features']} "

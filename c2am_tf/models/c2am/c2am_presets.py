@@ -52,6 +52,18 @@ def _entry(name, directory=None):
     return presets[name]
 
 
+def preset_kind(entry):
+    """What a preset builds: "masks" for a mask model's decoder on a C2AM preset (``MaskModel.from_preset``),
+    else "head" (a C2AM head, ``C2AM.from_preset``)."""
+    return entry.get("kind", "head")
+
+
+def head_presets(directory=None):
+    """{name: entry} of the presets that are C2AM heads: what ``fit --init-preset``, ``fit-routed`` and
+    ``fit-masks`` start from (a mask preset is built on one of them)."""
+    return {name: entry for name, entry in list_presets(directory).items() if preset_kind(entry) == "head"}
+
+
 def preset_sha256(name):
     """The sha256 of a preset's head file (what a run's header records as the model's identity)."""
     return _entry(name)["sha256"]
@@ -163,6 +175,9 @@ def preset_parts(name, weights="imagenet", directory=None):
     (``weights`` passed to ``build_backbone``) and its head, not built yet. ``map_network`` and
     ``C2AM.from_preset`` both build from these."""
     entry, arrays = head_file(name, directory)
+    if preset_kind(entry) != "head":
+        raise PresetError(f"preset {name} is a mask model's (a decoder on {entry['teacher']}), not a C2AM head: "
+                          "load it with c2am_tf.presets.from_preset")
     backbone = build_backbone(entry["backbone"], weights=weights, features=entry["backbone_features"])
     return entry, arrays, backbone, build_head(entry)
 
@@ -221,12 +236,28 @@ def save_preset(model, name, backbone, backbone_features, directory=HERE, real_i
     with the reference maps of the synthetic image and of ``real_image`` = (name, path) when given (the
     name is what tests look the image up by, e.g. its path below the data folder)."""
 
-    make_folder(directory)
-    path = os.path.join(directory, f"{name}.npz")
     arrays = head_arrays(model)
     imagenet_classes = _imagenet_class_weights_kept(arrays, backbone)
     if imagenet_classes:
         del arrays["head/class_kernel"], arrays["head/class_bias"]
+    entry = {"backbone": backbone, "backbone_features": backbone_features,
+             "polarity": float(np.asarray(model.polarity)), **metadata}
+    if model_box_band(model):
+        entry["box_band"] = model_box_band(model)
+    if imagenet_classes:
+        entry["class_weights"] = "imagenet"
+    if isinstance(model.head, RoutedHead):  # its structure; the weights are in the file
+        entry["head_config"] = keras.saving.serialize_keras_object(model.head)
+    return register_preset(model, name, arrays, entry, directory, real_image)
+
+
+def register_preset(model, name, arrays, entry, directory=HERE, real_image=None):
+    """Writes ``<name>.npz`` (``arrays``) and ``presets.json``'s entry for it in ``directory``: ``entry`` plus the
+    file, its sha256, the model's threshold and its reference maps (of the synthetic image, and of ``real_image``
+    = (name, path) when given). Every kind of preset is written this way (``save_preset``, the mask models'
+    ``save_mask_preset``). Returns the file's path."""
+    make_folder(directory)
+    path = os.path.join(directory, f"{name}.npz")
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     write_atomically(path, buffer.getvalue())
@@ -237,19 +268,9 @@ def save_preset(model, name, backbone, backbone_features, directory=HERE, real_i
             presets = json.load(f)
     references = {"synthetic:0": reference_map(model)}
     if real_image is not None:
-
         references[real_image[0]] = reference_map(model, load_image(real_image[1]))
-    presets[name] = {"file": f"{name}.npz", "sha256": sha256_of(path), "backbone": backbone,
-                     "backbone_features": backbone_features, "threshold": float(np.asarray(model.threshold)),
-                     "polarity": float(np.asarray(model.polarity)), "reference_maps": references, **metadata}
-    if model_box_band(model):
-        presets[name]["box_band"] = model_box_band(model)
-    if imagenet_classes:
-        presets[name]["class_weights"] = "imagenet"
-
-    if isinstance(model.head, RoutedHead):  # its structure; the weights are in the file
-
-        presets[name]["head_config"] = keras.saving.serialize_keras_object(model.head)
+    presets[name] = {**entry, "file": f"{name}.npz", "sha256": sha256_of(path),
+                     "threshold": float(np.asarray(model.threshold)), "reference_maps": references}
     write_json_atomically(index, presets, indent=1, sort_keys=True)
     return path
 

@@ -29,6 +29,8 @@ from tqdm import tqdm
 from c2am_tf.backbones import layers_at_strides
 from c2am_tf.maps.edges import REFINEMENTS, check_refinement, edge_refined_map
 from c2am_tf.maps.normalize import flat_maps, min_max_normalized
+from c2am_tf.models.c2am import c2am_presets
+from c2am_tf.models.c2am.model import C2AM
 
 DECODER_STRIDE = 4
 # Pseudo-mask band, as fractions of the teacher map's range (min-max normalized): above HIGH is
@@ -220,6 +222,54 @@ class MaskModel(keras.Model):
         config = dict(config)
         config["teacher"] = keras.saving.deserialize_keras_object(config["teacher"])
         return cls(**config)
+
+    @classmethod
+    def from_preset(cls, name, weights="imagenet", directory=None):
+        """A mask model shipped with the package (offline, no training): its teacher, a shipped C2AM preset, and
+        the decoder and threshold of its preset file (``save_mask_preset``; in ``directory`` if given);
+        ``weights`` goes to the teacher's backbone. ``PresetError`` for an unknown name, a head preset or a
+        changed file.
+
+        >>> model = MaskModel.from_preset("general_masks_lite0")  # doctest: +SKIP
+        >>> model(np.zeros((1, 448, 448, 3))).shape  # doctest: +SKIP
+        TensorShape([1, 112, 112, 1])
+        """
+        entry, arrays = c2am_presets.head_file(name, directory)
+        if c2am_presets.preset_kind(entry) != "masks":
+            raise c2am_presets.PresetError(f"preset {name} is a C2AM head, not a mask model: load it with "
+                                           "C2AM.from_preset")
+        model = cls(C2AM.from_preset(entry["teacher"], weights), entry["width"], entry["fine_width"],
+                    entry["refinement"], entry["taps"], name=f"masks_{name}")
+        variables = {f"decoder/{v.path}": v for v in model.decoder.weights}
+        if set(variables) != set(arrays) - {"threshold"}:
+            raise c2am_presets.PresetError(f"preset {name}: decoder variables {sorted(arrays)} do not fit the "
+                                           f"model's {sorted(variables)}")
+        for key, variable in variables.items():
+            variable.assign(arrays[key].astype(np.float32))
+        model.threshold.assign(float(arrays["threshold"]))
+        return model
+
+
+def save_mask_preset(model, name, teacher, directory=c2am_presets.HERE, real_image=None, **metadata):
+    """Writes a mask model (``model``, whose teacher is the shipped preset ``teacher``) as the preset ``name``:
+    the decoder's weights in float16 (half the bytes; ``model`` takes the rounded values first, so the reference
+    maps are the preset's own) and the threshold, and its entry (``c2am_presets.register_preset``)."""
+    entry = c2am_presets.list_presets().get(teacher)
+    if entry is None or c2am_presets.preset_kind(entry) != "head":
+        raise c2am_presets.PresetError(f"teacher {teacher!r} is not a shipped C2AM head preset")
+    stored, own = c2am_presets.head_file(teacher)[1], c2am_presets.head_arrays(model.teacher)
+    if set(stored) != set(own) or any(not np.array_equal(stored[k], own[k]) for k in stored):
+        raise c2am_presets.PresetError(f"the mask model's teacher is not the preset {teacher}: a mask preset loads "
+                                       "its decoder onto that preset")
+    arrays = {}
+    for v in model.decoder.weights:
+        arrays[f"decoder/{v.path}"] = np.asarray(v).astype(np.float16)
+        v.assign(arrays[f"decoder/{v.path}"].astype(np.float32))
+    arrays["threshold"] = np.asarray(model.threshold, np.float32)
+    fields = {"kind": "masks", "teacher": teacher, "backbone": entry["backbone"],
+              "backbone_features": entry["backbone_features"], "width": model.width, "fine_width": model.fine_width,
+              "refinement": model.refinement, "taps": list(model.taps), **metadata}
+    return c2am_presets.register_preset(model, name, arrays, fields, directory, real_image)
 
 
 def pseudo_masks(score_maps, low=PSEUDO_LOW, high=PSEUDO_HIGH):
