@@ -22,8 +22,8 @@
 - ``cub_lite0``: the CUB dev recipe (CUB train, 750 images); threshold chosen on CUB train's boxes.
 - ``general_masks_lite0``: a mask model (``fit-masks``) with ``general_routed_lite0`` as its teacher, self-trained
   on 975 unlabeled images: DUTS-TE_dev500 half1, oxford_pets_dev half1, ImageNet dev half1 and the first 250 of CUB
-  train (``--masks-list``), so DUTS half2 and pets half2 stay unseen by the decoder; its threshold stays fit-masks'
-  0.5 of the peak, fixed without labels.
+  train (``--masks-list``), so DUTS half2 and pets half2 stay unseen by the decoder; its threshold is the best
+  per-image IoU on DUTS half1's masks.
 
 Every preset boxes its map with ``BOX_BAND`` (``fit``'s default: each box the mean of the boxes from
 threshold - 0.1 to + 0.1), and its threshold is chosen with that rule. ``--from-shipped`` takes the heads
@@ -35,7 +35,7 @@ import os
 import sys
 
 from c2am_tf import data
-from c2am_tf.evaluation.evaluate import choose_threshold
+from c2am_tf.evaluation.evaluate import choose_threshold, evaluate
 from c2am_tf.models.c2am.layers import RoutedHead
 from c2am_tf.models.masks.mask_model import save_mask_preset
 from c2am_tf.presets import from_preset, load_model, save_preset
@@ -67,8 +67,12 @@ def masks_list(path):
 
 
 def mask_preset(path="runs/general_masks/masks.keras"):
-    """Writes ``general_masks_lite0`` from its fit-masks run."""
+    """Writes ``general_masks_lite0`` from its fit-masks run, its threshold the best per-image IoU on DUTS half1's
+    masks (held out from scoring: half2)."""
     model = load_model(path)
+    result, _ = evaluate(model, held_out("masks", os.path.join(SHARED, "DUTS-TE_dev500"), "half1"),
+                         max_box_acc=False, stored_threshold=None)
+    model.threshold.assign(result["per_image_iou_threshold"])
     real = (REAL, os.path.join(SHARED, REAL)) if os.path.exists(os.path.join(SHARED, REAL)) else None
     out = save_mask_preset(
         model, "general_masks_lite0", "general_routed_lite0", real_image=real,
@@ -77,7 +81,7 @@ def mask_preset(path="runs/general_masks/masks.keras"):
         command="python benchmarks/make_presets.py --masks-list runs/lists/general_masks.txt; c2am-tf fit-masks "
                 "--preset general_routed_lite0 --images runs/lists/general_masks.txt --rounds 2 --epochs 6 --out "
                 "runs/general_masks; python benchmarks/make_presets.py general_masks_lite0",
-        threshold_from="fit-masks' fixed 0.5 of the map's peak (no labels)")
+        threshold_from="DUTS-TE_dev500 half1 masks, the best per-image IoU (held out from scoring: half2)")
     print(f"general_masks_lite0: threshold {float(model.threshold.numpy()):.2f}, refinement {model.refinement} "
           f"-> {out} ({os.path.getsize(out)} bytes)")
 

@@ -5,7 +5,7 @@ The shipped heads' registry (files, sha256 checks, reference maps, saving) is
 
 Example:
 >>> sorted(list_presets())
-['cub_lite0', 'general_lite0', 'general_routed_lite0']
+['cub_lite0', 'general_lite0', 'general_masks_lite0', 'general_routed_lite0']
 >>> model = from_preset("general_lite0")  # doctest: +SKIP
 """
 

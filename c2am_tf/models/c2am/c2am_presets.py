@@ -12,7 +12,7 @@ figures, the file's sha256, and a routed head's structure).
 
 Example:
 >>> sorted(list_presets())
-['cub_lite0', 'general_lite0', 'general_routed_lite0']
+['cub_lite0', 'general_lite0', 'general_masks_lite0', 'general_routed_lite0']
 """
 
 import io
