@@ -22,6 +22,7 @@ its threshold chosen on held-out boxes of another domain (ImageNet half1; DUTS h
 and each fold starts from it (``fit --init-preset OUT/without_<domain>/start.keras``).
 
     python benchmarks/few_labels.py --leave-out --out runs/few_labels_lodo [--lr 1e-4] [--scored-only]
+    python benchmarks/few_labels.py --leave-out --out runs/few_labels_lodo --blend 0 0.5 1   # after the runs
 
 Prints tables; writes OUT/per_image.npz and OUT/results.json.
 """
@@ -137,6 +138,98 @@ def start_without(name, all_domains, out):
     return path
 
 
+def blend_scores(args, all_domains, alphas):
+    """Each finished fold's trained head blended with its start, ``alpha * trained + (1 - alpha) * start`` (weight
+    averaging, as WiSE-FT does for fine-tuned networks), scored on the other half at the matched threshold and at
+    the best (oracle). Prints one row per fold."""
+    from c2am_tf.presets import load_model
+
+    print("\n## Blends of the trained head with its start: GT-known on the other half at the matched threshold / "
+          "the best (oracle)")
+    print("| domain | trained on | " + " | ".join(f"alpha {a:g}" for a in alphas) + " |")
+    print("|---|---|" + "---|" * len(alphas))
+    rows = []
+    thresholds = np.asarray(DEFAULT_THRESHOLDS)
+    for name, (dataset, root, halves, _) in all_domains.items():
+        if name not in args.domains:
+            continue
+        start = os.path.join(args.out, f"without_{name}", "start.keras") if args.leave_out else "auto"
+        for train_half, scored in (halves, halves[::-1]):
+            run = os.path.join(args.out, f"{name}_{train_half}")
+            if not os.path.exists(os.path.join(run, "final.keras")):
+                continue
+            keras.backend.clear_session()
+            cfg = TrainConfig(dataset="folder", data_dir=os.path.join(args.out, f"{name}_{train_half}.txt"),
+                              init_preset=start, lr=args.lr, out=run).validate()
+            images = reference_images(cfg)
+            arrays = choose_start(cfg, images)[0]
+            model = build_model(cfg, 1, arrays)
+            start_maps, start_threshold = training_maps(model, images), float(model.threshold.numpy())
+            begin = [v.numpy() for v in model.head.weights]
+            end = [v.numpy() for v in load_model(os.path.join(run, "final.keras")).head.weights]
+            batches = data.eval_dataset(dataset, scored, root)
+            row = []
+            for a in alphas:
+                for v, b, e in zip(model.head.weights, begin, end):
+                    v.assign((1 - a) * b + a * e)
+                matched = matched_threshold(start_maps, start_threshold, training_maps(model, images))
+                correct = per_image_correct(model, batches).mean(axis=0) * 100
+                row.append((correct[int(np.argmin(abs(thresholds - matched)))], correct.max()))
+            rows.append(row)
+            print(f"| {name} | {train_half} | " + " | ".join(f"{m:.1f} / {o:.1f}" for m, o in row) + " |", flush=True)
+    print("| mean | | " + " | ".join(f"{np.mean([r[k][0] for r in rows]):.1f} / {np.mean([r[k][1] for r in rows]):.1f}"
+                                    for k in range(len(alphas))) + " |")
+
+
+def otsu(maps, bins=64):
+    """Otsu's threshold of every pixel of ``maps`` (normalized to [0, 1]): the cut that best splits them in two."""
+    hist, edges = np.histogram(np.concatenate([np.ravel(m) for m in maps]), bins=bins, range=(0, 1))
+    p = hist / hist.sum()
+    centres = (edges[:-1] + edges[1:]) / 2
+    w0, mu = np.cumsum(p), np.cumsum(p * centres)
+    between = (mu[-1] * w0 - mu) ** 2 / np.maximum(w0 * (1 - w0), 1e-12)
+    return float(edges[1:][int(np.argmax(between))])
+
+
+def rule_scores(args, all_domains):
+    """Label-free threshold rules after the last epoch of each finished fold, scored from the stored per-image
+    verdicts: the start's threshold kept, the matched one (fit's), Otsu's on the trained maps of the training
+    images, and the mean of matched and Otsu; the oracle beside them."""
+    from c2am_tf.presets import load_model
+
+    store = dict(np.load(os.path.join(args.out, "per_image.npz")))
+    thresholds = np.asarray(DEFAULT_THRESHOLDS)
+    names = ("kept", "matched", "otsu", "matched+otsu")
+    print("\n## Label-free threshold rules after the last epoch (GT-known on the other half; threshold in brackets)")
+    print("| fold | " + " | ".join(names) + " | oracle |")
+    print("|---|" + "---|" * (len(names) + 1))
+    rows = []
+    for name, (_, _, halves, _) in all_domains.items():
+        if name not in args.domains:
+            continue
+        start = os.path.join(args.out, f"without_{name}", "start.keras") if args.leave_out else "auto"
+        for train_half, scored in (halves, halves[::-1]):
+            run, key = os.path.join(args.out, f"{name}_{train_half}"), f"{name}/{train_half}"
+            if f"{key}/{scored}" not in store or not os.path.exists(os.path.join(run, "final.keras")):
+                continue
+            keras.backend.clear_session()
+            cfg = TrainConfig(dataset="folder", data_dir=os.path.join(args.out, f"{name}_{train_half}.txt"),
+                              init_preset=start, lr=args.lr, out=run).validate()
+            images = reference_images(cfg)
+            model = build_model(cfg, 1, choose_start(cfg, images)[0])
+            start_maps, kept = training_maps(model, images), float(model.threshold.numpy())
+            maps = training_maps(load_model(os.path.join(run, "final.keras")), images)
+            matched = matched_threshold(start_maps, kept, maps)
+            cut = otsu(maps)
+            chosen = (kept, matched, cut, (matched + cut) / 2)
+            last = store[f"{key}/{scored}"][-1].mean(axis=0) * 100
+            row = [(last[int(np.argmin(abs(thresholds - t)))], t) for t in chosen] + [(last.max(), 0)]
+            rows.append(row)
+            print(f"| {key} | " + " | ".join(f"{v:.1f} ({t:.2f})" for v, t in row[:-1]) + f" | {row[-1][0]:.1f} |",
+                  flush=True)
+    print("| mean | " + " | ".join(f"{np.mean([r[k][0] for r in rows]):.1f}" for k in range(len(names) + 1)) + " |")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="runs/few_labels")
@@ -148,8 +241,16 @@ def main():
     p.add_argument("--lr", type=float, help="the runs' learning rate (default: fit's)")
     p.add_argument("--scored-only", action="store_true",
                    help="score only the other half after each epoch (no few-label tables; faster)")
+    p.add_argument("--blend", type=float, nargs="+", metavar="ALPHA",
+                   help="score the finished runs' heads blended with their starts at these weights (no training)")
+    p.add_argument("--rules", action="store_true",
+                   help="compare label-free threshold rules on the finished runs (no training)")
     args = p.parse_args()
     print(header())
+    if args.blend:
+        return blend_scores(args, domains(args.out), args.blend)
+    if args.rules:
+        return rule_scores(args, domains(args.out))
     os.makedirs(args.out, exist_ok=True)
     store_path = os.path.join(args.out, "per_image.npz")
     store = dict(np.load(store_path)) if os.path.exists(store_path) else {}
