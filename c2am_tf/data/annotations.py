@@ -38,6 +38,28 @@ def csv_rows(path, columns, expected=None):
     return rows
 
 
+def first_of_each(rows, path, strict, label="{}", error=AnnotationError, consequence=""):
+    """(kept, repeated) of ``rows`` [(fields, line number)] read from ``path``: the first row of each id (the first
+    field), in order, and for every later row one ``path:line: <label> again (first at line N)<consequence>``;
+    with ``strict`` the first repeat raises ``error``. CUB's tables and wsolevaluation's image ids name a
+    repeated id this one way.
+
+    >>> first_of_each([(["a", 1], 1), (["a", 2], 2)], "ids.txt", strict=False)
+    ([(['a', 1], 1)], ['ids.txt:2: a again (first at line 1)'])
+    """
+    kept, first, repeated = [], {}, []
+    for fields, line_no in rows:
+        key = fields[0]
+        if key in first:
+            repeated.append(f"{path}:{line_no}: {label.format(key)} again (first at line {first[key]}){consequence}")
+            if strict:
+                raise error(repeated[0])
+            continue
+        first[key] = line_no
+        kept.append((fields, line_no))
+    return kept, repeated
+
+
 def parse_box(fields, where):
     """Floats of ``fields`` or AnnotationError naming ``where`` (file:line) and the bad field."""
     try:

@@ -5,7 +5,7 @@ import os
 
 import tensorflow as tf
 
-from c2am_tf.data.annotations import AnnotationError, BoxAudit, parse_box
+from c2am_tf.data.annotations import AnnotationError, BoxAudit, first_of_each, parse_box
 from c2am_tf.data.records import records_source
 from c2am_tf.data.tfds_source import prepared_tfds_split
 from c2am_tf.utils.errors import InputError
@@ -24,7 +24,7 @@ def _read_table(path, columns, strict=False):
             f"{path} not found: a CUB_200_2011 folder holds images/, images.txt, "
             "train_test_split.txt and bounding_boxes.txt"
         )
-    rows, repeated = {}, []
+    rows = []
     with open(path, encoding="utf-8-sig") as f:
         for line_no, line in enumerate(f, 1):
             parts = line.split()
@@ -32,17 +32,13 @@ def _read_table(path, columns, strict=False):
                 continue
             if len(parts) != columns:
                 raise InputError(f"{path}:{line_no}: expected {columns} fields, got {line.strip()[:200]!r}")
-            if parts[0] in rows:
-                repeated.append(f"{path}:{line_no}: id {parts[0]} again (first at line {rows[parts[0]][1]})")
-                if strict:
-                    raise InputError(f"{repeated[0]}; each id once")
-                continue
-            rows[parts[0]] = (parts[1:], line_no)
+            rows.append((parts, line_no))
+    kept, repeated = first_of_each(rows, path, strict, "id {}", InputError, "; each id once" if strict else "")
     if repeated:
         log.warning("%d repeated id%s in %s, each line after the first ignored (strict mode makes this an error): "
                     "%s%s", len(repeated), "s" * (len(repeated) > 1), path, repeated[0],
                     ", ..." if len(repeated) > 1 else "")
-    return rows
+    return {parts[0]: (parts[1:], line_no) for parts, line_no in kept}
 
 
 def cub_records(data_dir, split, strict=False):

@@ -24,7 +24,7 @@ import os
 
 import tensorflow as tf
 
-from c2am_tf.data.annotations import AnnotationError, BoxAudit, csv_rows, parse_box
+from c2am_tf.data.annotations import AnnotationError, BoxAudit, csv_rows, first_of_each, parse_box
 from c2am_tf.data.box_files import voc_objects
 from c2am_tf.data.folder import folder_source
 from c2am_tf.data.records import records_source
@@ -71,18 +71,11 @@ def wsol_metadata_records(root, strict=False):
     meta = metadata_dir(root)
     if meta is None:
         raise FileNotFoundError(f"{root}: no wsolevaluation metadata (metadata/image_ids.txt)")
-    repeated = []
     ids_file = os.path.join(meta, "image_ids.txt")
-    ids, first = [], {}
-    for (image_id,), line_no in _rows(ids_file, 1):
-        if image_id in first:  # scored twice before: counted, or an error with strict
-            problem = f"{ids_file}:{line_no}: {image_id} again (first at line {first[image_id]}); scored once"
-            if strict:
-                raise AnnotationError(problem)
-            repeated.append(problem)
-            continue
-        first[image_id] = line_no
-        ids.append(image_id)
+    # an id listed twice was scored twice before: counted, or an error with strict
+    kept, repeated = first_of_each(_rows(ids_file, 1), ids_file, strict, consequence="; scored once")
+    ids = [fields[0] for fields, _ in kept]
+    first = {fields[0]: line_no for fields, line_no in kept}
     labels = {f[0]: int(f[1]) for f, _ in _rows(os.path.join(meta, "class_labels.txt"), 2, required=False)}
     sizes = {f[0]: (f[1:], n) for f, n in _rows(os.path.join(meta, "image_sizes.txt"), 3)}
     loc_file = os.path.join(meta, "localization.txt")
