@@ -23,6 +23,7 @@ and each fold starts from it (``fit --init-preset OUT/without_<domain>/start.ker
 
     python benchmarks/few_labels.py --leave-out --out runs/few_labels_lodo [--lr 1e-4] [--scored-only]
     python benchmarks/few_labels.py --leave-out --out runs/few_labels_lodo --blend 0 0.5 1   # after the runs
+    python benchmarks/few_labels.py --leave-out --out runs/lodo80 --images 80 --scored-only   # small folders
 
 Prints tables; writes OUT/per_image.npz and OUT/results.json.
 """
@@ -239,6 +240,7 @@ def main():
     p.add_argument("--leave-out", action="store_true",
                    help="start each domain's runs from a general head that never saw the domain (see above)")
     p.add_argument("--lr", type=float, help="the runs' learning rate (default: fit's)")
+    p.add_argument("--images", type=int, help="train on the first N images of each half only (a small folder)")
     p.add_argument("--scored-only", action="store_true",
                    help="score only the other half after each epoch (no few-label tables; faster)")
     p.add_argument("--blend", type=float, nargs="+", metavar="ALPHA",
@@ -266,7 +268,7 @@ def main():
             keras.backend.clear_session()
             listing = os.path.join(args.out, f"{name}_{train_half}.txt")
             with open(listing, "w") as f:
-                f.write("".join(os.path.abspath(x) + "\n" for x in paths[train_half]))
+                f.write("".join(os.path.abspath(x) + "\n" for x in paths[train_half][:args.images]))
             cfg = TrainConfig(dataset="folder", data_dir=listing, epochs=args.epochs, verbose=0, init_preset=start,
                               lr=args.lr, out=os.path.join(args.out, f"{name}_{train_half}")).validate()
             recorded = (scored,) if args.scored_only else (train_half, scored)
