@@ -66,11 +66,15 @@ def read_annotations(path, images_dir, strict=False):
     audit = BoxAudit(f"annotations {path}", strict)
     missing = []
     boxes = {}  # image path -> [box]
-    sizes = {}  # image path -> (width, height) from its header, False when missing: read once per image, not per box
-    for image, box, size, where in READERS[kind](path, images_dir):
+    sizes = {}  # image path -> (width, height) from its header: read once per image, not per box or per reader
+
+    def header(image):
         if image not in sizes:
             sizes[image] = image_size(image) if os.path.isfile(image) else False
-        actual = sizes[image]
+        return sizes[image]
+
+    for image, box, size, where in READERS[kind](path, images_dir, header):
+        actual = header(image)
         if actual is False:
             if strict:
                 raise AnnotationError(f"{where}: image {image} not found")
@@ -97,7 +101,7 @@ def _image_path(images_dir, name):
     return name if os.path.isabs(name) else os.path.join(images_dir, name)
 
 
-def _coco(path, images_dir):
+def _coco(path, images_dir, header=None):
     check_regular_file(path, "COCO annotations")
     with open(path, encoding="utf-8-sig") as f:
         try:
@@ -186,7 +190,7 @@ def voc_objects(path):
     return found.get("filename"), size, boxes
 
 
-def _voc(path, images_dir):
+def _voc(path, images_dir, header=None):
     files = [path] if os.path.isfile(path) else sorted(
         os.path.join(path, n) for n in os.listdir(path) if n.lower().endswith(".xml"))
     for xml_file in files:
@@ -198,7 +202,7 @@ def _voc(path, images_dir):
             yield image, fields, size, f"{xml_file}:{line}"
 
 
-def _yolo(path, images_dir):
+def _yolo(path, images_dir, header=image_size):
     by_stem = {}
     for image in list_images(images_dir):
         by_stem.setdefault(os.path.splitext(os.path.basename(image))[0], []).append(image)
@@ -211,7 +215,7 @@ def _yolo(path, images_dir):
         if len(same) > 1:
             raise ValueError(f"{txt}: several images named {stem}.* under {images_dir} ({same[0]}, {same[1]})")
         image = same[0] if same else os.path.join(images_dir, stem + ".jpg")
-        size = image_size(image) if same else None
+        size = header(image) if same else None
         with open(txt, encoding="utf-8-sig") as f:
             for line_no, line in enumerate(f, 1):
                 fields = line.split()
@@ -236,7 +240,7 @@ def _yolo(path, images_dir):
                               (cx + w / 2) * width, (cy + h / 2) * height], None, where
 
 
-def _csv(path, images_dir):
+def _csv(path, images_dir, header=None):
     check_regular_file(path, "CSV annotations")
     for fields, line_no in csv_rows(path, 5, "path,x0,y0,x1,y1"):
         if line_no == 1 and not _numeric(fields[1]):  # a header line
@@ -252,4 +256,6 @@ def _numeric(text):
         return False
 
 
+# each reader: (path, images_dir, header) -> (image path, box, the size the box is in or None, where); ``header``
+# gives an image's (width, height) from its header (read once), as read_annotations reads it
 READERS = {"coco": _coco, "voc": _voc, "yolo": _yolo, "csv": _csv}
