@@ -203,6 +203,16 @@ def test_a_routed_presets_sub_head_starts_a_run_as_the_router_would_box_its_imag
     np.testing.assert_allclose(single.predict(images, verbose=0), expected, atol=1e-5)
     assert float(single.threshold.numpy()) == pytest.approx(float(routed.threshold.numpy()))
     assert pick_head([0.2, 0.8], 0) == 1 and pick_head([0.3, 0.7], 0) == 0 and pick_head([0.9, 0.1], 0) == 0
+    # the run routes its images on its own backbone (one Lite0 per run) as the routed preset itself does
+    from c2am_tf.training.trainer import choose_start, run_backbone
+
+    photos = np.random.RandomState(2).randint(0, 256, (4, 96, 96, 3)).astype("uint8")
+    arrays, label, why = choose_start(cfg, photos, run_backbone(cfg))
+    routes = np.asarray(routed.head.routed_heads(routed.backbone(photos.astype("float32"), training=False)))
+    index = pick_head(np.bincount(routes, minlength=2) / len(routes), 0)  # as the preset routes them
+    assert label == f"{name} head {index}" and why.endswith("of 4 training images route to it")
+    expected = c2am_presets.routed_sub_head(name, index)
+    assert set(arrays) == set(expected) and all(np.array_equal(arrays[k], expected[k]) for k in expected)
     with pytest.raises(c2am_presets.PresetError, match="no head 2"):
         c2am_presets.routed_sub_head(name, 2)
 

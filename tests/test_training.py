@@ -203,7 +203,7 @@ def test_a_run_can_start_from_a_shipped_head_and_keeps_its_threshold():
     from c2am_tf.training.trainer import TrainConfig, build_model
     from c2am_tf.utils.errors import ConfigError
 
-    for fields, message in ((dict(init_preset="bogus"), "must be 'none', a shipped preset"),
+    for fields, message in ((dict(init_preset="bogus"), "must be 'none', a shipped head preset"),
                             (dict(init_preset="general_lite0", backbone="tiny"), "this run trains on tiny")):
         with pytest.raises(ConfigError, match=message):
             TrainConfig(dataset="synthetic", **fields).validate()

@@ -287,19 +287,27 @@ def pick_head(shares, default, specialist_share=SPECIALIST_SHARE):
     return best if best != default and shares[best] >= specialist_share else default
 
 
-def choose_start(cfg, images):
+def choose_start(cfg, images, backbone=None):
     """(preset arrays for ``assign_preset``, its name, why) of the head ``cfg.init_preset`` starts the run from.
-    A routed preset gives the head its router sends the training ``images`` to (``pick_head``)."""
+    A routed preset gives the head its router sends the training ``images`` to (``pick_head``), on the features
+    of ``backbone`` (the run's own, which ``check_start`` made the preset's backbone; with other weights than
+    ImageNet's, or none given, the preset's own backbone is built for it)."""
     name = cfg.init_preset
     if name.endswith(".keras"):
         return model_start(name, cfg), name, "the model named"
-    if "head_config" not in c2am_presets.list_presets()[name]:
+    entry = c2am_presets.list_presets()[name]
+    if "head_config" not in entry:
         return c2am_presets.head_file(name)[1], name, "the preset named"
-    routed = C2AM.from_preset(name)
-    features = np.concatenate([routed.backbone(images[i:i + 32].astype(np.float32), training=False).numpy()
+    if backbone is None or cfg.weights != "imagenet":
+        backbone = build_backbone(entry["backbone"], weights="imagenet", features=entry["backbone_features"])
+    features = np.concatenate([backbone(images[i:i + 32].astype(np.float32), training=False).numpy()
                                for i in range(0, len(images), 32)])
-    heads = np.asarray(routed.head.routed_heads(features))
-    shares = np.bincount(heads, minlength=len(routed.head.heads)) / max(len(heads), 1)
+    head = c2am_presets.build_head(entry)
+    if not head.built:  # a routed head's stored config builds it
+        head.build(features.shape)
+    c2am_presets.assign_head(head, c2am_presets.head_file(name)[1], name)
+    heads = np.asarray(head.routed_heads(features))
+    shares = np.bincount(heads, minlength=len(head.heads)) / max(len(heads), 1)
     index = pick_head(shares, c2am_presets.routed_default_head(name))
     return (c2am_presets.routed_sub_head(name, index), f"{name} head {index}",
             f"{shares[index]:.0%} of {len(images)} training images route to it")
@@ -402,10 +410,11 @@ def _features(cfg):
     return cfg.backbone_features or default_features(cfg.backbone)
 
 
-def build_model(cfg, total_steps, start=None):
+def build_model(cfg, total_steps, start=None, backbone=None):
     """A compiled C2AM (call inside the strategy scope); ``start``: the preset arrays it starts from
-    (``choose_start``; default: those of ``cfg.init_preset``, a single head)."""
-    backbone = build_backbone(cfg.backbone, weights=cfg.weights, features=_features(cfg))
+    (``choose_start``; default: those of ``cfg.init_preset``, a single head); ``backbone``: the run's backbone
+    when it was built already (``run_backbone``), else it is built here."""
+    backbone = backbone if backbone is not None else run_backbone(cfg)
     if cfg.freeze_backbone:
         backbone.trainable = False  # only the head trains (parameter groups skip frozen layers)
     model = C2AM(backbone, alpha=cfg.alpha,
@@ -423,6 +432,11 @@ def build_model(cfg, total_steps, start=None):
     model.fold_frozen_backbone()
     model.compile(optimizer=poly_sgd(cfg.lr, total_steps, cfg.momentum), jit_compile=_jit(cfg.jit_compile))
     return model
+
+
+def run_backbone(cfg):
+    """The backbone a run of ``cfg`` trains on (call inside the strategy scope)."""
+    return build_backbone(cfg.backbone, weights=cfg.weights, features=_features(cfg))
 
 
 class StepTimer(keras.callbacks.Callback):
@@ -489,9 +503,13 @@ def run_training(cfg, extra_callbacks=(), overwrite=False):
 
 def _fit(cfg, strategy, out, train, steps, evaluation, extra_callbacks):
     images = reference_images(cfg)
-    start, start_name, why = choose_start(cfg, images) if cfg.init_preset != "none" else (None, "its start", "")
     with strategy.scope():
-        model = build_model(cfg, steps * cfg.epochs, start)
+        backbone = run_backbone(cfg)
+    # a routed start routes the images on the run's own backbone: one Lite0 built per run, not two
+    start, start_name, why = choose_start(cfg, images, backbone) if cfg.init_preset != "none" else \
+        (None, "its start", "")
+    with strategy.scope():
+        model = build_model(cfg, steps * cfg.epochs, start, backbone)
     # only now: a run that fails to build its model (a bad --weights file) leaves nothing to block its retry
     write_json_atomically(os.path.join(out, "config.json"), dataclasses.asdict(cfg), indent=1)
     # the model is its start until fit restores a backup: what the trained model is compared with
