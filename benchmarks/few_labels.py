@@ -41,7 +41,7 @@ from own_photos import domains
 from c2am_tf import data
 from c2am_tf.evaluation.evaluate import Evaluation, choose_threshold
 from c2am_tf.inference.maps import localization_maps
-from c2am_tf.maps.foreground import DEFAULT_THRESHOLDS, matched_threshold
+from c2am_tf.maps.foreground import DEFAULT_THRESHOLDS, label_free_threshold, matched_threshold
 from c2am_tf.models.settings import model_box_band
 from c2am_tf.training.run_folder import save_atomically
 from c2am_tf.training.trainer import (
@@ -79,7 +79,8 @@ class EpochRecorder(keras.callbacks.Callback):
 
     def record(self):
         images, start_maps, start_threshold = self.reference
-        self.matched.append(matched_threshold(start_maps, start_threshold, training_maps(self.model, images)))
+        # fit's label-free threshold (runs recorded before it capped the match at the start's hold the match alone)
+        self.matched.append(label_free_threshold(start_maps, start_threshold, training_maps(self.model, images)))
         for half, batches in self.halves.items():
             self.correct[half].append(per_image_correct(self.model, batches))
 
@@ -173,7 +174,7 @@ def blend_scores(args, all_domains, alphas):
             for a in alphas:
                 for v, b, e in zip(model.head.weights, begin, end):
                     v.assign((1 - a) * b + a * e)
-                matched = matched_threshold(start_maps, start_threshold, training_maps(model, images))
+                matched = label_free_threshold(start_maps, start_threshold, training_maps(model, images))
                 correct = per_image_correct(model, batches).mean(axis=0) * 100
                 row.append((correct[int(np.argmin(abs(thresholds - matched)))], correct.max()))
             rows.append(row)
@@ -194,13 +195,13 @@ def otsu(maps, bins=64):
 
 def rule_scores(args, all_domains):
     """Label-free threshold rules after the last epoch of each finished fold, scored from the stored per-image
-    verdicts: the start's threshold kept, the matched one (fit's), Otsu's on the trained maps of the training
+    verdicts: the start's threshold kept, the matched one, the matched one never above the start's (fit's), Otsu's on the trained maps of the training
     images, and the mean of matched and Otsu; the oracle beside them."""
     from c2am_tf.presets import load_model
 
     store = dict(np.load(os.path.join(args.out, "per_image.npz")))
     thresholds = np.asarray(DEFAULT_THRESHOLDS)
-    names = ("kept", "matched", "otsu", "matched+otsu")
+    names = ("kept", "matched", "matched, never above kept (fit's)", "otsu", "matched+otsu")
     print("\n## Label-free threshold rules after the last epoch (GT-known on the other half; threshold in brackets)")
     print("| fold | " + " | ".join(names) + " | oracle |")
     print("|---|" + "---|" * (len(names) + 1))
@@ -222,7 +223,7 @@ def rule_scores(args, all_domains):
             maps = training_maps(load_model(os.path.join(run, "final.keras")), images)
             matched = matched_threshold(start_maps, kept, maps)
             cut = otsu(maps)
-            chosen = (kept, matched, cut, (matched + cut) / 2)
+            chosen = (kept, matched, min(matched, kept), cut, (matched + cut) / 2)
             last = store[f"{key}/{scored}"][-1].mean(axis=0) * 100
             row = [(last[int(np.argmin(abs(thresholds - t)))], t) for t in chosen] + [(last.max(), 0)]
             rows.append(row)

@@ -61,3 +61,20 @@ def matched_threshold(start_maps, start_threshold, maps, thresholds=DEFAULT_THRE
     """
     target = foreground_fraction(start_maps, start_threshold)
     return min(thresholds, key=lambda t: (abs(foreground_fraction(maps, t) - target), abs(t - start_threshold)))
+
+
+def label_free_threshold(start_maps, start_threshold, maps, thresholds=DEFAULT_THRESHOLDS):
+    """The threshold a warm run keeps without boxes: ``matched_threshold``, never above ``start_threshold``.
+
+    When training narrows the map, matching lowers the cut so that the object keeps its extent (pets:
+    0.40 -> 0.25). When training widens it, the wider map is C2AM's loss covering more of the object, and
+    raising the cut to the start's share undid that: on birds the start never saw, matching lost 7 points (80
+    photos: 15), while the start's own threshold was the best. Measured in docs/results/own_photos.md.
+
+    >>> start = [np.linspace(0, 1, 100).reshape(10, 10)]
+    >>> label_free_threshold(start, 0.5, [np.linspace(0, 1, 100).reshape(10, 10) ** 2])  # narrower: matched
+    0.25
+    >>> label_free_threshold(start, 0.5, [np.sqrt(np.linspace(0, 1, 100)).reshape(10, 10)])  # wider: kept
+    0.5
+    """
+    return min(matched_threshold(start_maps, start_threshold, maps, thresholds), float(start_threshold))

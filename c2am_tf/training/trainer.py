@@ -27,7 +27,7 @@ from c2am_tf.data.transforms import resize_square
 from c2am_tf.evaluation.evaluate import evaluate, logged_values
 from c2am_tf.evaluation.label_free import label_free_report
 from c2am_tf.inference.maps import predict_maps
-from c2am_tf.maps.foreground import matched_threshold
+from c2am_tf.maps.foreground import label_free_threshold
 from c2am_tf.maps.geometry import EVAL_CROP, EVAL_FRAMES, EVAL_RESIZE, MIN_IMAGE_SIZE, STRIDE, check_band, default_frame
 from c2am_tf.maps.normalize import min_max_normalized
 from c2am_tf.models.c2am import c2am_presets
@@ -269,7 +269,7 @@ def training_maps(model, images):
 
 def reference_images(cfg, count=256):
     """Up to ``count`` training images resized whole to the crop (N, S, S, 3): what the start is chosen on
-    (``choose_start``) and the trained maps are compared with the start's on (``matched_threshold``, the
+    (``choose_start``) and the trained maps are compared with the start's on (``label_free_threshold``, the
     label-free report of ``c2am_tf.evaluation.label_free``)."""
     source = data.make_source(cfg.dataset, "train", cfg.data_dir, cfg.synthetic_size, cfg.synthetic_count, cfg.seed,
                               cfg.tfds_download, cfg.strict)
@@ -522,7 +522,7 @@ def _fit(cfg, strategy, out, train, steps, evaluation, extra_callbacks):
     label_free = bool(cfg.val_annotations) and start_maps is not None
     if label_free:
         callbacks.append(LabelFreeThreshold(
-            lambda m: matched_threshold(start_maps, start_threshold, training_maps(m, images))))
+            lambda m: label_free_threshold(start_maps, start_threshold, training_maps(m, images))))
     loc = None
     if evaluation is not None:
         loc = LocalizationCallback(evaluation, every=max(cfg.eval_every, 1), out_dir=out,
@@ -558,12 +558,13 @@ def _fit(cfg, strategy, out, train, steps, evaluation, extra_callbacks):
     trained_maps = None if cfg.val_annotations else training_maps(model, images)
     if cfg.init_preset != "none" and evaluation is None:
         # no boxes to choose a threshold on: the start's calibrated one, carried over by the foreground it keeps
-        model.threshold.assign(matched_threshold(start_maps, start_threshold, trained_maps))
+        model.threshold.assign(label_free_threshold(start_maps, start_threshold, trained_maps))
         rule = (f"matched to {start_name}'s foreground at its threshold {start_threshold:.2f} on "
-                f"{len(images)} training images")
+                f"{len(images)} training images, never above it")
     elif label_free:
         rule = (f"matched to {start_name}'s foreground at its threshold {start_threshold:.2f} on {len(images)} "
-                f"training images, after each epoch; the labelled images of {cfg.val_annotations} chose the epoch")
+                f"training images, never above it, after each epoch; the labelled images of {cfg.val_annotations} "
+                "chose the epoch")
     elif cfg.val_annotations:
         rule = f"the best GT-known Loc on the labelled images of {cfg.val_annotations}"
     elif loc is not None:
