@@ -31,6 +31,7 @@ from c2am_tf.maps.foreground import label_free_threshold
 from c2am_tf.maps.geometry import EVAL_CROP, EVAL_FRAMES, EVAL_RESIZE, MIN_IMAGE_SIZE, STRIDE, check_band, default_frame
 from c2am_tf.maps.normalize import min_max_normalized
 from c2am_tf.models.c2am import c2am_presets
+from c2am_tf.models.c2am.layers import ActivationHead
 from c2am_tf.models.c2am.losses import VARIANTS
 from c2am_tf.models.c2am.model import BACKBONE_BN_MODES, C2AM
 from c2am_tf.models.c2am.optim import RECIPES, poly_sgd
@@ -321,7 +322,7 @@ def model_start(path, cfg):
         model = load_model(path)
     except (OSError, ValueError) as err:
         raise ConfigError("init_preset", str(err)) from None
-    if not isinstance(model, C2AM) or type(model.head).__name__ != "ActivationHead":
+    if not isinstance(model, C2AM) or not isinstance(model.head, ActivationHead):
         raise ConfigError("init_preset", f"{path}: not a single-head C2AM model (what fit writes); a routed model "
                                          "starts a run through its preset name")
     if model.backbone.name != cfg.backbone:  # the features' channels are checked as the head takes the weights
