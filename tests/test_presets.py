@@ -27,7 +27,7 @@ def test_every_preset_is_small_and_intact():
     for name, entry in shipped.items():
         path = os.path.join(presets.HERE, entry["file"])
         assert sizes[name] < (350_000 if presets.preset_kind(entry) == "masks" else 150_000), name
-        assert sha256_of(path) == entry["sha256"]
+        assert sha256_of(path) == entry["sha256"] and entry["bytes"] == sizes[name]
         assert entry["command"] and entry["trained_on"] and 0 < entry["threshold"] < 1
 
 

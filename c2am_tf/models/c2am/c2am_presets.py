@@ -269,7 +269,7 @@ def register_preset(model, name, arrays, entry, directory=HERE, real_image=None)
     references = {"synthetic:0": reference_map(model)}
     if real_image is not None:
         references[real_image[0]] = reference_map(model, load_image(real_image[1]))
-    presets[name] = {**entry, "file": f"{name}.npz", "sha256": sha256_of(path),
+    presets[name] = {**entry, "file": f"{name}.npz", "sha256": sha256_of(path), "bytes": os.path.getsize(path),
                      "threshold": float(np.asarray(model.threshold)), "reference_maps": references}
     write_json_atomically(index, presets, indent=1, sort_keys=True)
     return path
