@@ -295,10 +295,10 @@ def choose_start(cfg, images, backbone=None):
     ImageNet's, or none given, the preset's own backbone is built for it)."""
     name = cfg.init_preset
     if name.endswith(".keras"):
-        return model_start(name, cfg), name, "the model named"
+        return single_start(cfg), name, "the model named"
     entry = c2am_presets.list_presets()[name]
     if "head_config" not in entry:
-        return c2am_presets.head_file(name)[1], name, "the preset named"
+        return single_start(cfg), name, "the preset named"
     if backbone is None or cfg.weights != "imagenet":
         backbone = build_backbone(entry["backbone"], weights="imagenet", features=entry["backbone_features"])
     features = np.concatenate([backbone(images[i:i + 32].astype(np.float32), training=False).numpy()
@@ -312,6 +312,13 @@ def choose_start(cfg, images, backbone=None):
     index = pick_head(shares, c2am_presets.routed_default_head(name))
     return (c2am_presets.routed_sub_head(name, index), f"{name} head {index}",
             f"{shares[index]:.0%} of {len(images)} training images route to it")
+
+
+def single_start(cfg):
+    """The preset arrays of a start that needs no routing: an earlier run's model file (``model_start``) or a
+    single-head preset. ``choose_start`` and ``build_model``'s default both take it from here."""
+    name = cfg.init_preset
+    return model_start(name, cfg) if name.endswith(".keras") else c2am_presets.head_file(name)[1]
 
 
 def model_start(path, cfg):
@@ -423,8 +430,7 @@ def build_model(cfg, total_steps, start=None, backbone=None):
                  weight_decay=cfg.weight_decay, backbone_bn=cfg.backbone_bn, box_band=cfg.box_band)
     if cfg.init_preset != "none":  # a shipped head's weights, polarity and calibrated threshold to start from
         model(np.zeros((1, cfg.crop, cfg.crop, 3), np.float32))  # builds the head, so it can take the weights
-        arrays = start if start is not None else (model_start(cfg.init_preset, cfg) if cfg.init_preset.endswith(
-            ".keras") else c2am_presets.head_file(cfg.init_preset)[1])
+        arrays = start if start is not None else single_start(cfg)
         try:
             c2am_presets.assign_preset(model, arrays, cfg.init_preset)
         except ValueError as err:  # another head structure, or features of another width
