@@ -154,11 +154,18 @@ def build_head(entry):
 
 def assign_head(head, arrays, name):
     """Assigns a preset's stored ``arrays`` to ``head``'s variables; ``PresetError`` when they do not fit."""
-    variables = _head_variables(head)
+    assign_variables(_head_variables(head), arrays, name, "head")
+
+
+def assign_variables(variables, arrays, name, part):
+    """Assigns a preset's stored ``arrays`` to ``variables`` ({key: variable}; every array but 'polarity' and
+    'threshold' is one of them), as float32; ``PresetError`` naming the preset and ``part`` when they do not fit.
+    A head and a mask model's decoder are loaded this one way."""
     if set(variables) != set(arrays) - {"polarity", "threshold"}:
-        raise PresetError(f"preset {name}: head variables {sorted(arrays)} do not fit the model's {sorted(variables)}")
+        raise PresetError(f"preset {name}: {part} variables {sorted(arrays)} do not fit the model's "
+                          f"{sorted(variables)}")
     for key, variable in variables.items():
-        variable.assign(arrays[key])
+        variable.assign(np.asarray(arrays[key], np.float32))
 
 
 def assign_preset(model, arrays, name):

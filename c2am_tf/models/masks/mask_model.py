@@ -240,12 +240,8 @@ class MaskModel(keras.Model):
                                            "C2AM.from_preset")
         model = cls(C2AM.from_preset(entry["teacher"], weights), entry["width"], entry["fine_width"],
                     entry["refinement"], entry["taps"], name=f"masks_{name}")
-        variables = {f"decoder/{v.path}": v for v in model.decoder.weights}
-        if set(variables) != set(arrays) - {"threshold"}:
-            raise c2am_presets.PresetError(f"preset {name}: decoder variables {sorted(arrays)} do not fit the "
-                                           f"model's {sorted(variables)}")
-        for key, variable in variables.items():
-            variable.assign(arrays[key].astype(np.float32))
+        c2am_presets.assign_variables({f"decoder/{v.path}": v for v in model.decoder.weights}, arrays, name,
+                                      "decoder")
         model.threshold.assign(float(arrays["threshold"]))
         return model
 
