@@ -296,9 +296,10 @@ def choose_start(cfg, images, backbone=None):
     name = cfg.init_preset
     if name.endswith(".keras"):
         return single_start(cfg), name, "the model named"
-    entry = c2am_presets.list_presets()[name]
-    if "head_config" not in entry:
+    if "head_config" not in c2am_presets.list_presets()[name]:
         return single_start(cfg), name, "the preset named"
+    stored = c2am_presets.head_file(name)  # read and checked once: it routes the images and gives the sub-head
+    entry, arrays = stored
     if backbone is None or cfg.weights != "imagenet":
         backbone = build_backbone(entry["backbone"], weights="imagenet", features=entry["backbone_features"])
     features = np.concatenate([backbone(images[i:i + 32].astype(np.float32), training=False).numpy()
@@ -306,11 +307,11 @@ def choose_start(cfg, images, backbone=None):
     head = c2am_presets.build_head(entry)
     if not head.built:  # a routed head's stored config builds it
         head.build(features.shape)
-    c2am_presets.assign_head(head, c2am_presets.head_file(name)[1], name)
+    c2am_presets.assign_head(head, arrays, name)
     heads = np.asarray(head.routed_heads(features))
     shares = np.bincount(heads, minlength=len(head.heads)) / max(len(heads), 1)
     index = pick_head(shares, c2am_presets.routed_default_head(name))
-    return (c2am_presets.routed_sub_head(name, index), f"{name} head {index}",
+    return (c2am_presets.routed_sub_head(name, index, stored=stored), f"{name} head {index}",
             f"{shares[index]:.0%} of {len(images)} training images route to it")
 
 

@@ -108,11 +108,12 @@ def head_file(name, directory=None):
     return entry, arrays
 
 
-def routed_sub_head(name, index, directory=None):
+def routed_sub_head(name, index, directory=None, stored=None):
     """Sub-head ``index`` of the routed preset ``name`` as a single head's preset arrays (``assign_preset``): its
     weights, its polarity, and its threshold (the routed threshold through the head's calibration exponent,
-    ``t ** (1 / exponent)``), so the single head boxes its images as the routed model does."""
-    entry, arrays = head_file(name, directory)
+    ``t ** (1 / exponent)``), so the single head boxes its images as the routed model does. ``stored``: the
+    preset's ``head_file`` when the caller has read it already."""
+    entry, arrays = stored if stored is not None else head_file(name, directory)
     if "head_config" not in entry:
         raise PresetError(f"preset {name}: a single head, not a routed one")
     config = entry["head_config"]["config"]
