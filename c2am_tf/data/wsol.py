@@ -74,8 +74,7 @@ def wsol_metadata_records(root, strict=False):
     ids_file = os.path.join(meta, "image_ids.txt")
     # an id listed twice was scored twice before: counted, or an error with strict
     kept, repeated = first_of_each(_rows(ids_file, 1), ids_file, strict, consequence="; scored once")
-    ids = [fields[0] for fields, _ in kept]
-    first = {fields[0]: line_no for fields, line_no in kept}
+    first = {fields[0]: line_no for fields, line_no in kept}  # each id's line, in the file's order
     labels = {f[0]: int(f[1]) for f, _ in _rows(os.path.join(meta, "class_labels.txt"), 2, required=False)}
     sizes = {f[0]: (f[1:], n) for f, n in _rows(os.path.join(meta, "image_sizes.txt"), 3)}
     loc_file = os.path.join(meta, "localization.txt")
@@ -85,7 +84,7 @@ def wsol_metadata_records(root, strict=False):
     audit = BoxAudit(loc_file, strict)
     audit.skipped += repeated
     records = []
-    for image_id in ids:
+    for image_id in first:
         path = os.path.join(root, image_id)
         if image_id not in sizes:
             raise ValueError(f"{meta}/image_sizes.txt: no size for {image_id}")
