@@ -43,6 +43,7 @@ from c2am_tf.evaluation.evaluate import Evaluation, choose_threshold
 from c2am_tf.inference.maps import localization_maps
 from c2am_tf.maps.foreground import DEFAULT_THRESHOLDS, label_free_threshold, matched_threshold
 from c2am_tf.models.settings import model_box_band
+from c2am_tf.presets import load_model
 from c2am_tf.training.run_folder import save_atomically
 from c2am_tf.training.trainer import (
     TrainConfig,
@@ -140,45 +141,53 @@ def start_without(name, all_domains, out):
     return path
 
 
-def blend_scores(args, all_domains, alphas):
-    """Each finished fold's trained head blended with its start, ``alpha * trained + (1 - alpha) * start`` (weight
-    averaging, as WiSE-FT does for fine-tuned networks), scored on the other half at the matched threshold and at
-    the best (oracle). Prints one row per fold."""
-    from c2am_tf.presets import load_model
-
-    print("\n## Blends of the trained head with its start: GT-known on the other half at the matched threshold / "
-          "the best (oracle)")
-    print("| domain | trained on | " + " | ".join(f"alpha {a:g}" for a in alphas) + " |")
-    print("|---|---|" + "---|" * len(alphas))
-    rows = []
-    thresholds = np.asarray(DEFAULT_THRESHOLDS)
+def finished_folds(args, all_domains, store=None):
+    """Each finished fold of ``args.out`` (its run's ``final.keras`` there; with ``store``, its per-image verdicts
+    recorded too): (domain, its dataset and folder, the half trained on, the half scored, the reference images,
+    the start as a model, its maps of them, its threshold, the trained model). What ``--blend`` and ``--rules``
+    read, without training again."""
     for name, (dataset, root, halves, _) in all_domains.items():
         if name not in args.domains:
             continue
         start = os.path.join(args.out, f"without_{name}", "start.keras") if args.leave_out else "auto"
         for train_half, scored in (halves, halves[::-1]):
             run = os.path.join(args.out, f"{name}_{train_half}")
-            if not os.path.exists(os.path.join(run, "final.keras")):
+            recorded = store is None or f"{name}/{train_half}/{scored}" in store
+            if not recorded or not os.path.exists(os.path.join(run, "final.keras")):
                 continue
             keras.backend.clear_session()
             cfg = TrainConfig(dataset="folder", data_dir=os.path.join(args.out, f"{name}_{train_half}.txt"),
                               init_preset=start, lr=args.lr, out=run).validate()
             images = reference_images(cfg)
-            arrays = choose_start(cfg, images)[0]
-            model = build_model(cfg, 1, arrays)
-            start_maps, start_threshold = training_maps(model, images), float(model.threshold.numpy())
-            begin = [v.numpy() for v in model.head.weights]
-            end = [v.numpy() for v in load_model(os.path.join(run, "final.keras")).head.weights]
-            batches = data.eval_dataset(dataset, scored, root)
-            row = []
-            for a in alphas:
-                for v, b, e in zip(model.head.weights, begin, end):
-                    v.assign((1 - a) * b + a * e)
-                matched = label_free_threshold(start_maps, start_threshold, training_maps(model, images))
-                correct = per_image_correct(model, batches).mean(axis=0) * 100
-                row.append((correct[int(np.argmin(abs(thresholds - matched)))], correct.max()))
-            rows.append(row)
-            print(f"| {name} | {train_half} | " + " | ".join(f"{m:.1f} / {o:.1f}" for m, o in row) + " |", flush=True)
+            model = build_model(cfg, 1, choose_start(cfg, images)[0])
+            yield (name, dataset, root, train_half, scored, images, model, training_maps(model, images),
+                   float(model.threshold.numpy()), load_model(os.path.join(run, "final.keras")))
+
+
+def blend_scores(args, all_domains, alphas):
+    """Each finished fold's trained head blended with its start, ``alpha * trained + (1 - alpha) * start`` (weight
+    averaging, as WiSE-FT does for fine-tuned networks), scored on the other half at fit's label-free threshold
+    and at the best (oracle). Prints one row per fold."""
+    print("\n## Blends of the trained head with its start: GT-known on the other half at the label-free threshold / "
+          "the best (oracle)")
+    print("| domain | trained on | " + " | ".join(f"alpha {a:g}" for a in alphas) + " |")
+    print("|---|---|" + "---|" * len(alphas))
+    rows = []
+    thresholds = np.asarray(DEFAULT_THRESHOLDS)
+    for name, dataset, root, train_half, scored, images, model, start_maps, start_threshold, trained in \
+            finished_folds(args, all_domains):
+        begin = [v.numpy() for v in model.head.weights]
+        end = [v.numpy() for v in trained.head.weights]
+        batches = data.eval_dataset(dataset, scored, root)
+        row = []
+        for a in alphas:
+            for v, b, e in zip(model.head.weights, begin, end):
+                v.assign((1 - a) * b + a * e)
+            chosen = label_free_threshold(start_maps, start_threshold, training_maps(model, images))
+            correct = per_image_correct(model, batches).mean(axis=0) * 100
+            row.append((correct[int(np.argmin(abs(thresholds - chosen)))], correct.max()))
+        rows.append(row)
+        print(f"| {name} | {train_half} | " + " | ".join(f"{m:.1f} / {o:.1f}" for m, o in row) + " |", flush=True)
     print("| mean | | " + " | ".join(f"{np.mean([r[k][0] for r in rows]):.1f} / {np.mean([r[k][1] for r in rows]):.1f}"
                                     for k in range(len(alphas))) + " |")
 
@@ -195,10 +204,9 @@ def otsu(maps, bins=64):
 
 def rule_scores(args, all_domains):
     """Label-free threshold rules after the last epoch of each finished fold, scored from the stored per-image
-    verdicts: the start's threshold kept, the matched one, the matched one never above the start's (fit's), Otsu's on the trained maps of the training
-    images, and the mean of matched and Otsu; the oracle beside them."""
-    from c2am_tf.presets import load_model
-
+    verdicts: the start's threshold kept, the matched one, the matched one never above the start's (fit's),
+    Otsu's on the trained maps of the training images, and the mean of matched and Otsu's; the oracle beside
+    them."""
     store = dict(np.load(os.path.join(args.out, "per_image.npz")))
     thresholds = np.asarray(DEFAULT_THRESHOLDS)
     names = ("kept", "matched", "matched, never above kept (fit's)", "otsu", "matched+otsu")
@@ -206,29 +214,17 @@ def rule_scores(args, all_domains):
     print("| fold | " + " | ".join(names) + " | oracle |")
     print("|---|" + "---|" * (len(names) + 1))
     rows = []
-    for name, (_, _, halves, _) in all_domains.items():
-        if name not in args.domains:
-            continue
-        start = os.path.join(args.out, f"without_{name}", "start.keras") if args.leave_out else "auto"
-        for train_half, scored in (halves, halves[::-1]):
-            run, key = os.path.join(args.out, f"{name}_{train_half}"), f"{name}/{train_half}"
-            if f"{key}/{scored}" not in store or not os.path.exists(os.path.join(run, "final.keras")):
-                continue
-            keras.backend.clear_session()
-            cfg = TrainConfig(dataset="folder", data_dir=os.path.join(args.out, f"{name}_{train_half}.txt"),
-                              init_preset=start, lr=args.lr, out=run).validate()
-            images = reference_images(cfg)
-            model = build_model(cfg, 1, choose_start(cfg, images)[0])
-            start_maps, kept = training_maps(model, images), float(model.threshold.numpy())
-            maps = training_maps(load_model(os.path.join(run, "final.keras")), images)
-            matched = matched_threshold(start_maps, kept, maps)
-            cut = otsu(maps)
-            chosen = (kept, matched, min(matched, kept), cut, (matched + cut) / 2)
-            last = store[f"{key}/{scored}"][-1].mean(axis=0) * 100
-            row = [(last[int(np.argmin(abs(thresholds - t)))], t) for t in chosen] + [(last.max(), 0)]
-            rows.append(row)
-            print(f"| {key} | " + " | ".join(f"{v:.1f} ({t:.2f})" for v, t in row[:-1]) + f" | {row[-1][0]:.1f} |",
-                  flush=True)
+    for name, _, _, train_half, scored, images, _, start_maps, kept, trained in finished_folds(args, all_domains,
+                                                                                            store):
+        maps = training_maps(trained, images)
+        matched = matched_threshold(start_maps, kept, maps)
+        cut = otsu(maps)
+        chosen = (kept, matched, label_free_threshold(start_maps, kept, maps), cut, (matched + cut) / 2)
+        last = store[f"{name}/{train_half}/{scored}"][-1].mean(axis=0) * 100
+        row = [(last[int(np.argmin(abs(thresholds - t)))], t) for t in chosen] + [(last.max(), 0)]
+        rows.append(row)
+        print(f"| {name}/{train_half} | " + " | ".join(f"{v:.1f} ({t:.2f})" for v, t in row[:-1])
+              + f" | {row[-1][0]:.1f} |", flush=True)
     print("| mean | " + " | ".join(f"{np.mean([r[k][0] for r in rows]):.1f}" for k in range(len(names) + 1)) + " |")
 
 
