@@ -34,6 +34,8 @@ import itertools
 import os
 import sys
 
+from own_photos import domains  # a sibling benchmark (run from benchmarks/, as few_labels.py): the dev halves
+
 from c2am_tf import data
 from c2am_tf.evaluation.evaluate import choose_threshold, evaluate
 from c2am_tf.models.c2am.layers import RoutedHead
@@ -55,9 +57,6 @@ def held_out(dataset, data_dir, split):
 
 def masks_list(path):
     """Writes the mask preset's training list (see above) to ``path``."""
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from own_photos import domains  # a sibling benchmark: the dev halves, defined once
-
     found = domains(os.path.dirname(os.path.abspath(path)))
     paths = (found["duts"][3]["half1"] + found["pets"][3]["half1"] + found["imagenet"][3]["half1"]
              + found["cub"][3]["train"][:250])
