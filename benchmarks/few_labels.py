@@ -157,7 +157,7 @@ def finished_folds(args, all_domains, store=None):
                 continue
             keras.backend.clear_session()
             cfg = TrainConfig(dataset="folder", data_dir=os.path.join(args.out, f"{name}_{train_half}.txt"),
-                              init_preset=start, lr=args.lr, out=run).validate()
+                              init_preset=start, lr=args.lr, out=run, **dict(args.set)).validate()
             images = reference_images(cfg)
             model = build_model(cfg, 1, choose_start(cfg, images)[0])
             yield (name, dataset, root, train_half, scored, images, model, training_maps(model, images),
@@ -228,6 +228,16 @@ def rule_scores(args, all_domains):
     print("| mean | " + " | ".join(f"{np.mean([r[k][0] for r in rows]):.1f}" for k in range(len(names) + 1)) + " |")
 
 
+def setting(text):
+    """``FIELD=VALUE`` of ``--set``: a TrainConfig field and its value, typed as the field's default is."""
+    field, sep, value = text.partition("=")
+    default = getattr(TrainConfig, field, None)
+    if not sep or field not in TrainConfig.__dataclass_fields__:
+        raise argparse.ArgumentTypeError(f"{text!r}: want FIELD=VALUE with a TrainConfig field")
+    kind = type(default) if default is not None else str
+    return field, (value.lower() in ("1", "true", "yes")) if kind is bool else kind(value)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="runs/few_labels")
@@ -244,6 +254,8 @@ def main():
                    help="score the finished runs' heads blended with their starts at these weights (no training)")
     p.add_argument("--rules", action="store_true",
                    help="compare label-free threshold rules on the finished runs (no training)")
+    p.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE", type=setting,
+                   help="TrainConfig fields of every run, e.g. batch_groups=8 (a variant to measure)")
     args = p.parse_args()
     print(header())
     if args.blend:
@@ -267,7 +279,8 @@ def main():
             with open(listing, "w") as f:
                 f.write("".join(os.path.abspath(x) + "\n" for x in paths[train_half][:args.images]))
             cfg = TrainConfig(dataset="folder", data_dir=listing, epochs=args.epochs, verbose=0, init_preset=start,
-                              lr=args.lr, out=os.path.join(args.out, f"{name}_{train_half}")).validate()
+                              lr=args.lr, out=os.path.join(args.out, f"{name}_{train_half}"),
+                              **dict(args.set)).validate()
             recorded = (scored,) if args.scored_only else (train_half, scored)
             halves_batches = {h: data.eval_dataset(dataset, h, root) for h in recorded}
             images = reference_images(cfg)
