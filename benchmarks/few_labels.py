@@ -229,12 +229,11 @@ def rule_scores(args, all_domains):
 
 
 def setting(text):
-    """``FIELD=VALUE`` of ``--set``: a TrainConfig field and its value, typed as the field's default is."""
+    """``FIELD=VALUE`` of ``--set``: a TrainConfig field and its value, of the field's declared type."""
     field, sep, value = text.partition("=")
-    default = getattr(TrainConfig, field, None)
     if not sep or field not in TrainConfig.__dataclass_fields__:
         raise argparse.ArgumentTypeError(f"{text!r}: want FIELD=VALUE with a TrainConfig field")
-    kind = type(default) if default is not None else str
+    kind = TrainConfig.__dataclass_fields__[field].type
     return field, (value.lower() in ("1", "true", "yes")) if kind is bool else kind(value)
 
 

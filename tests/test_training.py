@@ -222,7 +222,8 @@ def test_a_run_can_go_on_from_an_earlier_runs_model_and_a_model_that_does_not_fi
     from c2am_tf.training.trainer import build_model, choose_start
     from c2am_tf.utils.errors import ConfigError
 
-    first, _, _ = run_training(TrainConfig(epochs=1, steps_per_epoch=2, out=str(tmp_path / "first"), **QUICK))
+    first, _, summary = run_training(TrainConfig(epochs=1, steps_per_epoch=2, out=str(tmp_path / "first"), **QUICK))
+    assert summary["batches"] == "random"  # a run from scratch keeps its measured recipe
     path = str(tmp_path / "first" / "final.keras")
     earlier = load_model(path)
     earlier.threshold.assign(0.3)  # a threshold the start must carry over, not the default 0.5
@@ -241,6 +242,8 @@ def test_a_run_can_go_on_from_an_earlier_runs_model_and_a_model_that_does_not_fi
     _, _, summary = run_training(TrainConfig(init_preset=path, epochs=1, steps_per_epoch=2, eval_every=0,
                                              out=str(tmp_path / "second"), **QUICK))
     assert summary["start"] == f"{path} (the model named)"
+    # an adapted start draws each batch from one cluster of look-alike images: 32 images, batches of 8
+    assert summary["batches"] == "each from one of 4 k-means clusters of look-alike images"
     assert summary["threshold_rule"].startswith(f"matched to {path}'s foreground")
     with pytest.raises(ConfigError, match="init_preset .*nowhere.keras: no such model file"):
         TrainConfig(init_preset=str(tmp_path / "nowhere.keras"), **QUICK).validate()

@@ -56,7 +56,8 @@ def build_parser(prog=None):
     p.add_argument("--steps-per-epoch", type=int, help="cap the steps of an epoch (quick runs)")
     p.add_argument("--batch-groups", type=int, default=defaults.batch_groups,
                    help="K > 0: each batch from one of K k-means clusters of the images' backbone features "
-                        "(look-alike images; for mixed collections), 0: random batches")
+                        "(look-alike images; for mixed collections), 0: random batches (default: up to 8 clusters "
+                        "when a start is adapted, a batch or more of images each; random batches from scratch)")
     p.add_argument("--box-band", type=float, default=defaults.box_band,
                    help="each box the mean of the boxes at thresholds within this band of the threshold (stored "
                         "with the model; 0: the box at the threshold alone)")

@@ -92,7 +92,7 @@ class TrainConfig:
     out: str = "runs/c2am"
     seed: int = 1
     steps_per_epoch: int = None
-    batch_groups: int = 0  # > 0: each batch from one of this many k-means clusters (c2am_tf.data.grouping)
+    batch_groups: int = None  # > 0: each batch from one of this many k-means clusters; None: batch_groups_for
     box_band: float = 0.1  # the box rule's band (c2am_tf.maps.boxes.best_box_per_threshold), stored with the model
     eval_every: int = 1
     resize: int = 256
@@ -129,7 +129,8 @@ class TrainConfig:
             _integer(self, name, 1)
         _integer(self, "batch_size", 2, "the contrastive loss needs at least 2 images a batch")
         _integer(self, "eval_every", 0, "0 means never")
-        _integer(self, "batch_groups", 0, "0 means random batches")
+        if self.batch_groups is not None:
+            _integer(self, "batch_groups", 0, "0 means random batches; leave it unset for the default")
         for name in ("steps_per_epoch", "synthetic_count"):
             if getattr(self, name) is not None:
                 _integer(self, name, 1, "leave it unset for the default")
@@ -187,6 +188,8 @@ DEFAULT_START = "general_routed_lite0"
 # route there, else its general head: a folder that is mostly birds adapts the bird head
 SPECIALIST_SHARE = 0.75
 WARM_LR, COLD_LR = 1e-4, 1e-3
+# a warm start's batches come from at most this many k-means clusters of look-alike images (batch_groups_for)
+AUTO_GROUPS = 8
 # Fields that do not change what a run computes: a resumed run may differ in these.
 NOT_FINGERPRINTED = ("out", "verbose", "num_pictures", "strict", "strategy", "cluster_timeout")
 # What a run writes under ``out`` (--overwrite removes these, and nothing else).
@@ -346,8 +349,33 @@ def _jit(flag):
     return flag == "true"
 
 
+def batch_groups_for(cfg, n):
+    """How many k-means clusters of look-alike images a run of ``cfg`` on ``n`` images draws each batch from
+    (``c2am_tf.data.grouping``; 0: random batches). ``cfg.batch_groups`` when set. By default a run that adapts a
+    start takes ``min(AUTO_GROUPS, n // batch_size)``: a batch or more of images per cluster on average, so that a
+    batch seldom holds an image twice; a run from scratch takes random batches, its measured recipe.
+
+    Why: the contrastive loss pulls a batch's foregrounds together. In a diverse folder (ImageNet's 325 images of
+    as many classes) a random batch pairs unrelated objects, and adapting the general head lost 1.4 GT-known
+    points; batches of look-alike images gained instead (docs/results/own_photos.md).
+
+    >>> warm = TrainConfig(init_preset="general_lite0")
+    >>> batch_groups_for(warm, 325), batch_groups_for(warm, 80), batch_groups_for(warm, 20)
+    (8, 5, 0)
+    >>> batch_groups_for(TrainConfig(), 325), batch_groups_for(TrainConfig(batch_groups=3), 325)
+    (0, 3)
+    """
+    if cfg.batch_groups is not None:
+        return cfg.batch_groups
+    if cfg.init_preset == "none":
+        return 0
+    k = min(AUTO_GROUPS, n // cfg.batch_size)
+    return k if k > 1 else 0
+
+
 def build_datasets(cfg, strategy):
-    """(distributed train batches (as many as the run takes), steps per epoch, eval batches or None).
+    """(distributed train batches (as many as the run takes), steps per epoch, eval batches or None, the number
+    of clusters the batches come from: ``batch_groups_for``).
 
     Each worker reads its own part of the training files (``c2am_tf.data.sharding``),
     batched per replica; the global batch is ``cfg.batch_size`` images.
@@ -375,13 +403,12 @@ def build_datasets(cfg, strategy):
     passes = -(-(steps * cfg.epochs + 1) * per_worker // local) + 1
     # a resumed run goes on with the images the killed one would have seen next
     done = resumed_epochs(cfg) * steps * per_worker
-    groups = None
-    if cfg.batch_groups:
+    groups, k = None, batch_groups_for(cfg, n)
+    if k:
         groups = feature_clusters(train_src, build_backbone(cfg.backbone, weights=cfg.weights,
-                                                            features=_features(cfg)), cfg.batch_groups, cfg.crop,
-                                  cfg.seed)
-        log.info("batches from %d k-means clusters of %d images", cfg.batch_groups, len(groups))
-        passes += 1  # each cluster's last incomplete batch of the stream is dropped
+                                                            features=_features(cfg)), k, cfg.crop, cfg.seed)
+        log.info("batches from %d k-means clusters of %d images", k, len(groups))
+        passes += -(-k * (per_worker - 1) // local)  # each cluster's last incomplete batch of the stream is dropped
 
     def train_fn(context):
         batches = data.train_pipeline(train_src, context.get_per_replica_batch_size(cfg.batch_size), cfg.resize,
@@ -403,7 +430,7 @@ def build_datasets(cfg, strategy):
                                     cfg.synthetic_count, cfg.seed, cfg.tfds_download, cfg.strict)
         evaluation = data.eval_pipeline(eval_src, cfg.eval_batch_size, cfg.eval_resize,
                                         cfg.eval_crop, cfg.cache)
-    return train, steps, evaluation
+    return train, steps, evaluation, k
 
 
 def resumed_epochs(cfg):
@@ -493,7 +520,7 @@ def run_training(cfg, extra_callbacks=(), overwrite=False):
             shutil.rmtree(out, ignore_errors=True)
         keras.utils.set_random_seed(cfg.seed)
         try:
-            train, steps, evaluation = build_datasets(cfg, strategy)
+            train, steps, evaluation, groups = build_datasets(cfg, strategy)
         except ConfigError:
             raise
         except (FileNotFoundError, ValueError) as err:
@@ -501,7 +528,7 @@ def run_training(cfg, extra_callbacks=(), overwrite=False):
                     if isinstance(err, TfdsNotPreparedError) else "")
             raise DataError(f"{err}{hint}") from err
         try:
-            return _fit(cfg, strategy, out, train, steps, evaluation, extra_callbacks)
+            return _fit(cfg, strategy, out, train, steps, evaluation, groups, extra_callbacks)
         finally:
             remove_worker_dir(cfg.out, strategy)
     finally:
@@ -509,7 +536,7 @@ def run_training(cfg, extra_callbacks=(), overwrite=False):
             held.release()
 
 
-def _fit(cfg, strategy, out, train, steps, evaluation, extra_callbacks):
+def _fit(cfg, strategy, out, train, steps, evaluation, groups, extra_callbacks):
     images = reference_images(cfg)
     with strategy.scope():
         backbone = run_backbone(cfg)
@@ -590,6 +617,7 @@ def _fit(cfg, strategy, out, train, steps, evaluation, extra_callbacks):
         "threshold": float(model.threshold.numpy()),
         "threshold_rule": rule,
         "start": f"{start_name} ({why})" if cfg.init_preset != "none" else "none (from scratch)",
+        "batches": f"each from one of {groups} k-means clusters of look-alike images" if groups else "random",
     }
     later = timer.times[5:] or timer.times  # the first steps trace the graph and fill the cache
     summary["images_per_s"] = cfg.batch_size / float(np.median(later)) if later else None
