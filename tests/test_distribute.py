@@ -149,8 +149,12 @@ def test_one_device_and_mirrored_runs_agree(tmp_path):
 
     quick = dict(dataset="synthetic", synthetic_count=16, synthetic_size=64, backbone="tiny", weights=None,
                  batch_size=8, epochs=1, steps_per_epoch=2, resize=64, crop=48, eval_every=0, seed=2, verbose=0)
-    one, _, s1 = run_training(TrainConfig(strategy="one_device", out=str(tmp_path / "a"), **quick))
-    mirrored, _, s2 = run_training(TrainConfig(strategy="mirrored", out=str(tmp_path / "b"), **quick))
-    assert s1["workers"] == s2["workers"] == 1
-    for a, b in zip(one.weights, mirrored.weights):
-        np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-5, err_msg=a.path)
+    # also with batches of look-alike images: the run's backbone, built under the strategy, clusters them
+    for groups in (0, 2):
+        one, _, s1 = run_training(TrainConfig(strategy="one_device", batch_groups=groups,
+                                              out=str(tmp_path / f"a{groups}"), **quick))
+        mirrored, _, s2 = run_training(TrainConfig(strategy="mirrored", batch_groups=groups,
+                                                   out=str(tmp_path / f"b{groups}"), **quick))
+        assert s1["workers"] == s2["workers"] == 1 and s1["batches"] == s2["batches"]
+        for a, b in zip(one.weights, mirrored.weights):
+            np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-5, err_msg=a.path)

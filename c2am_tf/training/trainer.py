@@ -373,9 +373,10 @@ def batch_groups_for(cfg, n):
     return k if k > 1 else 0
 
 
-def build_datasets(cfg, strategy):
+def build_datasets(cfg, strategy, backbone=None):
     """(distributed train batches (as many as the run takes), steps per epoch, eval batches or None, the number
-    of clusters the batches come from: ``batch_groups_for``).
+    of clusters the batches come from: ``batch_groups_for``). ``backbone``: the run's (``run_backbone``), whose
+    features cluster the images; built here when not given.
 
     Each worker reads its own part of the training files (``c2am_tf.data.sharding``),
     batched per replica; the global batch is ``cfg.batch_size`` images.
@@ -405,8 +406,8 @@ def build_datasets(cfg, strategy):
     done = resumed_epochs(cfg) * steps * per_worker
     groups, k = None, batch_groups_for(cfg, n)
     if k:
-        groups = feature_clusters(train_src, build_backbone(cfg.backbone, weights=cfg.weights,
-                                                            features=_features(cfg)), k, cfg.crop, cfg.seed)
+        backbone = backbone if backbone is not None else run_backbone(cfg)
+        groups = feature_clusters(train_src, backbone, k, cfg.crop, cfg.seed)
         log.info("batches from %d k-means clusters of %d images", k, len(groups))
         passes += -(-k * (per_worker - 1) // local)  # each cluster's last incomplete batch of the stream is dropped
 
@@ -519,8 +520,10 @@ def run_training(cfg, extra_callbacks=(), overwrite=False):
         if not chief:
             shutil.rmtree(out, ignore_errors=True)
         keras.utils.set_random_seed(cfg.seed)
+        with strategy.scope():
+            backbone = run_backbone(cfg)  # one per run: it clusters the images, routes the start and trains
         try:
-            train, steps, evaluation, groups = build_datasets(cfg, strategy)
+            train, steps, evaluation, groups = build_datasets(cfg, strategy, backbone)
         except ConfigError:
             raise
         except (FileNotFoundError, ValueError) as err:
@@ -528,7 +531,7 @@ def run_training(cfg, extra_callbacks=(), overwrite=False):
                     if isinstance(err, TfdsNotPreparedError) else "")
             raise DataError(f"{err}{hint}") from err
         try:
-            return _fit(cfg, strategy, out, train, steps, evaluation, groups, extra_callbacks)
+            return _fit(cfg, strategy, out, train, steps, evaluation, groups, backbone, extra_callbacks)
         finally:
             remove_worker_dir(cfg.out, strategy)
     finally:
@@ -536,10 +539,8 @@ def run_training(cfg, extra_callbacks=(), overwrite=False):
             held.release()
 
 
-def _fit(cfg, strategy, out, train, steps, evaluation, groups, extra_callbacks):
+def _fit(cfg, strategy, out, train, steps, evaluation, groups, backbone, extra_callbacks):
     images = reference_images(cfg)
-    with strategy.scope():
-        backbone = run_backbone(cfg)
     # a routed start routes the images on the run's own backbone: one Lite0 built per run, not two
     start, start_name, why = choose_start(cfg, images, backbone) if cfg.init_preset != "none" else \
         (None, "its start", "")
