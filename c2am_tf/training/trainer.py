@@ -373,10 +373,10 @@ def batch_groups_for(cfg, n):
     return k if k > 1 else 0
 
 
-def build_datasets(cfg, strategy, backbone=None):
+def build_datasets(cfg, strategy, backbone):
     """(distributed train batches (as many as the run takes), steps per epoch, eval batches or None, the number
     of clusters the batches come from: ``batch_groups_for``). ``backbone``: the run's (``run_backbone``), whose
-    features cluster the images; built here when not given.
+    features cluster the images.
 
     Each worker reads its own part of the training files (``c2am_tf.data.sharding``),
     batched per replica; the global batch is ``cfg.batch_size`` images.
@@ -406,7 +406,6 @@ def build_datasets(cfg, strategy, backbone=None):
     done = resumed_epochs(cfg) * steps * per_worker
     groups, k = None, batch_groups_for(cfg, n)
     if k:
-        backbone = backbone if backbone is not None else run_backbone(cfg)
         groups = feature_clusters(train_src, backbone, k, cfg.crop, cfg.seed)
         log.info("batches from %d k-means clusters of %d images", k, len(groups))
         passes += -(-k * (per_worker - 1) // local)  # each cluster's last incomplete batch of the stream is dropped
