@@ -24,12 +24,14 @@ and each fold starts from it (``fit --init-preset OUT/without_<domain>/start.ker
     python benchmarks/few_labels.py --leave-out --out runs/few_labels_lodo [--lr 1e-4] [--scored-only]
     python benchmarks/few_labels.py --leave-out --out runs/few_labels_lodo --blend 0 0.5 1   # after the runs
     python benchmarks/few_labels.py --leave-out --out runs/lodo80 --images 80 --scored-only   # small folders
+    python benchmarks/few_labels.py --out runs/few_labels --paired   # after the runs: changes image by image
 
 Prints tables; writes OUT/per_image.npz and OUT/results.json.
 """
 
 import argparse
 import json
+import math
 import os
 import time
 
@@ -228,6 +230,48 @@ def rule_scores(args, all_domains):
     print("| mean | " + " | ".join(f"{np.mean([r[k][0] for r in rows]):.1f}" for k in range(len(names) + 1)) + " |")
 
 
+def sign_test(gained, lost):
+    """Two-sided exact sign test: the chance of a split at least this uneven among ``gained + lost`` images that
+    changed, were each change a fair coin (training no better or worse than its start).
+
+    >>> round(sign_test(3, 5), 3), sign_test(0, 0)
+    (0.727, 1.0)
+    """
+    n, k = gained + lost, min(gained, lost)
+    return min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n) if n else 1.0
+
+
+def paired_changes(args):
+    """The last epoch against its start on the same scored images, each at its label-free threshold, both folds of
+    a domain pooled: images turned right, turned wrong, the net change in points and the sign test's p. A net
+    change of a point or two is a handful of images: this says whether it could be chance (no training)."""
+    store = dict(np.load(os.path.join(args.out, "per_image.npz")))
+    thresholds = np.asarray(DEFAULT_THRESHOLDS)
+    print("\n## The last epoch against its start, image by image (both folds of a domain pooled; at each one's "
+          "label-free threshold)")
+    print("| domain | images | turned right | turned wrong | net (points) | sign test p |")
+    print("|---|---|---|---|---|---|")
+    rows = {}
+    for name in args.domains:
+        gained = lost = total = 0
+        for key in sorted(k[:-len("/matched")] for k in store if k.startswith(name + "/") and k.endswith("/matched")):
+            matched = store[f"{key}/matched"]
+            correct = store[f"{key}/{store[f'{key}/scored']}"]  # (E + 1, N, T)
+            at = [correct[e, :, int(np.argmin(abs(thresholds - matched[e])))] for e in (0, len(matched) - 1)]
+            gained += int((~at[0] & at[1]).sum())
+            lost += int((at[0] & ~at[1]).sum())
+            total += correct.shape[1]
+        if total:
+            rows[name] = (total, gained, lost)
+            print(f"| {name} | {total} | {gained} | {lost} | {100 * (gained - lost) / total:+.1f} | "
+                  f"{sign_test(gained, lost):.2f} |")
+    total, gained, lost = (sum(r[i] for r in rows.values()) for i in range(3))
+    if total:
+        print(f"| all | {total} | {gained} | {lost} | {100 * (gained - lost) / total:+.1f} | "
+              f"{sign_test(gained, lost):.2f} |")
+    return rows
+
+
 def setting(text):
     """``FIELD=VALUE`` of ``--set``: a TrainConfig field and its value, of the field's declared type."""
     field, sep, value = text.partition("=")
@@ -253,6 +297,8 @@ def main():
                    help="score the finished runs' heads blended with their starts at these weights (no training)")
     p.add_argument("--rules", action="store_true",
                    help="compare label-free threshold rules on the finished runs (no training)")
+    p.add_argument("--paired", action="store_true",
+                   help="the last epoch against its start, image by image, with a sign test (no training)")
     p.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE", type=setting,
                    help="TrainConfig fields of every run, e.g. batch_groups=8 (a variant to measure)")
     args = p.parse_args()
@@ -261,6 +307,8 @@ def main():
         return blend_scores(args, domains(args.out), args.blend)
     if args.rules:
         return rule_scores(args, domains(args.out))
+    if args.paired:
+        return paired_changes(args)
     os.makedirs(args.out, exist_ok=True)
     store_path = os.path.join(args.out, "per_image.npz")
     store = dict(np.load(store_path)) if os.path.exists(store_path) else {}
