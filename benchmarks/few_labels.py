@@ -24,7 +24,7 @@ and each fold starts from it (``fit --init-preset OUT/without_<domain>/start.ker
     python benchmarks/few_labels.py --leave-out --out runs/few_labels_lodo [--lr 1e-4] [--scored-only]
     python benchmarks/few_labels.py --leave-out --out runs/few_labels_lodo --blend 0 0.5 1   # after the runs
     python benchmarks/few_labels.py --leave-out --out runs/lodo80 --images 80 --scored-only   # small folders
-    python benchmarks/few_labels.py --out runs/few_labels --paired   # after the runs: changes image by image
+    python benchmarks/few_labels.py --out runs/few_labels --paired [--against general_routed_lite0]   # image by image
 
 Prints tables; writes OUT/per_image.npz and OUT/results.json.
 """
@@ -45,7 +45,7 @@ from c2am_tf.evaluation.evaluate import Evaluation, choose_threshold
 from c2am_tf.inference.maps import localization_maps
 from c2am_tf.maps.foreground import DEFAULT_THRESHOLDS, label_free_threshold, matched_threshold
 from c2am_tf.models.settings import model_box_band
-from c2am_tf.presets import load_model
+from c2am_tf.presets import load_model, load_named
 from c2am_tf.training.run_folder import save_atomically
 from c2am_tf.training.trainer import (
     TrainConfig,
@@ -241,14 +241,17 @@ def sign_test(gained, lost):
     return min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n) if n else 1.0
 
 
-def paired_changes(args):
+def paired_changes(args, all_domains):
     """The last epoch against its start on the same scored images, each at its label-free threshold, both folds of
     a domain pooled: images turned right, turned wrong, the net change in points and the sign test's p. A net
-    change of a point or two is a handful of images: this says whether it could be chance (no training)."""
+    change of a point or two is a handful of images: this says whether it could be chance (no training). With
+    ``args.against`` (a shipped preset's name) the last epoch is compared with that preset at its own threshold
+    instead."""
     store = dict(np.load(os.path.join(args.out, "per_image.npz")))
     thresholds = np.asarray(DEFAULT_THRESHOLDS)
-    print("\n## The last epoch against its start, image by image (both folds of a domain pooled; at each one's "
-          "label-free threshold)")
+    against = load_named(args.against) if args.against else None
+    print(f"\n## The last epoch against {args.against or 'its start'}, image by image (both folds of a domain "
+          "pooled; each at its own threshold)")
     print("| domain | images | turned right | turned wrong | net (points) | sign test p |")
     print("|---|---|---|---|---|---|")
     rows = {}
@@ -258,6 +261,10 @@ def paired_changes(args):
             matched = store[f"{key}/matched"]
             correct = store[f"{key}/{store[f'{key}/scored']}"]  # (E + 1, N, T)
             at = [correct[e, :, int(np.argmin(abs(thresholds - matched[e])))] for e in (0, len(matched) - 1)]
+            if against is not None:
+                dataset, root, _, _ = all_domains[name]
+                verdicts = per_image_correct(against, data.eval_dataset(dataset, str(store[f"{key}/scored"]), root))
+                at[0] = verdicts[:, int(np.argmin(abs(thresholds - float(against.threshold.numpy()))))]
             gained += int((~at[0] & at[1]).sum())
             lost += int((at[0] & ~at[1]).sum())
             total += correct.shape[1]
@@ -299,6 +306,7 @@ def main():
                    help="compare label-free threshold rules on the finished runs (no training)")
     p.add_argument("--paired", action="store_true",
                    help="the last epoch against its start, image by image, with a sign test (no training)")
+    p.add_argument("--against", metavar="PRESET", help="with --paired: against this shipped preset instead")
     p.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE", type=setting,
                    help="TrainConfig fields of every run, e.g. batch_groups=8 (a variant to measure)")
     args = p.parse_args()
@@ -308,7 +316,7 @@ def main():
     if args.rules:
         return rule_scores(args, domains(args.out))
     if args.paired:
-        return paired_changes(args)
+        return paired_changes(args, domains(args.out))
     os.makedirs(args.out, exist_ok=True)
     store_path = os.path.join(args.out, "per_image.npz")
     store = dict(np.load(store_path)) if os.path.exists(store_path) else {}
