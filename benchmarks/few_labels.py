@@ -43,7 +43,8 @@ from own_photos import domains
 from c2am_tf import data
 from c2am_tf.evaluation.evaluate import Evaluation, choose_threshold
 from c2am_tf.inference.maps import localization_maps
-from c2am_tf.maps.foreground import DEFAULT_THRESHOLDS, label_free_threshold, matched_threshold
+from c2am_tf.maps.foreground import DEFAULT_THRESHOLDS, foreground_mask, label_free_threshold, matched_threshold
+from c2am_tf.maps.normalize import min_max_normalized
 from c2am_tf.models.settings import model_box_band
 from c2am_tf.presets import load_model, load_named
 from c2am_tf.training.run_folder import save_atomically
@@ -204,6 +205,27 @@ def otsu(maps, bins=64):
     return float(edges[1:][int(np.argmax(between))])
 
 
+def feature_split_threshold(model, images, thresholds=DEFAULT_THRESHOLDS):
+    """The threshold whose cut of each map best splits the image's own backbone features in two (Otsu's criterion
+    in feature space): the share of the features' variance between the region above the cut and the rest, averaged
+    over ``images``. Needs no boxes, and no start: what the map's region means is read from the features."""
+    scores = np.zeros(len(thresholds))
+    for i in range(0, len(images), 32):
+        _, _, _, z = model.features(images[i:i + 32])
+        z = np.asarray(z, np.float64)  # (B, h, w, C)
+        maps = min_max_normalized(np.asarray(model(images[i:i + 32]))[..., 0])
+        for feats, m in zip(z, maps):
+            f = feats.reshape(-1, feats.shape[-1])
+            total = ((f - f.mean(0)) ** 2).sum()
+            for k, t in enumerate(thresholds):
+                inside = foreground_mask(m, t).reshape(-1)
+                n = inside.sum()
+                if 0 < n < inside.size and total > 0:
+                    diff = f[inside].mean(0) - f[~inside].mean(0)
+                    scores[k] += n * (inside.size - n) / inside.size * (diff ** 2).sum() / total
+    return float(thresholds[int(np.argmax(scores))])
+
+
 def rule_scores(args, all_domains):
     """Label-free threshold rules after the last epoch of each finished fold, scored from the stored per-image
     verdicts: the start's threshold kept, the matched one, the matched one never above the start's (fit's),
@@ -211,7 +233,7 @@ def rule_scores(args, all_domains):
     them."""
     store = dict(np.load(os.path.join(args.out, "per_image.npz")))
     thresholds = np.asarray(DEFAULT_THRESHOLDS)
-    names = ("kept", "matched", "matched, never above kept (fit's)", "otsu", "matched+otsu")
+    names = ("kept", "matched", "matched, never above kept (fit's)", "otsu", "matched+otsu", "feature split")
     print("\n## Label-free threshold rules after the last epoch (GT-known on the other half; threshold in brackets)")
     print("| fold | " + " | ".join(names) + " | oracle |")
     print("|---|" + "---|" * (len(names) + 1))
@@ -221,7 +243,8 @@ def rule_scores(args, all_domains):
         maps = training_maps(trained, images)
         matched = matched_threshold(start_maps, kept, maps)
         cut = otsu(maps)
-        chosen = (kept, matched, label_free_threshold(start_maps, kept, maps), cut, (matched + cut) / 2)
+        chosen = (kept, matched, label_free_threshold(start_maps, kept, maps), cut, (matched + cut) / 2,
+                  feature_split_threshold(trained, images))
         last = store[f"{name}/{train_half}/{scored}"][-1].mean(axis=0) * 100
         row = [(last[int(np.argmin(abs(thresholds - t)))], t) for t in chosen] + [(last.max(), 0)]
         rows.append(row)
