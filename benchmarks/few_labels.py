@@ -229,8 +229,8 @@ def feature_split_threshold(model, images, thresholds=DEFAULT_THRESHOLDS):
 def rule_scores(args, all_domains):
     """Label-free threshold rules after the last epoch of each finished fold, scored from the stored per-image
     verdicts: the start's threshold kept, the matched one, the matched one never above the start's (fit's),
-    Otsu's on the trained maps of the training images, and the mean of matched and Otsu's; the oracle beside
-    them."""
+    Otsu's on the trained maps of the training images, the mean of matched and Otsu's, and the feature split
+    (``feature_split_threshold``); the oracle beside them."""
     store = dict(np.load(os.path.join(args.out, "per_image.npz")))
     thresholds = np.asarray(DEFAULT_THRESHOLDS)
     names = ("kept", "matched", "matched, never above kept (fit's)", "otsu", "matched+otsu", "feature split")
@@ -333,6 +333,8 @@ def main():
     p.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE", type=setting,
                    help="TrainConfig fields of every run, e.g. batch_groups=8 (a variant to measure)")
     args = p.parse_args()
+    if args.against and not args.paired:
+        p.error("--against goes with --paired")
     print(header())
     if args.blend:
         return blend_scores(args, domains(args.out), args.blend)
