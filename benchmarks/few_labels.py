@@ -24,7 +24,7 @@ and each fold starts from it (``fit --init-preset OUT/without_<domain>/start.ker
     python benchmarks/few_labels.py --leave-out --out runs/few_labels_lodo [--lr 1e-4] [--scored-only]
     python benchmarks/few_labels.py --leave-out --out runs/few_labels_lodo --blend 0 0.5 1   # after the runs
     python benchmarks/few_labels.py --leave-out --out runs/lodo80 --images 80 --scored-only   # small folders
-    python benchmarks/few_labels.py --out runs/few_labels --paired [--against general_routed_lite0]   # image by image
+    python benchmarks/few_labels.py --out runs/few_labels --paired [--against general_routed_lite0 | OTHER_OUT]
 
 Prints tables; writes OUT/per_image.npz and OUT/results.json.
 """
@@ -265,15 +265,25 @@ def sign_test(gained, lost):
     return min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n) if n else 1.0
 
 
+def verdicts_at(store, key, epoch):
+    """(N,) bool: fold ``key``'s verdicts on its scored half after ``epoch`` (0: the start) at fit's label-free
+    threshold, the match never above the start's (runs recorded before that cap hold the match alone)."""
+    cut = min(float(store[f"{key}/matched"][epoch]), float(store[f"{key}/start_threshold"]))
+    return store[f"{key}/{store[f'{key}/scored']}"][epoch, :, int(np.argmin(abs(np.asarray(DEFAULT_THRESHOLDS) - cut)))]
+
+
 def paired_changes(args, all_domains):
     """The last epoch against its start on the same scored images, each at its label-free threshold, both folds of
     a domain pooled: images turned right, turned wrong, the net change in points and the sign test's p. A net
-    change of a point or two is a handful of images: this says whether it could be chance (no training). With
-    ``args.against`` (a shipped preset's name) the last epoch is compared with that preset at its own threshold
-    instead."""
+    change of a point or two is a handful of images: this says whether it could be chance (no training).
+    ``args.against`` compares with something else: a shipped preset's name (at its own threshold), or the OUT
+    folder of another run of this script (its last epoch, at its label-free threshold)."""
     store = dict(np.load(os.path.join(args.out, "per_image.npz")))
-    thresholds = np.asarray(DEFAULT_THRESHOLDS)
-    against = load_named(args.against) if args.against else None
+    other = preset = None
+    if args.against and os.path.isdir(args.against):
+        other = dict(np.load(os.path.join(args.against, "per_image.npz")))
+    elif args.against:
+        preset = load_named(args.against)
     print(f"\n## The last epoch against {args.against or 'its start'}, image by image (both folds of a domain "
           "pooled; each at its own threshold)")
     print("| domain | images | turned right | turned wrong | net (points) | sign test p |")
@@ -282,16 +292,20 @@ def paired_changes(args, all_domains):
     for name in args.domains:
         gained = lost = total = 0
         for key in sorted(k[:-len("/matched")] for k in store if k.startswith(name + "/") and k.endswith("/matched")):
-            matched = store[f"{key}/matched"]
-            correct = store[f"{key}/{store[f'{key}/scored']}"]  # (E + 1, N, T)
-            at = [correct[e, :, int(np.argmin(abs(thresholds - matched[e])))] for e in (0, len(matched) - 1)]
-            if against is not None:
+            now = verdicts_at(store, key, len(store[f"{key}/matched"]) - 1)
+            if other is not None:
+                if f"{key}/matched" not in other:
+                    continue  # a fold the other run did not finish
+                before = verdicts_at(other, key, len(other[f"{key}/matched"]) - 1)
+            elif preset is not None:
                 dataset, root, _, _ = all_domains[name]
-                verdicts = per_image_correct(against, data.eval_dataset(dataset, str(store[f"{key}/scored"]), root))
-                at[0] = verdicts[:, int(np.argmin(abs(thresholds - float(against.threshold.numpy()))))]
-            gained += int((~at[0] & at[1]).sum())
-            lost += int((at[0] & ~at[1]).sum())
-            total += correct.shape[1]
+                correct = per_image_correct(preset, data.eval_dataset(dataset, str(store[f"{key}/scored"]), root))
+                before = correct[:, int(np.argmin(abs(np.asarray(DEFAULT_THRESHOLDS) - float(preset.threshold.numpy()))))]
+            else:
+                before = verdicts_at(store, key, 0)
+            gained += int((~before & now).sum())
+            lost += int((before & ~now).sum())
+            total += now.size
         if total:
             rows[name] = (total, gained, lost)
             print(f"| {name} | {total} | {gained} | {lost} | {100 * (gained - lost) / total:+.1f} | "
@@ -330,7 +344,8 @@ def main():
                    help="compare label-free threshold rules on the finished runs (no training)")
     p.add_argument("--paired", action="store_true",
                    help="the last epoch against its start, image by image, with a sign test (no training)")
-    p.add_argument("--against", metavar="PRESET", help="with --paired: against this shipped preset instead")
+    p.add_argument("--against", metavar="PRESET_OR_OUT",
+                   help="with --paired: against a shipped preset, or another run's OUT folder, instead")
     p.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE", type=setting,
                    help="TrainConfig fields of every run, e.g. batch_groups=8 (a variant to measure)")
     args = p.parse_args()
