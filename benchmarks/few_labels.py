@@ -114,6 +114,32 @@ def choose_any_threshold(train_correct, idx):
     return epoch, int(np.argmax(scores[epoch]))
 
 
+class HeadAverage(keras.callbacks.Callback):
+    """An exponential moving average of the head's weights (BatchNorm statistics included) over the run's steps,
+    its horizon ``fraction`` of them, put in place of the head's own weights at the end of the last epoch (before
+    the recorder scores it): averaging the last steps' iterates smooths the noise of small batches (Polyak)."""
+
+    def __init__(self, total_steps, fraction):
+        super().__init__()
+        self.momentum = 1.0 - 1.0 / max(fraction * total_steps, 1.0)
+        self.epochs = None
+
+    def on_train_begin(self, logs=None):
+        self.epochs = self.params["epochs"]
+        self.average = [v.numpy().astype(np.float64) for v in self.model.head.weights]
+
+    def on_train_batch_end(self, batch, logs=None):
+        m = self.momentum
+        for a, v in zip(self.average, self.model.head.weights):
+            a *= m
+            a += (1 - m) * v.numpy()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 == self.epochs:
+            for a, v in zip(self.average, self.model.head.weights):
+                v.assign(a.astype(v.dtype))
+
+
 PRESET_HALVES = {"duts": ("half1", "half2"), "pets": ("half1", "half2"), "cub": ("train",), "imagenet": ("half1",)}
 
 
@@ -346,6 +372,9 @@ def main():
                    help="the last epoch against its start, image by image, with a sign test (no training)")
     p.add_argument("--against", metavar="PRESET_OR_OUT",
                    help="with --paired: against a shipped preset, or another run's OUT folder, instead")
+    p.add_argument("--average", type=float, metavar="FRACTION",
+                   help="score the last epoch with a moving average of the head's weights over this share of the "
+                        "run's steps (HeadAverage; a variant to measure)")
     p.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE", type=setting,
                    help="TrainConfig fields of every run, e.g. batch_groups=8 (a variant to measure)")
     args = p.parse_args()
@@ -384,7 +413,12 @@ def main():
             reference = (images, training_maps(start_model, images), float(start_model.threshold.numpy()))
             recorder = EpochRecorder(halves_batches, reference)
             t0 = time.perf_counter()
-            _, _, summary = run_training(cfg, extra_callbacks=[recorder], overwrite=True)
+            callbacks = [recorder]
+            if args.average:  # before the recorder: the last epoch is scored with the averaged head
+                n = len(open(listing).read().split())
+                steps = cfg.steps_per_epoch or max(n // cfg.batch_size, 1)
+                callbacks.insert(0, HeadAverage(steps * cfg.epochs, args.average))
+            _, _, summary = run_training(cfg, extra_callbacks=callbacks, overwrite=True)
             print(f"{key}: trained {summary['epochs']} x {summary['steps_per_epoch']} steps in "
                   f"{time.perf_counter() - t0:.0f} s (with per-epoch scoring)", flush=True)
             for h in recorded:
