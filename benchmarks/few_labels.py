@@ -242,7 +242,8 @@ def feature_split_threshold(model, images, thresholds=DEFAULT_THRESHOLDS):
         maps = min_max_normalized(np.asarray(model(images[i:i + 32]))[..., 0])
         for feats, m in zip(z, maps):
             f = feats.reshape(-1, feats.shape[-1])
-            f = f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)  # unit length: on raw features a few cells of large norm decided the split
+            # unit length: on raw features a few cells of large norm decided the split
+            f = f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
             total = ((f - f.mean(0)) ** 2).sum()
             for k, t in enumerate(thresholds):
                 inside = foreground_mask(m, t).reshape(-1)
