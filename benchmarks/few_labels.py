@@ -60,6 +60,11 @@ from c2am_tf.training.trainer import (
 COUNTS = (5, 10, 25, 50)
 
 
+def grid_index(threshold):
+    """The index in ``DEFAULT_THRESHOLDS`` (the thresholds every verdict is stored at) nearest ``threshold``."""
+    return int(np.argmin(abs(np.asarray(DEFAULT_THRESHOLDS) - float(threshold))))
+
+
 def per_image_correct(model, batches):
     """(N, T) bool: each image's GT-known verdict at each of ``DEFAULT_THRESHOLDS`` (the library's own boxing)."""
     ev = Evaluation(DEFAULT_THRESHOLDS, None, max_box_acc=False, band=model_box_band(model))
@@ -119,13 +124,13 @@ class HeadAverage(keras.callbacks.Callback):
     its horizon ``fraction`` of them, put in place of the head's own weights at the end of the last epoch (before
     the recorder scores it): averaging the last steps' iterates smooths the noise of small batches (Polyak)."""
 
-    def __init__(self, total_steps, fraction):
+    def __init__(self, fraction):
         super().__init__()
-        self.momentum = 1.0 - 1.0 / max(fraction * total_steps, 1.0)
-        self.epochs = None
+        self.fraction = fraction
 
     def on_train_begin(self, logs=None):
         self.epochs = self.params["epochs"]
+        self.momentum = 1.0 - 1.0 / max(self.fraction * self.params["steps"] * self.epochs, 1.0)
         self.average = [v.numpy().astype(np.float64) for v in self.model.head.weights]
 
     def on_train_batch_end(self, batch, logs=None):
@@ -202,7 +207,6 @@ def blend_scores(args, all_domains, alphas):
     print("| domain | trained on | " + " | ".join(f"alpha {a:g}" for a in alphas) + " |")
     print("|---|---|" + "---|" * len(alphas))
     rows = []
-    thresholds = np.asarray(DEFAULT_THRESHOLDS)
     for name, dataset, root, train_half, scored, images, model, start_maps, start_threshold, trained in \
             finished_folds(args, all_domains):
         begin = [v.numpy() for v in model.head.weights]
@@ -214,7 +218,7 @@ def blend_scores(args, all_domains, alphas):
                 v.assign((1 - a) * b + a * e)
             chosen = label_free_threshold(start_maps, start_threshold, training_maps(model, images))
             correct = per_image_correct(model, batches).mean(axis=0) * 100
-            row.append((correct[int(np.argmin(abs(thresholds - chosen)))], correct.max()))
+            row.append((correct[grid_index(chosen)], correct.max()))
         rows.append(row)
         print(f"| {name} | {train_half} | " + " | ".join(f"{m:.1f} / {o:.1f}" for m, o in row) + " |", flush=True)
     print("| mean | | " + " | ".join(f"{np.mean([r[k][0] for r in rows]):.1f} / {np.mean([r[k][1] for r in rows]):.1f}"
@@ -260,7 +264,6 @@ def rule_scores(args, all_domains):
     Otsu's on the trained maps of the training images, the mean of matched and Otsu's, and the feature split
     (``feature_split_threshold``); the oracle beside them."""
     store = dict(np.load(os.path.join(args.out, "per_image.npz")))
-    thresholds = np.asarray(DEFAULT_THRESHOLDS)
     names = ("kept", "matched", "matched, never above kept (fit's)", "otsu", "matched+otsu", "feature split")
     print("\n## Label-free threshold rules after the last epoch (GT-known on the other half; threshold in brackets)")
     print("| fold | " + " | ".join(names) + " | oracle |")
@@ -274,7 +277,7 @@ def rule_scores(args, all_domains):
         chosen = (kept, matched, label_free_threshold(start_maps, kept, maps), cut, (matched + cut) / 2,
                   feature_split_threshold(trained, images))
         last = store[f"{name}/{train_half}/{scored}"][-1].mean(axis=0) * 100
-        row = [(last[int(np.argmin(abs(thresholds - t)))], t) for t in chosen] + [(last.max(), 0)]
+        row = [(last[grid_index(t)], t) for t in chosen] + [(last.max(), 0)]
         rows.append(row)
         print(f"| {name}/{train_half} | " + " | ".join(f"{v:.1f} ({t:.2f})" for v, t in row[:-1])
               + f" | {row[-1][0]:.1f} |", flush=True)
@@ -296,7 +299,7 @@ def verdicts_at(store, key, epoch):
     """(N,) bool: fold ``key``'s verdicts on its scored half after ``epoch`` (0: the start) at fit's label-free
     threshold, the match never above the start's (runs recorded before that cap hold the match alone)."""
     cut = min(float(store[f"{key}/matched"][epoch]), float(store[f"{key}/start_threshold"]))
-    return store[f"{key}/{store[f'{key}/scored']}"][epoch, :, int(np.argmin(abs(np.asarray(DEFAULT_THRESHOLDS) - cut)))]
+    return store[f"{key}/{store[f'{key}/scored']}"][epoch, :, grid_index(cut)]
 
 
 def paired_changes(args, all_domains):
@@ -327,7 +330,7 @@ def paired_changes(args, all_domains):
             elif preset is not None:
                 dataset, root, _, _ = all_domains[name]
                 correct = per_image_correct(preset, data.eval_dataset(dataset, str(store[f"{key}/scored"]), root))
-                before = correct[:, int(np.argmin(abs(np.asarray(DEFAULT_THRESHOLDS) - float(preset.threshold.numpy()))))]
+                before = correct[:, grid_index(preset.threshold.numpy())]
             else:
                 before = verdicts_at(store, key, 0)
             gained += int((~before & now).sum())
@@ -416,9 +419,7 @@ def main():
             t0 = time.perf_counter()
             callbacks = [recorder]
             if args.average:  # before the recorder: the last epoch is scored with the averaged head
-                n = len(open(listing).read().split())
-                steps = cfg.steps_per_epoch or max(n // cfg.batch_size, 1)
-                callbacks.insert(0, HeadAverage(steps * cfg.epochs, args.average))
+                callbacks.insert(0, HeadAverage(args.average))
             _, _, summary = run_training(cfg, extra_callbacks=callbacks, overwrite=True)
             print(f"{key}: trained {summary['epochs']} x {summary['steps_per_epoch']} steps in "
                   f"{time.perf_counter() - t0:.0f} s (with per-epoch scoring)", flush=True)
@@ -429,7 +430,6 @@ def main():
             store[f"{key}/scored"] = np.asarray(scored)
             np.savez(store_path, **store)
 
-    thresholds = np.asarray(DEFAULT_THRESHOLDS)
     rng = np.random.default_rng(0)
     results = {"step_curve": {}, "few_labels": {}}
     print(f"\n## Step curve: GT-known on the scored half after each epoch (0 = the start, {args.epochs} = the "
@@ -443,7 +443,7 @@ def main():
             train_half = key.split("/")[1]
             test = store[f"{key}/{scored}"].mean(axis=1) * 100  # (E + 1, T)
             matched = store[f"{key}/matched"]
-            at_matched = [test[e, int(np.argmin(abs(thresholds - matched[e])))] for e in range(len(matched))]
+            at_matched = [test[e, grid_index(matched[e])] for e in range(len(matched))]
             curves.append(at_matched)
             results["step_curve"][key] = {"at_matched": at_matched, "best": test.max(axis=1).tolist()}
             print(f"| {name} | {train_half} | " + " | ".join(f"{a:.1f} / {b:.1f}" for a, b in
@@ -452,7 +452,7 @@ def main():
                 continue
             train = store[f"{key}/{train_half}"]
             start_threshold = float(store[f"{key}/start_threshold"])
-            per_epoch = [int(np.argmin(abs(thresholds - t))) for t in [start_threshold] + list(matched[1:])]
+            per_epoch = [grid_index(t) for t in [start_threshold] + list(matched[1:])]
             results["few_labels"][key] = {}
             for n in COUNTS:
                 draws = [rng.choice(train.shape[1], n, replace=False) for _ in range(args.draws)]
@@ -476,7 +476,7 @@ def main():
         scored = str(store[f"{key}/scored"])
         last = store[f"{key}/{scored}"][-1].mean(axis=0) * 100  # (T,)
         kept, matched = float(store[f"{key}/start_threshold"]), float(store[f"{key}/matched"][-1])
-        row = [last[int(np.argmin(abs(thresholds - t)))] for t in (kept, matched, (kept + matched) / 2)]
+        row = [last[grid_index(t)] for t in (kept, matched, (kept + matched) / 2)]
         rules.append(row + [last.max()])
         print(f"| {key} | " + " | ".join(f"{v:.1f}" for v in rules[-1]) + " |")
     print("| mean | " + " | ".join(f"{v:.1f}" for v in np.mean(rules, axis=0)) + " |")
